@@ -1,0 +1,183 @@
+//! `kiln parse` and `kiln compile`.
+
+use super::printer::Printer;
+use super::session::{self, Session, Stop};
+use super::{EXIT_OK, GlobalArgs, SelectArgs};
+use crate::compile::{self, Compiled, ManifestResolver, sqlcheck};
+use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::jinja::Resolver;
+use crate::parse::{Node, ResourceType};
+use crate::run::artifacts;
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Compile this SQL (with Jinja) instead of the project's nodes, and print it
+    #[arg(long, value_name = "SQL")]
+    pub inline: Option<String>,
+    /// Skip the SQL syntax check of compiled models
+    #[arg(long)]
+    pub no_sql_check: bool,
+}
+
+pub fn parse(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    let s = match session::load(global, env, printer, "parse", Stop::Graph) {
+        Ok(s) => s,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    write_manifest(&s, &HashMap::new())?;
+    printer.info(&format!("Parsed {} in {:.2}s; wrote {}/manifest.json", summary(&s, &crate::graph::select::all(&s.manifest)), s.started.elapsed().as_secs_f64(), s.project.config().target_path));
+    Ok(EXIT_OK)
+}
+
+/// "3 models, 2 seeds, 5 data tests, 1 source".
+pub fn summary(s: &Session, ids: &BTreeSet<String>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for (rt, label) in [("model", "model"), ("seed", "seed"), ("snapshot", "snapshot"), ("test", "data test"), ("unit_test", "unit test"), ("analysis", "analysis"), ("source", "source"), ("exposure", "exposure")] {
+        let n = ids.iter().filter(|id| id.split('.').next() == Some(rt)).count();
+        if n > 0 {
+            counts.push((label, n));
+        }
+    }
+    let _ = s;
+    if counts.is_empty() {
+        return "nothing".into();
+    }
+    counts.iter().map(|(l, n)| format!("{n} {l}{}", if *n == 1 { "" } else if *l == "analysis" { "" } else { "s" })).collect::<Vec<_>>().join(", ")
+}
+
+pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
+    let graph_json = {
+        let nodes: serde_json::Map<String, serde_json::Value> = s
+            .manifest
+            .nodes
+            .values()
+            .map(|n| {
+                let mut v = serde_json::json!({
+                    "unique_id": n.unique_id, "name": n.name, "resource_type": n.resource_type.as_str(), "package_name": n.package,
+                    "original_file_path": n.original_file_path, "path": n.path, "fqn": n.fqn, "tags": n.tags(), "config": n.config,
+                    "database": n.database, "schema": n.schema, "alias": n.alias, "description": n.description,
+                    "depends_on": {"nodes": s.graph.parents.get(&n.unique_id).cloned().unwrap_or_default(), "macros": n.macros},
+                    "raw_code": &*n.raw_code,
+                    "columns": n.columns.iter().map(|(k, c)| (k.clone(), serde_json::json!({"name": c.name, "description": c.description, "data_type": c.data_type}))).collect::<serde_json::Map<_, _>>(),
+                });
+                if let Some(m) = &n.test_metadata {
+                    v["test_metadata"] = serde_json::json!({"name": m.name, "namespace": m.namespace, "kwargs": m.kwargs});
+                    v["attached_node"] = serde_json::json!(n.attached_node);
+                    v["column_name"] = serde_json::json!(n.column_name);
+                }
+                (n.unique_id.clone(), v)
+            })
+            .collect();
+        let sources: serde_json::Map<String, serde_json::Value> = s
+            .manifest
+            .sources
+            .values()
+            .map(|src| {
+                (
+                    src.unique_id.clone(),
+                    serde_json::json!({"unique_id": src.unique_id, "name": src.name, "source_name": src.source_name, "resource_type": "source",
+                        "package_name": src.package, "database": src.database, "schema": src.schema, "identifier": src.identifier, "tags": src.tags, "meta": src.meta}),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({"nodes": nodes, "sources": sources, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}});
+        move || doc.clone()
+    };
+    Arc::new(ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(graph_json)))
+}
+
+/// Compiles `selected` and checks the SQL; returns compiled SQL by id and any problems.
+pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> (HashMap<String, Compiled>, Diagnostics) {
+    let mut diags = Vec::new();
+    let resolver = resolver(s);
+    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &mut diags);
+    if sql_check {
+        let dialect = sqlcheck::dialect_for(&s.target);
+        let checks: Vec<Diagnostic> = compiled
+            .par_iter()
+            .filter_map(|(id, c)| {
+                let node = s.manifest.nodes.get(id)?;
+                if node.is_ephemeral() && !selected.contains(id) {
+                    return None;
+                }
+                let file = node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone());
+                let path = format!("{}/compiled/{}/{}", s.project.config().target_path, node.package, node.original_file_path);
+                sqlcheck::check(dialect.as_ref(), &c.sql, &path, &file, &format!("{} `{}`", node.resource_type.as_str(), node.name)).err()
+            })
+            .collect();
+        diags.extend(checks);
+    }
+    let mut d = Diagnostics(diags);
+    d.sort();
+    (compiled, d)
+}
+
+pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let meta = artifacts::Meta { invocation_id: &s.invocation.invocation_id, generated_at: &now, adapter_type: &s.target.adapter_type, project_name: s.project.name() };
+    let doc = artifacts::manifest_json(&s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta);
+    let bytes = serde_json::to_vec(&doc)?;
+    session::write_atomic(&s.project.target_dir().join("manifest.json"), &bytes)?;
+    Ok(())
+}
+
+pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    let s = match session::load(global, env, printer, "compile", Stop::Graph) {
+        Ok(s) => s,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    if let Some(sql) = &args.inline {
+        return inline(&s, sql, printer);
+    }
+    let selected = match session::selection(&s, &args.select) {
+        Ok(sel) => sel,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    let (compiled, diags) = compile_selected(&s, &selected, !args.no_sql_check);
+    for (_, msg) in s.jinja.shared.take_logs() {
+        printer.info(&msg);
+    }
+    if diags.has_errors() {
+        return Ok(session::report(printer, &diags));
+    }
+    for d in diags.iter() {
+        printer.diagnostic(d);
+    }
+    let written = artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled)?;
+    write_manifest(&s, &compiled)?;
+    // One selected node with SQL: print it, as `dbt compile -s model` does.
+    let with_sql: Vec<&Node> = selected.iter().filter_map(|id| s.manifest.nodes.get(id)).filter(|n| compile::has_sql(n) && n.resource_type != ResourceType::Test).collect();
+    if !args.select.select.is_empty() && with_sql.len() == 1 {
+        if let Some(c) = compiled.get(&with_sql[0].unique_id) {
+            printer.product(&c.sql);
+        }
+    }
+    printer.info(&format!(
+        "Compiled {} in {:.2}s; wrote {written} files under {}/compiled and {}/manifest.json",
+        summary(&s, &selected.iter().filter(|id| compiled.contains_key(*id)).cloned().collect()),
+        s.started.elapsed().as_secs_f64(),
+        s.project.config().target_path,
+        s.project.config().target_path,
+    ));
+    Ok(EXIT_OK)
+}
+
+fn inline(s: &Session, sql: &str, printer: &Printer) -> anyhow::Result<i32> {
+    let mut node = crate::parse::new_node_inline(&s.project, sql);
+    let root_pkg = s.project.name().to_string();
+    node.package = root_pkg;
+    let resolver = resolver(s);
+    // Parse phase first, so refs in the inline SQL resolve (and missing ones are reported).
+    match compile::render_node(&s.project, &s.jinja, &node, &resolver, false) {
+        Ok(out) => {
+            printer.product(&out);
+            Ok(EXIT_OK)
+        }
+        Err(d) => Ok(session::report(printer, &Diagnostics::from(d))),
+    }
+}

@@ -1,0 +1,126 @@
+//! The command line. Only this layer prints, reads the environment, or exits.
+
+mod clean;
+mod compile;
+mod debug;
+mod deps;
+pub mod env;
+mod init;
+mod ls;
+pub mod printer;
+pub mod session;
+
+use clap::{Args, Parser, Subcommand};
+use printer::{LogFormat, Printer};
+use std::path::PathBuf;
+
+/// Exit codes: 0 success, 1 the project failed, 2 kiln or its usage failed.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_PROJECT: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "SQL-first, declarative data builds: compiles dbt projects and builds them on DataFusion, PostgreSQL or BigQuery",
+    long_about = "kiln reads a dbt project (dbt_project.yml, models, macros, seeds, tests, properties YAML) unchanged, \
+                  compiles it into a dependency graph and writes dbt-compatible artifacts.\n\n\
+                  Exit codes: 0 success, 1 the project has errors, 2 usage or internal error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Directory of the dbt project (default: the current directory)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Directory holding profiles.yml (default: $KILN_PROFILES_DIR, $DBT_PROFILES_DIR, the project, ~/.kiln, ~/.dbt)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// Profile to use instead of the one named in dbt_project.yml
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Target (output) of the profile to use
+    #[arg(short = 't', long, global = true)]
+    pub target: Option<String>,
+    /// Variables as a YAML or JSON mapping, e.g. '{start_date: 2024-01-01}'
+    #[arg(long, global = true, value_name = "YAML")]
+    pub vars: Option<String>,
+    /// Output format of logs and diagnostics
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Print only errors and products
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// Nodes to include (dbt selector syntax: name, +name, name+, @name, tag:x, path:dir, config.k:v, ...)
+    #[arg(short = 's', long = "select", alias = "models", short_alias = 'm', num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// Nodes to leave out (same syntax as --select)
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// A named selector from selectors.yml
+    #[arg(long, value_name = "NAME")]
+    pub selector: Option<String>,
+    /// Only these resource types (model, seed, snapshot, test, unit_test, source, exposure, analysis)
+    #[arg(long = "resource-type", alias = "resource-types", num_args = 1.., value_name = "TYPE")]
+    pub resource_type: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate the project: load, render (parse phase) and build the graph; writes target/manifest.json
+    Parse,
+    /// Render every selected node to SQL under target/compiled/ and write target/manifest.json
+    Compile(compile::CompileArgs),
+    /// List selected nodes
+    #[command(alias = "list")]
+    Ls(ls::LsArgs),
+    /// Show the resolved project, profile and target (secrets masked)
+    Debug,
+    /// Create a new project from kiln's template
+    Init(init::InitArgs),
+    /// Delete the project's clean-targets (never the local warehouse)
+    Clean,
+    /// Install the packages of packages.yml (local packages) into dbt_packages/
+    Deps,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let env = env::snapshot();
+    let mut printer = Printer::new(cli.global.log_format, cli.global.quiet, &env);
+    let result = match &cli.command {
+        Command::Parse => compile::parse(&cli.global, &env, &mut printer),
+        Command::Compile(args) => compile::run(&cli.global, args, &env, &mut printer),
+        Command::Ls(args) => ls::run(&cli.global, args, &env, &mut printer),
+        Command::Debug => debug::run(&cli.global, &env, &mut printer),
+        Command::Init(args) => init::run(args, &printer),
+        Command::Clean => clean::run(&cli.global, &env, &mut printer),
+        Command::Deps => deps::run(&cli.global, &env, &mut printer),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            printer.diagnostic(&crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Io, format!("{e:#}")));
+            EXIT_USAGE
+        }
+    }
+}

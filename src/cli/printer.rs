@@ -1,0 +1,81 @@
+//! The one place that decides how output looks: colour, JSON or text, quiet.
+
+use crate::diagnostics::{Diagnostic, render};
+use std::io::{IsTerminal, Write};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub struct Printer {
+    pub format: LogFormat,
+    pub color: bool,
+    pub quiet: bool,
+    secrets: Vec<String>,
+}
+
+impl Printer {
+    pub fn new(format: LogFormat, quiet: bool, env: &std::collections::HashMap<String, String>) -> Printer {
+        let color = if env.contains_key(super::env::NO_COLOR) {
+            false
+        } else if env.get(super::env::FORCE_COLOR).is_some_and(|v| !v.is_empty() && v != "0") {
+            true
+        } else {
+            std::io::stderr().is_terminal()
+        };
+        Printer { format, color, quiet, secrets: Vec::new() }
+    }
+
+    /// Values that must never be printed.
+    pub fn add_secrets(&mut self, secrets: impl IntoIterator<Item = String>) {
+        self.secrets.extend(secrets.into_iter().filter(|s| !s.is_empty()));
+    }
+
+    fn scrub(&self, s: &str) -> String {
+        crate::jinja::scrub(s, self.secrets.iter()).into_owned()
+    }
+
+    pub fn diagnostic(&self, d: &Diagnostic) {
+        match self.format {
+            LogFormat::Json => self.json_line(&render::json(d)),
+            LogFormat::Text => {
+                let text = self.scrub(&render::human(d, self.color));
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+        }
+    }
+
+    /// A progress or summary line (stderr, or a JSON event).
+    pub fn info(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Json => self.json_line(&serde_json::json!({"level": "info", "message": self.scrub(msg)})),
+            LogFormat::Text => {
+                let _ = writeln!(std::io::stderr().lock(), "{}", self.scrub(msg));
+            }
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        match self.format {
+            LogFormat::Json => self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)})),
+            LogFormat::Text => {
+                let head = if self.color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
+                let _ = writeln!(std::io::stderr().lock(), "{head}: {}", self.scrub(msg));
+            }
+        }
+    }
+
+    /// A product line on stdout (compiled SQL, `ls` output). Returns false on a broken pipe.
+    pub fn product(&self, line: &str) -> bool {
+        writeln!(std::io::stdout().lock(), "{}", self.scrub(line)).is_ok()
+    }
+
+    pub fn json_line(&self, v: &serde_json::Value) {
+        let _ = writeln!(std::io::stdout().lock(), "{}", self.scrub(&v.to_string()));
+    }
+}

@@ -1,0 +1,249 @@
+//! Stage 5: the compile phase. Renders each selected node for the target (`execute = true`,
+//! relations resolved), inlines ephemeral models as CTEs the way dbt does, and checks the SQL
+//! with sqlparser in the target's dialect.
+
+pub mod sqlcheck;
+
+use crate::diagnostics::{Diagnostic, SourceText};
+use crate::graph::{Graph, Lookup};
+use crate::jinja::context::{NodeCtx, NodeInfo, Phase, RefCall};
+use crate::jinja::error::to_diagnostic;
+use crate::jinja::{JinjaEnv, Resolver, ser};
+use crate::parse::{Manifest, Node, ResourceType};
+use crate::project::Project;
+use minijinja::Value;
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
+
+/// Resolves `ref`/`source` against the parsed manifest.
+pub struct ManifestResolver {
+    relations: HashMap<String, Value>,
+    lookup: Arc<Lookup>,
+    graph_value: OnceLock<Value>,
+    graph_json: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl ManifestResolver {
+    pub fn new(manifest: &Manifest, lookup: Arc<Lookup>, quote: char, graph_json: Box<dyn Fn() -> serde_json::Value + Send + Sync>) -> ManifestResolver {
+        let mut relations = HashMap::new();
+        for n in manifest.nodes.values().filter(|n| n.is_refable()) {
+            relations.insert(n.unique_id.clone(), n.relation(quote).into_value());
+        }
+        for s in manifest.sources.values() {
+            let mut r = s.relation(quote);
+            if let Some(loc) = s.external.get("location").and_then(|v| v.as_str()).or_else(|| s.meta.get("external_location").and_then(|v| v.as_str())) {
+                let _ = loc; // external files are registered by the engine under this name
+                r.kind = "external".into();
+            }
+            relations.insert(s.unique_id.clone(), r.into_value());
+        }
+        ManifestResolver { relations, lookup, graph_value: OnceLock::new(), graph_json }
+    }
+}
+
+impl Resolver for ManifestResolver {
+    fn resolve_ref(&self, from_package: &str, package: Option<&str>, name: &str, version: Option<&str>) -> Result<Value, String> {
+        let call = RefCall { package: package.map(str::to_string), name: name.to_string(), version: version.map(str::to_string) };
+        let id = self.lookup.resolve_ref(from_package, &call).ok_or_else(|| format!("`{name}` was not found (ref('{name}'))"))?;
+        self.relations.get(id).cloned().ok_or_else(|| format!("`{name}` has no relation"))
+    }
+    fn resolve_source(&self, source: &str, table: &str) -> Result<Value, String> {
+        let id = self.lookup.resolve_source("", source, table).ok_or_else(|| format!("source `{source}.{table}` was not found"))?;
+        self.relations.get(id).cloned().ok_or_else(|| format!("source `{source}.{table}` has no relation"))
+    }
+    fn graph(&self) -> Value {
+        self.graph_value.get_or_init(|| ser(&(self.graph_json)())).clone()
+    }
+}
+
+/// The compiled form of one node.
+#[derive(Clone, Debug, Default)]
+pub struct Compiled {
+    /// SQL with ephemeral CTEs injected (what runs).
+    pub sql: String,
+    /// SQL as rendered, before injection.
+    pub rendered: String,
+    /// `(unique_id, "__dbt__cte__x as (...)")` in injection order.
+    pub extra_ctes: Vec<(String, String)>,
+}
+
+/// Which nodes have SQL to compile.
+pub fn has_sql(n: &Node) -> bool {
+    matches!(n.resource_type, ResourceType::Model | ResourceType::Analysis | ResourceType::Test | ResourceType::Snapshot)
+}
+
+pub fn node_ctx(jinja: &JinjaEnv, node: &Node, resolver: &Arc<dyn Resolver>, is_incremental: bool) -> NodeCtx {
+    let info = NodeInfo {
+        unique_id: node.unique_id.clone(),
+        package: node.package.clone(),
+        name: node.name.clone(),
+        resource_type: node.resource_type.as_str(),
+        original_file_path: node.original_file_path.clone(),
+        path: node.path.clone(),
+    };
+    let n = node.clone();
+    let mut ctx = NodeCtx::new(Phase::Compile, info, node.config.clone(), jinja.shared.clone()).with_model(Arc::new(move || n.context_value()));
+    ctx.resolver = Some(resolver.clone());
+    ctx.is_incremental = is_incremental;
+    if node.is_refable() {
+        ctx.this = Some(node.relation(jinja.shared.target.quote_char()).into_value());
+    }
+    ctx
+}
+
+/// Renders one node in the compile phase.
+pub fn render_node(project: &Project, jinja: &JinjaEnv, node: &Node, resolver: &Arc<dyn Resolver>, is_incremental: bool) -> Result<String, Diagnostic> {
+    let ctx = node_ctx(jinja, node, resolver, is_incremental);
+    let result = if node.test_metadata.is_some() {
+        crate::parse::generic_tests_render(jinja, node, ctx).map(|(s, _)| s)
+    } else {
+        let display = node.file.map_or(node.original_file_path.clone(), |f| project.files[f].display_path.clone());
+        let source = crate::jinja::modules::mutable_literals(&node.raw_code).into_owned();
+        jinja.render(&display, &source, Arc::new(ctx))
+    };
+    result.map_err(|e| {
+        let raw = node.file.map(|f| SourceText::new(project.files[f].display_path.clone(), node.raw_code.clone()));
+        let mut d = to_diagnostic(
+            &e,
+            &|p| raw.clone().filter(|s| s.path == p).or_else(|| crate::parse::source_for(project, jinja, p)),
+            &format!("{} `{}`", node.resource_type.as_str(), node.name),
+        );
+        if d.labels.is_empty() {
+            if let Some(f) = node.file {
+                d = d.with_label(crate::diagnostics::Label::new(project.files[f].source(), node.line, 1, 1, "while compiling this"));
+            }
+        }
+        d
+    })
+}
+
+/// Compiles `selected` (plus the ephemeral models they inline), in parallel.
+pub fn compile(
+    project: &Project,
+    jinja: &JinjaEnv,
+    manifest: &Manifest,
+    graph: &Graph,
+    resolver: &Arc<dyn Resolver>,
+    selected: &BTreeSet<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<String, Compiled> {
+    // Ephemeral ancestors are needed to inline them.
+    let mut wanted: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
+    let mut stack: Vec<&str> = wanted.iter().copied().collect();
+    while let Some(id) = stack.pop() {
+        for p in graph.parents.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+            if manifest.nodes.get(p).is_some_and(Node::is_ephemeral) && wanted.insert(p) {
+                stack.push(p);
+            }
+        }
+    }
+    let nodes: Vec<&Node> = wanted.iter().filter_map(|id| manifest.nodes.get(*id)).filter(|n| has_sql(n)).collect();
+    let rendered: Vec<(&str, Result<String, Diagnostic>)> =
+        nodes.par_iter().map(|n| (n.unique_id.as_str(), render_node(project, jinja, n, resolver, false))).collect();
+    let mut out: HashMap<String, Compiled> = HashMap::with_capacity(rendered.len());
+    for (id, r) in rendered {
+        match r {
+            Ok(sql) => {
+                out.insert(id.to_string(), Compiled { rendered: sql.clone(), sql, extra_ctes: vec![] });
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    // Inject ephemeral CTEs.
+    let ids: Vec<String> = out.keys().cloned().collect();
+    let mut cte_cache: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for id in ids {
+        let ctes = ephemeral_ctes(&id, manifest, graph, &out, &mut cte_cache);
+        if !ctes.is_empty() {
+            let c = out.get_mut(&id).expect("compiled");
+            c.sql = inject_ctes(&c.rendered, &ctes);
+            c.extra_ctes = ctes;
+        }
+    }
+    out
+}
+
+/// The CTEs node `id` needs, ancestors first (dbt's `_recursively_prepend_ctes`).
+fn ephemeral_ctes(id: &str, manifest: &Manifest, graph: &Graph, compiled: &HashMap<String, Compiled>, cache: &mut HashMap<String, Vec<(String, String)>>) -> Vec<(String, String)> {
+    if let Some(c) = cache.get(id) {
+        return c.clone();
+    }
+    let mut out: Vec<(String, String)> = Vec::new();
+    for p in graph.parents.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+        let Some(parent) = manifest.nodes.get(p) else { continue };
+        if !parent.is_ephemeral() {
+            continue;
+        }
+        for cte in ephemeral_ctes(p, manifest, graph, compiled, cache) {
+            if !out.iter().any(|(i, _)| *i == cte.0) {
+                out.push(cte);
+            }
+        }
+        if let Some(c) = compiled.get(p) {
+            if !out.iter().any(|(i, _)| i == p) {
+                out.push((p.clone(), format!("__dbt__cte__{} as (\n{}\n)", parent.name, c.rendered.trim())));
+            }
+        }
+    }
+    cache.insert(id.to_string(), out.clone());
+    out
+}
+
+/// Puts CTEs at the front of `sql`, merging with an existing `WITH` as dbt does.
+pub fn inject_ctes(sql: &str, ctes: &[(String, String)]) -> String {
+    if ctes.is_empty() {
+        return sql.to_string();
+    }
+    let joined = ctes.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(", ");
+    let start = skip_trivia(sql);
+    let rest = &sql[start..];
+    if let Some(after_with) = strip_keyword(rest, "with") {
+        let (kw_end, body) = match strip_keyword(after_with.trim_start(), "recursive") {
+            Some(b) => (sql.len() - b.len(), b),
+            None => (sql.len() - after_with.len(), after_with),
+        };
+        format!("{} {joined}, {}", &sql[..kw_end], body.trim_start())
+    } else {
+        format!("{}with {joined}\n{}", &sql[..start], rest)
+    }
+}
+
+/// Skips leading whitespace and SQL comments.
+fn skip_trivia(sql: &str) -> usize {
+    let mut i = 0;
+    let b = sql.as_bytes();
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if sql[i..].starts_with("--") {
+            i = sql[i..].find('\n').map_or(sql.len(), |p| i + p + 1);
+        } else if sql[i..].starts_with("/*") {
+            i = sql[i..].find("*/").map_or(sql.len(), |p| i + p + 2);
+        } else {
+            return i;
+        }
+    }
+}
+
+fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
+    let head = s.get(..kw.len())?;
+    if head.eq_ignore_ascii_case(kw) && s[kw.len()..].starts_with(|c: char| c.is_whitespace()) { Some(&s[kw.len()..]) } else { None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injects_ctes_like_dbt() {
+        let ctes = vec![("model.p.e".to_string(), "__dbt__cte__e as (\nselect 1\n)".to_string())];
+        assert_eq!(inject_ctes("select * from __dbt__cte__e", &ctes), "with __dbt__cte__e as (\nselect 1\n)\nselect * from __dbt__cte__e");
+        assert_eq!(
+            inject_ctes("-- c\nWITH a as (select 1) select * from a", &ctes),
+            "-- c\nWITH __dbt__cte__e as (\nselect 1\n), a as (select 1) select * from a"
+        );
+        assert_eq!(inject_ctes("with recursive r as (select 1) select 1", &ctes), "with recursive __dbt__cte__e as (\nselect 1\n), r as (select 1) select 1");
+    }
+}

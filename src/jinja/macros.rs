@@ -1,0 +1,214 @@
+//! Macros: the index of every macro of every package, the callable that runs one (with dbt's
+//! `return()`), package namespaces (`dbt_utils.star(...)`) and `adapter.dispatch`.
+
+use super::context::{MacroScope, NodeCtx, current_package, node_ctx};
+use super::error::kiln_error;
+use crate::diagnostics::Code;
+use minijinja::value::{Enumerator, Object, Value};
+use minijinja::{Error, ErrorKind, State};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The package name of dbt's built-in macros.
+pub const INTERNAL: &str = "dbt";
+const RETURN_TEMP: &str = "__kiln_return";
+pub const RETURN_MARKER: &str = "__kiln_return__";
+
+/// One macro (or generic test, as `test_<name>`).
+#[derive(Clone, Debug)]
+pub struct MacroDef {
+    pub package: String,
+    pub name: String,
+    pub unique_id: String,
+    /// Name of its template in the environment.
+    pub template: String,
+    pub display_path: String,
+    pub original_path: String,
+    pub line: usize,
+    pub args: Vec<String>,
+    pub source: Arc<str>,
+}
+
+#[derive(Default, Debug)]
+pub struct MacroIndex {
+    pub packages: HashMap<String, HashMap<String, Arc<MacroDef>>>,
+    pub root: String,
+    /// `dispatch:` search orders from the root project.
+    pub dispatch: HashMap<String, Vec<String>>,
+    /// Adapter prefixes for dispatch, most specific first (`postgres`, `default`).
+    pub prefixes: Vec<String>,
+}
+
+impl MacroIndex {
+    pub fn get(&self, package: &str, name: &str) -> Option<&Arc<MacroDef>> {
+        self.packages.get(package)?.get(name)
+    }
+
+    /// dbt's lookup for an unqualified name: the current package, the root project, dbt's own.
+    pub fn lookup(&self, current: Option<&str>, name: &str) -> Option<&Arc<MacroDef>> {
+        current
+            .and_then(|p| self.get(p, name))
+            .or_else(|| self.get(&self.root, name))
+            .or_else(|| self.get(INTERNAL, name))
+    }
+
+    /// Names callable without a namespace from somewhere.
+    pub fn all_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.packages.values().flat_map(|m| m.keys().cloned()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// `adapter.dispatch(name, namespace)`: the first `<prefix>__name` along the search order.
+    pub fn dispatch(&self, current: Option<&str>, name: &str, namespace: Option<&str>) -> Result<Arc<MacroDef>, String> {
+        let search: Vec<Option<String>> = match namespace {
+            None => vec![None],
+            Some(ns) => match self.dispatch.get(ns) {
+                Some(order) => order.iter().cloned().map(Some).collect(),
+                None if ns != INTERNAL && self.packages.contains_key(ns) && ns != self.root => {
+                    vec![Some(self.root.clone()), Some(ns.to_string())]
+                }
+                None => vec![Some(ns.to_string())],
+            },
+        };
+        let mut tried = Vec::new();
+        for package in &search {
+            for prefix in &self.prefixes {
+                let candidate = format!("{prefix}__{name}");
+                let found = match package {
+                    None => self.lookup(current, &candidate),
+                    Some(p) => self.get(p, &candidate).or_else(|| if p == INTERNAL { self.get(&self.root, &candidate) } else { None }),
+                };
+                if let Some(m) = found {
+                    return Ok(m.clone());
+                }
+                tried.push(match package {
+                    Some(p) => format!("{p}.{candidate}"),
+                    None => candidate,
+                });
+            }
+        }
+        Err(format!("adapter.dispatch found no implementation of `{name}`; tried {}", tried.join(", ")))
+    }
+}
+
+/// Calls a macro by running its template with the caller's context.
+pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Result<Value, Error> {
+    let ctx = node_ctx(state)?;
+    if let Some(value) = ctx.overrides.as_ref().and_then(|o| o.macros.get(&def.name)) {
+        return Ok(crate::jinja::ser(value));
+    }
+    ctx.record_macro(&def.unique_id);
+    let base = state.lookup("__kiln").unwrap_or_default();
+    let scope = Value::from_object(MacroScope { base, package: def.package.clone() });
+    let template = state.env().get_template(&def.template)?;
+    let mut captured = template.render_captured(scope)?;
+    captured.with_state_mut(|st| {
+        let Some(m) = st.lookup(&def.name) else {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("macro `{}` did not define itself", def.name)));
+        };
+        match m.call(st, args) {
+            Ok(v) => Ok(v),
+            Err(e) => match st.get_temp(RETURN_TEMP) {
+                Some(v) if is_return(&e) => Ok(v),
+                _ => Err(e),
+            },
+        }
+    })
+}
+
+fn is_return(e: &Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().contains(RETURN_MARKER) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// `return(value)`: ends the macro with a value (not just text), as dbt does.
+pub fn dbt_return(state: &mut State, value: Option<Value>) -> Result<Value, Error> {
+    state.set_temp(RETURN_TEMP, value.unwrap_or(Value::from(())));
+    Err(Error::new(ErrorKind::InvalidOperation, RETURN_MARKER))
+}
+
+/// A callable macro value. `package: None` resolves the name at call time from the caller's
+/// package (dbt's unqualified lookup).
+#[derive(Debug)]
+pub struct MacroFn {
+    pub name: String,
+    pub package: Option<String>,
+    pub index: Arc<MacroIndex>,
+}
+
+impl MacroFn {
+    fn resolve(&self, state: &State) -> Result<Arc<MacroDef>, Error> {
+        let found = match &self.package {
+            Some(p) => self.index.get(p, &self.name),
+            None => self.index.lookup(current_package(state).as_deref(), &self.name),
+        };
+        found.cloned().ok_or_else(|| {
+            kiln_error(
+                Code::MissingMacro,
+                format!("macro `{}` is not available here", self.name),
+                Some(format!("`{}` exists in another package; call it with its namespace, e.g. `package_name.{}()`", self.name, self.name)),
+            )
+        })
+    }
+}
+
+impl Object for MacroFn {
+    fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        let def = self.resolve(state)?;
+        call_macro(state, &def, args)
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "name" => Some(Value::from(self.name.as_str())),
+            "package_name" => self.package.as_deref().map(Value::from),
+            _ => None,
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<macro {}>", self.name)
+    }
+}
+
+/// A package namespace: `dbt_utils`, `dbt`, or the project's own name.
+#[derive(Debug)]
+pub struct Namespace {
+    pub package: String,
+    pub index: Arc<MacroIndex>,
+}
+
+impl Object for Namespace {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        self.index.get(&self.package, name)?;
+        Some(Value::from_object(MacroFn { name: name.to_string(), package: Some(self.package.clone()), index: self.index.clone() }))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut names: Vec<Value> = self.index.packages.get(&self.package).map(|m| m.keys().map(|k| Value::from(k.as_str())).collect()).unwrap_or_default();
+        names.sort();
+        Enumerator::Values(names)
+    }
+}
+
+/// `adapter.dispatch(...)` result.
+pub fn dispatch(state: &State, index: &Arc<MacroIndex>, name: &str, namespace: Option<&str>) -> Result<Value, Error> {
+    let def = index.dispatch(current_package(state).as_deref(), name, namespace).map_err(|msg| {
+        kiln_error(Code::MissingMacro, msg, Some(format!("define `default__{name}` (or an adapter-specific variant) in your macros")))
+    })?;
+    Ok(Value::from_object(MacroFn { name: def.name.clone(), package: Some(def.package.clone()), index: index.clone() }))
+}
+
+/// Used by [`NodeCtx`] users that need to know which macros a call chain touched.
+pub fn record(ctx: &NodeCtx, def: &MacroDef) {
+    ctx.record_macro(&def.unique_id);
+}

@@ -1,0 +1,186 @@
+//! `Relation`: what `ref()`, `source()` and `this` return. Renders as a fully qualified, quoted
+//! name in the target's dialect (`"db"."schema"."table"` or `` `project`.`dataset`.`table` ``).
+
+use minijinja::value::{Enumerator, Kwargs, Object, Value};
+use minijinja::{Error, ErrorKind, State};
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relation {
+    pub database: Option<String>,
+    pub schema: Option<String>,
+    pub identifier: Option<String>,
+    /// `table`, `view`, `cte`, `external`, ... (dbt's `RelationType`).
+    pub kind: String,
+    pub quote: char,
+    /// Per-part quoting: database, schema, identifier.
+    pub quoting: [bool; 3],
+    pub include: [bool; 3],
+    /// Ephemeral models render as their CTE name.
+    pub cte_name: Option<String>,
+}
+
+impl Relation {
+    pub fn new(database: &str, schema: &str, identifier: &str, quote: char) -> Relation {
+        Relation {
+            database: Some(database.to_string()),
+            schema: Some(schema.to_string()),
+            identifier: Some(identifier.to_string()),
+            kind: "table".into(),
+            quote,
+            quoting: [true; 3],
+            include: [true; 3],
+            cte_name: None,
+        }
+    }
+
+    pub fn cte(name: &str, quote: char) -> Relation {
+        let mut r = Relation::new("", "", name, quote);
+        r.kind = "cte".into();
+        r.cte_name = Some(format!("__dbt__cte__{name}"));
+        r
+    }
+
+    pub fn quote_ident(&self, s: &str) -> String {
+        quote_ident(s, self.quote)
+    }
+
+    pub fn render(&self) -> String {
+        if let Some(cte) = &self.cte_name {
+            return cte.clone();
+        }
+        let parts = [&self.database, &self.schema, &self.identifier];
+        let mut out = Vec::with_capacity(3);
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(p) = part {
+                if self.include[i] && !p.is_empty() {
+                    out.push(if self.quoting[i] { self.quote_ident(p) } else { p.clone() });
+                }
+            }
+        }
+        out.join(".")
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::from_object(self)
+    }
+}
+
+/// Quotes an identifier, doubling the quote character inside it.
+pub fn quote_ident(s: &str, quote: char) -> String {
+    let q = quote.to_string();
+    if quote == '`' {
+        format!("`{}`", s.replace('`', "\\`"))
+    } else {
+        format!("{q}{}{q}", s.replace(quote, &format!("{q}{q}")))
+    }
+}
+
+impl fmt::Display for Relation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+fn opt(v: &Option<String>) -> Value {
+    v.as_ref().map_or(Value::from(()), |s| Value::from(s.as_str()))
+}
+
+impl Object for Relation {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        Some(match key.as_str()? {
+            "database" | "project" => opt(&self.database),
+            "schema" | "dataset" => opt(&self.schema),
+            "identifier" | "name" | "table" => opt(&self.identifier),
+            "type" => Value::from(self.kind.as_str()),
+            "is_table" => Value::from(self.kind == "table"),
+            "is_view" => Value::from(self.kind == "view"),
+            "is_cte" => Value::from(self.kind == "cte"),
+            "is_materialized_view" => Value::from(self.kind == "materialized_view"),
+            "quote_character" => Value::from(self.quote.to_string()),
+            "path" => crate::jinja::vmap([("database", opt(&self.database)), ("schema", opt(&self.schema)), ("identifier", opt(&self.identifier))]),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["database", "schema", "identifier", "name", "type"])
+    }
+
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, name: &str, args: &[Value]) -> Result<Value, Error> {
+        let kwargs = args.iter().rev().find_map(|a| Kwargs::try_from(a.clone()).ok());
+        let get_bool = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<bool>>(k).ok().flatten());
+        let get_str = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<String>>(k).ok().flatten());
+        let mut r = (**self).clone();
+        match name {
+            "render" => Ok(Value::from(Relation::render(self))),
+            "include" | "quote" => {
+                let target = if name == "include" { &mut r.include } else { &mut r.quoting };
+                for (i, k) in ["database", "schema", "identifier"].iter().enumerate() {
+                    if let Some(b) = get_bool(k) {
+                        target[i] = b;
+                    }
+                }
+                Ok(r.into_value())
+            }
+            "replace_path" | "incorporate" => {
+                let mut set = |k: &str, v: Option<String>| match k {
+                    "database" => r.database = v,
+                    "schema" => r.schema = v,
+                    "identifier" => r.identifier = v,
+                    _ => {}
+                };
+                if let Some(kw) = &kwargs {
+                    for k in ["database", "schema", "identifier"] {
+                        if kw.has(k) {
+                            set(k, kw.get::<Option<String>>(k).ok().flatten());
+                        }
+                    }
+                    if let Ok(Some(path)) = kw.get::<Option<Value>>("path") {
+                        for k in ["database", "schema", "identifier"] {
+                            if let Ok(v) = path.get_attr(k) {
+                                if !v.is_undefined() {
+                                    set(k, v.as_str().map(str::to_string));
+                                }
+                            }
+                        }
+                    }
+                }
+                if let Some(t) = get_str("type") {
+                    r.kind = t;
+                }
+                Ok(r.into_value())
+            }
+            "without_identifier" => {
+                r.include[2] = false;
+                Ok(r.into_value())
+            }
+            "without_quotes" => {
+                r.quoting = [false; 3];
+                Ok(r.into_value())
+            }
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("Relation has no method `{name}`"))),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result
+    where
+        Self: Sized + 'static,
+    {
+        f.write_str(&Relation::render(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_per_dialect() {
+        assert_eq!(Relation::new("db", "s", "t", '"').render(), r#""db"."s"."t""#);
+        assert_eq!(Relation::new("p", "d", "t", '`').render(), "`p`.`d`.`t`");
+        assert_eq!(Relation::new("db", "s", "we\"ird", '"').render(), r#""db"."s"."we""ird""#);
+        assert_eq!(Relation::cte("eph", '"').render(), "__dbt__cte__eph");
+    }
+}

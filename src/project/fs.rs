@@ -1,0 +1,73 @@
+//! The one file-system seam of project loading. [`OsFs`] reads the disk; [`MemFs`] holds a
+//! project in memory for tests.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub trait Fs: Sync {
+    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    fn exists(&self, path: &Path) -> bool;
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Every file below `dir` (recursively), sorted, relative paths joined onto `dir`.
+    /// Hidden files and directories (starting with `.`) are skipped. A missing `dir` is empty.
+    fn walk(&self, dir: &Path) -> Vec<PathBuf>;
+}
+
+pub struct OsFs;
+
+impl Fs for OsFs {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn walk(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+            .follow_links(true)
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// An in-memory project: path -> contents.
+#[derive(Default)]
+pub struct MemFs {
+    pub files: BTreeMap<PathBuf, String>,
+}
+
+impl MemFs {
+    pub fn new(root: &Path, files: &[(&str, &str)]) -> Self {
+        MemFs { files: files.iter().map(|(p, c)| (root.join(p), (*c).to_string())).collect() }
+    }
+}
+
+impl Fs for MemFs {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        self.files.get(path).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.files.contains_key(path) || self.is_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.files.keys().any(|p| p.starts_with(path) && p != path)
+    }
+    fn walk(&self, dir: &Path) -> Vec<PathBuf> {
+        self.files
+            .keys()
+            .filter(|p| p.starts_with(dir))
+            .filter(|p| !p.strip_prefix(dir).unwrap_or(p).components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')))
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,566 @@
+//! Stage 1: the project on disk as data.
+//!
+//! Reads `dbt_project.yml`, the packages it depends on, and every file under the resource paths
+//! into a [`Project`]. Nothing here renders Jinja or resolves references; that is `parse`'s job.
+//! All IO goes through the [`fs::Fs`] seam.
+
+pub mod config;
+pub mod fs;
+pub mod profiles;
+pub mod properties;
+pub mod yaml;
+
+use crate::diagnostics::{Code, Diagnostic, Diagnostics, Label, SourceText, did_you_mean};
+use config::ConfigTree;
+use fs::Fs;
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use yaml::{YNode, YValue};
+
+/// What a file under a resource path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    Model,
+    Analysis,
+    Snapshot,
+    Seed,
+    Macro,
+    /// A singular test (`tests/**/*.sql`) or a generic test definition under `tests/generic/`.
+    Test,
+    Properties,
+    Docs,
+}
+
+/// One file of a package.
+#[derive(Clone, Debug)]
+pub struct ProjectFile {
+    pub kind: FileKind,
+    /// Index into [`Project::packages`].
+    pub package: usize,
+    /// Path relative to the package root, with `/` separators (dbt's `original_file_path`).
+    pub original_path: String,
+    /// Path relative to the resource directory it was found in (dbt's `path`).
+    pub path: String,
+    /// What the user sees in diagnostics: relative to the root project.
+    pub display_path: String,
+    pub abs_path: PathBuf,
+    /// Contents (empty for seeds, which are read by the engine).
+    pub text: Arc<str>,
+}
+
+impl ProjectFile {
+    pub fn source(&self) -> SourceText {
+        SourceText::new(self.display_path.clone(), self.text.clone())
+    }
+    /// File name without extension.
+    pub fn stem(&self) -> &str {
+        let name = self.path.rsplit('/').next().unwrap_or(&self.path);
+        name.rsplit_once('.').map_or(name, |(s, _)| s)
+    }
+    /// Folders between the resource directory and the file (for `fqn`).
+    pub fn folders(&self) -> Vec<&str> {
+        let mut parts: Vec<&str> = self.path.split('/').collect();
+        parts.pop();
+        parts
+    }
+}
+
+/// `dispatch:` entry of `dbt_project.yml`.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    pub macro_namespace: String,
+    pub search_order: Vec<String>,
+}
+
+/// A parsed `dbt_project.yml`.
+#[derive(Clone, Debug)]
+pub struct ProjectConfig {
+    pub name: String,
+    pub version: Option<String>,
+    pub profile: Option<String>,
+    pub model_paths: Vec<String>,
+    pub seed_paths: Vec<String>,
+    pub test_paths: Vec<String>,
+    pub analysis_paths: Vec<String>,
+    pub macro_paths: Vec<String>,
+    pub snapshot_paths: Vec<String>,
+    pub docs_paths: Option<Vec<String>>,
+    pub target_path: String,
+    pub packages_install_path: String,
+    pub clean_targets: Vec<String>,
+    pub vars: YNode,
+    pub trees: IndexMap<&'static str, ConfigTree>,
+    pub dispatch: Vec<DispatchConfig>,
+    pub on_run_start: Vec<String>,
+    pub on_run_end: Vec<String>,
+    pub require_dbt_version: Option<Json>,
+    pub quoting: Json,
+    pub source: SourceText,
+}
+
+/// Resource sections of `dbt_project.yml` that hold config trees.
+pub const CONFIG_SECTIONS: &[&str] =
+    &["models", "seeds", "snapshots", "data_tests", "sources", "unit_tests", "analyses", "exposures", "metrics", "semantic-models", "saved-queries", "functions"];
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "name", "version", "config-version", "profile", "model-paths", "source-paths", "seed-paths", "data-paths",
+    "test-paths", "analysis-paths", "macro-paths", "snapshot-paths", "docs-paths", "asset-paths", "function-paths",
+    "target-path", "log-path", "packages-install-path", "clean-targets", "query-comment", "require-dbt-version",
+    "quoting", "models", "seeds", "snapshots", "sources", "tests", "data_tests", "unit_tests", "metrics",
+    "semantic-models", "saved-queries", "exposures", "analyses", "vars", "on-run-start", "on-run-end", "dispatch",
+    "restrict-access", "flags", "dbt-cloud", "functions",
+];
+
+impl ProjectConfig {
+    pub fn parse(text: &str, display_path: &str, diags: &mut Vec<Diagnostic>) -> Option<ProjectConfig> {
+        let source = SourceText::new(display_path, text);
+        let doc = match yaml::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                diags.push(yaml_error(&source, &e));
+                return None;
+            }
+        };
+        if doc.as_map().is_none() {
+            diags.push(
+                Diagnostic::error(Code::InvalidValue, "dbt_project.yml must be a mapping")
+                    .with_label(Label::new(source.clone(), doc.line, doc.col, 1, format!("found {}", doc.kind()))),
+            );
+            return None;
+        }
+        for (key, key_node, _) in doc.entries() {
+            if !TOP_LEVEL_KEYS.contains(&key) {
+                diags.push(
+                    Diagnostic::error(Code::UnknownKey, format!("unknown key `{key}` in dbt_project.yml"))
+                        .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.chars().count(), "not a dbt_project.yml key"))
+                        .with_help_opt(did_you_mean(key, TOP_LEVEL_KEYS.iter().copied())),
+                );
+            }
+        }
+        let Some(name) = doc.get("name").and_then(YNode::scalar_string) else {
+            diags.push(
+                Diagnostic::error(Code::MissingKey, "dbt_project.yml has no `name`")
+                    .with_label(Label::new(source.clone(), 1, 1, 1, "expected `name: my_project`"))
+                    .with_help("add `name: <project_name>` (letters, digits and underscores)"),
+            );
+            return None;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
+            let n = doc.get("name").unwrap_or(&doc);
+            diags.push(
+                Diagnostic::error(Code::BadProjectName, format!("project name `{name}` is not a valid identifier"))
+                    .with_label(Label::new(source.clone(), n.line, n.col, name.chars().count(), "invalid name"))
+                    .with_help(format!("use letters, digits and underscores, e.g. `{}`", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))),
+            );
+        }
+        let paths = |keys: &[&str], default: &str, diags: &mut Vec<Diagnostic>| -> Vec<String> {
+            for key in keys {
+                if let Some(v) = doc.get(key) {
+                    return string_list(v, &source, key, diags);
+                }
+            }
+            vec![default.to_string()]
+        };
+        let model_paths = paths(&["model-paths", "source-paths"], "models", diags);
+        let seed_paths = paths(&["seed-paths", "data-paths"], "seeds", diags);
+        let test_paths = paths(&["test-paths"], "tests", diags);
+        let analysis_paths = paths(&["analysis-paths"], "analyses", diags);
+        let macro_paths = paths(&["macro-paths"], "macros", diags);
+        let snapshot_paths = paths(&["snapshot-paths"], "snapshots", diags);
+        let docs_paths = doc.get("docs-paths").map(|v| string_list(v, &source, "docs-paths", diags));
+        let target_path = doc.get("target-path").and_then(YNode::scalar_string).unwrap_or_else(|| "target".into());
+        let packages_install_path =
+            doc.get("packages-install-path").and_then(YNode::scalar_string).unwrap_or_else(|| "dbt_packages".into());
+        let clean_targets =
+            doc.get("clean-targets").map(|v| string_list(v, &source, "clean-targets", diags)).unwrap_or_else(|| vec![target_path.clone()]);
+        let mut trees = IndexMap::new();
+        for section in CONFIG_SECTIONS {
+            let key: &'static str = if *section == "data_tests" { "data_tests" } else { section };
+            let node = if key == "data_tests" { doc.get("data_tests").or_else(|| doc.get("tests")) } else { doc.get(key) };
+            if let Some(node) = node {
+                if node.as_map().is_none() && !node.is_null() {
+                    diags.push(
+                        Diagnostic::error(Code::InvalidValue, format!("`{key}` in dbt_project.yml must be a mapping"))
+                            .with_label(Label::new(source.clone(), node.line, node.col, 1, format!("found {}", node.kind()))),
+                    );
+                    continue;
+                }
+                trees.insert(key, ConfigTree::from_yaml(node, &source, key, diags));
+            }
+        }
+        let mut dispatch = Vec::new();
+        if let Some(list) = doc.get("dispatch") {
+            for entry in list.as_seq().unwrap_or(&[]) {
+                let ns = entry.get("macro_namespace").and_then(YNode::scalar_string);
+                let order = entry.get("search_order").map(|v| string_list(v, &source, "search_order", diags));
+                match (ns, order) {
+                    (Some(macro_namespace), Some(search_order)) => dispatch.push(DispatchConfig { macro_namespace, search_order }),
+                    _ => diags.push(
+                        Diagnostic::error(Code::InvalidValue, "each `dispatch` entry needs `macro_namespace` and `search_order`")
+                            .with_label(Label::new(source.clone(), entry.line, entry.col, 1, "incomplete dispatch entry")),
+                    ),
+                }
+            }
+        }
+        let hooks = |key: &str, diags: &mut Vec<Diagnostic>| doc.get(key).map(|v| string_list(v, &source, key, diags)).unwrap_or_default();
+        let on_run_start = hooks("on-run-start", diags);
+        let on_run_end = hooks("on-run-end", diags);
+        Some(ProjectConfig {
+            name,
+            version: doc.get("version").and_then(YNode::scalar_string),
+            profile: doc.get("profile").and_then(YNode::scalar_string),
+            model_paths,
+            seed_paths,
+            test_paths,
+            analysis_paths,
+            macro_paths,
+            snapshot_paths,
+            docs_paths,
+            target_path,
+            packages_install_path,
+            clean_targets,
+            vars: doc.get("vars").cloned().unwrap_or_else(YNode::null),
+            trees,
+            dispatch,
+            on_run_start,
+            on_run_end,
+            require_dbt_version: doc.get("require-dbt-version").map(YNode::to_json),
+            quoting: doc.get("quoting").map(YNode::to_json).unwrap_or(Json::Null),
+            source,
+        })
+    }
+
+    pub fn tree(&self, section: &str) -> Option<&ConfigTree> {
+        self.trees.get(section)
+    }
+}
+
+/// A string or list of strings.
+pub fn string_list(node: &YNode, source: &SourceText, key: &str, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+    match &node.value {
+        YValue::Null => vec![],
+        YValue::Seq(items) => items
+            .iter()
+            .filter_map(|i| {
+                let s = i.scalar_string();
+                if s.is_none() {
+                    diags.push(
+                        Diagnostic::error(Code::InvalidValue, format!("`{key}` must be a list of strings"))
+                            .with_label(Label::new(source.clone(), i.line, i.col, 1, format!("found {}", i.kind()))),
+                    );
+                }
+                s
+            })
+            .collect(),
+        _ => match node.scalar_string() {
+            Some(s) => vec![s],
+            None => {
+                diags.push(
+                    Diagnostic::error(Code::InvalidValue, format!("`{key}` must be a string or a list of strings"))
+                        .with_label(Label::new(source.clone(), node.line, node.col, 1, format!("found {}", node.kind()))),
+                );
+                vec![]
+            }
+        },
+    }
+}
+
+pub fn yaml_error(source: &SourceText, e: &yaml::YamlError) -> Diagnostic {
+    Diagnostic::error(Code::YamlSyntax, format!("invalid YAML in {}: {}", source.path, e.message))
+        .with_label(Label::new(source.clone(), e.line, e.col, 1, e.message.clone()))
+        .with_help("check indentation and quoting; values that start with `{{` must be quoted")
+}
+
+/// A package: the root project or one it depends on.
+#[derive(Clone, Debug)]
+pub struct Package {
+    pub name: String,
+    pub root: PathBuf,
+    /// Relative to the root project ("" for the root project).
+    pub rel_root: String,
+    pub config: ProjectConfig,
+    pub is_root: bool,
+}
+
+/// `packages.yml` / `dependencies.yml` entry.
+#[derive(Clone, Debug)]
+pub enum PackageSpec {
+    Local { path: String, line: usize },
+    Remote { what: String, name_hint: String, line: usize },
+}
+
+/// The loaded project.
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    pub packages: Vec<Package>,
+    pub files: Vec<ProjectFile>,
+    pub package_specs: Vec<PackageSpec>,
+    pub packages_file: Option<SourceText>,
+}
+
+impl Project {
+    pub fn root_package(&self) -> &Package {
+        &self.packages[0]
+    }
+    pub fn config(&self) -> &ProjectConfig {
+        &self.packages[0].config
+    }
+    pub fn name(&self) -> &str {
+        &self.packages[0].name
+    }
+    pub fn target_dir(&self) -> PathBuf {
+        self.root.join(&self.config().target_path)
+    }
+    pub fn package_by_name(&self, name: &str) -> Option<(usize, &Package)> {
+        self.packages.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+
+    /// Loads the project in `root`: `dbt_project.yml`, its packages, and every resource file.
+    pub fn load(fs: &dyn Fs, root: &Path) -> Result<(Project, Diagnostics), Diagnostics> {
+        let mut diags = Vec::new();
+        let project_file = root.join("dbt_project.yml");
+        let text = match fs.read_to_string(&project_file) {
+            Ok(t) => t,
+            Err(_) => {
+                return Err(Diagnostic::error(Code::NoProject, format!("no dbt_project.yml in {}", root.display()))
+                    .with_help("run kiln in a dbt project directory, pass --project-dir, or create one with `kiln init NAME`")
+                    .into());
+            }
+        };
+        let Some(config) = ProjectConfig::parse(&text, "dbt_project.yml", &mut diags) else {
+            return Err(Diagnostics(diags));
+        };
+        let root_pkg = Package { name: config.name.clone(), root: root.to_path_buf(), rel_root: String::new(), config, is_root: true };
+        let mut packages = vec![root_pkg];
+        let (package_specs, packages_file) = read_package_specs(fs, root, &mut diags);
+        let install_dir = root.join(&packages[0].config.packages_install_path);
+        let mut candidate_dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
+        for spec in &package_specs {
+            match spec {
+                PackageSpec::Local { path, line } => {
+                    let dir = root.join(path);
+                    if !fs.exists(&dir.join("dbt_project.yml")) {
+                        let src = packages_file.clone().unwrap_or_else(|| SourceText::new("packages.yml", ""));
+                        diags.push(
+                            Diagnostic::error(Code::BadLocalPackage, format!("local package `{path}` has no dbt_project.yml"))
+                                .with_label(Label::new(src, *line, 1, 1, format!("{} does not hold a dbt project", dir.display())))
+                                .with_help("point `local:` at a directory that contains a dbt_project.yml"),
+                        );
+                        continue;
+                    }
+                    candidate_dirs.push((dir, Some(*line)));
+                }
+                PackageSpec::Remote { .. } => {}
+            }
+        }
+        // Installed packages (by `kiln deps` or vendored by hand).
+        if fs.is_dir(&install_dir) {
+            let mut dirs: Vec<PathBuf> = fs
+                .walk(&install_dir)
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n == "dbt_project.yml"))
+                .filter(|p| p.parent().and_then(Path::parent) == Some(install_dir.as_path()))
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .collect();
+            dirs.sort();
+            candidate_dirs.extend(dirs.into_iter().map(|d| (d, None)));
+        }
+        for (dir, _) in candidate_dirs {
+            let pf = dir.join("dbt_project.yml");
+            let rel = rel_path(root, &dir);
+            let Ok(text) = fs.read_to_string(&pf) else { continue };
+            let display = format!("{rel}/dbt_project.yml");
+            let Some(config) = ProjectConfig::parse(&text, &display, &mut diags) else { continue };
+            if packages.iter().any(|p| p.name == config.name) {
+                continue; // installed copy of a local package, or the same package twice
+            }
+            packages.push(Package { name: config.name.clone(), root: dir, rel_root: rel, config, is_root: false });
+        }
+        for spec in &package_specs {
+            if let PackageSpec::Remote { what, name_hint, line } = spec {
+                let installed = packages.iter().any(|p| &p.name == name_hint || name_hint.ends_with(&format!("/{}", p.name)) || p.name.replace('_', "-") == *name_hint);
+                if !installed {
+                    let src = packages_file.clone().unwrap_or_else(|| SourceText::new("packages.yml", ""));
+                    diags.push(
+                        Diagnostic::error(Code::RemotePackage, format!("package {what} needs the network, and kiln works offline"))
+                            .with_label(Label::new(src, *line, 1, 1, "remote package"))
+                            .with_help(format!(
+                                "vendor it: copy the package into a directory of the project (e.g. `vendor/{n}`) and declare it as `- local: vendor/{n}`, then run `kiln deps`",
+                                n = name_hint.rsplit('/').next().unwrap_or(name_hint)
+                            )),
+                    );
+                }
+            }
+        }
+        let files = discover_files(fs, &packages, &mut diags);
+        Ok((Project { root: root.to_path_buf(), packages, files, package_specs, packages_file }, Diagnostics(diags)))
+    }
+}
+
+fn read_package_specs(fs: &dyn Fs, root: &Path, diags: &mut Vec<Diagnostic>) -> (Vec<PackageSpec>, Option<SourceText>) {
+    let mut specs = Vec::new();
+    for name in ["packages.yml", "dependencies.yml"] {
+        let path = root.join(name);
+        let Ok(text) = fs.read_to_string(&path) else { continue };
+        let source = SourceText::new(name, text.as_str());
+        let doc = match yaml::parse(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                diags.push(yaml_error(&source, &e));
+                continue;
+            }
+        };
+        for entry in doc.get("packages").and_then(YNode::as_seq).unwrap_or(&[]) {
+            if let Some(local) = entry.get("local").and_then(YNode::scalar_string) {
+                specs.push(PackageSpec::Local { path: local, line: entry.line });
+            } else if let Some(pkg) = entry.get("package").and_then(YNode::scalar_string) {
+                let name_hint = pkg.rsplit('/').next().unwrap_or(&pkg).to_string();
+                specs.push(PackageSpec::Remote { what: format!("`{pkg}` (hub)"), name_hint, line: entry.line });
+            } else if let Some(git) = entry.get("git").or_else(|| entry.get("tarball")).or_else(|| entry.get("private")).and_then(YNode::scalar_string) {
+                let name_hint = entry
+                    .get("name")
+                    .and_then(YNode::scalar_string)
+                    .unwrap_or_else(|| git.trim_end_matches(".git").rsplit('/').next().unwrap_or(&git).to_string());
+                specs.push(PackageSpec::Remote { what: format!("`{git}` (git)"), name_hint, line: entry.line });
+            } else {
+                diags.push(
+                    Diagnostic::error(Code::InvalidValue, format!("unrecognized package entry in {name}"))
+                        .with_label(Label::new(source.clone(), entry.line, entry.col, 1, "expected `local:`, `package:` or `git:`")),
+                );
+            }
+        }
+        return (specs, Some(source));
+    }
+    (specs, None)
+}
+
+pub fn rel_path(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
+}
+
+fn discover_files(fs: &dyn Fs, packages: &[Package], diags: &mut Vec<Diagnostic>) -> Vec<ProjectFile> {
+    let root = &packages[0].root;
+    let mut found: Vec<(FileKind, usize, PathBuf, String)> = Vec::new();
+    for (pi, pkg) in packages.iter().enumerate() {
+        let c = &pkg.config;
+        let groups: [(&[String], &str); 6] = [
+            (&c.model_paths, "model"),
+            (&c.analysis_paths, "analysis"),
+            (&c.snapshot_paths, "snapshot"),
+            (&c.seed_paths, "seed"),
+            (&c.macro_paths, "macro"),
+            (&c.test_paths, "test"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (dirs, group) in groups {
+            for dir in dirs {
+                let base = pkg.root.join(dir);
+                for file in fs.walk(&base) {
+                    if !seen.insert(file.clone()) {
+                        continue;
+                    }
+                    let rel_in_dir = rel_path(&base, &file);
+                    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                    let kind = match (group, ext.as_str()) {
+                        (_, "yml" | "yaml") => FileKind::Properties,
+                        (_, "md") => FileKind::Docs,
+                        ("model", "sql") => FileKind::Model,
+                        ("analysis", "sql") => FileKind::Analysis,
+                        ("snapshot", "sql") => FileKind::Snapshot,
+                        ("seed", "csv") => FileKind::Seed,
+                        ("macro", "sql") => FileKind::Macro,
+                        ("test", "sql") => FileKind::Test,
+                        ("model", "py") => {
+                            diags.push(
+                                Diagnostic::warning(Code::Unsupported, "Python models are not supported; skipped")
+                                    .with_file(rel_path(root, &file)),
+                            );
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    found.push((kind, pi, file, rel_in_dir));
+                }
+            }
+        }
+        if let Some(docs) = &c.docs_paths {
+            for dir in docs {
+                for file in fs.walk(&pkg.root.join(dir)) {
+                    if file.extension().is_some_and(|e| e == "md") && seen.insert(file.clone()) {
+                        let rel = rel_path(&pkg.root.join(dir), &file);
+                        found.push((FileKind::Docs, pi, file, rel));
+                    }
+                }
+            }
+        }
+    }
+    let read: Vec<Result<ProjectFile, Diagnostic>> = found
+        .into_par_iter()
+        .map(|(kind, pi, abs, path)| {
+            let pkg = &packages[pi];
+            let original_path = rel_path(&pkg.root, &abs);
+            let display_path = rel_path(root, &abs);
+            let text: Arc<str> = if kind == FileKind::Seed {
+                Arc::from("")
+            } else {
+                match fs.read_to_string(&abs) {
+                    Ok(t) => Arc::from(t),
+                    Err(e) => {
+                        return Err(Diagnostic::error(Code::Io, format!("cannot read {display_path}: {e}")).with_file(display_path));
+                    }
+                }
+            };
+            Ok(ProjectFile { kind, package: pi, original_path, path, display_path, abs_path: abs, text })
+        })
+        .collect();
+    let mut files = Vec::with_capacity(read.len());
+    for r in read {
+        match r {
+            Ok(f) => files.push(f),
+            Err(d) => diags.push(d),
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_in_memory_project() {
+        let root = Path::new("/p");
+        let fs = fs::MemFs::new(
+            root,
+            &[
+                ("dbt_project.yml", "name: shop\nprofile: shop\nmodels:\n  shop:\n    +materialized: table\n"),
+                ("models/staging/stg_a.sql", "select 1 as id"),
+                ("models/schema.yml", "version: 2\n"),
+                ("macros/m.sql", "{% macro m() %}1{% endmacro %}"),
+                ("seeds/raw.csv", "id\n1\n"),
+            ],
+        );
+        let (project, diags) = Project::load(&fs, root).unwrap();
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(project.name(), "shop");
+        let kinds: Vec<(FileKind, &str)> = project.files.iter().map(|f| (f.kind, f.original_path.as_str())).collect();
+        assert!(kinds.contains(&(FileKind::Model, "models/staging/stg_a.sql")));
+        assert!(kinds.contains(&(FileKind::Seed, "seeds/raw.csv")));
+        let model = project.files.iter().find(|f| f.kind == FileKind::Model).unwrap();
+        assert_eq!(model.folders(), vec!["staging"]);
+        assert_eq!(model.stem(), "stg_a");
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let mut diags = vec![];
+        ProjectConfig::parse("name: p\nmodel_paths: [models]\n", "dbt_project.yml", &mut diags);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].code, Code::UnknownKey);
+        assert!(diags[0].help.as_deref().unwrap_or("").contains("model-paths"));
+    }
+}

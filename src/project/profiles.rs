@@ -1,0 +1,290 @@
+//! `profiles.yml`: where it is found, which target is used, and which of its values are secret.
+//!
+//! Lookup order: `--profiles-dir`, `KILN_PROFILES_DIR`, `DBT_PROFILES_DIR`, the project directory,
+//! `~/.kiln`, `~/.dbt`. With no `profiles.yml` anywhere, the built-in target `dev` runs on the
+//! embedded DataFusion engine, so a fresh project needs no setup.
+
+use super::fs::Fs;
+use super::yaml::{self, YNode};
+use super::yaml_error;
+use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+/// Which engine runs a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    DataFusion,
+    Postgres,
+    BigQuery,
+}
+
+/// The resolved target of a run.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub profile_name: String,
+    pub name: String,
+    /// `type:` as written (`datafusion`, `duckdb`, `postgres`, `bigquery`): the adapter name for
+    /// `adapter.dispatch` and `target.type`.
+    pub adapter_type: String,
+    pub engine: EngineKind,
+    pub database: String,
+    pub schema: String,
+    pub threads: usize,
+    /// Every key of the target, rendered. Secrets are included: use [`Target::public_settings`]
+    /// for anything printed or written.
+    pub settings: IndexMap<String, Json>,
+    /// Where the target came from (`None` for the built-in default).
+    pub profiles_path: Option<PathBuf>,
+}
+
+/// Keys whose values are never printed or written to artifacts.
+pub const SECRET_KEYS: &[&str] = &[
+    "password", "pass", "token", "private_key", "private_key_passphrase", "keyfile_json", "refresh_token", "client_secret",
+    "secret", "aws_secret_access_key", "secret_access_key", "s3_secret_access_key", "account_key", "sas_token",
+    "service_account_json", "api_key", "access_token",
+];
+
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_KEYS.contains(&k.as_str()) || k.ends_with("_password") || k.ends_with("_secret") || k.ends_with("_token")
+}
+
+impl Target {
+    /// The built-in target: DataFusion, warehouse under `.kiln/` in the project.
+    pub fn builtin(profile_name: &str) -> Target {
+        let mut settings = IndexMap::new();
+        settings.insert("type".into(), Json::from("datafusion"));
+        settings.insert("path".into(), Json::from(".kiln/warehouse"));
+        Target {
+            profile_name: profile_name.to_string(),
+            name: "dev".into(),
+            adapter_type: "datafusion".into(),
+            engine: EngineKind::DataFusion,
+            database: "kiln".into(),
+            schema: "main".into(),
+            threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
+            settings,
+            profiles_path: None,
+        }
+    }
+
+    /// Settings with secrets masked, for `kiln debug`, logs and `target` in templates.
+    pub fn public_settings(&self) -> IndexMap<String, Json> {
+        self.settings
+            .iter()
+            .map(|(k, v)| (k.clone(), if is_secret_key(k) { Json::from("*****") } else { v.clone() }))
+            .collect()
+    }
+
+    /// Values that must be scrubbed from anything printed.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.settings
+            .iter()
+            .filter(|(k, _)| is_secret_key(k))
+            .filter_map(|(_, v)| v.as_str().map(str::to_string))
+            .filter(|s| s.len() >= 3)
+            .collect()
+    }
+
+    /// Dialect-specific quoting character.
+    pub fn quote_char(&self) -> char {
+        if self.engine == EngineKind::BigQuery { '`' } else { '"' }
+    }
+}
+
+/// Finds the directory holding `profiles.yml`. `env` gives environment variables (the CLI reads
+/// the environment, not this layer).
+pub fn find_profiles_file(
+    fs: &dyn Fs,
+    cli_dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    project_root: &Path,
+    home: Option<&Path>,
+) -> (Option<PathBuf>, bool) {
+    if let Some(dir) = cli_dir {
+        return (Some(dir.join("profiles.yml")), true);
+    }
+    for var in ["KILN_PROFILES_DIR", "DBT_PROFILES_DIR"] {
+        if let Some(dir) = env(var).filter(|d| !d.is_empty()) {
+            return (Some(PathBuf::from(dir).join("profiles.yml")), true);
+        }
+    }
+    let in_project = project_root.join("profiles.yml");
+    if fs.exists(&in_project) {
+        return (Some(in_project), true);
+    }
+    if let Some(home) = home {
+        for dir in [".kiln", ".dbt"] {
+            let p = home.join(dir).join("profiles.yml");
+            if fs.exists(&p) {
+                return (Some(p), false);
+            }
+        }
+    }
+    (None, false)
+}
+
+/// What resolving the target produced: the target and any warnings.
+pub struct Resolved {
+    pub target: Target,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads `profiles.yml` (if any) and resolves `profile_name` / `target_override`.
+/// `render` renders a string value that contains Jinja (`{{ env_var('PGPASSWORD') }}`).
+pub fn resolve_target(
+    fs: &dyn Fs,
+    profiles: (Option<PathBuf>, bool),
+    profile_name: &str,
+    target_override: Option<&str>,
+    render: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Resolved, Diagnostic> {
+    let (path, explicit) = profiles;
+    let builtin = |warnings: Vec<Diagnostic>| -> Result<Resolved, Diagnostic> {
+        let target = Target::builtin(profile_name);
+        if let Some(t) = target_override {
+            if t != target.name {
+                return Err(Diagnostic::error(Code::TargetNotFound, format!("target `{t}` does not exist: no profiles.yml defines profile `{profile_name}`"))
+                    .with_help("the built-in target is `dev` (embedded DataFusion); add a profiles.yml to define other targets"));
+            }
+        }
+        Ok(Resolved { target, warnings })
+    };
+    let Some(path) = path else { return builtin(vec![]) };
+    let display = path.to_string_lossy().to_string();
+    let text = match fs.read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) if !explicit => return builtin(vec![]),
+        Err(e) => {
+            return Err(Diagnostic::error(Code::ProfileNotFound, format!("cannot read {display}: {e}"))
+                .with_help("check --profiles-dir / KILN_PROFILES_DIR / DBT_PROFILES_DIR"));
+        }
+    };
+    let source = SourceText::new(display.clone(), text.as_str());
+    let doc = yaml::parse(&text).map_err(|e| yaml_error(&source, &e))?;
+    let Some(profile) = doc.get(profile_name) else {
+        let names: Vec<&str> = doc.entries().map(|(k, _, _)| k).filter(|k| *k != "config").collect();
+        let d = Diagnostic::error(Code::ProfileNotFound, format!("profile `{profile_name}` is not defined in {display}"))
+            .with_label(Label::new(source.clone(), 1, 1, 1, format!("defines: {}", if names.is_empty() { "nothing".into() } else { names.join(", ") })))
+            .with_help(did_you_mean(profile_name, names.iter().copied()).unwrap_or_else(|| {
+                format!("add a `{profile_name}:` profile, or set `profile:` in dbt_project.yml to one of the names above")
+            }));
+        if explicit {
+            return Err(d);
+        }
+        return builtin(vec![Diagnostic::warning(Code::ProfileNotFound, format!("profile `{profile_name}` is not in {display}; using the built-in DataFusion target"))]);
+    };
+    let default_target = profile.get("target").and_then(YNode::scalar_string).map(|s| render(&s).unwrap_or(s));
+    let outputs = profile.get("outputs");
+    let target_name = target_override.map(str::to_string).or(default_target).unwrap_or_else(|| "dev".into());
+    let Some(out) = outputs.and_then(|o| o.get(&target_name)) else {
+        let names: Vec<&str> = outputs.map(|o| o.entries().map(|(k, _, _)| k).collect()).unwrap_or_default();
+        let anchor = outputs.unwrap_or(profile);
+        return Err(Diagnostic::error(Code::TargetNotFound, format!("target `{target_name}` is not an output of profile `{profile_name}`"))
+            .with_label(Label::new(source.clone(), anchor.line, anchor.col, 1, format!("outputs: {}", names.join(", "))))
+            .with_help(did_you_mean(&target_name, names.iter().copied()).unwrap_or_else(|| "pass one of the outputs with --target".into())));
+    };
+    let mut settings = IndexMap::new();
+    for (k, _, v) in out.entries() {
+        let value = match v.to_json() {
+            Json::String(s) if s.contains("{{") || s.contains("{%") => {
+                let rendered = render(&s).map_err(|e| {
+                    Diagnostic::error(Code::BadProfile, format!("cannot render `{k}` of target `{target_name}`: {e}"))
+                        .with_label(Label::new(source.clone(), v.line, v.col, 1, "in this value"))
+                })?;
+                // Numbers and booleans rendered from env vars become numbers again, as in dbt.
+                serde_json::from_str::<Json>(&rendered).ok().filter(|j| j.is_number() || j.is_boolean()).unwrap_or(Json::String(rendered))
+            }
+            other => other,
+        };
+        settings.insert(k.to_string(), value);
+    }
+    let bad = |msg: String, node: &YNode, help: &str| {
+        Diagnostic::error(Code::BadProfile, msg).with_label(Label::new(source.clone(), node.line, node.col, 1, "here")).with_help(help.to_string())
+    };
+    let Some(adapter_type) = settings.get("type").and_then(Json::as_str).map(str::to_string) else {
+        return Err(bad(format!("target `{target_name}` of profile `{profile_name}` has no `type`"), out, "add `type: datafusion` (or postgres, bigquery)"));
+    };
+    let engine = match adapter_type.as_str() {
+        "datafusion" | "duckdb" => EngineKind::DataFusion,
+        "postgres" | "postgresql" | "redshift" => EngineKind::Postgres,
+        "bigquery" => EngineKind::BigQuery,
+        other => {
+            return Err(bad(
+                format!("adapter type `{other}` is not supported"),
+                out.get("type").unwrap_or(out),
+                "kiln runs `datafusion` (also used for `duckdb` targets), `postgres` and `bigquery`",
+            ));
+        }
+    };
+    let s = |keys: &[&str]| keys.iter().find_map(|k| settings.get(*k).and_then(|v| v.as_str().map(str::to_string).or_else(|| Some(v.to_string()))));
+    let database = match engine {
+        EngineKind::Postgres => s(&["dbname", "database"]),
+        EngineKind::BigQuery => s(&["project", "database"]),
+        EngineKind::DataFusion => s(&["database"]).or_else(|| {
+            s(&["path"]).map(|p| {
+                let name = p.rsplit('/').next().unwrap_or(&p).to_string();
+                name.split('.').next().unwrap_or(&name).to_string()
+            })
+        }),
+    };
+    let schema = match engine {
+        EngineKind::BigQuery => s(&["dataset", "schema"]),
+        _ => s(&["schema"]),
+    };
+    let database = match (engine, database) {
+        (_, Some(d)) if !d.is_empty() && d != ":memory:" => d,
+        (EngineKind::DataFusion, _) => "kiln".into(),
+        _ => return Err(bad(format!("target `{target_name}` has no database (`dbname`/`project`)"), out, "add `dbname:` (postgres) or `project:` (bigquery)")),
+    };
+    let schema = match (engine, schema) {
+        (_, Some(s)) if !s.is_empty() => s,
+        (EngineKind::DataFusion, _) => "main".into(),
+        _ => return Err(bad(format!("target `{target_name}` has no schema (`schema`/`dataset`)"), out, "add `schema:` (postgres) or `dataset:` (bigquery)")),
+    };
+    let threads = settings.get("threads").and_then(Json::as_u64).map_or(1, |t| t.max(1) as usize);
+    Ok(Resolved {
+        target: Target { profile_name: profile_name.into(), name: target_name, adapter_type, engine, database, schema, threads, settings, profiles_path: Some(path) },
+        warnings: vec![],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::fs::MemFs;
+
+    fn render(s: &str) -> Result<String, String> {
+        Ok(s.replace("{{ env_var('PGPASSWORD') }}", "hunter2"))
+    }
+
+    #[test]
+    fn postgres_target_with_secret() {
+        let root = Path::new("/p");
+        let fs = MemFs::new(
+            root,
+            &[(
+                "profiles.yml",
+                "shop:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      host: localhost\n      user: u\n      password: \"{{ env_var('PGPASSWORD') }}\"\n      dbname: shop\n      schema: analytics\n      threads: 4\n",
+            )],
+        );
+        let found = find_profiles_file(&fs, None, &|_| None, root, None);
+        let r = resolve_target(&fs, found, "shop", None, &render).unwrap();
+        assert_eq!(r.target.engine, EngineKind::Postgres);
+        assert_eq!((r.target.database.as_str(), r.target.schema.as_str(), r.target.threads), ("shop", "analytics", 4));
+        assert_eq!(r.target.settings["password"], "hunter2");
+        assert_eq!(r.target.public_settings()["password"], "*****");
+        assert_eq!(r.target.secret_values(), vec!["hunter2".to_string()]);
+    }
+
+    #[test]
+    fn no_profiles_means_builtin_datafusion() {
+        let fs = MemFs::default();
+        let found = find_profiles_file(&fs, None, &|_| None, Path::new("/p"), None);
+        let r = resolve_target(&fs, found, "shop", None, &render).unwrap();
+        assert_eq!(r.target.engine, EngineKind::DataFusion);
+        assert!(resolve_target(&fs, (None, false), "shop", Some("prod"), &render).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Stage 6: artifacts (and, once an engine exists, the runner).
+
+pub mod artifacts;
