@@ -24,21 +24,42 @@ pub struct CompileArgs {
     pub no_sql_check: bool,
 }
 
-pub fn parse(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+pub fn parse(
+    global: &GlobalArgs,
+    env: &HashMap<String, String>,
+    printer: &mut Printer,
+) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "parse", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
     write_manifest(&s, &HashMap::new())?;
-    printer.info(&format!("Parsed {} in {:.2}s; wrote {}/manifest.json", summary(&s, &crate::graph::select::all(&s.manifest)), s.started.elapsed().as_secs_f64(), s.project.config().target_path));
+    printer.info(&format!(
+        "Parsed {} in {:.2}s; wrote {}/manifest.json",
+        summary(&s, &crate::graph::select::all(&s.manifest)),
+        s.started.elapsed().as_secs_f64(),
+        s.project.config().target_path
+    ));
     Ok(EXIT_OK)
 }
 
 /// "3 models, 2 seeds, 5 data tests, 1 source".
 pub fn summary(s: &Session, ids: &BTreeSet<String>) -> String {
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for (rt, label) in [("model", "model"), ("seed", "seed"), ("snapshot", "snapshot"), ("test", "data test"), ("unit_test", "unit test"), ("analysis", "analysis"), ("source", "source"), ("exposure", "exposure")] {
-        let n = ids.iter().filter(|id| id.split('.').next() == Some(rt)).count();
+    for (rt, label) in [
+        ("model", "model"),
+        ("seed", "seed"),
+        ("snapshot", "snapshot"),
+        ("test", "data test"),
+        ("unit_test", "unit test"),
+        ("analysis", "analysis"),
+        ("source", "source"),
+        ("exposure", "exposure"),
+    ] {
+        let n = ids
+            .iter()
+            .filter(|id| id.split('.').next() == Some(rt))
+            .count();
         if n > 0 {
             counts.push((label, n));
         }
@@ -47,7 +68,22 @@ pub fn summary(s: &Session, ids: &BTreeSet<String>) -> String {
     if counts.is_empty() {
         return "nothing".into();
     }
-    counts.iter().map(|(l, n)| format!("{n} {l}{}", if *n == 1 { "" } else if *l == "analysis" { "" } else { "s" })).collect::<Vec<_>>().join(", ")
+    counts
+        .iter()
+        .map(|(l, n)| {
+            format!(
+                "{n} {l}{}",
+                if *n == 1 {
+                    ""
+                } else if *l == "analysis" {
+                    ""
+                } else {
+                    "s"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
@@ -88,14 +124,31 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
         let doc = serde_json::json!({"nodes": nodes, "sources": sources, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}});
         move || doc.clone()
     };
-    Arc::new(ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(graph_json)))
+    Arc::new(ManifestResolver::new(
+        &s.manifest,
+        s.lookup.clone(),
+        s.target.quote_char(),
+        Box::new(graph_json),
+    ))
 }
 
 /// Compiles `selected` and checks the SQL; returns compiled SQL by id and any problems.
-pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> (HashMap<String, Compiled>, Diagnostics) {
+pub fn compile_selected(
+    s: &Session,
+    selected: &BTreeSet<String>,
+    sql_check: bool,
+) -> (HashMap<String, Compiled>, Diagnostics) {
     let mut diags = Vec::new();
     let resolver = resolver(s);
-    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &mut diags);
+    let compiled = compile::compile(
+        &s.project,
+        &s.jinja,
+        &s.manifest,
+        &s.graph,
+        &resolver,
+        selected,
+        &mut diags,
+    );
     if sql_check {
         let dialect = sqlcheck::dialect_for(&s.target);
         let checks: Vec<Diagnostic> = compiled
@@ -105,9 +158,18 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
                 if node.is_ephemeral() && !selected.contains(id) {
                     return None;
                 }
-                let file = node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone());
-                let path = format!("{}/compiled/{}/{}", s.project.config().target_path, node.package, node.original_file_path);
-                sqlcheck::check(dialect.as_ref(), &c.sql, &path, &file, &format!("{} `{}`", node.resource_type.as_str(), node.name)).err()
+                let file = node.file.map_or(node.original_file_path.clone(), |f| {
+                    s.project.files[f].display_path.clone()
+                });
+                let path = artifacts::compiled_path(&s.project, node);
+                sqlcheck::check(
+                    dialect.as_ref(),
+                    &c.sql,
+                    &path,
+                    &file,
+                    &format!("{} `{}`", node.resource_type.as_str(), node.name),
+                )
+                .err()
             })
             .collect();
         diags.extend(checks);
@@ -118,15 +180,28 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
 }
 
 pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyhow::Result<()> {
-    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let meta = artifacts::Meta { invocation_id: &s.invocation.invocation_id, generated_at: &now, adapter_type: &s.target.adapter_type, project_name: s.project.name() };
-    let doc = artifacts::manifest_json(&s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let meta = artifacts::Meta {
+        invocation_id: &s.invocation.invocation_id,
+        generated_at: &now,
+        adapter_type: &s.target.adapter_type,
+        project_name: s.project.name(),
+    };
+    let doc =
+        artifacts::manifest_json(&s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta);
     let bytes = serde_json::to_vec(&doc)?;
     session::write_atomic(&s.project.target_dir().join("manifest.json"), &bytes)?;
     Ok(())
 }
 
-pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+pub fn run(
+    global: &GlobalArgs,
+    args: &CompileArgs,
+    env: &HashMap<String, String>,
+    printer: &mut Printer,
+) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "compile", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -151,7 +226,11 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     let written = artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled)?;
     write_manifest(&s, &compiled)?;
     // One selected node with SQL: print it, as `dbt compile -s model` does.
-    let with_sql: Vec<&Node> = selected.iter().filter_map(|id| s.manifest.nodes.get(id)).filter(|n| compile::has_sql(n) && n.resource_type != ResourceType::Test).collect();
+    let with_sql: Vec<&Node> = selected
+        .iter()
+        .filter_map(|id| s.manifest.nodes.get(id))
+        .filter(|n| compile::has_sql(n) && n.resource_type != ResourceType::Test)
+        .collect();
     if !args.select.select.is_empty() && with_sql.len() == 1 {
         if let Some(c) = compiled.get(&with_sql[0].unique_id) {
             printer.product(&c.sql);
@@ -159,7 +238,14 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     }
     printer.info(&format!(
         "Compiled {} in {:.2}s; wrote {written} files under {}/compiled and {}/manifest.json",
-        summary(&s, &selected.iter().filter(|id| compiled.contains_key(*id)).cloned().collect()),
+        summary(
+            &s,
+            &selected
+                .iter()
+                .filter(|id| compiled.contains_key(*id))
+                .cloned()
+                .collect()
+        ),
         s.started.elapsed().as_secs_f64(),
         s.project.config().target_path,
         s.project.config().target_path,

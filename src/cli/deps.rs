@@ -7,7 +7,11 @@ use super::{EXIT_OK, GlobalArgs};
 use crate::project::PackageSpec;
 use std::collections::HashMap;
 
-pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+pub fn run(
+    global: &GlobalArgs,
+    env: &HashMap<String, String>,
+    printer: &mut Printer,
+) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "deps", Stop::Target) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -17,9 +21,18 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
     std::fs::create_dir_all(&install)?;
     let mut installed = 0;
     for spec in &s.project.package_specs {
-        let PackageSpec::Local { path, .. } = spec else { continue };
+        let PackageSpec::Local { path, .. } = spec else {
+            continue;
+        };
         let src = std::fs::canonicalize(root.join(path))?;
-        let Some(pkg) = s.project.packages.iter().find(|p| std::fs::canonicalize(&p.root).map(|r| r == src).unwrap_or(false) || p.root == src) else { continue };
+        let Some(pkg) = s.project.packages.iter().find(|p| {
+            std::fs::canonicalize(&p.root)
+                .map(|r| r == src)
+                .unwrap_or(false)
+                || p.root == src
+        }) else {
+            continue;
+        };
         let dest = install.join(&pkg.name);
         if dest.exists() || dest.symlink_metadata().is_ok() {
             if std::fs::canonicalize(&dest).ok().as_ref() == Some(&src) {
@@ -27,7 +40,11 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
                 installed += 1;
                 continue;
             }
-            if dest.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            if dest
+                .symlink_metadata()
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false)
+            {
                 std::fs::remove_file(&dest)?;
             } else {
                 std::fs::remove_dir_all(&dest)?;
@@ -37,7 +54,11 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
         printer.info(&format!("Installed {} from {path}", pkg.name));
         installed += 1;
     }
-    printer.info(&format!("{installed} package{} installed in {}", if installed == 1 { "" } else { "s" }, s.project.config().packages_install_path));
+    printer.info(&format!(
+        "{installed} package{} installed in {}",
+        if installed == 1 { "" } else { "s" },
+        s.project.config().packages_install_path
+    ));
     Ok(EXIT_OK)
 }
 

@@ -29,7 +29,12 @@ pub struct LsArgs {
     pub output_keys: Vec<String>,
 }
 
-pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+pub fn run(
+    global: &GlobalArgs,
+    args: &LsArgs,
+    env: &HashMap<String, String>,
+    printer: &mut Printer,
+) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "list", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -42,7 +47,9 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
     for id in &selected {
         let line = if let Some(src) = s.manifest.sources.get(id) {
             match args.output {
-                Output::Selector => format!("source:{}.{}.{}", src.package, src.source_name, src.name),
+                Output::Selector => {
+                    format!("source:{}.{}.{}", src.package, src.source_name, src.name)
+                }
                 Output::Name => format!("{}.{}", src.source_name, src.name),
                 Output::Path => s.project.files[src.file].original_path.clone(),
                 Output::Json => json_line(
@@ -51,11 +58,19 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
                     &args.output_keys,
                 ),
             }
-        } else if let Some(n) = s.manifest.nodes.get(id).or_else(|| s.manifest.exposures.get(id)).or_else(|| s.manifest.unit_tests.get(id)) {
+        } else if let Some(n) = s
+            .manifest
+            .nodes
+            .get(id)
+            .or_else(|| s.manifest.exposures.get(id))
+            .or_else(|| s.manifest.unit_tests.get(id))
+        {
             match args.output {
                 Output::Selector => match n.resource_type {
                     crate::parse::ResourceType::Exposure => format!("exposure:{}", n.fqn.join(".")),
-                    crate::parse::ResourceType::UnitTest => format!("unit_test:{}", n.fqn.join(".")),
+                    crate::parse::ResourceType::UnitTest => {
+                        format!("unit_test:{}", n.fqn.join("."))
+                    }
                     _ => n.fqn.join("."),
                 },
                 Output::Name => n.name.clone(),
@@ -85,6 +100,9 @@ fn json_line(v: serde_json::Value, keys: &[String]) -> String {
     if keys.is_empty() {
         return v.to_string();
     }
-    let filtered: serde_json::Map<String, serde_json::Value> = keys.iter().filter_map(|k| v.get(k).map(|x| (k.clone(), x.clone()))).collect();
+    let filtered: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .filter_map(|k| v.get(k).map(|x| (k.clone(), x.clone())))
+        .collect();
     serde_json::Value::Object(filtered).to_string()
 }

@@ -119,7 +119,10 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            printer.diagnostic(&crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Io, format!("{e:#}")));
+            printer.diagnostic(&crate::diagnostics::Diagnostic::error(
+                crate::diagnostics::Code::Io,
+                format!("{e:#}"),
+            ));
             EXIT_USAGE
         }
     }

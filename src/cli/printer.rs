@@ -17,20 +17,33 @@ pub struct Printer {
 }
 
 impl Printer {
-    pub fn new(format: LogFormat, quiet: bool, env: &std::collections::HashMap<String, String>) -> Printer {
+    pub fn new(
+        format: LogFormat,
+        quiet: bool,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Printer {
         let color = if env.contains_key(super::env::NO_COLOR) {
             false
-        } else if env.get(super::env::FORCE_COLOR).is_some_and(|v| !v.is_empty() && v != "0") {
+        } else if env
+            .get(super::env::FORCE_COLOR)
+            .is_some_and(|v| !v.is_empty() && v != "0")
+        {
             true
         } else {
             std::io::stderr().is_terminal()
         };
-        Printer { format, color, quiet, secrets: Vec::new() }
+        Printer {
+            format,
+            color,
+            quiet,
+            secrets: Vec::new(),
+        }
     }
 
     /// Values that must never be printed.
     pub fn add_secrets(&mut self, secrets: impl IntoIterator<Item = String>) {
-        self.secrets.extend(secrets.into_iter().filter(|s| !s.is_empty()));
+        self.secrets
+            .extend(secrets.into_iter().filter(|s| !s.is_empty()));
     }
 
     fn scrub(&self, s: &str) -> String {
@@ -53,7 +66,9 @@ impl Printer {
             return;
         }
         match self.format {
-            LogFormat::Json => self.json_line(&serde_json::json!({"level": "info", "message": self.scrub(msg)})),
+            LogFormat::Json => {
+                self.json_line(&serde_json::json!({"level": "info", "message": self.scrub(msg)}))
+            }
             LogFormat::Text => {
                 let _ = writeln!(std::io::stderr().lock(), "{}", self.scrub(msg));
             }
@@ -62,9 +77,15 @@ impl Printer {
 
     pub fn warn(&self, msg: &str) {
         match self.format {
-            LogFormat::Json => self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)})),
+            LogFormat::Json => {
+                self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)}))
+            }
             LogFormat::Text => {
-                let head = if self.color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
+                let head = if self.color {
+                    "\x1b[1;33mwarning\x1b[0m"
+                } else {
+                    "warning"
+                };
                 let _ = writeln!(std::io::stderr().lock(), "{head}: {}", self.scrub(msg));
             }
         }

@@ -55,7 +55,11 @@ impl Relation {
         for (i, part) in parts.iter().enumerate() {
             if let Some(p) = part {
                 if self.include[i] && !p.is_empty() {
-                    out.push(if self.quoting[i] { self.quote_ident(p) } else { p.clone() });
+                    out.push(if self.quoting[i] {
+                        self.quote_ident(p)
+                    } else {
+                        p.clone()
+                    });
                 }
             }
         }
@@ -84,7 +88,8 @@ impl fmt::Display for Relation {
 }
 
 fn opt(v: &Option<String>) -> Value {
-    v.as_ref().map_or(Value::from(()), |s| Value::from(s.as_str()))
+    v.as_ref()
+        .map_or(Value::from(()), |s| Value::from(s.as_str()))
 }
 
 impl Object for Relation {
@@ -99,7 +104,11 @@ impl Object for Relation {
             "is_cte" => Value::from(self.kind == "cte"),
             "is_materialized_view" => Value::from(self.kind == "materialized_view"),
             "quote_character" => Value::from(self.quote.to_string()),
-            "path" => crate::jinja::vmap([("database", opt(&self.database)), ("schema", opt(&self.schema)), ("identifier", opt(&self.identifier))]),
+            "path" => crate::jinja::vmap([
+                ("database", opt(&self.database)),
+                ("schema", opt(&self.schema)),
+                ("identifier", opt(&self.identifier)),
+            ]),
             _ => return None,
         })
     }
@@ -108,15 +117,35 @@ impl Object for Relation {
         Enumerator::Str(&["database", "schema", "identifier", "name", "type"])
     }
 
-    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, name: &str, args: &[Value]) -> Result<Value, Error> {
-        let kwargs = args.iter().rev().find_map(|a| Kwargs::try_from(a.clone()).ok());
-        let get_bool = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<bool>>(k).ok().flatten());
-        let get_str = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<String>>(k).ok().flatten());
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        name: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let kwargs = args
+            .iter()
+            .rev()
+            .find_map(|a| Kwargs::try_from(a.clone()).ok());
+        let get_bool = |k: &str| {
+            kwargs
+                .as_ref()
+                .and_then(|kw| kw.get::<Option<bool>>(k).ok().flatten())
+        };
+        let get_str = |k: &str| {
+            kwargs
+                .as_ref()
+                .and_then(|kw| kw.get::<Option<String>>(k).ok().flatten())
+        };
         let mut r = (**self).clone();
         match name {
             "render" => Ok(Value::from(Relation::render(self))),
             "include" | "quote" => {
-                let target = if name == "include" { &mut r.include } else { &mut r.quoting };
+                let target = if name == "include" {
+                    &mut r.include
+                } else {
+                    &mut r.quoting
+                };
                 for (i, k) in ["database", "schema", "identifier"].iter().enumerate() {
                     if let Some(b) = get_bool(k) {
                         target[i] = b;
@@ -160,7 +189,10 @@ impl Object for Relation {
                 r.quoting = [false; 3];
                 Ok(r.into_value())
             }
-            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("Relation has no method `{name}`"))),
+            _ => Err(Error::new(
+                ErrorKind::UnknownMethod,
+                format!("Relation has no method `{name}`"),
+            )),
         }
     }
 
@@ -178,9 +210,15 @@ mod tests {
 
     #[test]
     fn renders_per_dialect() {
-        assert_eq!(Relation::new("db", "s", "t", '"').render(), r#""db"."s"."t""#);
+        assert_eq!(
+            Relation::new("db", "s", "t", '"').render(),
+            r#""db"."s"."t""#
+        );
         assert_eq!(Relation::new("p", "d", "t", '`').render(), "`p`.`d`.`t`");
-        assert_eq!(Relation::new("db", "s", "we\"ird", '"').render(), r#""db"."s"."we""ird""#);
+        assert_eq!(
+            Relation::new("db", "s", "we\"ird", '"').render(),
+            r#""db"."s"."we""ird""#
+        );
         assert_eq!(Relation::cte("eph", '"').render(), "__dbt__cte__eph");
     }
 }

@@ -15,28 +15,103 @@ pub type ConfigMap = IndexMap<String, Json>;
 /// Config keys dbt (and its common adapters) understand. Anything else given with `+` is kept
 /// as a custom config (dbt allows those) but a near-miss of a known key is flagged.
 pub const KNOWN_CONFIGS: &[&str] = &[
-    "enabled", "tags", "pre-hook", "post-hook", "database", "schema", "alias", "materialized",
-    "incremental_strategy", "unique_key", "on_schema_change", "on_configuration_change", "sql_header",
-    "persist_docs", "full_refresh", "meta", "docs", "contract", "grants", "quoting", "column_types",
-    "quote_columns", "delimiter", "strategy", "updated_at", "check_cols", "target_schema",
-    "target_database", "snapshot_meta_column_names", "hard_deletes", "invalidate_hard_deletes",
-    "dbt_valid_to_current", "severity", "error_if", "warn_if", "where", "limit", "fail_calc",
-    "store_failures", "store_failures_as", "access", "group", "event_time", "batch_size", "lookback",
-    "begin", "concurrent_batches", "partition_by", "cluster_by", "location", "format", "options",
-    "packages", "indexes", "unlogged", "labels", "kms_key_name", "hours_to_expiration",
-    "require_partition_filter", "partition_expiration_days", "external_location", "plugin",
-    "incremental_predicates", "merge_update_columns", "merge_exclude_columns", "predicates",
-    "freshness", "loaded_at_field", "identifier", "copy_grants", "transient", "file_format",
-    "partitions", "write_format", "glue_register", "submission_method", "python_version",
-    "unique_id", "meta_columns", "version", "deprecation_date", "latest_version", "description",
-    "catalog", "table_format", "dbt_valid_to", "snapshot_name", "loaded_at_query",
+    "enabled",
+    "tags",
+    "pre-hook",
+    "post-hook",
+    "database",
+    "schema",
+    "alias",
+    "materialized",
+    "incremental_strategy",
+    "unique_key",
+    "on_schema_change",
+    "on_configuration_change",
+    "sql_header",
+    "persist_docs",
+    "full_refresh",
+    "meta",
+    "docs",
+    "contract",
+    "grants",
+    "quoting",
+    "column_types",
+    "quote_columns",
+    "delimiter",
+    "strategy",
+    "updated_at",
+    "check_cols",
+    "target_schema",
+    "target_database",
+    "snapshot_meta_column_names",
+    "hard_deletes",
+    "invalidate_hard_deletes",
+    "dbt_valid_to_current",
+    "severity",
+    "error_if",
+    "warn_if",
+    "where",
+    "limit",
+    "fail_calc",
+    "store_failures",
+    "store_failures_as",
+    "access",
+    "group",
+    "event_time",
+    "batch_size",
+    "lookback",
+    "begin",
+    "concurrent_batches",
+    "partition_by",
+    "cluster_by",
+    "location",
+    "format",
+    "options",
+    "packages",
+    "indexes",
+    "unlogged",
+    "labels",
+    "kms_key_name",
+    "hours_to_expiration",
+    "require_partition_filter",
+    "partition_expiration_days",
+    "external_location",
+    "plugin",
+    "incremental_predicates",
+    "merge_update_columns",
+    "merge_exclude_columns",
+    "predicates",
+    "freshness",
+    "loaded_at_field",
+    "identifier",
+    "copy_grants",
+    "transient",
+    "file_format",
+    "partitions",
+    "write_format",
+    "glue_register",
+    "submission_method",
+    "python_version",
+    "unique_id",
+    "meta_columns",
+    "version",
+    "deprecation_date",
+    "latest_version",
+    "description",
+    "catalog",
+    "table_format",
+    "dbt_valid_to",
+    "snapshot_name",
+    "loaded_at_query",
 ];
 
 /// Keys whose values accumulate instead of overriding.
 fn merge_behavior(key: &str) -> Merge {
     match key {
         "tags" | "pre-hook" | "post-hook" => Merge::Append,
-        "meta" | "docs" | "grants" | "persist_docs" | "contract" | "quoting" | "column_types" => Merge::Update,
+        "meta" | "docs" | "grants" | "persist_docs" | "contract" | "quoting" | "column_types" => {
+            Merge::Update
+        }
         _ => Merge::Replace,
     }
 }
@@ -114,7 +189,12 @@ pub struct ConfigTree {
 
 impl ConfigTree {
     /// Builds a tree, reporting keys that are neither a config nor a folder.
-    pub fn from_yaml(node: &YNode, source: &SourceText, section: &str, diags: &mut Vec<Diagnostic>) -> ConfigTree {
+    pub fn from_yaml(
+        node: &YNode,
+        source: &SourceText,
+        section: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> ConfigTree {
         let mut tree = ConfigTree::default();
         for (key, key_node, value) in node.entries() {
             if let Some(config) = key.strip_prefix('+') {
@@ -122,16 +202,34 @@ impl ConfigTree {
                 if !KNOWN_CONFIGS.contains(&config) {
                     if let Some(help) = plus_hint(config) {
                         diags.push(
-                            Diagnostic::warning(Code::UnknownKey, format!("unknown config `+{config}` in `{section}`"))
-                                .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.len(), "kept as a custom config"))
-                                .with_help(help),
+                            Diagnostic::warning(
+                                Code::UnknownKey,
+                                format!("unknown config `+{config}` in `{section}`"),
+                            )
+                            .with_label(Label::new(
+                                source.clone(),
+                                key_node.line,
+                                key_node.col,
+                                key.len(),
+                                "kept as a custom config",
+                            ))
+                            .with_help(help),
                         );
                     }
                 }
                 merge_one(&mut tree.configs, config, value.to_json());
-            } else if KNOWN_CONFIGS.contains(&normalize_key(key)) && !matches!(value.value, YValue::Map(_))
-                || matches!(key, "meta" | "docs" | "persist_docs" | "contract" | "grants" | "column_types" | "quoting")
-                    && matches!(value.value, YValue::Map(_))
+            } else if KNOWN_CONFIGS.contains(&normalize_key(key))
+                && !matches!(value.value, YValue::Map(_))
+                || matches!(
+                    key,
+                    "meta"
+                        | "docs"
+                        | "persist_docs"
+                        | "contract"
+                        | "grants"
+                        | "column_types"
+                        | "quoting"
+                ) && matches!(value.value, YValue::Map(_))
                     && value.entries().all(|(k, _, _)| !k.starts_with('+'))
             {
                 merge_one(&mut tree.configs, key, value.to_json());
@@ -139,12 +237,22 @@ impl ConfigTree {
                 let child = ConfigTree::from_yaml(value, source, section, diags);
                 tree.children.insert(key.to_string(), child);
             } else {
-                let hint = plus_hint(normalize_key(key))
-                    .unwrap_or_else(|| format!("configs start with `+` (e.g. `+{key}:`); folders hold a mapping"));
+                let hint = plus_hint(normalize_key(key)).unwrap_or_else(|| {
+                    format!("configs start with `+` (e.g. `+{key}:`); folders hold a mapping")
+                });
                 diags.push(
-                    Diagnostic::error(Code::UnknownKey, format!("`{key}` in `{section}` is neither a known config nor a folder"))
-                        .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.len(), "unknown config"))
-                        .with_help(hint),
+                    Diagnostic::error(
+                        Code::UnknownKey,
+                        format!("`{key}` in `{section}` is neither a known config nor a folder"),
+                    )
+                    .with_label(Label::new(
+                        source.clone(),
+                        key_node.line,
+                        key_node.col,
+                        key.len(),
+                        "unknown config",
+                    ))
+                    .with_help(hint),
                 );
             }
         }
@@ -175,7 +283,10 @@ fn plus_hint(key: &str) -> Option<String> {
 pub fn json_truthy(v: Option<&Json>) -> Option<bool> {
     match v? {
         Json::Bool(b) => Some(*b),
-        Json::String(s) => Some(matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "1")),
+        Json::String(s) => Some(matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "yes" | "1"
+        )),
         Json::Null => None,
         Json::Number(n) => Some(n.as_f64() != Some(0.0)),
         _ => Some(true),
@@ -192,7 +303,12 @@ mod tests {
         let src = "my_project:\n  +materialized: view\n  +tags: [a]\n  staging:\n    +materialized: table\n    +tags: b\n    +meta: {owner: x}\n";
         let node = yaml::parse(src).unwrap();
         let mut diags = vec![];
-        let tree = ConfigTree::from_yaml(&node, &SourceText::new("dbt_project.yml", src), "models", &mut diags);
+        let tree = ConfigTree::from_yaml(
+            &node,
+            &SourceText::new("dbt_project.yml", src),
+            "models",
+            &mut diags,
+        );
         assert!(diags.is_empty());
         let mut cfg = ConfigMap::new();
         tree.apply(&["my_project", "staging", "stg_a"], &mut cfg);
@@ -210,9 +326,18 @@ mod tests {
         let src = "p:\n  materialised: table\n";
         let node = yaml::parse(src).unwrap();
         let mut diags = vec![];
-        ConfigTree::from_yaml(&node, &SourceText::new("dbt_project.yml", src), "models", &mut diags);
+        ConfigTree::from_yaml(
+            &node,
+            &SourceText::new("dbt_project.yml", src),
+            "models",
+            &mut diags,
+        );
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].labels[0].line, 2);
-        assert!(diags[0].help.as_deref().unwrap().contains("+materialized"), "{:?}", diags[0].help);
+        assert!(
+            diags[0].help.as_deref().unwrap().contains("+materialized"),
+            "{:?}",
+            diags[0].help
+        );
     }
 }

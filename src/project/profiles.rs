@@ -41,14 +41,31 @@ pub struct Target {
 
 /// Keys whose values are never printed or written to artifacts.
 pub const SECRET_KEYS: &[&str] = &[
-    "password", "pass", "token", "private_key", "private_key_passphrase", "keyfile_json", "refresh_token", "client_secret",
-    "secret", "aws_secret_access_key", "secret_access_key", "s3_secret_access_key", "account_key", "sas_token",
-    "service_account_json", "api_key", "access_token",
+    "password",
+    "pass",
+    "token",
+    "private_key",
+    "private_key_passphrase",
+    "keyfile_json",
+    "refresh_token",
+    "client_secret",
+    "secret",
+    "aws_secret_access_key",
+    "secret_access_key",
+    "s3_secret_access_key",
+    "account_key",
+    "sas_token",
+    "service_account_json",
+    "api_key",
+    "access_token",
 ];
 
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    SECRET_KEYS.contains(&k.as_str()) || k.ends_with("_password") || k.ends_with("_secret") || k.ends_with("_token")
+    SECRET_KEYS.contains(&k.as_str())
+        || k.ends_with("_password")
+        || k.ends_with("_secret")
+        || k.ends_with("_token")
 }
 
 impl Target {
@@ -74,7 +91,16 @@ impl Target {
     pub fn public_settings(&self) -> IndexMap<String, Json> {
         self.settings
             .iter()
-            .map(|(k, v)| (k.clone(), if is_secret_key(k) { Json::from("*****") } else { v.clone() }))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if is_secret_key(k) {
+                        Json::from("*****")
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
             .collect()
     }
 
@@ -90,7 +116,11 @@ impl Target {
 
     /// Dialect-specific quoting character.
     pub fn quote_char(&self) -> char {
-        if self.engine == EngineKind::BigQuery { '`' } else { '"' }
+        if self.engine == EngineKind::BigQuery {
+            '`'
+        } else {
+            '"'
+        }
     }
 }
 
@@ -136,6 +166,7 @@ pub struct Resolved {
 /// `render` renders a string value that contains Jinja (`{{ env_var('PGPASSWORD') }}`).
 pub fn resolve_target(
     fs: &dyn Fs,
+    project_root: &Path,
     profiles: (Option<PathBuf>, bool),
     profile_name: &str,
     target_override: Option<&str>,
@@ -152,20 +183,33 @@ pub fn resolve_target(
         }
         Ok(Resolved { target, warnings })
     };
-    let Some(path) = path else { return builtin(vec![]) };
-    let display = path.to_string_lossy().to_string();
+    let Some(path) = path else {
+        return builtin(vec![]);
+    };
+    // Inside the project, show the path relative to it (as every other file); else in full.
+    let display = path.strip_prefix(project_root).map_or_else(
+        |_| path.to_string_lossy().to_string(),
+        |p| p.to_string_lossy().to_string(),
+    );
     let text = match fs.read_to_string(&path) {
         Ok(t) => t,
         Err(_) if !explicit => return builtin(vec![]),
         Err(e) => {
-            return Err(Diagnostic::error(Code::ProfileNotFound, format!("cannot read {display}: {e}"))
-                .with_help("check --profiles-dir / KILN_PROFILES_DIR / DBT_PROFILES_DIR"));
+            return Err(Diagnostic::error(
+                Code::ProfileNotFound,
+                format!("cannot read {display}: {e}"),
+            )
+            .with_help("check --profiles-dir / KILN_PROFILES_DIR / DBT_PROFILES_DIR"));
         }
     };
     let source = SourceText::new(display.clone(), text.as_str());
     let doc = yaml::parse(&text).map_err(|e| yaml_error(&source, &e))?;
     let Some(profile) = doc.get(profile_name) else {
-        let names: Vec<&str> = doc.entries().map(|(k, _, _)| k).filter(|k| *k != "config").collect();
+        let names: Vec<&str> = doc
+            .entries()
+            .map(|(k, _, _)| k)
+            .filter(|k| *k != "config")
+            .collect();
         let d = Diagnostic::error(Code::ProfileNotFound, format!("profile `{profile_name}` is not defined in {display}"))
             .with_label(Label::new(source.clone(), 1, 1, 1, format!("defines: {}", if names.is_empty() { "nothing".into() } else { names.join(", ") })))
             .with_help(did_you_mean(profile_name, names.iter().copied()).unwrap_or_else(|| {
@@ -174,38 +218,85 @@ pub fn resolve_target(
         if explicit {
             return Err(d);
         }
-        return builtin(vec![Diagnostic::warning(Code::ProfileNotFound, format!("profile `{profile_name}` is not in {display}; using the built-in DataFusion target"))]);
+        return builtin(vec![Diagnostic::warning(
+            Code::ProfileNotFound,
+            format!(
+                "profile `{profile_name}` is not in {display}; using the built-in DataFusion target"
+            ),
+        )]);
     };
-    let default_target = profile.get("target").and_then(YNode::scalar_string).map(|s| render(&s).unwrap_or(s));
+    let default_target = profile
+        .get("target")
+        .and_then(YNode::scalar_string)
+        .map(|s| render(&s).unwrap_or(s));
     let outputs = profile.get("outputs");
-    let target_name = target_override.map(str::to_string).or(default_target).unwrap_or_else(|| "dev".into());
+    let target_name = target_override
+        .map(str::to_string)
+        .or(default_target)
+        .unwrap_or_else(|| "dev".into());
     let Some(out) = outputs.and_then(|o| o.get(&target_name)) else {
-        let names: Vec<&str> = outputs.map(|o| o.entries().map(|(k, _, _)| k).collect()).unwrap_or_default();
+        let names: Vec<&str> = outputs
+            .map(|o| o.entries().map(|(k, _, _)| k).collect())
+            .unwrap_or_default();
         let anchor = outputs.unwrap_or(profile);
-        return Err(Diagnostic::error(Code::TargetNotFound, format!("target `{target_name}` is not an output of profile `{profile_name}`"))
-            .with_label(Label::new(source.clone(), anchor.line, anchor.col, 1, format!("outputs: {}", names.join(", "))))
-            .with_help(did_you_mean(&target_name, names.iter().copied()).unwrap_or_else(|| "pass one of the outputs with --target".into())));
+        return Err(Diagnostic::error(
+            Code::TargetNotFound,
+            format!("target `{target_name}` is not an output of profile `{profile_name}`"),
+        )
+        .with_label(Label::new(
+            source.clone(),
+            anchor.line,
+            anchor.col,
+            1,
+            format!("outputs: {}", names.join(", ")),
+        ))
+        .with_help(
+            did_you_mean(&target_name, names.iter().copied())
+                .unwrap_or_else(|| "pass one of the outputs with --target".into()),
+        ));
     };
     let mut settings = IndexMap::new();
     for (k, _, v) in out.entries() {
         let value = match v.to_json() {
             Json::String(s) if s.contains("{{") || s.contains("{%") => {
                 let rendered = render(&s).map_err(|e| {
-                    Diagnostic::error(Code::BadProfile, format!("cannot render `{k}` of target `{target_name}`: {e}"))
-                        .with_label(Label::new(source.clone(), v.line, v.col, 1, "in this value"))
+                    Diagnostic::error(
+                        Code::BadProfile,
+                        format!("cannot render `{k}` of target `{target_name}`: {e}"),
+                    )
+                    .with_label(Label::new(
+                        source.clone(),
+                        v.line,
+                        v.col,
+                        1,
+                        "in this value",
+                    ))
                 })?;
                 // Numbers and booleans rendered from env vars become numbers again, as in dbt.
-                serde_json::from_str::<Json>(&rendered).ok().filter(|j| j.is_number() || j.is_boolean()).unwrap_or(Json::String(rendered))
+                serde_json::from_str::<Json>(&rendered)
+                    .ok()
+                    .filter(|j| j.is_number() || j.is_boolean())
+                    .unwrap_or(Json::String(rendered))
             }
             other => other,
         };
         settings.insert(k.to_string(), value);
     }
     let bad = |msg: String, node: &YNode, help: &str| {
-        Diagnostic::error(Code::BadProfile, msg).with_label(Label::new(source.clone(), node.line, node.col, 1, "here")).with_help(help.to_string())
+        Diagnostic::error(Code::BadProfile, msg)
+            .with_label(Label::new(source.clone(), node.line, node.col, 1, "here"))
+            .with_help(help.to_string())
     };
-    let Some(adapter_type) = settings.get("type").and_then(Json::as_str).map(str::to_string) else {
-        return Err(bad(format!("target `{target_name}` of profile `{profile_name}` has no `type`"), out, "add `type: datafusion` (or postgres, bigquery)"));
+    let Some(adapter_type) = settings
+        .get("type")
+        .and_then(Json::as_str)
+        .map(str::to_string)
+    else {
+        return Err(bad(
+            format!("target `{target_name}` of profile `{profile_name}` has no `type`"),
+            out,
+            "add `type: datafusion` (or postgres, bigquery)",
+        ));
     };
     let engine = match adapter_type.as_str() {
         "datafusion" | "duckdb" => EngineKind::DataFusion,
@@ -219,7 +310,15 @@ pub fn resolve_target(
             ));
         }
     };
-    let s = |keys: &[&str]| keys.iter().find_map(|k| settings.get(*k).and_then(|v| v.as_str().map(str::to_string).or_else(|| Some(v.to_string()))));
+    let s = |keys: &[&str]| {
+        keys.iter().find_map(|k| {
+            settings.get(*k).and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| Some(v.to_string()))
+            })
+        })
+    };
     let database = match engine {
         EngineKind::Postgres => s(&["dbname", "database"]),
         EngineKind::BigQuery => s(&["project", "database"]),
@@ -237,16 +336,41 @@ pub fn resolve_target(
     let database = match (engine, database) {
         (_, Some(d)) if !d.is_empty() && d != ":memory:" => d,
         (EngineKind::DataFusion, _) => "kiln".into(),
-        _ => return Err(bad(format!("target `{target_name}` has no database (`dbname`/`project`)"), out, "add `dbname:` (postgres) or `project:` (bigquery)")),
+        _ => {
+            return Err(bad(
+                format!("target `{target_name}` has no database (`dbname`/`project`)"),
+                out,
+                "add `dbname:` (postgres) or `project:` (bigquery)",
+            ));
+        }
     };
     let schema = match (engine, schema) {
         (_, Some(s)) if !s.is_empty() => s,
         (EngineKind::DataFusion, _) => "main".into(),
-        _ => return Err(bad(format!("target `{target_name}` has no schema (`schema`/`dataset`)"), out, "add `schema:` (postgres) or `dataset:` (bigquery)")),
+        _ => {
+            return Err(bad(
+                format!("target `{target_name}` has no schema (`schema`/`dataset`)"),
+                out,
+                "add `schema:` (postgres) or `dataset:` (bigquery)",
+            ));
+        }
     };
-    let threads = settings.get("threads").and_then(Json::as_u64).map_or(1, |t| t.max(1) as usize);
+    let threads = settings
+        .get("threads")
+        .and_then(Json::as_u64)
+        .map_or(1, |t| t.max(1) as usize);
     Ok(Resolved {
-        target: Target { profile_name: profile_name.into(), name: target_name, adapter_type, engine, database, schema, threads, settings, profiles_path: Some(path) },
+        target: Target {
+            profile_name: profile_name.into(),
+            name: target_name,
+            adapter_type,
+            engine,
+            database,
+            schema,
+            threads,
+            settings,
+            profiles_path: Some(path),
+        },
         warnings: vec![],
     })
 }
@@ -271,9 +395,16 @@ mod tests {
             )],
         );
         let found = find_profiles_file(&fs, None, &|_| None, root, None);
-        let r = resolve_target(&fs, found, "shop", None, &render).unwrap();
+        let r = resolve_target(&fs, root, found, "shop", None, &render).unwrap();
         assert_eq!(r.target.engine, EngineKind::Postgres);
-        assert_eq!((r.target.database.as_str(), r.target.schema.as_str(), r.target.threads), ("shop", "analytics", 4));
+        assert_eq!(
+            (
+                r.target.database.as_str(),
+                r.target.schema.as_str(),
+                r.target.threads
+            ),
+            ("shop", "analytics", 4)
+        );
         assert_eq!(r.target.settings["password"], "hunter2");
         assert_eq!(r.target.public_settings()["password"], "*****");
         assert_eq!(r.target.secret_values(), vec!["hunter2".to_string()]);
@@ -283,8 +414,18 @@ mod tests {
     fn no_profiles_means_builtin_datafusion() {
         let fs = MemFs::default();
         let found = find_profiles_file(&fs, None, &|_| None, Path::new("/p"), None);
-        let r = resolve_target(&fs, found, "shop", None, &render).unwrap();
+        let r = resolve_target(&fs, Path::new("/p"), found, "shop", None, &render).unwrap();
         assert_eq!(r.target.engine, EngineKind::DataFusion);
-        assert!(resolve_target(&fs, (None, false), "shop", Some("prod"), &render).is_err());
+        assert!(
+            resolve_target(
+                &fs,
+                Path::new("/p"),
+                (None, false),
+                "shop",
+                Some("prod"),
+                &render
+            )
+            .is_err()
+        );
     }
 }

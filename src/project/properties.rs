@@ -99,22 +99,90 @@ pub struct Properties {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "version", "models", "sources", "seeds", "snapshots", "macros", "exposures", "analyses", "unit_tests", "metrics",
-    "semantic_models", "saved_queries", "groups", "data_tests", "functions",
+    "version",
+    "models",
+    "sources",
+    "seeds",
+    "snapshots",
+    "macros",
+    "exposures",
+    "analyses",
+    "unit_tests",
+    "metrics",
+    "semantic_models",
+    "saved_queries",
+    "groups",
+    "data_tests",
+    "functions",
 ];
 const MODEL_KEYS: &[&str] = &[
-    "name", "description", "config", "columns", "tests", "data_tests", "docs", "meta", "tags", "versions",
-    "latest_version", "access", "group", "constraints", "deprecation_date", "time_spine", "columns", "freshness",
+    "name",
+    "description",
+    "config",
+    "columns",
+    "tests",
+    "data_tests",
+    "docs",
+    "meta",
+    "tags",
+    "versions",
+    "latest_version",
+    "access",
+    "group",
+    "constraints",
+    "deprecation_date",
+    "time_spine",
+    "columns",
+    "freshness",
 ];
-const COLUMN_KEYS: &[&str] =
-    &["name", "description", "data_type", "constraints", "tests", "data_tests", "meta", "tags", "quote", "policy_tags", "granularity", "config", "docs"];
+const COLUMN_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "data_type",
+    "constraints",
+    "tests",
+    "data_tests",
+    "meta",
+    "tags",
+    "quote",
+    "policy_tags",
+    "granularity",
+    "config",
+    "docs",
+];
 const SOURCE_KEYS: &[&str] = &[
-    "name", "description", "database", "schema", "loader", "loaded_at_field", "loaded_at_query", "meta", "tags", "config",
-    "overrides", "freshness", "quoting", "tables", "catalog",
+    "name",
+    "description",
+    "database",
+    "schema",
+    "loader",
+    "loaded_at_field",
+    "loaded_at_query",
+    "meta",
+    "tags",
+    "config",
+    "overrides",
+    "freshness",
+    "quoting",
+    "tables",
+    "catalog",
 ];
 const TABLE_KEYS: &[&str] = &[
-    "name", "identifier", "description", "columns", "tests", "data_tests", "meta", "tags", "config", "loaded_at_field",
-    "loaded_at_query", "freshness", "quoting", "external", "docs",
+    "name",
+    "identifier",
+    "description",
+    "columns",
+    "tests",
+    "data_tests",
+    "meta",
+    "tags",
+    "config",
+    "loaded_at_field",
+    "loaded_at_query",
+    "freshness",
+    "quoting",
+    "external",
+    "docs",
 ];
 
 struct Ctx<'a> {
@@ -129,16 +197,32 @@ impl Ctx<'_> {
             if !allowed.contains(&key) {
                 self.diags.push(
                     Diagnostic::error(Code::UnknownKey, format!("unknown key `{key}` in {what}"))
-                        .with_label(Label::new(self.source.clone(), key_node.line, key_node.col, key.chars().count(), "not a known property"))
-                        .with_help(did_you_mean(key, allowed.iter().copied()).unwrap_or_else(|| format!("known keys: {}", allowed.join(", ")))),
+                        .with_label(Label::new(
+                            self.source.clone(),
+                            key_node.line,
+                            key_node.col,
+                            key.chars().count(),
+                            "not a known property",
+                        ))
+                        .with_help(
+                            did_you_mean(key, allowed.iter().copied())
+                                .unwrap_or_else(|| format!("known keys: {}", allowed.join(", "))),
+                        ),
                 );
             }
         }
     }
 
     fn invalid(&mut self, node: &YNode, message: impl Into<String>, label: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::error(Code::InvalidValue, message).with_label(Label::new(self.source.clone(), node.line, node.col, 1, label)));
+        self.diags.push(
+            Diagnostic::error(Code::InvalidValue, message).with_label(Label::new(
+                self.source.clone(),
+                node.line,
+                node.col,
+                1,
+                label,
+            )),
+        );
     }
 
     fn list<'n>(&mut self, node: Option<&'n YNode>, what: &str) -> &'n [YNode] {
@@ -148,7 +232,11 @@ impl Ctx<'_> {
             Some(n) => match n.as_seq() {
                 Some(s) => s,
                 None => {
-                    self.invalid(n, format!("`{what}` must be a list"), format!("found {}", n.kind()));
+                    self.invalid(
+                        n,
+                        format!("`{what}` must be a list"),
+                        format!("found {}", n.kind()),
+                    );
                     &[]
                 }
             },
@@ -157,14 +245,27 @@ impl Ctx<'_> {
 
     fn name(&mut self, entry: &YNode, what: &str) -> Option<String> {
         if entry.as_map().is_none() {
-            self.invalid(entry, format!("each entry of `{what}` must be a mapping with a `name`"), format!("found {}", entry.kind()));
+            self.invalid(
+                entry,
+                format!("each entry of `{what}` must be a mapping with a `name`"),
+                format!("found {}", entry.kind()),
+            );
             return None;
         }
         let name = entry.get("name").and_then(YNode::scalar_string);
         if name.is_none() {
             self.diags.push(
-                Diagnostic::error(Code::MissingKey, format!("an entry of `{what}` has no `name`"))
-                    .with_label(Label::new(self.source.clone(), entry.line, entry.col, 1, "`name:` missing")),
+                Diagnostic::error(
+                    Code::MissingKey,
+                    format!("an entry of `{what}` has no `name`"),
+                )
+                .with_label(Label::new(
+                    self.source.clone(),
+                    entry.line,
+                    entry.col,
+                    1,
+                    "`name:` missing",
+                )),
             );
         }
         name
@@ -180,7 +281,11 @@ impl Ctx<'_> {
                     }
                 }
                 YValue::Null => {}
-                _ => self.invalid(node, "`config` must be a mapping", format!("found {}", node.kind())),
+                _ => self.invalid(
+                    node,
+                    "`config` must be a mapping",
+                    format!("found {}", node.kind()),
+                ),
             }
         }
         map
@@ -190,7 +295,10 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for key in ["data_tests", "tests"] {
             for t in self.list(node.get(key), key).to_vec() {
-                out.push(TestSpec { node: t, file: self.file });
+                out.push(TestSpec {
+                    node: t,
+                    file: self.file,
+                });
             }
         }
         out
@@ -199,7 +307,9 @@ impl Ctx<'_> {
     fn columns(&mut self, node: &YNode) -> Vec<ColumnDef> {
         let mut out = Vec::new();
         for c in self.list(node.get("columns"), "columns").to_vec() {
-            let Some(name) = self.name(&c, "columns") else { continue };
+            let Some(name) = self.name(&c, "columns") else {
+                continue;
+            };
             self.check_keys(&c, COLUMN_KEYS, &format!("column `{name}`"));
             let tests = self.tests(&c);
             let mut tags = strings(c.get("tags"));
@@ -210,8 +320,13 @@ impl Ctx<'_> {
                 name,
                 description: text(c.get("description")),
                 data_type: c.get("data_type").and_then(YNode::scalar_string),
-                constraints: c.get("constraints").map_or(Json::Array(vec![]), YNode::to_json),
-                meta: c.get("meta").or_else(|| c.get("config").and_then(|x| x.get("meta"))).map_or(Json::Object(Default::default()), YNode::to_json),
+                constraints: c
+                    .get("constraints")
+                    .map_or(Json::Array(vec![]), YNode::to_json),
+                meta: c
+                    .get("meta")
+                    .or_else(|| c.get("config").and_then(|x| x.get("meta")))
+                    .map_or(Json::Object(Default::default()), YNode::to_json),
                 tags,
                 quote: c.get("quote").and_then(YNode::as_bool),
                 tests,
@@ -237,7 +352,12 @@ fn strings(node: Option<&YNode>) -> Vec<String> {
 }
 
 /// Parses one properties file into `out`.
-pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, diags: &mut Vec<Diagnostic>) {
+pub fn parse_file(
+    file_index: usize,
+    file: &ProjectFile,
+    out: &mut Properties,
+    diags: &mut Vec<Diagnostic>,
+) {
     let source = file.source();
     let doc = match yaml::parse(&file.text) {
         Ok(d) => d,
@@ -249,18 +369,35 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
     if doc.is_null() {
         return;
     }
-    let mut cx = Ctx { file: file_index, source: source.clone(), diags };
+    let mut cx = Ctx {
+        file: file_index,
+        source: source.clone(),
+        diags,
+    };
     if doc.as_map().is_none() {
-        cx.invalid(&doc, format!("{} must be a mapping of `models:`, `sources:`, ...", file.display_path), format!("found {}", doc.kind()));
+        cx.invalid(
+            &doc,
+            format!(
+                "{} must be a mapping of `models:`, `sources:`, ...",
+                file.display_path
+            ),
+            format!("found {}", doc.kind()),
+        );
         return;
     }
     cx.check_keys(&doc, TOP_KEYS, "a properties file");
     if let Some(v) = doc.get("version") {
         if !matches!(v.value, YValue::Int(2)) && v.as_str() != Some("2") {
             cx.diags.push(
-                Diagnostic::error(Code::PropertiesVersion, format!("properties file has `version: {}`; only version 2 exists", v.scalar_string().unwrap_or_default()))
-                    .with_label(Label::new(source.clone(), v.line, v.col, 1, "expected `2`"))
-                    .with_help("write `version: 2` (or remove the line)"),
+                Diagnostic::error(
+                    Code::PropertiesVersion,
+                    format!(
+                        "properties file has `version: {}`; only version 2 exists",
+                        v.scalar_string().unwrap_or_default()
+                    ),
+                )
+                .with_label(Label::new(source.clone(), v.line, v.col, 1, "expected `2`"))
+                .with_help("write `version: 2` (or remove the line)"),
             );
             return;
         }
@@ -268,8 +405,14 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
     for section in ["models", "seeds", "snapshots", "analyses"] {
         let section: &'static str = section;
         for entry in cx.list(doc.get(section), section).to_vec() {
-            let Some(name) = cx.name(&entry, section) else { continue };
-            cx.check_keys(&entry, MODEL_KEYS, &format!("{} `{name}`", &section[..section.len() - 1]));
+            let Some(name) = cx.name(&entry, section) else {
+                continue;
+            };
+            cx.check_keys(
+                &entry,
+                MODEL_KEYS,
+                &format!("{} `{name}`", &section[..section.len() - 1]),
+            );
             let mut config = cx.config(entry.get("config"));
             for k in ["tags", "meta", "docs", "access", "group"] {
                 if let Some(v) = entry.get(k) {
@@ -294,7 +437,9 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
                 config,
                 columns,
                 tests,
-                meta: entry.get("meta").map_or(Json::Object(Default::default()), YNode::to_json),
+                meta: entry
+                    .get("meta")
+                    .map_or(Json::Object(Default::default()), YNode::to_json),
                 docs: entry.get("docs").map_or(Json::Null, YNode::to_json),
                 latest_version: entry.get("latest_version").map(YNode::to_json),
                 versions: cx.list(entry.get("versions"), "versions").to_vec(),
@@ -302,12 +447,16 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
         }
     }
     for entry in cx.list(doc.get("sources"), "sources").to_vec() {
-        let Some(name) = cx.name(&entry, "sources") else { continue };
+        let Some(name) = cx.name(&entry, "sources") else {
+            continue;
+        };
         cx.check_keys(&entry, SOURCE_KEYS, &format!("source `{name}`"));
         let config = cx.config(entry.get("config"));
         let mut tables = Vec::new();
         for t in cx.list(entry.get("tables"), "tables").to_vec() {
-            let Some(tname) = cx.name(&t, "tables") else { continue };
+            let Some(tname) = cx.name(&t, "tables") else {
+                continue;
+            };
             cx.check_keys(&t, TABLE_KEYS, &format!("source table `{name}.{tname}`"));
             let tconfig = cx.config(t.get("config"));
             tables.push(SourceTableDef {
@@ -315,7 +464,9 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
                 description: text(t.get("description")),
                 columns: cx.columns(&t),
                 tests: cx.tests(&t),
-                meta: t.get("meta").map_or(Json::Object(Default::default()), YNode::to_json),
+                meta: t
+                    .get("meta")
+                    .map_or(Json::Object(Default::default()), YNode::to_json),
                 tags: strings(t.get("tags")),
                 config: tconfig,
                 quoting: t.get("quoting").map_or(Json::Null, YNode::to_json),
@@ -333,7 +484,9 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
             database: entry.get("database").and_then(YNode::scalar_string),
             schema: entry.get("schema").and_then(YNode::scalar_string),
             loader: text(entry.get("loader")),
-            meta: entry.get("meta").map_or(Json::Object(Default::default()), YNode::to_json),
+            meta: entry
+                .get("meta")
+                .map_or(Json::Object(Default::default()), YNode::to_json),
             tags: strings(entry.get("tags")),
             config,
             quoting: entry.get("quoting").map_or(Json::Null, YNode::to_json),
@@ -345,8 +498,15 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
     }
     for (section, target) in [("macros", 0), ("exposures", 1), ("unit_tests", 2)] {
         for entry in cx.list(doc.get(section), section).to_vec() {
-            let Some(name) = cx.name(&entry, section) else { continue };
-            let e = NamedEntry { name, file: file_index, line: entry.line, node: entry };
+            let Some(name) = cx.name(&entry, section) else {
+                continue;
+            };
+            let e = NamedEntry {
+                name,
+                file: file_index,
+                line: entry.line,
+                node: entry,
+            };
             match target {
                 0 => out.macros.push(e),
                 1 => out.exposures.push(e),

@@ -23,7 +23,10 @@ pub struct Meta<'a> {
 
 fn md5_hex(s: &str) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn hooks(v: Option<&Json>) -> Json {
@@ -101,18 +104,31 @@ fn constraints_json(v: &Json) -> Json {
     )
 }
 
-fn compiled_path(project: &Project, node: &Node) -> String {
+pub fn compiled_path(project: &Project, node: &Node) -> String {
     let target = &project.config().target_path;
     if node.test_metadata.is_some() {
-        format!("{target}/compiled/{}/{}/{}", node.package, node.original_file_path, node.path)
+        format!(
+            "{target}/compiled/{}/{}/{}",
+            node.package, node.original_file_path, node.path
+        )
     } else {
-        format!("{target}/compiled/{}/{}", node.package, node.original_file_path)
+        format!(
+            "{target}/compiled/{}/{}",
+            node.package, node.original_file_path
+        )
     }
 }
 
-fn node_json(project: &Project, jinja: &JinjaEnv, node: &Node, compiled: Option<&Compiled>, parents: &[String]) -> Json {
+fn node_json(
+    project: &Project,
+    jinja: &JinjaEnv,
+    node: &Node,
+    compiled: Option<&Compiled>,
+    parents: &[String],
+) -> Json {
     let quote = jinja.shared.target.quote_char();
-    let relation_name = (node.is_refable() && !node.is_ephemeral()).then(|| node.relation(quote).render());
+    let relation_name =
+        (node.is_refable() && !node.is_ephemeral()).then(|| node.relation(quote).render());
     let scrub = |s: &str| jinja.shared.scrub(s).into_owned();
     let mut o = json!({
         "database": node.database,
@@ -154,20 +170,43 @@ fn node_json(project: &Project, jinja: &JinjaEnv, node: &Node, compiled: Option<
         m.insert("raw_code".into(), json!(""));
         return o;
     }
-    if matches!(node.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis | ResourceType::Test) {
-        m.insert("compiled_path".into(), compiled.map_or(Json::Null, |_| json!(compiled_path(project, node))));
+    if matches!(
+        node.resource_type,
+        ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis | ResourceType::Test
+    ) {
+        m.insert(
+            "compiled_path".into(),
+            compiled.map_or(Json::Null, |_| json!(compiled_path(project, node))),
+        );
         m.insert("compiled".into(), json!(compiled.is_some()));
-        m.insert("compiled_code".into(), compiled.map_or(Json::Null, |c| json!(scrub(&c.sql))));
+        m.insert(
+            "compiled_code".into(),
+            compiled.map_or(Json::Null, |c| json!(scrub(&c.sql))),
+        );
         m.insert("extra_ctes_injected".into(), json!(compiled.is_some()));
         m.insert(
             "extra_ctes".into(),
-            json!(compiled.map(|c| c.extra_ctes.iter().map(|(id, sql)| json!({"id": id, "sql": scrub(sql)})).collect::<Vec<_>>()).unwrap_or_default()),
+            json!(
+                compiled
+                    .map(|c| c
+                        .extra_ctes
+                        .iter()
+                        .map(|(id, sql)| json!({"id": id, "sql": scrub(sql)}))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
+            ),
         );
         m.insert("contract".into(), json!({"enforced": node.config.get("contract").and_then(|c| c.get("enforced")).and_then(Json::as_bool).unwrap_or(false), "alias_types": true, "checksum": null}));
     }
     if node.resource_type == ResourceType::Model {
         m.insert("relation_name".into(), json!(relation_name));
-        m.insert("access".into(), node.config.get("access").cloned().unwrap_or(json!("protected")));
+        m.insert(
+            "access".into(),
+            node.config
+                .get("access")
+                .cloned()
+                .unwrap_or(json!("protected")),
+        );
         m.insert("constraints".into(), json!([]));
         m.insert("version".into(), Json::Null);
         m.insert("latest_version".into(), Json::Null);
@@ -182,9 +221,22 @@ fn node_json(project: &Project, jinja: &JinjaEnv, node: &Node, compiled: Option<
         m.remove("contract");
         m.insert("relation_name".into(), Json::Null);
         if let Some(meta) = &node.test_metadata {
-            m.insert("test_metadata".into(), json!({"name": meta.name, "kwargs": meta.kwargs, "namespace": meta.namespace}));
+            m.insert(
+                "test_metadata".into(),
+                json!({"name": meta.name, "kwargs": meta.kwargs, "namespace": meta.namespace}),
+            );
             m.insert("column_name".into(), json!(node.column_name));
-            let file_key = node.patch_path.clone().unwrap_or_else(|| format!("models.{}", node.attached_node.as_deref().unwrap_or("").rsplit('.').next().unwrap_or("")));
+            let file_key = node.patch_path.clone().unwrap_or_else(|| {
+                format!(
+                    "models.{}",
+                    node.attached_node
+                        .as_deref()
+                        .unwrap_or("")
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or("")
+                )
+            });
             m.insert("file_key_name".into(), json!(file_key));
             m.insert("attached_node".into(), json!(node.attached_node));
         }
@@ -226,14 +278,34 @@ fn source_json(s: &SourceNode, jinja: &JinjaEnv, project: &Project) -> Json {
 }
 
 /// Builds the manifest document.
-pub fn manifest_json(project: &Project, jinja: &JinjaEnv, manifest: &Manifest, graph: &Graph, compiled: &HashMap<String, Compiled>, meta: &Meta) -> Json {
+pub fn manifest_json(
+    project: &Project,
+    jinja: &JinjaEnv,
+    manifest: &Manifest,
+    graph: &Graph,
+    compiled: &HashMap<String, Compiled>,
+    meta: &Meta,
+) -> Json {
     let empty: Vec<String> = Vec::new();
     let parents_of = |id: &str| graph.parents.get(id).unwrap_or(&empty).clone();
     let mut nodes = BTreeMap::new();
     for n in manifest.nodes.values() {
-        nodes.insert(n.unique_id.clone(), node_json(project, jinja, n, compiled.get(&n.unique_id), &parents_of(&n.unique_id)));
+        nodes.insert(
+            n.unique_id.clone(),
+            node_json(
+                project,
+                jinja,
+                n,
+                compiled.get(&n.unique_id),
+                &parents_of(&n.unique_id),
+            ),
+        );
     }
-    let sources: BTreeMap<String, Json> = manifest.sources.values().map(|s| (s.unique_id.clone(), source_json(s, jinja, project))).collect();
+    let sources: BTreeMap<String, Json> = manifest
+        .sources
+        .values()
+        .map(|s| (s.unique_id.clone(), source_json(s, jinja, project)))
+        .collect();
     let mut macros = BTreeMap::new();
     for (pkg, ms) in &jinja.shared.macros.packages {
         for m in ms.values() {
@@ -355,7 +427,12 @@ pub fn manifest_json(project: &Project, jinja: &JinjaEnv, manifest: &Manifest, g
     let disabled: BTreeMap<String, Json> = manifest
         .disabled
         .values()
-        .map(|n| (n.unique_id.clone(), json!([node_json(project, jinja, n, None, &[])])))
+        .map(|n| {
+            (
+                n.unique_id.clone(),
+                json!([node_json(project, jinja, n, None, &[])]),
+            )
+        })
         .collect();
     json!({
         "metadata": {
@@ -391,11 +468,27 @@ pub fn manifest_json(project: &Project, jinja: &JinjaEnv, manifest: &Manifest, g
 }
 
 /// Writes compiled SQL files; returns how many were written.
-pub fn write_compiled(project: &Project, jinja: &JinjaEnv, manifest: &Manifest, compiled: &HashMap<String, Compiled>) -> std::io::Result<usize> {
+pub fn write_compiled(
+    project: &Project,
+    jinja: &JinjaEnv,
+    manifest: &Manifest,
+    compiled: &HashMap<String, Compiled>,
+) -> std::io::Result<usize> {
     use rayon::prelude::*;
     let items: Vec<(PathBuf, String)> = compiled
         .iter()
-        .filter_map(|(id, c)| manifest.nodes.get(id).filter(|n| !n.is_ephemeral()).map(|n| (project.root.join(compiled_path(project, n)), jinja.shared.scrub(&c.sql).into_owned())))
+        .filter_map(|(id, c)| {
+            manifest
+                .nodes
+                .get(id)
+                .filter(|n| !n.is_ephemeral())
+                .map(|n| {
+                    (
+                        project.root.join(compiled_path(project, n)),
+                        jinja.shared.scrub(&c.sql).into_owned(),
+                    )
+                })
+        })
         .collect();
     let mut dirs: Vec<&Path> = items.iter().filter_map(|(p, _)| p.parent()).collect();
     dirs.sort();
@@ -403,6 +496,8 @@ pub fn write_compiled(project: &Project, jinja: &JinjaEnv, manifest: &Manifest, 
     for d in dirs {
         std::fs::create_dir_all(d)?;
     }
-    items.par_iter().try_for_each(|(path, sql)| std::fs::write(path, sql))?;
+    items
+        .par_iter()
+        .try_for_each(|(path, sql)| std::fs::write(path, sql))?;
     Ok(items.len())
 }

@@ -1,0 +1,74 @@
+//! Helpers: run the real `kiln` binary on temporary copies of fixture projects.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// `kiln` with a clean environment: no profiles dirs from the caller, HOME inside `dir`, no colour.
+pub fn kiln(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(dir)
+        .env_remove("KILN_PROFILES_DIR")
+        .env_remove("DBT_PROFILES_DIR")
+        .env_remove("FORCE_COLOR")
+        .env("HOME", dir.join(".home"))
+        .env("NO_COLOR", "1");
+    c
+}
+
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    kiln(dir).args(args).output().expect("kiln runs")
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    for entry in walkdir::WalkDir::new(src) {
+        let entry = entry.expect("walk fixture");
+        let rel = entry.path().strip_prefix(src).expect("inside fixture");
+        let target = dst.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A temporary copy of `tests/fixtures/<rel>`.
+pub fn temp_project(rel: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixtures().join(rel), tmp.path());
+    tmp
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every file under `dir`, sorted, as "---- path ----\ncontent".
+pub fn dump_tree(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let rel = f
+            .strip_prefix(dir)
+            .expect("inside")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        out.push_str(&format!("---- {rel} ----\n{}\n", text.trim_end()));
+    }
+    out
+}

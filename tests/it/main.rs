@@ -1,0 +1,6 @@
+//! kiln's integration tests: one binary (link once), modules by area.
+
+mod broken;
+mod cli;
+mod common;
+mod golden;
