@@ -6,22 +6,13 @@ use super::session::{self, Stop};
 use super::{EXIT_OK, EXIT_PROJECT, GlobalArgs};
 use std::collections::HashMap;
 
-pub fn run(
-    global: &GlobalArgs,
-    env: &HashMap<String, String>,
-    printer: &mut Printer,
-) -> anyhow::Result<i32> {
+pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "clean", Stop::Target) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
     let root = &s.project.root;
-    let warehouse = s
-        .target
-        .settings
-        .get("path")
-        .and_then(|p| p.as_str())
-        .map(|p| root.join(p));
+    let warehouse = s.target.settings.get("path").and_then(|p| p.as_str()).map(|p| root.join(p));
     let mut code = EXIT_OK;
     for t in &s.project.config().clean_targets {
         let path = root.join(t);
@@ -29,9 +20,7 @@ pub fn run(
         let protected = canonical == *root
             || !canonical.starts_with(root)
             || canonical.starts_with(root.join(".kiln"))
-            || warehouse
-                .as_ref()
-                .is_some_and(|w| w.starts_with(&canonical) || canonical.starts_with(w));
+            || warehouse.as_ref().is_some_and(|w| w.starts_with(&canonical) || canonical.starts_with(w));
         if protected {
             printer.warn(&format!("not cleaning `{t}`: it is outside the project, the project itself, or holds the local warehouse"));
             code = EXIT_PROJECT;

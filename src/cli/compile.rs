@@ -24,11 +24,7 @@ pub struct CompileArgs {
     pub no_sql_check: bool,
 }
 
-pub fn parse(
-    global: &GlobalArgs,
-    env: &HashMap<String, String>,
-    printer: &mut Printer,
-) -> anyhow::Result<i32> {
+pub fn parse(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "parse", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -56,10 +52,7 @@ pub fn summary(s: &Session, ids: &BTreeSet<String>) -> String {
         ("source", "source"),
         ("exposure", "exposure"),
     ] {
-        let n = ids
-            .iter()
-            .filter(|id| id.split('.').next() == Some(rt))
-            .count();
+        let n = ids.iter().filter(|id| id.split('.').next() == Some(rt)).count();
         if n > 0 {
             counts.push((label, n));
         }
@@ -124,31 +117,14 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
         let doc = serde_json::json!({"nodes": nodes, "sources": sources, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}});
         move || doc.clone()
     };
-    Arc::new(ManifestResolver::new(
-        &s.manifest,
-        s.lookup.clone(),
-        s.target.quote_char(),
-        Box::new(graph_json),
-    ))
+    Arc::new(ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(graph_json)))
 }
 
 /// Compiles `selected` and checks the SQL; returns compiled SQL by id and any problems.
-pub fn compile_selected(
-    s: &Session,
-    selected: &BTreeSet<String>,
-    sql_check: bool,
-) -> (HashMap<String, Compiled>, Diagnostics) {
+pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> (HashMap<String, Compiled>, Diagnostics) {
     let mut diags = Vec::new();
     let resolver = resolver(s);
-    let compiled = compile::compile(
-        &s.project,
-        &s.jinja,
-        &s.manifest,
-        &s.graph,
-        &resolver,
-        selected,
-        &mut diags,
-    );
+    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &mut diags);
     if sql_check {
         let dialect = sqlcheck::dialect_for(&s.target);
         let checks: Vec<Diagnostic> = compiled
@@ -158,18 +134,9 @@ pub fn compile_selected(
                 if node.is_ephemeral() && !selected.contains(id) {
                     return None;
                 }
-                let file = node.file.map_or(node.original_file_path.clone(), |f| {
-                    s.project.files[f].display_path.clone()
-                });
+                let file = node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone());
                 let path = artifacts::compiled_path(&s.project, node);
-                sqlcheck::check(
-                    dialect.as_ref(),
-                    &c.sql,
-                    &path,
-                    &file,
-                    &format!("{} `{}`", node.resource_type.as_str(), node.name),
-                )
-                .err()
+                sqlcheck::check(dialect.as_ref(), &c.sql, &path, &file, &format!("{} `{}`", node.resource_type.as_str(), node.name)).err()
             })
             .collect();
         diags.extend(checks);
@@ -180,28 +147,20 @@ pub fn compile_selected(
 }
 
 pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyhow::Result<()> {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let meta = artifacts::Meta {
         invocation_id: &s.invocation.invocation_id,
         generated_at: &now,
         adapter_type: &s.target.adapter_type,
         project_name: s.project.name(),
     };
-    let doc =
-        artifacts::manifest_json(&s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta);
-    let bytes = serde_json::to_vec(&doc)?;
+    let mut bytes = Vec::with_capacity(1 << 20);
+    artifacts::write_manifest(&mut bytes, &s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta)?;
     session::write_atomic(&s.project.target_dir().join("manifest.json"), &bytes)?;
     Ok(())
 }
 
-pub fn run(
-    global: &GlobalArgs,
-    args: &CompileArgs,
-    env: &HashMap<String, String>,
-    printer: &mut Printer,
-) -> anyhow::Result<i32> {
+pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "compile", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -213,7 +172,9 @@ pub fn run(
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    printer.phase("select");
     let (compiled, diags) = compile_selected(&s, &selected, !args.no_sql_check);
+    printer.phase("compile");
     for (_, msg) in s.jinja.shared.take_logs() {
         printer.info(&msg);
     }
@@ -224,7 +185,9 @@ pub fn run(
         printer.diagnostic(d);
     }
     let written = artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled)?;
+    printer.phase("write sql");
     write_manifest(&s, &compiled)?;
+    printer.phase("manifest");
     // One selected node with SQL: print it, as `dbt compile -s model` does.
     let with_sql: Vec<&Node> = selected
         .iter()
@@ -238,14 +201,7 @@ pub fn run(
     }
     printer.info(&format!(
         "Compiled {} in {:.2}s; wrote {written} files under {}/compiled and {}/manifest.json",
-        summary(
-            &s,
-            &selected
-                .iter()
-                .filter(|id| compiled.contains_key(*id))
-                .cloned()
-                .collect()
-        ),
+        summary(&s, &selected.iter().filter(|id| compiled.contains_key(*id)).cloned().collect()),
         s.started.elapsed().as_secs_f64(),
         s.project.config().target_path,
         s.project.config().target_path,

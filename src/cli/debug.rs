@@ -6,11 +6,7 @@ use super::{EXIT_OK, GlobalArgs};
 use crate::project::profiles::EngineKind;
 use std::collections::HashMap;
 
-pub fn run(
-    global: &GlobalArgs,
-    env: &HashMap<String, String>,
-    printer: &mut Printer,
-) -> anyhow::Result<i32> {
+pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "debug", Stop::Target) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -20,18 +16,10 @@ pub fn run(
     let mut lines = vec![
         format!("kiln version: {}", env!("CARGO_PKG_VERSION")),
         format!("project dir:  {}", s.project.root.display()),
-        format!(
-            "dbt_project.yml: OK (name: {}, profile: {})",
-            c.name,
-            c.profile.as_deref().unwrap_or("<project name>")
-        ),
+        format!("dbt_project.yml: OK (name: {}, profile: {})", c.name, c.profile.as_deref().unwrap_or("<project name>")),
         format!(
             "profiles.yml: {}",
-            t.profiles_path
-                .as_ref()
-                .map_or("none found; using the built-in target".to_string(), |p| p
-                    .display()
-                    .to_string())
+            t.profiles_path.as_ref().map_or("none found; using the built-in target".to_string(), |p| p.display().to_string())
         ),
         format!("profile:      {}", t.profile_name),
         format!("target:       {}", t.name),
@@ -50,30 +38,17 @@ pub fn run(
         "settings:".to_string(),
     ];
     for (k, v) in t.public_settings() {
-        lines.push(format!(
-            "  {k}: {}",
-            v.as_str().map_or(v.to_string(), str::to_string)
-        ));
+        lines.push(format!("  {k}: {}", v.as_str().map_or(v.to_string(), str::to_string)));
     }
-    let pkgs: Vec<String> = s
-        .project
-        .packages
-        .iter()
-        .skip(1)
-        .map(|p| format!("{} ({})", p.name, p.rel_root))
-        .collect();
+    let pkgs: Vec<String> = s.project.packages.iter().skip(1).map(|p| format!("{} ({})", p.name, p.rel_root)).collect();
+    lines.push(format!("packages:     {}", if pkgs.is_empty() { "none".into() } else { pkgs.join(", ") }));
     lines.push(format!(
-        "packages:     {}",
-        if pkgs.is_empty() {
-            "none".into()
-        } else {
-            pkgs.join(", ")
+        "connection:   {}",
+        match t.engine {
+            EngineKind::DataFusion => "embedded, nothing to connect to",
+            _ => "not checked: this build of kiln compiles only (the engines arrive with `kiln build`)",
         }
     ));
-    lines.push(format!("connection:   {}", match t.engine {
-        EngineKind::DataFusion => "embedded, nothing to connect to",
-        _ => "not checked: this build of kiln compiles only (the engines arrive with `kiln build`)",
-    }));
     for l in lines {
         printer.product(&l);
     }

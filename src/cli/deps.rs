@@ -7,11 +7,7 @@ use super::{EXIT_OK, GlobalArgs};
 use crate::project::PackageSpec;
 use std::collections::HashMap;
 
-pub fn run(
-    global: &GlobalArgs,
-    env: &HashMap<String, String>,
-    printer: &mut Printer,
-) -> anyhow::Result<i32> {
+pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "deps", Stop::Target) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -25,12 +21,9 @@ pub fn run(
             continue;
         };
         let src = std::fs::canonicalize(root.join(path))?;
-        let Some(pkg) = s.project.packages.iter().find(|p| {
-            std::fs::canonicalize(&p.root)
-                .map(|r| r == src)
-                .unwrap_or(false)
-                || p.root == src
-        }) else {
+        let Some(pkg) =
+            s.project.packages.iter().find(|p| std::fs::canonicalize(&p.root).map(|r| r == src).unwrap_or(false) || p.root == src)
+        else {
             continue;
         };
         let dest = install.join(&pkg.name);
@@ -40,11 +33,7 @@ pub fn run(
                 installed += 1;
                 continue;
             }
-            if dest
-                .symlink_metadata()
-                .map(|m| m.file_type().is_symlink())
-                .unwrap_or(false)
-            {
+            if dest.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(false) {
                 std::fs::remove_file(&dest)?;
             } else {
                 std::fs::remove_dir_all(&dest)?;

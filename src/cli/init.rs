@@ -6,54 +6,18 @@ use std::path::PathBuf;
 
 /// The files of `project-template/`, embedded at build time.
 const TEMPLATE: &[(&str, &str)] = &[
-    (
-        "dbt_project.yml",
-        include_str!("../../project-template/dbt_project.yml"),
-    ),
-    (
-        "README.md",
-        include_str!("../../project-template/README.md"),
-    ),
-    (
-        "models/staging/stg_customers.sql",
-        include_str!("../../project-template/models/staging/stg_customers.sql"),
-    ),
-    (
-        "models/staging/stg_orders.sql",
-        include_str!("../../project-template/models/staging/stg_orders.sql"),
-    ),
-    (
-        "models/staging/schema.yml",
-        include_str!("../../project-template/models/staging/schema.yml"),
-    ),
-    (
-        "models/marts/customers.sql",
-        include_str!("../../project-template/models/marts/customers.sql"),
-    ),
-    (
-        "models/marts/schema.yml",
-        include_str!("../../project-template/models/marts/schema.yml"),
-    ),
-    (
-        "seeds/raw_customers.csv",
-        include_str!("../../project-template/seeds/raw_customers.csv"),
-    ),
-    (
-        "seeds/raw_orders.csv",
-        include_str!("../../project-template/seeds/raw_orders.csv"),
-    ),
-    (
-        "macros/cents_to_dollars.sql",
-        include_str!("../../project-template/macros/cents_to_dollars.sql"),
-    ),
-    (
-        "tests/assert_no_negative_totals.sql",
-        include_str!("../../project-template/tests/assert_no_negative_totals.sql"),
-    ),
-    (
-        ".gitignore",
-        include_str!("../../project-template/.gitignore"),
-    ),
+    ("dbt_project.yml", include_str!("../../project-template/dbt_project.yml")),
+    ("README.md", include_str!("../../project-template/README.md")),
+    ("models/staging/stg_customers.sql", include_str!("../../project-template/models/staging/stg_customers.sql")),
+    ("models/staging/stg_orders.sql", include_str!("../../project-template/models/staging/stg_orders.sql")),
+    ("models/staging/schema.yml", include_str!("../../project-template/models/staging/schema.yml")),
+    ("models/marts/customers.sql", include_str!("../../project-template/models/marts/customers.sql")),
+    ("models/marts/schema.yml", include_str!("../../project-template/models/marts/schema.yml")),
+    ("seeds/raw_customers.csv", include_str!("../../project-template/seeds/raw_customers.csv")),
+    ("seeds/raw_orders.csv", include_str!("../../project-template/seeds/raw_orders.csv")),
+    ("macros/cents_to_dollars.sql", include_str!("../../project-template/macros/cents_to_dollars.sql")),
+    ("tests/assert_no_negative_totals.sql", include_str!("../../project-template/tests/assert_no_negative_totals.sql")),
+    (".gitignore", include_str!("../../project-template/.gitignore")),
 ];
 
 #[derive(clap::Args, Debug)]
@@ -67,18 +31,13 @@ pub struct InitArgs {
 
 pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<i32> {
     let name = &args.name;
-    if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        || name.starts_with(|c: char| c.is_ascii_digit())
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
         printer.diagnostic(
             &crate::diagnostics::Diagnostic::error(
                 crate::diagnostics::Code::BadProjectName,
                 format!("`{name}` is not a valid project name"),
             )
-            .with_help(
-                "use letters, digits and underscores, starting with a letter (e.g. `my_project`)",
-            ),
+            .with_help("use letters, digits and underscores, starting with a letter (e.g. `my_project`)"),
         );
         return Ok(EXIT_USAGE);
     }

@@ -29,12 +29,7 @@ pub struct LsArgs {
     pub output_keys: Vec<String>,
 }
 
-pub fn run(
-    global: &GlobalArgs,
-    args: &LsArgs,
-    env: &HashMap<String, String>,
-    printer: &mut Printer,
-) -> anyhow::Result<i32> {
+pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let s = match session::load(global, env, printer, "list", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -58,12 +53,7 @@ pub fn run(
                     &args.output_keys,
                 ),
             }
-        } else if let Some(n) = s
-            .manifest
-            .nodes
-            .get(id)
-            .or_else(|| s.manifest.exposures.get(id))
-            .or_else(|| s.manifest.unit_tests.get(id))
+        } else if let Some(n) = s.manifest.nodes.get(id).or_else(|| s.manifest.exposures.get(id)).or_else(|| s.manifest.unit_tests.get(id))
         {
             match args.output {
                 Output::Selector => match n.resource_type {
@@ -100,9 +90,7 @@ fn json_line(v: serde_json::Value, keys: &[String]) -> String {
     if keys.is_empty() {
         return v.to_string();
     }
-    let filtered: serde_json::Map<String, serde_json::Value> = keys
-        .iter()
-        .filter_map(|k| v.get(k).map(|x| (k.clone(), x.clone())))
-        .collect();
+    let filtered: serde_json::Map<String, serde_json::Value> =
+        keys.iter().filter_map(|k| v.get(k).map(|x| (k.clone(), x.clone()))).collect();
     serde_json::Value::Object(filtered).to_string()
 }

@@ -58,6 +58,9 @@ pub struct GlobalArgs {
     /// Print only errors and products
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Print how long each phase took (load, parse, graph, compile, write) to stderr
+    #[arg(long, global = true)]
+    pub timings: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -107,6 +110,8 @@ pub fn main() -> i32 {
     };
     let env = env::snapshot();
     let mut printer = Printer::new(cli.global.log_format, cli.global.quiet, &env);
+    printer.timings = cli.global.timings;
+    printer.phase("start");
     let result = match &cli.command {
         Command::Parse => compile::parse(&cli.global, &env, &mut printer),
         Command::Compile(args) => compile::run(&cli.global, args, &env, &mut printer),
@@ -119,10 +124,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            printer.diagnostic(&crate::diagnostics::Diagnostic::error(
-                crate::diagnostics::Code::Io,
-                format!("{e:#}"),
-            ));
+            printer.diagnostic(&crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Io, format!("{e:#}")));
             EXIT_USAGE
         }
     }

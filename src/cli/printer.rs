@@ -13,37 +13,26 @@ pub struct Printer {
     pub format: LogFormat,
     pub color: bool,
     pub quiet: bool,
+    pub timings: bool,
     secrets: Vec<String>,
+    phase_start: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl Printer {
-    pub fn new(
-        format: LogFormat,
-        quiet: bool,
-        env: &std::collections::HashMap<String, String>,
-    ) -> Printer {
+    pub fn new(format: LogFormat, quiet: bool, env: &std::collections::HashMap<String, String>) -> Printer {
         let color = if env.contains_key(super::env::NO_COLOR) {
             false
-        } else if env
-            .get(super::env::FORCE_COLOR)
-            .is_some_and(|v| !v.is_empty() && v != "0")
-        {
+        } else if env.get(super::env::FORCE_COLOR).is_some_and(|v| !v.is_empty() && v != "0") {
             true
         } else {
             std::io::stderr().is_terminal()
         };
-        Printer {
-            format,
-            color,
-            quiet,
-            secrets: Vec::new(),
-        }
+        Printer { format, color, quiet, timings: false, secrets: Vec::new(), phase_start: std::cell::Cell::new(None) }
     }
 
     /// Values that must never be printed.
     pub fn add_secrets(&mut self, secrets: impl IntoIterator<Item = String>) {
-        self.secrets
-            .extend(secrets.into_iter().filter(|s| !s.is_empty()));
+        self.secrets.extend(secrets.into_iter().filter(|s| !s.is_empty()));
     }
 
     fn scrub(&self, s: &str) -> String {
@@ -66,9 +55,7 @@ impl Printer {
             return;
         }
         match self.format {
-            LogFormat::Json => {
-                self.json_line(&serde_json::json!({"level": "info", "message": self.scrub(msg)}))
-            }
+            LogFormat::Json => self.json_line(&serde_json::json!({"level": "info", "message": self.scrub(msg)})),
             LogFormat::Text => {
                 let _ = writeln!(std::io::stderr().lock(), "{}", self.scrub(msg));
             }
@@ -77,18 +64,21 @@ impl Printer {
 
     pub fn warn(&self, msg: &str) {
         match self.format {
-            LogFormat::Json => {
-                self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)}))
-            }
+            LogFormat::Json => self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)})),
             LogFormat::Text => {
-                let head = if self.color {
-                    "\x1b[1;33mwarning\x1b[0m"
-                } else {
-                    "warning"
-                };
+                let head = if self.color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
                 let _ = writeln!(std::io::stderr().lock(), "{head}: {}", self.scrub(msg));
             }
         }
+    }
+
+    /// With `--timings`: prints how long the phase that just ended took.
+    pub fn phase(&self, name: &str) {
+        let now = std::time::Instant::now();
+        if let (true, Some(start)) = (self.timings, self.phase_start.get()) {
+            let _ = writeln!(std::io::stderr().lock(), "timing: {name:<10} {:>8.1} ms", (now - start).as_secs_f64() * 1000.0);
+        }
+        self.phase_start.set(Some(now));
     }
 
     /// A product line on stdout (compiled SQL, `ls` output). Returns false on a broken pipe.

@@ -37,10 +37,7 @@ pub enum Stop {
 }
 
 pub fn project_dir(global: &GlobalArgs) -> PathBuf {
-    global
-        .project_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("."))
+    global.project_dir.clone().unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnostic> {
@@ -51,62 +48,35 @@ pub fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnost
         return Ok(IndexMap::new());
     }
     let node = yaml::parse(text).map_err(|e| {
-        Diagnostic::error(
-            Code::BadCliVars,
-            format!("--vars is not valid YAML or JSON: {}", e.message),
-        )
-        .with_help("pass a mapping, e.g. --vars '{start_date: \"2024-01-01\", limit: 10}'")
+        Diagnostic::error(Code::BadCliVars, format!("--vars is not valid YAML or JSON: {}", e.message))
+            .with_help("pass a mapping, e.g. --vars '{start_date: \"2024-01-01\", limit: 10}'")
     })?;
     match node.to_json() {
         Json::Object(m) => Ok(m.into_iter().collect()),
         Json::Null => Ok(IndexMap::new()),
-        other => Err(Diagnostic::error(
-            Code::BadCliVars,
-            format!("--vars must be a mapping, got `{other}`"),
-        )
-        .with_help("pass a mapping, e.g. --vars '{key: value}'")),
+        other => Err(Diagnostic::error(Code::BadCliVars, format!("--vars must be a mapping, got `{other}`"))
+            .with_help("pass a mapping, e.g. --vars '{key: value}'")),
     }
 }
 
 /// Renders a profiles.yml value: `env_var()` and `var()` only, as dbt does.
-fn render_profile_value(
-    text: &str,
-    env: &HashMap<String, String>,
-    vars: &IndexMap<String, Json>,
-) -> Result<String, String> {
+fn render_profile_value(text: &str, env: &HashMap<String, String>, vars: &IndexMap<String, Json>) -> Result<String, String> {
     let mut jenv = minijinja::Environment::new();
     let envc = env.clone();
-    jenv.add_function(
-        "env_var",
-        move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
-            envc.get(&name).cloned().or(default).ok_or_else(|| {
-                minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!("environment variable `{name}` is not set"),
-                )
-            })
-        },
-    );
+    jenv.add_function("env_var", move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
+        envc.get(&name).cloned().or(default).ok_or_else(|| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("environment variable `{name}` is not set"))
+        })
+    });
     let varsc = vars.clone();
-    jenv.add_function(
-        "var",
-        move |name: String,
-              default: Option<minijinja::Value>|
-              -> Result<minijinja::Value, minijinja::Error> {
-            varsc
-                .get(&name)
-                .map(crate::jinja::ser)
-                .or(default)
-                .ok_or_else(|| {
-                    minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        format!("var `{name}` is not defined"),
-                    )
-                })
-        },
-    );
-    jenv.render_str(text, ())
-        .map_err(|e| e.detail().unwrap_or("render error").to_string())
+    jenv.add_function("var", move |name: String, default: Option<minijinja::Value>| -> Result<minijinja::Value, minijinja::Error> {
+        varsc
+            .get(&name)
+            .map(crate::jinja::ser)
+            .or(default)
+            .ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("var `{name}` is not defined")))
+    });
+    jenv.render_str(text, ()).map_err(|e| e.detail().unwrap_or("render error").to_string())
 }
 
 pub fn load(
@@ -123,30 +93,12 @@ pub fn load(
     let (project, load_diags) = Project::load(&fs, &root)?;
     let mut diags: Vec<Diagnostic> = load_diags.0;
     let cli_vars = parse_vars(global.vars.as_deref()).map_err(Diagnostics::from)?;
-    let profile_name = global
-        .profile
-        .clone()
-        .or_else(|| project.config().profile.clone())
-        .unwrap_or_else(|| project.name().to_string());
+    let profile_name = global.profile.clone().or_else(|| project.config().profile.clone()).unwrap_or_else(|| project.name().to_string());
     let home = env.get(super::env::HOME).map(PathBuf::from);
     let getenv = |k: &str| env.get(k).cloned();
-    let found = profiles::find_profiles_file(
-        &fs,
-        global.profiles_dir.as_deref(),
-        &getenv,
-        &root,
-        home.as_deref(),
-    );
+    let found = profiles::find_profiles_file(&fs, global.profiles_dir.as_deref(), &getenv, &root, home.as_deref());
     let render = |s: &str| render_profile_value(s, env, &cli_vars);
-    let resolved = profiles::resolve_target(
-        &fs,
-        &root,
-        found,
-        &profile_name,
-        global.target.as_deref(),
-        &render,
-    )
-    .map_err(|d| {
+    let resolved = profiles::resolve_target(&fs, &root, found, &profile_name, global.target.as_deref(), &render).map_err(|d| {
         let mut all = Diagnostics(diags.clone());
         all.push(d);
         all
@@ -154,11 +106,7 @@ pub fn load(
     diags.extend(resolved.warnings);
     let target = resolved.target;
     printer.add_secrets(target.secret_values());
-    printer.add_secrets(
-        env.iter()
-            .filter(|(k, _)| k.starts_with("DBT_ENV_SECRET_"))
-            .map(|(_, v)| v.clone()),
-    );
+    printer.add_secrets(env.iter().filter(|(k, _)| k.starts_with("DBT_ENV_SECRET_")).map(|(_, v)| v.clone()));
     let now = time::OffsetDateTime::now_utc();
     let invocation = Invocation {
         cli_vars,
@@ -167,11 +115,11 @@ pub fn load(
         which: which.to_string(),
         store_failures: false,
         invocation_id: uuid::Uuid::new_v4().to_string(),
-        run_started_at: now
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        run_started_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     };
+    printer.phase("load");
     let jinja = JinjaEnv::build(&project, &target, &invocation, &mut diags);
+    printer.phase("jinja env");
     if matches!(stop, Stop::Target) {
         let mut all = Diagnostics(diags);
         all.sort();
@@ -193,9 +141,11 @@ pub fn load(
         });
     }
     let parsed = parse::parse(&project, &jinja, &mut diags);
+    printer.phase("parse");
     let manifest = parsed.manifest;
     let lookup = Arc::new(Lookup::new(&manifest, project.name()));
     let graph = graph::build(&project, &manifest, &lookup, &mut diags);
+    printer.phase("graph");
     let mut all = Diagnostics(diags);
     all.sort();
     if all.has_errors() {
@@ -207,16 +157,7 @@ pub fn load(
     for (_, msg) in jinja.shared.take_logs() {
         printer.info(&msg);
     }
-    Ok(Session {
-        project,
-        target,
-        jinja,
-        manifest,
-        lookup,
-        graph,
-        invocation,
-        started,
-    })
+    Ok(Session { project, target, jinja, manifest, lookup, graph, invocation, started })
 }
 
 /// Prints every diagnostic and a summary; returns exit code 1.
@@ -243,40 +184,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Applies `--select`/`--exclude`/`--selector`/`--resource-type` (default: the selector marked
 /// `default: true` in selectors.yml, else everything).
-pub fn selection(
-    session: &Session,
-    args: &super::SelectArgs,
-) -> Result<std::collections::BTreeSet<String>, Diagnostics> {
+pub fn selection(session: &Session, args: &super::SelectArgs) -> Result<std::collections::BTreeSet<String>, Diagnostics> {
     use crate::graph::select;
     use crate::parse::ResourceType;
     let mut select_expr = select::parse_cli(&args.select).map_err(Diagnostics::from)?;
     let exclude_expr = select::parse_cli(&args.exclude).map_err(Diagnostics::from)?;
     let selectors_path = session.project.root.join("selectors.yml");
     let selectors = match std::fs::read_to_string(&selectors_path) {
-        Ok(text) => {
-            select::parse_selectors_file(&text, "selectors.yml").map_err(Diagnostics::from)?
-        }
+        Ok(text) => select::parse_selectors_file(&text, "selectors.yml").map_err(Diagnostics::from)?,
         Err(_) => Vec::new(),
     };
     if let Some(name) = &args.selector {
         let Some((_, expr, _)) = selectors.iter().find(|(n, _, _)| n == name) else {
             let names: Vec<&str> = selectors.iter().map(|(n, _, _)| n.as_str()).collect();
-            return Err(Diagnostic::error(
-                Code::UnknownSelector,
-                format!("selector `{name}` is not defined in selectors.yml"),
-            )
-            .with_help(
-                crate::diagnostics::did_you_mean(name, names.iter().copied()).unwrap_or_else(
-                    || {
-                        if names.is_empty() {
-                            "selectors.yml defines no selectors".into()
-                        } else {
-                            format!("defined selectors: {}", names.join(", "))
-                        }
-                    },
-                ),
-            )
-            .into());
+            return Err(Diagnostic::error(Code::UnknownSelector, format!("selector `{name}` is not defined in selectors.yml"))
+                .with_help(crate::diagnostics::did_you_mean(name, names.iter().copied()).unwrap_or_else(|| {
+                    if names.is_empty() {
+                        "selectors.yml defines no selectors".into()
+                    } else {
+                        format!("defined selectors: {}", names.join(", "))
+                    }
+                }))
+                .into());
         };
         select_expr = Some(match select_expr {
             Some(e) => select::SelExpr::Intersection(vec![e, expr.clone()]),
@@ -292,22 +221,11 @@ pub fn selection(
         match ResourceType::parse(t) {
             Some(rt) => types.push(rt),
             None => {
-                return Err(Diagnostic::error(
-                    Code::BadSelector,
-                    format!("unknown resource type `{t}`"),
-                )
-                .with_help(
-                    "one of: model, seed, snapshot, test, unit_test, source, exposure, analysis",
-                )
-                .into());
+                return Err(Diagnostic::error(Code::BadSelector, format!("unknown resource type `{t}`"))
+                    .with_help("one of: model, seed, snapshot, test, unit_test, source, exposure, analysis")
+                    .into());
             }
         }
     }
-    Ok(select::select(
-        &session.manifest,
-        &session.graph,
-        select_expr.as_ref(),
-        exclude_expr.as_ref(),
-        &types,
-    ))
+    Ok(select::select(&session.manifest, &session.graph, select_expr.as_ref(), exclude_expr.as_ref(), &types))
 }

@@ -37,62 +37,30 @@ impl ManifestResolver {
         }
         for s in manifest.sources.values() {
             let mut r = s.relation(quote);
-            if let Some(loc) = s
-                .external
-                .get("location")
-                .and_then(|v| v.as_str())
-                .or_else(|| s.meta.get("external_location").and_then(|v| v.as_str()))
+            if let Some(loc) =
+                s.external.get("location").and_then(|v| v.as_str()).or_else(|| s.meta.get("external_location").and_then(|v| v.as_str()))
             {
                 let _ = loc; // external files are registered by the engine under this name
                 r.kind = "external".into();
             }
             relations.insert(s.unique_id.clone(), r.into_value());
         }
-        ManifestResolver {
-            relations,
-            lookup,
-            graph_value: OnceLock::new(),
-            graph_json,
-        }
+        ManifestResolver { relations, lookup, graph_value: OnceLock::new(), graph_json }
     }
 }
 
 impl Resolver for ManifestResolver {
-    fn resolve_ref(
-        &self,
-        from_package: &str,
-        package: Option<&str>,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<Value, String> {
-        let call = RefCall {
-            package: package.map(str::to_string),
-            name: name.to_string(),
-            version: version.map(str::to_string),
-        };
-        let id = self
-            .lookup
-            .resolve_ref(from_package, &call)
-            .ok_or_else(|| format!("`{name}` was not found (ref('{name}'))"))?;
-        self.relations
-            .get(id)
-            .cloned()
-            .ok_or_else(|| format!("`{name}` has no relation"))
+    fn resolve_ref(&self, from_package: &str, package: Option<&str>, name: &str, version: Option<&str>) -> Result<Value, String> {
+        let call = RefCall { package: package.map(str::to_string), name: name.to_string(), version: version.map(str::to_string) };
+        let id = self.lookup.resolve_ref(from_package, &call).ok_or_else(|| format!("`{name}` was not found (ref('{name}'))"))?;
+        self.relations.get(id).cloned().ok_or_else(|| format!("`{name}` has no relation"))
     }
     fn resolve_source(&self, source: &str, table: &str) -> Result<Value, String> {
-        let id = self
-            .lookup
-            .resolve_source("", source, table)
-            .ok_or_else(|| format!("source `{source}.{table}` was not found"))?;
-        self.relations
-            .get(id)
-            .cloned()
-            .ok_or_else(|| format!("source `{source}.{table}` has no relation"))
+        let id = self.lookup.resolve_source("", source, table).ok_or_else(|| format!("source `{source}.{table}` was not found"))?;
+        self.relations.get(id).cloned().ok_or_else(|| format!("source `{source}.{table}` has no relation"))
     }
     fn graph(&self) -> Value {
-        self.graph_value
-            .get_or_init(|| ser(&(self.graph_json)()))
-            .clone()
+        self.graph_value.get_or_init(|| ser(&(self.graph_json)())).clone()
     }
 }
 
@@ -109,18 +77,10 @@ pub struct Compiled {
 
 /// Which nodes have SQL to compile.
 pub fn has_sql(n: &Node) -> bool {
-    matches!(
-        n.resource_type,
-        ResourceType::Model | ResourceType::Analysis | ResourceType::Test | ResourceType::Snapshot
-    )
+    matches!(n.resource_type, ResourceType::Model | ResourceType::Analysis | ResourceType::Test | ResourceType::Snapshot)
 }
 
-pub fn node_ctx(
-    jinja: &JinjaEnv,
-    node: &Node,
-    resolver: &Arc<dyn Resolver>,
-    is_incremental: bool,
-) -> NodeCtx {
+pub fn node_ctx(jinja: &JinjaEnv, node: &Node, resolver: &Arc<dyn Resolver>, is_incremental: bool) -> NodeCtx {
     let info = NodeInfo {
         unique_id: node.unique_id.clone(),
         package: node.package.clone(),
@@ -130,13 +90,8 @@ pub fn node_ctx(
         path: node.path.clone(),
     };
     let n = node.clone();
-    let mut ctx = NodeCtx::new(
-        Phase::Compile,
-        info,
-        node.config.clone(),
-        jinja.shared.clone(),
-    )
-    .with_model(Arc::new(move || n.context_value()));
+    let mut ctx =
+        NodeCtx::new(Phase::Compile, info, node.config.clone(), jinja.shared.clone()).with_model(Arc::new(move || n.context_value()));
     ctx.resolver = Some(resolver.clone());
     ctx.is_incremental = is_incremental;
     if node.is_refable() {
@@ -157,34 +112,20 @@ pub fn render_node(
     let result = if node.test_metadata.is_some() {
         crate::parse::generic_tests_render(jinja, node, ctx).map(|(s, _)| s)
     } else {
-        let display = node.file.map_or(node.original_file_path.clone(), |f| {
-            project.files[f].display_path.clone()
-        });
+        let display = node.file.map_or(node.original_file_path.clone(), |f| project.files[f].display_path.clone());
         let source = crate::jinja::modules::mutable_literals(&node.raw_code).into_owned();
         jinja.render(&display, &source, Arc::new(ctx))
     };
     result.map_err(|e| {
-        let raw = node
-            .file
-            .map(|f| SourceText::new(project.files[f].display_path.clone(), node.raw_code.clone()));
+        let raw = node.file.map(|f| SourceText::new(project.files[f].display_path.clone(), node.raw_code.clone()));
         let mut d = to_diagnostic(
             &e,
-            &|p| {
-                raw.clone()
-                    .filter(|s| s.path == p)
-                    .or_else(|| crate::parse::source_for(project, jinja, p))
-            },
+            &|p| raw.clone().filter(|s| s.path == p).or_else(|| crate::parse::source_for(project, jinja, p)),
             &format!("{} `{}`", node.resource_type.as_str(), node.name),
         );
         if d.labels.is_empty() {
             if let Some(f) = node.file {
-                d = d.with_label(crate::diagnostics::Label::new(
-                    project.files[f].source(),
-                    node.line,
-                    1,
-                    1,
-                    "while compiling this",
-                ));
+                d = d.with_label(crate::diagnostics::Label::new(project.files[f].source(), node.line, 1, 1, "while compiling this"));
             }
         }
         d
@@ -211,32 +152,14 @@ pub fn compile(
             }
         }
     }
-    let nodes: Vec<&Node> = wanted
-        .iter()
-        .filter_map(|id| manifest.nodes.get(*id))
-        .filter(|n| has_sql(n))
-        .collect();
-    let rendered: Vec<(&str, Result<String, Diagnostic>)> = nodes
-        .par_iter()
-        .map(|n| {
-            (
-                n.unique_id.as_str(),
-                render_node(project, jinja, n, resolver, false),
-            )
-        })
-        .collect();
+    let nodes: Vec<&Node> = wanted.iter().filter_map(|id| manifest.nodes.get(*id)).filter(|n| has_sql(n)).collect();
+    let rendered: Vec<(&str, Result<String, Diagnostic>)> =
+        nodes.par_iter().map(|n| (n.unique_id.as_str(), render_node(project, jinja, n, resolver, false))).collect();
     let mut out: HashMap<String, Compiled> = HashMap::with_capacity(rendered.len());
     for (id, r) in rendered {
         match r {
             Ok(sql) => {
-                out.insert(
-                    id.to_string(),
-                    Compiled {
-                        rendered: sql.clone(),
-                        sql,
-                        extra_ctes: vec![],
-                    },
-                );
+                out.insert(id.to_string(), Compiled { rendered: sql.clone(), sql, extra_ctes: vec![] });
             }
             Err(d) => diags.push(d),
         }
@@ -281,10 +204,7 @@ fn ephemeral_ctes(
         }
         if let Some(c) = compiled.get(p) {
             if !out.iter().any(|(i, _)| i == p) {
-                out.push((
-                    p.clone(),
-                    format!("__dbt__cte__{} as (\n{}\n)", parent.name, c.rendered.trim()),
-                ));
+                out.push((p.clone(), format!("__dbt__cte__{} as (\n{}\n)", parent.name, c.rendered.trim())));
             }
         }
     }
@@ -297,11 +217,7 @@ pub fn inject_ctes(sql: &str, ctes: &[(String, String)]) -> String {
     if ctes.is_empty() {
         return sql.to_string();
     }
-    let joined = ctes
-        .iter()
-        .map(|(_, s)| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let joined = ctes.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(", ");
     let start = skip_trivia(sql);
     let rest = &sql[start..];
     if let Some(after_with) = strip_keyword(rest, "with") {
@@ -335,11 +251,7 @@ fn skip_trivia(sql: &str) -> usize {
 
 fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
     let head = s.get(..kw.len())?;
-    if head.eq_ignore_ascii_case(kw) && s[kw.len()..].starts_with(|c: char| c.is_whitespace()) {
-        Some(&s[kw.len()..])
-    } else {
-        None
-    }
+    if head.eq_ignore_ascii_case(kw) && s[kw.len()..].starts_with(|c: char| c.is_whitespace()) { Some(&s[kw.len()..]) } else { None }
 }
 
 #[cfg(test)]
@@ -348,14 +260,8 @@ mod tests {
 
     #[test]
     fn injects_ctes_like_dbt() {
-        let ctes = vec![(
-            "model.p.e".to_string(),
-            "__dbt__cte__e as (\nselect 1\n)".to_string(),
-        )];
-        assert_eq!(
-            inject_ctes("select * from __dbt__cte__e", &ctes),
-            "with __dbt__cte__e as (\nselect 1\n)\nselect * from __dbt__cte__e"
-        );
+        let ctes = vec![("model.p.e".to_string(), "__dbt__cte__e as (\nselect 1\n)".to_string())];
+        assert_eq!(inject_ctes("select * from __dbt__cte__e", &ctes), "with __dbt__cte__e as (\nselect 1\n)\nselect * from __dbt__cte__e");
         assert_eq!(
             inject_ctes("-- c\nWITH a as (select 1) select * from a", &ctes),
             "-- c\nWITH __dbt__cte__e as (\nselect 1\n), a as (select 1) select * from a"

@@ -3,9 +3,7 @@
 
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText};
 use crate::project::profiles::Target;
-use sqlparser::dialect::{
-    BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, PostgreSqlDialect,
-};
+use sqlparser::dialect::{BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 
 pub fn dialect_for(target: &Target) -> Box<dyn Dialect + Send + Sync> {
@@ -18,13 +16,7 @@ pub fn dialect_for(target: &Target) -> Box<dyn Dialect + Send + Sync> {
 }
 
 /// Checks `sql`; on error returns a diagnostic pointing into `compiled_path`.
-pub fn check(
-    dialect: &dyn Dialect,
-    sql: &str,
-    compiled_path: &str,
-    model_file: &str,
-    what: &str,
-) -> Result<(), Diagnostic> {
+pub fn check(dialect: &dyn Dialect, sql: &str, compiled_path: &str, model_file: &str, what: &str) -> Result<(), Diagnostic> {
     if sql.trim().is_empty() {
         return Err(Diagnostic::error(Code::EmptyModel, format!("{what} compiles to empty SQL"))
             .with_file(model_file.to_string())
@@ -40,29 +32,12 @@ pub fn check(
         crate::diagnostics::line_col(trimmed, trimmed.len())
     });
     let message = text.trim_start_matches("sql parser error: ");
-    let message = message
-        .split(" at Line: ")
-        .next()
-        .unwrap_or(message)
-        .to_string();
-    let token_len = message
-        .rsplit("found: ")
-        .next()
-        .filter(|_| message.contains("found: "))
-        .map_or(1, |t| t.chars().count().max(1));
-    Err(Diagnostic::error(
-        Code::SqlSyntax,
-        format!("SQL syntax error in {what}: {message}"),
-    )
-    .with_label(Label::new(
-        SourceText::new(compiled_path.to_string(), sql.to_string()),
-        line,
-        col,
-        token_len,
-        "here",
-    ))
-    .with_note(format!("compiled from {model_file}"))
-    .with_help("fix the SQL in the model (the snippet above is the compiled SQL, after Jinja)"))
+    let message = message.split(" at Line: ").next().unwrap_or(message).to_string();
+    let token_len = message.rsplit("found: ").next().filter(|_| message.contains("found: ")).map_or(1, |t| t.chars().count().max(1));
+    Err(Diagnostic::error(Code::SqlSyntax, format!("SQL syntax error in {what}: {message}"))
+        .with_label(Label::new(SourceText::new(compiled_path.to_string(), sql.to_string()), line, col, token_len, "here"))
+        .with_note(format!("compiled from {model_file}"))
+        .with_help("fix the SQL in the model (the snippet above is the compiled SQL, after Jinja)"))
 }
 
 /// Extracts "Line: L, Column: C" from a sqlparser error.
@@ -80,24 +55,11 @@ mod tests {
 
     #[test]
     fn reports_position() {
-        let err = check(
-            &GenericDialect {},
-            "select a\n  from t where",
-            "target/compiled/p/models/m.sql",
-            "models/m.sql",
-            "model `m`",
-        )
-        .unwrap_err();
+        let err = check(&GenericDialect {}, "select a\n  from t where", "target/compiled/p/models/m.sql", "models/m.sql", "model `m`")
+            .unwrap_err();
         assert_eq!(err.code, Code::SqlSyntax);
         assert_eq!(err.labels[0].line, 2);
-        let err = check(
-            &GenericDialect {},
-            "select a,\n  b c d\nfrom t",
-            "c",
-            "m",
-            "m",
-        )
-        .unwrap_err();
+        let err = check(&GenericDialect {}, "select a,\n  b c d\nfrom t", "c", "m", "m").unwrap_err();
         assert_eq!((err.labels[0].line, err.labels[0].col), (2, 7), "{err}");
         assert!(check(&GenericDialect {}, "select 1 as x from t", "c", "m", "m").is_ok());
     }

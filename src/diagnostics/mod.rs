@@ -145,10 +145,7 @@ pub struct SourceText {
 
 impl SourceText {
     pub fn new(path: impl Into<String>, text: impl Into<Arc<str>>) -> Self {
-        SourceText {
-            path: path.into(),
-            text: text.into(),
-        }
+        SourceText { path: path.into(), text: text.into() }
     }
 }
 
@@ -163,34 +160,14 @@ pub struct Label {
 }
 
 impl Label {
-    pub fn new(
-        source: SourceText,
-        line: usize,
-        col: usize,
-        len: usize,
-        text: impl Into<String>,
-    ) -> Self {
-        Label {
-            source,
-            line: line.max(1),
-            col: col.max(1),
-            len: len.max(1),
-            text: text.into(),
-        }
+    pub fn new(source: SourceText, line: usize, col: usize, len: usize, text: impl Into<String>) -> Self {
+        Label { source, line: line.max(1), col: col.max(1), len: len.max(1), text: text.into() }
     }
 
     /// A label from a byte offset into `source.text`.
-    pub fn at_offset(
-        source: SourceText,
-        offset: usize,
-        len: usize,
-        text: impl Into<String>,
-    ) -> Self {
+    pub fn at_offset(source: SourceText, offset: usize, len: usize, text: impl Into<String>) -> Self {
         let (line, col) = line_col(&source.text, offset);
-        let len = source
-            .text
-            .get(offset..offset + len)
-            .map_or(len, |s| s.chars().count());
+        let len = source.text.get(offset..offset + len).map_or(len, |s| s.chars().count());
         Label::new(source, line, col, len, text)
     }
 }
@@ -236,10 +213,7 @@ impl Diagnostic {
     }
 
     pub fn warning(code: Code, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
     }
 
     pub fn with_label(mut self, label: Label) -> Self {
@@ -275,10 +249,7 @@ impl Diagnostic {
 
     /// The file this diagnostic points at, if any.
     pub fn path(&self) -> Option<&str> {
-        self.labels
-            .first()
-            .map(|l| l.source.path.as_str())
-            .or(self.file.as_deref())
+        self.labels.first().map(|l| l.source.path.as_str()).or(self.file.as_deref())
     }
 
     /// The 1-based line this diagnostic points at, if any.
@@ -288,13 +259,7 @@ impl Diagnostic {
 
     fn sort_key(&self) -> (String, usize, usize, &'static str, String) {
         let (line, col) = self.labels.first().map_or((0, 0), |l| (l.line, l.col));
-        (
-            self.path().unwrap_or("").to_string(),
-            line,
-            col,
-            self.code.as_str(),
-            self.message.clone(),
-        )
+        (self.path().unwrap_or("").to_string(), line, col, self.code.as_str(), self.message.clone())
     }
 }
 
@@ -342,21 +307,15 @@ impl From<Diagnostic> for Diagnostics {
 
 /// The closest name to `wanted` among `candidates`, for "did you mean" hints.
 pub fn closest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut scored: Vec<(f64, &str)> = candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(wanted, c), c))
-        .filter(|(s, _)| *s > 0.8)
-        .collect();
+    let mut scored: Vec<(f64, &str)> =
+        candidates.into_iter().map(|c| (strsim::jaro_winkler(wanted, c), c)).filter(|(s, _)| *s > 0.8).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
     scored.into_iter().take(3).map(|(_, c)| c).collect()
 }
 
 /// "did you mean `a`, `b`?" or None.
-pub fn did_you_mean<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let found = closest(wanted, candidates);
     if found.is_empty() {
         None

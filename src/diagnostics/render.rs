@@ -22,11 +22,7 @@ const RESET: &str = "\x1b[0m";
 /// ```
 pub fn human(d: &Diagnostic, color: bool) -> String {
     let paint = |code: &str, s: &str| {
-        if color {
-            format!("{code}{s}{RESET}")
-        } else {
-            s.to_string()
-        }
+        if color { format!("{code}{s}{RESET}") } else { s.to_string() }
     };
     let level_color = match d.severity {
         Severity::Error => RED,
@@ -34,29 +30,12 @@ pub fn human(d: &Diagnostic, color: bool) -> String {
     };
     let mut out = String::new();
     let head = format!("{}[{}]", d.severity.as_str(), d.code);
-    let _ = writeln!(
-        out,
-        "{}{}",
-        paint(level_color, &head),
-        paint(BOLD, &format!(": {}", d.message))
-    );
-    let gutter = d
-        .labels
-        .iter()
-        .map(|l| l.line.to_string().len())
-        .max()
-        .unwrap_or(1);
+    let _ = writeln!(out, "{}{}", paint(level_color, &head), paint(BOLD, &format!(": {}", d.message)));
+    let gutter = d.labels.iter().map(|l| l.line.to_string().len()).max().unwrap_or(1);
     let pad = " ".repeat(gutter);
     for (i, label) in d.labels.iter().enumerate() {
         let arrow = if i == 0 { "-->" } else { ":::" };
-        let _ = writeln!(
-            out,
-            "{pad}{} {}:{}:{}",
-            paint(BLUE, arrow),
-            label.source.path,
-            label.line,
-            label.col
-        );
+        let _ = writeln!(out, "{pad}{} {}:{}:{}", paint(BLUE, arrow), label.source.path, label.line, label.col);
         snippet(&mut out, label, gutter, color, level_color);
     }
     if d.labels.is_empty() {
@@ -65,20 +44,10 @@ pub fn human(d: &Diagnostic, color: bool) -> String {
         }
     }
     for note in &d.notes {
-        let _ = writeln!(
-            out,
-            "{pad} {} note: {}",
-            paint(BLUE, "="),
-            indent_continuation(note, gutter + 9)
-        );
+        let _ = writeln!(out, "{pad} {} note: {}", paint(BLUE, "="), indent_continuation(note, gutter + 9));
     }
     if let Some(help) = &d.help {
-        let _ = writeln!(
-            out,
-            "{pad} {} help: {}",
-            paint(BLUE, "="),
-            indent_continuation(help, gutter + 9)
-        );
+        let _ = writeln!(out, "{pad} {} help: {}", paint(BLUE, "="), indent_continuation(help, gutter + 9));
     }
     out
 }
@@ -89,11 +58,7 @@ fn indent_continuation(text: &str, width: usize) -> String {
 
 fn snippet(out: &mut String, label: &Label, gutter: usize, color: bool, level_color: &str) {
     let paint = |code: &str, s: &str| {
-        if color {
-            format!("{code}{s}{RESET}")
-        } else {
-            s.to_string()
-        }
+        if color { format!("{code}{s}{RESET}") } else { s.to_string() }
     };
     let Some(line_text) = label.source.text.lines().nth(label.line - 1) else {
         return;
@@ -101,36 +66,14 @@ fn snippet(out: &mut String, label: &Label, gutter: usize, color: bool, level_co
     let line_text = line_text.trim_end_matches('\r');
     let bar = paint(BLUE, "|");
     let _ = writeln!(out, "{} {bar}", " ".repeat(gutter));
-    let _ = writeln!(
-        out,
-        "{} {bar} {}",
-        paint(BLUE, &format!("{:>gutter$}", label.line)),
-        line_text.replace('\t', "    ")
-    );
+    let _ = writeln!(out, "{} {bar} {}", paint(BLUE, &format!("{:>gutter$}", label.line)), line_text.replace('\t', "    "));
     // Columns count characters; tabs were widened to 4 above.
     let prefix: String = line_text.chars().take(label.col - 1).collect();
-    let offset = prefix
-        .chars()
-        .map(|c| if c == '\t' { 4 } else { 1 })
-        .sum::<usize>();
-    let available = line_text
-        .chars()
-        .count()
-        .saturating_sub(label.col - 1)
-        .max(1);
+    let offset = prefix.chars().map(|c| if c == '\t' { 4 } else { 1 }).sum::<usize>();
+    let available = line_text.chars().count().saturating_sub(label.col - 1).max(1);
     let carets = "^".repeat(label.len.min(available));
-    let text = if label.text.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", label.text)
-    };
-    let _ = writeln!(
-        out,
-        "{} {bar} {}{}",
-        " ".repeat(gutter),
-        " ".repeat(offset),
-        paint(level_color, &format!("{carets}{text}"))
-    );
+    let text = if label.text.is_empty() { String::new() } else { format!(" {}", label.text) };
+    let _ = writeln!(out, "{} {bar} {}{}", " ".repeat(gutter), " ".repeat(offset), paint(level_color, &format!("{carets}{text}")));
     let _ = writeln!(out, "{} {bar}", " ".repeat(gutter));
 }
 

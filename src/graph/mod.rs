@@ -27,17 +27,10 @@ pub struct Lookup {
 
 impl Lookup {
     pub fn new(manifest: &Manifest, root: &str) -> Lookup {
-        let mut l = Lookup {
-            root: root.to_string(),
-            ..Default::default()
-        };
+        let mut l = Lookup { root: root.to_string(), ..Default::default() };
         for n in manifest.nodes.values().filter(|n| n.is_refable()) {
-            l.refable
-                .insert((n.package.clone(), n.name.clone()), n.unique_id.clone());
-            l.by_name
-                .entry(n.name.clone())
-                .or_default()
-                .push(n.package.clone());
+            l.refable.insert((n.package.clone(), n.name.clone()), n.unique_id.clone());
+            l.by_name.entry(n.name.clone()).or_default().push(n.package.clone());
         }
         for v in l.by_name.values_mut() {
             v.sort();
@@ -46,10 +39,7 @@ impl Lookup {
             l.disabled.insert(n.name.clone(), n.unique_id.clone());
         }
         for s in manifest.sources.values() {
-            l.sources
-                .entry((s.source_name.clone(), s.name.clone()))
-                .or_default()
-                .push(s.unique_id.clone());
+            l.sources.entry((s.source_name.clone(), s.name.clone())).or_default().push(s.unique_id.clone());
         }
         for v in l.sources.values_mut() {
             v.sort();
@@ -66,18 +56,13 @@ impl Lookup {
             .get(&(from_package.to_string(), call.name.clone()))
             .or_else(|| self.refable.get(&(self.root.clone(), call.name.clone())))
             .or_else(|| {
-                self.by_name
-                    .get(&call.name)
-                    .and_then(|ps| ps.first())
-                    .and_then(|p| self.refable.get(&(p.clone(), call.name.clone())))
+                self.by_name.get(&call.name).and_then(|ps| ps.first()).and_then(|p| self.refable.get(&(p.clone(), call.name.clone())))
             })
     }
 
     pub fn resolve_source(&self, from_package: &str, source: &str, table: &str) -> Option<&String> {
         let ids = self.sources.get(&(source.to_string(), table.to_string()))?;
-        ids.iter()
-            .find(|id| id.starts_with(&format!("source.{from_package}.")))
-            .or_else(|| ids.first())
+        ids.iter().find(|id| id.starts_with(&format!("source.{from_package}."))).or_else(|| ids.first())
     }
 }
 
@@ -100,12 +85,7 @@ impl Graph {
     pub fn descendants(&self, id: &str, depth: Option<usize>) -> BTreeSet<String> {
         self.walk(id, depth, &self.children)
     }
-    fn walk(
-        &self,
-        id: &str,
-        depth: Option<usize>,
-        edges: &BTreeMap<String, Vec<String>>,
-    ) -> BTreeSet<String> {
+    fn walk(&self, id: &str, depth: Option<usize>, edges: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         let mut frontier = vec![id.to_string()];
         let mut level = 0;
@@ -133,8 +113,7 @@ fn call_position(node: &Node, needle_name: &str, func: &str) -> Option<(usize, u
         let start = search + pos;
         let after = &text[start + func.len()..];
         let close = after.find(')').unwrap_or(after.len());
-        if after.trim_start().starts_with('(')
-            && after[..close].contains(&format!("'{needle_name}'"))
+        if after.trim_start().starts_with('(') && after[..close].contains(&format!("'{needle_name}'"))
             || after[..close].contains(&format!("\"{needle_name}\""))
         {
             let (line, col) = crate::diagnostics::line_col(text, start);
@@ -145,42 +124,20 @@ fn call_position(node: &Node, needle_name: &str, func: &str) -> Option<(usize, u
     None
 }
 
-fn node_label(
-    project: &Project,
-    node: &Node,
-    needle: &str,
-    func: &str,
-    text: &str,
-) -> Option<Label> {
+fn node_label(project: &Project, node: &Node, needle: &str, func: &str, text: &str) -> Option<Label> {
     let file = &project.files[node.file?];
     if node.raw_code.is_empty() || file.kind == crate::project::FileKind::Properties {
         return Some(Label::new(file.source(), node.line, 1, 1, text));
     }
     let (line, col, len) = call_position(node, needle, func).unwrap_or((node.line, 1, 1));
-    Some(Label::new(
-        crate::diagnostics::SourceText::new(file.display_path.clone(), node.raw_code.clone()),
-        line,
-        col,
-        len,
-        text,
-    ))
+    Some(Label::new(crate::diagnostics::SourceText::new(file.display_path.clone(), node.raw_code.clone()), line, col, len, text))
 }
 
 /// Builds the graph, reporting unresolvable references and cycles.
-pub fn build(
-    project: &Project,
-    manifest: &Manifest,
-    lookup: &Lookup,
-    diags: &mut Vec<Diagnostic>,
-) -> Graph {
+pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mut Vec<Diagnostic>) -> Graph {
     let mut g = Graph::default();
-    let mut ids: Vec<&String> = manifest
-        .nodes
-        .keys()
-        .chain(manifest.sources.keys())
-        .chain(manifest.exposures.keys())
-        .chain(manifest.unit_tests.keys())
-        .collect();
+    let mut ids: Vec<&String> =
+        manifest.nodes.keys().chain(manifest.sources.keys()).chain(manifest.exposures.keys()).chain(manifest.unit_tests.keys()).collect();
     ids.sort();
     for id in ids {
         let ix = g.dag.add_node(id.clone());
@@ -208,36 +165,18 @@ pub fn build(
                     let (code, msg, help) = match lookup.disabled.get(&call.name) {
                         Some(dis) => (
                             Code::DisabledRef,
-                            format!(
-                                "{} `{}` depends on `{shown}`, which is disabled",
-                                node.resource_type.as_str(),
-                                node.name
-                            ),
+                            format!("{} `{}` depends on `{shown}`, which is disabled", node.resource_type.as_str(), node.name),
                             Some(format!("enable {dis} (`enabled: true`) or remove the ref")),
                         ),
                         None => (
                             Code::MissingRef,
-                            format!(
-                                "{} `{}` depends on `{shown}`, which was not found",
-                                node.resource_type.as_str(),
-                                node.name
-                            ),
-                            did_you_mean(&call.name, refable_names.iter().copied()).or_else(|| {
-                                Some(
-                                    "check the name; models, seeds and snapshots can be ref()'d"
-                                        .into(),
-                                )
-                            }),
+                            format!("{} `{}` depends on `{shown}`, which was not found", node.resource_type.as_str(), node.name),
+                            did_you_mean(&call.name, refable_names.iter().copied())
+                                .or_else(|| Some("check the name; models, seeds and snapshots can be ref()'d".into())),
                         ),
                     };
                     let mut d = Diagnostic::error(code, msg).with_help_opt(help);
-                    if let Some(l) = node_label(
-                        project,
-                        node,
-                        &call.name,
-                        "ref",
-                        &format!("no model, seed or snapshot named `{shown}`"),
-                    ) {
+                    if let Some(l) = node_label(project, node, &call.name, "ref", &format!("no model, seed or snapshot named `{shown}`")) {
                         d = d.with_label(l);
                     }
                     diags.push(d);
@@ -250,27 +189,25 @@ pub fn build(
                     parents.insert(id.clone());
                 }
                 None => {
-                    let known: Vec<String> = lookup
-                        .sources
-                        .keys()
-                        .map(|(s, t)| format!("{s}.{t}"))
-                        .collect();
+                    let known: Vec<String> = lookup.sources.keys().map(|(s, t)| format!("{s}.{t}")).collect();
                     let mut known_sorted = known.clone();
                     known_sorted.sort();
                     let mut d = Diagnostic::error(
                         Code::MissingSource,
-                        format!("{} `{}` depends on source `{source}.{table}`, which was not found", node.resource_type.as_str(), node.name),
+                        format!(
+                            "{} `{}` depends on source `{source}.{table}`, which was not found",
+                            node.resource_type.as_str(),
+                            node.name
+                        ),
                     )
-                    .with_help(did_you_mean(&format!("{source}.{table}"), known_sorted.iter().map(String::as_str)).unwrap_or_else(|| {
-                        format!("declare it in a properties file:\n  sources:\n    - name: {source}\n      tables:\n        - name: {table}")
-                    }));
-                    if let Some(l) = node_label(
-                        project,
-                        node,
-                        table,
-                        "source",
-                        &format!("no source table `{source}.{table}`"),
-                    ) {
+                    .with_help(
+                        did_you_mean(&format!("{source}.{table}"), known_sorted.iter().map(String::as_str)).unwrap_or_else(|| {
+                            format!(
+                                "declare it in a properties file:\n  sources:\n    - name: {source}\n      tables:\n        - name: {table}"
+                            )
+                        }),
+                    );
+                    if let Some(l) = node_label(project, node, table, "source", &format!("no source table `{source}.{table}`")) {
                         d = d.with_label(l);
                     }
                     diags.push(d);
@@ -287,13 +224,10 @@ pub fn build(
         for p in &parents {
             if let Some(&pix) = g.index.get(p) {
                 g.dag.add_edge(pix, ix, ());
-                g.children
-                    .get_mut(p)
-                    .map(|c| c.push(node.unique_id.clone()));
+                g.children.get_mut(p).map(|c| c.push(node.unique_id.clone()));
             }
         }
-        g.parents
-            .insert(node.unique_id.clone(), parents.into_iter().collect());
+        g.parents.insert(node.unique_id.clone(), parents.into_iter().collect());
     }
     for c in g.children.values_mut() {
         c.sort();
@@ -301,15 +235,9 @@ pub fn build(
     }
     // Self-references are cycles too.
     for node in manifest.nodes.values() {
-        if node
-            .refs
-            .iter()
-            .any(|r| lookup.resolve_ref(&node.package, r) == Some(&node.unique_id))
-        {
+        if node.refs.iter().any(|r| lookup.resolve_ref(&node.package, r) == Some(&node.unique_id)) {
             let mut d = Diagnostic::error(Code::Cycle, format!("`{}` refers to itself", node.name))
-                .with_help(
-                    "a model cannot select from itself; for incremental models use {{ this }}",
-                );
+                .with_help("a model cannot select from itself; for incremental models use {{ this }}");
             if let Some(l) = node_label(project, node, &node.name, "ref", "self-reference") {
                 d = d.with_label(l);
             }
@@ -317,16 +245,8 @@ pub fn build(
         }
     }
     // Kahn's algorithm with a min-heap: deterministic order.
-    let mut indegree: HashMap<&str, usize> = g
-        .parents
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.len()))
-        .collect();
-    let mut heap: BinaryHeap<Reverse<&str>> = indegree
-        .iter()
-        .filter(|(_, d)| **d == 0)
-        .map(|(k, _)| Reverse(*k))
-        .collect();
+    let mut indegree: HashMap<&str, usize> = g.parents.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    let mut heap: BinaryHeap<Reverse<&str>> = indegree.iter().filter(|(_, d)| **d == 0).map(|(k, _)| Reverse(*k)).collect();
     while let Some(Reverse(id)) = heap.pop() {
         g.order.push(id.to_string());
         for c in &g.children[id] {
@@ -340,11 +260,8 @@ pub fn build(
     if g.order.len() < g.index.len() {
         for cycle in find_cycles(&g) {
             let names: Vec<String> = cycle.iter().map(|id| short_name(id)).collect();
-            let mut d = Diagnostic::error(
-                Code::Cycle,
-                format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
-            )
-            .with_help("break the cycle: one of these models must not ref() the next");
+            let mut d = Diagnostic::error(Code::Cycle, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]))
+                .with_help("break the cycle: one of these models must not ref() the next");
             for (i, id) in cycle.iter().enumerate() {
                 let Some(node) = manifest.nodes.get(id) else {
                     continue;
@@ -353,13 +270,7 @@ pub fn build(
                 let next_node = manifest.nodes.get(next);
                 // Label the ref in `next` that points back at `node`.
                 if let Some(n) = next_node {
-                    if let Some(l) = node_label(
-                        project,
-                        n,
-                        &node.name,
-                        "ref",
-                        &format!("{} depends on {}", n.name, node.name),
-                    ) {
+                    if let Some(l) = node_label(project, n, &node.name, "ref", &format!("{} depends on {}", n.name, node.name)) {
                         d = d.with_label(l);
                     }
                 }
@@ -387,9 +298,7 @@ fn find_cycles(g: &Graph) -> Vec<Vec<String>> {
         let mut cycle = vec![start.clone()];
         let mut cur = start.clone();
         loop {
-            let next = g.children[&cur]
-                .iter()
-                .find(|c| members.contains(*c) && (!cycle.contains(c) || **c == start));
+            let next = g.children[&cur].iter().find(|c| members.contains(*c) && (!cycle.contains(c) || **c == start));
             match next {
                 Some(n) if *n == start => break,
                 Some(n) => {

@@ -62,14 +62,8 @@ fn bad(msg: impl Into<String>, help: impl Into<String>) -> Diagnostic {
 /// Parses one selector atom like `2+tag:finance+` or `@orders`.
 pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
     let mut s = raw.trim();
-    let mut c = Criterion {
-        method: "fqn".into(),
-        value: String::new(),
-        parents: None,
-        children: None,
-        childrens_parents: false,
-        indirect: true,
-    };
+    let mut c =
+        Criterion { method: "fqn".into(), value: String::new(), parents: None, children: None, childrens_parents: false, indirect: true };
     if let Some(rest) = s.strip_prefix('@') {
         c.childrens_parents = true;
         s = rest;
@@ -77,11 +71,7 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
     // Leading `n+` or `+`.
     let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
     if s[digits.len()..].starts_with('+') {
-        c.parents = Some(if digits.is_empty() {
-            None
-        } else {
-            digits.parse().ok()
-        });
+        c.parents = Some(if digits.is_empty() { None } else { digits.parse().ok() });
         s = &s[digits.len() + 1..];
     }
     // Trailing `+` or `+n`.
@@ -93,16 +83,10 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
         s = &s[..body_end - 1];
     }
     if c.childrens_parents && (c.parents.is_some() || c.children.is_some()) {
-        return Err(bad(
-            format!("selector `{raw}` combines `@` with `+`"),
-            "use either `@model` or `+model+`",
-        ));
+        return Err(bad(format!("selector `{raw}` combines `@` with `+`"), "use either `@model` or `+model+`"));
     }
     if s.is_empty() {
-        return Err(bad(
-            format!("selector `{raw}` names nothing"),
-            "write a model name or a method, e.g. `tag:nightly`",
-        ));
+        return Err(bad(format!("selector `{raw}` names nothing"), "write a model name or a method, e.g. `tag:nightly`"));
     }
     match s.split_once(':') {
         Some((method, value)) if !method.contains('/') && !method.contains('\\') => {
@@ -110,15 +94,12 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
             if !METHODS.contains(&base) {
                 return Err(bad(
                     format!("unknown selector method `{method}` in `{raw}`"),
-                    did_you_mean(base, METHODS.iter().copied())
-                        .unwrap_or_else(|| format!("methods: {}", METHODS.join(", "))),
+                    did_you_mean(base, METHODS.iter().copied()).unwrap_or_else(|| format!("methods: {}", METHODS.join(", "))),
                 ));
             }
             if matches!(base, "state" | "result" | "source_status") {
                 return Err(bad(
-                    format!(
-                        "selector method `{base}:` needs results of a previous run (--state), which kiln does not support yet"
-                    ),
+                    format!("selector method `{base}:` needs results of a previous run (--state), which kiln does not support yet"),
                     "select by name, tag, path or config instead",
                 ));
             }
@@ -126,22 +107,9 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
             c.value = value.to_string();
         }
         _ => {
-            let looks_like_path = s.contains('/')
-                || s.contains('\\')
-                || s.ends_with(".sql")
-                || s.ends_with(".csv")
-                || s.ends_with(".yml")
-                || s == ".";
-            c.method = if looks_like_path {
-                if s.contains('/') || s == "." {
-                    "path"
-                } else {
-                    "file"
-                }
-            } else {
-                "fqn"
-            }
-            .to_string();
+            let looks_like_path =
+                s.contains('/') || s.contains('\\') || s.ends_with(".sql") || s.ends_with(".csv") || s.ends_with(".yml") || s == ".";
+            c.method = if looks_like_path { if s.contains('/') || s == "." { "path" } else { "file" } } else { "fqn" }.to_string();
             c.value = s.to_string();
         }
     }
@@ -153,78 +121,42 @@ pub fn parse_cli(args: &[String]) -> Result<Option<SelExpr>, Diagnostic> {
     let mut union = Vec::new();
     for arg in args {
         for token in arg.split_whitespace() {
-            let parts: Vec<SelExpr> = token
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(|p| parse_atom(p).map(SelExpr::Atom))
-                .collect::<Result<_, _>>()?;
-            union.push(if parts.len() == 1 {
-                parts.into_iter().next().expect("one")
-            } else {
-                SelExpr::Intersection(parts)
-            });
+            let parts: Vec<SelExpr> =
+                token.split(',').filter(|p| !p.is_empty()).map(|p| parse_atom(p).map(SelExpr::Atom)).collect::<Result<_, _>>()?;
+            union.push(if parts.len() == 1 { parts.into_iter().next().expect("one") } else { SelExpr::Intersection(parts) });
         }
     }
-    Ok(if union.is_empty() {
-        None
-    } else {
-        Some(SelExpr::Union(union))
-    })
+    Ok(if union.is_empty() { None } else { Some(SelExpr::Union(union)) })
 }
 
 /// `selectors.yml`: every selector by name.
-pub fn parse_selectors_file(
-    text: &str,
-    path: &str,
-) -> Result<Vec<(String, SelExpr, bool)>, Diagnostic> {
+pub fn parse_selectors_file(text: &str, path: &str) -> Result<Vec<(String, SelExpr, bool)>, Diagnostic> {
     let source = SourceText::new(path, text);
     let doc = yaml::parse(text).map_err(|e| crate::project::yaml_error(&source, &e))?;
     let mut out = Vec::new();
     for entry in doc.get("selectors").and_then(YNode::as_seq).unwrap_or(&[]) {
-        let name = entry
-            .get("name")
-            .and_then(YNode::scalar_string)
-            .ok_or_else(|| {
-                Diagnostic::error(
-                    Code::BadSelector,
-                    "a selector in selectors.yml has no `name`",
-                )
-                .with_label(Label::new(
-                    source.clone(),
-                    entry.line,
-                    entry.col,
-                    1,
-                    "here",
-                ))
-            })?;
+        let name = entry.get("name").and_then(YNode::scalar_string).ok_or_else(|| {
+            Diagnostic::error(Code::BadSelector, "a selector in selectors.yml has no `name`").with_label(Label::new(
+                source.clone(),
+                entry.line,
+                entry.col,
+                1,
+                "here",
+            ))
+        })?;
         let def = entry.get("definition").ok_or_else(|| {
-            Diagnostic::error(
-                Code::BadSelector,
-                format!("selector `{name}` has no `definition`"),
-            )
-            .with_label(Label::new(source.clone(), entry.line, entry.col, 1, "here"))
+            Diagnostic::error(Code::BadSelector, format!("selector `{name}` has no `definition`")).with_label(Label::new(
+                source.clone(),
+                entry.line,
+                entry.col,
+                1,
+                "here",
+            ))
         })?;
         let expr = selector_def(def).map_err(|d| {
-            if d.labels.is_empty() {
-                d.with_label(Label::new(
-                    source.clone(),
-                    def.line,
-                    def.col,
-                    1,
-                    "in this definition",
-                ))
-            } else {
-                d
-            }
+            if d.labels.is_empty() { d.with_label(Label::new(source.clone(), def.line, def.col, 1, "in this definition")) } else { d }
         })?;
-        out.push((
-            name,
-            expr,
-            entry
-                .get("default")
-                .and_then(YNode::as_bool)
-                .unwrap_or(false),
-        ));
+        out.push((name, expr, entry.get("default").and_then(YNode::as_bool).unwrap_or(false)));
     }
     Ok(out)
 }
@@ -237,33 +169,15 @@ fn selector_def(node: &YNode) -> Result<SelExpr, Diagnostic> {
                 return list(items).map(|v| union_with_excludes(v, items));
             }
             if let Some(items) = node.get("intersection") {
-                return list(items)
-                    .map(|v| SelExpr::Intersection(v.into_iter().map(|(e, _)| e).collect()));
+                return list(items).map(|v| SelExpr::Intersection(v.into_iter().map(|(e, _)| e).collect()));
             }
-            let method = node
-                .get("method")
-                .and_then(YNode::scalar_string)
-                .ok_or_else(|| {
-                    bad(
-                        "a selector definition needs `method` and `value` (or union/intersection)",
-                        "e.g. {method: tag, value: nightly}",
-                    )
-                })?;
-            let value = node
-                .get("value")
-                .and_then(YNode::scalar_string)
-                .unwrap_or_default();
+            let method = node.get("method").and_then(YNode::scalar_string).ok_or_else(|| {
+                bad("a selector definition needs `method` and `value` (or union/intersection)", "e.g. {method: tag, value: nightly}")
+            })?;
+            let value = node.get("value").and_then(YNode::scalar_string).unwrap_or_default();
             let mut c = parse_atom(&format!("{method}:{value}"))?;
             let flag = |k: &str| node.get(k).and_then(YNode::as_bool).unwrap_or(false);
-            let depth = |k: &str| {
-                node.get(k).and_then(|v| {
-                    if let YValue::Int(i) = v.value {
-                        Some(i as usize)
-                    } else {
-                        None
-                    }
-                })
-            };
+            let depth = |k: &str| node.get(k).and_then(|v| if let YValue::Int(i) = v.value { Some(i as usize) } else { None });
             if flag("parents") {
                 c.parents = Some(depth("parents_depth"));
             }
@@ -271,18 +185,12 @@ fn selector_def(node: &YNode) -> Result<SelExpr, Diagnostic> {
                 c.children = Some(depth("children_depth"));
             }
             c.childrens_parents = flag("childrens_parents");
-            if let Some(ind) = node
-                .get("indirect_selection")
-                .and_then(YNode::scalar_string)
-            {
+            if let Some(ind) = node.get("indirect_selection").and_then(YNode::scalar_string) {
                 c.indirect = ind != "empty";
             }
             Ok(SelExpr::Atom(c))
         }
-        _ => Err(bad(
-            "a selector definition must be a string or a mapping",
-            "see dbt's YAML selectors",
-        )),
+        _ => Err(bad("a selector definition must be a string or a mapping", "see dbt's YAML selectors")),
     }
 }
 
@@ -300,14 +208,7 @@ fn list(node: &YNode) -> Result<Vec<(SelExpr, bool)>, Diagnostic> {
 fn union_with_excludes(items: Vec<(SelExpr, bool)>, _node: &YNode) -> SelExpr {
     let (ex, inc): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, is_ex)| *is_ex);
     let inc = SelExpr::Union(inc.into_iter().map(|(e, _)| e).collect());
-    if ex.is_empty() {
-        inc
-    } else {
-        SelExpr::Difference(
-            Box::new(inc),
-            Box::new(SelExpr::Union(ex.into_iter().map(|(e, _)| e).collect())),
-        )
-    }
+    if ex.is_empty() { inc } else { SelExpr::Difference(Box::new(inc), Box::new(SelExpr::Union(ex.into_iter().map(|(e, _)| e).collect()))) }
 }
 
 /// A uniform view of anything selectable.
@@ -351,14 +252,7 @@ fn candidates(manifest: &Manifest) -> Vec<Candidate<'_>> {
                 .tags
                 .iter()
                 .map(String::as_str)
-                .chain(
-                    s.config
-                        .get("tags")
-                        .and_then(|t| t.as_array())
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|t| t.as_str()),
-                )
+                .chain(s.config.get("tags").and_then(|t| t.as_array()).into_iter().flatten().filter_map(|t| t.as_str()))
                 .collect(),
             path: "",
             config: Some(&s.config),
@@ -373,11 +267,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     if !pattern.contains(['*', '?', '[']) {
         return pattern == text;
     }
-    GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .build()
-        .map(|g| g.compile_matcher().is_match(text))
-        .unwrap_or(false)
+    GlobBuilder::new(pattern).literal_separator(false).build().map(|g| g.compile_matcher().is_match(text)).unwrap_or(false)
 }
 
 fn fqn_match(selector: &str, fqn: &[String]) -> bool {
@@ -407,46 +297,29 @@ fn fqn_match(selector: &str, fqn: &[String]) -> bool {
 
 fn matches(c: &Criterion, cand: &Candidate) -> bool {
     let v = c.value.as_str();
-    let (base, key) = c
-        .method
-        .split_once('.')
-        .map_or((c.method.as_str(), None), |(b, k)| (b, Some(k)));
+    let (base, key) = c.method.split_once('.').map_or((c.method.as_str(), None), |(b, k)| (b, Some(k)));
     match base {
         "fqn" => fqn_match(v, cand.fqn),
         "tag" => cand.tags.iter().any(|t| glob_match(v, t)),
         "path" => {
             let v = v.trim_end_matches('/');
-            v == "."
-                || cand.path == v
-                || cand.path.starts_with(&format!("{v}/"))
-                || glob_match(v, cand.path)
+            v == "." || cand.path == v || cand.path.starts_with(&format!("{v}/")) || glob_match(v, cand.path)
         }
         "file" => {
             let file = cand.path.rsplit('/').next().unwrap_or("");
-            glob_match(v, file)
-                || file
-                    .rsplit_once('.')
-                    .is_some_and(|(stem, _)| glob_match(v, stem))
+            glob_match(v, file) || file.rsplit_once('.').is_some_and(|(stem, _)| glob_match(v, stem))
         }
-        "package" => {
-            glob_match(v, cand.package)
-                || (v == "this" && cand.fqn.first().map(String::as_str) == Some(cand.package))
-        }
+        "package" => glob_match(v, cand.package) || (v == "this" && cand.fqn.first().map(String::as_str) == Some(cand.package)),
         "config" => {
             let Some(key) = key else { return false };
             match cand.config.and_then(|c| c.get(key)) {
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .any(|x| x.as_str().map_or(x.to_string() == v, |s| glob_match(v, s))),
+                Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str().map_or(x.to_string() == v, |s| glob_match(v, s))),
                 Some(serde_json::Value::String(s)) => glob_match(v, s),
                 Some(other) => other.to_string().eq_ignore_ascii_case(v),
                 None => false,
             }
         }
-        "resource_type" => {
-            cand.resource_type.as_str() == v
-                || (v == "test" && cand.resource_type == ResourceType::Test)
-        }
+        "resource_type" => cand.resource_type.as_str() == v || (v == "test" && cand.resource_type == ResourceType::Test),
         "source" => {
             let Some(src) = cand.source_name else {
                 return false;
@@ -455,17 +328,12 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
             match parts.as_slice() {
                 [s] => glob_match(s, src),
                 [s, t] => glob_match(s, src) && glob_match(t, cand.name),
-                [p, s, t] => {
-                    glob_match(p, cand.package) && glob_match(s, src) && glob_match(t, cand.name)
-                }
+                [p, s, t] => glob_match(p, cand.package) && glob_match(s, src) && glob_match(t, cand.name),
                 _ => false,
             }
         }
         "exposure" => cand.resource_type == ResourceType::Exposure && glob_match(v, cand.name),
-        "unit_test" => {
-            cand.resource_type == ResourceType::UnitTest
-                && (glob_match(v, cand.name) || fqn_match(v, cand.fqn))
-        }
+        "unit_test" => cand.resource_type == ResourceType::UnitTest && (glob_match(v, cand.name) || fqn_match(v, cand.fqn)),
         "test_type" => match cand.node {
             Some(n) if n.resource_type == ResourceType::Test => match v {
                 "generic" | "data" => n.test_metadata.is_some(),
@@ -476,15 +344,8 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
             Some(n) if n.resource_type == ResourceType::UnitTest => v == "unit",
             _ => false,
         },
-        "test_name" => cand
-            .node
-            .and_then(|n| n.test_metadata.as_ref())
-            .is_some_and(|m| glob_match(v, &m.name)),
-        "group" | "access" | "version" => cand
-            .config
-            .and_then(|c| c.get(base))
-            .and_then(|x| x.as_str())
-            .is_some_and(|s| glob_match(v, s)),
+        "test_name" => cand.node.and_then(|n| n.test_metadata.as_ref()).is_some_and(|m| glob_match(v, &m.name)),
+        "group" | "access" | "version" => cand.config.and_then(|c| c.get(base)).and_then(|x| x.as_str()).is_some_and(|s| glob_match(v, s)),
         _ => false,
     }
 }
@@ -496,19 +357,10 @@ pub fn evaluate(expr: &SelExpr, manifest: &Manifest, graph: &Graph) -> BTreeSet<
     eval(expr, &cands, manifest, graph)
 }
 
-fn eval(
-    expr: &SelExpr,
-    cands: &[Candidate],
-    manifest: &Manifest,
-    graph: &Graph,
-) -> BTreeSet<String> {
+fn eval(expr: &SelExpr, cands: &[Candidate], manifest: &Manifest, graph: &Graph) -> BTreeSet<String> {
     match expr {
         SelExpr::Atom(c) => {
-            let mut base: BTreeSet<String> = cands
-                .iter()
-                .filter(|cand| matches(c, cand))
-                .map(|cand| cand.id.to_string())
-                .collect();
+            let mut base: BTreeSet<String> = cands.iter().filter(|cand| matches(c, cand)).map(|cand| cand.id.to_string()).collect();
             let roots: Vec<String> = base.iter().cloned().collect();
             for id in &roots {
                 if let Some(d) = c.parents {
@@ -531,10 +383,7 @@ fn eval(
             }
             base
         }
-        SelExpr::Union(items) => items
-            .iter()
-            .flat_map(|e| eval(e, cands, manifest, graph))
-            .collect(),
+        SelExpr::Union(items) => items.iter().flat_map(|e| eval(e, cands, manifest, graph)).collect(),
         SelExpr::Intersection(items) => {
             let mut it = items.iter().map(|e| eval(e, cands, manifest, graph));
             let first = it.next().unwrap_or_default();
@@ -542,10 +391,7 @@ fn eval(
         }
         SelExpr::Difference(a, b) => {
             let b = eval(b, cands, manifest, graph);
-            eval(a, cands, manifest, graph)
-                .difference(&b)
-                .cloned()
-                .collect()
+            eval(a, cands, manifest, graph).difference(&b).cloned().collect()
         }
     }
 }
@@ -555,11 +401,8 @@ fn add_tests(selected: &mut BTreeSet<String>, manifest: &Manifest, graph: &Graph
     let mut add = Vec::new();
     for id in selected.iter() {
         for child in graph.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {
-            let is_test = manifest
-                .nodes
-                .get(child)
-                .is_some_and(|n| n.resource_type == ResourceType::Test)
-                || manifest.unit_tests.contains_key(child);
+            let is_test =
+                manifest.nodes.get(child).is_some_and(|n| n.resource_type == ResourceType::Test) || manifest.unit_tests.contains_key(child);
             if is_test {
                 add.push(child.clone());
             }
@@ -570,10 +413,7 @@ fn add_tests(selected: &mut BTreeSet<String>, manifest: &Manifest, graph: &Graph
 
 /// Everything selectable (the default selection of `ls`, `compile`, ...).
 pub fn all(manifest: &Manifest) -> BTreeSet<String> {
-    candidates(manifest)
-        .into_iter()
-        .map(|c| c.id.to_string())
-        .collect()
+    candidates(manifest).into_iter().map(|c| c.id.to_string()).collect()
 }
 
 /// Applies `--select`, `--exclude`, `--selector`, `--resource-type`.
@@ -596,9 +436,7 @@ pub fn select(
         set = set.difference(&out).cloned().collect();
     }
     if !resource_types.is_empty() {
-        let rt_of = |id: &str| -> Option<ResourceType> {
-            id.split('.').next().and_then(ResourceType::parse)
-        };
+        let rt_of = |id: &str| -> Option<ResourceType> { id.split('.').next().and_then(ResourceType::parse) };
         set.retain(|id| rt_of(id).is_some_and(|rt| resource_types.contains(&rt)));
     }
     set
@@ -607,9 +445,7 @@ pub fn select(
 fn set_indirect(e: &mut SelExpr, v: bool) {
     match e {
         SelExpr::Atom(c) => c.indirect = v,
-        SelExpr::Union(items) | SelExpr::Intersection(items) => {
-            items.iter_mut().for_each(|i| set_indirect(i, v))
-        }
+        SelExpr::Union(items) | SelExpr::Intersection(items) => items.iter_mut().for_each(|i| set_indirect(i, v)),
         SelExpr::Difference(a, b) => {
             set_indirect(a, v);
             set_indirect(b, v);
@@ -624,34 +460,22 @@ mod tests {
     #[test]
     fn atoms() {
         let c = parse_atom("2+tag:finance+").unwrap();
-        assert_eq!(
-            (c.method.as_str(), c.value.as_str(), c.parents, c.children),
-            ("tag", "finance", Some(Some(2)), Some(None))
-        );
+        assert_eq!((c.method.as_str(), c.value.as_str(), c.parents, c.children), ("tag", "finance", Some(Some(2)), Some(None)));
         let c = parse_atom("+fct_orders").unwrap();
-        assert_eq!(
-            (c.method.as_str(), c.parents, c.children),
-            ("fqn", Some(None), None)
-        );
+        assert_eq!((c.method.as_str(), c.parents, c.children), ("fqn", Some(None), None));
         let c = parse_atom("@orders").unwrap();
         assert!(c.childrens_parents);
         let c = parse_atom("models/staging").unwrap();
         assert_eq!(c.method, "path");
         let c = parse_atom("config.materialized:table").unwrap();
-        assert_eq!(
-            (c.method.as_str(), c.value.as_str()),
-            ("config.materialized", "table")
-        );
+        assert_eq!((c.method.as_str(), c.value.as_str()), ("config.materialized", "table"));
         assert!(parse_atom("tags:x").is_err());
         assert_eq!(parse_atom("orders+1").unwrap().children, Some(Some(1)));
     }
 
     #[test]
     fn fqn_matching() {
-        let fqn: Vec<String> = ["shop", "staging", "stg_orders"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let fqn: Vec<String> = ["shop", "staging", "stg_orders"].iter().map(|s| s.to_string()).collect();
         assert!(fqn_match("stg_orders", &fqn));
         assert!(fqn_match("staging", &fqn));
         assert!(fqn_match("shop.staging", &fqn));

@@ -54,9 +54,7 @@ fn tags(src: &str) -> Vec<Tag<'_>> {
     let mut i = 0;
     let mut in_raw = false;
     while i + 1 < bytes.len() {
-        if bytes[i] == b'{'
-            && (bytes[i + 1] == b'%' || bytes[i + 1] == b'#' || bytes[i + 1] == b'{')
-        {
+        if bytes[i] == b'{' && (bytes[i + 1] == b'%' || bytes[i + 1] == b'#' || bytes[i + 1] == b'{') {
             let close: &[u8] = match bytes[i + 1] {
                 b'%' => b"%}",
                 b'#' => b"#}",
@@ -67,8 +65,7 @@ fn tags(src: &str) -> Vec<Tag<'_>> {
             };
             let end = i + 2 + rel + 2;
             if bytes[i + 1] == b'%' {
-                let inner = src[i + 2..end - 2]
-                    .trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+                let inner = src[i + 2..end - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
                 let first = inner.split_whitespace().next().unwrap_or("");
                 if in_raw {
                     if first == "endraw" {
@@ -77,11 +74,7 @@ fn tags(src: &str) -> Vec<Tag<'_>> {
                 } else if first == "raw" {
                     in_raw = true;
                 } else {
-                    out.push(Tag {
-                        start: i,
-                        end,
-                        inner,
-                    });
+                    out.push(Tag { start: i, end, inner });
                 }
             }
             i = end;
@@ -100,10 +93,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn signature(rest: &str) -> (String, Vec<String>) {
     let rest = rest.trim();
     let (name, args) = match rest.find('(') {
-        Some(p) => (
-            &rest[..p],
-            &rest[p + 1..rest.rfind(')').unwrap_or(rest.len())],
-        ),
+        Some(p) => (&rest[..p], &rest[p + 1..rest.rfind(')').unwrap_or(rest.len())]),
         None => (rest.split_whitespace().next().unwrap_or(rest), ""),
     };
     let mut names = Vec::new();
@@ -128,11 +118,7 @@ fn signature(rest: &str) -> (String, Vec<String>) {
         current.push(c);
     }
     names.push(current);
-    let names = names
-        .into_iter()
-        .map(|a| a.split('=').next().unwrap_or("").trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
+    let names = names.into_iter().map(|a| a.split('=').next().unwrap_or("").trim().to_string()).filter(|a| !a.is_empty()).collect();
     (name.trim().to_string(), names)
 }
 
@@ -182,20 +168,13 @@ pub fn find_blocks(src: &str) -> Result<Vec<Block>, (usize, String)> {
     }
     if let Some((kind, end_word, tag, line)) = open {
         let _ = (kind, tag);
-        return Err((
-            line,
-            format!("this block is never closed (missing `{{% {end_word} %}}`)"),
-        ));
+        return Err((line, format!("this block is never closed (missing `{{% {end_word} %}}`)")));
     }
     Ok(blocks)
 }
 
 pub fn line_of(src: &str, offset: usize) -> usize {
-    src[..offset.min(src.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    src[..offset.min(src.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// The source of one block as its own template, padded so that line and column numbers in
@@ -211,11 +190,7 @@ pub fn block_template(src: &str, block: &Block) -> String {
     if block.kind == BlockKind::Test {
         let open_len = block.body_start - block.start;
         let open = &text[..open_len];
-        let open = open.replacen("test", "macro", 1).replacen(
-            &format!("{}(", block.name),
-            &format!("test_{}(", block.name),
-            1,
-        );
+        let open = open.replacen("test", "macro", 1).replacen(&format!("{}(", block.name), &format!("test_{}(", block.name), 1);
         let close_len = block.end - block.body_end;
         let close = text[text.len() - close_len..].replacen("endtest", "endmacro", 1);
         out.push_str(&open);
@@ -235,32 +210,18 @@ mod tests {
     fn finds_macros_tests_and_docs() {
         let src = "{# {% macro commented() %}{% endmacro %} #}\n{% macro a(x, y=1, z='a,b') -%}\n{{ x }}{% if y %}{% endif %}\n{%- endmacro %}\n\n{% test positive(model, column_name) %}\nselect 1\n{% endtest %}\n{% docs d %}text{% enddocs %}\n{% raw %}{% macro not_me() %}{% endmacro %}{% endraw %}";
         let blocks = find_blocks(src).unwrap();
-        let names: Vec<(&str, BlockKind)> =
-            blocks.iter().map(|b| (b.name.as_str(), b.kind)).collect();
-        assert_eq!(
-            names,
-            vec![
-                ("a", BlockKind::Macro),
-                ("positive", BlockKind::Test),
-                ("d", BlockKind::Docs)
-            ]
-        );
+        let names: Vec<(&str, BlockKind)> = blocks.iter().map(|b| (b.name.as_str(), b.kind)).collect();
+        assert_eq!(names, vec![("a", BlockKind::Macro), ("positive", BlockKind::Test), ("d", BlockKind::Docs)]);
         assert_eq!(blocks[0].args, vec!["x", "y", "z"]);
         assert_eq!(blocks[0].line, 2);
         let t = block_template(src, &blocks[1]);
-        assert!(
-            t.contains("{% macro test_positive(model, column_name) %}"),
-            "{t}"
-        );
+        assert!(t.contains("{% macro test_positive(model, column_name) %}"), "{t}");
         assert!(t.contains("{% endmacro %}"));
         assert_eq!(line_of(&t, t.find("select").unwrap()), 7);
     }
 
     #[test]
     fn unclosed_block() {
-        assert_eq!(
-            find_blocks("\n{% macro a() %}\nselect 1\n").unwrap_err().0,
-            2
-        );
+        assert_eq!(find_blocks("\n{% macro a() %}\nselect 1\n").unwrap_err().0, 2);
     }
 }

@@ -39,54 +39,22 @@ pub fn register(env: &mut Environment<'static>, index: Arc<MacroIndex>) {
     env.add_function("load_result", load_result);
     env.add_function("store_result", |_: Rest<Value>| Value::from(""));
     env.add_function("doc", doc_fn);
-    env.add_function(
-        "should_store_failures",
-        |state: &State| -> Result<bool, Error> {
-            let ctx = node_ctx(state)?;
-            Ok(
-                crate::project::config::json_truthy(ctx.config_get("store_failures").as_ref())
-                    .unwrap_or(false)
-                    || ctx
-                        .shared
-                        .flags
-                        .get_attr("STORE_FAILURES")
-                        .map(|v| v.is_true())
-                        .unwrap_or(false),
-            )
-        },
-    );
-    env.add_function(
-        "should_full_refresh",
-        |state: &State| -> Result<bool, Error> {
-            let ctx = node_ctx(state)?;
-            Ok(
-                crate::project::config::json_truthy(ctx.config_get("full_refresh").as_ref())
-                    .unwrap_or_else(|| {
-                        ctx.shared
-                            .flags
-                            .get_attr("FULL_REFRESH")
-                            .map(|v| v.is_true())
-                            .unwrap_or(false)
-                    }),
-            )
-        },
-    );
-    env.add_function("__kiln_list", || {
-        Value::from_object(super::modules::MutList::default())
+    env.add_function("should_store_failures", |state: &State| -> Result<bool, Error> {
+        let ctx = node_ctx(state)?;
+        Ok(crate::project::config::json_truthy(ctx.config_get("store_failures").as_ref()).unwrap_or(false)
+            || ctx.shared.flags.get_attr("STORE_FAILURES").map(|v| v.is_true()).unwrap_or(false))
     });
-    env.add_function("__kiln_dict", || {
-        Value::from_object(super::modules::MutDict::default())
+    env.add_function("should_full_refresh", |state: &State| -> Result<bool, Error> {
+        let ctx = node_ctx(state)?;
+        Ok(crate::project::config::json_truthy(ctx.config_get("full_refresh").as_ref())
+            .unwrap_or_else(|| ctx.shared.flags.get_attr("FULL_REFRESH").map(|v| v.is_true()).unwrap_or(false)))
     });
+    env.add_function("__kiln_list", || Value::from_object(super::modules::MutList::default()));
+    env.add_function("__kiln_dict", || Value::from_object(super::modules::MutDict::default()));
     env.add_global("adapter", Value::from_object(Adapter { index }));
     env.add_global("api", Value::from_object(Api));
     env.add_global("modules", super::modules::modules_value());
-    env.add_global(
-        "builtins",
-        crate::jinja::vmap([
-            ("ref", Value::from_function(ref_fn)),
-            ("source", Value::from_function(source_fn)),
-        ]),
-    );
+    env.add_global("builtins", crate::jinja::vmap([("ref", Value::from_function(ref_fn)), ("source", Value::from_function(source_fn))]));
 }
 
 pub fn to_json(v: &Value) -> Json {
@@ -94,29 +62,20 @@ pub fn to_json(v: &Value) -> Json {
 }
 
 fn quote_char(state: &State) -> char {
-    node_ctx(state)
-        .map(|c| c.shared.target.quote_char())
-        .unwrap_or('"')
+    node_ctx(state).map(|c| c.shared.target.quote_char()).unwrap_or('"')
 }
 
 fn ref_fn(state: &State, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
     let ctx = node_ctx(state)?;
-    let version = kwargs
-        .get::<Option<Value>>("version")?
-        .or(kwargs.get::<Option<Value>>("v")?)
-        .filter(|v| !v.is_none())
-        .map(|v| v.to_string());
-    let strs: Vec<String> = args
-        .iter()
-        .map(|a| a.as_str().map(str::to_string).ok_or(()))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            kiln_error(
-                Code::BadRefArgs,
-                "ref() takes model names as strings",
-                Some("write ref('model_name') or ref('package', 'model_name')".into()),
-            )
-        })?;
+    let version =
+        kwargs.get::<Option<Value>>("version")?.or(kwargs.get::<Option<Value>>("v")?).filter(|v| !v.is_none()).map(|v| v.to_string());
+    let strs: Vec<String> = args.iter().map(|a| a.as_str().map(str::to_string).ok_or(())).collect::<Result<_, _>>().map_err(|_| {
+        kiln_error(
+            Code::BadRefArgs,
+            "ref() takes model names as strings",
+            Some("write ref('model_name') or ref('package', 'model_name')".into()),
+        )
+    })?;
     let (package, name) = match strs.as_slice() {
         [name] => (None, name.clone()),
         [package, name] => (Some(package.clone()), name.clone()),
@@ -130,30 +89,15 @@ fn ref_fn(state: &State, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, Err
     };
     match (ctx.phase, &ctx.resolver) {
         (Phase::Compile, Some(resolver)) => resolver
-            .resolve_ref(
-                &ctx.node.package,
-                package.as_deref(),
-                &name,
-                version.as_deref(),
-            )
+            .resolve_ref(&ctx.node.package, package.as_deref(), &name, version.as_deref())
             .map_err(|m| kiln_error(Code::MissingRef, m, None)),
         _ => {
-            let call = RefCall {
-                package,
-                name: name.clone(),
-                version,
-            };
+            let call = RefCall { package, name: name.clone(), version };
             let mut record = ctx.record.lock().unwrap_or_else(|e| e.into_inner());
             if !record.refs.contains(&call) {
                 record.refs.push(call);
             }
-            Ok(Relation::new(
-                &ctx.shared.target.database,
-                &ctx.shared.target.schema,
-                &name,
-                ctx.shared.target.quote_char(),
-            )
-            .into_value())
+            Ok(Relation::new(&ctx.shared.target.database, &ctx.shared.target.schema, &name, ctx.shared.target.quote_char()).into_value())
         }
     }
 }
@@ -161,29 +105,17 @@ fn ref_fn(state: &State, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, Err
 fn source_fn(state: &State, source: Value, table: Value) -> Result<Value, Error> {
     let ctx = node_ctx(state)?;
     let (Some(source), Some(table)) = (source.as_str(), table.as_str()) else {
-        return Err(kiln_error(
-            Code::BadRefArgs,
-            "source() takes two strings",
-            Some("write source('source_name', 'table_name')".into()),
-        ));
+        return Err(kiln_error(Code::BadRefArgs, "source() takes two strings", Some("write source('source_name', 'table_name')".into())));
     };
     match (ctx.phase, &ctx.resolver) {
-        (Phase::Compile, Some(resolver)) => resolver
-            .resolve_source(source, table)
-            .map_err(|m| kiln_error(Code::MissingSource, m, None)),
+        (Phase::Compile, Some(resolver)) => resolver.resolve_source(source, table).map_err(|m| kiln_error(Code::MissingSource, m, None)),
         _ => {
             let pair = (source.to_string(), table.to_string());
             let mut record = ctx.record.lock().unwrap_or_else(|e| e.into_inner());
             if !record.sources.contains(&pair) {
                 record.sources.push(pair);
             }
-            Ok(Relation::new(
-                &ctx.shared.target.database,
-                source,
-                table,
-                ctx.shared.target.quote_char(),
-            )
-            .into_value())
+            Ok(Relation::new(&ctx.shared.target.database, source, table, ctx.shared.target.quote_char()).into_value())
         }
     }
 }
@@ -213,20 +145,13 @@ impl Object for ConfigObj {
         Ok(Value::from(""))
     }
 
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         let ctx = node_ctx(state)?;
         let (pos, kwargs): (Vec<&Value>, Option<Kwargs>) = split_kwargs(args);
-        let key = pos.first().and_then(|v| v.as_str()).ok_or_else(|| {
-            Error::new(
-                ErrorKind::MissingArgument,
-                format!("config.{method}() needs a key"),
-            )
-        })?;
+        let key = pos
+            .first()
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::new(ErrorKind::MissingArgument, format!("config.{method}() needs a key")))?;
         let found = ctx.config_get(key).filter(|v| !v.is_null());
         match method {
             "get" => {
@@ -240,7 +165,9 @@ impl Object for ConfigObj {
                 kiln_error(
                     Code::MissingConfig,
                     format!("config `{key}` is required by {} but is not set", ctx.node.unique_id),
-                    Some(format!("set it with {{{{ config({key}=...) }}}} in the file, `+{key}:` in dbt_project.yml, or `config:` in properties YAML")),
+                    Some(format!(
+                        "set it with {{{{ config({key}=...) }}}} in the file, `+{key}:` in dbt_project.yml, or `config:` in properties YAML"
+                    )),
                 )
             }),
             "set" => Ok(Value::from("")),
@@ -266,31 +193,19 @@ impl VarObj {
         if let Some(v) = ctx.overrides.as_ref().and_then(|o| o.vars.get(name)) {
             return Ok(Some(v.clone()));
         }
-        let package =
-            super::context::current_package(state).unwrap_or_else(|| ctx.node.package.clone());
-        Ok(ctx
-            .shared
-            .vars
-            .get(&package, name)
-            .or_else(|| ctx.shared.vars.get(&ctx.node.package, name))
-            .cloned())
+        let package = super::context::current_package(state).unwrap_or_else(|| ctx.node.package.clone());
+        Ok(ctx.shared.vars.get(&package, name).or_else(|| ctx.shared.vars.get(&ctx.node.package, name)).cloned())
     }
 }
 
 impl Object for VarObj {
     fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
         let (pos, kwargs) = split_kwargs(args);
-        let name = pos.first().and_then(|v| v.as_str()).ok_or_else(|| {
-            kiln_error(
-                Code::BadRefArgs,
-                "var() takes the variable's name as a string",
-                None,
-            )
-        })?;
-        let default = pos
-            .get(1)
-            .map(|v| (*v).clone())
-            .or_else(|| kwargs.and_then(|k| k.get::<Option<Value>>("default").ok().flatten()));
+        let name = pos
+            .first()
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| kiln_error(Code::BadRefArgs, "var() takes the variable's name as a string", None))?;
+        let default = pos.get(1).map(|v| (*v).clone()).or_else(|| kwargs.and_then(|k| k.get::<Option<Value>>("default").ok().flatten()));
         match VarObj::lookup(state, name)? {
             Some(v) => Ok(crate::jinja::ser(&v)),
             None => match default {
@@ -299,10 +214,7 @@ impl Object for VarObj {
                     let ctx = node_ctx(state)?;
                     Err(kiln_error(
                         Code::MissingVar,
-                        format!(
-                            "required var `{name}` not found (used by {})",
-                            ctx.node.unique_id
-                        ),
+                        format!("required var `{name}` not found (used by {})", ctx.node.unique_id),
                         Some(format!(
                             "define it under `vars:` in dbt_project.yml, pass --vars '{{{name}: ...}}', or give a default: var('{name}', 'default')"
                         )),
@@ -312,12 +224,7 @@ impl Object for VarObj {
         }
     }
 
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
             "has_var" => {
                 let name = args.first().and_then(|v| v.as_str()).unwrap_or("");
@@ -330,20 +237,11 @@ impl Object for VarObj {
 
 fn env_var(state: &State, name: String, default: Option<Value>) -> Result<Value, Error> {
     let ctx = node_ctx(state)?;
-    let found = ctx
-        .overrides
-        .as_ref()
-        .and_then(|o| o.env_vars.get(&name))
-        .or_else(|| ctx.shared.env_vars.get(&name))
-        .cloned();
+    let found = ctx.overrides.as_ref().and_then(|o| o.env_vars.get(&name)).or_else(|| ctx.shared.env_vars.get(&name)).cloned();
     match found {
         Some(v) => {
             if name.starts_with("DBT_ENV_SECRET_") && !v.is_empty() {
-                ctx.shared
-                    .secrets
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(v.clone());
+                ctx.shared.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(v.clone());
             }
             Ok(Value::from(v))
         }
@@ -352,9 +250,7 @@ fn env_var(state: &State, name: String, default: Option<Value>) -> Result<Value,
             _ => Err(kiln_error(
                 Code::MissingEnvVar,
                 format!("environment variable `{name}` is not set and env_var() has no default"),
-                Some(format!(
-                    "export {name}=... before running, or write env_var('{name}', 'default')"
-                )),
+                Some(format!("export {name}=... before running, or write env_var('{name}', 'default')")),
             )),
         },
     }
@@ -368,14 +264,7 @@ fn is_incremental(state: &State) -> Result<bool, Error> {
 fn log(state: &State, msg: Value, info: Option<bool>) -> Result<Value, Error> {
     let ctx = node_ctx(state)?;
     let text = ctx.shared.scrub(&msg.to_string()).into_owned();
-    ctx.shared.log(
-        if info.unwrap_or(false) {
-            LogLevel::Info
-        } else {
-            LogLevel::Debug
-        },
-        text,
-    );
+    ctx.shared.log(if info.unwrap_or(false) { LogLevel::Info } else { LogLevel::Debug }, text);
     Ok(Value::from(""))
 }
 
@@ -390,12 +279,7 @@ fn print(state: &State, msg: Value) -> Result<Value, Error> {
 struct Exceptions;
 
 impl Object for Exceptions {
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         let msg = args.first().map(|v| v.to_string()).unwrap_or_default();
         match method {
             "warn" => {
@@ -409,14 +293,9 @@ impl Object for Exceptions {
             | "raise_database_error"
             | "raise_fail_fast_error"
             | "raise_dependency_error" => Err(kiln_error(Code::CompilerError, msg, None)),
-            "column_type_missing"
-            | "missing_config"
-            | "relation_wrong_type"
-            | "warn_snapshot_timestamp_data_types" => Err(kiln_error(
-                Code::CompilerError,
-                format!("{method}: {msg}"),
-                None,
-            )),
+            "column_type_missing" | "missing_config" | "relation_wrong_type" | "warn_snapshot_timestamp_data_types" => {
+                Err(kiln_error(Code::CompilerError, format!("{method}: {msg}"), None))
+            }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }
@@ -424,11 +303,7 @@ impl Object for Exceptions {
 
 fn tojson(value: Value, sort_keys: Option<bool>) -> Result<String, Error> {
     let json = to_json(&value);
-    let json = if sort_keys.unwrap_or(false) {
-        sort_json(json)
-    } else {
-        json
-    };
+    let json = if sort_keys.unwrap_or(false) { sort_json(json) } else { json };
     serde_json::to_string(&json).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
 }
 
@@ -437,12 +312,7 @@ fn sort_json(v: Json) -> Json {
         Json::Object(m) => {
             let mut entries: Vec<(String, Json)> = m.into_iter().collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Json::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k, sort_json(v)))
-                    .collect(),
-            )
+            Json::Object(entries.into_iter().map(|(k, v)| (k, sort_json(v))).collect())
         }
         Json::Array(a) => Json::Array(a.into_iter().map(sort_json).collect()),
         other => other,
@@ -452,40 +322,25 @@ fn sort_json(v: Json) -> Json {
 fn fromjson(text: String, default: Option<Value>) -> Result<Value, Error> {
     match serde_json::from_str::<Json>(&text) {
         Ok(v) => Ok(crate::jinja::ser(&v)),
-        Err(e) => {
-            default.ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("fromjson: {e}")))
-        }
+        Err(e) => default.ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("fromjson: {e}"))),
     }
 }
 
 fn toyaml(value: Value) -> Result<String, Error> {
-    serde_norway::to_string(&to_json(&value))
-        .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+    serde_norway::to_string(&to_json(&value)).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
 }
 
 fn fromyaml(text: String, default: Option<Value>) -> Result<Value, Error> {
     match crate::project::yaml::parse(&text) {
         Ok(v) => Ok(crate::jinja::ser(&v.to_json())),
-        Err(e) => default.ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                format!("fromyaml: {}", e.message),
-            )
-        }),
+        Err(e) => default.ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("fromyaml: {}", e.message))),
     }
 }
 
 fn zip(args: Rest<Value>) -> Result<Value, Error> {
-    let lists: Vec<Vec<Value>> = args
-        .iter()
-        .map(|a| a.try_iter().map(|it| it.collect()).unwrap_or_default())
-        .collect();
+    let lists: Vec<Vec<Value>> = args.iter().map(|a| a.try_iter().map(|it| it.collect()).unwrap_or_default()).collect();
     let n = lists.iter().map(Vec::len).min().unwrap_or(0);
-    Ok(Value::from(
-        (0..n)
-            .map(|i| Value::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>()))
-            .collect::<Vec<_>>(),
-    ))
+    Ok(Value::from((0..n).map(|i| Value::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>())).collect::<Vec<_>>()))
 }
 
 fn set_fn(value: Value) -> Result<Value, Error> {
@@ -509,15 +364,8 @@ fn run_query(state: &State, sql: String) -> Result<Value, Error> {
     if ctx.phase == Phase::Parse {
         return Ok(Value::from(()));
     }
-    let runner = ctx
-        .shared
-        .runner
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let table = runner
-        .run_query(&sql)
-        .map_err(|m| kiln_error(Code::JinjaRender, format!("run_query failed: {m}"), None))?;
+    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let table = runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("run_query failed: {m}"), None))?;
     Ok(Value::from_object(Table(Arc::new(table))))
 }
 
@@ -534,60 +382,25 @@ fn statement(state: &mut State, name: Option<String>, kwargs: Kwargs) -> Result<
     if ctx.phase == Phase::Parse {
         return Ok(Value::from(""));
     }
-    let runner = ctx
-        .shared
-        .runner
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let table = runner
-        .run_query(&sql)
-        .map_err(|m| kiln_error(Code::JinjaRender, format!("statement failed: {m}"), None))?;
+    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let table = runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("statement failed: {m}"), None))?;
     if let Some(name) = name {
         let table = Arc::new(table);
-        let data: Vec<Value> = table
-            .rows
-            .iter()
-            .map(|r| Value::from(r.iter().map(crate::jinja::ser).collect::<Vec<_>>()))
-            .collect();
+        let data: Vec<Value> = table.rows.iter().map(|r| Value::from(r.iter().map(crate::jinja::ser).collect::<Vec<_>>())).collect();
         let result = crate::jinja::vmap([
-            (
-                "response",
-                crate::jinja::vmap([
-                    ("code", Value::from("OK")),
-                    ("rows_affected", Value::from(table.rows.len())),
-                ]),
-            ),
-            (
-                "data",
-                if fetch {
-                    Value::from(data)
-                } else {
-                    Value::from(Vec::<Value>::new())
-                },
-            ),
+            ("response", crate::jinja::vmap([("code", Value::from("OK")), ("rows_affected", Value::from(table.rows.len()))])),
+            ("data", if fetch { Value::from(data) } else { Value::from(Vec::<Value>::new()) }),
             ("table", Value::from_object(Table(table))),
         ]);
-        ctx.shared
-            .statement_results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(format!("{}::{name}", ctx.node.unique_id), result);
+        ctx.shared.statement_results.lock().unwrap_or_else(|e| e.into_inner()).insert(format!("{}::{name}", ctx.node.unique_id), result);
     }
     Ok(Value::from(""))
 }
 
 fn load_result(state: &State, name: String) -> Result<Value, Error> {
     let ctx = node_ctx(state)?;
-    let results = ctx
-        .shared
-        .statement_results
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    Ok(results
-        .get(&format!("{}::{name}", ctx.node.unique_id))
-        .cloned()
-        .unwrap_or(Value::from(())))
+    let results = ctx.shared.statement_results.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(results.get(&format!("{}::{name}", ctx.node.unique_id)).cloned().unwrap_or(Value::from(())))
 }
 
 fn doc_fn(state: &State, args: Rest<String>) -> Result<Value, Error> {
@@ -596,11 +409,7 @@ fn doc_fn(state: &State, args: Rest<String>) -> Result<Value, Error> {
         [name] => (None, name.clone()),
         [package, name] => (Some(package.clone()), name.clone()),
         _ => {
-            return Err(kiln_error(
-                Code::BadRefArgs,
-                "doc() takes a name (and optionally a package)",
-                None,
-            ));
+            return Err(kiln_error(Code::BadRefArgs, "doc() takes a name (and optionally a package)", None));
         }
     };
     let found = match &package {
@@ -609,21 +418,13 @@ fn doc_fn(state: &State, args: Rest<String>) -> Result<Value, Error> {
             .shared
             .docs
             .get(&(ctx.node.package.clone(), name.clone()))
-            .or_else(|| {
-                ctx.shared
-                    .docs
-                    .iter()
-                    .find(|((_, n), _)| *n == name)
-                    .map(|(_, v)| v)
-            }),
+            .or_else(|| ctx.shared.docs.iter().find(|((_, n), _)| *n == name).map(|(_, v)| v)),
     };
     found.map(|s| Value::from(s.as_str())).ok_or_else(|| {
         kiln_error(
             Code::MissingDoc,
             format!("doc `{name}` is not defined"),
-            Some(format!(
-                "add `{{% docs {name} %}}...{{% enddocs %}}` to a .md file"
-            )),
+            Some(format!("add `{{% docs {name} %}}...{{% enddocs %}}` to a .md file")),
         )
     })
 }
@@ -636,38 +437,19 @@ impl Object for Table {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         match key.as_str()? {
             "columns" => Some(Value::from_object(Columns(self.0.clone()))),
-            "rows" => Some(Value::from(
-                (0..self.0.rows.len())
-                    .map(|i| Value::from_object(Row(self.0.clone(), i)))
-                    .collect::<Vec<_>>(),
-            )),
-            "column_names" => Some(Value::from(
-                self.0
-                    .columns
-                    .iter()
-                    .map(|c| Value::from(c.as_str()))
-                    .collect::<Vec<_>>(),
-            )),
+            "rows" => Some(Value::from((0..self.0.rows.len()).map(|i| Value::from_object(Row(self.0.clone(), i))).collect::<Vec<_>>())),
+            "column_names" => Some(Value::from(self.0.columns.iter().map(|c| Value::from(c.as_str())).collect::<Vec<_>>())),
             _ => None,
         }
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        _args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, _args: &[Value]) -> Result<Value, Error> {
         match method {
             "print_table" | "print_json" => Ok(Value::from("")),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(
-            (0..self.0.rows.len())
-                .map(|i| Value::from_object(Row(self.0.clone(), i)))
-                .collect(),
-        )
+        Enumerator::Values((0..self.0.rows.len()).map(|i| Value::from_object(Row(self.0.clone(), i))).collect())
     }
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         ObjectRepr::Seq
@@ -686,26 +468,14 @@ impl Object for Columns {
             Some(name) => self.0.columns.iter().position(|c| c == name)?,
             None => {
                 let i = key.as_i64()?;
-                if i < 0 {
-                    (self.0.columns.len() as i64 + i).max(0) as usize
-                } else {
-                    i as usize
-                }
+                if i < 0 { (self.0.columns.len() as i64 + i).max(0) as usize } else { i as usize }
             }
         };
         // An empty result (no engine, or no rows) still answers `columns[0].values()`.
-        if self.0.columns.is_empty() || idx < self.0.columns.len() {
-            Some(Value::from_object(Column(self.0.clone(), idx)))
-        } else {
-            None
-        }
+        if self.0.columns.is_empty() || idx < self.0.columns.len() { Some(Value::from_object(Column(self.0.clone(), idx))) } else { None }
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(
-            (0..self.0.columns.len())
-                .map(|i| Value::from_object(Column(self.0.clone(), i)))
-                .collect(),
-        )
+        Enumerator::Values((0..self.0.columns.len()).map(|i| Value::from_object(Column(self.0.clone(), i))).collect())
     }
 }
 
@@ -714,11 +484,7 @@ struct Column(Arc<QueryTable>, usize);
 
 impl Column {
     fn values(&self) -> Vec<Value> {
-        self.0
-            .rows
-            .iter()
-            .map(|r| r.get(self.1).map(crate::jinja::ser).unwrap_or_default())
-            .collect()
+        self.0.rows.iter().map(|r| r.get(self.1).map(crate::jinja::ser).unwrap_or_default()).collect()
     }
 }
 
@@ -736,12 +502,7 @@ impl Object for Column {
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         Enumerator::Values(self.values())
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        _args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, _args: &[Value]) -> Result<Value, Error> {
         match method {
             "values" => Ok(Value::from(self.values())),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
@@ -765,13 +526,7 @@ impl Object for Row {
         row.get(idx).map(crate::jinja::ser)
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(
-            self.0
-                .rows
-                .get(self.1)
-                .map(|r| r.iter().map(crate::jinja::ser).collect())
-                .unwrap_or_default(),
-        )
+        Enumerator::Values(self.0.rows.get(self.1).map(|r| r.iter().map(crate::jinja::ser).collect()).unwrap_or_default())
     }
 }
 
@@ -781,28 +536,16 @@ struct Adapter {
 }
 
 impl Object for Adapter {
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         let (pos, kwargs) = split_kwargs(args);
         let arg = |i: usize, name: &str| -> Option<Value> {
-            pos.get(i).map(|v| (*v).clone()).or_else(|| {
-                kwargs
-                    .as_ref()
-                    .and_then(|k| k.get::<Option<Value>>(name).ok().flatten())
-            })
+            pos.get(i).map(|v| (*v).clone()).or_else(|| kwargs.as_ref().and_then(|k| k.get::<Option<Value>>(name).ok().flatten()))
         };
         let ctx = node_ctx(state)?;
         match method {
             "dispatch" => {
-                let name = arg(0, "macro_name")
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let namespace =
-                    arg(1, "macro_namespace").and_then(|v| v.as_str().map(str::to_string));
+                let name = arg(0, "macro_name").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let namespace = arg(1, "macro_namespace").and_then(|v| v.as_str().map(str::to_string));
                 if name.contains('.') {
                     return Err(kiln_error(
                         Code::MissingMacro,
@@ -813,27 +556,17 @@ impl Object for Adapter {
                 macros::dispatch(state, &self.index, &name, namespace.as_deref())
             }
             "quote" => Ok(Value::from(quote_ident(
-                &arg(0, "identifier")
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
+                &arg(0, "identifier").map(|v| v.to_string()).unwrap_or_default(),
                 ctx.shared.target.quote_char(),
             ))),
             "quote_as_configured" => Ok(Value::from(quote_ident(
-                &arg(0, "identifier")
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
+                &arg(0, "identifier").map(|v| v.to_string()).unwrap_or_default(),
                 ctx.shared.target.quote_char(),
             ))),
             "quote_seed_column" => {
                 let col = arg(0, "column").map(|v| v.to_string()).unwrap_or_default();
-                let quote = arg(1, "quote_config")
-                    .map(|v| v.is_none() || v.is_true())
-                    .unwrap_or(true);
-                Ok(Value::from(if quote {
-                    quote_ident(&col, ctx.shared.target.quote_char())
-                } else {
-                    col
-                }))
+                let quote = arg(1, "quote_config").map(|v| v.is_none() || v.is_true()).unwrap_or(true);
+                Ok(Value::from(if quote { quote_ident(&col, ctx.shared.target.quote_char()) } else { col }))
             }
             "type" => Ok(Value::from(ctx.shared.target.adapter_type.as_str())),
             "get_relation" | "load_relation" => {
@@ -842,31 +575,16 @@ impl Object for Adapter {
                 }
                 let (db, schema, id) = if method == "load_relation" {
                     let r = arg(0, "relation").unwrap_or_default();
-                    (
-                        attr(&r, "database"),
-                        attr(&r, "schema"),
-                        attr(&r, "identifier"),
-                    )
+                    (attr(&r, "database"), attr(&r, "schema"), attr(&r, "identifier"))
                 } else {
                     (
-                        arg(0, "database")
-                            .map(|v| v.to_string())
-                            .unwrap_or_default(),
+                        arg(0, "database").map(|v| v.to_string()).unwrap_or_default(),
                         arg(1, "schema").map(|v| v.to_string()).unwrap_or_default(),
-                        arg(2, "identifier")
-                            .map(|v| v.to_string())
-                            .unwrap_or_default(),
+                        arg(2, "identifier").map(|v| v.to_string()).unwrap_or_default(),
                     )
                 };
-                let runner = ctx
-                    .shared
-                    .runner
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                Ok(runner
-                    .get_relation(&db, &schema, &id)
-                    .map_or(Value::from(()), Relation::into_value))
+                let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(runner.get_relation(&db, &schema, &id).map_or(Value::from(()), Relation::into_value))
             }
             "get_columns_in_relation" => {
                 if ctx.phase == Phase::Parse {
@@ -875,19 +593,11 @@ impl Object for Adapter {
                 let r = arg(0, "relation").unwrap_or_default();
                 let relation = match r.downcast_object_ref::<Relation>() {
                     Some(rel) => rel.clone(),
-                    None => Relation::new(
-                        &attr(&r, "database"),
-                        &attr(&r, "schema"),
-                        &attr(&r, "identifier"),
-                        ctx.shared.target.quote_char(),
-                    ),
+                    None => {
+                        Relation::new(&attr(&r, "database"), &attr(&r, "schema"), &attr(&r, "identifier"), ctx.shared.target.quote_char())
+                    }
                 };
-                let runner = ctx
-                    .shared
-                    .runner
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
                 Ok(Value::from(
                     runner
                         .get_columns(&relation)
@@ -897,13 +607,10 @@ impl Object for Adapter {
                 ))
             }
             "check_schema_exists" | "already_exists" => Ok(Value::from(false)),
-            "list_schemas"
-            | "list_relations_without_caching"
-            | "get_missing_columns"
-            | "list_relations" => Ok(Value::from(Vec::<Value>::new())),
-            "standardize_grants_dict" => Ok(Value::from(
-                std::collections::BTreeMap::<String, Value>::new(),
-            )),
+            "list_schemas" | "list_relations_without_caching" | "get_missing_columns" | "list_relations" => {
+                Ok(Value::from(Vec::<Value>::new()))
+            }
+            "standardize_grants_dict" => Ok(Value::from(std::collections::BTreeMap::<String, Value>::new())),
             "create_schema"
             | "drop_relation"
             | "drop_schema"
@@ -918,36 +625,17 @@ impl Object for Adapter {
             | "add_query" => Ok(Value::from("")),
             "execute" => {
                 let sql = arg(0, "sql").map(|v| v.to_string()).unwrap_or_default();
-                let runner = ctx
-                    .shared
-                    .runner
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let table = if ctx.phase == Phase::Compile {
-                    runner.run_query(&sql).unwrap_or_default()
-                } else {
-                    QueryTable::default()
-                };
-                Ok(Value::from(vec![
-                    Value::from("OK"),
-                    Value::from_object(Table(Arc::new(table))),
-                ]))
+                let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let table = if ctx.phase == Phase::Compile { runner.run_query(&sql).unwrap_or_default() } else { QueryTable::default() };
+                Ok(Value::from(vec![Value::from("OK"), Value::from_object(Table(Arc::new(table)))]))
             }
-            _ => Err(Error::new(
-                ErrorKind::UnknownMethod,
-                format!("adapter has no method `{method}`"),
-            )),
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("adapter has no method `{method}`"))),
         }
     }
 }
 
 fn attr(v: &Value, name: &str) -> String {
-    v.get_attr(name)
-        .ok()
-        .filter(|x| !x.is_undefined() && !x.is_none())
-        .map(|x| x.to_string())
-        .unwrap_or_default()
+    v.get_attr(name).ok().filter(|x| !x.is_undefined() && !x.is_none()).map(|x| x.to_string()).unwrap_or_default()
 }
 
 fn column_value(name: &str, dtype: &str, quote: char) -> Value {
@@ -997,18 +685,9 @@ impl Object for Api {
 struct RelationFactory;
 
 impl Object for RelationFactory {
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         let (_, kwargs) = split_kwargs(args);
-        let get = |k: &str| {
-            kwargs
-                .as_ref()
-                .and_then(|kw| kw.get::<Option<String>>(k).ok().flatten())
-        };
+        let get = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<String>>(k).ok().flatten());
         match method {
             "create" => {
                 let mut r = Relation::new(
@@ -1036,23 +715,12 @@ impl Object for RelationFactory {
 struct ColumnFactory;
 
 impl Object for ColumnFactory {
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
-        let engine = node_ctx(state)
-            .map(|c| c.shared.target.engine)
-            .unwrap_or(EngineKind::DataFusion);
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let engine = node_ctx(state).map(|c| c.shared.target.engine).unwrap_or(EngineKind::DataFusion);
         let s = |i: usize| args.get(i).map(|v| v.to_string()).unwrap_or_default();
         match method {
             "translate_type" => Ok(Value::from(translate_type(engine, &s(0)))),
-            "create" => Ok(column_value(
-                &s(0),
-                &translate_type(engine, &s(1)),
-                quote_char(state),
-            )),
+            "create" => Ok(column_value(&s(0), &translate_type(engine, &s(1)), quote_char(state))),
             "numeric_type" => Ok(Value::from(match (args.get(1), args.get(2)) {
                 (Some(p), Some(sc)) if !p.is_none() && !sc.is_none() => {
                     format!("{}({p},{sc})", s(0))

@@ -78,10 +78,7 @@ pub struct NodeCtx {
 
 impl std::fmt::Debug for NodeCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeCtx")
-            .field("node", &self.node.unique_id)
-            .field("phase", &self.phase)
-            .finish()
+        f.debug_struct("NodeCtx").field("node", &self.node.unique_id).field("phase", &self.phase).finish()
     }
 }
 
@@ -114,22 +111,14 @@ impl NodeCtx {
 
     pub fn config_get(&self, key: &str) -> Option<serde_json::Value> {
         let key = crate::project::config::normalize_key(key);
-        self.config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     pub fn set_config(&self, key: &str, value: serde_json::Value) {
         let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
         merge_one(&mut record.inline_config, key, value.clone());
         drop(record);
-        merge_one(
-            &mut self.config.lock().unwrap_or_else(|e| e.into_inner()),
-            key,
-            value,
-        );
+        merge_one(&mut self.config.lock().unwrap_or_else(|e| e.into_inner()), key, value);
     }
 
     pub fn record_macro(&self, unique_id: &str) {
@@ -150,10 +139,7 @@ impl NodeCtx {
                     ("name", Value::from(self.node.name.as_str())),
                     ("resource_type", Value::from(self.node.resource_type)),
                     ("package_name", Value::from(self.node.package.as_str())),
-                    (
-                        "original_file_path",
-                        Value::from(self.node.original_file_path.as_str()),
-                    ),
+                    ("original_file_path", Value::from(self.node.original_file_path.as_str())),
                     ("path", Value::from(self.node.path.as_str())),
                 ]),
             })
@@ -220,17 +206,10 @@ pub fn node_ctx(state: &State) -> Result<Arc<NodeCtx>, Error> {
     state
         .lookup("__kiln")
         .and_then(|v| v.downcast_object::<NodeCtx>())
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                "this function is only available while rendering a node",
-            )
-        })
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "this function is only available while rendering a node"))
 }
 
 /// The package whose namespace unqualified macro names resolve in.
 pub fn current_package(state: &State) -> Option<String> {
-    state
-        .lookup("__kiln_pkg")
-        .and_then(|v| v.as_str().map(str::to_string))
+    state.lookup("__kiln_pkg").and_then(|v| v.as_str().map(str::to_string))
 }

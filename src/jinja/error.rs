@@ -22,11 +22,7 @@ impl std::error::Error for KilnError {}
 
 pub fn kiln_error(code: Code, message: impl Into<String>, help: Option<String>) -> Error {
     let message = message.into();
-    Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(KilnError {
-        code,
-        message,
-        help,
-    })
+    Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(KilnError { code, message, help })
 }
 
 fn find_kiln(err: &Error) -> Option<&KilnError> {
@@ -47,11 +43,7 @@ pub fn template_file(name: &str) -> &str {
 
 /// Converts a render error. `source_of` maps a file path to its text; `context` names what was
 /// being rendered (e.g. "model `orders`").
-pub fn to_diagnostic(
-    err: &Error,
-    source_of: &dyn Fn(&str) -> Option<SourceText>,
-    context: &str,
-) -> Diagnostic {
+pub fn to_diagnostic(err: &Error, source_of: &dyn Fn(&str) -> Option<SourceText>, context: &str) -> Diagnostic {
     let kiln = find_kiln(err);
     let code = match kiln {
         Some(k) => k.code,
@@ -65,10 +57,7 @@ pub fn to_diagnostic(
     };
     let detail = match kiln {
         Some(k) => k.message.clone(),
-        None => err
-            .detail()
-            .map(str::to_string)
-            .unwrap_or_else(|| err.kind().to_string()),
+        None => err.detail().map(str::to_string).unwrap_or_else(|| err.kind().to_string()),
     };
     let message = match code {
         Code::JinjaSyntax => format!("Jinja syntax error in {context}: {detail}"),
@@ -97,17 +86,9 @@ pub fn to_diagnostic(
         }
     }
     d.help = kiln.and_then(|k| k.help.clone()).or_else(|| match code {
-        Code::JinjaSyntax => Some(
-            "check that every `{% if %}`/`{% for %}`/`{% macro %}` is closed and tags are balanced"
-                .into(),
-        ),
-        Code::JinjaUndefined => Some(
-            "define the variable with `{% set %}`, pass it to the macro, or check its spelling"
-                .into(),
-        ),
-        Code::MissingMacro => Some(
-            "check the macro's name and that its file is under a `macro-paths` directory".into(),
-        ),
+        Code::JinjaSyntax => Some("check that every `{% if %}`/`{% for %}`/`{% macro %}` is closed and tags are balanced".into()),
+        Code::JinjaUndefined => Some("define the variable with `{% set %}`, pass it to the macro, or check its spelling".into()),
+        Code::MissingMacro => Some("check the macro's name and that its file is under a `macro-paths` directory".into()),
         _ => None,
     });
     d

@@ -48,31 +48,19 @@ impl MacroIndex {
 
     /// dbt's lookup for an unqualified name: the current package, the root project, dbt's own.
     pub fn lookup(&self, current: Option<&str>, name: &str) -> Option<&Arc<MacroDef>> {
-        current
-            .and_then(|p| self.get(p, name))
-            .or_else(|| self.get(&self.root, name))
-            .or_else(|| self.get(INTERNAL, name))
+        current.and_then(|p| self.get(p, name)).or_else(|| self.get(&self.root, name)).or_else(|| self.get(INTERNAL, name))
     }
 
     /// Names callable without a namespace from somewhere.
     pub fn all_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .packages
-            .values()
-            .flat_map(|m| m.keys().cloned())
-            .collect();
+        let mut names: Vec<String> = self.packages.values().flat_map(|m| m.keys().cloned()).collect();
         names.sort();
         names.dedup();
         names
     }
 
     /// `adapter.dispatch(name, namespace)`: the first `<prefix>__name` along the search order.
-    pub fn dispatch(
-        &self,
-        current: Option<&str>,
-        name: &str,
-        namespace: Option<&str>,
-    ) -> Result<Arc<MacroDef>, String> {
+    pub fn dispatch(&self, current: Option<&str>, name: &str, namespace: Option<&str>) -> Result<Arc<MacroDef>, String> {
         let search: Vec<Option<String>> = match namespace {
             None => vec![None],
             Some(ns) => match self.dispatch.get(ns) {
@@ -89,13 +77,7 @@ impl MacroIndex {
                 let candidate = format!("{prefix}__{name}");
                 let found = match package {
                     None => self.lookup(current, &candidate),
-                    Some(p) => self.get(p, &candidate).or_else(|| {
-                        if p == INTERNAL {
-                            self.get(&self.root, &candidate)
-                        } else {
-                            None
-                        }
-                    }),
+                    Some(p) => self.get(p, &candidate).or_else(|| if p == INTERNAL { self.get(&self.root, &candidate) } else { None }),
                 };
                 if let Some(m) = found {
                     return Ok(m.clone());
@@ -106,10 +88,7 @@ impl MacroIndex {
                 });
             }
         }
-        Err(format!(
-            "adapter.dispatch found no implementation of `{name}`; tried {}",
-            tried.join(", ")
-        ))
+        Err(format!("adapter.dispatch found no implementation of `{name}`; tried {}", tried.join(", ")))
     }
 }
 
@@ -121,18 +100,12 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
     }
     ctx.record_macro(&def.unique_id);
     let base = state.lookup("__kiln").unwrap_or_default();
-    let scope = Value::from_object(MacroScope {
-        base,
-        package: def.package.clone(),
-    });
+    let scope = Value::from_object(MacroScope { base, package: def.package.clone() });
     let template = state.env().get_template(&def.template)?;
     let mut captured = template.render_captured(scope)?;
     captured.with_state_mut(|st| {
         let Some(m) = st.lookup(&def.name) else {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("macro `{}` did not define itself", def.name),
-            ));
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("macro `{}` did not define itself", def.name)));
         };
         match m.call(st, args) {
             Ok(v) => Ok(v),
@@ -174,9 +147,7 @@ impl MacroFn {
     fn resolve(&self, state: &State) -> Result<Arc<MacroDef>, Error> {
         let found = match &self.package {
             Some(p) => self.index.get(p, &self.name),
-            None => self
-                .index
-                .lookup(current_package(state).as_deref(), &self.name),
+            None => self.index.lookup(current_package(state).as_deref(), &self.name),
         };
         found.cloned().ok_or_else(|| {
             kiln_error(
@@ -218,48 +189,23 @@ impl Object for Namespace {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let name = key.as_str()?;
         self.index.get(&self.package, name)?;
-        Some(Value::from_object(MacroFn {
-            name: name.to_string(),
-            package: Some(self.package.clone()),
-            index: self.index.clone(),
-        }))
+        Some(Value::from_object(MacroFn { name: name.to_string(), package: Some(self.package.clone()), index: self.index.clone() }))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let mut names: Vec<Value> = self
-            .index
-            .packages
-            .get(&self.package)
-            .map(|m| m.keys().map(|k| Value::from(k.as_str())).collect())
-            .unwrap_or_default();
+        let mut names: Vec<Value> =
+            self.index.packages.get(&self.package).map(|m| m.keys().map(|k| Value::from(k.as_str())).collect()).unwrap_or_default();
         names.sort();
         Enumerator::Values(names)
     }
 }
 
 /// `adapter.dispatch(...)` result.
-pub fn dispatch(
-    state: &State,
-    index: &Arc<MacroIndex>,
-    name: &str,
-    namespace: Option<&str>,
-) -> Result<Value, Error> {
-    let def = index
-        .dispatch(current_package(state).as_deref(), name, namespace)
-        .map_err(|msg| {
-            kiln_error(
-                Code::MissingMacro,
-                msg,
-                Some(format!(
-                    "define `default__{name}` (or an adapter-specific variant) in your macros"
-                )),
-            )
-        })?;
-    Ok(Value::from_object(MacroFn {
-        name: def.name.clone(),
-        package: Some(def.package.clone()),
-        index: index.clone(),
-    }))
+pub fn dispatch(state: &State, index: &Arc<MacroIndex>, name: &str, namespace: Option<&str>) -> Result<Value, Error> {
+    let def = index.dispatch(current_package(state).as_deref(), name, namespace).map_err(|msg| {
+        kiln_error(Code::MissingMacro, msg, Some(format!("define `default__{name}` (or an adapter-specific variant) in your macros")))
+    })?;
+    Ok(Value::from_object(MacroFn { name: def.name.clone(), package: Some(def.package.clone()), index: index.clone() }))
 }
 
 /// Used by [`NodeCtx`] users that need to know which macros a call chain touched.

@@ -33,12 +33,7 @@ pub fn ser<T: serde::Serialize + ?Sized>(v: &T) -> Value {
 
 /// A map value with insertion order kept.
 pub fn vmap<K: Into<Value>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Value {
-    Value::from(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.into(), v))
-            .collect::<IndexMap<Value, Value>>(),
-    )
+    Value::from(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect::<IndexMap<Value, Value>>())
 }
 
 /// dbt's built-in macros, written in Jinja (per-dialect variants dispatched by adapter prefix).
@@ -48,13 +43,7 @@ const DBT_MACROS_PATH: &str = "<kiln>/dbt_macros.sql";
 /// Resolves `ref`/`source` in the compile phase. Implemented by the parse stage's manifest.
 pub trait Resolver: Send + Sync {
     /// The relation a `ref()` from `from_package` points at, or a message saying why not.
-    fn resolve_ref(
-        &self,
-        from_package: &str,
-        package: Option<&str>,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<Value, String>;
+    fn resolve_ref(&self, from_package: &str, package: Option<&str>, name: &str, version: Option<&str>) -> Result<Value, String>;
     fn resolve_source(&self, source: &str, table: &str) -> Result<Value, String>;
     /// dbt's `graph` variable.
     fn graph(&self) -> Value;
@@ -73,12 +62,7 @@ pub struct QueryTable {
 pub trait QueryRunner: Send + Sync {
     fn run_query(&self, sql: &str) -> Result<QueryTable, String>;
     /// `adapter.get_relation`: the relation if it exists.
-    fn get_relation(
-        &self,
-        _database: &str,
-        _schema: &str,
-        _identifier: &str,
-    ) -> Option<relation::Relation> {
+    fn get_relation(&self, _database: &str, _schema: &str, _identifier: &str) -> Option<relation::Relation> {
         None
     }
     /// `adapter.get_columns_in_relation`: (name, data type) pairs.
@@ -111,20 +95,13 @@ pub struct Vars {
 
 impl Vars {
     pub fn from_project(project: &Project, cli: IndexMap<String, Json>) -> Vars {
-        let package_names: BTreeSet<&str> =
-            project.packages.iter().map(|p| p.name.as_str()).collect();
-        let split = |node: &crate::project::yaml::YNode| -> (
-            IndexMap<String, Json>,
-            HashMap<String, IndexMap<String, Json>>,
-        ) {
+        let package_names: BTreeSet<&str> = project.packages.iter().map(|p| p.name.as_str()).collect();
+        let split = |node: &crate::project::yaml::YNode| -> (IndexMap<String, Json>, HashMap<String, IndexMap<String, Json>>) {
             let mut global = IndexMap::new();
             let mut scoped: HashMap<String, IndexMap<String, Json>> = HashMap::new();
             for (k, _, v) in node.entries() {
                 if package_names.contains(k) && v.as_map().is_some() {
-                    scoped.entry(k.to_string()).or_default().extend(
-                        v.entries()
-                            .map(|(kk, _, vv)| (kk.to_string(), vv.to_json())),
-                    );
+                    scoped.entry(k.to_string()).or_default().extend(v.entries().map(|(kk, _, vv)| (kk.to_string(), vv.to_json())));
                 } else {
                     global.insert(k.to_string(), v.to_json());
                 }
@@ -152,9 +129,7 @@ impl Vars {
     }
 
     pub fn get(&self, package: &str, name: &str) -> Option<&Json> {
-        self.cli
-            .get(name)
-            .or_else(|| self.per_package.get(package).and_then(|v| v.get(name)))
+        self.cli.get(name).or_else(|| self.per_package.get(package).and_then(|v| v.get(name)))
     }
 }
 
@@ -200,10 +175,7 @@ impl Shared {
     }
 
     pub fn log(&self, level: LogLevel, msg: String) {
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((level, msg));
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).push((level, msg));
     }
 
     pub fn take_logs(&self) -> Vec<(LogLevel, String)> {
@@ -211,10 +183,7 @@ impl Shared {
     }
 }
 
-pub fn scrub<'a, 's>(
-    text: &'a str,
-    secrets: impl Iterator<Item = &'s String>,
-) -> std::borrow::Cow<'a, str> {
+pub fn scrub<'a, 's>(text: &'a str, secrets: impl Iterator<Item = &'s String>) -> std::borrow::Cow<'a, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
     for s in secrets {
         if !s.is_empty() && out.contains(s.as_str()) {
@@ -244,12 +213,7 @@ pub struct JinjaEnv {
 
 impl JinjaEnv {
     /// Builds the environment: every macro of every package, dbt's macros, the globals.
-    pub fn build(
-        project: &Project,
-        target: &Target,
-        inv: &Invocation,
-        diags: &mut Vec<Diagnostic>,
-    ) -> JinjaEnv {
+    pub fn build(project: &Project, target: &Target, inv: &Invocation, diags: &mut Vec<Diagnostic>) -> JinjaEnv {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_recursion_limit(500);
@@ -257,175 +221,113 @@ impl JinjaEnv {
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(modules::unknown_method);
 
-        let mut index = MacroIndex {
-            root: project.name().to_string(),
-            ..Default::default()
-        };
+        let mut index = MacroIndex { root: project.name().to_string(), ..Default::default() };
         index.prefixes = adapter_prefixes(&target.adapter_type);
         for d in &project.config().dispatch {
-            index
-                .dispatch
-                .insert(d.macro_namespace.clone(), d.search_order.clone());
+            index.dispatch.insert(d.macro_namespace.clone(), d.search_order.clone());
         }
         let mut docs = HashMap::new();
         let mut templates: Vec<(String, String)> = Vec::new();
-        let mut add_file =
-            |package: &str,
-             display: &str,
-             original: &str,
-             text: &Arc<str>,
-             index: &mut MacroIndex,
-             diags: &mut Vec<Diagnostic>,
-             docs: &mut HashMap<(String, String), String>| {
-                let found = match blocks::find_blocks(text) {
-                    Ok(b) => b,
-                    Err((line, msg)) => {
-                        diags.push(
-                            Diagnostic::error(
-                                Code::JinjaSyntax,
-                                format!("Jinja syntax error in {display}: {msg}"),
-                            )
-                            .with_label(Label::new(
-                                SourceText::new(display, text.clone()),
-                                line,
-                                1,
-                                2,
-                                "opened here",
-                            )),
-                        );
-                        return;
-                    }
-                };
-                for block in found {
-                    match block.kind {
-                        BlockKind::Macro | BlockKind::Test => {
-                            let name = if block.kind == BlockKind::Test {
-                                format!("test_{}", block.name)
-                            } else {
-                                block.name.clone()
-                            };
-                            let template = format!("{display}::{name}");
-                            let def = MacroDef {
-                                package: package.to_string(),
-                                unique_id: format!("macro.{package}.{name}"),
-                                name: name.clone(),
-                                template: template.clone(),
-                                display_path: display.to_string(),
-                                original_path: original.to_string(),
-                                line: block.line,
-                                args: block.args.clone(),
-                                source: Arc::from(&text[block.start..block.end]),
-                            };
-                            let pkg = index.packages.entry(package.to_string()).or_default();
-                            if let Some(prev) = pkg.get(&name) {
-                                if package != INTERNAL {
-                                    diags.push(
-                                    Diagnostic::error(Code::DuplicateMacro, format!("macro `{name}` is defined twice in package `{package}`"))
-                                        .with_label(Label::new(SourceText::new(display, text.clone()), block.line, 1, 2, "second definition"))
-                                        .with_note(format!("first defined in {}:{}", prev.display_path, prev.line))
-                                        .with_help("rename or remove one of them"),
-                                );
-                                }
-                                continue;
-                            }
-                            pkg.insert(name, Arc::new(def));
-                            templates.push((
-                                template,
-                                modules::mutable_literals(&blocks::block_template(text, &block))
-                                    .into_owned(),
-                            ));
-                        }
-                        BlockKind::Docs => {
-                            docs.insert(
-                                (package.to_string(), block.name.clone()),
-                                text[block.body_start..block.body_end].trim().to_string(),
-                            );
-                        }
-                        BlockKind::Materialization => {
-                            index
-                                .materializations
-                                .insert(block.name.trim_end_matches(',').to_string());
-                        }
-                        BlockKind::Snapshot => {}
-                    }
+        let mut add_file = |package: &str,
+                            display: &str,
+                            original: &str,
+                            text: &Arc<str>,
+                            index: &mut MacroIndex,
+                            diags: &mut Vec<Diagnostic>,
+                            docs: &mut HashMap<(String, String), String>| {
+            let found = match blocks::find_blocks(text) {
+                Ok(b) => b,
+                Err((line, msg)) => {
+                    diags.push(
+                        Diagnostic::error(Code::JinjaSyntax, format!("Jinja syntax error in {display}: {msg}")).with_label(Label::new(
+                            SourceText::new(display, text.clone()),
+                            line,
+                            1,
+                            2,
+                            "opened here",
+                        )),
+                    );
+                    return;
                 }
             };
+            for block in found {
+                match block.kind {
+                    BlockKind::Macro | BlockKind::Test => {
+                        let name = if block.kind == BlockKind::Test { format!("test_{}", block.name) } else { block.name.clone() };
+                        let template = format!("{display}::{name}");
+                        let def = MacroDef {
+                            package: package.to_string(),
+                            unique_id: format!("macro.{package}.{name}"),
+                            name: name.clone(),
+                            template: template.clone(),
+                            display_path: display.to_string(),
+                            original_path: original.to_string(),
+                            line: block.line,
+                            args: block.args.clone(),
+                            source: Arc::from(&text[block.start..block.end]),
+                        };
+                        let pkg = index.packages.entry(package.to_string()).or_default();
+                        if let Some(prev) = pkg.get(&name) {
+                            if package != INTERNAL {
+                                diags.push(
+                                    Diagnostic::error(
+                                        Code::DuplicateMacro,
+                                        format!("macro `{name}` is defined twice in package `{package}`"),
+                                    )
+                                    .with_label(Label::new(SourceText::new(display, text.clone()), block.line, 1, 2, "second definition"))
+                                    .with_note(format!("first defined in {}:{}", prev.display_path, prev.line))
+                                    .with_help("rename or remove one of them"),
+                                );
+                            }
+                            continue;
+                        }
+                        pkg.insert(name, Arc::new(def));
+                        templates.push((template, modules::mutable_literals(&blocks::block_template(text, &block)).into_owned()));
+                    }
+                    BlockKind::Docs => {
+                        docs.insert((package.to_string(), block.name.clone()), text[block.body_start..block.body_end].trim().to_string());
+                    }
+                    BlockKind::Materialization => {
+                        index.materializations.insert(block.name.trim_end_matches(',').to_string());
+                    }
+                    BlockKind::Snapshot => {}
+                }
+            }
+        };
         let internal: Arc<str> = Arc::from(DBT_MACROS);
-        add_file(
-            INTERNAL,
-            DBT_MACROS_PATH,
-            DBT_MACROS_PATH,
-            &internal,
-            &mut index,
-            diags,
-            &mut docs,
-        );
+        add_file(INTERNAL, DBT_MACROS_PATH, DBT_MACROS_PATH, &internal, &mut index, diags, &mut docs);
         for file in &project.files {
             let generic_test_dir = file.kind == FileKind::Test
-                && (file.path.starts_with("generic/")
-                    || file.text.contains("{% test")
-                    || file.text.contains("{%- test"));
+                && (file.path.starts_with("generic/") || file.text.contains("{% test") || file.text.contains("{%- test"));
             if matches!(file.kind, FileKind::Macro | FileKind::Docs) || generic_test_dir {
                 let pkg = &project.packages[file.package].name;
-                add_file(
-                    pkg,
-                    &file.display_path,
-                    &file.original_path,
-                    &file.text,
-                    &mut index,
-                    diags,
-                    &mut docs,
-                );
+                add_file(pkg, &file.display_path, &file.original_path, &file.text, &mut index, diags, &mut docs);
             }
         }
         for (name, source) in templates {
             if let Err(e) = env.add_template_owned(name.clone(), source) {
                 let file = error::template_file(&name).to_string();
-                let text = project
-                    .files
-                    .iter()
-                    .find(|f| f.display_path == file)
-                    .map(|f| f.text.clone())
-                    .unwrap_or_else(|| internal.clone());
+                let text =
+                    project.files.iter().find(|f| f.display_path == file).map(|f| f.text.clone()).unwrap_or_else(|| internal.clone());
                 let src = SourceText::new(file.clone(), text);
-                diags.push(error::to_diagnostic(
-                    &e,
-                    &|p| (p == file).then(|| src.clone()),
-                    &format!("macro file {file}"),
-                ));
+                diags.push(error::to_diagnostic(&e, &|p| (p == file).then(|| src.clone()), &format!("macro file {file}")));
             }
         }
         let index = Arc::new(index);
 
         // Unqualified macro names resolve at call time; namespaces resolve a fixed package.
         for name in index.all_names() {
-            env.add_global(
-                name.clone(),
-                Value::from_object(MacroFn {
-                    name,
-                    package: None,
-                    index: index.clone(),
-                }),
-            );
+            env.add_global(name.clone(), Value::from_object(MacroFn { name, package: None, index: index.clone() }));
         }
         for package in index.packages.keys() {
-            env.add_global(
-                package.clone(),
-                Value::from_object(Namespace {
-                    package: package.clone(),
-                    index: index.clone(),
-                }),
-            );
+            env.add_global(package.clone(), Value::from_object(Namespace { package: package.clone(), index: index.clone() }));
         }
         builtins::register(&mut env, index.clone());
 
         let mut public = target.public_settings();
         public.insert("name".into(), Json::from(target.name.as_str()));
         public.insert("target_name".into(), Json::from(target.name.as_str()));
-        public.insert(
-            "profile_name".into(),
-            Json::from(target.profile_name.as_str()),
-        );
+        public.insert("profile_name".into(), Json::from(target.profile_name.as_str()));
         public.insert("type".into(), Json::from(target.adapter_type.as_str()));
         public.insert("database".into(), Json::from(target.database.as_str()));
         public.insert("schema".into(), Json::from(target.schema.as_str()));
@@ -434,9 +336,7 @@ impl JinjaEnv {
             public.insert("project".into(), Json::from(target.database.as_str()));
             public.insert("dataset".into(), Json::from(target.schema.as_str()));
         } else {
-            public
-                .entry("dbname".to_string())
-                .or_insert(Json::from(target.database.as_str()));
+            public.entry("dbname".to_string()).or_insert(Json::from(target.database.as_str()));
         }
         let mut secrets: BTreeSet<String> = target.secret_values().into_iter().collect();
         for (k, v) in &inv.env_vars {
@@ -467,38 +367,16 @@ impl JinjaEnv {
             docs,
             project_name: project.name().to_string(),
             empty_graph: crate::jinja::vmap(
-                [
-                    "nodes",
-                    "sources",
-                    "macros",
-                    "exposures",
-                    "metrics",
-                    "groups",
-                    "semantic_models",
-                    "saved_queries",
-                ]
-                .map(|k| {
-                    (
-                        k,
-                        Value::from(std::collections::BTreeMap::<String, Value>::new()),
-                    )
-                }),
+                ["nodes", "sources", "macros", "exposures", "metrics", "groups", "semantic_models", "saved_queries"]
+                    .map(|k| (k, Value::from(std::collections::BTreeMap::<String, Value>::new()))),
             ),
             statement_results: Mutex::new(HashMap::new()),
         };
-        JinjaEnv {
-            env,
-            shared: Arc::new(shared),
-        }
+        JinjaEnv { env, shared: Arc::new(shared) }
     }
 
     /// Renders `source` (named after its file) with `ctx` as the root context.
-    pub fn render(
-        &self,
-        name: &str,
-        source: &str,
-        ctx: Arc<context::NodeCtx>,
-    ) -> Result<String, minijinja::Error> {
+    pub fn render(&self, name: &str, source: &str, ctx: Arc<context::NodeCtx>) -> Result<String, minijinja::Error> {
         let template = self.env.template_from_named_str(name, source)?;
         template.render(Value::from_dyn_object(ctx))
     }
@@ -508,12 +386,7 @@ impl JinjaEnv {
     pub fn render_value(&self, text: &str, package: &str) -> Result<String, minijinja::Error> {
         let ctx = context::NodeCtx::new(
             context::Phase::Parse,
-            context::NodeInfo {
-                package: package.to_string(),
-                name: "config".into(),
-                resource_type: "config",
-                ..Default::default()
-            },
+            context::NodeInfo { package: package.to_string(), name: "config".into(), resource_type: "config", ..Default::default() },
             Default::default(),
             self.shared.clone(),
         );
@@ -522,12 +395,7 @@ impl JinjaEnv {
 
     /// Calls a macro by (unqualified) name from `ctx`'s package, e.g. a project's own
     /// `generate_schema_name`, and returns its value.
-    pub fn call_macro(
-        &self,
-        name: &str,
-        args: Vec<Value>,
-        mut ctx: context::NodeCtx,
-    ) -> Result<Value, minijinja::Error> {
+    pub fn call_macro(&self, name: &str, args: Vec<Value>, mut ctx: context::NodeCtx) -> Result<Value, minijinja::Error> {
         ctx.extra.push(("__args".into(), Value::from(args)));
         let source = format!("{{% set __kiln_result = {name}(*__args) %}}");
         let template = self.env.template_from_named_str("<call>", &source)?;

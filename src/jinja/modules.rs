@@ -10,12 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
-pub fn unknown_method(
-    state: &mut State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> Result<Value, Error> {
+pub fn unknown_method(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
@@ -30,13 +25,8 @@ pub fn modules_value() -> Value {
 
 /// `run_started_at` from an RFC 3339 string.
 pub fn datetime_value(rfc3339: &str) -> Value {
-    let dt = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    Value::from_object(DateTime {
-        dt: PrimitiveDateTime::new(dt.date(), dt.time()),
-        utc: true,
-        date_only: false,
-    })
+    let dt = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    Value::from_object(DateTime { dt: PrimitiveDateTime::new(dt.date(), dt.time()), utc: true, date_only: false })
 }
 
 #[derive(Debug, Clone)]
@@ -90,16 +80,8 @@ impl DateTime {
         if self.date_only {
             return self.strftime("%Y-%m-%d");
         }
-        let base = if self.dt.microsecond() > 0 {
-            self.strftime("%Y-%m-%dT%H:%M:%S.%f")
-        } else {
-            self.strftime("%Y-%m-%dT%H:%M:%S")
-        };
-        if self.utc {
-            format!("{base}+00:00")
-        } else {
-            base
-        }
+        let base = if self.dt.microsecond() > 0 { self.strftime("%Y-%m-%dT%H:%M:%S.%f") } else { self.strftime("%Y-%m-%dT%H:%M:%S") };
+        if self.utc { format!("{base}+00:00") } else { base }
     }
 }
 
@@ -117,21 +99,11 @@ impl Object for DateTime {
             _ => return None,
         }))
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
-            "strftime" => Ok(Value::from(
-                self.strftime(args.first().and_then(|v| v.as_str()).unwrap_or("")),
-            )),
+            "strftime" => Ok(Value::from(self.strftime(args.first().and_then(|v| v.as_str()).unwrap_or("")))),
             "isoformat" => Ok(Value::from(self.isoformat())),
-            "date" => Ok(Value::from_object(DateTime {
-                date_only: true,
-                ..(**self).clone()
-            })),
+            "date" => Ok(Value::from_object(DateTime { date_only: true, ..(**self).clone() })),
             "timestamp" => Ok(Value::from(self.dt.assume_utc().unix_timestamp())),
             "weekday" => Ok(Value::from(self.dt.weekday().number_days_from_monday())),
             "isoweekday" => Ok(Value::from(self.dt.weekday().number_from_monday())),
@@ -143,22 +115,14 @@ impl Object for DateTime {
         if self.date_only {
             return f.write_str(&self.strftime("%Y-%m-%d"));
         }
-        let base = if self.dt.microsecond() > 0 {
-            self.strftime("%Y-%m-%d %H:%M:%S.%f")
-        } else {
-            self.strftime("%Y-%m-%d %H:%M:%S")
-        };
+        let base = if self.dt.microsecond() > 0 { self.strftime("%Y-%m-%d %H:%M:%S.%f") } else { self.strftime("%Y-%m-%d %H:%M:%S") };
         write!(f, "{base}{}", if self.utc { "+00:00" } else { "" })
     }
 }
 
 fn now() -> DateTime {
     let now = OffsetDateTime::now_utc();
-    DateTime {
-        dt: PrimitiveDateTime::new(now.date(), now.time()),
-        utc: true,
-        date_only: false,
-    }
+    DateTime { dt: PrimitiveDateTime::new(now.date(), now.time()), utc: true, date_only: false }
 }
 
 fn parse_datetime(s: &str) -> Option<PrimitiveDateTime> {
@@ -186,24 +150,13 @@ impl Object for DatetimeModule {
         match key.as_str()? {
             "datetime" => Some(Value::from_object(DatetimeClass { date_only: false })),
             "date" => Some(Value::from_object(DatetimeClass { date_only: true })),
-            "timedelta" => Some(Value::from_function(
-                |kwargs: Kwargs| -> Result<Value, Error> {
-                    let mut seconds = 0i64;
-                    for (k, mult) in [
-                        ("weeks", 604_800),
-                        ("days", 86_400),
-                        ("hours", 3600),
-                        ("minutes", 60),
-                        ("seconds", 1),
-                    ] {
-                        seconds += kwargs.get::<Option<i64>>(k)?.unwrap_or(0) * mult;
-                    }
-                    Ok(crate::jinja::vmap([
-                        ("total_seconds", Value::from(seconds)),
-                        ("days", Value::from(seconds / 86_400)),
-                    ]))
-                },
-            )),
+            "timedelta" => Some(Value::from_function(|kwargs: Kwargs| -> Result<Value, Error> {
+                let mut seconds = 0i64;
+                for (k, mult) in [("weeks", 604_800), ("days", 86_400), ("hours", 3600), ("minutes", 60), ("seconds", 1)] {
+                    seconds += kwargs.get::<Option<i64>>(k)?.unwrap_or(0) * mult;
+                }
+                Ok(crate::jinja::vmap([("total_seconds", Value::from(seconds)), ("days", Value::from(seconds / 86_400))]))
+            })),
             "timezone" => Some(crate::jinja::vmap([("utc", Value::from("UTC"))])),
             _ => None,
         }
@@ -220,43 +173,22 @@ impl Object for DatetimeClass {
         let n = |i: usize, default: i64| args.get(i).and_then(|v| v.as_i64()).unwrap_or(default);
         let date = Date::from_calendar_date(
             n(0, 1970) as i32,
-            Month::try_from(n(1, 1) as u8)
-                .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?,
+            Month::try_from(n(1, 1) as u8).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?,
             n(2, 1) as u8,
         )
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
         let time = Time::from_hms(n(3, 0) as u8, n(4, 0) as u8, n(5, 0) as u8)
             .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-        Ok(Value::from_object(DateTime {
-            dt: PrimitiveDateTime::new(date, time),
-            utc: false,
-            date_only: self.date_only,
-        }))
+        Ok(Value::from_object(DateTime { dt: PrimitiveDateTime::new(date, time), utc: false, date_only: self.date_only }))
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
-            "now" | "utcnow" | "today" => Ok(Value::from_object(DateTime {
-                date_only: self.date_only,
-                ..now()
-            })),
+            "now" | "utcnow" | "today" => Ok(Value::from_object(DateTime { date_only: self.date_only, ..now() })),
             "strptime" | "fromisoformat" => {
                 let s = args.first().and_then(|v| v.as_str()).unwrap_or("");
-                let dt = parse_datetime(s).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidOperation,
-                        format!("cannot parse `{s}` as a date/time"),
-                    )
-                })?;
-                Ok(Value::from_object(DateTime {
-                    dt,
-                    utc: false,
-                    date_only: self.date_only,
-                }))
+                let dt = parse_datetime(s)
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("cannot parse `{s}` as a date/time")))?;
+                Ok(Value::from_object(DateTime { dt, utc: false, date_only: self.date_only }))
             }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
@@ -277,12 +209,8 @@ fn compile_regex(pattern: &str, flags: i64) -> Result<regex::Regex, Error> {
     if flags & 16 != 0 {
         prefix.push_str("(?s)");
     }
-    regex::Regex::new(&format!("{prefix}{pattern}")).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("bad regular expression: {e}"),
-        )
-    })
+    regex::Regex::new(&format!("{prefix}{pattern}"))
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("bad regular expression: {e}")))
 }
 
 fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Error> {
@@ -294,14 +222,9 @@ fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Err
             Ok(match caps {
                 Some(c)
                     if (method != "match" || c.get(0).is_some_and(|m| m.start() == 0))
-                        && (method != "fullmatch"
-                            || c.get(0)
-                                .is_some_and(|m| m.start() == 0 && m.end() == text.len())) =>
+                        && (method != "fullmatch" || c.get(0).is_some_and(|m| m.start() == 0 && m.end() == text.len())) =>
                 {
-                    let groups: Vec<Value> = c
-                        .iter()
-                        .map(|m| m.map_or(Value::from(()), |m| Value::from(m.as_str())))
-                        .collect();
+                    let groups: Vec<Value> = c.iter().map(|m| m.map_or(Value::from(()), |m| Value::from(m.as_str()))).collect();
                     Value::from_object(ReMatch(groups))
                 }
                 _ => Value::from(()),
@@ -314,28 +237,17 @@ fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Err
                     .map(|c| match c.len() {
                         1 => Value::from(c.get(0).map_or("", |m| m.as_str())),
                         2 => Value::from(c.get(1).map_or("", |m| m.as_str())),
-                        _ => Value::from(
-                            c.iter()
-                                .skip(1)
-                                .map(|m| Value::from(m.map_or("", |m| m.as_str())))
-                                .collect::<Vec<_>>(),
-                        ),
+                        _ => Value::from(c.iter().skip(1).map(|m| Value::from(m.map_or("", |m| m.as_str()))).collect::<Vec<_>>()),
                     })
                     .collect::<Vec<_>>(),
             ))
         }
         "sub" => {
-            let repl = regex::Regex::new(r"\\(\d+)")
-                .map(|r| r.replace_all(&s(0), "$${$1}").into_owned())
-                .unwrap_or_else(|_| s(0));
+            let repl = regex::Regex::new(r"\\(\d+)").map(|r| r.replace_all(&s(0), "$${$1}").into_owned()).unwrap_or_else(|_| s(0));
             let repl = repl.replace("$${", "${");
-            Ok(Value::from(
-                re.replace_all(&s(1), repl.as_str()).into_owned(),
-            ))
+            Ok(Value::from(re.replace_all(&s(1), repl.as_str()).into_owned()))
         }
-        "split" => Ok(Value::from(
-            re.split(&s(0)).map(Value::from).collect::<Vec<_>>(),
-        )),
+        "split" => Ok(Value::from(re.split(&s(0)).map(Value::from).collect::<Vec<_>>())),
         _ => Err(Error::from(ErrorKind::UnknownMethod)),
     }
 }
@@ -350,12 +262,7 @@ impl Object for ReModule {
             _ => return None,
         }))
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         let (args, kwargs) = match args.last().and_then(|a| Kwargs::try_from(a.clone()).ok()) {
             Some(k) => (&args[..args.len() - 1], Some(k)),
             None => (args, None),
@@ -375,11 +282,7 @@ impl Object for ReModule {
         if method == "compile" {
             return Ok(Value::from_object(RePattern(re)));
         }
-        let rest = if method == "sub" {
-            &args[1..args.len().min(3)]
-        } else {
-            &args[1..args.len().min(2)]
-        };
+        let rest = if method == "sub" { &args[1..args.len().min(3)] } else { &args[1..args.len().min(2)] };
         re_call(method, &re, rest)
     }
 }
@@ -388,12 +291,7 @@ impl Object for ReModule {
 struct RePattern(regex::Regex);
 
 impl Object for RePattern {
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         re_call(method, &self.0, args)
     }
 }
@@ -402,12 +300,7 @@ impl Object for RePattern {
 struct ReMatch(Vec<Value>);
 
 impl Object for ReMatch {
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
             "group" => {
                 let i = args.first().and_then(|v| v.as_i64()).unwrap_or(0) as usize;
@@ -423,39 +316,19 @@ impl Object for ReMatch {
 struct Itertools;
 
 impl Object for Itertools {
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
-        let lists = |args: &[Value]| -> Result<Vec<Vec<Value>>, Error> {
-            args.iter().map(|a| Ok(a.try_iter()?.collect())).collect()
-        };
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let lists = |args: &[Value]| -> Result<Vec<Vec<Value>>, Error> { args.iter().map(|a| Ok(a.try_iter()?.collect())).collect() };
         match method {
-            "chain" => Ok(Value::from(
-                lists(args)?.into_iter().flatten().collect::<Vec<_>>(),
-            )),
+            "chain" => Ok(Value::from(lists(args)?.into_iter().flatten().collect::<Vec<_>>())),
             "product" => {
                 let mut acc: Vec<Vec<Value>> = vec![vec![]];
                 for list in lists(args)? {
-                    acc = acc
-                        .into_iter()
-                        .flat_map(|prefix| {
-                            list.iter()
-                                .map(move |v| [prefix.clone(), vec![v.clone()]].concat())
-                        })
-                        .collect();
+                    acc = acc.into_iter().flat_map(|prefix| list.iter().map(move |v| [prefix.clone(), vec![v.clone()]].concat())).collect();
                 }
-                Ok(Value::from(
-                    acc.into_iter().map(Value::from).collect::<Vec<_>>(),
-                ))
+                Ok(Value::from(acc.into_iter().map(Value::from).collect::<Vec<_>>()))
             }
             "combinations" => {
-                let items: Vec<Value> = args
-                    .first()
-                    .map(|a| a.try_iter().map(|i| i.collect()).unwrap_or_default())
-                    .unwrap_or_default();
+                let items: Vec<Value> = args.first().map(|a| a.try_iter().map(|i| i.collect()).unwrap_or_default()).unwrap_or_default();
                 let r = args.get(1).and_then(|v| v.as_i64()).unwrap_or(2) as usize;
                 let mut out = Vec::new();
                 combinations(&items, r, 0, &mut vec![], &mut out);
@@ -466,13 +339,7 @@ impl Object for Itertools {
     }
 }
 
-fn combinations(
-    items: &[Value],
-    r: usize,
-    start: usize,
-    cur: &mut Vec<Value>,
-    out: &mut Vec<Value>,
-) {
+fn combinations(items: &[Value], r: usize, start: usize, cur: &mut Vec<Value>, out: &mut Vec<Value>) {
     if cur.len() == r {
         out.push(Value::from(cur.clone()));
         return;
@@ -501,45 +368,20 @@ impl Object for MutList {
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         Enumerator::Values(self.0.lock().map(|v| v.clone()).unwrap_or_default())
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
-        let mut items = self
-            .0
-            .lock()
-            .map_err(|_| Error::from(ErrorKind::InvalidOperation))?;
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let mut items = self.0.lock().map_err(|_| Error::from(ErrorKind::InvalidOperation))?;
         match method {
             "append" => items.push(args.first().cloned().unwrap_or_default()),
-            "extend" => items.extend(
-                args.first()
-                    .map(|a| {
-                        a.try_iter()
-                            .map(|i| i.collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_default(),
-            ),
+            "extend" => {
+                items.extend(args.first().map(|a| a.try_iter().map(|i| i.collect::<Vec<_>>()).unwrap_or_default()).unwrap_or_default())
+            }
             "insert" => {
-                let i = args
-                    .first()
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or(0)
-                    .clamp(0, items.len() as i64) as usize;
+                let i = args.first().and_then(|v| v.as_i64()).unwrap_or(0).clamp(0, items.len() as i64) as usize;
                 items.insert(i, args.get(1).cloned().unwrap_or_default());
             }
             "pop" => {
-                let i = args
-                    .first()
-                    .and_then(|v| v.as_i64())
-                    .map_or(items.len().saturating_sub(1), |i| i as usize);
-                return Ok(if i < items.len() {
-                    items.remove(i)
-                } else {
-                    Value::from(())
-                });
+                let i = args.first().and_then(|v| v.as_i64()).map_or(items.len().saturating_sub(1), |i| i as usize);
+                return Ok(if i < items.len() { items.remove(i) } else { Value::from(()) });
             }
             "remove" => {
                 if let Some(p) = items.iter().position(|v| Some(v) == args.first()) {
@@ -547,17 +389,10 @@ impl Object for MutList {
                 }
             }
             "count" => {
-                return Ok(Value::from(
-                    items.iter().filter(|v| Some(*v) == args.first()).count(),
-                ));
+                return Ok(Value::from(items.iter().filter(|v| Some(*v) == args.first()).count()));
             }
             "index" => {
-                return Ok(Value::from(
-                    items
-                        .iter()
-                        .position(|v| Some(v) == args.first())
-                        .map_or(-1, |p| p as i64),
-                ));
+                return Ok(Value::from(items.iter().position(|v| Some(v) == args.first()).map_or(-1, |p| p as i64)));
             }
             _ => return Err(Error::from(ErrorKind::UnknownMethod)),
         }
@@ -577,38 +412,16 @@ impl Object for MutDict {
         self.0.lock().ok()?.get(key).cloned()
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(
-            self.0
-                .lock()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default(),
-        )
+        Enumerator::Values(self.0.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default())
     }
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
-        let mut map = self
-            .0
-            .lock()
-            .map_err(|_| Error::from(ErrorKind::InvalidOperation))?;
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let mut map = self.0.lock().map_err(|_| Error::from(ErrorKind::InvalidOperation))?;
         let pairs = |v: &Value| -> Vec<(Value, Value)> {
             if let Ok(k) = Kwargs::try_from(v.clone()) {
-                return k
-                    .args()
-                    .map(|a| (Value::from(a), k.peek::<Value>(a).unwrap_or_default()))
-                    .collect();
+                return k.args().map(|a| (Value::from(a), k.peek::<Value>(a).unwrap_or_default())).collect();
             }
             if v.kind() == ValueKind::Map {
-                return v
-                    .try_iter()
-                    .map(|it| {
-                        it.map(|k| (k.clone(), v.get_item(&k).unwrap_or_default()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                return v.try_iter().map(|it| it.map(|k| (k.clone(), v.get_item(&k).unwrap_or_default())).collect()).unwrap_or_default();
             }
             Vec::new()
         };
@@ -621,28 +434,13 @@ impl Object for MutDict {
                 }
                 Ok(Value::from(""))
             }
-            "pop" => Ok(args
-                .first()
-                .and_then(|k| map.shift_remove(k))
-                .or_else(|| args.get(1).cloned())
-                .unwrap_or_default()),
+            "pop" => Ok(args.first().and_then(|k| map.shift_remove(k)).or_else(|| args.get(1).cloned()).unwrap_or_default()),
             "setdefault" => {
                 let k = args.first().cloned().unwrap_or_default();
-                Ok(map
-                    .entry(k)
-                    .or_insert_with(|| args.get(1).cloned().unwrap_or_default())
-                    .clone())
+                Ok(map.entry(k).or_insert_with(|| args.get(1).cloned().unwrap_or_default()).clone())
             }
-            "get" => Ok(args
-                .first()
-                .and_then(|k| map.get(k).cloned())
-                .or_else(|| args.get(1).cloned())
-                .unwrap_or_default()),
-            "items" => Ok(Value::from(
-                map.iter()
-                    .map(|(k, v)| Value::from(vec![k.clone(), v.clone()]))
-                    .collect::<Vec<_>>(),
-            )),
+            "get" => Ok(args.first().and_then(|k| map.get(k).cloned()).or_else(|| args.get(1).cloned()).unwrap_or_default()),
+            "items" => Ok(Value::from(map.iter().map(|(k, v)| Value::from(vec![k.clone(), v.clone()])).collect::<Vec<_>>())),
             "keys" => Ok(Value::from(map.keys().cloned().collect::<Vec<_>>())),
             "values" => Ok(Value::from(map.values().cloned().collect::<Vec<_>>())),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
@@ -655,20 +453,13 @@ impl Object for MutDict {
 pub fn mutable_literals(src: &str) -> std::borrow::Cow<'_, str> {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = RE.get_or_init(|| {
-        regex::Regex::new(
-            r"(\{%-?\s*set\s+[A-Za-z_][A-Za-z0-9_.]*\s*=\s*)(\[\s*\]|\{\s*\})(\s*-?%\})",
-        )
-        .expect("static regex")
+        regex::Regex::new(r"(\{%-?\s*set\s+[A-Za-z_][A-Za-z0-9_.]*\s*=\s*)(\[\s*\]|\{\s*\})(\s*-?%\})").expect("static regex")
     });
     if !src.contains("set") {
         return std::borrow::Cow::Borrowed(src);
     }
     re.replace_all(src, |c: &regex::Captures| {
-        let lit = if c[2].starts_with('[') {
-            "__kiln_list()"
-        } else {
-            "__kiln_dict()"
-        };
+        let lit = if c[2].starts_with('[') { "__kiln_list()" } else { "__kiln_dict()" };
         format!("{}{}{}", &c[1], lit, &c[3])
     })
 }

@@ -55,11 +55,7 @@ impl Relation {
         for (i, part) in parts.iter().enumerate() {
             if let Some(p) = part {
                 if self.include[i] && !p.is_empty() {
-                    out.push(if self.quoting[i] {
-                        self.quote_ident(p)
-                    } else {
-                        p.clone()
-                    });
+                    out.push(if self.quoting[i] { self.quote_ident(p) } else { p.clone() });
                 }
             }
         }
@@ -74,11 +70,7 @@ impl Relation {
 /// Quotes an identifier, doubling the quote character inside it.
 pub fn quote_ident(s: &str, quote: char) -> String {
     let q = quote.to_string();
-    if quote == '`' {
-        format!("`{}`", s.replace('`', "\\`"))
-    } else {
-        format!("{q}{}{q}", s.replace(quote, &format!("{q}{q}")))
-    }
+    if quote == '`' { format!("`{}`", s.replace('`', "\\`")) } else { format!("{q}{}{q}", s.replace(quote, &format!("{q}{q}"))) }
 }
 
 impl fmt::Display for Relation {
@@ -88,8 +80,7 @@ impl fmt::Display for Relation {
 }
 
 fn opt(v: &Option<String>) -> Value {
-    v.as_ref()
-        .map_or(Value::from(()), |s| Value::from(s.as_str()))
+    v.as_ref().map_or(Value::from(()), |s| Value::from(s.as_str()))
 }
 
 impl Object for Relation {
@@ -117,35 +108,15 @@ impl Object for Relation {
         Enumerator::Str(&["database", "schema", "identifier", "name", "type"])
     }
 
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        name: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
-        let kwargs = args
-            .iter()
-            .rev()
-            .find_map(|a| Kwargs::try_from(a.clone()).ok());
-        let get_bool = |k: &str| {
-            kwargs
-                .as_ref()
-                .and_then(|kw| kw.get::<Option<bool>>(k).ok().flatten())
-        };
-        let get_str = |k: &str| {
-            kwargs
-                .as_ref()
-                .and_then(|kw| kw.get::<Option<String>>(k).ok().flatten())
-        };
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, name: &str, args: &[Value]) -> Result<Value, Error> {
+        let kwargs = args.iter().rev().find_map(|a| Kwargs::try_from(a.clone()).ok());
+        let get_bool = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<bool>>(k).ok().flatten());
+        let get_str = |k: &str| kwargs.as_ref().and_then(|kw| kw.get::<Option<String>>(k).ok().flatten());
         let mut r = (**self).clone();
         match name {
             "render" => Ok(Value::from(Relation::render(self))),
             "include" | "quote" => {
-                let target = if name == "include" {
-                    &mut r.include
-                } else {
-                    &mut r.quoting
-                };
+                let target = if name == "include" { &mut r.include } else { &mut r.quoting };
                 for (i, k) in ["database", "schema", "identifier"].iter().enumerate() {
                     if let Some(b) = get_bool(k) {
                         target[i] = b;
@@ -189,10 +160,7 @@ impl Object for Relation {
                 r.quoting = [false; 3];
                 Ok(r.into_value())
             }
-            _ => Err(Error::new(
-                ErrorKind::UnknownMethod,
-                format!("Relation has no method `{name}`"),
-            )),
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("Relation has no method `{name}`"))),
         }
     }
 
@@ -210,15 +178,9 @@ mod tests {
 
     #[test]
     fn renders_per_dialect() {
-        assert_eq!(
-            Relation::new("db", "s", "t", '"').render(),
-            r#""db"."s"."t""#
-        );
+        assert_eq!(Relation::new("db", "s", "t", '"').render(), r#""db"."s"."t""#);
         assert_eq!(Relation::new("p", "d", "t", '`').render(), "`p`.`d`.`t`");
-        assert_eq!(
-            Relation::new("db", "s", "we\"ird", '"').render(),
-            r#""db"."s"."we""ird""#
-        );
+        assert_eq!(Relation::new("db", "s", "we\"ird", '"').render(), r#""db"."s"."we""ird""#);
         assert_eq!(Relation::cte("eph", '"').render(), "__dbt__cte__eph");
     }
 }

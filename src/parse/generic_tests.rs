@@ -51,34 +51,20 @@ fn parse_spec(node: &YNode) -> Result<Spec, String> {
                 (t, Some(node))
             } else if entries.len() == 1 {
                 let (k, v) = &entries[0];
-                (
-                    k.scalar_string().ok_or("a test name must be a string")?,
-                    Some(v),
-                )
+                (k.scalar_string().ok_or("a test name must be a string")?, Some(v))
             } else {
-                return Err(
-                    "a test must be a name or a mapping with one key (the test's name)".into(),
-                );
+                return Err("a test must be a name or a mapping with one key (the test's name)".into());
             }
         }
         _ => {
-            return Err(format!(
-                "a test must be a name or a mapping, found {}",
-                node.kind()
-            ));
+            return Err(format!("a test must be a name or a mapping, found {}", node.kind()));
         }
     };
     let (namespace, name) = match full_name.split_once('.') {
         Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
         None => (None, full_name.clone()),
     };
-    let mut spec = Spec {
-        name,
-        namespace,
-        args: Map::new(),
-        config: ConfigMap::new(),
-        custom_name: None,
-    };
+    let mut spec = Spec { name, namespace, args: Map::new(), config: ConfigMap::new(), custom_name: None };
     if let Some(body) = body {
         for (k, _, v) in body.entries() {
             match k {
@@ -116,11 +102,7 @@ fn py_str(v: &Json) -> String {
 }
 
 /// dbt's `synthesize_generic_test_names`: (short name, full name).
-pub fn synthesize_names(
-    test_type: &str,
-    target_name: &str,
-    args: &Map<String, Json>,
-) -> (String, String) {
+pub fn synthesize_names(test_type: &str, target_name: &str, args: &Map<String, Json>) -> (String, String) {
     let mut keys: Vec<&String> = args.keys().filter(|k| *k != "model").collect();
     keys.sort();
     let mut flat = Vec::new();
@@ -135,11 +117,7 @@ pub fn synthesize_names(
     let unique = clean.join("__");
     let identifier = format!("{test_type}_{target_name}");
     let full = format!("{identifier}_{unique}");
-    let full = if unique.is_empty() {
-        identifier.clone()
-    } else {
-        full
-    };
+    let full = if unique.is_empty() { identifier.clone() } else { full };
     if full.len() >= 64 {
         let trunc: String = identifier.chars().take(30).collect();
         (format!("{trunc}_{}", md5_hex(&full)), full)
@@ -166,20 +144,13 @@ fn collapse_invalid(s: &str) -> String {
 
 fn md5_hex(s: &str) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a test is attached to.
 enum Target<'a> {
     Model(&'a Node),
-    Source {
-        source: String,
-        table: String,
-        package: String,
-    },
+    Source { source: String, table: String, package: String },
 }
 
 struct Pending {
@@ -189,82 +160,42 @@ struct Pending {
     node: Node,
 }
 
-pub(super) fn build(
-    project: &Project,
-    jinja: &JinjaEnv,
-    props: &Properties,
-    manifest: &mut Manifest,
-    diags: &mut Vec<Diagnostic>,
-) {
+pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, manifest: &mut Manifest, diags: &mut Vec<Diagnostic>) {
     let mut pending: Vec<Pending> = Vec::new();
-    let mut add = |target: &Target,
-                   column: Option<(&str, Option<bool>)>,
-                   spec: &TestSpec,
-                   diags: &mut Vec<Diagnostic>| {
+    let mut add = |target: &Target, column: Option<(&str, Option<bool>)>, spec: &TestSpec, diags: &mut Vec<Diagnostic>| {
         let file = &project.files[spec.file];
-        let parsed = match parse_spec(&spec.node) {
-            Ok(s) => s,
-            Err(msg) => {
-                diags.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!("invalid test in {}: {msg}", file.display_path),
-                    )
-                    .with_label(Label::new(
-                        file.source(),
-                        spec.node.line,
-                        spec.node.col,
-                        1,
-                        "this test",
-                    )),
-                );
-                return;
-            }
-        };
+        let parsed =
+            match parse_spec(&spec.node) {
+                Ok(s) => s,
+                Err(msg) => {
+                    diags.push(
+                        Diagnostic::error(Code::InvalidValue, format!("invalid test in {}: {msg}", file.display_path))
+                            .with_label(Label::new(file.source(), spec.node.line, spec.node.col, 1, "this test")),
+                    );
+                    return;
+                }
+            };
         let macro_name = format!("test_{}", parsed.name);
         let (target_name, package, attached, model_arg) = match target {
-            Target::Model(n) => (
-                n.name.clone(),
-                n.package.clone(),
-                Some(n.unique_id.clone()),
-                format!("{{{{ get_where_subquery(ref('{}')) }}}}", n.name),
-            ),
-            Target::Source {
-                source,
-                table,
-                package,
-                ..
-            } => (
-                format!("{source}_{table}"),
-                package.clone(),
-                None,
-                format!("{{{{ get_where_subquery(source('{source}', '{table}')) }}}}"),
-            ),
+            Target::Model(n) => {
+                (n.name.clone(), n.package.clone(), Some(n.unique_id.clone()), format!("{{{{ get_where_subquery(ref('{}')) }}}}", n.name))
+            }
+            Target::Source { source, table, package, .. } => {
+                (format!("{source}_{table}"), package.clone(), None, format!("{{{{ get_where_subquery(source('{source}', '{table}')) }}}}"))
+            }
         };
         let exists = match &parsed.namespace {
             Some(ns) => jinja.shared.macros.get(ns, &macro_name).is_some(),
-            None => jinja
-                .shared
-                .macros
-                .lookup(Some(&package), &macro_name)
-                .is_some(),
+            None => jinja.shared.macros.lookup(Some(&package), &macro_name).is_some(),
         };
         if !exists {
-            let known: Vec<String> = jinja
-                .shared
-                .macros
-                .all_names()
-                .into_iter()
-                .filter_map(|n| n.strip_prefix("test_").map(str::to_string))
-                .collect();
+            let known: Vec<String> =
+                jinja.shared.macros.all_names().into_iter().filter_map(|n| n.strip_prefix("test_").map(str::to_string)).collect();
             let node_at = match &spec.node.value {
                 YValue::Map(m) => &m[0].0,
                 _ => &spec.node,
             };
-            let full = parsed
-                .namespace
-                .as_ref()
-                .map_or(parsed.name.clone(), |ns| format!("{ns}.{}", parsed.name));
+            let full = parsed.namespace.as_ref().map_or(parsed.name.clone(), |ns| format!("{ns}.{}", parsed.name));
             diags.push(
                 Diagnostic::error(Code::UnknownTest, format!("test `{full}` does not exist"))
                     .with_label(Label::new(file.source(), node_at.line, node_at.col, full.len(), "no generic test with this name"))
@@ -276,22 +207,14 @@ pub(super) fn build(
         }
         let mut args = parsed.args.clone();
         if let Some((col, quote)) = column {
-            let col_value = if quote == Some(true) {
-                quote_ident(col, jinja.shared.target.quote_char())
-            } else {
-                col.to_string()
-            };
+            let col_value = if quote == Some(true) { quote_ident(col, jinja.shared.target.quote_char()) } else { col.to_string() };
             args.insert("column_name".into(), json!(col_value));
         }
         let test_type = match &parsed.namespace {
             Some(ns) => format!("{ns}_{}", parsed.name),
             None => parsed.name.clone(),
         };
-        let test_type = if matches!(target, Target::Source { .. }) {
-            format!("source_{test_type}")
-        } else {
-            test_type
-        };
+        let test_type = if matches!(target, Target::Source { .. }) { format!("source_{test_type}") } else { test_type };
         let (short, full) = match &parsed.custom_name {
             Some(n) => (n.clone(), n.clone()),
             None => synthesize_names(&test_type, &target_name, &args),
@@ -300,10 +223,7 @@ pub(super) fn build(
         kwargs.insert("model".into(), json!(model_arg));
         let hash_input = format!(
             "{short}{}",
-            serde_json::to_string(
-                &json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})
-            )
-            .unwrap_or_default()
+            serde_json::to_string(&json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})).unwrap_or_default()
         );
         let hash = &md5_hex(&hash_input)[22..];
         let project_pkg = project.packages[file.package].name.clone();
@@ -314,15 +234,7 @@ pub(super) fn build(
             Some(ns) => format!("{{{{ {ns}.{macro_name}(**_dbt_generic_test_kwargs) }}}}"),
             None => format!("{{{{ {macro_name}(**_dbt_generic_test_kwargs) }}}}"),
         };
-        let mut node = new_node(
-            project,
-            spec.file,
-            ResourceType::Test,
-            &short,
-            fqn.clone(),
-            Arc::from(raw.as_str()),
-            spec.node.line,
-        );
+        let mut node = new_node(project, spec.file, ResourceType::Test, &short, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
         node.unique_id = format!("test.{project_pkg}.{short}.{hash}");
         node.config = project_config(project, ResourceType::Test, file.package, &fqn);
         for (k, v) in &parsed.config {
@@ -330,36 +242,22 @@ pub(super) fn build(
             merge_one(&mut node.unrendered_config, k, v.clone());
         }
         if let Some(Json::String(s)) = node.config.get("severity").cloned() {
-            node.config
-                .insert("severity".into(), json!(s.to_uppercase()));
+            node.config.insert("severity".into(), json!(s.to_uppercase()));
         }
         node.path = format!("{short}.sql");
         node.checksum = checksum("");
         node.column_name = column.map(|(c, _)| c.to_string());
         node.attached_node = attached;
         match target {
-            Target::Model(n) => node.refs.push(crate::jinja::context::RefCall {
-                package: None,
-                name: n.name.clone(),
-                version: None,
-            }),
-            Target::Source { source, table, .. } => {
-                node.sources.push((source.clone(), table.clone()))
-            }
+            Target::Model(n) => node.refs.push(crate::jinja::context::RefCall { package: None, name: n.name.clone(), version: None }),
+            Target::Source { source, table, .. } => node.sources.push((source.clone(), table.clone())),
         }
-        node.test_metadata = Some(TestMetadata {
-            name: parsed.name.clone(),
-            namespace: parsed.namespace.clone(),
-            kwargs,
-        });
-        pending.push(Pending {
-            spec_file: spec.file,
-            line: spec.node.line,
-            col: spec.node.col,
-            node,
-        });
+        node.test_metadata = Some(TestMetadata { name: parsed.name.clone(), namespace: parsed.namespace.clone(), kwargs });
+        pending.push(Pending { spec_file: spec.file, line: spec.node.line, col: spec.node.col, node });
     };
 
+    let by_key: std::collections::HashMap<(ResourceType, &str, &str), &Node> =
+        manifest.nodes.values().map(|n| ((n.resource_type, n.package.as_str(), n.name.as_str()), n)).collect();
     for patch in &props.patches {
         let pkg = &project.packages[project.files[patch.file].package].name;
         let rt = match patch.section {
@@ -368,11 +266,7 @@ pub(super) fn build(
             "snapshots" => ResourceType::Snapshot,
             _ => continue,
         };
-        let Some(target) = manifest
-            .nodes
-            .values()
-            .find(|n| n.resource_type == rt && &n.package == pkg && n.name == patch.name)
-        else {
+        let Some(target) = by_key.get(&(rt, pkg.as_str(), patch.name.as_str())).copied() else {
             continue;
         };
         let target = Target::Model(target);
@@ -392,11 +286,7 @@ pub(super) fn build(
             if !manifest.sources.contains_key(&unique_id) {
                 continue;
             }
-            let target = Target::Source {
-                source: s.name.clone(),
-                table: t.name.clone(),
-                package: pkg.clone(),
-            };
+            let target = Target::Source { source: s.name.clone(), table: t.name.clone(), package: pkg.clone() };
             for spec in &t.tests {
                 add(&target, None, spec, diags);
             }
@@ -431,25 +321,12 @@ pub(super) fn build(
                 }
                 Err(e) => {
                     let file = &project.files[p.spec_file];
-                    let mut d = to_diagnostic(
-                        &e,
-                        &|path| super::source_for(project, jinja, path),
-                        &format!("test `{}`", p.node.name),
-                    );
+                    let mut d = to_diagnostic(&e, &|path| super::source_for(project, jinja, path), &format!("test `{}`", p.node.name));
                     if d.labels.is_empty() || d.labels[0].source.path.starts_with("<") {
                         d.labels.clear();
-                        d = d.with_label(Label::new(
-                            file.source(),
-                            p.line,
-                            p.col,
-                            1,
-                            "in this test",
-                        ));
+                        d = d.with_label(Label::new(file.source(), p.line, p.col, 1, "in this test"));
                     } else {
-                        d = d.with_note(format!(
-                            "while rendering the test defined at {}:{}",
-                            file.display_path, p.line
-                        ));
+                        d = d.with_note(format!("while rendering the test defined at {}:{}", file.display_path, p.line));
                     }
                     ds.push(d);
                 }
@@ -465,22 +342,10 @@ pub(super) fn build(
         if let Some(prev) = manifest.nodes.get(&p.node.unique_id) {
             let file = &project.files[p.spec_file];
             diags.push(
-                Diagnostic::error(
-                    Code::DuplicateResource,
-                    format!("test `{}` is defined twice", p.node.name),
-                )
-                .with_label(Label::new(
-                    file.source(),
-                    p.line,
-                    p.col,
-                    1,
-                    "duplicate test",
-                ))
-                .with_note(format!(
-                    "also defined at {}:{}",
-                    prev.original_file_path, prev.line
-                ))
-                .with_help("give one of them a distinct `name:`"),
+                Diagnostic::error(Code::DuplicateResource, format!("test `{}` is defined twice", p.node.name))
+                    .with_label(Label::new(file.source(), p.line, p.col, 1, "duplicate test"))
+                    .with_note(format!("also defined at {}:{}", prev.original_file_path, prev.line))
+                    .with_help("give one of them a distinct `name:`"),
             );
             continue;
         }
@@ -489,12 +354,7 @@ pub(super) fn build(
 }
 
 /// The render context of a generic test.
-pub fn test_ctx(
-    jinja: &JinjaEnv,
-    node: &Node,
-    phase: Phase,
-    resolver: Option<Arc<dyn crate::jinja::Resolver>>,
-) -> NodeCtx {
+pub fn test_ctx(jinja: &JinjaEnv, node: &Node, phase: Phase, resolver: Option<Arc<dyn crate::jinja::Resolver>>) -> NodeCtx {
     let info = NodeInfo {
         unique_id: node.unique_id.clone(),
         package: node.package.clone(),
@@ -510,11 +370,7 @@ pub fn test_ctx(
 
 /// Renders a generic test: its arguments first (dbt renders every string argument, wrapping
 /// `ref(...)`-like values in `{{ }}`), then its macro call.
-pub fn render_test(
-    jinja: &JinjaEnv,
-    node: &Node,
-    ctx: NodeCtx,
-) -> Result<(String, crate::jinja::context::Record), minijinja::Error> {
+pub fn render_test(jinja: &JinjaEnv, node: &Node, ctx: NodeCtx) -> Result<(String, crate::jinja::context::Record), minijinja::Error> {
     let Some(meta) = &node.test_metadata else {
         let ctx = Arc::new(ctx);
         let out = jinja.render(&node.original_file_path, &node.raw_code, ctx.clone())?;
@@ -529,25 +385,13 @@ pub fn render_test(
     }
     let record = ctx.take_record();
     let mut inner = Arc::try_unwrap(ctx).unwrap_or_else(|arc| {
-        let mut c = NodeCtx::new(
-            arc.phase,
-            arc.node.clone(),
-            arc.config.lock().map(|c| c.clone()).unwrap_or_default(),
-            arc.shared.clone(),
-        );
+        let mut c = NodeCtx::new(arc.phase, arc.node.clone(), arc.config.lock().map(|c| c.clone()).unwrap_or_default(), arc.shared.clone());
         c.resolver = arc.resolver.clone();
         c
     });
-    inner.extra.push((
-        "_dbt_generic_test_kwargs".into(),
-        crate::jinja::vmap(kwargs),
-    ));
+    inner.extra.push(("_dbt_generic_test_kwargs".into(), crate::jinja::vmap(kwargs)));
     let inner = Arc::new(inner);
-    let out = jinja.render(
-        &format!("<generic test {}>", node.name),
-        &node.raw_code,
-        inner.clone(),
-    )?;
+    let out = jinja.render(&format!("<generic test {}>", node.name), &node.raw_code, inner.clone())?;
     let mut rec2 = inner.take_record();
     let mut all = record;
     all.refs.append(&mut rec2.refs);
@@ -560,20 +404,12 @@ pub fn render_test(
 fn single_expression(s: &str) -> Option<&str> {
     let t = s.trim();
     let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
-    (!inner.contains("{{") && !inner.contains("}}"))
-        .then(|| inner.trim().trim_start_matches('-').trim_end_matches('-'))
+    (!inner.contains("{{") && !inner.contains("}}")).then(|| inner.trim().trim_start_matches('-').trim_end_matches('-'))
 }
 
-fn render_arg(
-    jinja: &JinjaEnv,
-    key: &str,
-    v: &Json,
-    root: &Value,
-) -> Result<Value, minijinja::Error> {
+fn render_arg(jinja: &JinjaEnv, key: &str, v: &Json, root: &Value) -> Result<Value, minijinja::Error> {
     static FUNC: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let func = FUNC.get_or_init(|| {
-        regex::Regex::new(r"^\s*(env_var|ref|var|source|doc)\s*\(.+\)\s*$").expect("static regex")
-    });
+    let func = FUNC.get_or_init(|| regex::Regex::new(r"^\s*(env_var|ref|var|source|doc)\s*\(.+\)\s*$").expect("static regex"));
     Ok(match v {
         Json::String(s) if key != "column_name" => {
             if func.is_match(s) {
@@ -589,12 +425,7 @@ fn render_arg(
                 Value::from(s.as_str())
             }
         }
-        Json::Array(items) => Value::from(
-            items
-                .iter()
-                .map(|i| render_arg(jinja, "", i, root))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Json::Array(items) => Value::from(items.iter().map(|i| render_arg(jinja, "", i, root)).collect::<Result<Vec<_>, _>>()?),
         Json::Object(m) => {
             let mut out = Vec::new();
             for (k, i) in m {
@@ -614,42 +445,18 @@ mod tests {
     fn dbt_test_names() {
         let mut args = Map::new();
         args.insert("column_name".into(), json!("order_id"));
-        assert_eq!(
-            synthesize_names("not_null", "orders", &args).0,
-            "not_null_orders_order_id"
-        );
+        assert_eq!(synthesize_names("not_null", "orders", &args).0, "not_null_orders_order_id");
         args.insert("column_name".into(), json!("status"));
         args.insert("values".into(), json!(["placed", "shipped"]));
-        assert_eq!(
-            synthesize_names("accepted_values", "orders", &args).0,
-            "accepted_values_orders_status__placed__shipped"
-        );
-        args.insert(
-            "values".into(),
-            json!([
-                "placed",
-                "shipped",
-                "completed",
-                "return_pending",
-                "returned"
-            ]),
-        );
+        assert_eq!(synthesize_names("accepted_values", "orders", &args).0, "accepted_values_orders_status__placed__shipped");
+        args.insert("values".into(), json!(["placed", "shipped", "completed", "return_pending", "returned"]));
         let (short, full) = synthesize_names("accepted_values", "orders", &args);
-        assert_eq!(
-            full,
-            "accepted_values_orders_status__placed__shipped__completed__return_pending__returned"
-        );
-        assert_eq!(
-            short,
-            "accepted_values_orders_1ce6ab157c285f7cd2ac656013faf758"
-        );
+        assert_eq!(full, "accepted_values_orders_status__placed__shipped__completed__return_pending__returned");
+        assert_eq!(short, "accepted_values_orders_1ce6ab157c285f7cd2ac656013faf758");
         let mut rel = Map::new();
         rel.insert("column_name".into(), json!("customer_id"));
         rel.insert("to".into(), json!("ref('customers')"));
         rel.insert("field".into(), json!("customer_id"));
-        assert_eq!(
-            synthesize_names("relationships", "orders", &rel).0,
-            "relationships_orders_customer_id__customer_id__ref_customers_"
-        );
+        assert_eq!(synthesize_names("relationships", "orders", &rel).0, "relationships_orders_customer_id__customer_id__ref_customers_");
     }
 }

@@ -131,30 +131,20 @@ pub struct Node {
 
 impl Node {
     pub fn materialized(&self) -> &str {
-        self.config
-            .get("materialized")
-            .and_then(Json::as_str)
-            .unwrap_or("view")
+        self.config.get("materialized").and_then(Json::as_str).unwrap_or("view")
     }
     pub fn is_ephemeral(&self) -> bool {
         self.resource_type == ResourceType::Model && self.materialized() == "ephemeral"
     }
     pub fn tags(&self) -> Vec<&str> {
-        self.config
-            .get("tags")
-            .and_then(Json::as_array)
-            .map(|a| a.iter().filter_map(Json::as_str).collect())
-            .unwrap_or_default()
+        self.config.get("tags").and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default()
     }
     pub fn enabled(&self) -> bool {
         json_truthy(self.config.get("enabled")).unwrap_or(true)
     }
     /// Does this node produce a relation other nodes can `ref`?
     pub fn is_refable(&self) -> bool {
-        matches!(
-            self.resource_type,
-            ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot
-        )
+        matches!(self.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
     }
     pub fn relation(&self, quote: char) -> Relation {
         if self.is_ephemeral() {
@@ -254,10 +244,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn all_nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes
-            .values()
-            .chain(self.exposures.values())
-            .chain(self.unit_tests.values())
+        self.nodes.values().chain(self.exposures.values()).chain(self.unit_tests.values())
     }
 }
 
@@ -300,10 +287,7 @@ fn defaults(rt: ResourceType) -> ConfigMap {
     c.insert("grants".into(), json!({}));
     c.insert("packages".into(), json!([]));
     c.insert("docs".into(), json!({"show": true, "node_color": null}));
-    c.insert(
-        "contract".into(),
-        json!({"enforced": false, "alias_types": true}),
-    );
+    c.insert("contract".into(), json!({"enforced": false, "alias_types": true}));
     if rt == ResourceType::Model {
         c.insert("access".into(), json!("protected"));
     }
@@ -329,12 +313,7 @@ fn section_for(rt: ResourceType) -> &'static str {
 
 /// Project-level config for a node at `fqn` in `package`: the package's own tree, then the root
 /// project's tree (which may configure packages too).
-pub fn project_config(
-    project: &Project,
-    rt: ResourceType,
-    package: usize,
-    fqn: &[String],
-) -> ConfigMap {
+pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
     let mut config = defaults(rt);
     let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
     let section = section_for(rt);
@@ -371,9 +350,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
     }
     let mut manifest = Manifest::default();
     for ((pkg, name), text) in &jinja.shared.docs {
-        manifest
-            .docs
-            .insert(format!("doc.{pkg}.{name}"), (name.clone(), text.clone()));
+        manifest.docs.insert(format!("doc.{pkg}.{name}"), (name.clone(), text.clone()));
     }
 
     // Patches by (section, package, name); a name described twice is an error.
@@ -383,21 +360,9 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
         if let Some(prev) = patches.insert((p.section, pkg, p.name.as_str()), p) {
             let file = &project.files[p.file];
             diags.push(
-                Diagnostic::error(
-                    Code::DuplicateResource,
-                    format!("`{}` is described twice in properties YAML", p.name),
-                )
-                .with_label(Label::new(
-                    file.source(),
-                    p.line,
-                    p.col,
-                    p.name.len() + 6,
-                    "second description",
-                ))
-                .with_note(format!(
-                    "first described in {}:{}",
-                    project.files[prev.file].display_path, prev.line
-                )),
+                Diagnostic::error(Code::DuplicateResource, format!("`{}` is described twice in properties YAML", p.name))
+                    .with_label(Label::new(file.source(), p.line, p.col, p.name.len() + 6, "second description"))
+                    .with_note(format!("first described in {}:{}", project.files[prev.file].display_path, prev.line)),
             );
         }
     }
@@ -410,11 +375,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
             FileKind::Analysis => ResourceType::Analysis,
             FileKind::Seed => ResourceType::Seed,
             FileKind::Snapshot => ResourceType::Snapshot,
-            FileKind::Test
-                if !file.path.starts_with("generic/")
-                    && !file.text.contains("{% test")
-                    && !file.text.contains("{%- test") =>
-            {
+            FileKind::Test if !file.path.starts_with("generic/") && !file.text.contains("{% test") && !file.text.contains("{%- test") => {
                 ResourceType::Test
             }
             _ => continue,
@@ -423,39 +384,19 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
         if rt == ResourceType::Snapshot {
             match crate::jinja::blocks::find_blocks(&file.text) {
                 Ok(blocks) => {
-                    for b in blocks
-                        .into_iter()
-                        .filter(|b| b.kind == crate::jinja::blocks::BlockKind::Snapshot)
-                    {
+                    for b in blocks.into_iter().filter(|b| b.kind == crate::jinja::blocks::BlockKind::Snapshot) {
                         let body = &file.text[b.body_start..b.body_end];
                         // Keep line numbers: pad the body to its position in the file.
                         let padded = format!("{}{}", "\n".repeat(b.line - 1), body);
                         let mut fqn = vec![package.clone()];
                         fqn.extend(file.folders().iter().map(|s| s.to_string()));
                         fqn.push(b.name.clone());
-                        pending.push(new_node(
-                            project,
-                            i,
-                            rt,
-                            &b.name,
-                            fqn,
-                            Arc::from(padded.as_str()),
-                            b.line,
-                        ));
+                        pending.push(new_node(project, i, rt, &b.name, fqn, Arc::from(padded.as_str()), b.line));
                     }
                 }
                 Err((line, msg)) => diags.push(
-                    Diagnostic::error(
-                        Code::JinjaSyntax,
-                        format!("Jinja syntax error in {}: {msg}", file.display_path),
-                    )
-                    .with_label(Label::new(
-                        file.source(),
-                        line,
-                        1,
-                        2,
-                        "opened here",
-                    )),
+                    Diagnostic::error(Code::JinjaSyntax, format!("Jinja syntax error in {}: {msg}", file.display_path))
+                        .with_label(Label::new(file.source(), line, 1, 2, "opened here")),
                 ),
             }
             continue;
@@ -498,10 +439,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
     }
 
     // Patches naming nothing.
-    let existing: std::collections::HashSet<(&str, &str)> = parsed_nodes
-        .iter()
-        .map(|n| (n.package.as_str(), n.name.as_str()))
-        .collect();
+    let existing: std::collections::HashSet<(&str, &str)> = parsed_nodes.iter().map(|n| (n.package.as_str(), n.name.as_str())).collect();
     for p in &props.patches {
         let pkg = &project.packages[project.files[p.file].package].name;
         if !existing.contains(&(pkg.as_str(), p.name.as_str())) {
@@ -517,13 +455,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
                         file.display_path
                     ),
                 )
-                .with_label(Label::new(
-                    file.source(),
-                    p.line,
-                    p.col,
-                    1,
-                    "no matching file",
-                ))
+                .with_label(Label::new(file.source(), p.line, p.col, 1, "no matching file"))
                 .with_help_opt(crate::diagnostics::did_you_mean(&p.name, candidates)),
             );
         }
@@ -542,10 +474,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
             let mut config = ConfigMap::new();
             config.insert("enabled".into(), json!(true));
             if let Some(tree) = project.config().tree("sources") {
-                tree.apply(
-                    &fqn.iter().map(String::as_str).collect::<Vec<_>>(),
-                    &mut config,
-                );
+                tree.apply(&fqn.iter().map(String::as_str).collect::<Vec<_>>(), &mut config);
             }
             merge_all(&mut config, &s.config);
             merge_all(&mut config, &t.config);
@@ -570,10 +499,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
                 source_name: s.name.clone(),
                 name: t.name.clone(),
                 identifier: t.identifier.clone().unwrap_or_else(|| t.name.clone()),
-                database: s
-                    .database
-                    .clone()
-                    .unwrap_or_else(|| jinja.shared.target.database.clone()),
+                database: s.database.clone().unwrap_or_else(|| jinja.shared.target.database.clone()),
                 schema: s.schema.clone().unwrap_or_else(|| s.name.clone()),
                 file: s.file,
                 line: t.line,
@@ -581,40 +507,20 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
                 description: t.description.clone(),
                 source_description: s.description.clone(),
                 loader: s.loader.clone(),
-                columns: t
-                    .columns
-                    .iter()
-                    .map(|c| (c.name.clone(), ColumnInfo::from(c)))
-                    .collect(),
+                columns: t.columns.iter().map(|c| (c.name.clone(), ColumnInfo::from(c))).collect(),
                 meta,
                 source_meta: s.meta.clone(),
                 tags,
                 config,
                 quoting,
-                loaded_at_field: t
-                    .loaded_at_field
-                    .clone()
-                    .or_else(|| s.loaded_at_field.clone()),
-                freshness: if t.freshness.is_null() {
-                    s.freshness.clone()
-                } else {
-                    t.freshness.clone()
-                },
+                loaded_at_field: t.loaded_at_field.clone().or_else(|| s.loaded_at_field.clone()),
+                freshness: if t.freshness.is_null() { s.freshness.clone() } else { t.freshness.clone() },
                 external: t.external.clone(),
             };
             if manifest.sources.insert(unique_id.clone(), source).is_some() {
                 diags.push(
-                    Diagnostic::error(
-                        Code::DuplicateResource,
-                        format!("source table `{}.{}` is defined twice", s.name, t.name),
-                    )
-                    .with_label(Label::new(
-                        file.source(),
-                        t.line,
-                        1,
-                        1,
-                        "second definition",
-                    )),
+                    Diagnostic::error(Code::DuplicateResource, format!("source table `{}.{}` is defined twice", s.name, t.name))
+                        .with_label(Label::new(file.source(), t.line, 1, 1, "second definition")),
                 );
             }
         }
@@ -630,21 +536,16 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
             manifest.disabled.insert(node.unique_id.clone(), node);
             continue;
         }
-        let key = (
-            node.package.clone(),
-            node.name.clone(),
-            if node.is_refable() {
-                ResourceType::Model
-            } else {
-                node.resource_type
-            },
-        );
+        let key = (node.package.clone(), node.name.clone(), if node.is_refable() { ResourceType::Model } else { node.resource_type });
         if let Some(prev) = by_name.get(&key) {
             let prev = &manifest.nodes[prev];
             let file = node.file.map(|f| &project.files[f]);
             let mut d = Diagnostic::error(
                 Code::DuplicateResource,
-                format!("two resources are named `{}` in package `{}`: {} and {}", node.name, node.package, prev.original_file_path, node.original_file_path),
+                format!(
+                    "two resources are named `{}` in package `{}`: {} and {}",
+                    node.name, node.package, prev.original_file_path, node.original_file_path
+                ),
             )
             .with_help("rename one of the files (names must be unique within a package, across models, seeds and snapshots)");
             if let Some(f) = file {
@@ -663,10 +564,7 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
     build_unit_tests(project, &props, &mut manifest, diags);
     manifest.nodes.sort_keys();
     manifest.sources.sort_keys();
-    Parsed {
-        manifest,
-        properties: props,
-    }
+    Parsed { manifest, properties: props }
 }
 
 pub(crate) fn new_node(
@@ -681,11 +579,7 @@ pub(crate) fn new_node(
     let file = &project.files[file_index];
     let package = project.packages[file.package].name.clone();
     let config = project_config(project, rt, file.package, &fqn);
-    let checksum = if rt == ResourceType::Seed {
-        checksum(&file.abs_path.to_string_lossy())
-    } else {
-        checksum(&file.text)
-    };
+    let checksum = if rt == ResourceType::Seed { checksum(&file.abs_path.to_string_lossy()) } else { checksum(&file.text) };
     Node {
         unique_id: format!("{}.{}.{}", rt.as_str(), package, name),
         resource_type: rt,
@@ -720,16 +614,9 @@ fn apply_patch(node: &mut Node, p: &ResourcePatch, project: &Project) {
     merge_all(&mut node.config, &p.config);
     merge_all(&mut node.unrendered_config, &p.config);
     node.description = p.description.clone();
-    node.columns = p
-        .columns
-        .iter()
-        .map(|c| (c.name.clone(), ColumnInfo::from(c)))
-        .collect();
+    node.columns = p.columns.iter().map(|c| (c.name.clone(), ColumnInfo::from(c))).collect();
     let file = &project.files[p.file];
-    node.patch_path = Some(format!(
-        "{}://{}",
-        project.packages[file.package].name, file.original_path
-    ));
+    node.patch_path = Some(format!("{}://{}", project.packages[file.package].name, file.original_path));
 }
 
 /// Renders a node's file with `execute = false` and records what it used.
@@ -742,12 +629,7 @@ fn render_parse(project: &Project, jinja: &JinjaEnv, node: &mut Node, diags: &mu
         original_file_path: node.original_file_path.clone(),
         path: node.path.clone(),
     };
-    let ctx = Arc::new(NodeCtx::new(
-        Phase::Parse,
-        info,
-        node.config.clone(),
-        jinja.shared.clone(),
-    ));
+    let ctx = Arc::new(NodeCtx::new(Phase::Parse, info, node.config.clone(), jinja.shared.clone()));
     let file = node.file.map(|f| &project.files[f]);
     let display = file.map_or(node.original_file_path.clone(), |f| f.display_path.clone());
     let source = crate::jinja::modules::mutable_literals(&node.raw_code).into_owned();
@@ -787,49 +669,27 @@ pub fn source_for(project: &Project, jinja: &JinjaEnv, path: &str) -> Option<Sou
         .map(|m| {
             SourceText::new(
                 path.to_string(),
-                if path.starts_with("<kiln>") {
-                    Arc::from(include_str!("../jinja/dbt_macros.sql"))
-                } else {
-                    m.source.clone()
-                },
+                if path.starts_with("<kiln>") { Arc::from(include_str!("../jinja/dbt_macros.sql")) } else { m.source.clone() },
             )
         })
         .map(|s| {
             // Macro sources are one block; the file's full text gives correct line numbers.
-            project
-                .files
-                .iter()
-                .find(|f| f.display_path == s.path)
-                .map(|f| f.source())
-                .unwrap_or(s)
+            project.files.iter().find(|f| f.display_path == s.path).map(|f| f.source()).unwrap_or(s)
         })
 }
 
 /// Resolves database/schema/alias of every node (dbt's `generate_*_name`).
-fn resolve_relations(
-    project: &Project,
-    jinja: &JinjaEnv,
-    nodes: &mut [Node],
-    diags: &mut Vec<Diagnostic>,
-) {
+fn resolve_relations(project: &Project, jinja: &JinjaEnv, nodes: &mut [Node], diags: &mut Vec<Diagnostic>) {
     let root = project.name();
     let overridden = |name: &str| jinja.shared.macros.get(root, name).is_some();
-    let (custom_schema, custom_alias, custom_db) = (
-        overridden("generate_schema_name"),
-        overridden("generate_alias_name"),
-        overridden("generate_database_name"),
-    );
+    let (custom_schema, custom_alias, custom_db) =
+        (overridden("generate_schema_name"), overridden("generate_alias_name"), overridden("generate_database_name"));
     let target = &jinja.shared.target;
     let results: Vec<Result<(String, String, String), Diagnostic>> = nodes
         .par_iter()
         .map(|node| {
-            let cfg_str = |k: &str| {
-                node.config.get(k).and_then(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .or_else(|| (!v.is_null()).then(|| v.to_string()))
-                })
-            };
+            let cfg_str =
+                |k: &str| node.config.get(k).and_then(|v| v.as_str().map(str::to_string).or_else(|| (!v.is_null()).then(|| v.to_string())));
             let mut custom = cfg_str("schema");
             if node.resource_type == ResourceType::Test && custom.is_none() {
                 custom = Some("dbt_test__audit".to_string());
@@ -844,37 +704,15 @@ fn resolve_relations(
                     path: node.path.clone(),
                 };
                 let n = node.clone();
-                let ctx = NodeCtx::new(
-                    Phase::Parse,
-                    info,
-                    node.config.clone(),
-                    jinja.shared.clone(),
-                )
-                .with_model(Arc::new(move || n.context_value()));
+                let ctx = NodeCtx::new(Phase::Parse, info, node.config.clone(), jinja.shared.clone())
+                    .with_model(Arc::new(move || n.context_value()));
                 let arg = arg.map_or(minijinja::Value::from(()), minijinja::Value::from);
                 jinja
-                    .call_macro(
-                        macro_name,
-                        vec![
-                            arg,
-                            minijinja::Value::from_dyn_object(Arc::new(NodeRef(
-                                node.context_value(),
-                            ))),
-                        ],
-                        ctx,
-                    )
+                    .call_macro(macro_name, vec![arg, minijinja::Value::from_dyn_object(Arc::new(NodeRef(node.context_value())))], ctx)
                     .map(|v| v.to_string().trim().to_string())
-                    .map_err(|e| {
-                        to_diagnostic(
-                            &e,
-                            &|p| source_for(project, jinja, p),
-                            &format!("{macro_name} for `{}`", node.name),
-                        )
-                    })
+                    .map_err(|e| to_diagnostic(&e, &|p| source_for(project, jinja, p), &format!("{macro_name} for `{}`", node.name)))
             };
-            let snapshot_schema = (node.resource_type == ResourceType::Snapshot)
-                .then(|| cfg_str("target_schema"))
-                .flatten();
+            let snapshot_schema = (node.resource_type == ResourceType::Snapshot).then(|| cfg_str("target_schema")).flatten();
             let schema = match snapshot_schema {
                 Some(s) => s,
                 None if custom_schema => call("generate_schema_name", custom)?,
@@ -886,13 +724,9 @@ fn resolve_relations(
             let alias = if custom_alias {
                 call("generate_alias_name", cfg_str("alias"))?
             } else {
-                cfg_str("alias")
-                    .map(|a| a.trim().to_string())
-                    .unwrap_or_else(|| node.name.clone())
+                cfg_str("alias").map(|a| a.trim().to_string()).unwrap_or_else(|| node.name.clone())
             };
-            let snapshot_db = (node.resource_type == ResourceType::Snapshot)
-                .then(|| cfg_str("target_database"))
-                .flatten();
+            let snapshot_db = (node.resource_type == ResourceType::Snapshot).then(|| cfg_str("target_database")).flatten();
             let database = match snapshot_db {
                 Some(d) => d,
                 None if custom_db => call("generate_database_name", cfg_str("database"))?,
@@ -922,19 +756,11 @@ impl minijinja::value::Object for NodeRef {
         self.0.get_item(key).ok().filter(|v| !v.is_undefined())
     }
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        minijinja::value::Enumerator::Values(
-            self.0.try_iter().map(|i| i.collect()).unwrap_or_default(),
-        )
+        minijinja::value::Enumerator::Values(self.0.try_iter().map(|i| i.collect()).unwrap_or_default())
     }
 }
 
-fn build_exposures(
-    project: &Project,
-    jinja: &JinjaEnv,
-    props: &Properties,
-    manifest: &mut Manifest,
-    diags: &mut Vec<Diagnostic>,
-) {
+fn build_exposures(project: &Project, jinja: &JinjaEnv, props: &Properties, manifest: &mut Manifest, diags: &mut Vec<Diagnostic>) {
     for e in &props.exposures {
         let file = &project.files[e.file];
         let package = project.packages[file.package].name.clone();
@@ -945,114 +771,53 @@ fn build_exposures(
             resource_type: "exposure",
             ..Default::default()
         };
-        let ctx = Arc::new(NodeCtx::new(
-            Phase::Parse,
-            info,
-            ConfigMap::new(),
-            jinja.shared.clone(),
-        ));
-        for dep in e
-            .node
-            .get("depends_on")
-            .and_then(|d| d.as_seq())
-            .unwrap_or(&[])
-        {
+        let ctx = Arc::new(NodeCtx::new(Phase::Parse, info, ConfigMap::new(), jinja.shared.clone()));
+        for dep in e.node.get("depends_on").and_then(|d| d.as_seq()).unwrap_or(&[]) {
             let Some(expr) = dep.as_str() else { continue };
-            let result = jinja
-                .env
-                .compile_expression(expr)
-                .and_then(|x| x.eval(minijinja::Value::from_dyn_object(ctx.clone())));
+            let result = jinja.env.compile_expression(expr).and_then(|x| x.eval(minijinja::Value::from_dyn_object(ctx.clone())));
             if let Err(err) = result {
                 let mut d = to_diagnostic(&err, &|_| None, &format!("exposure `{}`", e.name));
                 d.labels.clear();
-                diags.push(d.with_label(Label::new(
-                    file.source(),
-                    dep.line,
-                    dep.col,
-                    expr.len(),
-                    "in this dependency",
-                )));
+                diags.push(d.with_label(Label::new(file.source(), dep.line, dep.col, expr.len(), "in this dependency")));
             }
         }
         let record = ctx.take_record();
         let mut fqn = vec![package.clone()];
         fqn.extend(file.folders().iter().map(|s| s.to_string()));
         fqn.push(e.name.clone());
-        let mut node = new_node(
-            project,
-            e.file,
-            ResourceType::Exposure,
-            &e.name,
-            fqn,
-            Arc::from(""),
-            e.line,
-        );
+        let mut node = new_node(project, e.file, ResourceType::Exposure, &e.name, fqn, Arc::from(""), e.line);
         node.config = ConfigMap::from_iter([("enabled".to_string(), json!(true))]);
         node.refs = record.refs;
         node.sources = record.sources;
-        node.description = e
-            .node
-            .get("description")
-            .and_then(|d| d.scalar_string())
-            .unwrap_or_default();
+        node.description = e.node.get("description").and_then(|d| d.scalar_string()).unwrap_or_default();
         node.extra = e.node.to_json();
         manifest.exposures.insert(node.unique_id.clone(), node);
     }
 }
 
-fn build_unit_tests(
-    project: &Project,
-    props: &Properties,
-    manifest: &mut Manifest,
-    diags: &mut Vec<Diagnostic>,
-) {
+fn build_unit_tests(project: &Project, props: &Properties, manifest: &mut Manifest, diags: &mut Vec<Diagnostic>) {
     for u in &props.unit_tests {
         let file = &project.files[u.file];
         let package = project.packages[file.package].name.clone();
         let Some(model) = u.node.get("model").and_then(|m| m.scalar_string()) else {
-            diags.push(
-                Diagnostic::error(
-                    Code::MissingKey,
-                    format!("unit test `{}` has no `model`", u.name),
-                )
-                .with_label(Label::new(
-                    file.source(),
-                    u.line,
-                    1,
-                    1,
-                    "add `model: <model_name>`",
-                )),
-            );
+            diags.push(Diagnostic::error(Code::MissingKey, format!("unit test `{}` has no `model`", u.name)).with_label(Label::new(
+                file.source(),
+                u.line,
+                1,
+                1,
+                "add `model: <model_name>`",
+            )));
             continue;
         };
-        let target = manifest
-            .nodes
-            .values()
-            .find(|n| n.resource_type == ResourceType::Model && n.name == model);
+        let target = manifest.nodes.values().find(|n| n.resource_type == ResourceType::Model && n.name == model);
         let Some(target) = target else {
             let m = u.node.get("model").unwrap_or(&u.node);
-            let names: Vec<&str> = manifest
-                .nodes
-                .values()
-                .filter(|n| n.resource_type == ResourceType::Model)
-                .map(|n| n.name.as_str())
-                .collect();
+            let names: Vec<&str> =
+                manifest.nodes.values().filter(|n| n.resource_type == ResourceType::Model).map(|n| n.name.as_str()).collect();
             diags.push(
-                Diagnostic::error(
-                    Code::UnitTestTarget,
-                    format!(
-                        "unit test `{}` tests model `{model}`, which does not exist",
-                        u.name
-                    ),
-                )
-                .with_label(Label::new(
-                    file.source(),
-                    m.line,
-                    m.col,
-                    model.len(),
-                    "no such model",
-                ))
-                .with_help_opt(crate::diagnostics::did_you_mean(&model, names)),
+                Diagnostic::error(Code::UnitTestTarget, format!("unit test `{}` tests model `{model}`, which does not exist", u.name))
+                    .with_label(Label::new(file.source(), m.line, m.col, model.len(), "no such model"))
+                    .with_help_opt(crate::diagnostics::did_you_mean(&model, names)),
             );
             continue;
         };
@@ -1060,21 +825,10 @@ fn build_unit_tests(
         fqn.extend(file.folders().iter().map(|s| s.to_string()));
         fqn.push(model.clone());
         fqn.push(u.name.clone());
-        let mut node = new_node(
-            project,
-            u.file,
-            ResourceType::UnitTest,
-            &u.name,
-            fqn,
-            Arc::from(""),
-            u.line,
-        );
+        let mut node = new_node(project, u.file, ResourceType::UnitTest, &u.name, fqn, Arc::from(""), u.line);
         node.unique_id = format!("unit_test.{package}.{model}.{}", u.name);
-        let mut config = ConfigMap::from_iter([
-            ("enabled".to_string(), json!(true)),
-            ("tags".to_string(), json!([])),
-            ("meta".to_string(), json!({})),
-        ]);
+        let mut config =
+            ConfigMap::from_iter([("enabled".to_string(), json!(true)), ("tags".to_string(), json!([])), ("meta".to_string(), json!({}))]);
         if let Some(c) = u.node.get("config") {
             for (k, _, v) in c.entries() {
                 merge_one(&mut config, k, v.to_json());
@@ -1082,16 +836,8 @@ fn build_unit_tests(
         }
         node.config = config;
         node.attached_node = Some(target.unique_id.clone());
-        node.refs = vec![RefCall {
-            package: None,
-            name: model.clone(),
-            version: None,
-        }];
-        node.description = u
-            .node
-            .get("description")
-            .and_then(|d| d.scalar_string())
-            .unwrap_or_default();
+        node.refs = vec![RefCall { package: None, name: model.clone(), version: None }];
+        node.description = u.node.get("description").and_then(|d| d.scalar_string()).unwrap_or_default();
         node.extra = u.node.to_json();
         if node.enabled() {
             manifest.unit_tests.insert(node.unique_id.clone(), node);
@@ -1132,17 +878,8 @@ pub fn new_node_inline(project: &Project, sql: &str) -> Node {
 }
 
 /// Materializations kiln builds (plus custom ones defined in macros).
-pub const MATERIALIZATIONS: &[&str] = &[
-    "view",
-    "table",
-    "incremental",
-    "ephemeral",
-    "external",
-    "materialized_view",
-    "seed",
-    "snapshot",
-    "test",
-];
+pub const MATERIALIZATIONS: &[&str] =
+    &["view", "table", "incremental", "ephemeral", "external", "materialized_view", "seed", "snapshot", "test"];
 
 /// Config values that must be one of a fixed set.
 fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mut Vec<Diagnostic>) {
@@ -1150,11 +887,7 @@ fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mu
     for node in nodes.iter().filter(|n| n.enabled()) {
         let label = |key: &str| -> Option<Label> {
             let file = &project.files[node.file?];
-            let pos = node
-                .raw_code
-                .find(key)
-                .map(|o| crate::diagnostics::line_col(&node.raw_code, o))
-                .unwrap_or((node.line, 1));
+            let pos = node.raw_code.find(key).map(|o| crate::diagnostics::line_col(&node.raw_code, o)).unwrap_or((node.line, 1));
             Some(Label::new(
                 SourceText::new(file.display_path.clone(), node.raw_code.clone()),
                 pos.0,
@@ -1165,20 +898,8 @@ fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mu
         };
         let checks: [(&str, &[&str]); 3] = [
             ("materialized", MATERIALIZATIONS),
-            (
-                "incremental_strategy",
-                &[
-                    "append",
-                    "merge",
-                    "delete+insert",
-                    "insert_overwrite",
-                    "microbatch",
-                ],
-            ),
-            (
-                "on_schema_change",
-                &["ignore", "fail", "append_new_columns", "sync_all_columns"],
-            ),
+            ("incremental_strategy", &["append", "merge", "delete+insert", "insert_overwrite", "microbatch"]),
+            ("on_schema_change", &["ignore", "fail", "append_new_columns", "sync_all_columns"]),
         ];
         for (key, allowed) in checks {
             let Some(value) = node.config.get(key).and_then(Json::as_str) else {
@@ -1189,11 +910,7 @@ fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mu
             }
             let mut d = Diagnostic::error(
                 Code::InvalidConfig,
-                format!(
-                    "{} `{}` has {key} `{value}`, which kiln does not know",
-                    node.resource_type.as_str(),
-                    node.name
-                ),
+                format!("{} `{}` has {key} `{value}`, which kiln does not know", node.resource_type.as_str(), node.name),
             )
             .with_help(
                 crate::diagnostics::did_you_mean(value, allowed.iter().copied())

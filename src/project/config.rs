@@ -109,9 +109,7 @@ pub const KNOWN_CONFIGS: &[&str] = &[
 fn merge_behavior(key: &str) -> Merge {
     match key {
         "tags" | "pre-hook" | "post-hook" => Merge::Append,
-        "meta" | "docs" | "grants" | "persist_docs" | "contract" | "quoting" | "column_types" => {
-            Merge::Update
-        }
+        "meta" | "docs" | "grants" | "persist_docs" | "contract" | "quoting" | "column_types" => Merge::Update,
         _ => Merge::Replace,
     }
 }
@@ -189,12 +187,7 @@ pub struct ConfigTree {
 
 impl ConfigTree {
     /// Builds a tree, reporting keys that are neither a config nor a folder.
-    pub fn from_yaml(
-        node: &YNode,
-        source: &SourceText,
-        section: &str,
-        diags: &mut Vec<Diagnostic>,
-    ) -> ConfigTree {
+    pub fn from_yaml(node: &YNode, source: &SourceText, section: &str, diags: &mut Vec<Diagnostic>) -> ConfigTree {
         let mut tree = ConfigTree::default();
         for (key, key_node, value) in node.entries() {
             if let Some(config) = key.strip_prefix('+') {
@@ -202,34 +195,16 @@ impl ConfigTree {
                 if !KNOWN_CONFIGS.contains(&config) {
                     if let Some(help) = plus_hint(config) {
                         diags.push(
-                            Diagnostic::warning(
-                                Code::UnknownKey,
-                                format!("unknown config `+{config}` in `{section}`"),
-                            )
-                            .with_label(Label::new(
-                                source.clone(),
-                                key_node.line,
-                                key_node.col,
-                                key.len(),
-                                "kept as a custom config",
-                            ))
-                            .with_help(help),
+                            Diagnostic::warning(Code::UnknownKey, format!("unknown config `+{config}` in `{section}`"))
+                                .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.len(), "kept as a custom config"))
+                                .with_help(help),
                         );
                     }
                 }
                 merge_one(&mut tree.configs, config, value.to_json());
-            } else if KNOWN_CONFIGS.contains(&normalize_key(key))
-                && !matches!(value.value, YValue::Map(_))
-                || matches!(
-                    key,
-                    "meta"
-                        | "docs"
-                        | "persist_docs"
-                        | "contract"
-                        | "grants"
-                        | "column_types"
-                        | "quoting"
-                ) && matches!(value.value, YValue::Map(_))
+            } else if KNOWN_CONFIGS.contains(&normalize_key(key)) && !matches!(value.value, YValue::Map(_))
+                || matches!(key, "meta" | "docs" | "persist_docs" | "contract" | "grants" | "column_types" | "quoting")
+                    && matches!(value.value, YValue::Map(_))
                     && value.entries().all(|(k, _, _)| !k.starts_with('+'))
             {
                 merge_one(&mut tree.configs, key, value.to_json());
@@ -237,22 +212,12 @@ impl ConfigTree {
                 let child = ConfigTree::from_yaml(value, source, section, diags);
                 tree.children.insert(key.to_string(), child);
             } else {
-                let hint = plus_hint(normalize_key(key)).unwrap_or_else(|| {
-                    format!("configs start with `+` (e.g. `+{key}:`); folders hold a mapping")
-                });
+                let hint = plus_hint(normalize_key(key))
+                    .unwrap_or_else(|| format!("configs start with `+` (e.g. `+{key}:`); folders hold a mapping"));
                 diags.push(
-                    Diagnostic::error(
-                        Code::UnknownKey,
-                        format!("`{key}` in `{section}` is neither a known config nor a folder"),
-                    )
-                    .with_label(Label::new(
-                        source.clone(),
-                        key_node.line,
-                        key_node.col,
-                        key.len(),
-                        "unknown config",
-                    ))
-                    .with_help(hint),
+                    Diagnostic::error(Code::UnknownKey, format!("`{key}` in `{section}` is neither a known config nor a folder"))
+                        .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.len(), "unknown config"))
+                        .with_help(hint),
                 );
             }
         }
@@ -283,10 +248,7 @@ fn plus_hint(key: &str) -> Option<String> {
 pub fn json_truthy(v: Option<&Json>) -> Option<bool> {
     match v? {
         Json::Bool(b) => Some(*b),
-        Json::String(s) => Some(matches!(
-            s.to_ascii_lowercase().as_str(),
-            "true" | "yes" | "1"
-        )),
+        Json::String(s) => Some(matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "1")),
         Json::Null => None,
         Json::Number(n) => Some(n.as_f64() != Some(0.0)),
         _ => Some(true),
@@ -300,15 +262,11 @@ mod tests {
 
     #[test]
     fn hierarchy_and_merge_rules() {
-        let src = "my_project:\n  +materialized: view\n  +tags: [a]\n  staging:\n    +materialized: table\n    +tags: b\n    +meta: {owner: x}\n";
+        let src =
+            "my_project:\n  +materialized: view\n  +tags: [a]\n  staging:\n    +materialized: table\n    +tags: b\n    +meta: {owner: x}\n";
         let node = yaml::parse(src).unwrap();
         let mut diags = vec![];
-        let tree = ConfigTree::from_yaml(
-            &node,
-            &SourceText::new("dbt_project.yml", src),
-            "models",
-            &mut diags,
-        );
+        let tree = ConfigTree::from_yaml(&node, &SourceText::new("dbt_project.yml", src), "models", &mut diags);
         assert!(diags.is_empty());
         let mut cfg = ConfigMap::new();
         tree.apply(&["my_project", "staging", "stg_a"], &mut cfg);
@@ -326,18 +284,9 @@ mod tests {
         let src = "p:\n  materialised: table\n";
         let node = yaml::parse(src).unwrap();
         let mut diags = vec![];
-        ConfigTree::from_yaml(
-            &node,
-            &SourceText::new("dbt_project.yml", src),
-            "models",
-            &mut diags,
-        );
+        ConfigTree::from_yaml(&node, &SourceText::new("dbt_project.yml", src), "models", &mut diags);
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].labels[0].line, 2);
-        assert!(
-            diags[0].help.as_deref().unwrap().contains("+materialized"),
-            "{:?}",
-            diags[0].help
-        );
+        assert!(diags[0].help.as_deref().unwrap().contains("+materialized"), "{:?}", diags[0].help);
     }
 }

@@ -48,21 +48,13 @@ pub struct MemFs {
 
 impl MemFs {
     pub fn new(root: &Path, files: &[(&str, &str)]) -> Self {
-        MemFs {
-            files: files
-                .iter()
-                .map(|(p, c)| (root.join(p), (*c).to_string()))
-                .collect(),
-        }
+        MemFs { files: files.iter().map(|(p, c)| (root.join(p), (*c).to_string())).collect() }
     }
 }
 
 impl Fs for MemFs {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        self.files
-            .get(path)
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+        self.files.get(path).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }
     fn exists(&self, path: &Path) -> bool {
         self.files.contains_key(path) || self.is_dir(path)
@@ -74,12 +66,7 @@ impl Fs for MemFs {
         self.files
             .keys()
             .filter(|p| p.starts_with(dir))
-            .filter(|p| {
-                !p.strip_prefix(dir)
-                    .unwrap_or(p)
-                    .components()
-                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
-            })
+            .filter(|p| !p.strip_prefix(dir).unwrap_or(p).components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')))
             .cloned()
             .collect()
     }

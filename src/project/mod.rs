@@ -163,11 +163,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 
 impl ProjectConfig {
-    pub fn parse(
-        text: &str,
-        display_path: &str,
-        diags: &mut Vec<Diagnostic>,
-    ) -> Option<ProjectConfig> {
+    pub fn parse(text: &str, display_path: &str, diags: &mut Vec<Diagnostic>) -> Option<ProjectConfig> {
         let source = SourceText::new(display_path, text);
         let doc = match yaml::parse(text) {
             Ok(doc) => doc,
@@ -177,71 +173,48 @@ impl ProjectConfig {
             }
         };
         if doc.as_map().is_none() {
-            diags.push(
-                Diagnostic::error(Code::InvalidValue, "dbt_project.yml must be a mapping")
-                    .with_label(Label::new(
-                        source.clone(),
-                        doc.line,
-                        doc.col,
-                        1,
-                        format!("found {}", doc.kind()),
-                    )),
-            );
+            diags.push(Diagnostic::error(Code::InvalidValue, "dbt_project.yml must be a mapping").with_label(Label::new(
+                source.clone(),
+                doc.line,
+                doc.col,
+                1,
+                format!("found {}", doc.kind()),
+            )));
             return None;
         }
         for (key, key_node, _) in doc.entries() {
             if !TOP_LEVEL_KEYS.contains(&key) {
                 diags.push(
-                    Diagnostic::error(
-                        Code::UnknownKey,
-                        format!("unknown key `{key}` in dbt_project.yml"),
-                    )
-                    .with_label(Label::new(
-                        source.clone(),
-                        key_node.line,
-                        key_node.col,
-                        key.chars().count(),
-                        "not a dbt_project.yml key",
-                    ))
-                    .with_help_opt(did_you_mean(key, TOP_LEVEL_KEYS.iter().copied())),
+                    Diagnostic::error(Code::UnknownKey, format!("unknown key `{key}` in dbt_project.yml"))
+                        .with_label(Label::new(
+                            source.clone(),
+                            key_node.line,
+                            key_node.col,
+                            key.chars().count(),
+                            "not a dbt_project.yml key",
+                        ))
+                        .with_help_opt(did_you_mean(key, TOP_LEVEL_KEYS.iter().copied())),
                 );
             }
         }
         let Some(name) = doc.get("name").and_then(YNode::scalar_string) else {
             diags.push(
                 Diagnostic::error(Code::MissingKey, "dbt_project.yml has no `name`")
-                    .with_label(Label::new(
-                        source.clone(),
-                        1,
-                        1,
-                        1,
-                        "expected `name: my_project`",
-                    ))
+                    .with_label(Label::new(source.clone(), 1, 1, 1, "expected `name: my_project`"))
                     .with_help("add `name: <project_name>` (letters, digits and underscores)"),
             );
             return None;
         };
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || name.starts_with(|c: char| c.is_ascii_digit())
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit())
         {
             let n = doc.get("name").unwrap_or(&doc);
             diags.push(
-                Diagnostic::error(
-                    Code::BadProjectName,
-                    format!("project name `{name}` is not a valid identifier"),
-                )
-                .with_label(Label::new(
-                    source.clone(),
-                    n.line,
-                    n.col,
-                    name.chars().count(),
-                    "invalid name",
-                ))
-                .with_help(format!(
-                    "use letters, digits and underscores, e.g. `{}`",
-                    name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-                )),
+                Diagnostic::error(Code::BadProjectName, format!("project name `{name}` is not a valid identifier"))
+                    .with_label(Label::new(source.clone(), n.line, n.col, name.chars().count(), "invalid name"))
+                    .with_help(format!(
+                        "use letters, digits and underscores, e.g. `{}`",
+                        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                    )),
             );
         }
         let paths = |keys: &[&str], default: &str, diags: &mut Vec<Diagnostic>| -> Vec<String> {
@@ -258,47 +231,21 @@ impl ProjectConfig {
         let analysis_paths = paths(&["analysis-paths"], "analyses", diags);
         let macro_paths = paths(&["macro-paths"], "macros", diags);
         let snapshot_paths = paths(&["snapshot-paths"], "snapshots", diags);
-        let docs_paths = doc
-            .get("docs-paths")
-            .map(|v| string_list(v, &source, "docs-paths", diags));
-        let target_path = doc
-            .get("target-path")
-            .and_then(YNode::scalar_string)
-            .unwrap_or_else(|| "target".into());
-        let packages_install_path = doc
-            .get("packages-install-path")
-            .and_then(YNode::scalar_string)
-            .unwrap_or_else(|| "dbt_packages".into());
-        let clean_targets = doc
-            .get("clean-targets")
-            .map(|v| string_list(v, &source, "clean-targets", diags))
-            .unwrap_or_else(|| vec![target_path.clone()]);
+        let docs_paths = doc.get("docs-paths").map(|v| string_list(v, &source, "docs-paths", diags));
+        let target_path = doc.get("target-path").and_then(YNode::scalar_string).unwrap_or_else(|| "target".into());
+        let packages_install_path =
+            doc.get("packages-install-path").and_then(YNode::scalar_string).unwrap_or_else(|| "dbt_packages".into());
+        let clean_targets =
+            doc.get("clean-targets").map(|v| string_list(v, &source, "clean-targets", diags)).unwrap_or_else(|| vec![target_path.clone()]);
         let mut trees = IndexMap::new();
         for section in CONFIG_SECTIONS {
-            let key: &'static str = if *section == "data_tests" {
-                "data_tests"
-            } else {
-                section
-            };
-            let node = if key == "data_tests" {
-                doc.get("data_tests").or_else(|| doc.get("tests"))
-            } else {
-                doc.get(key)
-            };
+            let key: &'static str = if *section == "data_tests" { "data_tests" } else { section };
+            let node = if key == "data_tests" { doc.get("data_tests").or_else(|| doc.get("tests")) } else { doc.get(key) };
             if let Some(node) = node {
                 if node.as_map().is_none() && !node.is_null() {
                     diags.push(
-                        Diagnostic::error(
-                            Code::InvalidValue,
-                            format!("`{key}` in dbt_project.yml must be a mapping"),
-                        )
-                        .with_label(Label::new(
-                            source.clone(),
-                            node.line,
-                            node.col,
-                            1,
-                            format!("found {}", node.kind()),
-                        )),
+                        Diagnostic::error(Code::InvalidValue, format!("`{key}` in dbt_project.yml must be a mapping"))
+                            .with_label(Label::new(source.clone(), node.line, node.col, 1, format!("found {}", node.kind()))),
                     );
                     continue;
                 }
@@ -309,35 +256,17 @@ impl ProjectConfig {
         if let Some(list) = doc.get("dispatch") {
             for entry in list.as_seq().unwrap_or(&[]) {
                 let ns = entry.get("macro_namespace").and_then(YNode::scalar_string);
-                let order = entry
-                    .get("search_order")
-                    .map(|v| string_list(v, &source, "search_order", diags));
+                let order = entry.get("search_order").map(|v| string_list(v, &source, "search_order", diags));
                 match (ns, order) {
-                    (Some(macro_namespace), Some(search_order)) => dispatch.push(DispatchConfig {
-                        macro_namespace,
-                        search_order,
-                    }),
+                    (Some(macro_namespace), Some(search_order)) => dispatch.push(DispatchConfig { macro_namespace, search_order }),
                     _ => diags.push(
-                        Diagnostic::error(
-                            Code::InvalidValue,
-                            "each `dispatch` entry needs `macro_namespace` and `search_order`",
-                        )
-                        .with_label(Label::new(
-                            source.clone(),
-                            entry.line,
-                            entry.col,
-                            1,
-                            "incomplete dispatch entry",
-                        )),
+                        Diagnostic::error(Code::InvalidValue, "each `dispatch` entry needs `macro_namespace` and `search_order`")
+                            .with_label(Label::new(source.clone(), entry.line, entry.col, 1, "incomplete dispatch entry")),
                     ),
                 }
             }
         }
-        let hooks = |key: &str, diags: &mut Vec<Diagnostic>| {
-            doc.get(key)
-                .map(|v| string_list(v, &source, key, diags))
-                .unwrap_or_default()
-        };
+        let hooks = |key: &str, diags: &mut Vec<Diagnostic>| doc.get(key).map(|v| string_list(v, &source, key, diags)).unwrap_or_default();
         let on_run_start = hooks("on-run-start", diags);
         let on_run_end = hooks("on-run-end", diags);
         Some(ProjectConfig {
@@ -371,12 +300,7 @@ impl ProjectConfig {
 }
 
 /// A string or list of strings.
-pub fn string_list(
-    node: &YNode,
-    source: &SourceText,
-    key: &str,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<String> {
+pub fn string_list(node: &YNode, source: &SourceText, key: &str, diags: &mut Vec<Diagnostic>) -> Vec<String> {
     match &node.value {
         YValue::Null => vec![],
         YValue::Seq(items) => items
@@ -384,58 +308,36 @@ pub fn string_list(
             .filter_map(|i| {
                 let s = i.scalar_string();
                 if s.is_none() {
-                    diags.push(
-                        Diagnostic::error(
-                            Code::InvalidValue,
-                            format!("`{key}` must be a list of strings"),
-                        )
-                        .with_label(Label::new(
-                            source.clone(),
-                            i.line,
-                            i.col,
-                            1,
-                            format!("found {}", i.kind()),
-                        )),
-                    );
+                    diags.push(Diagnostic::error(Code::InvalidValue, format!("`{key}` must be a list of strings")).with_label(Label::new(
+                        source.clone(),
+                        i.line,
+                        i.col,
+                        1,
+                        format!("found {}", i.kind()),
+                    )));
                 }
                 s
             })
             .collect(),
-        _ => match node.scalar_string() {
-            Some(s) => vec![s],
-            None => {
-                diags.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!("`{key}` must be a string or a list of strings"),
-                    )
-                    .with_label(Label::new(
-                        source.clone(),
-                        node.line,
-                        node.col,
-                        1,
-                        format!("found {}", node.kind()),
-                    )),
-                );
-                vec![]
+        _ => {
+            match node.scalar_string() {
+                Some(s) => vec![s],
+                None => {
+                    diags.push(
+                        Diagnostic::error(Code::InvalidValue, format!("`{key}` must be a string or a list of strings"))
+                            .with_label(Label::new(source.clone(), node.line, node.col, 1, format!("found {}", node.kind()))),
+                    );
+                    vec![]
+                }
             }
-        },
+        }
     }
 }
 
 pub fn yaml_error(source: &SourceText, e: &yaml::YamlError) -> Diagnostic {
-    Diagnostic::error(
-        Code::YamlSyntax,
-        format!("invalid YAML in {}: {}", source.path, e.message),
-    )
-    .with_label(Label::new(
-        source.clone(),
-        e.line,
-        e.col,
-        1,
-        e.message.clone(),
-    ))
-    .with_help("check indentation and quoting; values that start with `{{` must be quoted")
+    Diagnostic::error(Code::YamlSyntax, format!("invalid YAML in {}: {}", source.path, e.message))
+        .with_label(Label::new(source.clone(), e.line, e.col, 1, e.message.clone()))
+        .with_help("check indentation and quoting; values that start with `{{` must be quoted")
 }
 
 /// A package: the root project or one it depends on.
@@ -452,15 +354,8 @@ pub struct Package {
 /// `packages.yml` / `dependencies.yml` entry.
 #[derive(Clone, Debug)]
 pub enum PackageSpec {
-    Local {
-        path: String,
-        line: usize,
-    },
-    Remote {
-        what: String,
-        name_hint: String,
-        line: usize,
-    },
+    Local { path: String, line: usize },
+    Remote { what: String, name_hint: String, line: usize },
 }
 
 /// The loaded project.
@@ -487,10 +382,7 @@ impl Project {
         self.root.join(&self.config().target_path)
     }
     pub fn package_by_name(&self, name: &str) -> Option<(usize, &Package)> {
-        self.packages
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.name == name)
+        self.packages.iter().enumerate().find(|(_, p)| p.name == name)
     }
 
     /// Loads the project in `root`: `dbt_project.yml`, its packages, and every resource file.
@@ -509,13 +401,7 @@ impl Project {
         let Some(config) = ProjectConfig::parse(&text, "dbt_project.yml", &mut diags) else {
             return Err(Diagnostics(diags));
         };
-        let root_pkg = Package {
-            name: config.name.clone(),
-            root: root.to_path_buf(),
-            rel_root: String::new(),
-            config,
-            is_root: true,
-        };
+        let root_pkg = Package { name: config.name.clone(), root: root.to_path_buf(), rel_root: String::new(), config, is_root: true };
         let mut packages = vec![root_pkg];
         let (package_specs, packages_file) = read_package_specs(fs, root, &mut diags);
         let install_dir = root.join(&packages[0].config.packages_install_path);
@@ -525,24 +411,11 @@ impl Project {
                 PackageSpec::Local { path, line } => {
                     let dir = root.join(path);
                     if !fs.exists(&dir.join("dbt_project.yml")) {
-                        let src = packages_file
-                            .clone()
-                            .unwrap_or_else(|| SourceText::new("packages.yml", ""));
+                        let src = packages_file.clone().unwrap_or_else(|| SourceText::new("packages.yml", ""));
                         diags.push(
-                            Diagnostic::error(
-                                Code::BadLocalPackage,
-                                format!("local package `{path}` has no dbt_project.yml"),
-                            )
-                            .with_label(Label::new(
-                                src,
-                                *line,
-                                1,
-                                1,
-                                format!("{} does not hold a dbt project", dir.display()),
-                            ))
-                            .with_help(
-                                "point `local:` at a directory that contains a dbt_project.yml",
-                            ),
+                            Diagnostic::error(Code::BadLocalPackage, format!("local package `{path}` has no dbt_project.yml"))
+                                .with_label(Label::new(src, *line, 1, 1, format!("{} does not hold a dbt project", dir.display())))
+                                .with_help("point `local:` at a directory that contains a dbt_project.yml"),
                         );
                         continue;
                     }
@@ -576,30 +449,15 @@ impl Project {
             if packages.iter().any(|p| p.name == config.name) {
                 continue; // installed copy of a local package, or the same package twice
             }
-            packages.push(Package {
-                name: config.name.clone(),
-                root: dir,
-                rel_root: rel,
-                config,
-                is_root: false,
-            });
+            packages.push(Package { name: config.name.clone(), root: dir, rel_root: rel, config, is_root: false });
         }
         for spec in &package_specs {
-            if let PackageSpec::Remote {
-                what,
-                name_hint,
-                line,
-            } = spec
-            {
+            if let PackageSpec::Remote { what, name_hint, line } = spec {
                 let installed = packages.iter().any(|p| {
-                    &p.name == name_hint
-                        || name_hint.ends_with(&format!("/{}", p.name))
-                        || p.name.replace('_', "-") == *name_hint
+                    &p.name == name_hint || name_hint.ends_with(&format!("/{}", p.name)) || p.name.replace('_', "-") == *name_hint
                 });
                 if !installed {
-                    let src = packages_file
-                        .clone()
-                        .unwrap_or_else(|| SourceText::new("packages.yml", ""));
+                    let src = packages_file.clone().unwrap_or_else(|| SourceText::new("packages.yml", ""));
                     diags.push(
                         Diagnostic::error(Code::RemotePackage, format!("package {what} needs the network, and kiln works offline"))
                             .with_label(Label::new(src, *line, 1, 1, "remote package"))
@@ -612,24 +470,11 @@ impl Project {
             }
         }
         let files = discover_files(fs, &packages, &mut diags);
-        Ok((
-            Project {
-                root: root.to_path_buf(),
-                packages,
-                files,
-                package_specs,
-                packages_file,
-            },
-            Diagnostics(diags),
-        ))
+        Ok((Project { root: root.to_path_buf(), packages, files, package_specs, packages_file }, Diagnostics(diags)))
     }
 }
 
-fn read_package_specs(
-    fs: &dyn Fs,
-    root: &Path,
-    diags: &mut Vec<Diagnostic>,
-) -> (Vec<PackageSpec>, Option<SourceText>) {
+fn read_package_specs(fs: &dyn Fs, root: &Path, diags: &mut Vec<Diagnostic>) -> (Vec<PackageSpec>, Option<SourceText>) {
     let mut specs = Vec::new();
     for name in ["packages.yml", "dependencies.yml"] {
         let path = root.join(name);
@@ -646,52 +491,26 @@ fn read_package_specs(
         };
         for entry in doc.get("packages").and_then(YNode::as_seq).unwrap_or(&[]) {
             if let Some(local) = entry.get("local").and_then(YNode::scalar_string) {
-                specs.push(PackageSpec::Local {
-                    path: local,
-                    line: entry.line,
-                });
+                specs.push(PackageSpec::Local { path: local, line: entry.line });
             } else if let Some(pkg) = entry.get("package").and_then(YNode::scalar_string) {
                 let name_hint = pkg.rsplit('/').next().unwrap_or(&pkg).to_string();
-                specs.push(PackageSpec::Remote {
-                    what: format!("`{pkg}` (hub)"),
-                    name_hint,
-                    line: entry.line,
-                });
-            } else if let Some(git) = entry
-                .get("git")
-                .or_else(|| entry.get("tarball"))
-                .or_else(|| entry.get("private"))
-                .and_then(YNode::scalar_string)
+                specs.push(PackageSpec::Remote { what: format!("`{pkg}` (hub)"), name_hint, line: entry.line });
+            } else if let Some(git) =
+                entry.get("git").or_else(|| entry.get("tarball")).or_else(|| entry.get("private")).and_then(YNode::scalar_string)
             {
                 let name_hint = entry
                     .get("name")
                     .and_then(YNode::scalar_string)
-                    .unwrap_or_else(|| {
-                        git.trim_end_matches(".git")
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or(&git)
-                            .to_string()
-                    });
-                specs.push(PackageSpec::Remote {
-                    what: format!("`{git}` (git)"),
-                    name_hint,
-                    line: entry.line,
-                });
+                    .unwrap_or_else(|| git.trim_end_matches(".git").rsplit('/').next().unwrap_or(&git).to_string());
+                specs.push(PackageSpec::Remote { what: format!("`{git}` (git)"), name_hint, line: entry.line });
             } else {
-                diags.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!("unrecognized package entry in {name}"),
-                    )
-                    .with_label(Label::new(
-                        source.clone(),
-                        entry.line,
-                        entry.col,
-                        1,
-                        "expected `local:`, `package:` or `git:`",
-                    )),
-                );
+                diags.push(Diagnostic::error(Code::InvalidValue, format!("unrecognized package entry in {name}")).with_label(Label::new(
+                    source.clone(),
+                    entry.line,
+                    entry.col,
+                    1,
+                    "expected `local:`, `package:` or `git:`",
+                )));
             }
         }
         return (specs, Some(source));
@@ -700,17 +519,10 @@ fn read_package_specs(
 }
 
 pub fn rel_path(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
 }
 
-fn discover_files(
-    fs: &dyn Fs,
-    packages: &[Package],
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<ProjectFile> {
+fn discover_files(fs: &dyn Fs, packages: &[Package], diags: &mut Vec<Diagnostic>) -> Vec<ProjectFile> {
     let root = &packages[0].root;
     let mut found: Vec<(FileKind, usize, PathBuf, String)> = Vec::new();
     for (pi, pkg) in packages.iter().enumerate() {
@@ -732,11 +544,7 @@ fn discover_files(
                         continue;
                     }
                     let rel_in_dir = rel_path(&base, &file);
-                    let ext = file
-                        .extension()
-                        .and_then(|e| e.to_str())
-                        .unwrap_or("")
-                        .to_ascii_lowercase();
+                    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
                     let kind = match (group, ext.as_str()) {
                         (_, "yml" | "yaml") => FileKind::Properties,
                         (_, "md") => FileKind::Docs,
@@ -748,11 +556,8 @@ fn discover_files(
                         ("test", "sql") => FileKind::Test,
                         ("model", "py") => {
                             diags.push(
-                                Diagnostic::warning(
-                                    Code::Unsupported,
-                                    "Python models are not supported; skipped",
-                                )
-                                .with_file(rel_path(root, &file)),
+                                Diagnostic::warning(Code::Unsupported, "Python models are not supported; skipped")
+                                    .with_file(rel_path(root, &file)),
                             );
                             continue;
                         }
@@ -785,23 +590,11 @@ fn discover_files(
                 match fs.read_to_string(&abs) {
                     Ok(t) => Arc::from(t),
                     Err(e) => {
-                        return Err(Diagnostic::error(
-                            Code::Io,
-                            format!("cannot read {display_path}: {e}"),
-                        )
-                        .with_file(display_path));
+                        return Err(Diagnostic::error(Code::Io, format!("cannot read {display_path}: {e}")).with_file(display_path));
                     }
                 }
             };
-            Ok(ProjectFile {
-                kind,
-                package: pi,
-                original_path,
-                path,
-                display_path,
-                abs_path: abs,
-                text,
-            })
+            Ok(ProjectFile { kind, package: pi, original_path, path, display_path, abs_path: abs, text })
         })
         .collect();
     let mut files = Vec::with_capacity(read.len());
@@ -824,10 +617,7 @@ mod tests {
         let fs = fs::MemFs::new(
             root,
             &[
-                (
-                    "dbt_project.yml",
-                    "name: shop\nprofile: shop\nmodels:\n  shop:\n    +materialized: table\n",
-                ),
+                ("dbt_project.yml", "name: shop\nprofile: shop\nmodels:\n  shop:\n    +materialized: table\n"),
                 ("models/staging/stg_a.sql", "select 1 as id"),
                 ("models/schema.yml", "version: 2\n"),
                 ("macros/m.sql", "{% macro m() %}1{% endmacro %}"),
@@ -837,18 +627,10 @@ mod tests {
         let (project, diags) = Project::load(&fs, root).unwrap();
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(project.name(), "shop");
-        let kinds: Vec<(FileKind, &str)> = project
-            .files
-            .iter()
-            .map(|f| (f.kind, f.original_path.as_str()))
-            .collect();
+        let kinds: Vec<(FileKind, &str)> = project.files.iter().map(|f| (f.kind, f.original_path.as_str())).collect();
         assert!(kinds.contains(&(FileKind::Model, "models/staging/stg_a.sql")));
         assert!(kinds.contains(&(FileKind::Seed, "seeds/raw.csv")));
-        let model = project
-            .files
-            .iter()
-            .find(|f| f.kind == FileKind::Model)
-            .unwrap();
+        let model = project.files.iter().find(|f| f.kind == FileKind::Model).unwrap();
         assert_eq!(model.folders(), vec!["staging"]);
         assert_eq!(model.stem(), "stg_a");
     }
@@ -856,19 +638,9 @@ mod tests {
     #[test]
     fn unknown_top_level_key() {
         let mut diags = vec![];
-        ProjectConfig::parse(
-            "name: p\nmodel_paths: [models]\n",
-            "dbt_project.yml",
-            &mut diags,
-        );
+        ProjectConfig::parse("name: p\nmodel_paths: [models]\n", "dbt_project.yml", &mut diags);
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].code, Code::UnknownKey);
-        assert!(
-            diags[0]
-                .help
-                .as_deref()
-                .unwrap_or("")
-                .contains("model-paths")
-        );
+        assert!(diags[0].help.as_deref().unwrap_or("").contains("model-paths"));
     }
 }

@@ -62,10 +62,7 @@ pub const SECRET_KEYS: &[&str] = &[
 
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    SECRET_KEYS.contains(&k.as_str())
-        || k.ends_with("_password")
-        || k.ends_with("_secret")
-        || k.ends_with("_token")
+    SECRET_KEYS.contains(&k.as_str()) || k.ends_with("_password") || k.ends_with("_secret") || k.ends_with("_token")
 }
 
 impl Target {
@@ -89,19 +86,7 @@ impl Target {
 
     /// Settings with secrets masked, for `kiln debug`, logs and `target` in templates.
     pub fn public_settings(&self) -> IndexMap<String, Json> {
-        self.settings
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    if is_secret_key(k) {
-                        Json::from("*****")
-                    } else {
-                        v.clone()
-                    },
-                )
-            })
-            .collect()
+        self.settings.iter().map(|(k, v)| (k.clone(), if is_secret_key(k) { Json::from("*****") } else { v.clone() })).collect()
     }
 
     /// Values that must be scrubbed from anything printed.
@@ -116,11 +101,7 @@ impl Target {
 
     /// Dialect-specific quoting character.
     pub fn quote_char(&self) -> char {
-        if self.engine == EngineKind::BigQuery {
-            '`'
-        } else {
-            '"'
-        }
+        if self.engine == EngineKind::BigQuery { '`' } else { '"' }
     }
 }
 
@@ -177,8 +158,11 @@ pub fn resolve_target(
         let target = Target::builtin(profile_name);
         if let Some(t) = target_override {
             if t != target.name {
-                return Err(Diagnostic::error(Code::TargetNotFound, format!("target `{t}` does not exist: no profiles.yml defines profile `{profile_name}`"))
-                    .with_help("the built-in target is `dev` (embedded DataFusion); add a profiles.yml to define other targets"));
+                return Err(Diagnostic::error(
+                    Code::TargetNotFound,
+                    format!("target `{t}` does not exist: no profiles.yml defines profile `{profile_name}`"),
+                )
+                .with_help("the built-in target is `dev` (embedded DataFusion); add a profiles.yml to define other targets"));
             }
         }
         Ok(Resolved { target, warnings })
@@ -187,31 +171,27 @@ pub fn resolve_target(
         return builtin(vec![]);
     };
     // Inside the project, show the path relative to it (as every other file); else in full.
-    let display = path.strip_prefix(project_root).map_or_else(
-        |_| path.to_string_lossy().to_string(),
-        |p| p.to_string_lossy().to_string(),
-    );
+    let display = path.strip_prefix(project_root).map_or_else(|_| path.to_string_lossy().to_string(), |p| p.to_string_lossy().to_string());
     let text = match fs.read_to_string(&path) {
         Ok(t) => t,
         Err(_) if !explicit => return builtin(vec![]),
         Err(e) => {
-            return Err(Diagnostic::error(
-                Code::ProfileNotFound,
-                format!("cannot read {display}: {e}"),
-            )
-            .with_help("check --profiles-dir / KILN_PROFILES_DIR / DBT_PROFILES_DIR"));
+            return Err(Diagnostic::error(Code::ProfileNotFound, format!("cannot read {display}: {e}"))
+                .with_help("check --profiles-dir / KILN_PROFILES_DIR / DBT_PROFILES_DIR"));
         }
     };
     let source = SourceText::new(display.clone(), text.as_str());
     let doc = yaml::parse(&text).map_err(|e| yaml_error(&source, &e))?;
     let Some(profile) = doc.get(profile_name) else {
-        let names: Vec<&str> = doc
-            .entries()
-            .map(|(k, _, _)| k)
-            .filter(|k| *k != "config")
-            .collect();
+        let names: Vec<&str> = doc.entries().map(|(k, _, _)| k).filter(|k| *k != "config").collect();
         let d = Diagnostic::error(Code::ProfileNotFound, format!("profile `{profile_name}` is not defined in {display}"))
-            .with_label(Label::new(source.clone(), 1, 1, 1, format!("defines: {}", if names.is_empty() { "nothing".into() } else { names.join(", ") })))
+            .with_label(Label::new(
+                source.clone(),
+                1,
+                1,
+                1,
+                format!("defines: {}", if names.is_empty() { "nothing".into() } else { names.join(", ") }),
+            ))
             .with_help(did_you_mean(profile_name, names.iter().copied()).unwrap_or_else(|| {
                 format!("add a `{profile_name}:` profile, or set `profile:` in dbt_project.yml to one of the names above")
             }));
@@ -220,63 +200,32 @@ pub fn resolve_target(
         }
         return builtin(vec![Diagnostic::warning(
             Code::ProfileNotFound,
-            format!(
-                "profile `{profile_name}` is not in {display}; using the built-in DataFusion target"
-            ),
+            format!("profile `{profile_name}` is not in {display}; using the built-in DataFusion target"),
         )]);
     };
-    let default_target = profile
-        .get("target")
-        .and_then(YNode::scalar_string)
-        .map(|s| render(&s).unwrap_or(s));
+    let default_target = profile.get("target").and_then(YNode::scalar_string).map(|s| render(&s).unwrap_or(s));
     let outputs = profile.get("outputs");
-    let target_name = target_override
-        .map(str::to_string)
-        .or(default_target)
-        .unwrap_or_else(|| "dev".into());
+    let target_name = target_override.map(str::to_string).or(default_target).unwrap_or_else(|| "dev".into());
     let Some(out) = outputs.and_then(|o| o.get(&target_name)) else {
-        let names: Vec<&str> = outputs
-            .map(|o| o.entries().map(|(k, _, _)| k).collect())
-            .unwrap_or_default();
+        let names: Vec<&str> = outputs.map(|o| o.entries().map(|(k, _, _)| k).collect()).unwrap_or_default();
         let anchor = outputs.unwrap_or(profile);
         return Err(Diagnostic::error(
             Code::TargetNotFound,
             format!("target `{target_name}` is not an output of profile `{profile_name}`"),
         )
-        .with_label(Label::new(
-            source.clone(),
-            anchor.line,
-            anchor.col,
-            1,
-            format!("outputs: {}", names.join(", ")),
-        ))
-        .with_help(
-            did_you_mean(&target_name, names.iter().copied())
-                .unwrap_or_else(|| "pass one of the outputs with --target".into()),
-        ));
+        .with_label(Label::new(source.clone(), anchor.line, anchor.col, 1, format!("outputs: {}", names.join(", "))))
+        .with_help(did_you_mean(&target_name, names.iter().copied()).unwrap_or_else(|| "pass one of the outputs with --target".into())));
     };
     let mut settings = IndexMap::new();
     for (k, _, v) in out.entries() {
         let value = match v.to_json() {
             Json::String(s) if s.contains("{{") || s.contains("{%") => {
                 let rendered = render(&s).map_err(|e| {
-                    Diagnostic::error(
-                        Code::BadProfile,
-                        format!("cannot render `{k}` of target `{target_name}`: {e}"),
-                    )
-                    .with_label(Label::new(
-                        source.clone(),
-                        v.line,
-                        v.col,
-                        1,
-                        "in this value",
-                    ))
+                    Diagnostic::error(Code::BadProfile, format!("cannot render `{k}` of target `{target_name}`: {e}"))
+                        .with_label(Label::new(source.clone(), v.line, v.col, 1, "in this value"))
                 })?;
                 // Numbers and booleans rendered from env vars become numbers again, as in dbt.
-                serde_json::from_str::<Json>(&rendered)
-                    .ok()
-                    .filter(|j| j.is_number() || j.is_boolean())
-                    .unwrap_or(Json::String(rendered))
+                serde_json::from_str::<Json>(&rendered).ok().filter(|j| j.is_number() || j.is_boolean()).unwrap_or(Json::String(rendered))
             }
             other => other,
         };
@@ -287,11 +236,7 @@ pub fn resolve_target(
             .with_label(Label::new(source.clone(), node.line, node.col, 1, "here"))
             .with_help(help.to_string())
     };
-    let Some(adapter_type) = settings
-        .get("type")
-        .and_then(Json::as_str)
-        .map(str::to_string)
-    else {
+    let Some(adapter_type) = settings.get("type").and_then(Json::as_str).map(str::to_string) else {
         return Err(bad(
             format!("target `{target_name}` of profile `{profile_name}` has no `type`"),
             out,
@@ -311,13 +256,7 @@ pub fn resolve_target(
         }
     };
     let s = |keys: &[&str]| {
-        keys.iter().find_map(|k| {
-            settings.get(*k).and_then(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .or_else(|| Some(v.to_string()))
-            })
-        })
+        keys.iter().find_map(|k| settings.get(*k).and_then(|v| v.as_str().map(str::to_string).or_else(|| Some(v.to_string()))))
     };
     let database = match engine {
         EngineKind::Postgres => s(&["dbname", "database"]),
@@ -355,10 +294,7 @@ pub fn resolve_target(
             ));
         }
     };
-    let threads = settings
-        .get("threads")
-        .and_then(Json::as_u64)
-        .map_or(1, |t| t.max(1) as usize);
+    let threads = settings.get("threads").and_then(Json::as_u64).map_or(1, |t| t.max(1) as usize);
     Ok(Resolved {
         target: Target {
             profile_name: profile_name.into(),
@@ -397,14 +333,7 @@ mod tests {
         let found = find_profiles_file(&fs, None, &|_| None, root, None);
         let r = resolve_target(&fs, root, found, "shop", None, &render).unwrap();
         assert_eq!(r.target.engine, EngineKind::Postgres);
-        assert_eq!(
-            (
-                r.target.database.as_str(),
-                r.target.schema.as_str(),
-                r.target.threads
-            ),
-            ("shop", "analytics", 4)
-        );
+        assert_eq!((r.target.database.as_str(), r.target.schema.as_str(), r.target.threads), ("shop", "analytics", 4));
         assert_eq!(r.target.settings["password"], "hunter2");
         assert_eq!(r.target.public_settings()["password"], "*****");
         assert_eq!(r.target.secret_values(), vec!["hunter2".to_string()]);
@@ -416,16 +345,6 @@ mod tests {
         let found = find_profiles_file(&fs, None, &|_| None, Path::new("/p"), None);
         let r = resolve_target(&fs, Path::new("/p"), found, "shop", None, &render).unwrap();
         assert_eq!(r.target.engine, EngineKind::DataFusion);
-        assert!(
-            resolve_target(
-                &fs,
-                Path::new("/p"),
-                (None, false),
-                "shop",
-                Some("prod"),
-                &render
-            )
-            .is_err()
-        );
+        assert!(resolve_target(&fs, Path::new("/p"), (None, false), "shop", Some("prod"), &render).is_err());
     }
 }

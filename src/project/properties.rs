@@ -205,8 +205,7 @@ impl Ctx<'_> {
                             "not a known property",
                         ))
                         .with_help(
-                            did_you_mean(key, allowed.iter().copied())
-                                .unwrap_or_else(|| format!("known keys: {}", allowed.join(", "))),
+                            did_you_mean(key, allowed.iter().copied()).unwrap_or_else(|| format!("known keys: {}", allowed.join(", "))),
                         ),
                 );
             }
@@ -214,15 +213,13 @@ impl Ctx<'_> {
     }
 
     fn invalid(&mut self, node: &YNode, message: impl Into<String>, label: impl Into<String>) {
-        self.diags.push(
-            Diagnostic::error(Code::InvalidValue, message).with_label(Label::new(
-                self.source.clone(),
-                node.line,
-                node.col,
-                1,
-                label,
-            )),
-        );
+        self.diags.push(Diagnostic::error(Code::InvalidValue, message).with_label(Label::new(
+            self.source.clone(),
+            node.line,
+            node.col,
+            1,
+            label,
+        )));
     }
 
     fn list<'n>(&mut self, node: Option<&'n YNode>, what: &str) -> &'n [YNode] {
@@ -232,11 +229,7 @@ impl Ctx<'_> {
             Some(n) => match n.as_seq() {
                 Some(s) => s,
                 None => {
-                    self.invalid(
-                        n,
-                        format!("`{what}` must be a list"),
-                        format!("found {}", n.kind()),
-                    );
+                    self.invalid(n, format!("`{what}` must be a list"), format!("found {}", n.kind()));
                     &[]
                 }
             },
@@ -245,28 +238,18 @@ impl Ctx<'_> {
 
     fn name(&mut self, entry: &YNode, what: &str) -> Option<String> {
         if entry.as_map().is_none() {
-            self.invalid(
-                entry,
-                format!("each entry of `{what}` must be a mapping with a `name`"),
-                format!("found {}", entry.kind()),
-            );
+            self.invalid(entry, format!("each entry of `{what}` must be a mapping with a `name`"), format!("found {}", entry.kind()));
             return None;
         }
         let name = entry.get("name").and_then(YNode::scalar_string);
         if name.is_none() {
-            self.diags.push(
-                Diagnostic::error(
-                    Code::MissingKey,
-                    format!("an entry of `{what}` has no `name`"),
-                )
-                .with_label(Label::new(
-                    self.source.clone(),
-                    entry.line,
-                    entry.col,
-                    1,
-                    "`name:` missing",
-                )),
-            );
+            self.diags.push(Diagnostic::error(Code::MissingKey, format!("an entry of `{what}` has no `name`")).with_label(Label::new(
+                self.source.clone(),
+                entry.line,
+                entry.col,
+                1,
+                "`name:` missing",
+            )));
         }
         name
     }
@@ -281,11 +264,7 @@ impl Ctx<'_> {
                     }
                 }
                 YValue::Null => {}
-                _ => self.invalid(
-                    node,
-                    "`config` must be a mapping",
-                    format!("found {}", node.kind()),
-                ),
+                _ => self.invalid(node, "`config` must be a mapping", format!("found {}", node.kind())),
             }
         }
         map
@@ -295,10 +274,7 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for key in ["data_tests", "tests"] {
             for t in self.list(node.get(key), key).to_vec() {
-                out.push(TestSpec {
-                    node: t,
-                    file: self.file,
-                });
+                out.push(TestSpec { node: t, file: self.file });
             }
         }
         out
@@ -320,9 +296,7 @@ impl Ctx<'_> {
                 name,
                 description: text(c.get("description")),
                 data_type: c.get("data_type").and_then(YNode::scalar_string),
-                constraints: c
-                    .get("constraints")
-                    .map_or(Json::Array(vec![]), YNode::to_json),
+                constraints: c.get("constraints").map_or(Json::Array(vec![]), YNode::to_json),
                 meta: c
                     .get("meta")
                     .or_else(|| c.get("config").and_then(|x| x.get("meta")))
@@ -352,12 +326,7 @@ fn strings(node: Option<&YNode>) -> Vec<String> {
 }
 
 /// Parses one properties file into `out`.
-pub fn parse_file(
-    file_index: usize,
-    file: &ProjectFile,
-    out: &mut Properties,
-    diags: &mut Vec<Diagnostic>,
-) {
+pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, diags: &mut Vec<Diagnostic>) {
     let source = file.source();
     let doc = match yaml::parse(&file.text) {
         Ok(d) => d,
@@ -369,20 +338,9 @@ pub fn parse_file(
     if doc.is_null() {
         return;
     }
-    let mut cx = Ctx {
-        file: file_index,
-        source: source.clone(),
-        diags,
-    };
+    let mut cx = Ctx { file: file_index, source: source.clone(), diags };
     if doc.as_map().is_none() {
-        cx.invalid(
-            &doc,
-            format!(
-                "{} must be a mapping of `models:`, `sources:`, ...",
-                file.display_path
-            ),
-            format!("found {}", doc.kind()),
-        );
+        cx.invalid(&doc, format!("{} must be a mapping of `models:`, `sources:`, ...", file.display_path), format!("found {}", doc.kind()));
         return;
     }
     cx.check_keys(&doc, TOP_KEYS, "a properties file");
@@ -391,10 +349,7 @@ pub fn parse_file(
             cx.diags.push(
                 Diagnostic::error(
                     Code::PropertiesVersion,
-                    format!(
-                        "properties file has `version: {}`; only version 2 exists",
-                        v.scalar_string().unwrap_or_default()
-                    ),
+                    format!("properties file has `version: {}`; only version 2 exists", v.scalar_string().unwrap_or_default()),
                 )
                 .with_label(Label::new(source.clone(), v.line, v.col, 1, "expected `2`"))
                 .with_help("write `version: 2` (or remove the line)"),
@@ -408,11 +363,7 @@ pub fn parse_file(
             let Some(name) = cx.name(&entry, section) else {
                 continue;
             };
-            cx.check_keys(
-                &entry,
-                MODEL_KEYS,
-                &format!("{} `{name}`", &section[..section.len() - 1]),
-            );
+            cx.check_keys(&entry, MODEL_KEYS, &format!("{} `{name}`", &section[..section.len() - 1]));
             let mut config = cx.config(entry.get("config"));
             for k in ["tags", "meta", "docs", "access", "group"] {
                 if let Some(v) = entry.get(k) {
@@ -437,9 +388,7 @@ pub fn parse_file(
                 config,
                 columns,
                 tests,
-                meta: entry
-                    .get("meta")
-                    .map_or(Json::Object(Default::default()), YNode::to_json),
+                meta: entry.get("meta").map_or(Json::Object(Default::default()), YNode::to_json),
                 docs: entry.get("docs").map_or(Json::Null, YNode::to_json),
                 latest_version: entry.get("latest_version").map(YNode::to_json),
                 versions: cx.list(entry.get("versions"), "versions").to_vec(),
@@ -464,9 +413,7 @@ pub fn parse_file(
                 description: text(t.get("description")),
                 columns: cx.columns(&t),
                 tests: cx.tests(&t),
-                meta: t
-                    .get("meta")
-                    .map_or(Json::Object(Default::default()), YNode::to_json),
+                meta: t.get("meta").map_or(Json::Object(Default::default()), YNode::to_json),
                 tags: strings(t.get("tags")),
                 config: tconfig,
                 quoting: t.get("quoting").map_or(Json::Null, YNode::to_json),
@@ -484,9 +431,7 @@ pub fn parse_file(
             database: entry.get("database").and_then(YNode::scalar_string),
             schema: entry.get("schema").and_then(YNode::scalar_string),
             loader: text(entry.get("loader")),
-            meta: entry
-                .get("meta")
-                .map_or(Json::Object(Default::default()), YNode::to_json),
+            meta: entry.get("meta").map_or(Json::Object(Default::default()), YNode::to_json),
             tags: strings(entry.get("tags")),
             config,
             quoting: entry.get("quoting").map_or(Json::Null, YNode::to_json),
@@ -501,12 +446,7 @@ pub fn parse_file(
             let Some(name) = cx.name(&entry, section) else {
                 continue;
             };
-            let e = NamedEntry {
-                name,
-                file: file_index,
-                line: entry.line,
-                node: entry,
-            };
+            let e = NamedEntry { name, file: file_index, line: entry.line, node: entry };
             match target {
                 0 => out.macros.push(e),
                 1 => out.exposures.push(e),

@@ -35,11 +35,7 @@ pub struct YamlError {
 
 impl YNode {
     pub fn null() -> YNode {
-        YNode {
-            value: YValue::Null,
-            line: 1,
-            col: 1,
-        }
+        YNode { value: YValue::Null, line: 1, col: 1 }
     }
     pub fn is_null(&self) -> bool {
         matches!(self.value, YValue::Null)
@@ -80,25 +76,14 @@ impl YNode {
     }
     /// Key/value pairs of a mapping, keys as text.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &YNode, &YNode)> {
-        self.as_map()
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|(k, v)| k.as_str().map(|ks| (ks, k, v)))
+        self.as_map().unwrap_or(&[]).iter().filter_map(|(k, v)| k.as_str().map(|ks| (ks, k, v)))
     }
     pub fn get(&self, key: &str) -> Option<&YNode> {
-        self.as_map()?
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.as_map()?.iter().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
     /// The node of the key itself (for positions).
     pub fn key_node(&self, key: &str) -> Option<&YNode> {
-        self.as_map()?
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(k, _)| k)
+        self.as_map()?.iter().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k)
     }
     pub fn kind(&self) -> &'static str {
         match self.value {
@@ -136,48 +121,24 @@ impl YNode {
         let value = match json {
             Json::Null => YValue::Null,
             Json::Bool(b) => YValue::Bool(*b),
-            Json::Number(n) => n
-                .as_i64()
-                .map_or_else(|| YValue::Float(n.as_f64().unwrap_or(0.0)), YValue::Int),
+            Json::Number(n) => n.as_i64().map_or_else(|| YValue::Float(n.as_f64().unwrap_or(0.0)), YValue::Int),
             Json::String(s) => YValue::Str(s.clone()),
             Json::Array(a) => YValue::Seq(a.iter().map(YNode::from_json).collect()),
             Json::Object(o) => YValue::Map(
-                o.iter()
-                    .map(|(k, v)| {
-                        (
-                            YNode {
-                                value: YValue::Str(k.clone()),
-                                line: 0,
-                                col: 0,
-                            },
-                            YNode::from_json(v),
-                        )
-                    })
-                    .collect(),
+                o.iter().map(|(k, v)| (YNode { value: YValue::Str(k.clone()), line: 0, col: 0 }, YNode::from_json(v))).collect(),
             ),
         };
-        YNode {
-            value,
-            line: 0,
-            col: 0,
-        }
+        YNode { value, line: 0, col: 0 }
     }
 }
 
 /// Parses the first document of `text`. An empty file is `Null`.
 pub fn parse(text: &str) -> Result<YNode, YamlError> {
-    let mut builder = Builder {
-        anchors: HashMap::new(),
-        stack: Vec::new(),
-        root: None,
-    };
+    let mut builder = Builder { anchors: HashMap::new(), stack: Vec::new(), root: None };
     let parser = Parser::new_from_str(text);
     for event in parser {
-        let (event, span) = event.map_err(|e| YamlError {
-            line: e.marker().line(),
-            col: e.marker().col() + 1,
-            message: e.info().to_string(),
-        })?;
+        let (event, span) =
+            event.map_err(|e| YamlError { line: e.marker().line(), col: e.marker().col() + 1, message: e.info().to_string() })?;
         let (line, col) = (span.start.line(), span.start.col() + 1);
         match event {
             Event::DocumentEnd => {
@@ -194,31 +155,12 @@ pub fn parse(text: &str) -> Result<YNode, YamlError> {
                 builder.push(node, 0)?;
             }
             Event::Scalar(value, style, anchor, _tag) => {
-                let value = if style == ScalarStyle::Plain {
-                    resolve_plain(&value)
-                } else {
-                    YValue::Str(value.into_owned())
-                };
+                let value = if style == ScalarStyle::Plain { resolve_plain(&value) } else { YValue::Str(value.into_owned()) };
                 builder.push(YNode { value, line, col }, anchor)?;
             }
-            Event::SequenceStart(anchor, _) => builder.stack.push(Frame::Seq(
-                YNode {
-                    value: YValue::Seq(Vec::new()),
-                    line,
-                    col,
-                },
-                anchor,
-            )),
+            Event::SequenceStart(anchor, _) => builder.stack.push(Frame::Seq(YNode { value: YValue::Seq(Vec::new()), line, col }, anchor)),
             Event::MappingStart(anchor, _) => {
-                builder.stack.push(Frame::Map(
-                    YNode {
-                        value: YValue::Map(Vec::new()),
-                        line,
-                        col,
-                    },
-                    anchor,
-                    None,
-                ));
+                builder.stack.push(Frame::Map(YNode { value: YValue::Map(Vec::new()), line, col }, anchor, None));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match builder.stack.pop() {
@@ -263,9 +205,7 @@ impl Builder {
             Some(Frame::Map(map, _, pending)) => match pending.take() {
                 None => *pending = Some(node),
                 Some(key) => {
-                    let YValue::Map(entries) = &mut map.value else {
-                        unreachable!("map frame holds a map")
-                    };
+                    let YValue::Map(entries) = &mut map.value else { unreachable!("map frame holds a map") };
                     if key.as_str() == Some("<<") {
                         merge_into(entries, &node);
                     } else {
@@ -310,8 +250,7 @@ fn resolve_plain(s: &str) -> YValue {
         _ => {}
     }
     let bytes = s.as_bytes();
-    let numeric_start =
-        bytes[0].is_ascii_digit() || (matches!(bytes[0], b'-' | b'+' | b'.') && bytes.len() > 1);
+    let numeric_start = bytes[0].is_ascii_digit() || (matches!(bytes[0], b'-' | b'+' | b'.') && bytes.len() > 1);
     if numeric_start {
         let clean = s.replace('_', "");
         if let Some(hex) = clean.strip_prefix("0x") {
@@ -324,18 +263,13 @@ fn resolve_plain(s: &str) -> YValue {
                 return YValue::Int(i);
             }
         }
-        if clean
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'+')
-        {
+        if clean.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'+') {
             if let Ok(i) = clean.parse::<i64>() {
                 return YValue::Int(i);
             }
         }
         if clean.bytes().any(|b| b == b'.' || b == b'e' || b == b'E')
-            && clean
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+            && clean.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         {
             if let Ok(f) = clean.parse::<f64>() {
                 return YValue::Float(f);
@@ -381,9 +315,6 @@ mod tests {
         assert_eq!(resolve_plain("1.2.3"), YValue::Str("1.2.3".into()));
         assert_eq!(resolve_plain("-"), YValue::Str("-".into()));
         assert_eq!(resolve_plain("0x1F"), YValue::Int(31));
-        assert_eq!(
-            resolve_plain("2024-01-01"),
-            YValue::Str("2024-01-01".into())
-        );
+        assert_eq!(resolve_plain("2024-01-01"), YValue::Str("2024-01-01".into()));
     }
 }

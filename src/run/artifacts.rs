@@ -23,10 +23,7 @@ pub struct Meta<'a> {
 
 fn md5_hex(s: &str) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hooks(v: Option<&Json>) -> Json {
@@ -107,28 +104,15 @@ fn constraints_json(v: &Json) -> Json {
 pub fn compiled_path(project: &Project, node: &Node) -> String {
     let target = &project.config().target_path;
     if node.test_metadata.is_some() {
-        format!(
-            "{target}/compiled/{}/{}/{}",
-            node.package, node.original_file_path, node.path
-        )
+        format!("{target}/compiled/{}/{}/{}", node.package, node.original_file_path, node.path)
     } else {
-        format!(
-            "{target}/compiled/{}/{}",
-            node.package, node.original_file_path
-        )
+        format!("{target}/compiled/{}/{}", node.package, node.original_file_path)
     }
 }
 
-fn node_json(
-    project: &Project,
-    jinja: &JinjaEnv,
-    node: &Node,
-    compiled: Option<&Compiled>,
-    parents: &[String],
-) -> Json {
+fn node_json(project: &Project, jinja: &JinjaEnv, node: &Node, compiled: Option<&Compiled>, parents: &[String]) -> Json {
     let quote = jinja.shared.target.quote_char();
-    let relation_name =
-        (node.is_refable() && !node.is_ephemeral()).then(|| node.relation(quote).render());
+    let relation_name = (node.is_refable() && !node.is_ephemeral()).then(|| node.relation(quote).render());
     let scrub = |s: &str| jinja.shared.scrub(s).into_owned();
     let mut o = json!({
         "database": node.database,
@@ -170,29 +154,16 @@ fn node_json(
         m.insert("raw_code".into(), json!(""));
         return o;
     }
-    if matches!(
-        node.resource_type,
-        ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis | ResourceType::Test
-    ) {
-        m.insert(
-            "compiled_path".into(),
-            compiled.map_or(Json::Null, |_| json!(compiled_path(project, node))),
-        );
+    if matches!(node.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis | ResourceType::Test) {
+        m.insert("compiled_path".into(), compiled.map_or(Json::Null, |_| json!(compiled_path(project, node))));
         m.insert("compiled".into(), json!(compiled.is_some()));
-        m.insert(
-            "compiled_code".into(),
-            compiled.map_or(Json::Null, |c| json!(scrub(&c.sql))),
-        );
+        m.insert("compiled_code".into(), compiled.map_or(Json::Null, |c| json!(scrub(&c.sql))));
         m.insert("extra_ctes_injected".into(), json!(compiled.is_some()));
         m.insert(
             "extra_ctes".into(),
             json!(
                 compiled
-                    .map(|c| c
-                        .extra_ctes
-                        .iter()
-                        .map(|(id, sql)| json!({"id": id, "sql": scrub(sql)}))
-                        .collect::<Vec<_>>())
+                    .map(|c| c.extra_ctes.iter().map(|(id, sql)| json!({"id": id, "sql": scrub(sql)})).collect::<Vec<_>>())
                     .unwrap_or_default()
             ),
         );
@@ -200,13 +171,7 @@ fn node_json(
     }
     if node.resource_type == ResourceType::Model {
         m.insert("relation_name".into(), json!(relation_name));
-        m.insert(
-            "access".into(),
-            node.config
-                .get("access")
-                .cloned()
-                .unwrap_or(json!("protected")),
-        );
+        m.insert("access".into(), node.config.get("access").cloned().unwrap_or(json!("protected")));
         m.insert("constraints".into(), json!([]));
         m.insert("version".into(), Json::Null);
         m.insert("latest_version".into(), Json::Null);
@@ -221,22 +186,12 @@ fn node_json(
         m.remove("contract");
         m.insert("relation_name".into(), Json::Null);
         if let Some(meta) = &node.test_metadata {
-            m.insert(
-                "test_metadata".into(),
-                json!({"name": meta.name, "kwargs": meta.kwargs, "namespace": meta.namespace}),
-            );
+            m.insert("test_metadata".into(), json!({"name": meta.name, "kwargs": meta.kwargs, "namespace": meta.namespace}));
             m.insert("column_name".into(), json!(node.column_name));
-            let file_key = node.patch_path.clone().unwrap_or_else(|| {
-                format!(
-                    "models.{}",
-                    node.attached_node
-                        .as_deref()
-                        .unwrap_or("")
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or("")
-                )
-            });
+            let file_key = node
+                .patch_path
+                .clone()
+                .unwrap_or_else(|| format!("models.{}", node.attached_node.as_deref().unwrap_or("").rsplit('.').next().unwrap_or("")));
             m.insert("file_key_name".into(), json!(file_key));
             m.insert("attached_node".into(), json!(node.attached_node));
         }
@@ -277,34 +232,35 @@ fn source_json(s: &SourceNode, jinja: &JinjaEnv, project: &Project) -> Json {
     })
 }
 
-/// Builds the manifest document.
-pub fn manifest_json(
+/// Writes the manifest document to `w`. Nodes, sources and macros are serialized in parallel,
+/// one entry at a time, so the whole document is never held as a JSON tree.
+pub fn write_manifest<W: std::io::Write>(
+    mut w: W,
     project: &Project,
     jinja: &JinjaEnv,
     manifest: &Manifest,
     graph: &Graph,
     compiled: &HashMap<String, Compiled>,
     meta: &Meta,
-) -> Json {
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
     let empty: Vec<String> = Vec::new();
     let parents_of = |id: &str| graph.parents.get(id).unwrap_or(&empty).clone();
-    let mut nodes = BTreeMap::new();
-    for n in manifest.nodes.values() {
-        nodes.insert(
-            n.unique_id.clone(),
-            node_json(
-                project,
-                jinja,
-                n,
-                compiled.get(&n.unique_id),
-                &parents_of(&n.unique_id),
-            ),
-        );
-    }
-    let sources: BTreeMap<String, Json> = manifest
-        .sources
-        .values()
-        .map(|s| (s.unique_id.clone(), source_json(s, jinja, project)))
+    let mut node_ids: Vec<&String> = manifest.nodes.keys().collect();
+    node_ids.sort();
+    let nodes: Vec<(String, Vec<u8>)> = node_ids
+        .par_iter()
+        .map(|id| {
+            let n = &manifest.nodes[*id];
+            let v = node_json(project, jinja, n, compiled.get(*id), &parents_of(id));
+            ((*id).clone(), serde_json::to_vec(&v).unwrap_or_default())
+        })
+        .collect();
+    let mut source_ids: Vec<&String> = manifest.sources.keys().collect();
+    source_ids.sort();
+    let sources: Vec<(String, Vec<u8>)> = source_ids
+        .par_iter()
+        .map(|id| ((*id).clone(), serde_json::to_vec(&source_json(&manifest.sources[*id], jinja, project)).unwrap_or_default()))
         .collect();
     let mut macros = BTreeMap::new();
     for (pkg, ms) in &jinja.shared.macros.packages {
@@ -424,47 +380,61 @@ pub fn manifest_json(
     for (id, cs) in &graph.children {
         child_map.insert(id.clone(), json!(cs));
     }
-    let disabled: BTreeMap<String, Json> = manifest
-        .disabled
-        .values()
-        .map(|n| {
-            (
-                n.unique_id.clone(),
-                json!([node_json(project, jinja, n, None, &[])]),
-            )
-        })
-        .collect();
-    json!({
-        "metadata": {
-            "dbt_schema_version": MANIFEST_SCHEMA,
-            "dbt_version": crate::DBT_COMPAT_VERSION,
-            "generated_at": meta.generated_at,
-            "invocation_id": meta.invocation_id,
-            "invocation_started_at": meta.generated_at,
-            "env": {},
-            "project_name": meta.project_name,
-            "project_id": md5_hex(meta.project_name),
-            "user_id": null,
-            "send_anonymous_usage_stats": false,
-            "adapter_type": meta.adapter_type,
-            "quoting": {"database": true, "schema": true, "identifier": true, "column": null},
-        },
-        "nodes": nodes,
-        "sources": sources,
-        "macros": macros,
-        "docs": docs,
-        "exposures": exposures,
-        "metrics": {},
-        "groups": {},
-        "selectors": {},
-        "disabled": disabled,
-        "parent_map": parent_map,
-        "child_map": child_map,
-        "group_map": {},
-        "saved_queries": {},
-        "semantic_models": {},
-        "unit_tests": unit_tests,
-    })
+    let disabled: BTreeMap<String, Json> =
+        manifest.disabled.values().map(|n| (n.unique_id.clone(), json!([node_json(project, jinja, n, None, &[])]))).collect();
+    let metadata = json!({
+        "dbt_schema_version": MANIFEST_SCHEMA,
+        "dbt_version": crate::DBT_COMPAT_VERSION,
+        "generated_at": meta.generated_at,
+        "invocation_id": meta.invocation_id,
+        "invocation_started_at": meta.generated_at,
+        "env": {},
+        "project_name": meta.project_name,
+        "project_id": md5_hex(meta.project_name),
+        "user_id": null,
+        "send_anonymous_usage_stats": false,
+        "adapter_type": meta.adapter_type,
+        "quoting": {"database": true, "schema": true, "identifier": true, "column": null},
+    });
+    let to_io = |e: serde_json::Error| std::io::Error::other(e);
+    w.write_all(b"{\"metadata\":")?;
+    serde_json::to_writer(&mut w, &metadata).map_err(to_io)?;
+    write_entries(&mut w, "nodes", &nodes)?;
+    write_entries(&mut w, "sources", &sources)?;
+    for (key, value) in [
+        ("macros", json!(macros)),
+        ("docs", json!(docs)),
+        ("exposures", json!(exposures)),
+        ("metrics", json!({})),
+        ("groups", json!({})),
+        ("selectors", json!({})),
+        ("disabled", json!(disabled)),
+        ("parent_map", json!(parent_map)),
+        ("child_map", json!(child_map)),
+        ("group_map", json!({})),
+        ("saved_queries", json!({})),
+        ("semantic_models", json!({})),
+        ("unit_tests", json!(unit_tests)),
+    ] {
+        write!(w, ",\"{key}\":")?;
+        serde_json::to_writer(&mut w, &value).map_err(to_io)?;
+    }
+    w.write_all(b"}")?;
+    w.flush()
+}
+
+/// `,"key":{"id":<json>,...}` from pre-serialized entries (sorted by id).
+fn write_entries<W: std::io::Write>(w: &mut W, key: &str, entries: &[(String, Vec<u8>)]) -> std::io::Result<()> {
+    write!(w, ",\"{key}\":{{")?;
+    for (i, (id, bytes)) in entries.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, id).map_err(std::io::Error::other)?;
+        w.write_all(b":")?;
+        w.write_all(bytes)?;
+    }
+    w.write_all(b"}")
 }
 
 /// Writes compiled SQL files; returns how many were written.
@@ -482,12 +452,7 @@ pub fn write_compiled(
                 .nodes
                 .get(id)
                 .filter(|n| !n.is_ephemeral())
-                .map(|n| {
-                    (
-                        project.root.join(compiled_path(project, n)),
-                        jinja.shared.scrub(&c.sql).into_owned(),
-                    )
-                })
+                .map(|n| (project.root.join(compiled_path(project, n)), jinja.shared.scrub(&c.sql).into_owned()))
         })
         .collect();
     let mut dirs: Vec<&Path> = items.iter().filter_map(|(p, _)| p.parent()).collect();
@@ -496,8 +461,6 @@ pub fn write_compiled(
     for d in dirs {
         std::fs::create_dir_all(d)?;
     }
-    items
-        .par_iter()
-        .try_for_each(|(path, sql)| std::fs::write(path, sql))?;
+    items.par_iter().try_for_each(|(path, sql)| std::fs::write(path, sql))?;
     Ok(items.len())
 }

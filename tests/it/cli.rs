@@ -6,12 +6,7 @@ fn ls(dir: &std::path::Path, args: &[&str]) -> Vec<String> {
     let mut argv = vec!["ls", "--profiles-dir", "profiles", "-o", "name"];
     argv.extend_from_slice(args);
     let out = run(dir, &argv);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "ls {args:?} failed:\n{}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "ls {args:?} failed:\n{}", stderr(&out));
     stdout(&out).lines().map(str::to_string).collect()
 }
 
@@ -24,73 +19,28 @@ fn selection_grammar() {
         a.extend(["--resource-type", "model"]);
         ls(d, &a)
     };
-    assert_eq!(
-        models(&["-s", "+orders"]),
-        ["orders", "stg_orders", "stg_payments"]
-    );
-    assert_eq!(
-        models(&["-s", "stg_orders+"]),
-        ["customers", "orders", "stg_orders"]
-    );
-    assert_eq!(
-        models(&["-s", "1+customers"]),
-        ["customers", "stg_customers", "stg_orders", "stg_payments"]
-    );
+    assert_eq!(models(&["-s", "+orders"]), ["orders", "stg_orders", "stg_payments"]);
+    assert_eq!(models(&["-s", "stg_orders+"]), ["customers", "orders", "stg_orders"]);
+    assert_eq!(models(&["-s", "1+customers"]), ["customers", "stg_customers", "stg_orders", "stg_payments"]);
     assert_eq!(models(&["-s", "tag:finance"]), ["orders"]);
-    assert_eq!(
-        models(&["-s", "path:models/staging"]),
-        ["stg_customers", "stg_orders", "stg_payments"]
-    );
-    assert_eq!(
-        models(&["-s", "config.materialized:table"]),
-        ["customers", "orders"]
-    );
-    assert_eq!(
-        models(&["-s", "staging"]),
-        ["stg_customers", "stg_orders", "stg_payments"]
-    );
-    assert_eq!(
-        models(&["-s", "stg_*"]),
-        ["stg_customers", "stg_orders", "stg_payments"]
-    );
+    assert_eq!(models(&["-s", "path:models/staging"]), ["stg_customers", "stg_orders", "stg_payments"]);
+    assert_eq!(models(&["-s", "config.materialized:table"]), ["customers", "orders"]);
+    assert_eq!(models(&["-s", "staging"]), ["stg_customers", "stg_orders", "stg_payments"]);
+    assert_eq!(models(&["-s", "stg_*"]), ["stg_customers", "stg_orders", "stg_payments"]);
     // Comma = intersection, space = union, --exclude.
     assert_eq!(models(&["-s", "tag:staging,stg_p*"]), ["stg_payments"]);
-    assert_eq!(
-        models(&["-s", "stg_orders stg_customers"]),
-        ["stg_customers", "stg_orders"]
-    );
-    assert_eq!(
-        models(&["-s", "+customers", "--exclude", "stg_payments"]),
-        ["customers", "stg_customers", "stg_orders"]
-    );
+    assert_eq!(models(&["-s", "stg_orders stg_customers"]), ["stg_customers", "stg_orders"]);
+    assert_eq!(models(&["-s", "+customers", "--exclude", "stg_payments"]), ["customers", "stg_customers", "stg_orders"]);
     // @: descendants and all their ancestors.
     // (the relationships test on orders refers to customers, so orders is an ancestor of a descendant, as in dbt)
-    assert_eq!(
-        models(&["-s", "@stg_customers"]),
-        [
-            "customers",
-            "orders",
-            "stg_customers",
-            "stg_orders",
-            "stg_payments"
-        ]
-    );
+    assert_eq!(models(&["-s", "@stg_customers"]), ["customers", "orders", "stg_customers", "stg_orders", "stg_payments"]);
     // Seeds, and tests selected with their models (eager).
-    assert_eq!(
-        ls(d, &["-s", "resource_type:seed"]),
-        ["raw_customers", "raw_orders", "raw_payments"]
-    );
+    assert_eq!(ls(d, &["-s", "resource_type:seed"]), ["raw_customers", "raw_orders", "raw_payments"]);
     let tests = ls(d, &["-s", "stg_orders", "--resource-type", "test"]);
     assert_eq!(tests.len(), 3, "{tests:?}");
-    assert!(
-        ls(d, &["-s", "test_type:singular"])
-            .contains(&"assert_total_payment_amount_is_positive".to_string())
-    );
+    assert!(ls(d, &["-s", "test_type:singular"]).contains(&"assert_total_payment_amount_is_positive".to_string()));
     assert_eq!(ls(d, &["-s", "test_name:relationships"]).len(), 1);
-    assert_eq!(
-        ls(d, &["-s", "file:orders.sql", "--resource-type", "model"]),
-        ["orders"]
-    );
+    assert_eq!(ls(d, &["-s", "file:orders.sql", "--resource-type", "model"]), ["orders"]);
 }
 
 #[test]
@@ -98,34 +48,13 @@ fn yaml_selectors_and_sources() {
     let tmp = temp_project("projects/events");
     let d = tmp.path();
     let out = run(d, &["ls", "--selector", "marts_only", "-o", "name"]);
-    assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
-        ["activity_dashboard", "counts_purchases", "user_activity"]
-    );
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["activity_dashboard", "counts_purchases", "user_activity"]);
     let out = run(d, &["ls", "-s", "source:raw", "-o", "selector"]);
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
-    assert!(
-        lines.contains(&"source:events.raw.events".to_string()),
-        "{lines:?}"
-    );
+    assert!(lines.contains(&"source:events.raw.events".to_string()), "{lines:?}");
     assert!(lines.contains(&"source:events.raw.users".to_string()));
-    let out = run(
-        d,
-        &[
-            "ls",
-            "-s",
-            "source:raw.users+",
-            "--resource-type",
-            "model",
-            "exposure",
-            "-o",
-            "name",
-        ],
-    );
-    assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
-        ["activity_dashboard", "stg_users", "user_activity"]
-    );
+    let out = run(d, &["ls", "-s", "source:raw.users+", "--resource-type", "model", "exposure", "-o", "name"]);
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["activity_dashboard", "stg_users", "user_activity"]);
 }
 
 #[test]
@@ -138,13 +67,8 @@ fn init_writes_a_project_that_compiles() {
     assert!(yml.starts_with("name: acme\n"));
     let out = run(&project, &["compile"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let sql =
-        std::fs::read_to_string(project.join("target/compiled/acme/models/marts/customers.sql"))
-            .unwrap();
-    assert!(
-        sql.contains("from \"kiln\".\"main\".\"stg_customers\" as c"),
-        "{sql}"
-    );
+    let sql = std::fs::read_to_string(project.join("target/compiled/acme/models/marts/customers.sql")).unwrap();
+    assert!(sql.contains("from \"kiln\".\"main\".\"stg_customers\" as c"), "{sql}");
     // A second init into the same directory refuses.
     let out = run(tmp.path(), &["init", "acme"]);
     assert_eq!(out.status.code(), Some(2));
@@ -167,10 +91,7 @@ fn clean_removes_targets_but_never_the_warehouse() {
     // A clean-target pointing at the warehouse or outside the project is refused.
     let yml = std::fs::read_to_string(p.join("dbt_project.yml"))
         .unwrap()
-        .replace(
-            "clean-targets: [\"target\", \"dbt_packages\"]",
-            "clean-targets: [\".kiln\", \"..\"]",
-        );
+        .replace("clean-targets: [\"target\", \"dbt_packages\"]", "clean-targets: [\".kiln\", \"..\"]");
     std::fs::write(p.join("dbt_project.yml"), yml).unwrap();
     let out = run(&p, &["clean"]);
     assert_eq!(out.status.code(), Some(1));
@@ -210,16 +131,8 @@ fn secret_env_vars_never_reach_artifacts() {
     let tmp = tempfile::tempdir().unwrap();
     run(tmp.path(), &["init", "p"]);
     let p = tmp.path().join("p");
-    std::fs::write(
-        p.join("models/secret.sql"),
-        "select '{{ env_var(\"DBT_ENV_SECRET_TOKEN\") }}' as token\n",
-    )
-    .unwrap();
-    let out = kiln(&p)
-        .args(["compile"])
-        .env("DBT_ENV_SECRET_TOKEN", "tok-123456")
-        .output()
-        .unwrap();
+    std::fs::write(p.join("models/secret.sql"), "select '{{ env_var(\"DBT_ENV_SECRET_TOKEN\") }}' as token\n").unwrap();
+    let out = kiln(&p).args(["compile"]).env("DBT_ENV_SECRET_TOKEN", "tok-123456").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let compiled = std::fs::read_to_string(p.join("target/compiled/p/models/secret.sql")).unwrap();
     assert_eq!(compiled.trim(), "select '*****' as token");
@@ -232,22 +145,9 @@ fn vars_from_the_command_line_override_the_project() {
     let tmp = tempfile::tempdir().unwrap();
     run(tmp.path(), &["init", "p"]);
     let p = tmp.path().join("p");
-    let out = run(
-        &p,
-        &[
-            "compile",
-            "-s",
-            "stg_orders",
-            "--vars",
-            "{min_order_total_cents: 500}",
-        ],
-    );
+    let out = run(&p, &["compile", "-s", "stg_orders", "--vars", "{min_order_total_cents: 500}"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("where amount_cents >= 500"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("where amount_cents >= 500"), "{}", stdout(&out));
 }
 
 #[test]
@@ -255,23 +155,10 @@ fn inline_sql_and_usage_errors() {
     let tmp = tempfile::tempdir().unwrap();
     run(tmp.path(), &["init", "p"]);
     let p = tmp.path().join("p");
-    let out = run(
-        &p,
-        &[
-            "compile",
-            "--inline",
-            "select count(*) from {{ ref('customers') }}",
-        ],
-    );
+    let out = run(&p, &["compile", "--inline", "select count(*) from {{ ref('customers') }}"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out).trim(),
-        "select count(*) from \"kiln\".\"main\".\"customers\""
-    );
-    assert_eq!(
-        run(&p, &["compile", "--no-such-flag"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(stdout(&out).trim(), "select count(*) from \"kiln\".\"main\".\"customers\"");
+    assert_eq!(run(&p, &["compile", "--no-such-flag"]).status.code(), Some(2));
     assert_eq!(run(&p, &["frobnicate"]).status.code(), Some(2));
 }
 
@@ -280,11 +167,7 @@ fn parse_writes_manifest_and_reports_warnings() {
     let tmp = tempfile::tempdir().unwrap();
     run(tmp.path(), &["init", "p"]);
     let p = tmp.path().join("p");
-    std::fs::write(
-        p.join("models/extra.yml"),
-        "version: 2\nmodels:\n  - name: not_a_model\n",
-    )
-    .unwrap();
+    std::fs::write(p.join("models/extra.yml"), "version: 2\nmodels:\n  - name: not_a_model\n").unwrap();
     let out = run(&p, &["parse"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("warning[E108]"), "{}", stderr(&out));

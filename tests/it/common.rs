@@ -53,20 +53,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// Every file under `dir`, sorted, as "---- path ----\ncontent".
 pub fn dump_tree(dir: &Path) -> String {
-    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).map(|e| e.into_path()).collect();
     files.sort();
     let mut out = String::new();
     for f in files {
-        let rel = f
-            .strip_prefix(dir)
-            .expect("inside")
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = f.strip_prefix(dir).expect("inside").to_string_lossy().replace('\\', "/");
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         out.push_str(&format!("---- {rel} ----\n{}\n", text.trim_end()));
     }

@@ -1,0 +1,60 @@
+//! Parse/compile benchmark: generates projects of N models and times the real `kiln` binary
+//! (cold process, no cache kept between runs). Prints median, min and max wall time.
+//!
+//!     cargo bench --bench compile                 # N = 1,000 and 10,000
+//!     cargo bench --bench compile -- 20000 5      # N = 20,000, 5 runs
+//!     cargo bench --bench compile -- --gen DIR 10000   # only write the project
+
+mod generator;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+fn time_kiln(dir: &Path, args: &[&str], runs: usize) -> (f64, f64, f64) {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(dir.join("target"));
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .arg("--quiet")
+            .current_dir(dir)
+            .env("HOME", dir)
+            .output()
+            .expect("run kiln");
+        let secs = start.elapsed().as_secs_f64();
+        assert!(out.status.success(), "kiln {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        samples.push(secs);
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[0], samples[samples.len() - 1])
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("--gen") {
+        let dir = Path::new(args.get(1).expect("--gen DIR N"));
+        let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        generator::generate(dir, &generator::Spec { models: n, seed_rows: 100 });
+        println!("wrote a {n}-model project to {}", dir.display());
+        return;
+    }
+    let sizes: Vec<usize> = match args.first().and_then(|s| s.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![1_000, 10_000],
+    };
+    let runs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    println!(
+        "kiln parse/compile benchmark ({} cores, {runs} runs each, wall seconds)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for n in sizes {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
+        for cmd in ["parse", "compile"] {
+            let (med, min, max) = time_kiln(tmp.path(), &[cmd], runs);
+            println!("{cmd:<8} N={n:<6} median {med:.3}s  min {min:.3}s  max {max:.3}s");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Writes realistic dbt projects of N models for benchmarks: staging -> intermediate -> marts
+//! layers, 1-3 `ref`s per model, macros, Jinja loops, `config()`, `var()`, incremental and
+//! ephemeral models, and schema tests on about half of the models. The SQL is plain enough for
+//! DataFusion, PostgreSQL and DuckDB alike. Deterministic: the same N gives the same project.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A tiny deterministic generator (no `rand` dependency).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+pub struct Spec {
+    pub models: usize,
+    pub seed_rows: usize,
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create dir");
+    }
+    std::fs::write(path, text).expect("write file");
+}
+
+pub fn generate(dir: &Path, spec: &Spec) {
+    let n = spec.models.max(10);
+    let mut rng = Lcg(42);
+    write(
+        &dir.join("dbt_project.yml"),
+        "name: bench\nconfig-version: 2\nprofile: bench\n\nvars:\n  statuses: ['placed', 'shipped', 'completed', 'returned']\n  min_amount: 0\n\nmodels:\n  bench:\n    staging:\n      +materialized: view\n    intermediate:\n      +materialized: view\n    marts:\n      +materialized: table\n      +tags: ['marts']\n",
+    );
+    write(
+        &dir.join("macros/helpers.sql"),
+        "{% macro cents_to_dollars(col, scale=2) -%}\n    round(cast({{ col }} as numeric) / 100, {{ scale }})\n{%- endmacro %}\n\n\
+         {% macro safe_divide(a, b) -%}\n    case when {{ b }} = 0 then null else {{ a }} / {{ b }} end\n{%- endmacro %}\n\n\
+         {% macro status_flags(statuses) -%}\n    {%- for s in statuses %}\n    sum(case when status = '{{ s }}' then 1 else 0 end) as n_{{ s }}{{ ',' if not loop.last }}\n    {%- endfor %}\n{%- endmacro %}\n",
+    );
+    // Seeds.
+    let rows = spec.seed_rows.max(1);
+    let mut orders = String::from("id,customer_id,amount_cents,status,created_at\n");
+    let statuses = ["placed", "shipped", "completed", "returned"];
+    for i in 1..=rows {
+        let _ = writeln!(
+            orders,
+            "{i},{},{},{},2024-01-{:02} 10:{:02}:00",
+            1 + rng.below(rows / 10 + 1),
+            rng.below(100_000),
+            statuses[rng.below(4)],
+            1 + rng.below(28),
+            rng.below(60)
+        );
+    }
+    write(&dir.join("seeds/raw_orders.csv"), &orders);
+    let mut customers = String::from("id,name,country\n");
+    for i in 1..=(rows / 10).max(1) {
+        let _ = writeln!(customers, "{i},customer_{i},{}", ["NL", "DE", "FR", "US"][rng.below(4)]);
+    }
+    write(&dir.join("seeds/raw_customers.csv"), &customers);
+
+    let n_staging = (n / 10).max(2);
+    let n_marts = (n * 3 / 10).max(2);
+    let n_int = n - n_staging - n_marts;
+    let mut layers: Vec<(String, &str)> = Vec::with_capacity(n);
+    let folder_size = 100;
+    // Staging: select from seeds.
+    for i in 0..n_staging {
+        let name = format!("stg_{i:05}");
+        let (seed, body) = if i % 2 == 0 {
+            ("raw_orders", "id, customer_id, {{ cents_to_dollars('amount_cents') }} as amount, status, created_at")
+        } else {
+            ("raw_orders", "id, customer_id, amount_cents / 100.0 as amount, lower(status) as status, created_at")
+        };
+        let sql = format!("select\n    {body}\nfrom {{{{ ref('{seed}') }}}}\nwhere amount_cents >= {{{{ var('min_amount') }}}}\n");
+        write(&dir.join(format!("models/staging/g{:03}/{name}.sql", i / folder_size)), &sql);
+        layers.push((name, "staging"));
+    }
+    // Intermediate: 1-3 refs to earlier models, loops, some ephemeral.
+    for i in 0..n_int {
+        let name = format!("int_{i:05}");
+        let k = 1 + rng.below(3);
+        let mut parents: Vec<String> = (0..k).map(|_| layers[rng.below(layers.len())].0.clone()).collect();
+        parents.sort();
+        parents.dedup();
+        let ephemeral = i % 17 == 0;
+        let mut sql = String::new();
+        if ephemeral {
+            sql.push_str("{{ config(materialized='ephemeral') }}\n");
+        }
+        let _ = writeln!(sql, "with unioned as (");
+        for (j, p) in parents.iter().enumerate() {
+            if j > 0 {
+                sql.push_str("    union all\n");
+            }
+            let _ = writeln!(sql, "    select id, customer_id, amount, status, created_at from {{{{ ref('{p}') }}}}");
+        }
+        sql.push_str(")\n\nselect\n    id,\n    customer_id,\n    amount,\n    status,\n    created_at\nfrom unioned\n");
+        if i % 3 == 0 {
+            sql.push_str("where status in ({% for s in var('statuses') %}'{{ s }}'{{ ', ' if not loop.last }}{% endfor %})\n");
+        }
+        write(&dir.join(format!("models/intermediate/g{:03}/{name}.sql", i / folder_size)), &sql);
+        layers.push((name, "intermediate"));
+    }
+    // Marts: aggregates, some incremental.
+    let int_start = n_staging;
+    for i in 0..n_marts {
+        let name = format!("fct_{i:05}");
+        let p = &layers[int_start + rng.below(n_int)].0;
+        let incremental = i % 5 == 0;
+        let mut sql = String::new();
+        if incremental {
+            sql.push_str("{{ config(materialized='incremental', unique_key='customer_id') }}\n\n");
+        }
+        let _ = write!(
+            sql,
+            "select\n    customer_id,\n    count(*) as orders,\n    sum(amount) as total_amount,\n    {{{{ safe_divide('sum(amount)', 'count(*)') }}}} as avg_amount,\n    {{{{ status_flags(var('statuses')) }}}},\n    max(created_at) as last_order_at\nfrom {{{{ ref('{p}') }}}}\n"
+        );
+        if incremental {
+            sql.push_str("{% if is_incremental() %}\nwhere created_at > (select max(last_order_at) from {{ this }})\n{% endif %}\n");
+        }
+        sql.push_str("group by customer_id\n");
+        write(&dir.join(format!("models/marts/g{:03}/{name}.sql", i / folder_size)), &sql);
+        layers.push((name, "marts"));
+    }
+    // Schema tests on about half of the models, one properties file per folder.
+    let mut by_folder: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for (idx, (name, layer)) in layers.iter().enumerate() {
+        if idx % 2 == 1 {
+            continue;
+        }
+        let group = name[name.len() - 5..].parse::<usize>().unwrap_or(0) / folder_size;
+        let key = format!("models/{layer}/g{group:03}/schema.yml");
+        let entry = by_folder.entry(key).or_insert_with(|| "version: 2\n\nmodels:\n".to_string());
+        if *layer == "marts" {
+            let _ = writeln!(entry, "  - name: {name}\n    columns:\n      - name: customer_id\n        data_tests: [not_null, unique]");
+        } else {
+            let _ = writeln!(
+                entry,
+                "  - name: {name}\n    columns:\n      - name: id\n        data_tests: [not_null]\n      - name: status\n        data_tests:\n          - accepted_values:\n              values: ['placed', 'shipped', 'completed', 'returned']"
+            );
+        }
+    }
+    for (path, text) in by_folder {
+        write(&dir.join(path), &text);
+    }
+}
