@@ -80,6 +80,12 @@ pub fn summary(s: &Session, ids: &BTreeSet<String>) -> String {
 }
 
 pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
+    // `graph` is only built when a template can reach it (it names it).
+    let uses_graph = s.manifest.nodes.values().any(|n| n.raw_code.contains("graph"))
+        || s.jinja.shared.macros.packages.values().flat_map(|m| m.values()).any(|m| m.source.contains("graph"));
+    if !uses_graph {
+        return Arc::new(ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(|| serde_json::json!({"nodes": {}, "sources": {}, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}}))));
+    }
     let graph_json = {
         let nodes: serde_json::Map<String, serde_json::Value> = s
             .manifest
@@ -131,7 +137,9 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
             .par_iter()
             .filter_map(|(id, c)| {
                 let node = s.manifest.nodes.get(id)?;
-                if node.is_ephemeral() && !selected.contains(id) {
+                // Models, snapshots and analyses are the user's SQL; generic and singular tests
+                // are checked by the engine when they run.
+                if (node.is_ephemeral() && !selected.contains(id)) || node.resource_type == ResourceType::Test {
                     return None;
                 }
                 let file = node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone());

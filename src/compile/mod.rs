@@ -110,7 +110,7 @@ pub fn render_node(
 ) -> Result<String, Diagnostic> {
     let ctx = node_ctx(jinja, node, resolver, is_incremental);
     let result = if node.test_metadata.is_some() {
-        crate::parse::generic_tests_render(jinja, node, ctx).map(|(s, _)| s)
+        crate::parse::generic_tests_render(jinja, node, ctx, false).map(|(s, _)| s)
     } else {
         let display = node.file.map_or(node.original_file_path.clone(), |f| project.files[f].display_path.clone());
         let source = crate::jinja::modules::mutable_literals(&node.raw_code).into_owned();

@@ -182,10 +182,18 @@ pub fn line_of(src: &str, offset: usize) -> usize {
 pub fn block_template(src: &str, block: &Block) -> String {
     let line_start = src[..block.start].rfind('\n').map_or(0, |i| i + 1);
     let mut out = String::with_capacity(block.end - block.start + block.line + 64);
-    for _ in 1..block.line {
-        out.push('\n');
+    // The padding is a comment, so rendering the macro's template outputs nothing extra.
+    let indent = src[line_start..block.start].chars().count();
+    if block.line > 1 {
+        out.push_str("{#");
+        for _ in 1..block.line {
+            out.push('\n');
+        }
+        out.push_str("#}");
+        out.push_str(&" ".repeat(indent.saturating_sub(2)));
+    } else {
+        out.push_str(&" ".repeat(indent));
     }
-    out.push_str(&" ".repeat(src[line_start..block.start].chars().count()));
     let text = &src[block.start..block.end];
     if block.kind == BlockKind::Test {
         let open_len = block.body_start - block.start;

@@ -182,10 +182,37 @@ impl Object for NodeCtx {
     }
 }
 
-/// Root context of a macro's template: the caller's context, seen from the macro's package.
+thread_local! {
+    /// The node contexts of the macro calls running on this thread, innermost last. Macro
+    /// templates are evaluated once per thread and reused, so their root context looks the
+    /// caller up here instead of holding it.
+    static CURRENT: std::cell::RefCell<Vec<Value>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes `ctx` the current node context until the guard drops.
+pub fn enter(ctx: Value) -> CurrentGuard {
+    CURRENT.with(|c| c.borrow_mut().push(ctx));
+    CurrentGuard(())
+}
+
+pub struct CurrentGuard(());
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            c.borrow_mut().pop();
+        });
+    }
+}
+
+fn current() -> Option<Value> {
+    CURRENT.with(|c| c.borrow().last().cloned())
+}
+
+/// Root context of a macro's template: the current caller's context, seen from the macro's
+/// package.
 #[derive(Debug)]
 pub struct MacroScope {
-    pub base: Value,
     pub package: String,
 }
 
@@ -197,7 +224,7 @@ impl Object for MacroScope {
         if key == "__kiln_pkg" {
             return Some(Value::from(self.package.as_str()));
         }
-        self.base.get_attr(key).ok().filter(|v| !v.is_undefined())
+        current()?.get_attr(key).ok().filter(|v| !v.is_undefined())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Macros: the index of every macro of every package, the callable that runs one (with dbt's
 //! `return()`), package namespaces (`dbt_utils.star(...)`) and `adapter.dispatch`.
 
-use super::context::{MacroScope, NodeCtx, current_package, node_ctx};
+use super::context::{MacroScope, NodeCtx, current_package, enter, node_ctx};
 use super::error::kiln_error;
 use crate::diagnostics::Code;
 use minijinja::value::{Enumerator, Object, Value};
@@ -99,22 +99,37 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
         return Ok(crate::jinja::ser(value));
     }
     ctx.record_macro(&def.unique_id);
-    let base = state.lookup("__kiln").unwrap_or_default();
-    let scope = Value::from_object(MacroScope { base, package: def.package.clone() });
-    let template = state.env().get_template(&def.template)?;
-    let mut captured = template.render_captured(scope)?;
-    captured.with_state_mut(|st| {
+    let env = ctx.shared.env.get().copied().ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "macros are not available yet"))?;
+    let _current = enter(state.lookup("__kiln").unwrap_or_default());
+    // Each macro's template is evaluated once per thread and its state reused; a recursive
+    // call finds the slot empty and evaluates a fresh one.
+    let key = Arc::as_ptr(def) as usize;
+    let cached = MACRO_STATES.with(|m| m.borrow_mut().remove(&key));
+    let mut captured = match cached {
+        Some(c) => c,
+        None => env.get_template(&def.template)?.render_captured(Value::from_object(MacroScope { package: def.package.clone() }))?,
+    };
+    let result = captured.with_state_mut(|st| {
         let Some(m) = st.lookup(&def.name) else {
             return Err(Error::new(ErrorKind::InvalidOperation, format!("macro `{}` did not define itself", def.name)));
         };
-        match m.call(st, args) {
+        let result = match m.call(st, args) {
             Ok(v) => Ok(v),
             Err(e) => match st.get_temp(RETURN_TEMP) {
-                Some(v) if is_return(&e) => Ok(v),
+                Some(v) if !v.is_undefined() && is_return(&e) => Ok(v),
                 _ => Err(e),
             },
-        }
-    })
+        };
+        st.set_temp(RETURN_TEMP, Value::UNDEFINED);
+        result
+    });
+    MACRO_STATES.with(|m| m.borrow_mut().insert(key, captured));
+    result
+}
+
+thread_local! {
+    static MACRO_STATES: std::cell::RefCell<std::collections::HashMap<usize, minijinja::Captured<'static>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 fn is_return(e: &Error) -> bool {

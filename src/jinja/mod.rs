@@ -135,6 +135,8 @@ impl Vars {
 
 /// Everything renders share.
 pub struct Shared {
+    /// The environment (leaked: it lives as long as the process, so macro states can be cached).
+    pub env: std::sync::OnceLock<&'static Environment<'static>>,
     pub macros: Arc<MacroIndex>,
     pub target: Target,
     pub target_value: Value,
@@ -207,7 +209,7 @@ pub struct Invocation {
 }
 
 pub struct JinjaEnv {
-    pub env: Environment<'static>,
+    pub env: &'static Environment<'static>,
     pub shared: Arc<Shared>,
 }
 
@@ -353,6 +355,7 @@ impl JinjaEnv {
             ("EMPTY", Value::from(false)),
         ]);
         let shared = Shared {
+            env: std::sync::OnceLock::new(),
             macros: index,
             target_value: crate::jinja::ser(&public),
             target: target.clone(),
@@ -372,6 +375,8 @@ impl JinjaEnv {
             ),
             statement_results: Mutex::new(HashMap::new()),
         };
+        let env: &'static Environment<'static> = Box::leak(Box::new(env));
+        let _ = shared.env.set(env);
         JinjaEnv { env, shared: Arc::new(shared) }
     }
 

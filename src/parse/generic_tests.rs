@@ -298,14 +298,14 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
         }
     }
 
-    // Parse-phase render of each test: records refs in arguments (`to: ref('x')`) and checks
-    // the test macro renders.
+    // Parse phase of each test: its arguments are evaluated (recording `to: ref('x')`); the test
+    // macro itself is rendered in the compile phase, where its errors are reported.
     let rendered: Vec<(Pending, Vec<Diagnostic>)> = pending
         .into_par_iter()
         .map(|mut p| {
             let mut ds = Vec::new();
             let ctx = test_ctx(jinja, &p.node, Phase::Parse, None);
-            match render_test(jinja, &p.node, ctx) {
+            match render_test(jinja, &p.node, ctx, true) {
                 Ok((_, record)) => {
                     for r in record.refs {
                         if !p.node.refs.contains(&r) {
@@ -317,7 +317,19 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
                             p.node.sources.push(s);
                         }
                     }
-                    p.node.macros = record.macros.into_iter().collect();
+                    let mut macros: Vec<String> = record.macros.into_iter().collect();
+                    if let Some(meta) = &p.node.test_metadata {
+                        let name = format!("test_{}", meta.name);
+                        let def = match &meta.namespace {
+                            Some(ns) => jinja.shared.macros.get(ns, &name),
+                            None => jinja.shared.macros.lookup(Some(&p.node.package), &name),
+                        };
+                        macros.extend(def.map(|d| d.unique_id.clone()));
+                        macros.push("macro.dbt.get_where_subquery".into());
+                    }
+                    macros.sort();
+                    macros.dedup();
+                    p.node.macros = macros;
                 }
                 Err(e) => {
                     let file = &project.files[p.spec_file];
@@ -370,7 +382,7 @@ pub fn test_ctx(jinja: &JinjaEnv, node: &Node, phase: Phase, resolver: Option<Ar
 
 /// Renders a generic test: its arguments first (dbt renders every string argument, wrapping
 /// `ref(...)`-like values in `{{ }}`), then its macro call.
-pub fn render_test(jinja: &JinjaEnv, node: &Node, ctx: NodeCtx) -> Result<(String, crate::jinja::context::Record), minijinja::Error> {
+pub fn render_test(jinja: &JinjaEnv, node: &Node, ctx: NodeCtx, args_only: bool) -> Result<(String, crate::jinja::context::Record), minijinja::Error> {
     let Some(meta) = &node.test_metadata else {
         let ctx = Arc::new(ctx);
         let out = jinja.render(&node.original_file_path, &node.raw_code, ctx.clone())?;
@@ -380,10 +392,16 @@ pub fn render_test(jinja: &JinjaEnv, node: &Node, ctx: NodeCtx) -> Result<(Strin
     let root = Value::from_dyn_object(ctx.clone());
     let mut kwargs: Vec<(String, Value)> = Vec::new();
     for (k, v) in &meta.kwargs {
+        if args_only && k == "model" {
+            continue; // its ref/source is recorded when the test is built
+        }
         let value = render_arg(jinja, k, v, &root)?;
         kwargs.push((k.clone(), value));
     }
     let record = ctx.take_record();
+    if args_only {
+        return Ok((String::new(), record));
+    }
     let mut inner = Arc::try_unwrap(ctx).unwrap_or_else(|arc| {
         let mut c = NodeCtx::new(arc.phase, arc.node.clone(), arc.config.lock().map(|c| c.clone()).unwrap_or_default(), arc.shared.clone());
         c.resolver = arc.resolver.clone();

@@ -461,6 +461,11 @@ pub fn write_compiled(
     for d in dirs {
         std::fs::create_dir_all(d)?;
     }
-    items.par_iter().try_for_each(|(path, sql)| std::fs::write(path, sql))?;
+    // Unchanged files are left alone: rewriting costs more than comparing, and editors and
+    // file watchers see no spurious change.
+    items.par_iter().try_for_each(|(path, sql)| match std::fs::read(path) {
+        Ok(old) if old == sql.as_bytes() => Ok(()),
+        _ => std::fs::write(path, sql),
+    })?;
     Ok(items.len())
 }

@@ -35,7 +35,8 @@ fn selection_grammar() {
     // (the relationships test on orders refers to customers, so orders is an ancestor of a descendant, as in dbt)
     assert_eq!(models(&["-s", "@stg_customers"]), ["customers", "orders", "stg_customers", "stg_orders", "stg_payments"]);
     // Seeds, and tests selected with their models (eager).
-    assert_eq!(ls(d, &["-s", "resource_type:seed"]), ["raw_customers", "raw_orders", "raw_payments"]);
+    assert_eq!(ls(d, &["-s", "resource_type:seed", "--resource-type", "seed"]), ["raw_customers", "raw_orders", "raw_payments"]);
+    assert_eq!(ls(d, &["-s", "raw_payments", "--resource-type", "test"]), ["not_null_raw_payments_id", "unique_raw_payments_id"]);
     let tests = ls(d, &["-s", "stg_orders", "--resource-type", "test"]);
     assert_eq!(tests.len(), 3, "{tests:?}");
     assert!(ls(d, &["-s", "test_type:singular"]).contains(&"assert_total_payment_amount_is_positive".to_string()));
