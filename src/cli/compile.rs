@@ -36,6 +36,7 @@ pub fn parse(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut P
         s.started.elapsed().as_secs_f64(),
         s.project.config().target_path
     ));
+    std::mem::forget(s); // exiting: skip freeing every node
     Ok(EXIT_OK)
 }
 
@@ -84,7 +85,14 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
     let uses_graph = s.manifest.nodes.values().any(|n| n.raw_code.contains("graph"))
         || s.jinja.shared.macros.packages.values().flat_map(|m| m.values()).any(|m| m.source.contains("graph"));
     if !uses_graph {
-        return Arc::new(ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(|| serde_json::json!({"nodes": {}, "sources": {}, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}}))));
+        return Arc::new(ManifestResolver::new(
+            &s.manifest,
+            s.lookup.clone(),
+            s.target.quote_char(),
+            Box::new(
+                || serde_json::json!({"nodes": {}, "sources": {}, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}}),
+            ),
+        ));
     }
     let graph_json = {
         let nodes: serde_json::Map<String, serde_json::Value> = s
@@ -162,9 +170,9 @@ pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyh
         adapter_type: &s.target.adapter_type,
         project_name: s.project.name(),
     };
-    let mut bytes = Vec::with_capacity(1 << 20);
-    artifacts::write_manifest(&mut bytes, &s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta)?;
-    session::write_atomic(&s.project.target_dir().join("manifest.json"), &bytes)?;
+    session::write_atomic_with(&s.project.target_dir().join("manifest.json"), |w| {
+        artifacts::write_manifest(w, &s.project, &s.jinja, &s.manifest, &s.graph, compiled, &meta)
+    })?;
     Ok(())
 }
 
@@ -214,6 +222,9 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         s.project.config().target_path,
         s.project.config().target_path,
     ));
+    // The process is about to exit: freeing every node would only cost time.
+    std::mem::forget(compiled);
+    std::mem::forget(s);
     Ok(EXIT_OK)
 }
 

@@ -172,13 +172,23 @@ pub fn report(printer: &Printer, diags: &Diagnostics) -> i32 {
     super::EXIT_PROJECT
 }
 
-/// Writes `path` atomically (temp file + rename), creating its directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `path` atomically: `write` fills a temp file next to it, which is then renamed over
+/// `path`, so readers see the old file or the new one, never half of one.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    let result = write(&mut w).and_then(|()| std::io::Write::flush(&mut w));
+    drop(w);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)
 }
 

@@ -39,6 +39,8 @@ pub struct MacroIndex {
     pub prefixes: Vec<String>,
     /// Custom materializations (`{% materialization name, adapter %}` blocks).
     pub materializations: std::collections::BTreeSet<String>,
+    /// Resolved `adapter.dispatch` calls: (caller's package, name, namespace) -> macro.
+    pub dispatched: std::sync::RwLock<HashMap<(Option<String>, String, Option<String>), Arc<MacroDef>>>,
 }
 
 impl MacroIndex {
@@ -61,6 +63,18 @@ impl MacroIndex {
 
     /// `adapter.dispatch(name, namespace)`: the first `<prefix>__name` along the search order.
     pub fn dispatch(&self, current: Option<&str>, name: &str, namespace: Option<&str>) -> Result<Arc<MacroDef>, String> {
+        let key = (current.map(str::to_string), name.to_string(), namespace.map(str::to_string));
+        if let Some(found) = self.dispatched.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let found = self.dispatch_uncached(current, name, namespace)?;
+        if let Ok(mut m) = self.dispatched.write() {
+            m.insert(key, found.clone());
+        }
+        Ok(found)
+    }
+
+    fn dispatch_uncached(&self, current: Option<&str>, name: &str, namespace: Option<&str>) -> Result<Arc<MacroDef>, String> {
         let search: Vec<Option<String>> = match namespace {
             None => vec![None],
             Some(ns) => match self.dispatch.get(ns) {

@@ -382,7 +382,12 @@ pub fn test_ctx(jinja: &JinjaEnv, node: &Node, phase: Phase, resolver: Option<Ar
 
 /// Renders a generic test: its arguments first (dbt renders every string argument, wrapping
 /// `ref(...)`-like values in `{{ }}`), then its macro call.
-pub fn render_test(jinja: &JinjaEnv, node: &Node, ctx: NodeCtx, args_only: bool) -> Result<(String, crate::jinja::context::Record), minijinja::Error> {
+pub fn render_test(
+    jinja: &JinjaEnv,
+    node: &Node,
+    ctx: NodeCtx,
+    args_only: bool,
+) -> Result<(String, crate::jinja::context::Record), minijinja::Error> {
     let Some(meta) = &node.test_metadata else {
         let ctx = Arc::new(ctx);
         let out = jinja.render(&node.original_file_path, &node.raw_code, ctx.clone())?;

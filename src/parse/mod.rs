@@ -250,6 +250,26 @@ impl Manifest {
 
 /// Default configs by resource type (dbt's).
 fn defaults(rt: ResourceType) -> ConfigMap {
+    static CACHE: std::sync::OnceLock<HashMap<ResourceType, ConfigMap>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        [
+            ResourceType::Model,
+            ResourceType::Seed,
+            ResourceType::Snapshot,
+            ResourceType::Test,
+            ResourceType::Analysis,
+            ResourceType::Source,
+            ResourceType::Exposure,
+            ResourceType::UnitTest,
+        ]
+        .into_iter()
+        .map(|rt| (rt, build_defaults(rt)))
+        .collect()
+    });
+    cache[&rt].clone()
+}
+
+fn build_defaults(rt: ResourceType) -> ConfigMap {
     let mut c = ConfigMap::new();
     let materialized = match rt {
         ResourceType::Seed => "seed",
@@ -579,7 +599,7 @@ pub(crate) fn new_node(
     let file = &project.files[file_index];
     let package = project.packages[file.package].name.clone();
     let config = project_config(project, rt, file.package, &fqn);
-    let checksum = if rt == ResourceType::Seed { checksum(&file.abs_path.to_string_lossy()) } else { checksum(&file.text) };
+    let checksum = if rt == ResourceType::Seed { checksum(&file.abs_path.to_string_lossy()) } else { checksum(&raw) };
     Node {
         unique_id: format!("{}.{}.{}", rt.as_str(), package, name),
         resource_type: rt,

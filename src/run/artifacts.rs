@@ -7,6 +7,7 @@ use crate::jinja::JinjaEnv;
 use crate::parse::{ColumnInfo, Manifest, Node, ResourceType, SourceNode};
 use crate::project::Project;
 use indexmap::IndexMap;
+use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,22 +44,6 @@ fn hooks(v: Option<&Json>) -> Json {
             })
             .collect(),
     )
-}
-
-/// A node's `config` as the manifest schema spells it.
-fn config_json(config: &crate::project::config::ConfigMap, rt: ResourceType) -> Json {
-    let mut m = Map::new();
-    for (k, v) in config {
-        m.insert(k.clone(), v.clone());
-    }
-    if rt != ResourceType::Test {
-        m.insert("pre-hook".into(), hooks(config.get("pre-hook")));
-        m.insert("post-hook".into(), hooks(config.get("post-hook")));
-    }
-    if let Some(Json::String(s)) = m.get("severity").cloned() {
-        m.insert("severity".into(), json!(s.to_uppercase()));
-    }
-    Json::Object(m)
 }
 
 fn columns_json(cols: &IndexMap<String, ColumnInfo>) -> Json {
@@ -110,93 +95,250 @@ pub fn compiled_path(project: &Project, node: &Node) -> String {
     }
 }
 
-fn node_json(project: &Project, jinja: &JinjaEnv, node: &Node, compiled: Option<&Compiled>, parents: &[String]) -> Json {
-    let quote = jinja.shared.target.quote_char();
-    let relation_name = (node.is_refable() && !node.is_ephemeral()).then(|| node.relation(quote).render());
-    let scrub = |s: &str| jinja.shared.scrub(s).into_owned();
-    let mut o = json!({
-        "database": node.database,
-        "schema": node.schema,
-        "name": node.name,
-        "resource_type": node.resource_type.as_str(),
-        "package_name": node.package,
-        "path": node.path,
-        "original_file_path": node.original_file_path,
-        "unique_id": node.unique_id,
-        "fqn": node.fqn,
-        "alias": node.alias,
-        "checksum": {"name": "sha256", "checksum": node.checksum},
-        "config": config_json(&node.config, node.resource_type),
-        "tags": node.tags(),
-        "description": node.description,
-        "columns": columns_json(&node.columns),
-        "meta": node.config.get("meta").cloned().unwrap_or(json!({})),
-        "group": null,
-        "docs": node.config.get("docs").cloned().filter(Json::is_object).unwrap_or(json!({"show": true, "node_color": null})),
-        "patch_path": node.patch_path,
-        "build_path": null,
-        "unrendered_config": Json::Object(node.unrendered_config.clone().into_iter().collect()),
-        "created_at": 0.0,
-        "raw_code": scrub(&node.raw_code),
-        "language": "sql",
-        "refs": node.refs.iter().map(|r| json!({"name": r.name, "package": r.package, "version": r.version})).collect::<Vec<_>>(),
-        "sources": node.sources.iter().map(|(s, t)| json!([s, t])).collect::<Vec<_>>(),
-        "metrics": [],
-        "depends_on": {"macros": node.macros, "nodes": parents},
-    });
-    let m = o.as_object_mut().expect("object");
-    if node.resource_type == ResourceType::Seed {
-        m.insert("root_path".into(), json!(project.root.to_string_lossy()));
-        m.insert("depends_on".into(), json!({"macros": node.macros}));
-        for k in ["refs", "sources", "metrics", "language"] {
-            m.remove(k);
+#[derive(Serialize)]
+struct Checksum<'a> {
+    name: &'static str,
+    checksum: &'a str,
+}
+
+/// A node's `config` as the manifest schema spells it (hooks as objects, severity upper-case).
+struct ConfigOut<'a>(&'a crate::project::config::ConfigMap, ResourceType);
+
+impl Serialize for ConfigOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            match k.as_str() {
+                "pre-hook" | "post-hook" if self.1 != ResourceType::Test => m.serialize_entry(k, &hooks(Some(v)))?,
+                "severity" => m.serialize_entry(k, &v.as_str().map(str::to_uppercase))?,
+                _ => m.serialize_entry(k, v)?,
+            }
         }
-        m.insert("raw_code".into(), json!(""));
-        return o;
+        m.end()
     }
-    if matches!(node.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis | ResourceType::Test) {
-        m.insert("compiled_path".into(), compiled.map_or(Json::Null, |_| json!(compiled_path(project, node))));
-        m.insert("compiled".into(), json!(compiled.is_some()));
-        m.insert("compiled_code".into(), compiled.map_or(Json::Null, |c| json!(scrub(&c.sql))));
-        m.insert("extra_ctes_injected".into(), json!(compiled.is_some()));
-        m.insert(
-            "extra_ctes".into(),
-            json!(
-                compiled
-                    .map(|c| c.extra_ctes.iter().map(|(id, sql)| json!({"id": id, "sql": scrub(sql)})).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            ),
-        );
-        m.insert("contract".into(), json!({"enforced": node.config.get("contract").and_then(|c| c.get("enforced")).and_then(Json::as_bool).unwrap_or(false), "alias_types": true, "checksum": null}));
+}
+
+struct ColumnsOut<'a>(&'a IndexMap<String, ColumnInfo>);
+
+impl Serialize for ColumnsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        for (k, c) in self.0 {
+            m.serialize_entry(
+                k,
+                &json!({
+                    "name": c.name,
+                    "description": c.description,
+                    "meta": if c.meta.is_object() { c.meta.clone() } else { json!({}) },
+                    "data_type": c.data_type,
+                    "constraints": constraints_json(&c.constraints),
+                    "quote": c.quote,
+                    "tags": c.tags,
+                    "granularity": null,
+                }),
+            )?;
+        }
+        m.end()
     }
-    if node.resource_type == ResourceType::Model {
-        m.insert("relation_name".into(), json!(relation_name));
-        m.insert("access".into(), node.config.get("access").cloned().unwrap_or(json!("protected")));
-        m.insert("constraints".into(), json!([]));
-        m.insert("version".into(), Json::Null);
-        m.insert("latest_version".into(), Json::Null);
-        m.insert("deprecation_date".into(), Json::Null);
-        m.insert("primary_key".into(), json!([]));
-        m.insert("time_spine".into(), Json::Null);
-    }
-    if node.resource_type == ResourceType::Snapshot {
-        m.insert("relation_name".into(), json!(relation_name));
-    }
-    if node.resource_type == ResourceType::Test {
-        m.remove("contract");
-        m.insert("relation_name".into(), Json::Null);
-        if let Some(meta) = &node.test_metadata {
-            m.insert("test_metadata".into(), json!({"name": meta.name, "kwargs": meta.kwargs, "namespace": meta.namespace}));
-            m.insert("column_name".into(), json!(node.column_name));
-            let file_key = node
+}
+
+#[derive(Serialize)]
+struct RefOut<'a> {
+    name: &'a str,
+    package: Option<&'a str>,
+    version: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DependsOn<'a> {
+    macros: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct CteOut<'a> {
+    id: &'a str,
+    sql: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Contract {
+    enforced: bool,
+    alias_types: bool,
+    checksum: Option<()>,
+}
+
+#[derive(Serialize)]
+struct CompiledOut<'a> {
+    compiled_path: Option<String>,
+    compiled: bool,
+    compiled_code: Option<std::borrow::Cow<'a, str>>,
+    extra_ctes_injected: bool,
+    extra_ctes: Vec<CteOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contract: Option<Contract>,
+}
+
+#[derive(Serialize)]
+struct ModelOut<'a> {
+    access: &'a Json,
+    constraints: [(); 0],
+    version: Option<()>,
+    latest_version: Option<()>,
+    deprecation_date: Option<()>,
+    primary_key: [(); 0],
+    time_spine: Option<()>,
+}
+
+#[derive(Serialize)]
+struct TestMetaOut<'a> {
+    name: &'a str,
+    kwargs: &'a serde_json::Map<String, Json>,
+    namespace: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct GenericTestOut<'a> {
+    test_metadata: TestMetaOut<'a>,
+    column_name: Option<&'a str>,
+    file_key_name: String,
+    attached_node: Option<&'a str>,
+}
+
+/// One node of `nodes`, borrowing from the manifest (no intermediate JSON tree).
+#[derive(Serialize)]
+struct NodeOut<'a> {
+    database: &'a str,
+    schema: &'a str,
+    name: &'a str,
+    resource_type: &'static str,
+    package_name: &'a str,
+    path: &'a str,
+    original_file_path: &'a str,
+    unique_id: &'a str,
+    fqn: &'a [String],
+    alias: &'a str,
+    checksum: Checksum<'a>,
+    config: ConfigOut<'a>,
+    tags: Vec<&'a str>,
+    description: &'a str,
+    columns: ColumnsOut<'a>,
+    meta: Json,
+    group: Option<()>,
+    docs: Json,
+    patch_path: Option<&'a str>,
+    build_path: Option<()>,
+    unrendered_config: &'a crate::project::config::ConfigMap,
+    created_at: f64,
+    raw_code: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refs: Option<Vec<RefOut<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<&'a [(String, String)]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<[(); 0]>,
+    depends_on: DependsOn<'a>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    compiled: Option<CompiledOut<'a>>,
+    /// `Some(None)` is written as `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relation_name: Option<Option<String>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    model: Option<ModelOut<'a>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    generic_test: Option<GenericTestOut<'a>>,
+}
+
+static PROTECTED: std::sync::LazyLock<Json> = std::sync::LazyLock::new(|| json!("protected"));
+
+fn node_out<'a>(
+    project: &Project,
+    jinja: &'a JinjaEnv,
+    node: &'a Node,
+    compiled: Option<&'a Compiled>,
+    parents: &'a [String],
+) -> NodeOut<'a> {
+    let quote = jinja.shared.target.quote_char();
+    let rt = node.resource_type;
+    let scrub = |s: &'a str| jinja.shared.scrub(s);
+    let is_seed = rt == ResourceType::Seed;
+    let has_sql = matches!(rt, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis | ResourceType::Test);
+    let relation_name = match rt {
+        ResourceType::Model | ResourceType::Snapshot => Some((!node.is_ephemeral()).then(|| node.relation(quote).render())),
+        ResourceType::Test => Some(None),
+        _ => None,
+    };
+    NodeOut {
+        database: &node.database,
+        schema: &node.schema,
+        name: &node.name,
+        resource_type: rt.as_str(),
+        package_name: &node.package,
+        path: &node.path,
+        original_file_path: &node.original_file_path,
+        unique_id: &node.unique_id,
+        fqn: &node.fqn,
+        alias: &node.alias,
+        checksum: Checksum { name: "sha256", checksum: &node.checksum },
+        config: ConfigOut(&node.config, rt),
+        tags: node.tags(),
+        description: &node.description,
+        columns: ColumnsOut(&node.columns),
+        meta: node.config.get("meta").cloned().unwrap_or_else(|| json!({})),
+        group: None,
+        docs: node.config.get("docs").cloned().filter(Json::is_object).unwrap_or_else(|| json!({"show": true, "node_color": null})),
+        patch_path: node.patch_path.as_deref(),
+        build_path: None,
+        unrendered_config: &node.unrendered_config,
+        created_at: 0.0,
+        raw_code: if is_seed { "".into() } else { scrub(&node.raw_code) },
+        root_path: is_seed.then(|| project.root.to_string_lossy().into_owned()),
+        language: (!is_seed).then_some("sql"),
+        refs: (!is_seed).then(|| {
+            node.refs.iter().map(|r| RefOut { name: &r.name, package: r.package.as_deref(), version: r.version.as_deref() }).collect()
+        }),
+        sources: (!is_seed).then_some(node.sources.as_slice()),
+        metrics: (!is_seed).then_some([]),
+        depends_on: DependsOn { macros: &node.macros, nodes: (!is_seed).then_some(parents) },
+        compiled: has_sql.then(|| CompiledOut {
+            compiled_path: compiled.map(|_| compiled_path(project, node)),
+            compiled: compiled.is_some(),
+            compiled_code: compiled.map(|c| scrub(&c.sql)),
+            extra_ctes_injected: compiled.is_some(),
+            extra_ctes: compiled.map(|c| c.extra_ctes.iter().map(|(id, sql)| CteOut { id, sql: scrub(sql) }).collect()).unwrap_or_default(),
+            contract: (rt != ResourceType::Test).then(|| Contract {
+                enforced: node.config.get("contract").and_then(|c| c.get("enforced")).and_then(Json::as_bool).unwrap_or(false),
+                alias_types: true,
+                checksum: None,
+            }),
+        }),
+        relation_name,
+        model: (rt == ResourceType::Model).then(|| ModelOut {
+            access: node.config.get("access").unwrap_or(&PROTECTED),
+            constraints: [],
+            version: None,
+            latest_version: None,
+            deprecation_date: None,
+            primary_key: [],
+            time_spine: None,
+        }),
+        generic_test: node.test_metadata.as_ref().map(|meta| GenericTestOut {
+            test_metadata: TestMetaOut { name: &meta.name, kwargs: &meta.kwargs, namespace: meta.namespace.as_deref() },
+            column_name: node.column_name.as_deref(),
+            file_key_name: node
                 .patch_path
                 .clone()
-                .unwrap_or_else(|| format!("models.{}", node.attached_node.as_deref().unwrap_or("").rsplit('.').next().unwrap_or("")));
-            m.insert("file_key_name".into(), json!(file_key));
-            m.insert("attached_node".into(), json!(node.attached_node));
-        }
+                .unwrap_or_else(|| format!("models.{}", node.attached_node.as_deref().unwrap_or("").rsplit('.').next().unwrap_or(""))),
+            attached_node: node.attached_node.as_deref(),
+        }),
     }
-    o
 }
 
 fn source_json(s: &SourceNode, jinja: &JinjaEnv, project: &Project) -> Json {
@@ -252,7 +394,8 @@ pub fn write_manifest<W: std::io::Write>(
         .par_iter()
         .map(|id| {
             let n = &manifest.nodes[*id];
-            let v = node_json(project, jinja, n, compiled.get(*id), &parents_of(id));
+            let parents = parents_of(id);
+            let v = node_out(project, jinja, n, compiled.get(*id), &parents);
             ((*id).clone(), serde_json::to_vec(&v).unwrap_or_default())
         })
         .collect();
@@ -380,8 +523,11 @@ pub fn write_manifest<W: std::io::Write>(
     for (id, cs) in &graph.children {
         child_map.insert(id.clone(), json!(cs));
     }
-    let disabled: BTreeMap<String, Json> =
-        manifest.disabled.values().map(|n| (n.unique_id.clone(), json!([node_json(project, jinja, n, None, &[])]))).collect();
+    let disabled: BTreeMap<String, Json> = manifest
+        .disabled
+        .values()
+        .map(|n| (n.unique_id.clone(), json!([serde_json::to_value(node_out(project, jinja, n, None, &[])).unwrap_or_default()])))
+        .collect();
     let metadata = json!({
         "dbt_schema_version": MANIFEST_SCHEMA,
         "dbt_version": crate::DBT_COMPAT_VERSION,
