@@ -65,16 +65,8 @@ pub fn summary(s: &Session, ids: &BTreeSet<String>) -> String {
     counts
         .iter()
         .map(|(l, n)| {
-            format!(
-                "{n} {l}{}",
-                if *n == 1 {
-                    ""
-                } else if *l == "analysis" {
-                    ""
-                } else {
-                    "s"
-                }
-            )
+            let plural = if *n == 1 || *l == "analysis" { "" } else { "s" };
+            format!("{n} {l}{plural}")
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -210,10 +202,11 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         .filter_map(|id| s.manifest.nodes.get(id))
         .filter(|n| compile::has_sql(n) && n.resource_type != ResourceType::Test)
         .collect();
-    if !args.select.select.is_empty() && with_sql.len() == 1 {
-        if let Some(c) = compiled.get(&with_sql[0].unique_id) {
-            printer.product(&c.sql);
-        }
+    if !args.select.select.is_empty()
+        && with_sql.len() == 1
+        && let Some(c) = compiled.get(&with_sql[0].unique_id)
+    {
+        printer.product(&c.sql);
     }
     printer.info(&format!(
         "Compiled {} in {:.2}s; wrote {written} files under {}/compiled and {}/manifest.json",

@@ -221,10 +221,10 @@ pub fn selection(session: &Session, args: &super::SelectArgs) -> Result<std::col
             Some(e) => select::SelExpr::Intersection(vec![e, expr.clone()]),
             None => expr.clone(),
         });
-    } else if select_expr.is_none() {
-        if let Some((_, expr, _)) = selectors.iter().find(|(_, _, default)| *default) {
-            select_expr = Some(expr.clone());
-        }
+    } else if select_expr.is_none()
+        && let Some((_, expr, _)) = selectors.iter().find(|(_, _, default)| *default)
+    {
+        select_expr = Some(expr.clone());
     }
     let mut types = Vec::new();
     for t in &args.resource_type {

@@ -123,10 +123,10 @@ pub fn render_node(
             &|p| raw.clone().filter(|s| s.path == p).or_else(|| crate::parse::source_for(project, jinja, p)),
             &format!("{} `{}`", node.resource_type.as_str(), node.name),
         );
-        if d.labels.is_empty() {
-            if let Some(f) = node.file {
-                d = d.with_label(crate::diagnostics::Label::new(project.files[f].source(), node.line, 1, 1, "while compiling this"));
-            }
+        if d.labels.is_empty()
+            && let Some(f) = node.file
+        {
+            d = d.with_label(crate::diagnostics::Label::new(project.files[f].source(), node.line, 1, 1, "while compiling this"));
         }
         d
     })
@@ -202,10 +202,10 @@ fn ephemeral_ctes(
                 out.push(cte);
             }
         }
-        if let Some(c) = compiled.get(p) {
-            if !out.iter().any(|(i, _)| i == p) {
-                out.push((p.clone(), format!("__dbt__cte__{} as (\n{}\n)", parent.name, c.rendered.trim())));
-            }
+        if let Some(c) = compiled.get(p)
+            && !out.iter().any(|(i, _)| i == p)
+        {
+            out.push((p.clone(), format!("__dbt__cte__{} as (\n{}\n)", parent.name, c.rendered.trim())));
         }
     }
     cache.insert(id.to_string(), out.clone());

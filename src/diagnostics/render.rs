@@ -38,10 +38,10 @@ pub fn human(d: &Diagnostic, color: bool) -> String {
         let _ = writeln!(out, "{pad}{} {}:{}:{}", paint(BLUE, arrow), label.source.path, label.line, label.col);
         snippet(&mut out, label, gutter, color, level_color);
     }
-    if d.labels.is_empty() {
-        if let Some(file) = &d.file {
-            let _ = writeln!(out, "{pad}{} {file}", paint(BLUE, "-->"));
-        }
+    if d.labels.is_empty()
+        && let Some(file) = &d.file
+    {
+        let _ = writeln!(out, "{pad}{} {file}", paint(BLUE, "-->"));
     }
     for note in &d.notes {
         let _ = writeln!(out, "{pad} {} note: {}", paint(BLUE, "="), indent_continuation(note, gutter + 9));

@@ -214,17 +214,19 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
                 }
             }
         }
-        if node.resource_type == ResourceType::UnitTest {
-            if let Some(m) = &node.attached_node {
-                parents.insert(m.clone());
-            }
+        if node.resource_type == ResourceType::UnitTest
+            && let Some(m) = &node.attached_node
+        {
+            parents.insert(m.clone());
         }
         parents.remove(&node.unique_id);
         let ix = g.index[&node.unique_id];
         for p in &parents {
             if let Some(&pix) = g.index.get(p) {
                 g.dag.add_edge(pix, ix, ());
-                g.children.get_mut(p).map(|c| c.push(node.unique_id.clone()));
+                if let Some(c) = g.children.get_mut(p) {
+                    c.push(node.unique_id.clone())
+                }
             }
         }
         g.parents.insert(node.unique_id.clone(), parents.into_iter().collect());
@@ -269,10 +271,10 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
                 let next = &cycle[(i + 1) % cycle.len()];
                 let next_node = manifest.nodes.get(next);
                 // Label the ref in `next` that points back at `node`.
-                if let Some(n) = next_node {
-                    if let Some(l) = node_label(project, n, &node.name, "ref", &format!("{} depends on {}", n.name, node.name)) {
-                        d = d.with_label(l);
-                    }
+                if let Some(n) = next_node
+                    && let Some(l) = node_label(project, n, &node.name, "ref", &format!("{} depends on {}", n.name, node.name))
+                {
+                    d = d.with_label(l);
                 }
             }
             diags.push(d);

@@ -271,10 +271,10 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 fn fqn_match(selector: &str, fqn: &[String]) -> bool {
-    if let Some(last) = fqn.last() {
-        if glob_match(selector, last) {
-            return true;
-        }
+    if let Some(last) = fqn.last()
+        && glob_match(selector, last)
+    {
+        return true;
     }
     let parts: Vec<&str> = selector.split('.').collect();
     let flat: Vec<&str> = fqn.iter().flat_map(|s| s.split('.')).collect();
@@ -313,7 +313,7 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
         "config" => {
             let Some(key) = key else { return false };
             match cand.config.and_then(|c| c.get(key)) {
-                Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str().map_or(x.to_string() == v, |s| glob_match(v, s))),
+                Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str().map_or(*x == v, |s| glob_match(v, s))),
                 Some(serde_json::Value::String(s)) => glob_match(v, s),
                 Some(other) => other.to_string().eq_ignore_ascii_case(v),
                 None => false,

@@ -133,11 +133,11 @@ impl Object for ConfigObj {
                         let v: Value = kwargs.get(key)?;
                         ctx.set_config(key, to_json(&v));
                     }
-                } else if arg.kind() == ValueKind::Map {
-                    if let Json::Object(map) = to_json(arg) {
-                        for (k, v) in map {
-                            ctx.set_config(&k, v);
-                        }
+                } else if arg.kind() == ValueKind::Map
+                    && let Json::Object(map) = to_json(arg)
+                {
+                    for (k, v) in map {
+                        ctx.set_config(&k, v);
                     }
                 }
             }

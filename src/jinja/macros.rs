@@ -29,6 +29,9 @@ pub struct MacroDef {
     pub source: Arc<str>,
 }
 
+/// (caller's package, macro name, namespace) of an `adapter.dispatch` call.
+type DispatchKey = (Option<String>, String, Option<String>);
+
 #[derive(Default, Debug)]
 pub struct MacroIndex {
     pub packages: HashMap<String, HashMap<String, Arc<MacroDef>>>,
@@ -40,7 +43,7 @@ pub struct MacroIndex {
     /// Custom materializations (`{% materialization name, adapter %}` blocks).
     pub materializations: std::collections::BTreeSet<String>,
     /// Resolved `adapter.dispatch` calls: (caller's package, name, namespace) -> macro.
-    pub dispatched: std::sync::RwLock<HashMap<(Option<String>, String, Option<String>), Arc<MacroDef>>>,
+    pub dispatched: std::sync::RwLock<HashMap<DispatchKey, Arc<MacroDef>>>,
 }
 
 impl MacroIndex {

@@ -53,10 +53,11 @@ impl Relation {
         let parts = [&self.database, &self.schema, &self.identifier];
         let mut out = Vec::with_capacity(3);
         for (i, part) in parts.iter().enumerate() {
-            if let Some(p) = part {
-                if self.include[i] && !p.is_empty() {
-                    out.push(if self.quoting[i] { self.quote_ident(p) } else { p.clone() });
-                }
+            if let Some(p) = part
+                && self.include[i]
+                && !p.is_empty()
+            {
+                out.push(if self.quoting[i] { self.quote_ident(p) } else { p.clone() });
             }
         }
         out.join(".")
@@ -139,10 +140,10 @@ impl Object for Relation {
                     }
                     if let Ok(Some(path)) = kw.get::<Option<Value>>("path") {
                         for k in ["database", "schema", "identifier"] {
-                            if let Ok(v) = path.get_attr(k) {
-                                if !v.is_undefined() {
-                                    set(k, v.as_str().map(str::to_string));
-                                }
+                            if let Ok(v) = path.get_attr(k)
+                                && !v.is_undefined()
+                            {
+                                set(k, v.as_str().map(str::to_string));
                             }
                         }
                     }

@@ -338,10 +338,10 @@ pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: 
     let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
     let section = section_for(rt);
     let pkg = &project.packages[package];
-    if !pkg.is_root {
-        if let Some(tree) = pkg.config.tree(section) {
-            tree.apply(&path, &mut config);
-        }
+    if !pkg.is_root
+        && let Some(tree) = pkg.config.tree(section)
+    {
+        tree.apply(&path, &mut config);
     }
     if let Some(tree) = project.config().tree(section) {
         tree.apply(&path, &mut config);

@@ -192,14 +192,14 @@ impl ConfigTree {
         for (key, key_node, value) in node.entries() {
             if let Some(config) = key.strip_prefix('+') {
                 let config = normalize_key(config);
-                if !KNOWN_CONFIGS.contains(&config) {
-                    if let Some(help) = plus_hint(config) {
-                        diags.push(
-                            Diagnostic::warning(Code::UnknownKey, format!("unknown config `+{config}` in `{section}`"))
-                                .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.len(), "kept as a custom config"))
-                                .with_help(help),
-                        );
-                    }
+                if !KNOWN_CONFIGS.contains(&config)
+                    && let Some(help) = plus_hint(config)
+                {
+                    diags.push(
+                        Diagnostic::warning(Code::UnknownKey, format!("unknown config `+{config}` in `{section}`"))
+                            .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.len(), "kept as a custom config"))
+                            .with_help(help),
+                    );
                 }
                 merge_one(&mut tree.configs, config, value.to_json());
             } else if KNOWN_CONFIGS.contains(&normalize_key(key)) && !matches!(value.value, YValue::Map(_))
@@ -227,10 +227,10 @@ impl ConfigTree {
     /// Applies the configs along `path` (package, folders..., file name) onto `into`.
     pub fn apply(&self, path: &[&str], into: &mut ConfigMap) {
         merge_all(into, &self.configs);
-        if let Some((first, rest)) = path.split_first() {
-            if let Some(child) = self.children.get(*first) {
-                child.apply(rest, into);
-            }
+        if let Some((first, rest)) = path.split_first()
+            && let Some(child) = self.children.get(*first)
+        {
+            child.apply(rest, into);
         }
     }
 }

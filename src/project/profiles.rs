@@ -156,14 +156,14 @@ pub fn resolve_target(
     let (path, explicit) = profiles;
     let builtin = |warnings: Vec<Diagnostic>| -> Result<Resolved, Diagnostic> {
         let target = Target::builtin(profile_name);
-        if let Some(t) = target_override {
-            if t != target.name {
-                return Err(Diagnostic::error(
-                    Code::TargetNotFound,
-                    format!("target `{t}` does not exist: no profiles.yml defines profile `{profile_name}`"),
-                )
-                .with_help("the built-in target is `dev` (embedded DataFusion); add a profiles.yml to define other targets"));
-            }
+        if let Some(t) = target_override
+            && t != target.name
+        {
+            return Err(Diagnostic::error(
+                Code::TargetNotFound,
+                format!("target `{t}` does not exist: no profiles.yml defines profile `{profile_name}`"),
+            )
+            .with_help("the built-in target is `dev` (embedded DataFusion); add a profiles.yml to define other targets"));
         }
         Ok(Resolved { target, warnings })
     };

@@ -344,18 +344,19 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
         return;
     }
     cx.check_keys(&doc, TOP_KEYS, "a properties file");
-    if let Some(v) = doc.get("version") {
-        if !matches!(v.value, YValue::Int(2)) && v.as_str() != Some("2") {
-            cx.diags.push(
-                Diagnostic::error(
-                    Code::PropertiesVersion,
-                    format!("properties file has `version: {}`; only version 2 exists", v.scalar_string().unwrap_or_default()),
-                )
-                .with_label(Label::new(source.clone(), v.line, v.col, 1, "expected `2`"))
-                .with_help("write `version: 2` (or remove the line)"),
-            );
-            return;
-        }
+    if let Some(v) = doc.get("version")
+        && !matches!(v.value, YValue::Int(2))
+        && v.as_str() != Some("2")
+    {
+        cx.diags.push(
+            Diagnostic::error(
+                Code::PropertiesVersion,
+                format!("properties file has `version: {}`; only version 2 exists", v.scalar_string().unwrap_or_default()),
+            )
+            .with_label(Label::new(source.clone(), v.line, v.col, 1, "expected `2`"))
+            .with_help("write `version: 2` (or remove the line)"),
+        );
+        return;
     }
     for section in ["models", "seeds", "snapshots", "analyses"] {
         let section: &'static str = section;

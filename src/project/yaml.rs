@@ -141,10 +141,8 @@ pub fn parse(text: &str) -> Result<YNode, YamlError> {
             event.map_err(|e| YamlError { line: e.marker().line(), col: e.marker().col() + 1, message: e.info().to_string() })?;
         let (line, col) = (span.start.line(), span.start.col() + 1);
         match event {
-            Event::DocumentEnd => {
-                if builder.root.is_some() {
-                    break;
-                }
+            Event::DocumentEnd if builder.root.is_some() => {
+                break;
             }
             Event::Alias(id) => {
                 let node = builder.anchors.get(&id).cloned().ok_or_else(|| YamlError {
@@ -253,27 +251,26 @@ fn resolve_plain(s: &str) -> YValue {
     let numeric_start = bytes[0].is_ascii_digit() || (matches!(bytes[0], b'-' | b'+' | b'.') && bytes.len() > 1);
     if numeric_start {
         let clean = s.replace('_', "");
-        if let Some(hex) = clean.strip_prefix("0x") {
-            if let Ok(i) = i64::from_str_radix(hex, 16) {
-                return YValue::Int(i);
-            }
+        if let Some(hex) = clean.strip_prefix("0x")
+            && let Ok(i) = i64::from_str_radix(hex, 16)
+        {
+            return YValue::Int(i);
         }
-        if let Some(oct) = clean.strip_prefix("0o") {
-            if let Ok(i) = i64::from_str_radix(oct, 8) {
-                return YValue::Int(i);
-            }
+        if let Some(oct) = clean.strip_prefix("0o")
+            && let Ok(i) = i64::from_str_radix(oct, 8)
+        {
+            return YValue::Int(i);
         }
-        if clean.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'+') {
-            if let Ok(i) = clean.parse::<i64>() {
-                return YValue::Int(i);
-            }
+        if clean.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'+')
+            && let Ok(i) = clean.parse::<i64>()
+        {
+            return YValue::Int(i);
         }
         if clean.bytes().any(|b| b == b'.' || b == b'e' || b == b'E')
             && clean.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+            && let Ok(f) = clean.parse::<f64>()
         {
-            if let Ok(f) = clean.parse::<f64>() {
-                return YValue::Float(f);
-            }
+            return YValue::Float(f);
         }
     }
     YValue::Str(s.to_string())
