@@ -86,3 +86,13 @@ fn manifest_is_read_by_dbt_artifacts_parser() {
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("ManifestV12"), "{}", String::from_utf8_lossy(&out.stdout));
     }
 }
+
+/// Every `dbt.*` cross-database macro, rendered for each dialect; `compile` also checks that the
+/// result parses in that dialect.
+#[test]
+fn cross_database_macros_per_dialect() {
+    for target in ["df", "duck", "pg", "bq"] {
+        let (_tmp, tree) = compile("xdb", &["--profiles-dir", "profiles", "-t", target]);
+        insta::assert_snapshot!(format!("xdb_{target}"), tree);
+    }
+}
