@@ -9,7 +9,6 @@ use super::macros::{self, MacroIndex};
 use super::relation::{Relation, quote_ident};
 use super::{LogLevel, QueryTable};
 use crate::diagnostics::Code;
-use crate::project::profiles::EngineKind;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 use serde_json::Value as Json;
@@ -193,8 +192,9 @@ impl VarObj {
         if let Some(v) = ctx.overrides.as_ref().and_then(|o| o.vars.get(name)) {
             return Ok(Some(v.clone()));
         }
-        let package = super::context::current_package(state).unwrap_or_else(|| ctx.node.package.clone());
-        Ok(ctx.shared.vars.get(&package, name).or_else(|| ctx.shared.vars.get(&ctx.node.package, name)).cloned())
+        // dbt resolves package-scoped vars by the package of the node being rendered, also
+        // inside a package's macros.
+        Ok(ctx.shared.vars.get(&ctx.node.package, name).cloned())
     }
 }
 
@@ -648,21 +648,19 @@ fn column_value(name: &str, dtype: &str, quote: char) -> Value {
     ])
 }
 
-/// `api.Column.translate_type`: dbt's portable type names per dialect.
-pub fn translate_type(engine: EngineKind, dtype: &str) -> String {
+/// `api.Column.translate_type`: dbt's portable type names per adapter (dbt translates only
+/// `string` by default; BigQuery has its own labels; DataFusion spells text `VARCHAR` and keeps
+/// Postgres' double-precision `float`).
+pub fn translate_type(adapter: &str, dtype: &str) -> String {
     let upper = dtype.to_ascii_uppercase();
-    let mapped = match (engine, upper.as_str()) {
-        (EngineKind::BigQuery, "STRING" | "TEXT") => "STRING",
-        (EngineKind::BigQuery, "FLOAT") => "FLOAT64",
-        (EngineKind::BigQuery, "INTEGER" | "INT" | "BIGINT") => "INT64",
-        (EngineKind::BigQuery, "BOOLEAN") => "BOOL",
-        (EngineKind::DataFusion, "STRING" | "TEXT") => "VARCHAR",
-        (EngineKind::DataFusion, "FLOAT") => "DOUBLE",
-        (EngineKind::DataFusion, "INTEGER") => "INT",
-        (EngineKind::Postgres, "STRING") => "TEXT",
-        (EngineKind::Postgres, "INTEGER") => "INT",
-        (_, "TIMESTAMP") => "TIMESTAMP",
-        (_, "BOOLEAN") => "BOOLEAN",
+    let mapped = match (adapter, upper.as_str()) {
+        ("bigquery", "STRING") => "STRING",
+        ("bigquery", "TIMESTAMP") => "TIMESTAMP",
+        ("bigquery", "FLOAT") => "FLOAT64",
+        ("bigquery", "INTEGER") => "INT64",
+        ("datafusion", "STRING") => "VARCHAR",
+        ("datafusion", "FLOAT") => "DOUBLE",
+        (_, "STRING") => "TEXT",
         _ => return dtype.to_string(),
     };
     mapped.to_string()
@@ -716,19 +714,19 @@ struct ColumnFactory;
 
 impl Object for ColumnFactory {
     fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
-        let engine = node_ctx(state).map(|c| c.shared.target.engine).unwrap_or(EngineKind::DataFusion);
+        let adapter = node_ctx(state).map(|c| c.shared.target.adapter_type.clone()).unwrap_or_else(|_| "datafusion".into());
         let s = |i: usize| args.get(i).map(|v| v.to_string()).unwrap_or_default();
         match method {
-            "translate_type" => Ok(Value::from(translate_type(engine, &s(0)))),
-            "create" => Ok(column_value(&s(0), &translate_type(engine, &s(1)), quote_char(state))),
+            "translate_type" => Ok(Value::from(translate_type(&adapter, &s(0)))),
+            "create" => Ok(column_value(&s(0), &translate_type(&adapter, &s(1)), quote_char(state))),
             "numeric_type" => Ok(Value::from(match (args.get(1), args.get(2)) {
                 (Some(p), Some(sc)) if !p.is_none() && !sc.is_none() => {
                     format!("{}({p},{sc})", s(0))
                 }
                 _ => s(0),
             })),
-            "string_type" => Ok(Value::from(match engine {
-                EngineKind::BigQuery => "STRING".to_string(),
+            "string_type" => Ok(Value::from(match adapter.as_str() {
+                "bigquery" => "STRING".to_string(),
                 _ => format!("character varying({})", s(0)),
             })),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),

@@ -207,7 +207,8 @@ where parent.to_field is null
 {% macro bigquery__dateadd(datepart, interval, from_date_or_timestamp) -%}datetime_add(cast( {{ from_date_or_timestamp }} as datetime), interval {{ interval }} {{ datepart }}){%- endmacro %}
 
 {% macro concat(fields) -%}{{ return(adapter.dispatch('concat', 'dbt')(fields)) }}{%- endmacro %}
-{% macro default__concat(fields) -%}concat({{ fields|join(', ') }}){%- endmacro %}
+{% macro default__concat(fields) -%}{{ fields|join(' || ') }}{%- endmacro %}
+{% macro bigquery__concat(fields) -%}concat({{ fields|join(', ') }}){%- endmacro %}
 
 {% macro hash(field) -%}{{ return(adapter.dispatch('hash', 'dbt')(field)) }}{%- endmacro %}
 {% macro default__hash(field) -%}md5(cast({{ field }} as {{ api.Column.translate_type('string') }})){%- endmacro %}
@@ -226,6 +227,7 @@ where parent.to_field is null
 {% macro postgres__current_timestamp() -%}now(){%- endmacro %}
 {% macro datafusion__current_timestamp() -%}now(){%- endmacro %}
 {% macro bigquery__current_timestamp() -%}current_timestamp(){%- endmacro %}
+{% macro duckdb__current_timestamp() -%}now(){%- endmacro %}
 
 {% macro split_part(string_text, delimiter_text, part_number) -%}{{ return(adapter.dispatch('split_part', 'dbt')(string_text, delimiter_text, part_number)) }}{%- endmacro %}
 {% macro default__split_part(string_text, delimiter_text, part_number) -%}split_part({{ string_text }}, {{ delimiter_text }}, {{ part_number }}){%- endmacro %}
@@ -259,6 +261,7 @@ where parent.to_field is null
 {% macro default__any_value(expression) -%}any_value({{ expression }}){%- endmacro %}
 {% macro postgres__any_value(expression) -%}min({{ expression }}){%- endmacro %}
 {% macro datafusion__any_value(expression) -%}first_value({{ expression }}){%- endmacro %}
+{% macro duckdb__any_value(expression) -%}arbitrary({{ expression }}){%- endmacro %}
 
 {% macro bool_or(expression) -%}{{ return(adapter.dispatch('bool_or', 'dbt')(expression)) }}{%- endmacro %}
 {% macro default__bool_or(expression) -%}bool_or({{ expression }}){%- endmacro %}
@@ -333,3 +336,49 @@ where parent.to_field is null
 {%- endmacro %}
 
 {% macro run_hooks(hooks, inside_transaction=True) -%}{%- endmacro %}
+
+{# ---- DuckDB variants (dbt-duckdb renders these differently) ---- #}
+
+{% macro duckdb__datediff(first_date, second_date, datepart) -%}
+    {%- if datepart == 'week' -%}
+        ({{ datediff(first_date, second_date, 'day') }} // 7 + case
+            when date_part('dow', ({{ first_date }})::timestamp) <= date_part('dow', ({{ second_date }})::timestamp) then
+                case when {{ first_date }} <= {{ second_date }} then 0 else -1 end
+            else
+                case when {{ first_date }} <= {{ second_date }} then 1 else 0 end
+        end)
+    {%- else -%}
+        (date_diff('{{ datepart }}', {{ first_date }}::timestamp, {{ second_date }}::timestamp ))
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__dateadd(datepart, interval, from_date_or_timestamp) -%}
+    {%- set unit = datepart | lower -%}
+    {%- set factor, unit = {'quarter': (3, 'month'), 'week': (7, 'day')}.get(unit, (none, unit)) -%}
+    {%- if factor -%}
+        ({{ from_date_or_timestamp }} + (cast({{ interval }} as bigint) * {{ factor }}) * interval 1 {{ unit }})
+    {%- else -%}
+        ({{ from_date_or_timestamp }} + cast({{ interval }} as bigint) * interval 1 {{ unit }})
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__last_day(date, datepart) -%}
+    {%- if datepart == 'quarter' -%}
+    cast({{ dbt.dateadd('day', '-1', dbt.dateadd('month', '3', dbt.date_trunc(datepart, date))) }} as date)
+    {%- else -%}
+    {{ dbt.default__last_day(date, datepart) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__listagg(measure, delimiter_text, order_by_clause, limit_num) -%}
+    {%- set ordered = measure ~ (' ' ~ order_by_clause if order_by_clause else '') -%}
+    {%- if limit_num -%}
+    list_aggr((array_agg({{ ordered }}))[1:{{ limit_num }}], 'string_agg', {{ delimiter_text }})
+    {%- else -%}
+    string_agg({{ measure }}, {{ delimiter_text }} {{ order_by_clause or '' }})
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__split_part(string_text, delimiter_text, part_number) -%}
+    string_split({{ string_text }}, {{ delimiter_text }})[ {{ part_number }} ]
+{%- endmacro %}

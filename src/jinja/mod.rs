@@ -413,7 +413,8 @@ impl JinjaEnv {
 pub fn adapter_prefixes(adapter: &str) -> Vec<String> {
     let chain: &[&str] = match adapter {
         "datafusion" => &["datafusion", "duckdb", "postgres", "default"],
-        "duckdb" => &["duckdb", "datafusion", "postgres", "default"],
+        // As dbt-duckdb: its own variants, then dbt's defaults.
+        "duckdb" => &["duckdb", "default"],
         "postgres" | "postgresql" => &["postgres", "default"],
         "redshift" => &["redshift", "postgres", "default"],
         "bigquery" => &["bigquery", "default"],

@@ -3,4 +3,5 @@
 mod broken;
 mod cli;
 mod common;
+mod dbt_parity;
 mod golden;
