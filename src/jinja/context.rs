@@ -63,7 +63,7 @@ pub struct NodeCtx {
     pub node: NodeInfo,
     /// The effective config. In the parse phase it starts with project + YAML config and grows
     /// with each `config()` call; in the compile phase it is final.
-    pub config: Mutex<ConfigMap>,
+    pub config: Mutex<Arc<ConfigMap>>,
     pub record: Mutex<Record>,
     pub this: Option<Value>,
     pub is_incremental: bool,
@@ -83,7 +83,7 @@ impl std::fmt::Debug for NodeCtx {
 }
 
 impl NodeCtx {
-    pub fn new(phase: Phase, node: NodeInfo, config: ConfigMap, shared: Arc<Shared>) -> NodeCtx {
+    pub fn new(phase: Phase, node: NodeInfo, config: Arc<ConfigMap>, shared: Arc<Shared>) -> NodeCtx {
         NodeCtx {
             phase,
             node,
@@ -118,7 +118,7 @@ impl NodeCtx {
         let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
         merge_one(&mut record.inline_config, key, value.clone());
         drop(record);
-        merge_one(&mut self.config.lock().unwrap_or_else(|e| e.into_inner()), key, value);
+        merge_one(Arc::make_mut(&mut self.config.lock().unwrap_or_else(|e| e.into_inner())), key, value);
     }
 
     pub fn record_macro(&self, unique_id: &str) {

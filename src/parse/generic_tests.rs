@@ -1,7 +1,7 @@
 //! Generic data tests declared in properties YAML (`not_null`, `unique`, `accepted_values`,
 //! `relationships`, custom and package tests) become test nodes, named as dbt names them.
 
-use super::{Manifest, Node, ResourceType, TestMetadata, checksum, new_node, project_config};
+use super::{Manifest, Node, ResourceType, TestMetadata, checksum, new_node};
 use crate::diagnostics::{Code, Diagnostic, Label};
 use crate::jinja::JinjaEnv;
 use crate::jinja::context::{NodeCtx, NodeInfo, Phase};
@@ -236,13 +236,12 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
         };
         let mut node = new_node(project, spec.file, ResourceType::Test, &short, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
         node.unique_id = format!("test.{project_pkg}.{short}.{hash}");
-        node.config = project_config(project, ResourceType::Test, file.package, &fqn);
         for (k, v) in &parsed.config {
-            merge_one(&mut node.config, k, v.clone());
+            merge_one(Arc::make_mut(&mut node.config), k, v.clone());
             merge_one(&mut node.unrendered_config, k, v.clone());
         }
         if let Some(Json::String(s)) = node.config.get("severity").cloned() {
-            node.config.insert("severity".into(), json!(s.to_uppercase()));
+            Arc::make_mut(&mut node.config).insert("severity".into(), json!(s.to_uppercase()));
         }
         node.path = format!("{short}.sql");
         node.checksum = checksum("");

@@ -110,7 +110,8 @@ pub struct Node {
     pub patch_path: Option<String>,
     pub fqn: Vec<String>,
     pub raw_code: Arc<str>,
-    pub config: ConfigMap,
+    /// Shared between nodes with the same project-level config; copied on write.
+    pub config: Arc<ConfigMap>,
     pub unrendered_config: ConfigMap,
     pub description: String,
     pub columns: IndexMap<String, ColumnInfo>,
@@ -333,7 +334,23 @@ fn section_for(rt: ResourceType) -> &'static str {
 
 /// Project-level config for a node at `fqn` in `package`: the package's own tree, then the root
 /// project's tree (which may configure packages too).
-pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
+/// Project-level config, shared (`Arc`) between nodes of the same folder: most nodes never
+/// change it, and copying ~25 entries per node was the parse phase's main cost.
+pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> Arc<ConfigMap> {
+    let section = section_for(rt);
+    let pkg = &project.packages[package];
+    let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
+    let own_tree = if pkg.is_root { None } else { pkg.config.tree(section) };
+    let leaf_specific = own_tree.is_some_and(|t| t.has_path(&path)) || project.config().tree(section).is_some_and(|t| t.has_path(&path));
+    if leaf_specific || fqn.is_empty() {
+        return Arc::new(project_config_uncached(project, rt, package, fqn));
+    }
+    let key = (section, package, fqn[..fqn.len() - 1].to_vec());
+    let mut cache = project.config_cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache.entry(key).or_insert_with(|| Arc::new(project_config_uncached(project, rt, package, &fqn[..fqn.len() - 1]))).clone()
+}
+
+fn project_config_uncached(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
     let mut config = defaults(rt);
     let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
     let section = section_for(rt);
@@ -631,7 +648,7 @@ pub(crate) fn new_node(
 }
 
 fn apply_patch(node: &mut Node, p: &ResourcePatch, project: &Project) {
-    merge_all(&mut node.config, &p.config);
+    merge_all(Arc::make_mut(&mut node.config), &p.config);
     merge_all(&mut node.unrendered_config, &p.config);
     node.description = p.description.clone();
     node.columns = p.columns.iter().map(|c| (c.name.clone(), ColumnInfo::from(c))).collect();
@@ -666,7 +683,7 @@ fn render_parse(project: &Project, jinja: &JinjaEnv, node: &mut Node, diags: &mu
     }
     let record = ctx.take_record();
     for (k, v) in &record.inline_config {
-        merge_one(&mut node.config, k, v.clone());
+        merge_one(Arc::make_mut(&mut node.config), k, v.clone());
         merge_one(&mut node.unrendered_config, k, v.clone());
     }
     node.refs = record.refs;
@@ -791,7 +808,7 @@ fn build_exposures(project: &Project, jinja: &JinjaEnv, props: &Properties, mani
             resource_type: "exposure",
             ..Default::default()
         };
-        let ctx = Arc::new(NodeCtx::new(Phase::Parse, info, ConfigMap::new(), jinja.shared.clone()));
+        let ctx = Arc::new(NodeCtx::new(Phase::Parse, info, Default::default(), jinja.shared.clone()));
         for dep in e.node.get("depends_on").and_then(|d| d.as_seq()).unwrap_or(&[]) {
             let Some(expr) = dep.as_str() else { continue };
             let result = jinja.env.compile_expression(expr).and_then(|x| x.eval(minijinja::Value::from_dyn_object(ctx.clone())));
@@ -806,7 +823,7 @@ fn build_exposures(project: &Project, jinja: &JinjaEnv, props: &Properties, mani
         fqn.extend(file.folders().iter().map(|s| s.to_string()));
         fqn.push(e.name.clone());
         let mut node = new_node(project, e.file, ResourceType::Exposure, &e.name, fqn, Arc::from(""), e.line);
-        node.config = ConfigMap::from_iter([("enabled".to_string(), json!(true))]);
+        node.config = Arc::new(ConfigMap::from_iter([("enabled".to_string(), json!(true))]));
         node.refs = record.refs;
         node.sources = record.sources;
         node.description = e.node.get("description").and_then(|d| d.scalar_string()).unwrap_or_default();
@@ -854,7 +871,7 @@ fn build_unit_tests(project: &Project, props: &Properties, manifest: &mut Manife
                 merge_one(&mut config, k, v.to_json());
             }
         }
-        node.config = config;
+        node.config = Arc::new(config);
         node.attached_node = Some(target.unique_id.clone());
         node.refs = vec![RefCall { package: None, name: model.clone(), version: None }];
         node.description = u.node.get("description").and_then(|d| d.scalar_string()).unwrap_or_default();
@@ -879,7 +896,7 @@ pub fn new_node_inline(project: &Project, sql: &str) -> Node {
         patch_path: None,
         fqn: vec![project.name().to_string(), "inline_query".into()],
         raw_code: Arc::from(sql),
-        config: defaults(ResourceType::Analysis),
+        config: Arc::new(defaults(ResourceType::Analysis)),
         unrendered_config: ConfigMap::new(),
         description: String::new(),
         columns: IndexMap::new(),

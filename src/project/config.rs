@@ -224,6 +224,14 @@ impl ConfigTree {
         tree
     }
 
+    /// Whether the tree has a node for the whole of `path` (a config aimed at one file).
+    pub fn has_path(&self, path: &[&str]) -> bool {
+        match path.split_first() {
+            None => true,
+            Some((first, rest)) => self.children.get(*first).is_some_and(|c| c.has_path(rest)),
+        }
+    }
+
     /// Applies the configs along `path` (package, folders..., file name) onto `into`.
     pub fn apply(&self, path: &[&str], into: &mut ConfigMap) {
         merge_all(into, &self.configs);

@@ -362,6 +362,8 @@ pub enum PackageSpec {
 #[derive(Debug)]
 pub struct Project {
     pub root: PathBuf,
+    /// Project-level node configs by (section, package, folder path); filled by `parse`.
+    pub config_cache: std::sync::Mutex<std::collections::HashMap<(&'static str, usize, Vec<String>), std::sync::Arc<config::ConfigMap>>>,
     pub packages: Vec<Package>,
     pub files: Vec<ProjectFile>,
     pub package_specs: Vec<PackageSpec>,
@@ -470,7 +472,7 @@ impl Project {
             }
         }
         let files = discover_files(fs, &packages, &mut diags);
-        Ok((Project { root: root.to_path_buf(), packages, files, package_specs, packages_file }, Diagnostics(diags)))
+        Ok((Project { root: root.to_path_buf(), config_cache: Default::default(), packages, files, package_specs, packages_file }, Diagnostics(diags)))
     }
 }
 
