@@ -56,7 +56,9 @@ fn main() {
     for n in sizes {
         let tmp = tempfile::tempdir().expect("tempdir");
         generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
-        for (label, cmd, fresh) in [("parse", "parse", true), ("compile, fresh target/", "compile", true), ("compile, target/ kept", "compile", false)] {
+        for (label, cmd, fresh) in
+            [("parse", "parse", true), ("compile, fresh target/", "compile", true), ("compile, target/ kept", "compile", false)]
+        {
             let (med, min, max) = time_kiln(tmp.path(), &[cmd], runs, fresh);
             println!("{label:<24} N={n:<6} median {med:.3}s  min {min:.3}s  max {max:.3}s");
         }

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod compile;
 pub mod diagnostics;
+pub mod engine;
 pub mod graph;
 pub mod jinja;
 pub mod parse;

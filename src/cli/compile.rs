@@ -130,7 +130,7 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
 pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> (HashMap<String, Compiled>, Diagnostics) {
     let mut diags = Vec::new();
     let resolver = resolver(s);
-    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &mut diags);
+    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &|_| false, &mut diags);
     if sql_check {
         let dialect = sqlcheck::dialect_for(&s.target);
         let checks: Vec<Diagnostic> = compiled

@@ -1,5 +1,7 @@
 //! The command line. Only this layer prints, reads the environment, or exits.
 
+#[cfg(feature = "datafusion")]
+mod build;
 mod clean;
 mod compile;
 mod debug;
@@ -96,6 +98,18 @@ pub enum Command {
     Clean,
     /// Install the packages of packages.yml (local packages) into dbt_packages/
     Deps,
+    /// Load seeds (CSV) into the warehouse
+    #[cfg(feature = "datafusion")]
+    Seed(build::RunArgs),
+    /// Build the selected models in dependency order
+    #[cfg(feature = "datafusion")]
+    Run(build::RunArgs),
+    /// Load seeds and build models, in dependency order
+    #[cfg(feature = "datafusion")]
+    Build(build::RunArgs),
+    /// Print rows of a model or of a query
+    #[cfg(feature = "datafusion")]
+    Show(build::ShowArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -120,6 +134,14 @@ pub fn main() -> i32 {
         Command::Init(args) => init::run(args, &printer),
         Command::Clean => clean::run(&cli.global, &env, &mut printer),
         Command::Deps => deps::run(&cli.global, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Seed(args) => build::run(&cli.global, args, build::Which::Seed, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Run(args) => build::run(&cli.global, args, build::Which::Run, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Build(args) => build::run(&cli.global, args, build::Which::Build, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
     };
     match result {
         Ok(code) => code,

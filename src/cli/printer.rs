@@ -15,7 +15,7 @@ pub struct Printer {
     pub quiet: bool,
     pub timings: bool,
     secrets: Vec<String>,
-    phase_start: std::cell::Cell<Option<std::time::Instant>>,
+    phase_start: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Printer {
@@ -27,7 +27,7 @@ impl Printer {
         } else {
             std::io::stderr().is_terminal()
         };
-        Printer { format, color, quiet, timings: false, secrets: Vec::new(), phase_start: std::cell::Cell::new(None) }
+        Printer { format, color, quiet, timings: false, secrets: Vec::new(), phase_start: std::sync::Mutex::new(None) }
     }
 
     /// Values that must never be printed.
@@ -75,10 +75,11 @@ impl Printer {
     /// With `--timings`: prints how long the phase that just ended took.
     pub fn phase(&self, name: &str) {
         let now = std::time::Instant::now();
-        if let (true, Some(start)) = (self.timings, self.phase_start.get()) {
+        let mut last = self.phase_start.lock().unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(start)) = (self.timings, *last) {
             let _ = writeln!(std::io::stderr().lock(), "timing: {name:<10} {:>8.1} ms", (now - start).as_secs_f64() * 1000.0);
         }
-        self.phase_start.set(Some(now));
+        *last = Some(now);
     }
 
     /// A product line on stdout (compiled SQL, `ls` output). Returns false on a broken pipe.

@@ -140,6 +140,7 @@ pub fn compile(
     graph: &Graph,
     resolver: &Arc<dyn Resolver>,
     selected: &BTreeSet<String>,
+    is_incremental: &(dyn Fn(&Node) -> bool + Sync),
     diags: &mut Vec<Diagnostic>,
 ) -> HashMap<String, Compiled> {
     // Ephemeral ancestors are needed to inline them.
@@ -154,7 +155,7 @@ pub fn compile(
     }
     let nodes: Vec<&Node> = wanted.iter().filter_map(|id| manifest.nodes.get(*id)).filter(|n| has_sql(n)).collect();
     let rendered: Vec<(&str, Result<String, Diagnostic>)> =
-        nodes.par_iter().map(|n| (n.unique_id.as_str(), render_node(project, jinja, n, resolver, false))).collect();
+        nodes.par_iter().map(|n| (n.unique_id.as_str(), render_node(project, jinja, n, resolver, is_incremental(n)))).collect();
     let mut out: HashMap<String, Compiled> = HashMap::with_capacity(rendered.len());
     for (id, r) in rendered {
         match r {

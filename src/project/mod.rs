@@ -472,7 +472,10 @@ impl Project {
             }
         }
         let files = discover_files(fs, &packages, &mut diags);
-        Ok((Project { root: root.to_path_buf(), config_cache: Default::default(), packages, files, package_specs, packages_file }, Diagnostics(diags)))
+        Ok((
+            Project { root: root.to_path_buf(), config_cache: Default::default(), packages, files, package_specs, packages_file },
+            Diagnostics(diags),
+        ))
     }
 }
 

@@ -1,3 +1,7 @@
-//! Stage 6: artifacts (and, once an engine exists, the runner).
+//! Stage 6: artifacts and the runner.
 
 pub mod artifacts;
+#[cfg(feature = "datafusion")]
+pub mod results;
+#[cfg(feature = "datafusion")]
+pub mod runner;

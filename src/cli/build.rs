@@ -1,0 +1,272 @@
+//! `kiln seed`, `kiln run`, `kiln build` and `kiln show` on the embedded DataFusion engine.
+
+use super::printer::Printer;
+use super::session::{self, Session, Stop};
+use super::{EXIT_OK, EXIT_PROJECT, EXIT_USAGE, GlobalArgs, SelectArgs};
+use crate::diagnostics::{Code, Diagnostic, Diagnostics};
+use crate::engine::datafusion::DataFusionEngine;
+use crate::engine::{Engine, RelationName};
+use crate::parse::ResourceType;
+use crate::project::profiles::EngineKind;
+use crate::run::runner::{self, Event, Options, Runner, Status};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Nodes built at once (default: the target's `threads`)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rebuild incremental models (and reload seeds) from scratch
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Stop at the first failure
+    #[arg(short = 'x', long)]
+    pub fail_fast: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Seed,
+    Run,
+    Build,
+}
+
+/// Opens the target's engine (only the embedded one in this build).
+pub fn open_engine(s: &Session) -> Result<Arc<DataFusionEngine>, Diagnostic> {
+    if s.target.engine != EngineKind::DataFusion {
+        return Err(Diagnostic::error(
+            Code::Unsupported,
+            format!("target `{}` uses the {} adapter, which this build of kiln cannot run yet", s.target.name, s.target.adapter_type),
+        )
+        .with_help("use a `type: datafusion` target (or no profiles.yml) to build locally; `kiln compile` works for every adapter"));
+    }
+    let path = s.target.settings.get("path").and_then(Json::as_str).unwrap_or(".kiln/warehouse");
+    // dbt-duckdb profiles name a database file; kiln keeps a warehouse directory next to it.
+    let path = if path.ends_with(".duckdb") || path.ends_with(".db") { format!("{path}.kiln") } else { path.to_string() };
+    let root = s.project.root.join(path);
+    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema)
+        .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
+    // Sources that are files (dbt-duckdb's `external_location`).
+    for src in s.manifest.sources.values() {
+        let location = src
+            .config
+            .get("external_location")
+            .and_then(Json::as_str)
+            .or_else(|| src.meta.get("external_location").and_then(Json::as_str))
+            .or_else(|| src.external.get("location").and_then(Json::as_str));
+        let Some(location) = location else { continue };
+        let location = location.replace("{name}", &src.name).replace("{identifier}", &src.identifier);
+        let location = if location.contains("://") || location.starts_with('/') {
+            location
+        } else {
+            s.project.root.join(&location).to_string_lossy().into_owned()
+        };
+        let format = src.config.get("format").and_then(Json::as_str).or_else(|| src.meta.get("format").and_then(Json::as_str));
+        let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
+        engine.register_external(&r, &location, format).map_err(|e| {
+            Diagnostic::error(Code::Io, format!("cannot read source `{}.{}` from {location}: {e}", src.source_name, src.name))
+                .with_label(crate::diagnostics::Label::new(s.project.files[src.file].source(), src.line, 1, 1, "declared here"))
+                .with_help("check that the file exists and `external_location` (with `{name}`) points at it")
+        })?;
+    }
+    engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
+    Ok(Arc::new(engine))
+}
+
+pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    let name = match which {
+        Which::Seed => "seed",
+        Which::Run => "run",
+        Which::Build => "build",
+    };
+    let s = match session::load(global, env, printer, name, Stop::Graph) {
+        Ok(s) => s,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    let mut selected = match session::selection(&s, &args.select) {
+        Ok(sel) => sel,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    selected.retain(|id| match s.manifest.nodes.get(id).map(|n| n.resource_type) {
+        Some(ResourceType::Seed) => which != Which::Run,
+        Some(ResourceType::Model) => which != Which::Seed,
+        _ => false,
+    });
+    let engine = match open_engine(&s) {
+        Ok(e) => e,
+        Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
+    };
+    let engine_dyn: Arc<dyn Engine> = engine.clone();
+    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
+        Arc::new(runner::EngineQueries(engine_dyn.clone(), s.target.quote_char()));
+    let runner = Runner {
+        project: &s.project,
+        jinja: &s.jinja,
+        manifest: &s.manifest,
+        graph: &s.graph,
+        resolver: super::compile::resolver(&s),
+        engine: engine_dyn,
+        options: Options { threads: args.threads.unwrap_or(s.target.threads), full_refresh: args.full_refresh, fail_fast: args.fail_fast },
+    };
+    printer.info(&format!(
+        "Running with kiln {} on target `{}` ({}): {}",
+        env!("CARGO_PKG_VERSION"),
+        s.target.name,
+        s.target.adapter_type,
+        super::compile::summary(&s, &selected)
+    ));
+    let started = std::time::Instant::now();
+    let print = |e: Event| {
+        if let Event::Finished { node, result, index, total } = e {
+            let what = match node.resource_type {
+                ResourceType::Seed => "seed".to_string(),
+                _ => node.materialized().to_string(),
+            };
+            let status = match result.status {
+                Status::Success => "OK",
+                Status::Error => "ERROR",
+                Status::Skipped => "SKIP",
+            };
+            let label = format!("{index} of {total} {status:<5} {what:<11} {}.{}", node.schema, node.alias);
+            let detail = match result.status {
+                Status::Success => format!("[{} in {:.2}s]", result.message, result.seconds),
+                Status::Error => format!("[ERROR in {:.2}s]", result.seconds),
+                Status::Skipped => "[SKIP]".to_string(),
+            };
+            printer.info(&format!("{label:.<72} {detail}"));
+            if result.status == Status::Error {
+                printer.warn(&format!("{} failed:\n{}", node.unique_id, result.message));
+            }
+        }
+    };
+    let results = runner.run(&selected, &print);
+    let elapsed = started.elapsed().as_secs_f64();
+    // Artifacts: executed SQL under target/run/, run_results.json.
+    let target = s.project.target_dir();
+    for r in &results {
+        if let (Some(sql), Some(node)) = (&r.compiled, s.manifest.nodes.get(&r.unique_id)) {
+            let path = target.join("run").join(&node.package).join(&node.original_file_path);
+            let _ = session::write_atomic_with(&path, |w| std::io::Write::write_all(w, s.jinja.shared.scrub(sql).as_bytes()));
+        }
+    }
+    let doc = crate::run::results::run_results(&results, &s.invocation.invocation_id, elapsed, serde_json::json!({"which": name}), &|t| {
+        s.jinja.shared.scrub(t).into_owned()
+    });
+    session::write_atomic_with(&target.join("run_results.json"), |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))?;
+    super::compile::write_manifest(&s, &HashMap::new())?;
+    let count = |st: Status| results.iter().filter(|r| r.status == st).count();
+    let (pass, error, skip) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
+    printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN=0 ERROR={error} SKIP={skip} TOTAL={}", results.len()));
+    Ok(if error > 0 { EXIT_PROJECT } else { EXIT_OK })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    /// The model (or seed) to show
+    #[arg(short = 's', long = "select", value_name = "NAME")]
+    pub select: Option<String>,
+    /// A query to run instead (Jinja and ref() allowed)
+    #[arg(long, value_name = "SQL")]
+    pub inline: Option<String>,
+    /// Rows to show
+    #[arg(long, default_value_t = 5)]
+    pub limit: usize,
+    /// Output as a text table or JSON
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: ShowOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowOutput {
+    Table,
+    Json,
+}
+
+pub fn show(global: &GlobalArgs, args: &ShowArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    let s = match session::load(global, env, printer, "show", Stop::Graph) {
+        Ok(s) => s,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    let engine = match open_engine(&s) {
+        Ok(e) => e,
+        Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
+    };
+    let resolver = super::compile::resolver(&s);
+    let sql = match (&args.inline, &args.select) {
+        (Some(sql), _) => {
+            let node = crate::parse::new_node_inline(&s.project, sql);
+            match crate::compile::render_node(&s.project, &s.jinja, &node, &resolver, false) {
+                Ok(sql) => sql,
+                Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
+            }
+        }
+        (None, Some(name)) => {
+            let call = crate::jinja::context::RefCall { package: None, name: name.clone(), version: None };
+            match s.lookup.resolve_ref(s.project.name(), &call).and_then(|id| s.manifest.nodes.get(id)) {
+                Some(node) => format!("select * from {}", node.relation(s.target.quote_char()).render()),
+                None => {
+                    printer.diagnostic(&Diagnostic::error(Code::MissingRef, format!("no model, seed or snapshot named `{name}`")));
+                    return Ok(EXIT_PROJECT);
+                }
+            }
+        }
+        (None, None) => {
+            printer.diagnostic(&Diagnostic::error(Code::BadSelector, "kiln show needs -s MODEL or --inline SQL"));
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let table = match engine.query(&sql, Some(args.limit)) {
+        Ok(t) => t,
+        Err(e) => {
+            printer.diagnostic(&Diagnostic::error(Code::SqlSyntax, format!("query failed: {e}")).with_note(sql));
+            return Ok(EXIT_PROJECT);
+        }
+    };
+    match args.output {
+        ShowOutput::Json => {
+            for row in &table.rows {
+                let obj: serde_json::Map<String, Json> = table.columns.iter().cloned().zip(row.iter().cloned()).collect();
+                printer.product(&Json::Object(obj).to_string());
+            }
+        }
+        ShowOutput::Table => {
+            for line in text_table(&table.columns, &table.rows) {
+                if !printer.product(&line) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn cell(v: &Json) -> String {
+    match v {
+        Json::Null => "NULL".into(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A plain-text table: header, separator, rows.
+pub fn text_table(columns: &[String], rows: &[Vec<Json>]) -> Vec<String> {
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cells.iter().map(|r| r.get(i).map_or(0, |s| s.chars().count())).max().unwrap_or(0).max(c.chars().count()))
+        .collect();
+    let fmt_row = |vals: Vec<&str>| -> String {
+        vals.iter().enumerate().map(|(i, v)| format!("{v:<w$}", w = widths[i])).collect::<Vec<_>>().join(" | ").trim_end().to_string()
+    };
+    let mut out = vec![fmt_row(columns.iter().map(String::as_str).collect())];
+    out.push(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
+    for r in &cells {
+        out.push(fmt_row(r.iter().map(String::as_str).collect()));
+    }
+    out
+}

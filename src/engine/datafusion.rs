@@ -1,0 +1,394 @@
+//! The embedded engine: Apache DataFusion over a local warehouse directory.
+//!
+//! Layout: `<warehouse>/<database>/<schema>/<relation>/`. A table is Parquet data in a version
+//! directory `v<N>/` plus `_kiln_table.json` naming the current version; a build writes `v<N+1>/`
+//! completely, then renames a new pointer file over the old one. Readers (and a killed build)
+//! therefore always see a complete version. A view is `_kiln_view.json` holding its SQL,
+//! re-registered when a session opens the warehouse. Parquet is an open format: DuckDB, Spark,
+//! Polars and pandas read these tables directly.
+
+use super::{Capability, Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SeedLoad};
+use crate::jinja::QueryTable;
+use crate::jinja::relation::quote_ident;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::common::TableReference;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::prelude::{CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const TABLE_POINTER: &str = "_kiln_table.json";
+const VIEW_FILE: &str = "_kiln_view.json";
+
+pub struct DataFusionEngine {
+    rt: tokio::runtime::Runtime,
+    ctx: SessionContext,
+    root: PathBuf,
+    /// Serializes catalog changes (registering schemas) between threads.
+    catalog_lock: Mutex<()>,
+}
+
+fn df_err(e: impl std::fmt::Display) -> EngineError {
+    let message = e.to_string();
+    let position = message.rfind("Line: ").and_then(|i| {
+        let rest = &message[i + 6..];
+        let (line, rest) = rest.split_once(", Column: ")?;
+        let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((line.trim().parse().ok()?, col.parse().ok()?))
+    });
+    EngineError { message, position }
+}
+
+fn io_err(what: &str, e: std::io::Error) -> EngineError {
+    EngineError::new(format!("{what}: {e}"))
+}
+
+fn table_ref(r: &RelationName) -> TableReference {
+    TableReference::full(r.database.as_str(), r.schema.as_str(), r.name.as_str())
+}
+
+pub fn quoted(r: &RelationName) -> String {
+    format!("{}.{}.{}", quote_ident(&r.database, '"'), quote_ident(&r.schema, '"'), quote_ident(&r.name, '"'))
+}
+
+/// Writes `path` atomically (temp file + rename).
+fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|e| io_err("writing the warehouse", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err("publishing in the warehouse", e))
+}
+
+impl DataFusionEngine {
+    /// Opens (or creates) the warehouse at `root`. Call [`DataFusionEngine::load_warehouse`]
+    /// after registering external sources, so views over them resolve.
+    pub fn open(root: &Path, database: &str, schema: &str) -> Result<DataFusionEngine, EngineError> {
+        std::fs::create_dir_all(root).map_err(|e| io_err(&format!("creating the warehouse {}", root.display()), e))?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .map_err(|e| io_err("starting the engine", e))?;
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(database, schema)
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        Ok(DataFusionEngine { rt, ctx, root: root.to_path_buf(), catalog_lock: Mutex::new(()) })
+    }
+
+    fn rel_dir(&self, r: &RelationName) -> PathBuf {
+        self.root.join(&r.database).join(&r.schema).join(&r.name)
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn ensure_schema(&self, database: &str, schema: &str) {
+        let _guard = self.catalog_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let catalog = match self.ctx.catalog(database) {
+            Some(c) => c,
+            None => {
+                let c: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
+                self.ctx.register_catalog(database, c.clone());
+                c
+            }
+        };
+        if catalog.schema(schema).is_none() {
+            let _ = catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()));
+        }
+    }
+
+    fn current_version(dir: &Path) -> Option<u64> {
+        let text = std::fs::read_to_string(dir.join(TABLE_POINTER)).ok()?;
+        serde_json::from_str::<Json>(&text).ok()?.get("version")?.as_u64()
+    }
+
+    fn register_version(&self, r: &RelationName, dir: &Path, version: u64) -> Result<(), EngineError> {
+        self.ensure_schema(&r.database, &r.schema);
+        let _ = self.ctx.deregister_table(table_ref(r));
+        let path = format!("{}/", dir.join(format!("v{version}")).display());
+        self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err)
+    }
+
+    /// Registers every table and view of the warehouse.
+    pub fn load_warehouse(&self) -> Result<(), EngineError> {
+        let mut views: Vec<(RelationName, String)> = Vec::new();
+        let dirs = |p: &Path| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for db in dirs(&self.root) {
+            for schema in dirs(&db) {
+                self.ensure_schema(&name(&db), &name(&schema));
+                for rel in dirs(&schema) {
+                    let r = RelationName { database: name(&db), schema: name(&schema), name: name(&rel) };
+                    if let Some(v) = Self::current_version(&rel) {
+                        Self::remove_other_versions(&rel, v);
+                        self.register_version(&r, &rel, v)?;
+                    } else if let Ok(text) = std::fs::read_to_string(rel.join(VIEW_FILE)) {
+                        if let Some(sql) =
+                            serde_json::from_str::<Json>(&text).ok().and_then(|j| j.get("sql").and_then(Json::as_str).map(str::to_string))
+                        {
+                            views.push((r, sql));
+                        }
+                    }
+                }
+            }
+        }
+        // Views may select from views: register until no progress.
+        while !views.is_empty() {
+            let before = views.len();
+            views.retain(|(r, sql)| self.create_view(r, sql).is_err());
+            if views.len() == before {
+                break; // the rest refer to relations that no longer exist; they stay on disk
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes version directories other than `keep` (older ones, and partial ones left by a
+    /// killed build).
+    fn remove_other_versions(dir: &Path, keep: u64) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.filter_map(Result::ok) {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(v) = n.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()) {
+                    if v != keep {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    fn create_view(&self, r: &RelationName, sql: &str) -> Result<(), EngineError> {
+        self.ensure_schema(&r.database, &r.schema);
+        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let plan = df.into_unoptimized_plan();
+        let view = datafusion::catalog::view::ViewTable::new(plan, Some(sql.to_string()));
+        let _ = self.ctx.deregister_table(table_ref(r));
+        self.ctx.register_table(table_ref(r), Arc::new(view)).map_err(df_err)?;
+        Ok(())
+    }
+
+    /// Writes the result of `df` as the next version of `r` and publishes it.
+    fn write_table(&self, r: &RelationName, df: DataFrame) -> Result<u64, EngineError> {
+        let dir = self.rel_dir(r);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating a table directory", e))?;
+        let mut next = Self::current_version(&dir).unwrap_or(0) + 1;
+        // Skip past partial versions a killed build may have left.
+        while dir.join(format!("v{next}")).exists() {
+            let _ = std::fs::remove_dir_all(dir.join(format!("v{next}")));
+            if dir.join(format!("v{next}")).exists() {
+                next += 1;
+            } else {
+                break;
+            }
+        }
+        let vdir = dir.join(format!("v{next}"));
+        std::fs::create_dir_all(&vdir).map_err(|e| io_err("creating a table version", e))?;
+        let file = vdir.join("part-0.parquet");
+        let written = self
+            .block(df.write_parquet(&file.to_string_lossy(), DataFrameWriteOptions::new().with_single_file_output(true), None))
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&vdir);
+                df_err(e)
+            })?;
+        let rows = count_rows(&written);
+        write_atomic(&dir.join(TABLE_POINTER), &serde_json::json!({"version": next, "format": "parquet"}).to_string())?;
+        let _ = std::fs::remove_file(dir.join(VIEW_FILE));
+        self.register_version(r, &dir, next)?;
+        Self::remove_other_versions(&dir, next);
+        Ok(rows)
+    }
+
+    /// Registers a source read from files (`external_location`): CSV, Parquet or (ND)JSON,
+    /// inferred from the extension unless `format` says otherwise.
+    pub fn register_external(&self, r: &RelationName, location: &str, format: Option<&str>) -> Result<(), EngineError> {
+        self.ensure_schema(&r.database, &r.schema);
+        let lower = location.to_ascii_lowercase();
+        let format = format.map(str::to_ascii_lowercase).unwrap_or_else(|| {
+            if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+                "parquet".into()
+            } else if lower.ends_with(".json") || lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+                "json".into()
+            } else {
+                "csv".into()
+            }
+        });
+        let _ = self.ctx.deregister_table(table_ref(r));
+        let result = match format.as_str() {
+            "parquet" => self.block(self.ctx.register_parquet(table_ref(r), location, ParquetReadOptions::default())),
+            "json" | "ndjson" | "jsonl" => {
+                let ext = Path::new(location).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_else(|| ".json".into());
+                self.block(self.ctx.register_json(table_ref(r), location, JsonReadOptions::default().file_extension(&ext)))
+            }
+            _ => {
+                let ext = Path::new(location).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_else(|| ".csv".into());
+                self.block(self.ctx.register_csv(table_ref(r), location, CsvReadOptions::new().has_header(true).file_extension(&ext)))
+            }
+        };
+        result.map_err(df_err)
+    }
+
+    fn batches_to_table(batches: &[RecordBatch], schema: &datafusion::arrow::datatypes::Schema) -> Result<QueryTable, EngineError> {
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut rows = Vec::new();
+        for batch in batches {
+            let mut buf = Vec::new();
+            {
+                let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+                writer.write(batch).map_err(df_err)?;
+                writer.finish().map_err(df_err)?;
+            }
+            let objects: Vec<serde_json::Map<String, Json>> =
+                if buf.is_empty() { vec![] } else { serde_json::from_slice(&buf).map_err(|e| EngineError::new(e.to_string()))? };
+            for o in objects {
+                rows.push(columns.iter().map(|c| o.get(c).cloned().unwrap_or(Json::Null)).collect());
+            }
+        }
+        Ok(QueryTable { columns, rows })
+    }
+}
+
+fn count_rows(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| {
+            b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map(|a| a.iter().flatten().sum::<u64>())
+        })
+        .sum()
+}
+
+impl Engine for DataFusionEngine {
+    fn name(&self) -> &str {
+        "datafusion"
+    }
+
+    fn execute(&self, sql: &str) -> Result<Option<u64>, EngineError> {
+        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let batches = self.block(df.collect()).map_err(df_err)?;
+        Ok(Some(batches.iter().map(|b| b.num_rows() as u64).sum()))
+    }
+
+    fn query(&self, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
+        let mut df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        if let Some(n) = limit {
+            df = df.limit(0, Some(n)).map_err(df_err)?;
+        }
+        let schema = df.schema().as_arrow().clone();
+        let batches = self.block(df.collect()).map_err(df_err)?;
+        Self::batches_to_table(&batches, &schema)
+    }
+
+    fn describe(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
+        match self.block(self.ctx.table(table_ref(r))) {
+            Ok(df) => Ok(Some(df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
+        self.ensure_schema(database, schema);
+        std::fs::create_dir_all(self.root.join(database).join(schema)).map_err(|e| io_err("creating a schema", e))
+    }
+
+    fn materialize(&self, r: &RelationName, what: &Materialization) -> Result<Option<u64>, EngineError> {
+        self.create_schema(&r.database, &r.schema)?;
+        match what {
+            Materialization::View { sql } => {
+                // Validate first: a broken view must not replace a working relation.
+                self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                let dir = self.rel_dir(r);
+                std::fs::create_dir_all(&dir).map_err(|e| io_err("creating a view directory", e))?;
+                self.create_view(r, sql)?;
+                write_atomic(&dir.join(VIEW_FILE), &serde_json::json!({"sql": sql}).to_string())?;
+                if dir.join(TABLE_POINTER).exists() {
+                    let _ = std::fs::remove_file(dir.join(TABLE_POINTER));
+                    Self::remove_other_versions(&dir, u64::MAX);
+                }
+                Ok(None)
+            }
+            Materialization::Table { sql } => {
+                let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                self.write_table(r, df).map(Some)
+            }
+            Materialization::Incremental { sql, strategy } => {
+                let Some(existing) = self.describe(r)? else {
+                    let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                    return self.write_table(r, df).map(Some);
+                };
+                let cols: Vec<String> = existing.iter().map(|(c, _)| quote_ident(c, '"')).collect();
+                let list = cols.join(", ");
+                let target = quoted(r);
+                let combined = match strategy {
+                    IncrementalStrategy::Append => format!("select {list} from {target} union all select {list} from ({sql}) as kiln_new"),
+                    IncrementalStrategy::Merge { unique_key } => {
+                        let cond = unique_key
+                            .iter()
+                            .map(|k| format!("kiln_new.{q} = kiln_old.{q}", q = quote_ident(k, '"')))
+                            .collect::<Vec<_>>()
+                            .join(" and ");
+                        format!(
+                            "select {list} from {target} as kiln_old where not exists (select 1 from ({sql}) as kiln_new where {cond}) \
+                             union all select {list} from ({sql}) as kiln_new"
+                        )
+                    }
+                };
+                let new_rows = self
+                    .block(async { self.ctx.sql(&format!("select count(*) from ({sql}) as kiln_new")).await?.collect().await })
+                    .map_err(df_err)?;
+                let df = self.block(self.ctx.sql(&combined)).map_err(df_err)?;
+                self.write_table(r, df)?;
+                let n = new_rows
+                    .first()
+                    .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0) as u64));
+                Ok(n)
+            }
+        }
+    }
+
+    fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
+        self.create_schema(&seed.relation.database, &seed.relation.schema)?;
+        let path = seed.path.to_string_lossy().into_owned();
+        let options =
+            CsvReadOptions::new().has_header(true).delimiter(seed.delimiter).schema_infer_max_records(100_000).file_extension(".csv");
+        let df = self.block(self.ctx.read_csv(path, options)).map_err(df_err)?;
+        let df = if seed.column_types.is_empty() {
+            df
+        } else {
+            let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let tmp = format!("__kiln_seed_{}", std::process::id());
+            self.ctx.register_table(tmp.as_str(), df.into_view()).map_err(df_err)?;
+            let select: Vec<String> = names
+                .iter()
+                .map(|n| match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
+                    Some((_, t)) => format!("cast({q} as {t}) as {q}", q = quote_ident(n, '"')),
+                    None => quote_ident(n, '"'),
+                })
+                .collect();
+            let df = self.block(self.ctx.sql(&format!("select {} from {}", select.join(", "), quote_ident(&tmp, '"')))).map_err(df_err)?;
+            let batches = self.block(df.clone().collect());
+            let _ = self.ctx.deregister_table(tmp.as_str());
+            let schema = df.schema().clone();
+            let batches = batches.map_err(df_err)?;
+            self.ctx.read_batches(batches).map_err(df_err).map(|d| {
+                let _ = schema;
+                d
+            })?
+        };
+        self.write_table(&seed.relation, df)
+    }
+
+    fn supports(&self, capability: Capability) -> bool {
+        matches!(capability, Capability::AtomicPublish | Capability::ExternalSources)
+    }
+}

@@ -1,0 +1,108 @@
+//! Stage 7: engines. The [`Engine`] trait is the seam between the runner and a warehouse:
+//! DataFusion (embedded, this module's `datafusion`), PostgreSQL and BigQuery plug in beside it
+//! without touching the runner. Engines never print; they return data and errors.
+
+#[cfg(feature = "datafusion")]
+pub mod datafusion;
+
+use crate::jinja::QueryTable;
+use std::fmt;
+
+/// A fully qualified relation in the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelationName {
+    pub database: String,
+    pub schema: String,
+    pub name: String,
+}
+
+impl fmt::Display for RelationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.database, self.schema, self.name)
+    }
+}
+
+/// How an incremental model merges new rows into the existing table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncrementalStrategy {
+    Append,
+    /// Rows whose key matches a new row are replaced (dbt's `merge` and `delete+insert`).
+    Merge {
+        unique_key: Vec<String>,
+    },
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub enum Materialization {
+    View { sql: String },
+    Table { sql: String },
+    Incremental { sql: String, strategy: IncrementalStrategy },
+}
+
+/// An engine error: the message, and for SQL errors where in the SQL (1-based line, column).
+#[derive(Clone, Debug)]
+pub struct EngineError {
+    pub message: String,
+    pub position: Option<(usize, usize)>,
+}
+
+impl EngineError {
+    pub fn new(message: impl Into<String>) -> Self {
+        EngineError { message: message.into(), position: None }
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Optional abilities; every one defaults to unsupported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// `materialize` publishes atomically: a failure leaves the previous relation intact.
+    AtomicPublish,
+    /// Sources can be files (CSV, Parquet, JSON) read in place.
+    ExternalSources,
+}
+
+/// Data seed: a CSV file to load as a table.
+#[derive(Clone, Debug)]
+pub struct SeedLoad {
+    pub relation: RelationName,
+    pub path: std::path::PathBuf,
+    pub delimiter: u8,
+    /// Column -> SQL type, overriding inference.
+    pub column_types: Vec<(String, String)>,
+}
+
+/// The warehouse seen by the runner. Every method is blocking and may be called from several
+/// threads at once.
+pub trait Engine: Send + Sync {
+    /// The adapter name (`datafusion`, `postgres`, ...).
+    fn name(&self) -> &str;
+
+    /// Runs one statement (DDL, DML, hooks); returns the rows affected when known.
+    fn execute(&self, sql: &str) -> Result<Option<u64>, EngineError>;
+
+    /// Runs a query and returns its rows (at most `limit`).
+    fn query(&self, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError>;
+
+    /// Columns (name, type) of a relation, or `None` when it does not exist.
+    fn describe(&self, relation: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError>;
+
+    /// Creates the schema if it does not exist.
+    fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError>;
+
+    /// Builds `relation`; returns the rows written when known.
+    fn materialize(&self, relation: &RelationName, what: &Materialization) -> Result<Option<u64>, EngineError>;
+
+    /// Loads a seed, replacing the table; returns the rows loaded.
+    fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError>;
+
+    fn supports(&self, _capability: Capability) -> bool {
+        false
+    }
+}

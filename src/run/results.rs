@@ -1,0 +1,39 @@
+//! `target/run_results.json` in dbt's schema (v6).
+
+use super::runner::NodeResult;
+use serde_json::{Value as Json, json};
+
+pub const RUN_RESULTS_SCHEMA: &str = "https://schemas.getdbt.com/dbt/run-results/v6.json";
+
+pub fn run_results(results: &[NodeResult], invocation_id: &str, elapsed: f64, args: Json, scrub: &dyn Fn(&str) -> String) -> Json {
+    let generated_at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    json!({
+        "metadata": {
+            "dbt_schema_version": RUN_RESULTS_SCHEMA,
+            "dbt_version": crate::DBT_COMPAT_VERSION,
+            "generated_at": generated_at,
+            "invocation_id": invocation_id,
+            "invocation_started_at": generated_at,
+            "env": {},
+        },
+        "results": results.iter().map(|r| json!({
+            "status": r.status.as_str(),
+            "timing": [
+                {"name": "compile", "started_at": r.started_at, "completed_at": r.started_at},
+                {"name": "execute", "started_at": r.started_at, "completed_at": r.completed_at},
+            ],
+            "thread_id": format!("Thread-{}", r.thread + 1),
+            "execution_time": r.seconds,
+            "adapter_response": {"_message": r.message.clone(), "code": r.message.split_whitespace().next().unwrap_or(""), "rows_affected": r.rows},
+            "message": scrub(&r.message),
+            "failures": null,
+            "unique_id": r.unique_id,
+            "compiled": r.compiled.is_some(),
+            "compiled_code": r.compiled.as_deref().map(scrub),
+            "relation_name": r.relation,
+            "batch_results": null,
+        })).collect::<Vec<_>>(),
+        "elapsed_time": elapsed,
+        "args": args,
+    })
+}
