@@ -35,8 +35,10 @@ pub enum Which {
     Build,
 }
 
-/// Opens the target's engine (only the embedded one in this build).
-pub fn open_engine(s: &Session) -> Result<Arc<DataFusionEngine>, Diagnostic> {
+/// Opens the target's engine (only the embedded one in this build); problems with external
+/// sources come back as warnings.
+pub fn open_engine(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
+    let mut warnings = Vec::new();
     if s.target.engine != EngineKind::DataFusion {
         return Err(Diagnostic::error(
             Code::Unsupported,
@@ -67,14 +69,18 @@ pub fn open_engine(s: &Session) -> Result<Arc<DataFusionEngine>, Diagnostic> {
         };
         let format = src.config.get("format").and_then(Json::as_str).or_else(|| src.meta.get("format").and_then(Json::as_str));
         let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
-        engine.register_external(&r, &location, format).map_err(|e| {
-            Diagnostic::error(Code::Io, format!("cannot read source `{}.{}` from {location}: {e}", src.source_name, src.name))
-                .with_label(crate::diagnostics::Label::new(s.project.files[src.file].source(), src.line, 1, 1, "declared here"))
-                .with_help("check that the file exists and `external_location` (with `{name}`) points at it")
-        })?;
+        // A missing file is not fatal here: only models that read the source fail, with the
+        // engine's message naming the relation.
+        if let Err(e) = engine.register_external(&r, &location, format) {
+            warnings.push(
+                Diagnostic::warning(Code::Io, format!("cannot read source `{}.{}` from {location}: {e}", src.source_name, src.name))
+                    .with_label(crate::diagnostics::Label::new(s.project.files[src.file].source(), src.line, 1, 1, "declared here"))
+                    .with_help("check that the file exists and `external_location` (with `{name}`) points at it"),
+            );
+        }
     }
     engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
-    Ok(Arc::new(engine))
+    Ok((Arc::new(engine), warnings))
 }
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
@@ -97,7 +103,19 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         _ => false,
     });
     let engine = match open_engine(&s) {
-        Ok(e) => e,
+        Ok((e, warnings)) => {
+            let used: std::collections::BTreeSet<&String> =
+                selected.iter().flat_map(|id| s.graph.parents.get(id).into_iter().flatten()).collect();
+            for w in warnings.iter().filter(|w| {
+                s.manifest
+                    .sources
+                    .values()
+                    .any(|src| used.contains(&src.unique_id) && w.message.contains(&format!("`{}.{}`", src.source_name, src.name)))
+            }) {
+                printer.diagnostic(w);
+            }
+            e
+        }
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
     let engine_dyn: Arc<dyn Engine> = engine.clone();
@@ -192,7 +210,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, env: &HashMap<String, String>,
         Err(d) => return Ok(session::report(printer, &d)),
     };
     let engine = match open_engine(&s) {
-        Ok(e) => e,
+        Ok((e, _)) => e,
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
     let resolver = super::compile::resolver(&s);

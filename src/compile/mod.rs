@@ -133,6 +133,7 @@ pub fn render_node(
 }
 
 /// Compiles `selected` (plus the ephemeral models they inline), in parallel.
+#[allow(clippy::too_many_arguments)] // independent borrows of the pipeline's stages
 pub fn compile(
     project: &Project,
     jinja: &JinjaEnv,

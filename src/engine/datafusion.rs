@@ -133,12 +133,11 @@ impl DataFusionEngine {
                     if let Some(v) = Self::current_version(&rel) {
                         Self::remove_other_versions(&rel, v);
                         self.register_version(&r, &rel, v)?;
-                    } else if let Ok(text) = std::fs::read_to_string(rel.join(VIEW_FILE)) {
-                        if let Some(sql) =
+                    } else if let Ok(text) = std::fs::read_to_string(rel.join(VIEW_FILE))
+                        && let Some(sql) =
                             serde_json::from_str::<Json>(&text).ok().and_then(|j| j.get("sql").and_then(Json::as_str).map(str::to_string))
-                        {
-                            views.push((r, sql));
-                        }
+                    {
+                        views.push((r, sql));
                     }
                 }
             }
@@ -160,10 +159,10 @@ impl DataFusionEngine {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.filter_map(Result::ok) {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if let Some(v) = n.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()) {
-                    if v != keep {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
+                if let Some(v) = n.strip_prefix('v').and_then(|v| v.parse::<u64>().ok())
+                    && v != keep
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
                 }
             }
         }
@@ -378,12 +377,7 @@ impl Engine for DataFusionEngine {
             let df = self.block(self.ctx.sql(&format!("select {} from {}", select.join(", "), quote_ident(&tmp, '"')))).map_err(df_err)?;
             let batches = self.block(df.clone().collect());
             let _ = self.ctx.deregister_table(tmp.as_str());
-            let schema = df.schema().clone();
-            let batches = batches.map_err(df_err)?;
-            self.ctx.read_batches(batches).map_err(df_err).map(|d| {
-                let _ = schema;
-                d
-            })?
+            self.ctx.read_batches(batches.map_err(df_err)?).map_err(df_err)?
         };
         self.write_table(&seed.relation, df)
     }

@@ -358,12 +358,15 @@ pub enum PackageSpec {
     Remote { what: String, name_hint: String, line: usize },
 }
 
+/// (section, package, folder path) -> the project-level config of nodes there.
+pub type ConfigCache = std::collections::HashMap<(&'static str, usize, Vec<String>), std::sync::Arc<config::ConfigMap>>;
+
 /// The loaded project.
 #[derive(Debug)]
 pub struct Project {
     pub root: PathBuf,
     /// Project-level node configs by (section, package, folder path); filled by `parse`.
-    pub config_cache: std::sync::Mutex<std::collections::HashMap<(&'static str, usize, Vec<String>), std::sync::Arc<config::ConfigMap>>>,
+    pub config_cache: std::sync::Mutex<ConfigCache>,
     pub packages: Vec<Package>,
     pub files: Vec<ProjectFile>,
     pub package_specs: Vec<PackageSpec>,

@@ -168,7 +168,8 @@ impl Runner<'_> {
                                     let index = q.started;
                                     break (id, index);
                                 }
-                                if q.running == 0 || q.stop && q.running == 0 {
+                                if q.running == 0 {
+                                    // nothing ready and nothing running: done
                                     return;
                                 }
                                 q = cv.wait(q).unwrap_or_else(|e| e.into_inner());

@@ -4,4 +4,5 @@ mod broken;
 mod cli;
 mod common;
 mod dbt_parity;
+mod engine;
 mod golden;

@@ -1,0 +1,202 @@
+//! The embedded DataFusion engine, end to end: the real binary builds projects in temporary
+//! directories, and the tests read the resulting tables back.
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// A copy of the repository's example project (the root is itself a kiln project).
+fn example_project() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["models", "seeds", "macros", "data_tests", "data"] {
+        copy_dir(&root.join(dir), &tmp.path().join(dir));
+    }
+    std::fs::copy(root.join("dbt_project.yml"), tmp.path().join("dbt_project.yml")).unwrap();
+    tmp
+}
+
+/// Rows of a query as JSON objects.
+fn query(dir: &Path, sql: &str) -> Vec<Value> {
+    let out = run(dir, &["show", "--inline", sql, "--limit", "100000", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "query failed: {sql}\n{}", stderr(&out));
+    stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON row")).collect()
+}
+
+fn scalar(dir: &Path, sql: &str) -> Value {
+    let rows = query(dir, sql);
+    rows[0].as_object().unwrap().values().next().unwrap().clone()
+}
+
+#[test]
+fn example_project_builds_and_rebuilds() {
+    let tmp = example_project();
+    let d = tmp.path();
+    let out = run(d, &["build"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("PASS=13 WARN=0 ERROR=0 SKIP=0 TOTAL=13"), "{}", stderr(&out));
+    // Seeds, views over seeds and external files, tables, the ephemeral model inlined.
+    assert_eq!(scalar(d, "select count(*) from {{ ref('raw_orders') }}"), 200);
+    assert_eq!(
+        scalar(d, "select count(*) from {{ ref('stg_order_items') }}"),
+        scalar(d, "select count(*) from {{ source('shop_exports', 'order_items') }}")
+    );
+    assert_eq!(scalar(d, "select count(*) from {{ ref('fct_orders') }}"), 200);
+    assert_eq!(scalar(d, "select count(*) from {{ ref('dim_customers') }}"), 50);
+    let paid = scalar(d, "select round(sum(amount), 2) from {{ ref('fct_orders') }}");
+    let payments = scalar(d, "select round(sum(amount_cents) / 100.0, 2) from {{ ref('raw_payments') }}");
+    assert_eq!(paid, payments, "every payment ends up in fct_orders");
+    // column_types: order_date was loaded as a date.
+    let types = query(d, "select arrow_typeof(order_date) as t from {{ ref('raw_orders') }} limit 1");
+    assert_eq!(types[0]["t"], "Date32");
+    // A second build in another process sees the first one's tables; the incremental model
+    // merges on order_id instead of duplicating.
+    let out = run(d, &["build"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(scalar(d, "select count(*) from {{ ref('fct_orders') }}"), 200);
+    assert_eq!(scalar(d, "select count(distinct order_id) from {{ ref('fct_orders') }}"), 200);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/kiln/run_results.json")).unwrap()).unwrap();
+    assert_eq!(results["metadata"]["dbt_schema_version"], "https://schemas.getdbt.com/dbt/run-results/v6.json");
+    assert_eq!(results["results"].as_array().unwrap().len(), 13, "4 seeds and 9 models (the ephemeral one is inlined)");
+    assert!(d.join("target/kiln/run/coffee_shop/models/marts/fct_orders.sql").exists());
+}
+
+fn write(d: &Path, path: &str, text: &str) {
+    let p = d.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn incremental_strategies_across_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: inc\nconfig-version: 2\n");
+    write(d, "seeds/events.csv", "id,v\n1,a\n2,b\n");
+    let model = |strategy: &str| {
+        format!(
+            "{{{{ config(materialized='incremental', unique_key='id', incremental_strategy='{strategy}') }}}}\nselect id, v from {{{{ ref('events') }}}}\n{{% if is_incremental() %}}where id >= (select max(id) from {{{{ this }}}}){{% endif %}}\n"
+        )
+    };
+    write(d, "models/appended.sql", &model("append"));
+    write(d, "models/merged.sql", &model("merge"));
+    write(d, "models/deleted_inserted.sql", &model("delete+insert"));
+    assert_eq!(run(d, &["build"]).status.code(), Some(0));
+    write(d, "seeds/events.csv", "id,v\n1,a\n2,B\n3,c\n");
+    let out = run(d, &["build"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // append: rows with id >= 2 are added again (2 twice, 3 once).
+    assert_eq!(
+        query(d, "select id, v from {{ ref('appended') }} order by id, v"),
+        serde_json::json!([{"id":1,"v":"a"},{"id":2,"v":"B"},{"id":2,"v":"b"},{"id":3,"v":"c"}]).as_array().unwrap().clone()
+    );
+    // merge and delete+insert: row 2 is replaced.
+    for m in ["merged", "deleted_inserted"] {
+        assert_eq!(
+            query(d, &format!("select id, v from {{{{ ref('{m}') }}}} order by id")),
+            serde_json::json!([{"id":1,"v":"a"},{"id":2,"v":"B"},{"id":3,"v":"c"}]).as_array().unwrap().clone(),
+            "{m}"
+        );
+    }
+    // --full-refresh rebuilds from scratch.
+    assert_eq!(run(d, &["build", "--full-refresh"]).status.code(), Some(0));
+    assert_eq!(scalar(d, "select count(*) from {{ ref('appended') }}"), 3);
+}
+
+#[test]
+fn failure_skips_descendants_and_keeps_the_previous_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: fail\nconfig-version: 2\nmodels:\n  fail:\n    +materialized: table\n");
+    write(d, "models/a.sql", "select 1 as id\n");
+    write(d, "models/b.sql", "select id, 'first' as version from {{ ref('a') }}\n");
+    write(d, "models/c.sql", "select * from {{ ref('b') }}\n");
+    write(d, "models/other.sql", "select 2 as id\n");
+    assert_eq!(run(d, &["run"]).status.code(), Some(0));
+    // b now fails at run time (unknown column): c is skipped, other still runs.
+    write(d, "models/b.sql", "select id, no_such_column from {{ ref('a') }}\n");
+    let out = run(d, &["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("PASS=2 WARN=0 ERROR=1 SKIP=1 TOTAL=4"), "{err}");
+    assert!(err.contains("no_such_column"), "{err}");
+    // The previous version of b is still there and readable.
+    assert_eq!(query(d, "select version from {{ ref('b') }}"), vec![serde_json::json!({"version": "first"})]);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    let status: Vec<(&str, &str)> =
+        results["results"].as_array().unwrap().iter().map(|r| (r["unique_id"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    assert!(status.contains(&("model.fail.b", "error")) && status.contains(&("model.fail.c", "skipped")), "{status:?}");
+}
+
+/// Kills `kiln seed` while it writes a new version of a large table, then reads the table: the
+/// previous version must be intact.
+#[test]
+fn killed_build_leaves_previous_version_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: atomic\nconfig-version: 2\n");
+    let mut csv = String::from("id,name,amount\n");
+    for i in 0..300_000 {
+        csv.push_str(&format!("{i},customer_{i},{}.{:02}\n", i % 997, i % 100));
+    }
+    write(d, "seeds/big.csv", &csv);
+    assert_eq!(run(d, &["seed"]).status.code(), Some(0));
+    assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 300_000);
+    // Second load with different data; kill it as soon as its new version directory appears.
+    csv.push_str("300000,late,1.00\n");
+    write(d, "seeds/big.csv", &csv);
+    let table_dir = d.join(".kiln/warehouse/kiln/main/big");
+    let mut child = kiln(d).args(["seed"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    let mut killed_mid_write = false;
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        if table_dir.join("v2").exists() {
+            let _ = child.kill();
+            killed_mid_write = std::fs::read_to_string(table_dir.join("_kiln_table.json")).unwrap().contains("\"version\":1");
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.wait();
+    assert!(killed_mid_write, "the second load was not caught mid-write");
+    // The old version is served, and the partial one is cleaned up on the next open.
+    assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 300_000);
+    assert!(!table_dir.join("v2").exists(), "a partial version is removed when the warehouse opens");
+    // A complete load afterwards publishes the new data.
+    assert_eq!(run(d, &["seed"]).status.code(), Some(0));
+    assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 300_001);
+}
+
+#[test]
+fn external_sources_in_csv_parquet_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: ext\nconfig-version: 2\n");
+    write(d, "data/people.csv", "id,name\n1,ada\n2,ben\n");
+    write(d, "data/events.json", "{\"id\": 1, \"kind\": \"click\"}\n{\"id\": 2, \"kind\": \"view\"}\n{\"id\": 2, \"kind\": \"click\"}\n");
+    write(
+        d,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: files\n    meta:\n      external_location: \"data/{name}\"\n    tables:\n      - name: people\n        meta:\n          external_location: data/people.csv\n      - name: events\n        config:\n          external_location: data/events.json\n      - name: people_parquet\n        config:\n          external_location: out/people.parquet\n",
+    );
+    write(
+        d,
+        "models/joined.sql",
+        "{{ config(materialized='table') }}\nselect p.name, count(*) as events from {{ source('files', 'people') }} p join {{ source('files', 'events') }} e on e.id = p.id group by p.name\n",
+    );
+    let out = run(d, &["run", "-s", "joined"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        query(d, "select name, events from {{ ref('joined') }} order by name"),
+        serde_json::json!([{"name":"ada","events":1},{"name":"ben","events":2}]).as_array().unwrap().clone()
+    );
+    // Parquet: write one with DataFusion itself (COPY), then read it as a source.
+    std::fs::create_dir_all(d.join("out")).unwrap();
+    let out =
+        run(d, &["show", "--inline", "copy (select * from {{ source('files', 'people') }}) to 'out/people.parquet' stored as parquet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(scalar(d, "select count(*) from {{ source('files', 'people_parquet') }}"), 2);
+}
