@@ -161,7 +161,21 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
             }
         }
     };
+    let config = s.project.config();
+    if which != Which::Seed && !config.on_run_start.is_empty() {
+        if let Err(e) = runner.project_hooks(&config.on_run_start) {
+            printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-start: {e}")).with_file("dbt_project.yml"));
+            return Ok(EXIT_PROJECT);
+        }
+    }
     let results = runner.run(&selected, &print);
+    let mut hook_failed = false;
+    if which != Which::Seed && !config.on_run_end.is_empty() {
+        if let Err(e) = runner.project_hooks(&config.on_run_end) {
+            printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-end: {e}")).with_file("dbt_project.yml"));
+            hook_failed = true;
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
     // Artifacts: executed SQL under target/run/, run_results.json.
     let target = s.project.target_dir();
@@ -179,7 +193,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     let count = |st: Status| results.iter().filter(|r| r.status == st).count();
     let (pass, error, skip) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
     printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN=0 ERROR={error} SKIP={skip} TOTAL={}", results.len()));
-    Ok(if error > 0 { EXIT_PROJECT } else { EXIT_OK })
+    Ok(if error > 0 || hook_failed { EXIT_PROJECT } else { EXIT_OK })
 }
 
 #[derive(clap::Args, Debug)]

@@ -132,6 +132,14 @@ pub fn render_node(
     })
 }
 
+/// Renders a hook of `node` (Jinja, with `this` the node's relation).
+pub fn render_hook(jinja: &JinjaEnv, node: &Node, resolver: &Arc<dyn Resolver>, hook: &str) -> Result<String, Diagnostic> {
+    let ctx = node_ctx(jinja, node, resolver, false);
+    jinja
+        .render(&format!("<hook of {}>", node.name), hook, Arc::new(ctx))
+        .map_err(|e| to_diagnostic(&e, &|_| None, &format!("a hook of `{}`", node.name)))
+}
+
 /// Compiles `selected` (plus the ephemeral models they inline), in parallel.
 #[allow(clippy::too_many_arguments)] // independent borrows of the pipeline's stages
 pub fn compile(

@@ -37,7 +37,32 @@ pub enum IncrementalStrategy {
 pub enum Materialization {
     View { sql: String },
     Table { sql: String },
-    Incremental { sql: String, strategy: IncrementalStrategy },
+    Incremental { sql: String, strategy: IncrementalStrategy, on_schema_change: SchemaChange },
+}
+
+/// dbt's `on_schema_change`: what an incremental run does when the query's columns differ from
+/// the table's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// Keep the table's columns; new ones are dropped.
+    Ignore,
+    /// Stop with an error naming the differences.
+    Fail,
+    /// Add new columns (NULL in existing rows); keep removed ones (NULL in new rows).
+    AppendNewColumns,
+    /// Make the table's columns exactly the query's.
+    SyncAllColumns,
+}
+
+impl SchemaChange {
+    pub fn parse(s: &str) -> SchemaChange {
+        match s {
+            "fail" => SchemaChange::Fail,
+            "append_new_columns" => SchemaChange::AppendNewColumns,
+            "sync_all_columns" => SchemaChange::SyncAllColumns,
+            _ => SchemaChange::Ignore,
+        }
+    }
 }
 
 /// An engine error: the message, and for SQL errors where in the SQL (1-based line, column).

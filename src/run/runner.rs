@@ -4,7 +4,7 @@
 //! `run_query` see the warehouse as it is then.
 
 use crate::compile::{self, Compiled};
-use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SeedLoad};
+use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
 use crate::graph::Graph;
 use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
 use crate::parse::{Manifest, Node, ResourceType};
@@ -292,6 +292,39 @@ impl Runner<'_> {
         out.remove(&node.unique_id).ok_or_else(|| "the model did not compile".to_string())
     }
 
+    /// Renders and runs a node's `pre-hook`s or `post-hook`s (with `this` the node's relation).
+    fn hooks(&self, node: &Node, key: &str) -> Result<(), String> {
+        let hooks = node.config.get(key).and_then(Json::as_array).cloned().unwrap_or_default();
+        for (i, hook) in hooks.iter().enumerate() {
+            let template = match hook {
+                Json::String(s) => s.clone(),
+                Json::Object(o) => o.get("sql").and_then(Json::as_str).unwrap_or("").to_string(),
+                _ => continue,
+            };
+            let sql = compile::render_hook(self.jinja, node, &self.resolver, &template)
+                .map_err(|d| crate::diagnostics::render::human(&d, false))?;
+            if sql.trim().is_empty() {
+                continue;
+            }
+            self.engine.execute(&sql).map_err(|e| format!("{key} {} failed: {}\n{sql}", i + 1, e.message))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `on-run-start` or `on-run-end` of the root project.
+    pub fn project_hooks(&self, hooks: &[String]) -> Result<usize, String> {
+        let mut ran = 0;
+        for hook in hooks {
+            let sql = self.jinja.render_value(hook, self.project.name()).map_err(|e| format!("cannot render the hook `{hook}`: {e}"))?;
+            if sql.trim().is_empty() {
+                continue;
+            }
+            self.engine.execute(&sql).map_err(|e| format!("hook failed: {}\n{sql}", e.message))?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
     fn seed(&self, node: &Node) -> Result<(String, Option<u64>), String> {
         let file = node.file.map(|f| &self.project.files[f]).ok_or("a seed without a file")?;
         let column_types: Vec<(String, String)> = node
@@ -326,12 +359,16 @@ impl Runner<'_> {
                 if self.options.full_refresh || !self.is_incremental(node) {
                     Materialization::Table { sql: sql.to_string() }
                 } else {
-                    Materialization::Incremental { sql: sql.to_string(), strategy }
+                    let on_schema_change =
+                        SchemaChange::parse(node.config.get("on_schema_change").and_then(Json::as_str).unwrap_or("ignore"));
+                    Materialization::Incremental { sql: sql.to_string(), strategy, on_schema_change }
                 }
             }
             other => return Err(format!("materialization `{other}` is not supported by the {} engine yet", self.engine.name())),
         };
+        self.hooks(node, "pre-hook")?;
         let rows = self.engine.materialize(&relation, &what).map_err(|e| e.message)?;
+        self.hooks(node, "post-hook")?;
         let verb = match what {
             Materialization::View { .. } => "CREATE VIEW".to_string(),
             Materialization::Table { .. } => format!("SELECT {}", rows.unwrap_or(0)),

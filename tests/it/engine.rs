@@ -200,3 +200,64 @@ fn external_sources_in_csv_parquet_and_json() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(scalar(d, "select count(*) from {{ source('files', 'people_parquet') }}"), 2);
 }
+
+#[test]
+fn hooks_run_in_order_with_jinja() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(
+        d,
+        "dbt_project.yml",
+        "name: hooks\nconfig-version: 2\non-run-start:\n  - \"copy (select '{{ target.name }}' as t) to 'run_start.csv' stored as csv\"\non-run-end:\n  - \"copy (select count(*) as n from {{ target.database }}.{{ target.schema }}.a) to 'run_end.csv' stored as csv\"\n",
+    );
+    write(
+        d,
+        "models/a.sql",
+        "{{ config(materialized='table', pre_hook=\"copy (select 'pre' as phase) to 'pre_{{ this.name }}.csv' stored as csv\", post_hook=[\"copy (select count(*) as n from {{ this }}) to 'post_{{ this.name }}.csv' stored as csv\"]) }}\nselect 1 as id union all select 2\n",
+    );
+    let out = run(d, &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_else(|_| panic!("{f} was not written"));
+    assert_eq!(read("run_start.csv").trim(), "t\ndev");
+    assert_eq!(read("pre_a.csv").trim(), "phase\npre");
+    assert_eq!(read("post_a.csv").trim(), "n\n2", "post-hooks run after the table exists");
+    assert_eq!(read("run_end.csv").trim(), "n\n2");
+    // A failing hook fails the model.
+    write(d, "models/a.sql", "{{ config(materialized='table', post_hook='select * from no_such_table') }}\nselect 1 as id\n");
+    let out = run(d, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("post-hook 1 failed"), "{}", stderr(&out));
+}
+
+#[test]
+fn on_schema_change_modes() {
+    for (mode, expect) in [
+        ("ignore", Some(vec!["id", "a"])),
+        ("append_new_columns", Some(vec!["id", "a", "b"])),
+        ("sync_all_columns", Some(vec!["id", "b"])),
+        ("fail", None),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        write(d, "dbt_project.yml", "name: osc\nconfig-version: 2\n");
+        let cfg = format!("{{{{ config(materialized='incremental', unique_key='id', on_schema_change='{mode}') }}}}\n");
+        write(d, "models/m.sql", &format!("{cfg}select 1 as id, 'x' as a\n"));
+        assert_eq!(run(d, &["run"]).status.code(), Some(0));
+        write(d, "models/m.sql", &format!("{cfg}select 2 as id, 'y' as b\n"));
+        let out = run(d, &["run"]);
+        match expect {
+            Some(cols) => {
+                assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+                let rows = query(d, "select * from {{ ref('m') }} order by id");
+                let got: Vec<&str> = rows[0].as_object().unwrap().keys().map(String::as_str).collect();
+                assert_eq!(got, cols, "{mode}");
+                assert_eq!(rows.len(), 2, "{mode}: {rows:?}");
+            }
+            None => {
+                assert_eq!(out.status.code(), Some(1), "{mode}");
+                assert!(stderr(&out).contains("on_schema_change: fail"), "{}", stderr(&out));
+                assert_eq!(scalar(d, "select count(*) from {{ ref('m') }}"), 1, "the table is unchanged");
+            }
+        }
+    }
+}
