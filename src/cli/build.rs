@@ -162,19 +162,21 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         }
     };
     let config = s.project.config();
-    if which != Which::Seed && !config.on_run_start.is_empty() {
-        if let Err(e) = runner.project_hooks(&config.on_run_start) {
-            printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-start: {e}")).with_file("dbt_project.yml"));
-            return Ok(EXIT_PROJECT);
-        }
+    if which != Which::Seed
+        && !config.on_run_start.is_empty()
+        && let Err(e) = runner.project_hooks(&config.on_run_start)
+    {
+        printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-start: {e}")).with_file("dbt_project.yml"));
+        return Ok(EXIT_PROJECT);
     }
     let results = runner.run(&selected, &print);
     let mut hook_failed = false;
-    if which != Which::Seed && !config.on_run_end.is_empty() {
-        if let Err(e) = runner.project_hooks(&config.on_run_end) {
-            printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-end: {e}")).with_file("dbt_project.yml"));
-            hook_failed = true;
-        }
+    if which != Which::Seed
+        && !config.on_run_end.is_empty()
+        && let Err(e) = runner.project_hooks(&config.on_run_end)
+    {
+        printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-end: {e}")).with_file("dbt_project.yml"));
+        hook_failed = true;
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Artifacts: executed SQL under target/run/, run_results.json.
