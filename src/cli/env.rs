@@ -8,6 +8,8 @@ pub const DBT_PROFILES_DIR: &str = "DBT_PROFILES_DIR";
 pub const NO_COLOR: &str = "NO_COLOR";
 /// Forces colour even when stderr is not a terminal.
 pub const FORCE_COLOR: &str = "FORCE_COLOR";
+/// Set to show Rust backtraces of internal errors (otherwise one line is printed).
+pub const KILN_BACKTRACE: &str = "KILN_BACKTRACE";
 /// The user's home directory, for `~/.kiln` and `~/.dbt`.
 pub const HOME: &str = "HOME";
 

@@ -114,6 +114,22 @@ pub enum Command {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
+    // An internal error is kiln's fault, not the user's: one clear line and exit 2, no backtrace
+    // (set KILN_BACKTRACE=1 to see it).
+    if std::env::var_os(env::KILN_BACKTRACE).is_none() {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!(
+                "error: kiln hit an internal error{location}: {msg}\nThis is a bug in kiln; please report it with the command you ran (KILN_BACKTRACE=1 shows details)."
+            );
+        }));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

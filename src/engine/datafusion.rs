@@ -76,6 +76,7 @@ impl DataFusionEngine {
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
+        super::udfs::register(&ctx);
         Ok(DataFusionEngine { rt, ctx, root: root.to_path_buf(), catalog_lock: Mutex::new(()) })
     }
 

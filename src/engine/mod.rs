@@ -4,6 +4,8 @@
 
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
+#[cfg(feature = "datafusion")]
+pub mod udfs;
 
 use crate::jinja::QueryTable;
 use std::fmt;

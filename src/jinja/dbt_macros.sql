@@ -203,7 +203,8 @@ where parent.to_field is null
 {% macro dateadd(datepart, interval, from_date_or_timestamp) -%}{{ return(adapter.dispatch('dateadd', 'dbt')(datepart, interval, from_date_or_timestamp)) }}{%- endmacro %}
 {% macro default__dateadd(datepart, interval, from_date_or_timestamp) -%}dateadd({{ datepart }}, {{ interval }}, {{ from_date_or_timestamp }}){%- endmacro %}
 {% macro postgres__dateadd(datepart, interval, from_date_or_timestamp) -%}{{ from_date_or_timestamp }} + ((interval '1 {{ datepart }}') * ({{ interval }})){%- endmacro %}
-{% macro datafusion__dateadd(datepart, interval, from_date_or_timestamp) -%}{{ from_date_or_timestamp }} + ((interval '1 {{ datepart }}') * ({{ interval }})){%- endmacro %}
+{% macro datafusion__dateadd(datepart, interval, from_date_or_timestamp) -%}dateadd('{{ datepart }}', {{ interval }}, {{ from_date_or_timestamp }}){%- endmacro %}
+{% macro datafusion__last_day(date, datepart) -%}last_day({{ date }}, '{{ datepart }}'){%- endmacro %}
 {% macro bigquery__dateadd(datepart, interval, from_date_or_timestamp) -%}datetime_add(cast( {{ from_date_or_timestamp }} as datetime), interval {{ interval }} {{ datepart }}){%- endmacro %}
 
 {% macro concat(fields) -%}{{ return(adapter.dispatch('concat', 'dbt')(fields)) }}{%- endmacro %}

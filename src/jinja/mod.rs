@@ -412,7 +412,7 @@ impl JinjaEnv {
 /// Dispatch prefixes: kiln's DataFusion dialect is closest to DuckDB and Postgres.
 pub fn adapter_prefixes(adapter: &str) -> Vec<String> {
     let chain: &[&str] = match adapter {
-        "datafusion" => &["datafusion", "duckdb", "postgres", "default"],
+        "datafusion" => &["datafusion", "postgres", "default"],
         // As dbt-duckdb: its own variants, then dbt's defaults.
         "duckdb" => &["duckdb", "default"],
         "postgres" | "postgresql" => &["postgres", "default"],

@@ -261,3 +261,27 @@ fn on_schema_change_modes() {
         }
     }
 }
+
+/// Every `dbt.*` cross-database macro, rendered for DataFusion and executed.
+#[test]
+fn cross_database_macros_run_on_datafusion() {
+    let tmp = temp_project("projects/xdb");
+    let d = tmp.path();
+    let out = run(d, &["build", "--profiles-dir", "profiles"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(d, &["show", "--profiles-dir", "profiles", "-s", "cross_db", "-o", "json"]);
+    let row: Value = serde_json::from_str(stdout(&out).lines().next().expect("a row")).unwrap();
+    let expect = serde_json::json!({
+        "month_start": "2024-03-01T00:00:00", "week_later": "2024-03-22T10:30:00", "month_end": "2024-03-31",
+        "label": "O'Brien-a,b,c", "name_hash": "b8263da516a543f09399d4aecdbde4ab", "maybe_int": null, "id_text": "1",
+        "id_big": 1, "flag_text": "true", "second_part": "b", "b_position": 3, "semicolons": "a;b;c", "tail": "b,c",
+        "csv_length": 5, "literal": "it's", "escaped": "O'Brien",
+    });
+    for (k, v) in expect.as_object().unwrap() {
+        assert_eq!(&row[k], v, "{k}");
+    }
+    assert!(row["age_days"].as_i64().unwrap() > 900, "datediff in days from 2024-03-15 to now");
+    let out = run(d, &["show", "--profiles-dir", "profiles", "-s", "cross_db_aggregates", "-o", "json"]);
+    let row: Value = serde_json::from_str(stdout(&out).lines().next().expect("a row")).unwrap();
+    assert_eq!(row, serde_json::json!({"id": 1, "names": "O'Brien", "any_csv": "a,b,c", "any_flag": true}));
+}
