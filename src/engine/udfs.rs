@@ -93,8 +93,8 @@ impl ScalarUDFImpl for DateDiff {
         let a = arrays(&args)?;
         let (p, x, y) = (parts(&a[0])?, timestamps(&a[1])?, timestamps(&a[2])?);
         let mut out = Vec::with_capacity(x.len());
-        for i in 0..x.len() {
-            let v = match (&p[i], x.is_valid(i), y.is_valid(i)) {
+        for (i, part) in p.iter().enumerate().take(x.len()) {
+            let v = match (part, x.is_valid(i), y.is_valid(i)) {
                 (Some(part), true, true) => {
                     let (Some(a), Some(b)) = (naive(x.value(i)), naive(y.value(i))) else {
                         return exec_err!("datediff: timestamp out of range");
@@ -151,8 +151,8 @@ impl ScalarUDFImpl for DateAdd {
         let n = n.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let t = timestamps(&a[2])?;
         let mut out: Vec<Option<i64>> = Vec::with_capacity(t.len());
-        for i in 0..t.len() {
-            out.push(match (&p[i], n.is_valid(i), t.is_valid(i)) {
+        for (i, part) in p.iter().enumerate().take(t.len()) {
+            out.push(match (part, n.is_valid(i), t.is_valid(i)) {
                 (Some(part), true, true) => {
                     let r = naive(t.value(i)).and_then(|ts| add(part, n.value(i), ts));
                     match r {
@@ -186,13 +186,13 @@ impl ScalarUDFImpl for LastDay {
         let p = if a.len() > 1 { parts(&a[1])? } else { vec![Some("month".to_string()); t.len()] };
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).ok_or_else(|| DataFusionError::Internal("epoch".into()))?;
         let mut out = Vec::with_capacity(t.len());
-        for i in 0..t.len() {
+        for (i, part) in p.iter().enumerate().take(t.len()) {
             let Some(d) = t.is_valid(i).then(|| naive(t.value(i))).flatten().map(|d| d.date()) else {
                 out.push(None);
                 continue;
             };
             let (y, m) = (d.year(), d.month());
-            let last = match p[i].as_deref().unwrap_or("month") {
+            let last = match part.as_deref().unwrap_or("month") {
                 "year" => NaiveDate::from_ymd_opt(y, 12, 31),
                 "quarter" => NaiveDate::from_ymd_opt(y, (m - 1) / 3 * 3 + 1, 1)
                     .and_then(|f| f.checked_add_months(Months::new(3)))
