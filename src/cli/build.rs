@@ -119,6 +119,19 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
     let engine_dyn: Arc<dyn Engine> = engine.clone();
+    // Ctrl-C: the first stops scheduling (running nodes finish and publish atomically, the rest
+    // are skipped, artifacts are written, exit 130); a second one exits at once (a table being
+    // written keeps its previous version).
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(super::EXIT_INTERRUPTED);
+            }
+            eprintln!("interrupted: finishing the nodes that are running (Ctrl-C again to stop now)");
+        });
+    }
     *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(runner::EngineQueries(engine_dyn.clone(), s.target.quote_char()));
     let runner = Runner {
@@ -128,7 +141,12 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         graph: &s.graph,
         resolver: super::compile::resolver(&s),
         engine: engine_dyn,
-        options: Options { threads: args.threads.unwrap_or(s.target.threads), full_refresh: args.full_refresh, fail_fast: args.fail_fast },
+        options: Options {
+            threads: args.threads.unwrap_or(s.target.threads),
+            full_refresh: args.full_refresh,
+            fail_fast: args.fail_fast,
+            cancel: cancel.clone(),
+        },
     };
     printer.info(&format!(
         "Running with kiln {} on target `{}` ({}): {}",
@@ -195,6 +213,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     let count = |st: Status| results.iter().filter(|r| r.status == st).count();
     let (pass, error, skip) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
     printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN=0 ERROR={error} SKIP={skip} TOTAL={}", results.len()));
+    if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(super::EXIT_INTERRUPTED);
+    }
     Ok(if error > 0 || hook_failed { EXIT_PROJECT } else { EXIT_OK })
 }
 

@@ -16,10 +16,12 @@ use clap::{Args, Parser, Subcommand};
 use printer::{LogFormat, Printer};
 use std::path::PathBuf;
 
-/// Exit codes: 0 success, 1 the project failed, 2 kiln or its usage failed.
+/// Exit codes: 0 success, 1 the project failed, 2 kiln or its usage failed, 130 interrupted.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_PROJECT: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// Interrupted (Ctrl-C), as shells report SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -57,6 +57,8 @@ pub struct Options {
     pub threads: usize,
     pub full_refresh: bool,
     pub fail_fast: bool,
+    /// Set (e.g. by Ctrl-C) to stop scheduling: running nodes finish, the rest are skipped.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `run_query` / `adapter.get_*` answered by the engine.
@@ -183,8 +185,9 @@ impl Runner<'_> {
                                 deps[&id].iter().find(|d| q.results.get(*d).is_some_and(|r| r.status != Status::Success)).cloned();
                             let stop = q.stop;
                             drop(q);
-                            match (failed_parent, stop) {
-                                (Some(p), _) => self.skipped(
+                            let cancelled = self.options.cancel.load(std::sync::atomic::Ordering::SeqCst);
+                            match (failed_parent, stop, cancelled) {
+                                (Some(p), _, _) => self.skipped(
                                     node,
                                     thread,
                                     format!(
@@ -192,8 +195,9 @@ impl Runner<'_> {
                                         self.manifest.nodes.get(&p).map_or(p.as_str(), |n| n.name.as_str())
                                     ),
                                 ),
-                                (None, true) => self.skipped(node, thread, "skipped: --fail-fast stopped the run".into()),
-                                (None, false) => self.execute(node, thread),
+                                (None, _, true) => self.skipped(node, thread, "skipped: the run was interrupted".into()),
+                                (None, true, false) => self.skipped(node, thread, "skipped: --fail-fast stopped the run".into()),
+                                (None, false, false) => self.execute(node, thread),
                             }
                         };
                         on_event(Event::Finished { node, result: &result, index, total });

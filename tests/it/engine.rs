@@ -285,3 +285,42 @@ fn cross_database_macros_run_on_datafusion() {
     let row: Value = serde_json::from_str(stdout(&out).lines().next().expect("a row")).unwrap();
     assert_eq!(row, serde_json::json!({"id": 1, "names": "O'Brien", "any_csv": "a,b,c", "any_flag": true}));
 }
+
+/// Ctrl-C during a build: running nodes finish, the rest are skipped, exit code 130, and
+/// every table is either its previous or its new version.
+#[test]
+fn interrupt_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: intr\nconfig-version: 2\nmodels:\n  intr:\n    +materialized: table\n");
+    let mut csv = String::from("id,amount\n");
+    for i in 0..400_000 {
+        csv.push_str(&format!("{i},{}\n", i % 1000));
+    }
+    write(d, "seeds/big.csv", &csv);
+    for i in 0..5 {
+        write(
+            d,
+            &format!("models/m{i}.sql"),
+            &format!("select id % 97 as k, sum(amount) as total from {{{{ ref('big') }}}} group by 1 -- {i}\n"),
+        );
+    }
+    let mut child =
+        kiln(d).args(["build", "--threads", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let seed_dir = d.join(".kiln/warehouse/kiln/main/big");
+    let start = std::time::Instant::now();
+    while !seed_dir.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    let skipped = results["results"].as_array().unwrap().iter().filter(|r| r["status"] == "skipped").count();
+    assert!(skipped >= 1, "models after the interrupt are skipped: {results}");
+    // The seed finished (it was running when interrupted) and is complete.
+    assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 400_000);
+}
