@@ -5,6 +5,7 @@
 //!     cargo bench --bench compile -- 20000 5      # N = 20,000, 5 runs
 //!     cargo bench --bench compile -- --gen DIR 10000   # only write the project
 
+#[allow(dead_code)] // shared with the build benchmark
 mod generator;
 
 use std::path::Path;

@@ -40,7 +40,7 @@ pub fn generate(dir: &Path, spec: &Spec) {
     );
     write(
         &dir.join("macros/helpers.sql"),
-        "{% macro cents_to_dollars(col, scale=2) -%}\n    round(cast({{ col }} as numeric) / 100, {{ scale }})\n{%- endmacro %}\n\n\
+        "{% macro cents_to_dollars(col, scale=2) -%}\n    round(cast({{ col }} as double precision) / 100, {{ scale }})\n{%- endmacro %}\n\n\
          {% macro safe_divide(a, b) -%}\n    case when {{ b }} = 0 then null else {{ a }} / {{ b }} end\n{%- endmacro %}\n\n\
          {% macro status_flags(statuses) -%}\n    {%- for s in statuses %}\n    sum(case when status = '{{ s }}' then 1 else 0 end) as n_{{ s }}{{ ',' if not loop.last }}\n    {%- endfor %}\n{%- endmacro %}\n",
     );
@@ -77,7 +77,7 @@ pub fn generate(dir: &Path, spec: &Spec) {
         let (seed, body) = if i % 2 == 0 {
             ("raw_orders", "id, customer_id, {{ cents_to_dollars('amount_cents') }} as amount, status, created_at")
         } else {
-            ("raw_orders", "id, customer_id, amount_cents / 100.0 as amount, lower(status) as status, created_at")
+            ("raw_orders", "id, customer_id, cast(amount_cents as double precision) / 100 as amount, lower(status) as status, created_at")
         };
         let sql = format!("select\n    {body}\nfrom {{{{ ref('{seed}') }}}}\nwhere amount_cents >= {{{{ var('min_amount') }}}}\n");
         write(&dir.join(format!("models/staging/g{:03}/{name}.sql", i / folder_size)), &sql);

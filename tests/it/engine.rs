@@ -305,7 +305,7 @@ fn interrupt_stops_cleanly() {
             &format!("select id % 97 as k, sum(amount) as total from {{{{ ref('big') }}}} group by 1 -- {i}\n"),
         );
     }
-    let mut child =
+    let child =
         kiln(d).args(["build", "--threads", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let seed_dir = d.join(".kiln/warehouse/kiln/main/big");
     let start = std::time::Instant::now();
