@@ -12,11 +12,15 @@ use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::from(DateDiff(Signature::any(3, Volatility::Immutable))));
-    ctx.register_udf(ScalarUDF::from(DateAdd(Signature::any(3, Volatility::Immutable))));
+    // DuckDB spellings too, so projects (and dbt-duckdb's macros) written for DuckDB run.
+    ctx.register_udf(ScalarUDF::from(DateDiff(Signature::any(3, Volatility::Immutable))).with_aliases(["date_diff"]));
+    ctx.register_udf(ScalarUDF::from(DateAdd(Signature::any(3, Volatility::Immutable))).with_aliases(["date_add"]));
     ctx.register_udf(ScalarUDF::from(LastDay(Signature::variadic_any(Volatility::Immutable))));
-    let any_value = datafusion::functions_aggregate::first_last::first_value_udaf().as_ref().clone().with_aliases(["any_value"]);
+    let any_value =
+        datafusion::functions_aggregate::first_last::first_value_udaf().as_ref().clone().with_aliases(["any_value", "arbitrary"]);
     ctx.register_udaf(any_value);
+    let split = datafusion::functions_nested::string::string_to_array_udf().as_ref().clone().with_aliases(["string_split", "str_split"]);
+    ctx.register_udf(split);
 }
 
 const MICROS: DataType = DataType::Timestamp(TimeUnit::Microsecond, None);

@@ -261,10 +261,24 @@ fn is_incremental(state: &State) -> Result<bool, Error> {
     Ok(ctx.phase == Phase::Compile && ctx.is_incremental)
 }
 
-fn log(state: &State, msg: Value, info: Option<bool>) -> Result<Value, Error> {
+/// A positional or keyword argument (`log(msg, True)` and `log(msg, info=True)`).
+fn arg_or_kwarg<T: for<'a> minijinja::value::ArgType<'a, Output = T>>(
+    rest: &[Value],
+    pos: usize,
+    kwargs: &Kwargs,
+    name: &str,
+) -> Result<Option<T>, Error> {
+    match rest.get(pos) {
+        Some(v) => T::from_value(Some(v)).map(Some),
+        None => kwargs.get::<Option<T>>(name),
+    }
+}
+
+fn log(state: &State, msg: Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let info = arg_or_kwarg::<bool>(&rest, 0, &kwargs, "info")?.unwrap_or(false);
     let ctx = node_ctx(state)?;
     let text = ctx.shared.scrub(&msg.to_string()).into_owned();
-    ctx.shared.log(if info.unwrap_or(false) { LogLevel::Info } else { LogLevel::Debug }, text);
+    ctx.shared.log(if info { LogLevel::Info } else { LogLevel::Debug }, text);
     Ok(Value::from(""))
 }
 
@@ -301,9 +315,10 @@ impl Object for Exceptions {
     }
 }
 
-fn tojson(value: Value, sort_keys: Option<bool>) -> Result<String, Error> {
+fn tojson(value: Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
+    let sort_keys = arg_or_kwarg::<bool>(&rest, 0, &kwargs, "sort_keys")?.unwrap_or(false);
     let json = to_json(&value);
-    let json = if sort_keys.unwrap_or(false) { sort_json(json) } else { json };
+    let json = if sort_keys { sort_json(json) } else { json };
     serde_json::to_string(&json).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
 }
 
@@ -319,7 +334,8 @@ fn sort_json(v: Json) -> Json {
     }
 }
 
-fn fromjson(text: String, default: Option<Value>) -> Result<Value, Error> {
+fn fromjson(text: String, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let default = arg_or_kwarg::<Value>(&rest, 0, &kwargs, "default")?;
     match serde_json::from_str::<Json>(&text) {
         Ok(v) => Ok(crate::jinja::ser(&v)),
         Err(e) => default.ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("fromjson: {e}"))),
@@ -330,7 +346,8 @@ fn toyaml(value: Value) -> Result<String, Error> {
     serde_norway::to_string(&to_json(&value)).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
 }
 
-fn fromyaml(text: String, default: Option<Value>) -> Result<Value, Error> {
+fn fromyaml(text: String, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let default = arg_or_kwarg::<Value>(&rest, 0, &kwargs, "default")?;
     match crate::project::yaml::parse(&text) {
         Ok(v) => Ok(crate::jinja::ser(&v.to_json())),
         Err(e) => default.ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("fromyaml: {}", e.message))),

@@ -76,3 +76,88 @@ fn shop_compiles_like_dbt_duckdb() {
 fn cross_database_macros_compile_like_dbt_duckdb() {
     parity("xdb", "duck", "xdb:\n  target: duck\n  outputs:\n    duck:\n      type: duckdb\n      path: warehouse.duckdb\n");
 }
+
+/// The same tables as dbt-duckdb: `dbt seed && dbt run` and `kiln build` on the shop project,
+/// then every model's and seed's rows are compared (as multisets; numbers to 6 decimals).
+#[test]
+fn shop_tables_match_dbt_duckdb() {
+    let Some(dbt) = std::env::var_os("KILN_TEST_DBT") else {
+        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_DBT must be set in CI (see .ci/run)");
+        eprintln!("KILN_TEST_DBT not set: skipping the dbt table parity test outside CI");
+        return;
+    };
+    let python = std::path::Path::new(&dbt).with_file_name("python");
+    let tmp = temp_project("projects/shop");
+    let d = tmp.path();
+    std::fs::write(d.join("profiles/profiles.yml"), SHOP_DUCKDB).unwrap();
+    for args in [&["deps"][..], &["seed"], &["run"]] {
+        let out = std::process::Command::new(&dbt)
+            .args(args)
+            .args(["--profiles-dir", "profiles"])
+            .current_dir(d)
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dbt {args:?}:\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let out = run(d, &["build", "--profiles-dir", "profiles"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/manifest.json")).unwrap()).unwrap();
+    let mut relations: Vec<(String, String)> = manifest["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| (n["resource_type"] == "model" || n["resource_type"] == "seed") && n["config"]["enabled"] == true)
+        .map(|n| (n["name"].as_str().unwrap().to_string(), format!("{}.{}", n["schema"].as_str().unwrap(), n["alias"].as_str().unwrap())))
+        .collect();
+    relations.sort();
+    assert!(relations.len() >= 8, "{relations:?}");
+    let script = "import duckdb, json, sys, datetime, decimal\n\
+        c = duckdb.connect(sys.argv[1], read_only=True)\n\
+        def norm(v):\n    if isinstance(v, (datetime.date, datetime.datetime)): return v.isoformat()\n    if isinstance(v, decimal.Decimal): return float(v)\n    return v\n\
+        for rel in sys.argv[2:]:\n    cur = c.execute('select * from ' + rel)\n    print(json.dumps([[norm(v) for v in r] for r in cur.fetchall()], default=str))\n";
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(d.join("shop.duckdb"))
+        .args(relations.iter().map(|(_, r)| r))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let canon = |v: &serde_json::Value| -> String {
+        match v {
+            serde_json::Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::Null => "null".into(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    };
+    let mut checked = 0;
+    for ((name, rel), dbt_rows) in relations.iter().zip(theirs) {
+        let out = run(
+            d,
+            &["show", "--profiles-dir", "profiles", "--inline", &format!("select * from {rel}"), "--limit", "1000000", "-o", "json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let mut ours: Vec<String> = stdout(&out)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l)
+                    .unwrap()
+                    .values()
+                    .map(canon)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        let mut expected: Vec<String> =
+            dbt_rows.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(canon).collect::<Vec<_>>().join("|")).collect();
+        ours.sort();
+        expected.sort();
+        assert_eq!(ours.len(), expected.len(), "{name}: row counts differ");
+        assert_eq!(ours, expected, "{name}: rows differ from dbt-duckdb");
+        checked += 1;
+    }
+    assert_eq!(checked, relations.len());
+}
