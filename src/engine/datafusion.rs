@@ -7,7 +7,7 @@
 //! re-registered when a session opens the warehouse. Parquet is an open format: DuckDB, Spark,
 //! Polars and pandas read these tables directly.
 
-use super::{Capability, Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
+use super::{Capability, Engine, EngineError, Materialization, RelationName, SeedLoad};
 use crate::jinja::QueryTable;
 use crate::jinja::relation::quote_ident;
 use datafusion::arrow::array::RecordBatch;
@@ -329,53 +329,8 @@ impl Engine for DataFusionEngine {
                 let incoming: Vec<String> =
                     self.block(self.ctx.sql(sql)).map_err(df_err)?.schema().fields().iter().map(|f| f.name().clone()).collect();
                 let old: Vec<String> = existing.iter().map(|(c, _)| c.clone()).collect();
-                let added: Vec<&String> = incoming.iter().filter(|c| !old.contains(c)).collect();
-                let removed: Vec<&String> = old.iter().filter(|c| !incoming.contains(c)).collect();
-                // The table's columns after this run.
-                let columns: Vec<String> = match on_schema_change {
-                    SchemaChange::Ignore => old.clone(),
-                    SchemaChange::Fail if !added.is_empty() || !removed.is_empty() => {
-                        return Err(EngineError::new(format!(
-                            "the columns of incremental model {r} changed (on_schema_change: fail): added {:?}, removed {:?}; \
-                             run with --full-refresh, or set on_schema_change to append_new_columns or sync_all_columns",
-                            added, removed
-                        )));
-                    }
-                    SchemaChange::Fail => old.clone(),
-                    SchemaChange::AppendNewColumns => old.iter().cloned().chain(added.iter().map(|c| (*c).clone())).collect(),
-                    SchemaChange::SyncAllColumns => incoming.clone(),
-                };
-                let pick = |have: &[String], alias: &str| -> String {
-                    columns
-                        .iter()
-                        .map(|c| {
-                            if have.contains(c) {
-                                format!("{alias}.{}", quote_ident(c, '"'))
-                            } else {
-                                format!("null as {}", quote_ident(c, '"'))
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let (old_cols, new_cols) = (pick(&old, "kiln_old"), pick(&incoming, "kiln_new"));
-                let target = quoted(r);
-                let combined = match strategy {
-                    IncrementalStrategy::Append => {
-                        format!("select {old_cols} from {target} as kiln_old union all select {new_cols} from ({sql}) as kiln_new")
-                    }
-                    IncrementalStrategy::Merge { unique_key } => {
-                        let cond = unique_key
-                            .iter()
-                            .map(|k| format!("kiln_new.{q} = kiln_old.{q}", q = quote_ident(k, '"')))
-                            .collect::<Vec<_>>()
-                            .join(" and ");
-                        format!(
-                            "select {old_cols} from {target} as kiln_old where not exists (select 1 from ({sql}) as kiln_new where {cond}) \
-                             union all select {new_cols} from ({sql}) as kiln_new"
-                        )
-                    }
-                };
+                let combined =
+                    super::sql::incremental(&quoted(r), sql, strategy, &old, &incoming, *on_schema_change).map_err(EngineError::new)?;
                 let new_rows = self
                     .block(async { self.ctx.sql(&format!("select count(*) from ({sql}) as kiln_new")).await?.collect().await })
                     .map_err(df_err)?;

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
+pub mod sql;
 #[cfg(feature = "datafusion")]
 pub mod udfs;
 
