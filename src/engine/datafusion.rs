@@ -321,6 +321,38 @@ impl Engine for DataFusionEngine {
                 let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
                 self.write_table(r, df).map(Some)
             }
+            Materialization::External { sql, location, format } => {
+                if location.contains("://") {
+                    return Err(EngineError::new(format!(
+                        "external location {location}: object stores are not supported yet; use a local path"
+                    )));
+                }
+                let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                let path = Path::new(location);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| io_err("creating the external location", e))?;
+                }
+                // Write next to the target, then rename: readers see the old file or the new one.
+                let tmp = path.with_file_name(format!(
+                    ".{}.kiln-tmp",
+                    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                ));
+                let tmp_str = tmp.to_string_lossy().into_owned();
+                let opts = DataFrameWriteOptions::new().with_single_file_output(true);
+                let written = match format.as_str() {
+                    "parquet" => self.block(df.write_parquet(&tmp_str, opts, None)),
+                    "csv" => self.block(df.write_csv(&tmp_str, opts, None)),
+                    "json" | "ndjson" => self.block(df.write_json(&tmp_str, opts, None)),
+                    other => return Err(EngineError::new(format!("external format `{other}` is not one of parquet, csv, json"))),
+                }
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    df_err(e)
+                })?;
+                std::fs::rename(&tmp, path).map_err(|e| io_err("publishing the external file", e))?;
+                self.register_external(r, location, Some(format))?;
+                Ok(Some(count_rows(&written)))
+            }
             Materialization::Incremental { sql, strategy, on_schema_change } => {
                 let Some(existing) = self.describe(r)? else {
                     let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;

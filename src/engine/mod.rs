@@ -38,9 +38,23 @@ pub enum IncrementalStrategy {
 /// What to build.
 #[derive(Clone, Debug)]
 pub enum Materialization {
-    View { sql: String },
-    Table { sql: String },
-    Incremental { sql: String, strategy: IncrementalStrategy, on_schema_change: SchemaChange },
+    View {
+        sql: String,
+    },
+    Table {
+        sql: String,
+    },
+    Incremental {
+        sql: String,
+        strategy: IncrementalStrategy,
+        on_schema_change: SchemaChange,
+    },
+    /// Files at `location` (`parquet`, `csv` or `json`), readable as the relation afterwards.
+    External {
+        sql: String,
+        location: String,
+        format: String,
+    },
 }
 
 /// dbt's `on_schema_change`: what an incremental run does when the query's columns differ from

@@ -368,6 +368,18 @@ impl Runner<'_> {
                     Materialization::Incremental { sql: sql.to_string(), strategy, on_schema_change }
                 }
             }
+            "external" => {
+                let format = node.config.get("format").and_then(Json::as_str).unwrap_or("parquet").to_ascii_lowercase();
+                let default =
+                    format!("{}/{}.{}", self.project.config().target_path, node.alias, if format == "json" { "json" } else { &format });
+                let location = node.config.get("location").and_then(Json::as_str).map(str::to_string).unwrap_or(default);
+                let location = if location.contains("://") || location.starts_with('/') {
+                    location
+                } else {
+                    self.project.root.join(location).to_string_lossy().into_owned()
+                };
+                Materialization::External { sql: sql.to_string(), location, format }
+            }
             other => return Err(format!("materialization `{other}` is not supported by the {} engine yet", self.engine.name())),
         };
         self.hooks(node, "pre-hook")?;
@@ -377,6 +389,7 @@ impl Runner<'_> {
             Materialization::View { .. } => "CREATE VIEW".to_string(),
             Materialization::Table { .. } => format!("SELECT {}", rows.unwrap_or(0)),
             Materialization::Incremental { .. } => format!("MERGE {}", rows.unwrap_or(0)),
+            Materialization::External { .. } => format!("WRITE {}", rows.unwrap_or(0)),
         };
         Ok((verb, rows))
     }

@@ -324,3 +324,41 @@ fn interrupt_stops_cleanly() {
     // The seed finished (it was running when interrupted) and is complete.
     assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 400_000);
 }
+
+#[test]
+fn external_materialization_writes_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: extm\nconfig-version: 2\n");
+    write(
+        d,
+        "models/export.sql",
+        "{{ config(materialized='external', location='lake/export.parquet') }}\nselect 1 as id, 'a' as v union all select 2, 'b'\n",
+    );
+    write(
+        d,
+        "models/export_csv.sql",
+        "{{ config(materialized='external', location='lake/export.csv', format='csv') }}\nselect * from {{ ref('export') }}\n",
+    );
+    write(d, "models/downstream.sql", "select count(*) as n from {{ ref('export') }}\n");
+    let out = run(d, &["run", "-s", "export", "export_csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(d.join("lake/export.parquet").exists());
+    assert_eq!(std::fs::read_to_string(d.join("lake/export.csv")).unwrap().lines().count(), 3, "header and two rows");
+    // A later process reads the files through ref().
+    let out = run(d, &["run", "-s", "downstream"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(scalar(d, "select n from {{ ref('downstream') }}"), 2);
+}
+
+#[test]
+fn malformed_seed_row_names_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: badcsv\nconfig-version: 2\n");
+    write(d, "seeds/people.csv", "id,name\n1,a\n2,b,extra\n3,c\n");
+    let out = run(d, &["seed"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("seeds/people.csv") && err.contains("line 3"), "{err}");
+}
