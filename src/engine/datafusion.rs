@@ -225,15 +225,30 @@ impl DataFusionEngine {
             }
         });
         let _ = self.ctx.deregister_table(table_ref(r));
+        // Hive-style directories (`dt=2024-01-01/...`) expose their keys as text columns.
+        let partitions: Vec<(String, datafusion::arrow::datatypes::DataType)> =
+            hive_partitions(Path::new(location)).into_iter().map(|k| (k, datafusion::arrow::datatypes::DataType::Utf8)).collect();
         let result = match format.as_str() {
-            "parquet" => self.block(self.ctx.register_parquet(table_ref(r), location, ParquetReadOptions::default())),
+            "parquet" => self.block(self.ctx.register_parquet(
+                table_ref(r),
+                location,
+                ParquetReadOptions::default().table_partition_cols(partitions),
+            )),
             "json" | "ndjson" | "jsonl" => {
                 let ext = Path::new(location).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_else(|| ".json".into());
-                self.block(self.ctx.register_json(table_ref(r), location, JsonReadOptions::default().file_extension(&ext)))
+                self.block(self.ctx.register_json(
+                    table_ref(r),
+                    location,
+                    JsonReadOptions::default().file_extension(&ext).table_partition_cols(partitions),
+                ))
             }
             _ => {
                 let ext = Path::new(location).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_else(|| ".csv".into());
-                self.block(self.ctx.register_csv(table_ref(r), location, CsvReadOptions::new().has_header(true).file_extension(&ext)))
+                self.block(self.ctx.register_csv(
+                    table_ref(r),
+                    location,
+                    CsvReadOptions::new().has_header(true).file_extension(&ext).table_partition_cols(partitions),
+                ))
             }
         };
         result.map_err(df_err)
@@ -257,6 +272,23 @@ impl DataFusionEngine {
         }
         Ok(QueryTable { columns, rows })
     }
+}
+
+/// Partition keys of a Hive-style directory: `dir/a=1/b=x/file` gives `[a, b]`.
+fn hive_partitions(dir: &Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cur = dir.to_path_buf();
+    while cur.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&cur)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        let Some(first) = entries.into_iter().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains('='))) else { break };
+        let name = first.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        keys.push(name.split('=').next().unwrap_or_default().to_string());
+        cur = first;
+    }
+    keys
 }
 
 fn count_rows(batches: &[RecordBatch]) -> u64 {
@@ -382,25 +414,27 @@ impl Engine for DataFusionEngine {
         let options =
             CsvReadOptions::new().has_header(true).delimiter(seed.delimiter).schema_infer_max_records(100_000).file_extension(".csv");
         let df = self.block(self.ctx.read_csv(path, options)).map_err(df_err)?;
-        let df = if seed.column_types.is_empty() {
-            df
-        } else {
-            let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-            let tmp = format!("__kiln_seed_{}", std::process::id());
-            self.ctx.register_table(tmp.as_str(), df.into_view()).map_err(df_err)?;
-            let select: Vec<String> = names
-                .iter()
-                .map(|n| match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
-                    Some((_, t)) => format!("cast({q} as {t}) as {q}", q = quote_ident(n, '"')),
-                    None => quote_ident(n, '"'),
-                })
-                .collect();
-            let df = self.block(self.ctx.sql(&format!("select {} from {}", select.join(", "), quote_ident(&tmp, '"')))).map_err(df_err)?;
-            let batches = self.block(df.clone().collect());
-            let _ = self.ctx.deregister_table(tmp.as_str());
-            self.ctx.read_batches(batches.map_err(df_err)?).map_err(df_err)?
-        };
-        self.write_table(&seed.relation, df)
+        if seed.column_types.is_empty() {
+            return self.write_table(&seed.relation, df);
+        }
+        // column_types: cast through a temporary view, streaming (no full copy in memory).
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let tmp = format!("__kiln_seed_{}_{}", std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.ctx.register_table(tmp.as_str(), df.into_view()).map_err(df_err)?;
+        let select: Vec<String> = names
+            .iter()
+            .map(|n| match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
+                Some((_, t)) => format!("cast({q} as {t}) as {q}", q = quote_ident(n, '"')),
+                None => quote_ident(n, '"'),
+            })
+            .collect();
+        let result = self
+            .block(self.ctx.sql(&format!("select {} from {}", select.join(", "), quote_ident(&tmp, '"'))))
+            .map_err(df_err)
+            .and_then(|df| self.write_table(&seed.relation, df));
+        let _ = self.ctx.deregister_table(tmp.as_str());
+        result
     }
 
     fn supports(&self, capability: Capability) -> bool {

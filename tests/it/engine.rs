@@ -362,3 +362,25 @@ fn malformed_seed_row_names_file_and_line() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("seeds/people.csv") && err.contains("line 3"), "{err}");
 }
+
+#[test]
+fn sources_from_globs_and_hive_partitioned_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: globs\nconfig-version: 2\n");
+    write(d, "data/parts/part-1.csv", "id\n1\n2\n");
+    write(d, "data/parts/part-2.csv", "id\n3\n");
+    write(d, "data/parts/ignored.txt", "not csv\n");
+    write(d, "data/events/dt=2024-01-01/x.csv", "id,kind\n1,a\n");
+    write(d, "data/events/dt=2024-01-02/x.csv", "id,kind\n2,b\n3,c\n");
+    write(
+        d,
+        "models/src.yml",
+        "version: 2\nsources:\n  - name: files\n    tables:\n      - name: parts\n        meta: {external_location: \"data/parts/part-*.csv\"}\n      - name: events\n        meta: {external_location: \"data/events/\", format: csv}\n",
+    );
+    assert_eq!(scalar(d, "select count(*) from {{ source('files', 'parts') }}"), 3);
+    assert_eq!(
+        query(d, "select dt, count(*) as n from {{ source('files', 'events') }} group by dt order by dt"),
+        serde_json::json!([{"dt": "2024-01-01", "n": 1}, {"dt": "2024-01-02", "n": 2}]).as_array().unwrap().clone()
+    );
+}
