@@ -172,6 +172,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     ));
     let started = std::time::Instant::now();
     let print = |e: Event| {
+        if let Event::Started { node, index, total } = e {
+            printer.status(&format!("[{index}/{total}] running {}.{} ...", node.schema, node.alias));
+        }
         if let Event::Finished { node, result, index, total } = e {
             let what = match node.resource_type {
                 ResourceType::Seed => "seed".to_string(),

@@ -14,6 +14,8 @@ pub struct Printer {
     pub color: bool,
     pub quiet: bool,
     pub timings: bool,
+    /// A live status line on stderr (a terminal, text output, not quiet).
+    pub progress: bool,
     secrets: Vec<String>,
     phase_start: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -27,7 +29,8 @@ impl Printer {
         } else {
             std::io::stderr().is_terminal()
         };
-        Printer { format, color, quiet, timings: false, secrets: Vec::new(), phase_start: std::sync::Mutex::new(None) }
+        let progress = format == LogFormat::Text && !quiet && std::io::stderr().is_terminal();
+        Printer { format, color, quiet, timings: false, progress, secrets: Vec::new(), phase_start: std::sync::Mutex::new(None) }
     }
 
     /// Values that must never be printed.
@@ -57,8 +60,18 @@ impl Printer {
         match self.format {
             LogFormat::Json => self.json_line(&serde_json::json!({"level": "info", "message": self.scrub(msg)})),
             LogFormat::Text => {
-                let _ = writeln!(std::io::stderr().lock(), "{}", self.scrub(msg));
+                let clear = if self.progress { "\r\x1b[K" } else { "" };
+                let _ = writeln!(std::io::stderr().lock(), "{clear}{}", self.scrub(msg));
             }
+        }
+    }
+
+    /// Replaces the live status line (only when `progress` is on).
+    pub fn status(&self, msg: &str) {
+        if self.progress {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K{}", self.scrub(msg));
+            let _ = err.flush();
         }
     }
 
@@ -67,7 +80,8 @@ impl Printer {
             LogFormat::Json => self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)})),
             LogFormat::Text => {
                 let head = if self.color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
-                let _ = writeln!(std::io::stderr().lock(), "{head}: {}", self.scrub(msg));
+                let clear = if self.progress { "\r\x1b[K" } else { "" };
+                let _ = writeln!(std::io::stderr().lock(), "{clear}{head}: {}", self.scrub(msg));
             }
         }
     }
