@@ -363,13 +363,7 @@ where parent.to_field is null
     {%- endif -%}
 {%- endmacro %}
 
-{% macro duckdb__last_day(date, datepart) -%}
-    {%- if datepart == 'quarter' -%}
-    cast({{ dbt.dateadd('day', '-1', dbt.dateadd('month', '3', dbt.date_trunc(datepart, date))) }} as date)
-    {%- else -%}
-    {{ dbt.default__last_day(date, datepart) }}
-    {%- endif -%}
-{%- endmacro %}
+{% macro duckdb__last_day(date, datepart) -%}{{ dbt.postgres__last_day(date, datepart) }}{%- endmacro %}
 
 {% macro duckdb__listagg(measure, delimiter_text, order_by_clause, limit_num) -%}
     {%- set ordered = measure ~ (' ' ~ order_by_clause if order_by_clause else '') -%}

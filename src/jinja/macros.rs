@@ -1,7 +1,7 @@
 //! Macros: the index of every macro of every package, the callable that runs one (with dbt's
 //! `return()`), package namespaces (`dbt_utils.star(...)`) and `adapter.dispatch`.
 
-use super::context::{MacroScope, NodeCtx, current_package, enter, node_ctx};
+use super::context::{MacroScope, current_package, enter, node_ctx};
 use super::error::kiln_error;
 use crate::diagnostics::Code;
 use minijinja::value::{Enumerator, Object, Value};
@@ -238,9 +238,4 @@ pub fn dispatch(state: &State, index: &Arc<MacroIndex>, name: &str, namespace: O
         kiln_error(Code::MissingMacro, msg, Some(format!("define `default__{name}` (or an adapter-specific variant) in your macros")))
     })?;
     Ok(Value::from_object(MacroFn { name: def.name.clone(), package: Some(def.package.clone()), index: index.clone() }))
-}
-
-/// Used by [`NodeCtx`] users that need to know which macros a call chain touched.
-pub fn record(ctx: &NodeCtx, def: &MacroDef) {
-    ctx.record_macro(&def.unique_id);
 }

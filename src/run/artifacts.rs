@@ -46,22 +46,24 @@ fn hooks(v: Option<&Json>) -> Json {
     )
 }
 
+/// One column of a node or source, as the manifest spells it.
+fn column_json(c: &ColumnInfo) -> Json {
+    json!({
+        "name": c.name,
+        "description": c.description,
+        "meta": if c.meta.is_object() { c.meta.clone() } else { json!({}) },
+        "data_type": c.data_type,
+        "constraints": constraints_json(&c.constraints),
+        "quote": c.quote,
+        "tags": c.tags,
+        "granularity": null,
+    })
+}
+
 fn columns_json(cols: &IndexMap<String, ColumnInfo>) -> Json {
     let mut m = Map::new();
     for (k, c) in cols {
-        m.insert(
-            k.clone(),
-            json!({
-                "name": c.name,
-                "description": c.description,
-                "meta": if c.meta.is_object() { c.meta.clone() } else { json!({}) },
-                "data_type": c.data_type,
-                "constraints": constraints_json(&c.constraints),
-                "quote": c.quote,
-                "tags": c.tags,
-                "granularity": null,
-            }),
-        );
+        m.insert(k.clone(), column_json(c));
     }
     Json::Object(m)
 }
@@ -126,19 +128,7 @@ impl Serialize for ColumnsOut<'_> {
         use serde::ser::SerializeMap;
         let mut m = ser.serialize_map(Some(self.0.len()))?;
         for (k, c) in self.0 {
-            m.serialize_entry(
-                k,
-                &json!({
-                    "name": c.name,
-                    "description": c.description,
-                    "meta": if c.meta.is_object() { c.meta.clone() } else { json!({}) },
-                    "data_type": c.data_type,
-                    "constraints": constraints_json(&c.constraints),
-                    "quote": c.quote,
-                    "tags": c.tags,
-                    "granularity": null,
-                }),
-            )?;
+            m.serialize_entry(k, &column_json(c))?;
         }
         m.end()
     }
