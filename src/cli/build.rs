@@ -52,6 +52,41 @@ pub fn open_engine(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
     let root = s.project.root.join(path);
     let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema)
         .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
+    // Object stores of every bucket a source or external model names.
+    let mut locations: Vec<String> = s
+        .manifest
+        .sources
+        .values()
+        .filter_map(|src| {
+            src.config
+                .get("external_location")
+                .and_then(Json::as_str)
+                .or_else(|| src.meta.get("external_location").and_then(Json::as_str))
+                .or_else(|| src.external.get("location").and_then(Json::as_str))
+        })
+        .chain(
+            s.manifest
+                .nodes
+                .values()
+                .filter(|n| n.materialized() == "external")
+                .filter_map(|n| n.config.get("location").and_then(Json::as_str)),
+        )
+        .filter(|l| l.contains("://") && !l.starts_with("file://"))
+        .map(str::to_string)
+        .collect();
+    locations.sort();
+    let mut registered = std::collections::BTreeSet::new();
+    for location in locations {
+        let Ok(url) = url::Url::parse(&location) else { continue };
+        let key = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+        if !registered.insert(key.clone()) {
+            continue;
+        }
+        match crate::engine::object_stores::store_for(&url, &s.target.settings, &s.invocation.env_vars) {
+            Ok(store) => engine.register_object_store(&url::Url::parse(&key).map_err(|e| Diagnostic::error(Code::Io, e.to_string()))?, store),
+            Err(e) => warnings.push(Diagnostic::warning(Code::Io, format!("cannot reach {key}: {e}")).with_help("set the store's endpoint and credentials in the target (s3_endpoint, s3_access_key_id, ...) or the environment (AWS_*, GOOGLE_*, AZURE_*)")),
+        }
+    }
     // Sources that are files (dbt-duckdb's `external_location`).
     for src in s.manifest.sources.values() {
         let location = src
@@ -89,7 +124,8 @@ pub fn open_engine(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
         } else {
             s.project.root.join(location).to_string_lossy().into_owned()
         };
-        if std::path::Path::new(&path).exists() {
+        // Before the first build the file does not exist yet; it is registered when written.
+        if path.contains("://") || std::path::Path::new(&path).exists() {
             let r = RelationName { database: node.database.clone(), schema: node.schema.clone(), name: node.alias.clone() };
             let _ = engine.register_external(&r, &path, Some(&format));
         }

@@ -210,6 +210,11 @@ impl DataFusionEngine {
         Ok(rows)
     }
 
+    /// Makes `scheme://bucket` locations readable (and writable) through `store`.
+    pub fn register_object_store(&self, url: &url::Url, store: Arc<dyn object_store::ObjectStore>) {
+        self.ctx.register_object_store(url, store);
+    }
+
     /// Registers a source read from files (`external_location`): CSV, Parquet or (ND)JSON,
     /// inferred from the extension unless `format` says otherwise.
     pub fn register_external(&self, r: &RelationName, location: &str, format: Option<&str>) -> Result<(), EngineError> {
@@ -354,12 +359,20 @@ impl Engine for DataFusionEngine {
                 self.write_table(r, df).map(Some)
             }
             Materialization::External { sql, location, format } => {
-                if location.contains("://") {
-                    return Err(EngineError::new(format!(
-                        "external location {location}: object stores are not supported yet; use a local path"
-                    )));
-                }
                 let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                if location.contains("://") {
+                    // One object PUT: readers see the old object or the new one.
+                    let opts = DataFrameWriteOptions::new().with_single_file_output(true);
+                    let written = match format.as_str() {
+                        "parquet" => self.block(df.write_parquet(location, opts, None)),
+                        "csv" => self.block(df.write_csv(location, opts, None)),
+                        "json" | "ndjson" => self.block(df.write_json(location, opts, None)),
+                        other => return Err(EngineError::new(format!("external format `{other}` is not one of parquet, csv, json"))),
+                    }
+                    .map_err(df_err)?;
+                    self.register_external(r, location, Some(format))?;
+                    return Ok(Some(count_rows(&written)));
+                }
                 let path = Path::new(location);
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| io_err("creating the external location", e))?;

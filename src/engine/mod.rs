@@ -4,6 +4,8 @@
 
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
+#[cfg(feature = "datafusion")]
+pub mod object_stores;
 pub mod sql;
 #[cfg(feature = "datafusion")]
 pub mod udfs;

@@ -6,3 +6,4 @@ mod common;
 mod dbt_parity;
 mod engine;
 mod golden;
+mod object_store;
