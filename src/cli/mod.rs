@@ -29,8 +29,9 @@ pub const EXIT_INTERRUPTED: i32 = 130;
     version,
     about = "SQL-first, declarative data builds: compiles dbt projects and builds them on DataFusion, PostgreSQL or BigQuery",
     long_about = "kiln reads a dbt project (dbt_project.yml, models, macros, seeds, tests, properties YAML) unchanged, \
-                  compiles it into a dependency graph and writes dbt-compatible artifacts.\n\n\
-                  Exit codes: 0 success, 1 the project has errors, 2 usage or internal error."
+                  compiles it into a dependency graph, writes dbt-compatible artifacts, and builds it on the embedded \
+                  DataFusion engine (tables under .kiln/warehouse, no server).\n\n\
+                  Exit codes: 0 success, 1 the project has errors, 2 usage or internal error, 130 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
