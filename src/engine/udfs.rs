@@ -21,6 +21,34 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udaf(any_value);
     let split = datafusion::functions_nested::string::string_to_array_udf().as_ref().clone().with_aliases(["string_split", "str_split"]);
     ctx.register_udf(split);
+    // Replaces DataFusion's md5 (text and binary only): any value is hashed as its text.
+    ctx.register_udf(ScalarUDF::from(Md5(Signature::any(1, Volatility::Immutable))));
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Md5(Signature);
+
+impl ScalarUDFImpl for Md5 {
+    fn name(&self) -> &str {
+        "md5"
+    }
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use md5::{Digest, Md5 as Hasher};
+        let a = arrays(&args)?;
+        let text = cast(&a[0], &DataType::Utf8)?;
+        let out: datafusion::arrow::array::StringArray = text
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(|v| Hasher::digest(v.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }
 
 const MICROS: DataType = DataType::Timestamp(TimeUnit::Microsecond, None);

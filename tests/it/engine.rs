@@ -384,3 +384,28 @@ fn sources_from_globs_and_hive_partitioned_directories() {
         serde_json::json!([{"dt": "2024-01-01", "n": 1}, {"dt": "2024-01-02", "n": 2}]).as_array().unwrap().clone()
     );
 }
+
+/// The functions dbt projects commonly use, with PostgreSQL's results.
+#[test]
+fn common_dbt_functions_with_postgres_semantics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: funcs\nconfig-version: 2\n");
+    let rows = query(
+        d,
+        "select md5(1) as md5_int, md5(true) as md5_bool, md5('x') as md5_text, 'abc' ilike 'A%' as ilike, '3'::int + 1 as cast_op, \
+         date_part('dow', cast('2024-01-07' as date)) as dow, split_part('a-b', '-', 2) as split, bool_or(x > 1) as any_gt_1, \
+         string_agg(cast(x as varchar), ',' order by x) as agg, any_value(x) is not null as has_any, \
+         datediff('month', cast('2024-01-31' as date), cast('2024-02-01' as date)) as months, \
+         dateadd('day', -1, cast('2024-03-01' as date)) as prev_day, last_day(cast('2024-02-10' as date)) as eom \
+         from (values (1), (2)) t(x)",
+    );
+    assert_eq!(
+        rows[0],
+        serde_json::json!({
+            "md5_int": "c4ca4238a0b923820dcc509a6f75849b", "md5_bool": "b326b5062b2f0e69046810717534cb09",
+            "md5_text": "9dd4e461268c8034f5c8564e155c67a6", "ilike": true, "cast_op": 4, "dow": 0, "split": "b",
+            "any_gt_1": true, "agg": "1,2", "has_any": true, "months": 1, "prev_day": "2024-02-29T00:00:00", "eom": "2024-02-29",
+        })
+    );
+}
