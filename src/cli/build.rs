@@ -263,7 +263,16 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         s.jinja.shared.scrub(t).into_owned()
     });
     session::write_atomic_with(&target.join("run_results.json"), |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))?;
-    super::compile::write_manifest(&s, &HashMap::new())?;
+    // The manifest carries the SQL that ran.
+    let compiled: HashMap<String, crate::compile::Compiled> = results
+        .iter()
+        .filter_map(|r| {
+            r.compiled
+                .as_ref()
+                .map(|sql| (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), extra_ctes: vec![] }))
+        })
+        .collect();
+    super::compile::write_manifest(&s, &compiled)?;
     let count = |st: Status| results.iter().filter(|r| r.status == st).count();
     let (pass, error, skip) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
     printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN=0 ERROR={error} SKIP={skip} TOTAL={}", results.len()));
