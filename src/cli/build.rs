@@ -116,14 +116,7 @@ pub fn open_engine(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
     }
     // Models materialized as files are relations too, for later runs.
     for node in s.manifest.nodes.values().filter(|n| n.resource_type == ResourceType::Model && n.materialized() == "external") {
-        let format = node.config.get("format").and_then(Json::as_str).unwrap_or("parquet").to_ascii_lowercase();
-        let default = format!("{}/{}.{}", s.project.config().target_path, node.alias, format);
-        let location = node.config.get("location").and_then(Json::as_str).map(str::to_string).unwrap_or(default);
-        let path = if location.contains("://") || location.starts_with('/') {
-            location
-        } else {
-            s.project.root.join(location).to_string_lossy().into_owned()
-        };
+        let (path, format) = node.external_target(&s.project);
         // Before the first build the file does not exist yet; it is registered when written.
         if path.contains("://") || std::path::Path::new(&path).exists() {
             let r = RelationName { database: node.database.clone(), schema: node.schema.clone(), name: node.alias.clone() };

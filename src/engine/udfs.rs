@@ -39,14 +39,9 @@ impl ScalarUDFImpl for Md5 {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        use md5::{Digest, Md5 as Hasher};
         let a = arrays(&args)?;
         let text = cast(&a[0], &DataType::Utf8)?;
-        let out: datafusion::arrow::array::StringArray = text
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(|v| Hasher::digest(v.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()))
-            .collect();
+        let out: datafusion::arrow::array::StringArray = text.as_string::<i32>().iter().map(|v| v.map(crate::parse::md5_hex)).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

@@ -371,9 +371,7 @@ fn set_fn(value: Value) -> Result<Value, Error> {
 }
 
 fn local_md5(text: String) -> String {
-    use md5::{Digest, Md5};
-    let digest = Md5::digest(text.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::parse::md5_hex(&text)
 }
 
 fn run_query(state: &State, sql: String) -> Result<Value, Error> {

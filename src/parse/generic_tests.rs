@@ -1,7 +1,7 @@
 //! Generic data tests declared in properties YAML (`not_null`, `unique`, `accepted_values`,
 //! `relationships`, custom and package tests) become test nodes, named as dbt names them.
 
-use super::{Manifest, Node, ResourceType, TestMetadata, checksum, new_node};
+use super::{Manifest, Node, ResourceType, TestMetadata, checksum, md5_hex, new_node};
 use crate::diagnostics::{Code, Diagnostic, Label};
 use crate::jinja::JinjaEnv;
 use crate::jinja::context::{NodeCtx, NodeInfo, Phase};
@@ -140,11 +140,6 @@ fn collapse_invalid(s: &str) -> String {
         }
     }
     out
-}
-
-fn md5_hex(s: &str) -> String {
-    use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a test is attached to.

@@ -134,6 +134,23 @@ impl Node {
     pub fn materialized(&self) -> &str {
         self.config.get("materialized").and_then(Json::as_str).unwrap_or("view")
     }
+    /// Where an `external` model is written and in which format: `location` (a path relative to
+    /// the project, an absolute path or an object-store URL; default `<target-path>/<alias>.<format>`)
+    /// and `format` (default `parquet`).
+    pub fn external_target(&self, project: &Project) -> (String, String) {
+        let format = self.config.get("format").and_then(Json::as_str).unwrap_or("parquet").to_ascii_lowercase();
+        let location = match self.config.get("location").and_then(Json::as_str) {
+            Some(l) => l.to_string(),
+            None => format!("{}/{}.{}", project.config().target_path, self.alias, format),
+        };
+        let location = if location.contains("://") || location.starts_with('/') {
+            location
+        } else {
+            project.root.join(location).to_string_lossy().into_owned()
+        };
+        (location, format)
+    }
+
     pub fn is_ephemeral(&self) -> bool {
         self.resource_type == ResourceType::Model && self.materialized() == "ephemeral"
     }
@@ -364,6 +381,12 @@ fn project_config_uncached(project: &Project, rt: ResourceType, package: usize, 
         tree.apply(&path, &mut config);
     }
     config
+}
+
+/// Hex md5 (dbt's `local_md5`, test-name shortening, project ids).
+pub fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn checksum(text: &str) -> String {

@@ -4,7 +4,7 @@
 use crate::compile::Compiled;
 use crate::graph::Graph;
 use crate::jinja::JinjaEnv;
-use crate::parse::{ColumnInfo, Manifest, Node, ResourceType, SourceNode};
+use crate::parse::{ColumnInfo, Manifest, Node, ResourceType, SourceNode, md5_hex};
 use crate::project::Project;
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -20,11 +20,6 @@ pub struct Meta<'a> {
     pub generated_at: &'a str,
     pub adapter_type: &'a str,
     pub project_name: &'a str,
-}
-
-fn md5_hex(s: &str) -> String {
-    use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hooks(v: Option<&Json>) -> Json {

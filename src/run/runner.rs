@@ -369,15 +369,7 @@ impl Runner<'_> {
                 }
             }
             "external" => {
-                let format = node.config.get("format").and_then(Json::as_str).unwrap_or("parquet").to_ascii_lowercase();
-                let default =
-                    format!("{}/{}.{}", self.project.config().target_path, node.alias, if format == "json" { "json" } else { &format });
-                let location = node.config.get("location").and_then(Json::as_str).map(str::to_string).unwrap_or(default);
-                let location = if location.contains("://") || location.starts_with('/') {
-                    location
-                } else {
-                    self.project.root.join(location).to_string_lossy().into_owned()
-                };
+                let (location, format) = node.external_target(self.project);
                 Materialization::External { sql: sql.to_string(), location, format }
             }
             other => return Err(format!("materialization `{other}` is not supported by the {} engine yet", self.engine.name())),
