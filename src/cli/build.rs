@@ -26,6 +26,13 @@ pub struct RunArgs {
     /// Stop at the first failure
     #[arg(short = 'x', long)]
     pub fail_fast: bool,
+    /// Keep the failing rows of every test (unless its `store_failures` config says otherwise) in
+    /// a table of the `<schema>_dbt_test__audit` schema
+    #[arg(long)]
+    pub store_failures: bool,
+    /// Also write the results as JUnit XML (one testcase per model, seed, data test, unit test)
+    #[arg(long, value_name = "PATH")]
+    pub junit_xml: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -33,6 +40,7 @@ pub enum Which {
     Seed,
     Run,
     Build,
+    Test,
 }
 
 /// Opens the target's engine (only the embedded one in this build); problems with external
@@ -127,11 +135,20 @@ pub fn open_engine(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
     Ok((Arc::new(engine), warnings))
 }
 
+/// How a node is named in progress lines: `schema.alias` for relations, the name for tests.
+fn display_name(node: &crate::parse::Node) -> String {
+    match node.resource_type {
+        ResourceType::Test | ResourceType::UnitTest => node.name.clone(),
+        _ => format!("{}.{}", node.schema, node.alias),
+    }
+}
+
 pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let name = match which {
         Which::Seed => "seed",
         Which::Run => "run",
         Which::Build => "build",
+        Which::Test => "test",
     };
     let s = match session::load(global, env, printer, name, Stop::Graph) {
         Ok(s) => s,
@@ -142,9 +159,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         Err(d) => return Ok(session::report(printer, &d)),
     };
     selected.retain(|id| match s.manifest.nodes.get(id).map(|n| n.resource_type) {
-        Some(ResourceType::Seed) => which != Which::Run,
-        Some(ResourceType::Model) => which != Which::Seed,
-        _ => false,
+        Some(ResourceType::Seed) => matches!(which, Which::Seed | Which::Build),
+        Some(ResourceType::Model) => matches!(which, Which::Run | Which::Build),
+        Some(ResourceType::Test) => matches!(which, Which::Test | Which::Build),
+        Some(_) => false,
+        None => s.manifest.unit_tests.contains_key(id) && matches!(which, Which::Test | Which::Build),
     });
     let engine = match open_engine(&s) {
         Ok((e, warnings)) => {
@@ -185,12 +204,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         graph: &s.graph,
         resolver: super::compile::resolver(&s),
         engine: engine_dyn,
+        lookup: s.lookup.clone(),
         options: Options {
             threads: args.threads.unwrap_or(s.target.threads),
             full_refresh: args.full_refresh,
             fail_fast: args.fail_fast,
+            store_failures: args.store_failures,
             cancel: cancel.clone(),
         },
+        unit_schemas: Default::default(),
     };
     printer.info(&format!(
         "Running with kiln {} on target `{}` ({}): {}",
@@ -202,27 +224,51 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     let started = std::time::Instant::now();
     let print = |e: Event| {
         if let Event::Started { node, index, total } = e {
-            printer.status(&format!("[{index}/{total}] running {}.{} ...", node.schema, node.alias));
+            printer.status(&format!("[{index}/{total}] running {} ...", display_name(node)));
         }
         if let Event::Finished { node, result, index, total } = e {
+            if printer.format == super::printer::LogFormat::Json {
+                printer.json_line(&serde_json::json!({
+                    "event": "node_finished",
+                    "unique_id": node.unique_id,
+                    "resource_type": node.resource_type.as_str(),
+                    "status": result.status.as_str(),
+                    "message": result.message,
+                    "rows": result.rows,
+                    "failures": result.failures,
+                    "execution_time": result.seconds,
+                    "index": index,
+                    "total": total,
+                }));
+                return;
+            }
             let what = match node.resource_type {
                 ResourceType::Seed => "seed".to_string(),
+                ResourceType::Test => "test".to_string(),
+                ResourceType::UnitTest => "unit test".to_string(),
                 _ => node.materialized().to_string(),
             };
             let status = match result.status {
                 Status::Success => "OK",
                 Status::Error => "ERROR",
                 Status::Skipped => "SKIP",
+                Status::Pass => "PASS",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
             };
-            let label = format!("{index} of {total} {status:<5} {what:<11} {}.{}", node.schema, node.alias);
+            let label = format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node));
+            let count = result.failures.filter(|_| node.resource_type == ResourceType::Test).map(|n| format!(" {n}")).unwrap_or_default();
             let detail = match result.status {
                 Status::Success => format!("[{} in {:.2}s]", result.message, result.seconds),
-                Status::Error => format!("[ERROR in {:.2}s]", result.seconds),
                 Status::Skipped => "[SKIP]".to_string(),
+                Status::Pass => format!("[PASS in {:.2}s]", result.seconds),
+                _ => format!("[{status}{count} in {:.2}s]", result.seconds),
             };
             printer.info(&format!("{label:.<72} {detail}"));
-            if result.status == Status::Error {
-                printer.warn(&format!("{} failed:\n{}", node.unique_id, result.message));
+            match result.status {
+                Status::Error | Status::Fail => printer.warn(&format!("{} failed:\n{}", node.unique_id, result.message)),
+                Status::Warn => printer.warn(&format!("{}: {}", node.unique_id, result.message)),
+                _ => {}
             }
         }
     };
@@ -266,9 +312,19 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         })
         .collect();
     super::compile::write_manifest(&s, &compiled)?;
-    let count = |st: Status| results.iter().filter(|r| r.status == st).count();
-    let (pass, error, skip) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
-    printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN=0 ERROR={error} SKIP={skip} TOTAL={}", results.len()));
+    if let Some(path) = &args.junit_xml {
+        let path = if path.is_absolute() { path.clone() } else { s.project.root.join(path) };
+        let xml = crate::run::junit::render(name, &results, &s.manifest, elapsed, &|t| s.jinja.shared.scrub(t).into_owned());
+        session::write_atomic_with(&path, |w| std::io::Write::write_all(w, xml.as_bytes()))?;
+    }
+    let count = |st: &[Status]| results.iter().filter(|r| st.contains(&r.status)).count();
+    let (pass, warn, error, skip) = (
+        count(&[Status::Success, Status::Pass]),
+        count(&[Status::Warn]),
+        count(&[Status::Error, Status::Fail]),
+        count(&[Status::Skipped]),
+    );
+    printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}", results.len()));
     if cancel.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(super::EXIT_INTERRUPTED);
     }

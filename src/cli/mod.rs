@@ -107,9 +107,13 @@ pub enum Command {
     /// Build the selected models in dependency order
     #[cfg(feature = "datafusion")]
     Run(build::RunArgs),
-    /// Load seeds and build models, in dependency order
+    /// Load seeds, build models and run their tests, in dependency order; a failing test skips
+    /// what is downstream of the model it tests, a failing unit test keeps its model from building
     #[cfg(feature = "datafusion")]
     Build(build::RunArgs),
+    /// Run data tests and unit tests (unit tests run on mocked inputs, locally)
+    #[cfg(feature = "datafusion")]
+    Test(build::RunArgs),
     /// Print rows of a model or of a query
     #[cfg(feature = "datafusion")]
     Show(build::ShowArgs),
@@ -159,6 +163,8 @@ pub fn main() -> i32 {
         Command::Run(args) => build::run(&cli.global, args, build::Which::Run, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Build(args) => build::run(&cli.global, args, build::Which::Build, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Test(args) => build::run(&cli.global, args, build::Which::Test, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
     };

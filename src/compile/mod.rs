@@ -108,7 +108,12 @@ pub fn render_node(
     resolver: &Arc<dyn Resolver>,
     is_incremental: bool,
 ) -> Result<String, Diagnostic> {
-    let ctx = node_ctx(jinja, node, resolver, is_incremental);
+    render_with(project, jinja, node, node_ctx(jinja, node, resolver, is_incremental))
+}
+
+/// Renders one node with a prepared context (unit tests bring their own `this`, resolver and
+/// overrides).
+pub fn render_with(project: &Project, jinja: &JinjaEnv, node: &Node, ctx: NodeCtx) -> Result<String, Diagnostic> {
     let result = if node.test_metadata.is_some() {
         crate::parse::generic_tests_render(jinja, node, ctx, false).map(|(s, _)| s)
     } else {

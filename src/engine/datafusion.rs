@@ -80,6 +80,88 @@ impl DataFusionEngine {
         Ok(DataFusionEngine { rt, ctx, root: root.to_path_buf(), catalog_lock: Mutex::new(()) })
     }
 
+    /// A throwaway in-memory engine (unit tests): one thread, nothing written to disk.
+    /// `dialect` is DataFusion's SQL dialect name (`PostgreSQL`, `BigQuery`, `DuckDB`, ...).
+    pub fn scratch(database: &str, schema: &str, dialect: &str) -> Result<DataFusionEngine, EngineError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| io_err("starting the engine", e))?;
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(database, schema)
+            .with_create_default_catalog_and_schema(true)
+            .with_target_partitions(1);
+        config.options_mut().sql_parser.dialect = dialect.parse().unwrap_or_default();
+        let ctx = SessionContext::new_with_config(config);
+        super::udfs::register(&ctx);
+        let root = std::env::temp_dir().join(format!("kiln-scratch-{}", std::process::id()));
+        Ok(DataFusionEngine { rt, ctx, root, catalog_lock: Mutex::new(()) })
+    }
+
+    /// The columns and Arrow types `sql` would return, without running it.
+    pub fn query_schema(&self, sql: &str) -> Result<datafusion::arrow::datatypes::SchemaRef, EngineError> {
+        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
+    /// Registers `sql` as the view `r` (in memory only).
+    pub fn register_view(&self, r: &RelationName, sql: &str) -> Result<(), EngineError> {
+        self.create_view(r, sql)
+    }
+
+    /// Registers an empty table `r` with `schema` (in memory only).
+    pub fn register_empty(&self, r: &RelationName, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<(), EngineError> {
+        self.ensure_schema(&r.database, &r.schema);
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
+        let _ = self.ctx.deregister_table(table_ref(r));
+        self.ctx.register_table(table_ref(r), Arc::new(table)).map_err(df_err).map(|_| ())
+    }
+
+    /// Registers a seed's CSV as the relation `r` (in memory only, read in place).
+    pub fn register_seed(&self, seed: &SeedLoad) -> Result<(), EngineError> {
+        self.ensure_schema(&seed.relation.database, &seed.relation.schema);
+        let df = self.seed_frame(seed)?;
+        let _ = self.ctx.deregister_table(table_ref(&seed.relation));
+        self.ctx.register_table(table_ref(&seed.relation), df.into_view()).map_err(df_err).map(|_| ())
+    }
+
+    /// Runs `sql`; every cell formatted as text (NULL for nulls), for comparisons and diffs.
+    pub fn query_text(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<String>>), EngineError> {
+        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let batches = self.block(df.collect()).map_err(df_err)?;
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let formatters: Vec<ArrayFormatter> =
+                batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<_, _>>().map_err(df_err)?;
+            for i in 0..batch.num_rows() {
+                rows.push(formatters.iter().map(|f| f.value(i).to_string()).collect());
+            }
+        }
+        Ok((columns, rows))
+    }
+
+    /// A seed's rows: the CSV read in place, `column_types` applied.
+    fn seed_frame(&self, seed: &SeedLoad) -> Result<DataFrame, EngineError> {
+        let path = seed.path.to_string_lossy().into_owned();
+        let options =
+            CsvReadOptions::new().has_header(true).delimiter(seed.delimiter).schema_infer_max_records(100_000).file_extension(".csv");
+        let df = self.block(self.ctx.read_csv(path, options)).map_err(df_err)?;
+        if seed.column_types.is_empty() {
+            return Ok(df);
+        }
+        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let mut exprs = Vec::with_capacity(names.len());
+        for n in &names {
+            let q = quote_ident(n, '"');
+            let expr = match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
+                Some((_, t)) => df.parse_sql_expr(&format!("cast({q} as {t})")).map_err(df_err)?.alias(n),
+                None => df.parse_sql_expr(&q).map_err(df_err)?,
+            };
+            exprs.push(expr);
+        }
+        df.select(exprs).map_err(df_err)
+    }
+
     fn rel_dir(&self, r: &RelationName) -> PathBuf {
         self.root.join(&r.database).join(&r.schema).join(&r.name)
     }
@@ -423,31 +505,8 @@ impl Engine for DataFusionEngine {
 
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
         self.create_schema(&seed.relation.database, &seed.relation.schema)?;
-        let path = seed.path.to_string_lossy().into_owned();
-        let options =
-            CsvReadOptions::new().has_header(true).delimiter(seed.delimiter).schema_infer_max_records(100_000).file_extension(".csv");
-        let df = self.block(self.ctx.read_csv(path, options)).map_err(df_err)?;
-        if seed.column_types.is_empty() {
-            return self.write_table(&seed.relation, df);
-        }
-        // column_types: cast through a temporary view, streaming (no full copy in memory).
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-        let tmp = format!("__kiln_seed_{}_{}", std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        self.ctx.register_table(tmp.as_str(), df.into_view()).map_err(df_err)?;
-        let select: Vec<String> = names
-            .iter()
-            .map(|n| match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
-                Some((_, t)) => format!("cast({q} as {t}) as {q}", q = quote_ident(n, '"')),
-                None => quote_ident(n, '"'),
-            })
-            .collect();
-        let result = self
-            .block(self.ctx.sql(&format!("select {} from {}", select.join(", "), quote_ident(&tmp, '"'))))
-            .map_err(df_err)
-            .and_then(|df| self.write_table(&seed.relation, df));
-        let _ = self.ctx.deregister_table(tmp.as_str());
-        result
+        let df = self.seed_frame(seed)?;
+        self.write_table(&seed.relation, df)
     }
 
     fn supports(&self, capability: Capability) -> bool {

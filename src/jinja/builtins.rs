@@ -258,6 +258,9 @@ fn env_var(state: &State, name: String, default: Option<Value>) -> Result<Value,
 
 fn is_incremental(state: &State) -> Result<bool, Error> {
     let ctx = node_ctx(state)?;
+    if let Some(v) = ctx.overrides.as_ref().and_then(|o| o.macros.get("is_incremental")) {
+        return Ok(ctx.phase == Phase::Compile && crate::project::config::json_truthy(Some(v)).unwrap_or(false));
+    }
     Ok(ctx.phase == Phase::Compile && ctx.is_incremental)
 }
 

@@ -2,6 +2,12 @@
 
 pub mod artifacts;
 #[cfg(feature = "datafusion")]
+pub mod junit;
+#[cfg(feature = "datafusion")]
 pub mod results;
 #[cfg(feature = "datafusion")]
 pub mod runner;
+#[cfg(feature = "datafusion")]
+pub mod tests;
+#[cfg(feature = "datafusion")]
+pub mod unit;

@@ -1,6 +1,6 @@
 //! `target/run_results.json` in dbt's schema (v6).
 
-use super::runner::NodeResult;
+use super::runner::{NodeResult, Status};
 use serde_json::{Value as Json, json};
 
 pub const RUN_RESULTS_SCHEMA: &str = "https://schemas.getdbt.com/dbt/run-results/v6.json";
@@ -24,9 +24,13 @@ pub fn run_results(results: &[NodeResult], invocation_id: &str, elapsed: f64, ar
             ],
             "thread_id": format!("Thread-{}", r.thread + 1),
             "execution_time": r.seconds,
-            "adapter_response": {"_message": r.message.clone(), "code": r.message.split_whitespace().next().unwrap_or(""), "rows_affected": r.rows},
-            "message": scrub(&r.message),
-            "failures": null,
+            "adapter_response": if r.rows.is_some() || r.status == Status::Success {
+                json!({"_message": scrub(&r.message), "code": r.message.split_whitespace().next().unwrap_or(""), "rows_affected": r.rows})
+            } else {
+                json!({})
+            },
+            "message": if r.status == Status::Pass { Json::Null } else { Json::from(scrub(&r.message)) },
+            "failures": r.failures,
             "unique_id": r.unique_id,
             "compiled": r.compiled.is_some(),
             "compiled_code": r.compiled.as_deref().map(scrub),

@@ -4,7 +4,7 @@
 //! `run_query` see the warehouse as it is then.
 
 use crate::compile::{self, Compiled};
-use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
+use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SchemaChange};
 use crate::graph::Graph;
 use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
 use crate::parse::{Manifest, Node, ResourceType};
@@ -17,9 +17,16 @@ use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// A model or seed was built.
     Success,
     Error,
     Skipped,
+    /// A test found nothing wrong.
+    Pass,
+    /// A test failed with `severity: warn` (or within `error_if`): reported, does not gate.
+    Warn,
+    /// A test failed: its model's descendants are skipped in `kiln build`.
+    Fail,
 }
 
 impl Status {
@@ -28,7 +35,14 @@ impl Status {
             Status::Success => "success",
             Status::Error => "error",
             Status::Skipped => "skipped",
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
         }
+    }
+    /// Did the node let its dependents run?
+    pub fn ok(self) -> bool {
+        matches!(self, Status::Success | Status::Pass | Status::Warn)
     }
 }
 
@@ -45,6 +59,8 @@ pub struct NodeResult {
     /// The SQL that ran (models).
     pub compiled: Option<String>,
     pub relation: Option<String>,
+    /// Tests: the failing-row count (`fail_calc`).
+    pub failures: Option<u64>,
 }
 
 /// Progress events for the CLI.
@@ -57,6 +73,8 @@ pub struct Options {
     pub threads: usize,
     pub full_refresh: bool,
     pub fail_fast: bool,
+    /// `--store-failures`: tests without a `store_failures` config keep their failing rows.
+    pub store_failures: bool,
     /// Set (e.g. by Ctrl-C) to stop scheduling: running nodes finish, the rest are skipped.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -90,17 +108,29 @@ fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// The nodes this run executes (seeds and non-ephemeral models among `selected`) and, for each,
-/// the executed nodes it waits for (through ephemeral models too).
+/// The nodes this run executes (among `selected`: seeds, non-ephemeral models, data tests and
+/// unit tests) and, for each, the executed nodes it waits for:
+/// - a node waits for its executed parents, through ephemeral models;
+/// - a unit test waits for its model's parents, and the model waits for its unit tests (dbt
+///   runs unit tests before building the model);
+/// - a model waits for the data tests of its parents (dbt's `build` order), so a failing test
+///   skips what is downstream. A test on several relations gates only nodes downstream of all
+///   of them.
 fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec<String>, HashMap<String, Vec<String>>) {
-    let runs = |n: &Node| matches!(n.resource_type, ResourceType::Seed) || (n.resource_type == ResourceType::Model && !n.is_ephemeral());
-    let order: Vec<String> =
-        graph.order.iter().filter(|id| selected.contains(*id) && manifest.nodes.get(*id).is_some_and(runs)).cloned().collect();
+    let runs = |id: &String| match manifest.nodes.get(id) {
+        Some(n) => match n.resource_type {
+            ResourceType::Seed | ResourceType::Test => true,
+            ResourceType::Model => !n.is_ephemeral(),
+            _ => false,
+        },
+        None => manifest.unit_tests.contains_key(id),
+    };
+    let order: Vec<String> = graph.order.iter().filter(|id| selected.contains(*id) && runs(id)).cloned().collect();
     let in_run: BTreeSet<&String> = order.iter().collect();
-    let mut deps = HashMap::new();
-    for id in &order {
+    // Executed ancestors of `start`'s nodes, looking through ephemeral models.
+    let run_parents = |start: &[String]| -> Vec<String> {
         let mut found = BTreeSet::new();
-        let mut stack: Vec<&String> = graph.parents.get(id).map(|p| p.iter().collect()).unwrap_or_default();
+        let mut stack: Vec<&String> = start.iter().collect();
         let mut seen = BTreeSet::new();
         while let Some(p) = stack.pop() {
             if !seen.insert(p) {
@@ -112,9 +142,86 @@ fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec
                 stack.extend(graph.parents.get(p).map(|v| v.iter()).into_iter().flatten());
             }
         }
-        deps.insert(id.clone(), found.into_iter().collect());
+        found.into_iter().collect()
+    };
+    let parents_of = |id: &str| graph.parents.get(id).cloned().unwrap_or_default();
+    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
+    for id in &order {
+        let start = match manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_deref()) {
+            Some(model) => parents_of(model),
+            None => parents_of(id),
+        };
+        deps.insert(id.clone(), run_parents(&start));
+    }
+    for id in &order {
+        if let Some(model) = manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_ref())
+            && in_run.contains(model)
+        {
+            deps.get_mut(model).expect("in run").push(id.clone());
+        }
+        if manifest.nodes.get(id).is_none_or(|n| n.resource_type != ResourceType::Test) {
+            continue;
+        }
+        let tested = parents_of(id);
+        // Executed models and seeds directly downstream of the tested relations (through
+        // ephemeral models).
+        let mut stack: Vec<&String> = tested.iter().flat_map(|p| graph.children.get(p).into_iter().flatten()).collect();
+        let mut seen = BTreeSet::new();
+        while let Some(c) = stack.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let Some(n) = manifest.nodes.get(c) else { continue };
+            if n.is_ephemeral() {
+                stack.extend(graph.children.get(c).into_iter().flatten());
+            } else if in_run.contains(c)
+                && n.resource_type != ResourceType::Test
+                && (tested.len() == 1 || tested.iter().all(|t| is_ancestor(graph, t, c)))
+            {
+                deps.get_mut(c).expect("in run").push(id.clone());
+            }
+        }
     }
     (order, deps)
+}
+
+fn is_ancestor(graph: &Graph, ancestor: &str, of: &str) -> bool {
+    let mut stack = vec![of];
+    let mut seen = BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if n == ancestor {
+            return true;
+        }
+        if seen.insert(n) {
+            stack.extend(graph.parents.get(n).into_iter().flatten().map(String::as_str));
+        }
+    }
+    false
+}
+
+/// What executing one node gave.
+pub(super) struct Outcome {
+    pub status: Status,
+    pub message: String,
+    pub rows: Option<u64>,
+    pub failures: Option<u64>,
+    pub compiled: Option<String>,
+    pub relation: Option<String>,
+}
+
+impl Outcome {
+    pub fn error(message: String) -> Outcome {
+        Outcome { status: Status::Error, message, rows: None, failures: None, compiled: None, relation: None }
+    }
+}
+
+impl From<Result<(String, Option<u64>), String>> for Outcome {
+    fn from(r: Result<(String, Option<u64>), String>) -> Outcome {
+        match r {
+            Ok((message, rows)) => Outcome { status: Status::Success, message, rows, ..Outcome::error(String::new()) },
+            Err(message) => Outcome::error(message),
+        }
+    }
 }
 
 pub struct Runner<'a> {
@@ -124,7 +231,10 @@ pub struct Runner<'a> {
     pub graph: &'a Graph,
     pub resolver: Arc<dyn Resolver>,
     pub engine: Arc<dyn Engine>,
+    pub lookup: Arc<crate::graph::Lookup>,
     pub options: Options,
+    /// Column types of relations, inferred for unit tests.
+    pub unit_schemas: super::unit::SchemaCache,
 }
 
 struct Queue {
@@ -177,12 +287,12 @@ impl Runner<'_> {
                                 q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
                             }
                         };
-                        let node = &self.manifest.nodes[&id];
+                        let node = self.node(&id);
                         on_event(Event::Started { node, index, total });
                         let result = {
                             let q = queue.lock().unwrap_or_else(|e| e.into_inner());
                             let failed_parent =
-                                deps[&id].iter().find(|d| q.results.get(*d).is_some_and(|r| r.status != Status::Success)).cloned();
+                                deps[&id].iter().find(|d| q.results.get(*d).is_some_and(|r| !r.status.ok())).cloned();
                             let stop = q.stop;
                             drop(q);
                             let cancelled = self.options.cancel.load(std::sync::atomic::Ordering::SeqCst);
@@ -192,7 +302,7 @@ impl Runner<'_> {
                                     thread,
                                     format!(
                                         "skipped: {} did not succeed",
-                                        self.manifest.nodes.get(&p).map_or(p.as_str(), |n| n.name.as_str())
+                                        self.manifest.nodes.get(&p).or_else(|| self.manifest.unit_tests.get(&p)).map_or(p.as_str(), |n| n.name.as_str())
                                     ),
                                 ),
                                 (None, _, true) => self.skipped(node, thread, "skipped: the run was interrupted".into()),
@@ -202,7 +312,7 @@ impl Runner<'_> {
                         };
                         on_event(Event::Finished { node, result: &result, index, total });
                         let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                        if result.status == Status::Error && self.options.fail_fast {
+                        if matches!(result.status, Status::Error | Status::Fail) && self.options.fail_fast {
                             q.stop = true;
                         }
                         q.results.insert(id.clone(), result);
@@ -224,6 +334,10 @@ impl Runner<'_> {
         order.iter().filter_map(|id| q.results.remove(id)).collect()
     }
 
+    fn node(&self, id: &str) -> &Node {
+        self.manifest.nodes.get(id).or_else(|| self.manifest.unit_tests.get(id)).expect("planned nodes exist")
+    }
+
     fn skipped(&self, node: &Node, thread: usize, message: String) -> NodeResult {
         let t = now();
         NodeResult {
@@ -237,38 +351,76 @@ impl Runner<'_> {
             thread,
             compiled: None,
             relation: None,
+            failures: None,
         }
     }
 
     fn execute(&self, node: &Node, thread: usize) -> NodeResult {
         let started_at = now();
         let start = Instant::now();
-        let (outcome, compiled) = match node.resource_type {
-            ResourceType::Seed => (self.seed(node), None),
-            _ => match self.compile(node) {
-                Ok(c) => {
-                    let r = self.model(node, &c.sql);
-                    (r, Some(c.sql))
-                }
-                Err(message) => (Err(message), None),
+        let outcome = match node.resource_type {
+            ResourceType::Seed => Outcome {
+                relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()),
+                ..Outcome::from(self.seed(node))
             },
-        };
-        let (status, message, rows) = match outcome {
-            Ok((msg, rows)) => (Status::Success, msg, rows),
-            Err(msg) => (Status::Error, msg, None),
+            ResourceType::UnitTest => self.unit_test(node),
+            _ => match self.compile(node) {
+                Ok(c) if node.resource_type == ResourceType::Test => self.data_test(node, c.sql),
+                Ok(c) => {
+                    let mut o = Outcome::from(self.model(node, &c.sql));
+                    o.compiled = Some(c.sql);
+                    o.relation = Some(node.relation(self.jinja.shared.target.quote_char()).render());
+                    o
+                }
+                Err(message) => Outcome::error(message),
+            },
         };
         NodeResult {
             unique_id: node.unique_id.clone(),
-            status,
-            message,
-            rows,
+            status: outcome.status,
+            message: outcome.message,
+            rows: outcome.rows,
             seconds: start.elapsed().as_secs_f64(),
             started_at,
             completed_at: now(),
             thread,
-            compiled,
-            relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()),
+            compiled: outcome.compiled,
+            relation: outcome.relation,
+            failures: outcome.failures,
         }
+    }
+
+    /// Runs a data test: stores its failing rows when configured, then judges the count.
+    fn data_test(&self, node: &Node, sql: String) -> Outcome {
+        let cfg = super::tests::TestConfig::of(node);
+        let mut outcome = Outcome { compiled: Some(sql.clone()), ..Outcome::error(String::new()) };
+        let main = match super::tests::store_as(node, self.options.store_failures) {
+            Some(kind) => {
+                let r = relation_name(node);
+                let what = if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
+                if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what)) {
+                    outcome.message = e.message;
+                    return outcome;
+                }
+                let rendered = node.relation(self.jinja.shared.target.quote_char()).render();
+                outcome.relation = Some(rendered.clone());
+                format!("select * from {rendered}")
+            }
+            None => sql,
+        };
+        match self.engine.query(&super::tests::wrap(&main, &cfg), None) {
+            Ok(t) => {
+                let (status, failures, message) = super::tests::judge(&cfg, &t.columns, t.rows.first());
+                outcome.status = status;
+                outcome.failures = Some(failures);
+                outcome.message = match (&outcome.relation, status) {
+                    (Some(r), Status::Fail | Status::Warn) => format!("{message}\n  See the failing rows: select * from {r}"),
+                    _ => message,
+                };
+            }
+            Err(e) => outcome.message = e.message,
+        }
+        outcome
     }
 
     fn is_incremental(&self, node: &Node) -> bool {
@@ -330,16 +482,8 @@ impl Runner<'_> {
     }
 
     fn seed(&self, node: &Node) -> Result<(String, Option<u64>), String> {
-        let file = node.file.map(|f| &self.project.files[f]).ok_or("a seed without a file")?;
-        let column_types: Vec<(String, String)> = node
-            .config
-            .get("column_types")
-            .and_then(Json::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect())
-            .unwrap_or_default();
-        let delimiter = node.config.get("delimiter").and_then(Json::as_str).and_then(|d| d.bytes().next()).unwrap_or(b',');
-        let load = SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types };
-        let rows = self.engine.load_seed(&load).map_err(|e| format!("{} ({})", e.message, file.display_path))?;
+        let load = self.seed_load(node)?;
+        let rows = self.engine.load_seed(&load).map_err(|e| format!("{} ({})", e.message, load.path.display()))?;
         Ok((format!("INSERT {rows}"), Some(rows)))
     }
 
