@@ -216,21 +216,20 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
         };
         let mut kwargs = args.clone();
         kwargs.insert("model".into(), json!(model_arg));
-        let hash_input = format!(
-            "{short}{}",
-            serde_json::to_string(&json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})).unwrap_or_default()
-        );
+        // dbt: md5(name + repr(test_metadata with every leaf as str, keys sorted))[-10:]
+        let hash_input = format!("{full}{}", py_repr(&json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})));
         let hash = &md5_hex(&hash_input)[22..];
         let project_pkg = project.packages[file.package].name.clone();
         let mut fqn = vec![project_pkg.clone()];
         fqn.extend(file.folders().iter().map(|s| s.to_string()));
-        fqn.push(full);
+        fqn.push(full.clone());
         let raw = match &parsed.namespace {
             Some(ns) => format!("{{{{ {ns}.{macro_name}(**_dbt_generic_test_kwargs) }}}}"),
             None => format!("{{{{ {macro_name}(**_dbt_generic_test_kwargs) }}}}"),
         };
-        let mut node = new_node(project, spec.file, ResourceType::Test, &short, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
-        node.unique_id = format!("test.{project_pkg}.{short}.{hash}");
+        // The name is the full one; the alias and compiled file use the short (hashed) one.
+        let mut node = new_node(project, spec.file, ResourceType::Test, &full, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
+        node.unique_id = format!("test.{project_pkg}.{full}.{hash}");
         for (k, v) in &parsed.config {
             merge_one(Arc::make_mut(&mut node.config), k, v.clone());
             merge_one(&mut node.unrendered_config, k, v.clone());
@@ -340,11 +339,18 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
             (p, ds)
         })
         .collect();
+    let (mut nodes, mut places) = (Vec::with_capacity(rendered.len()), Vec::with_capacity(rendered.len()));
     for (p, ds) in rendered {
         diags.extend(ds);
-        if !p.node.enabled() {
-            continue;
+        if p.node.enabled() {
+            places.push((p.spec_file, p.line, p.col));
+            nodes.push(p.node);
         }
+    }
+    // Where failing rows are stored (`<schema>_dbt_test__audit.<alias>`).
+    super::resolve_relations(project, jinja, &mut nodes, diags);
+    for (node, (spec_file, line, col)) in nodes.into_iter().zip(places) {
+        let p = Pending { spec_file, line, col, node };
         if let Some(prev) = manifest.nodes.get(&p.node.unique_id) {
             let file = &project.files[p.spec_file];
             diags.push(
@@ -356,6 +362,42 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
             continue;
         }
         manifest.nodes.insert(p.node.unique_id.clone(), p.node);
+    }
+}
+
+/// Python's `repr` of dbt's "hashable metadata": mappings with sorted keys, lists, and every
+/// other value as its `str()` (so `None` is `'None'`, `true` is `'True'`).
+fn py_repr(v: &Json) -> String {
+    fn quoted(s: &str) -> String {
+        let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push(quote);
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c == quote => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push(quote);
+        out
+    }
+    match v {
+        Json::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let items: Vec<String> = keys.iter().map(|k| format!("{}: {}", quoted(k), py_repr(&m[*k]))).collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Json::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        leaf => quoted(&py_str(leaf)),
     }
 }
 

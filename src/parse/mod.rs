@@ -781,10 +781,15 @@ fn resolve_relations(project: &Project, jinja: &JinjaEnv, nodes: &mut [Node], di
                     Some(c) => format!("{}_{}", target.schema, c.trim()),
                 },
             };
+            // Tests are named by their file (`<short name>.sql`, hashed when long).
+            let default_alias = match node.resource_type {
+                ResourceType::Test => node.path.rsplit('/').next().and_then(|f| f.strip_suffix(".sql")).unwrap_or(&node.name).to_string(),
+                _ => node.name.clone(),
+            };
             let alias = if custom_alias {
                 call("generate_alias_name", cfg_str("alias"))?
             } else {
-                cfg_str("alias").map(|a| a.trim().to_string()).unwrap_or_else(|| node.name.clone())
+                cfg_str("alias").map(|a| a.trim().to_string()).unwrap_or(default_alias)
             };
             let snapshot_db = (node.resource_type == ResourceType::Snapshot).then(|| cfg_str("target_database")).flatten();
             let database = match snapshot_db {

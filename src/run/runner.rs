@@ -153,6 +153,12 @@ fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec
         };
         deps.insert(id.clone(), run_parents(&start));
     }
+    let mut unit_tests_of: HashMap<&str, Vec<&String>> = HashMap::new();
+    for id in &order {
+        if let Some(model) = manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_deref()) {
+            unit_tests_of.entry(model).or_default().push(id);
+        }
+    }
     for id in &order {
         if let Some(model) = manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_ref())
             && in_run.contains(model)
@@ -179,6 +185,10 @@ fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec
                 && (tested.len() == 1 || tested.iter().all(|t| is_ancestor(graph, t, c)))
             {
                 deps.get_mut(c).expect("in run").push(id.clone());
+                // The model's unit tests wait too (they read the tested relation's shape).
+                for u in unit_tests_of.get(c.as_str()).into_iter().flatten() {
+                    deps.get_mut(*u).expect("in run").push(id.clone());
+                }
             }
         }
     }

@@ -162,7 +162,10 @@ impl Runner<'_> {
         let model = self.manifest.nodes.get(model_id).ok_or("the model is missing")?;
         let target = &self.jinja.shared.target;
         let quote = target.quote_char();
+        // Two sessions: one where the test runs on its mocks, one where parents' schemas are
+        // inferred (on empty relations that must not replace the mocks).
         let scratch = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect(&target.adapter_type)).map_err(|e| e.message)?;
+        let infer = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect(&target.adapter_type)).map_err(|e| e.message)?;
         let resolver: Arc<dyn Resolver> = Arc::new(StubResolver { lookup: self.lookup.clone(), inner: self.resolver.clone(), quote });
 
         // Inputs.
@@ -187,7 +190,7 @@ impl Runner<'_> {
             if id != "this" && !self.graph.parents.get(model_id).is_some_and(|p| p.contains(&id)) {
                 return Err(format!("the input `{text}` is not used by model `{}`", model.name));
             }
-            let schema = if id == "this" { Some(self.schema_of(&scratch, model_id, &resolver)?) } else { self.input_schema(&scratch, &id, &resolver)? };
+            let schema = if id == "this" { Some(self.schema_of(&infer, model_id, &resolver)?) } else { self.input_schema(&infer, &id, &resolver)? };
             let data = self.read_data(given, "input")?;
             let sql = match data {
                 Data::Sql(sql) => sql,
