@@ -7,7 +7,7 @@
 //! re-registered when a session opens the warehouse. Parquet is an open format: DuckDB, Spark,
 //! Polars and pandas read these tables directly.
 
-use super::{Capability, Engine, EngineError, Materialization, RelationName, SeedLoad};
+use super::{Capability, Check, Engine, EngineError, Materialization, RelationName, SeedLoad};
 use crate::jinja::QueryTable;
 use crate::jinja::relation::quote_ident;
 use datafusion::arrow::array::RecordBatch;
@@ -261,8 +261,9 @@ impl DataFusionEngine {
         Ok(())
     }
 
-    /// Writes the result of `df` as the next version of `r` and publishes it.
-    fn write_table(&self, r: &RelationName, df: DataFrame) -> Result<u64, EngineError> {
+    /// Writes the result of `df` as the next version of `r` and publishes it, unless a check
+    /// finds offending rows in it.
+    fn write_table(&self, r: &RelationName, df: DataFrame, checks: &[Check]) -> Result<u64, EngineError> {
         let dir = self.rel_dir(r);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("creating a table directory", e))?;
         let mut next = Self::current_version(&dir).unwrap_or(0) + 1;
@@ -285,11 +286,43 @@ impl DataFusionEngine {
                 df_err(e)
             })?;
         let rows = count_rows(&written);
+        if let Err(e) = self.run_checks(&vdir, checks) {
+            let _ = std::fs::remove_dir_all(&vdir);
+            return Err(e);
+        }
         write_atomic(&dir.join(TABLE_POINTER), &serde_json::json!({"version": next, "format": "parquet"}).to_string())?;
         let _ = std::fs::remove_file(dir.join(VIEW_FILE));
         self.register_version(r, &dir, next)?;
         Self::remove_other_versions(&dir, next);
         Ok(rows)
+    }
+
+    /// Runs `checks` against a written, unpublished version.
+    fn run_checks(&self, vdir: &Path, checks: &[Check]) -> Result<(), EngineError> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let staged = format!("__kiln_staged_{}", SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.block(self.ctx.register_parquet(staged.as_str(), format!("{}/", vdir.display()), ParquetReadOptions::default()))
+            .map_err(df_err)?;
+        let result = (|| {
+            for check in checks {
+                let sql = check.violations.replace("{relation}", &quote_ident(&staged, '"'));
+                let t = self.query(&sql, None)?;
+                let n = t.rows.first().and_then(|r| r.first()).and_then(Json::as_u64).unwrap_or(0);
+                if n > 0 {
+                    return Err(EngineError::new(format!(
+                        "constraint {} is violated by {n} row{}; the previous version of the table is kept",
+                        check.name,
+                        if n == 1 { "" } else { "s" }
+                    )));
+                }
+            }
+            Ok(())
+        })();
+        let _ = self.ctx.deregister_table(staged.as_str());
+        result
     }
 
     /// Makes `scheme://bucket` locations readable (and writable) through `store`.
@@ -420,7 +453,11 @@ impl Engine for DataFusionEngine {
         std::fs::create_dir_all(self.root.join(database).join(schema)).map_err(|e| io_err("creating a schema", e))
     }
 
-    fn materialize(&self, r: &RelationName, what: &Materialization) -> Result<Option<u64>, EngineError> {
+    fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
+        Ok(self.query_schema(sql)?.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect())
+    }
+
+    fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {
         self.create_schema(&r.database, &r.schema)?;
         match what {
             Materialization::View { sql } => {
@@ -438,7 +475,7 @@ impl Engine for DataFusionEngine {
             }
             Materialization::Table { sql } => {
                 let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
-                self.write_table(r, df).map(Some)
+                self.write_table(r, df, checks).map(Some)
             }
             Materialization::External { sql, location, format } => {
                 let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
@@ -483,7 +520,7 @@ impl Engine for DataFusionEngine {
             Materialization::Incremental { sql, strategy, on_schema_change } => {
                 let Some(existing) = self.describe(r)? else {
                     let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
-                    return self.write_table(r, df).map(Some);
+                    return self.write_table(r, df, checks).map(Some);
                 };
                 let incoming: Vec<String> =
                     self.block(self.ctx.sql(sql)).map_err(df_err)?.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -494,7 +531,7 @@ impl Engine for DataFusionEngine {
                     .block(async { self.ctx.sql(&format!("select count(*) from ({sql}) as kiln_new")).await?.collect().await })
                     .map_err(df_err)?;
                 let df = self.block(self.ctx.sql(&combined)).map_err(df_err)?;
-                self.write_table(r, df)?;
+                self.write_table(r, df, checks)?;
                 let n = new_rows
                     .first()
                     .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0) as u64));
@@ -506,7 +543,7 @@ impl Engine for DataFusionEngine {
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
         self.create_schema(&seed.relation.database, &seed.relation.schema)?;
         let df = self.seed_frame(seed)?;
-        self.write_table(&seed.relation, df)
+        self.write_table(&seed.relation, df, &[])
     }
 
     fn supports(&self, capability: Capability) -> bool {

@@ -112,6 +112,15 @@ pub enum Capability {
     ExternalSources,
 }
 
+/// A condition a new table version must meet before it is published (contract constraints):
+/// `violations` counts the offending rows, with `{relation}` standing for the new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// What is checked, for the error: "not_null on `id`".
+    pub name: String,
+    pub violations: String,
+}
+
 /// Data seed: a CSV file to load as a table.
 #[derive(Clone, Debug)]
 pub struct SeedLoad {
@@ -140,8 +149,13 @@ pub trait Engine: Send + Sync {
     /// Creates the schema if it does not exist.
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError>;
 
-    /// Builds `relation`; returns the rows written when known.
-    fn materialize(&self, relation: &RelationName, what: &Materialization) -> Result<Option<u64>, EngineError>;
+    /// Builds `relation`; returns the rows written when known. A table that fails one of
+    /// `checks` is not published (the previous version stays).
+    fn materialize(&self, relation: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError>;
+
+    /// The columns (name, type) `sql` returns, without running it. Types are named so that
+    /// the same type always gets the same name (contracts compare them).
+    fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError>;
 
     /// Loads a seed, replacing the table; returns the rows loaded.
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError>;

@@ -675,6 +675,9 @@ fn apply_patch(node: &mut Node, p: &ResourcePatch, project: &Project) {
     merge_all(&mut node.unrendered_config, &p.config);
     node.description = p.description.clone();
     node.columns = p.columns.iter().map(|c| (c.name.clone(), ColumnInfo::from(c))).collect();
+    if !p.constraints.is_null() {
+        node.extra = json!({"constraints": p.constraints});
+    }
     let file = &project.files[p.file];
     node.patch_path = Some(format!("{}://{}", project.packages[file.package].name, file.original_path));
 }

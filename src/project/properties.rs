@@ -44,6 +44,8 @@ pub struct ResourcePatch {
     pub docs: Json,
     pub latest_version: Option<Json>,
     pub versions: Vec<YNode>,
+    /// Model-level `constraints:` (contracts).
+    pub constraints: Json,
 }
 
 #[derive(Clone, Debug)]
@@ -393,6 +395,7 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
                 docs: entry.get("docs").map_or(Json::Null, YNode::to_json),
                 latest_version: entry.get("latest_version").map(YNode::to_json),
                 versions: cx.list(entry.get("versions"), "versions").to_vec(),
+                constraints: entry.get("constraints").map_or(Json::Null, YNode::to_json),
             });
         }
     }

@@ -2,6 +2,8 @@
 
 pub mod artifacts;
 #[cfg(feature = "datafusion")]
+pub mod contracts;
+#[cfg(feature = "datafusion")]
 pub mod junit;
 #[cfg(feature = "datafusion")]
 pub mod results;

@@ -408,7 +408,7 @@ impl Runner<'_> {
             Some(kind) => {
                 let r = relation_name(node);
                 let what = if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
-                if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what)) {
+                if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what, &[])) {
                     outcome.message = e.message;
                     return outcome;
                 }
@@ -499,6 +499,16 @@ impl Runner<'_> {
 
     fn model(&self, node: &Node, sql: &str) -> Result<(String, Option<u64>), String> {
         let relation = relation_name(node);
+        let (sql, checks) = if super::contracts::enforced(node) {
+            let render = |text: &str| {
+                compile::render_hook(self.jinja, node, &self.resolver, text).map_err(|d| crate::diagnostics::render::human(&d, false))
+            };
+            let e = super::contracts::enforce(self.engine.as_ref(), node, sql, self.jinja.shared.target.quote_char(), &render)?;
+            (e.sql, e.checks)
+        } else {
+            (sql.to_string(), vec![])
+        };
+        let sql = sql.as_str();
         let what = match node.materialized() {
             "view" => Materialization::View { sql: sql.to_string() },
             "table" => Materialization::Table { sql: sql.to_string() },
@@ -529,7 +539,7 @@ impl Runner<'_> {
             other => return Err(format!("materialization `{other}` is not supported by the {} engine yet", self.engine.name())),
         };
         self.hooks(node, "pre-hook")?;
-        let rows = self.engine.materialize(&relation, &what).map_err(|e| e.message)?;
+        let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| e.message)?;
         self.hooks(node, "post-hook")?;
         let verb = match what {
             Materialization::View { .. } => "CREATE VIEW".to_string(),
