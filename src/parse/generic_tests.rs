@@ -116,8 +116,8 @@ pub fn synthesize_names(test_type: &str, target_name: &str, args: &Map<String, J
     let clean: Vec<String> = flat.iter().map(|a| collapse_invalid(a)).collect();
     let unique = clean.join("__");
     let identifier = format!("{test_type}_{target_name}");
+    // Always `_`-joined, so a test without arguments ends with `_` (as in dbt).
     let full = format!("{identifier}_{unique}");
-    let full = if unique.is_empty() { identifier.clone() } else { full };
     if full.len() >= 64 {
         let trunc: String = identifier.chars().take(30).collect();
         (format!("{trunc}_{}", md5_hex(&full)), full)
