@@ -150,7 +150,8 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         Which::Build => "build",
         Which::Test => "test",
     };
-    let s = match session::load(global, env, printer, name, Stop::Graph) {
+    let flags = session::RunFlags { full_refresh: args.full_refresh, store_failures: args.store_failures };
+    let s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
@@ -318,12 +319,8 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         session::write_atomic_with(&path, |w| std::io::Write::write_all(w, xml.as_bytes()))?;
     }
     let count = |st: &[Status]| results.iter().filter(|r| st.contains(&r.status)).count();
-    let (pass, warn, error, skip) = (
-        count(&[Status::Success, Status::Pass]),
-        count(&[Status::Warn]),
-        count(&[Status::Error, Status::Fail]),
-        count(&[Status::Skipped]),
-    );
+    let (pass, warn, error, skip) =
+        (count(&[Status::Success, Status::Pass]), count(&[Status::Warn]), count(&[Status::Error, Status::Fail]), count(&[Status::Skipped]));
     printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}", results.len()));
     if cancel.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(super::EXIT_INTERRUPTED);

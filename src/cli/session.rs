@@ -79,12 +79,30 @@ fn render_profile_value(text: &str, env: &HashMap<String, String>, vars: &IndexM
     jenv.render_str(text, ()).map_err(|e| e.detail().unwrap_or("render error").to_string())
 }
 
+/// Run flags templates can see (`flags.FULL_REFRESH`, `flags.STORE_FAILURES`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunFlags {
+    pub full_refresh: bool,
+    pub store_failures: bool,
+}
+
 pub fn load(
     global: &GlobalArgs,
     env: &HashMap<String, String>,
     printer: &mut Printer,
     which: &str,
     stop: Stop,
+) -> Result<Session, Diagnostics> {
+    load_with(global, env, printer, which, stop, RunFlags::default())
+}
+
+pub fn load_with(
+    global: &GlobalArgs,
+    env: &HashMap<String, String>,
+    printer: &mut Printer,
+    which: &str,
+    stop: Stop,
+    flags: RunFlags,
 ) -> Result<Session, Diagnostics> {
     let started = Instant::now();
     let dir = project_dir(global);
@@ -111,9 +129,9 @@ pub fn load(
     let invocation = Invocation {
         cli_vars,
         env_vars: env.clone(),
-        full_refresh: false,
+        full_refresh: flags.full_refresh,
         which: which.to_string(),
-        store_failures: false,
+        store_failures: flags.store_failures,
         invocation_id: uuid::Uuid::new_v4().to_string(),
         run_started_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     };

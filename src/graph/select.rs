@@ -429,10 +429,9 @@ pub fn select(
         None => all(manifest),
     };
     if let Some(e) = exclude {
-        let mut ex = e.clone();
-        // Excluding a node does not exclude its tests unless they match themselves.
-        set_indirect(&mut ex, false);
-        let out = evaluate(&ex, manifest, graph);
+        // Excluding a node excludes its tests too (`dbt test --exclude orders` runs no test of
+        // `orders`).
+        let out = evaluate(e, manifest, graph);
         set = set.difference(&out).cloned().collect();
     }
     if !resource_types.is_empty() {
@@ -440,17 +439,6 @@ pub fn select(
         set.retain(|id| rt_of(id).is_some_and(|rt| resource_types.contains(&rt)));
     }
     set
-}
-
-fn set_indirect(e: &mut SelExpr, v: bool) {
-    match e {
-        SelExpr::Atom(c) => c.indirect = v,
-        SelExpr::Union(items) | SelExpr::Intersection(items) => items.iter_mut().for_each(|i| set_indirect(i, v)),
-        SelExpr::Difference(a, b) => {
-            set_indirect(a, v);
-            set_indirect(b, v);
-        }
-    }
 }
 
 #[cfg(test)]

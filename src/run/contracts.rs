@@ -75,7 +75,8 @@ pub fn enforce(
     if !mismatches.is_empty() {
         let header = ["column_name", "definition_type", "contract_type", "mismatch_reason"].map(String::from);
         let widths: Vec<usize> = (0..4).map(|i| mismatches.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
-        let line = |r: &[String; 4]| format!("| {} |", r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | "));
+        let line =
+            |r: &[String; 4]| format!("| {} |", r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | "));
         let mut table = vec![line(&header), format!("| {} |", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join(" | "))];
         table.extend(mismatches.iter().map(line));
         return Err(format!(
@@ -106,8 +107,11 @@ pub fn enforce(
         }
     }
     for c in node.extra.get("constraints").and_then(Json::as_array).map(Vec::as_slice).unwrap_or(&[]) {
-        let columns: Vec<String> =
-            c.get("columns").and_then(Json::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let columns: Vec<String> = c
+            .get("columns")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         checks.extend(constraint_checks(c, &columns, quote, render)?);
     }
     Ok(Enforced { sql, checks })
@@ -124,7 +128,10 @@ fn constraint_checks(
     let on = columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
     let not_null = || Check {
         name: format!("not_null on {on}"),
-        violations: format!("select count(*) from {{relation}} where {}", cols.iter().map(|c| format!("{c} is null")).collect::<Vec<_>>().join(" or ")),
+        violations: format!(
+            "select count(*) from {{relation}} where {}",
+            cols.iter().map(|c| format!("{c} is null")).collect::<Vec<_>>().join(" or ")
+        ),
     };
     let unique = |name: &str| Check {
         name: format!("{name} on {on}"),
@@ -140,10 +147,7 @@ fn constraint_checks(
         "primary_key" => vec![not_null(), unique("primary_key")],
         "check" => {
             let expr = c.get("expression").and_then(Json::as_str).ok_or("a `check` constraint needs an `expression`")?;
-            vec![Check {
-                name: format!("check `{expr}`"),
-                violations: format!("select count(*) from {{relation}} where not ({expr})"),
-            }]
+            vec![Check { name: format!("check `{expr}`"), violations: format!("select count(*) from {{relation}} where not ({expr})") }]
         }
         "foreign_key" => {
             // dbt 1.9: `to: ref('x')`, `to_columns: [id]`; before: `expression: "x (id)"`.
@@ -157,7 +161,8 @@ fn constraint_checks(
                     (render(&format!("{{{{ {to} }}}}"))?, to_columns)
                 }
                 (None, Some(expr)) => {
-                    let (rel, rest) = expr.split_once('(').ok_or_else(|| format!("cannot read the foreign key `{expr}`: write `table (column)`"))?;
+                    let (rel, rest) =
+                        expr.split_once('(').ok_or_else(|| format!("cannot read the foreign key `{expr}`: write `table (column)`"))?;
                     (rel.trim().to_string(), rest.trim_end_matches(')').split(',').map(|s| s.trim().to_string()).collect())
                 }
                 _ => return Err("a `foreign_key` constraint needs `to` and `to_columns`".into()),
@@ -169,7 +174,9 @@ fn constraint_checks(
             let present = cols.iter().map(|a| format!("c.{a} is not null")).collect::<Vec<_>>().join(" and ");
             vec![Check {
                 name: format!("foreign_key on {on} referencing {to}"),
-                violations: format!("select count(*) from {{relation}} as c where {present} and not exists (select 1 from {to} as p where {matches})"),
+                violations: format!(
+                    "select count(*) from {{relation}} as c where {present} and not exists (select 1 from {to} as p where {matches})"
+                ),
             }]
         }
         other => return Err(format!("unknown constraint type `{other}`; use not_null, unique, primary_key, check or foreign_key")),

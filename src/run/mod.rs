@@ -10,6 +10,6 @@ pub mod results;
 #[cfg(feature = "datafusion")]
 pub mod runner;
 #[cfg(feature = "datafusion")]
-pub mod tests;
+pub mod data_tests;
 #[cfg(feature = "datafusion")]
 pub mod unit;

@@ -301,8 +301,7 @@ impl Runner<'_> {
                         on_event(Event::Started { node, index, total });
                         let result = {
                             let q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                            let failed_parent =
-                                deps[&id].iter().find(|d| q.results.get(*d).is_some_and(|r| !r.status.ok())).cloned();
+                            let failed_parent = deps[&id].iter().find(|d| q.results.get(*d).is_some_and(|r| !r.status.ok())).cloned();
                             let stop = q.stop;
                             drop(q);
                             let cancelled = self.options.cancel.load(std::sync::atomic::Ordering::SeqCst);
@@ -312,7 +311,11 @@ impl Runner<'_> {
                                     thread,
                                     format!(
                                         "skipped: {} did not succeed",
-                                        self.manifest.nodes.get(&p).or_else(|| self.manifest.unit_tests.get(&p)).map_or(p.as_str(), |n| n.name.as_str())
+                                        self.manifest
+                                            .nodes
+                                            .get(&p)
+                                            .or_else(|| self.manifest.unit_tests.get(&p))
+                                            .map_or(p.as_str(), |n| n.name.as_str())
                                     ),
                                 ),
                                 (None, _, true) => self.skipped(node, thread, "skipped: the run was interrupted".into()),
@@ -369,10 +372,9 @@ impl Runner<'_> {
         let started_at = now();
         let start = Instant::now();
         let outcome = match node.resource_type {
-            ResourceType::Seed => Outcome {
-                relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()),
-                ..Outcome::from(self.seed(node))
-            },
+            ResourceType::Seed => {
+                Outcome { relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()), ..Outcome::from(self.seed(node)) }
+            }
             ResourceType::UnitTest => self.unit_test(node),
             _ => match self.compile(node) {
                 Ok(c) if node.resource_type == ResourceType::Test => self.data_test(node, c.sql),
@@ -402,12 +404,13 @@ impl Runner<'_> {
 
     /// Runs a data test: stores its failing rows when configured, then judges the count.
     fn data_test(&self, node: &Node, sql: String) -> Outcome {
-        let cfg = super::tests::TestConfig::of(node);
+        let cfg = super::data_tests::TestConfig::of(node);
         let mut outcome = Outcome { compiled: Some(sql.clone()), ..Outcome::error(String::new()) };
-        let main = match super::tests::store_as(node, self.options.store_failures) {
+        let main = match super::data_tests::store_as(node, self.options.store_failures) {
             Some(kind) => {
                 let r = relation_name(node);
-                let what = if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
+                let what =
+                    if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
                 if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what, &[])) {
                     outcome.message = e.message;
                     return outcome;
@@ -418,9 +421,9 @@ impl Runner<'_> {
             }
             None => sql,
         };
-        match self.engine.query(&super::tests::wrap(&main, &cfg), None) {
+        match self.engine.query(&super::data_tests::wrap(&main, &cfg), None) {
             Ok(t) => {
-                let (status, failures, message) = super::tests::judge(&cfg, &t.columns, t.rows.first());
+                let (status, failures, message) = super::data_tests::judge(&cfg, &t.columns, t.rows.first());
                 outcome.status = status;
                 outcome.failures = Some(failures);
                 outcome.message = match (&outcome.relation, status) {

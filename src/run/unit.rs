@@ -12,9 +12,9 @@ use super::runner::{Outcome, Runner, Status};
 use crate::engine::datafusion::DataFusionEngine;
 use crate::engine::{RelationName, SeedLoad};
 use crate::graph::Lookup;
+use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
 use crate::jinja::relation::{Relation, quote_ident};
-use crate::jinja::Resolver;
 use crate::parse::{Node, ResourceType};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use minijinja::Value;
@@ -173,7 +173,9 @@ impl Runner<'_> {
         let mut this_input = false;
         for given in def.get("given").and_then(Json::as_array).map(Vec::as_slice).unwrap_or(&[]) {
             let text = given.get("input").and_then(Json::as_str).ok_or("a `given` entry has no `input`")?;
-            let id = match parse_input(text).ok_or_else(|| format!("cannot read the input `{text}`: use ref('model'), source('source', 'table') or this"))? {
+            let id = match parse_input(text)
+                .ok_or_else(|| format!("cannot read the input `{text}`: use ref('model'), source('source', 'table') or this"))?
+            {
                 Input::This => {
                     this_input = true;
                     "this".to_string()
@@ -183,14 +185,17 @@ impl Runner<'_> {
                     .resolve_ref(&test.package, &call)
                     .cloned()
                     .ok_or_else(|| format!("the input `{text}` names no model, seed or snapshot"))?,
-                Input::Source(s, t) => {
-                    self.lookup.resolve_source(&test.package, &s, &t).cloned().ok_or_else(|| format!("the input `{text}` names no source"))?
-                }
+                Input::Source(s, t) => self
+                    .lookup
+                    .resolve_source(&test.package, &s, &t)
+                    .cloned()
+                    .ok_or_else(|| format!("the input `{text}` names no source"))?,
             };
             if id != "this" && !self.graph.parents.get(model_id).is_some_and(|p| p.contains(&id)) {
                 return Err(format!("the input `{text}` is not used by model `{}`", model.name));
             }
-            let schema = if id == "this" { Some(self.schema_of(&infer, model_id, &resolver)?) } else { self.input_schema(&infer, &id, &resolver)? };
+            let schema =
+                if id == "this" { Some(self.schema_of(&infer, model_id, &resolver)?) } else { self.input_schema(&infer, &id, &resolver)? };
             let data = self.read_data(given, "input")?;
             let sql = match data {
                 Data::Sql(sql) => sql,
@@ -236,8 +241,10 @@ impl Runner<'_> {
         if this_input {
             ctx.this = Some(stub_value("this", quote));
         }
-        let sql = crate::compile::render_with(self.project, self.jinja, model, ctx).map_err(|d| crate::diagnostics::render::human(&d, false))?;
-        let actual_schema = scratch.query_schema(&sql).map_err(|e| format!("model `{}` does not run on the inputs: {}\n{sql}", model.name, e.message))?;
+        let sql =
+            crate::compile::render_with(self.project, self.jinja, model, ctx).map_err(|d| crate::diagnostics::render::human(&d, false))?;
+        let actual_schema =
+            scratch.query_schema(&sql).map_err(|e| format!("model `{}` does not run on the inputs: {}\n{sql}", model.name, e.message))?;
 
         // Expected rows, typed like the model's output.
         let expect = def.get("expect").ok_or("no `expect`")?;
@@ -248,19 +255,26 @@ impl Runner<'_> {
                 for c in columns {
                     if actual_schema.fields().iter().all(|f| !f.name().eq_ignore_ascii_case(c)) {
                         let have: Vec<&str> = actual_schema.fields().iter().map(|f| f.name().as_str()).collect();
-                        return Err(format!("the expected column `{c}` is not in the output of model `{}` (it has: {})", model.name, have.join(", ")));
+                        return Err(format!(
+                            "the expected column `{c}` is not in the output of model `{}` (it has: {})",
+                            model.name,
+                            have.join(", ")
+                        ));
                     }
                 }
                 // Only the expected columns, typed like the output.
                 let fields: Vec<_> = columns
                     .iter()
                     .filter_map(|c| actual_schema.fields().iter().find(|f| f.name().eq_ignore_ascii_case(c)))
-                    .map(|f| f.as_ref().clone().with_name(columns.iter().find(|c| f.name().eq_ignore_ascii_case(c)).cloned().unwrap_or_default()))
+                    .map(|f| {
+                        f.as_ref().clone().with_name(columns.iter().find(|c| f.name().eq_ignore_ascii_case(c)).cloned().unwrap_or_default())
+                    })
                     .collect();
                 rows_sql(&scratch, Some(&Arc::new(datafusion::arrow::datatypes::Schema::new(fields))), columns, rows)?
             }
         };
-        let (expected_columns, expected_rows) = scratch.query_text(&expected_sql).map_err(|e| format!("the expected rows: {}", e.message))?;
+        let (expected_columns, expected_rows) =
+            scratch.query_text(&expected_sql).map_err(|e| format!("the expected rows: {}", e.message))?;
         let columns = match &expected {
             Data::Rows { rows, .. } if rows.is_empty() => actual_schema.fields().iter().map(|f| f.name().clone()).collect(),
             _ => expected_columns,
@@ -268,12 +282,14 @@ impl Runner<'_> {
         let projection: Vec<String> = columns
             .iter()
             .map(|c| {
-                let name = actual_schema.fields().iter().find(|f| f.name().eq_ignore_ascii_case(c)).map_or(c.as_str(), |f| f.name().as_str());
+                let name =
+                    actual_schema.fields().iter().find(|f| f.name().eq_ignore_ascii_case(c)).map_or(c.as_str(), |f| f.name().as_str());
                 quote_ident(name, '"')
             })
             .collect();
         let actual_sql = format!("select {} from ({sql}) as kiln_unit_actual", projection.join(", "));
-        let (_, actual_rows) = scratch.query_text(&actual_sql).map_err(|e| format!("model `{}` failed on the inputs: {}", model.name, e.message))?;
+        let (_, actual_rows) =
+            scratch.query_text(&actual_sql).map_err(|e| format!("model `{}` failed on the inputs: {}", model.name, e.message))?;
         let mut outcome = Outcome::error(String::new());
         outcome.compiled = Some(sql);
         let expected_rows = if matches!(&expected, Data::Rows { rows, .. } if rows.is_empty()) { vec![] } else { expected_rows };
@@ -304,7 +320,9 @@ impl Runner<'_> {
                 let mut columns: Vec<String> = Vec::new();
                 let mut rows = Vec::new();
                 for item in items {
-                    let Json::Object(map) = item else { return Err(format!("`{what}` rows in dict format are mappings, like `- {{id: 1}}`")) };
+                    let Json::Object(map) = item else {
+                        return Err(format!("`{what}` rows in dict format are mappings, like `- {{id: 1}}`"));
+                    };
                     for k in map.keys() {
                         if !columns.iter().any(|c| c.eq_ignore_ascii_case(k)) {
                             columns.push(k.clone());
@@ -413,10 +431,9 @@ impl Runner<'_> {
                 scratch.register_empty(&stub(p), s).map_err(|e| e.message)?;
             }
             let ctx = crate::compile::node_ctx(self.jinja, node, resolver, false);
-            let sql = crate::compile::render_with(self.project, self.jinja, node, ctx).map_err(|d| crate::diagnostics::render::human(&d, false))?;
-            scratch
-                .query_schema(&sql)
-                .map_err(|e| format!("cannot tell the columns of `{}` from its SQL: {}", node.name, e.message))?
+            let sql = crate::compile::render_with(self.project, self.jinja, node, ctx)
+                .map_err(|d| crate::diagnostics::render::human(&d, false))?;
+            scratch.query_schema(&sql).map_err(|e| format!("cannot tell the columns of `{}` from its SQL: {}", node.name, e.message))?
         };
         self.unit_schemas.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), schema.clone());
         Ok(schema)
@@ -455,7 +472,9 @@ fn rows_sql(scratch: &DataFusionEngine, schema: Option<&SchemaRef>, given: &[Str
         rows.iter().map(|r| select(Some(r))).collect::<Vec<_>>().join("\nunion all\n")
     };
     // Check the values convert (a clear error instead of one at comparison time).
-    scratch.query_text(&format!("select count(*) from ({sql}) as kiln_check")).map_err(|e| format!("the rows do not fit the columns' types: {}", e.message))?;
+    scratch
+        .query_text(&format!("select count(*) from ({sql}) as kiln_check"))
+        .map_err(|e| format!("the rows do not fit the columns' types: {}", e.message))?;
     Ok(sql)
 }
 
@@ -477,10 +496,12 @@ fn diff(columns: &[String], expected: &[Vec<String>], actual: &[Vec<String>]) ->
     let mut lines: Vec<(char, &Vec<String>)> = missing.iter().map(|r| ('-', *r)).collect();
     lines.extend(left.iter().map(|r| ('+', *r)));
     lines.extend(matched.iter().map(|r| (' ', *r)));
-    let widths: Vec<usize> =
-        (0..columns.len()).map(|i| lines.iter().map(|(_, r)| r.get(i).map_or(0, String::len)).max().unwrap_or(0).max(columns[i].len())).collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| lines.iter().map(|(_, r)| r.get(i).map_or(0, String::len)).max().unwrap_or(0).max(columns[i].len()))
+        .collect();
     let fmt = |mark: char, cells: &[String]| -> String {
-        let body: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+        let body: Vec<String> =
+            cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
         format!("{mark} | {}", body.join(" | ")).trim_end().to_string()
     };
     let mut out = vec![fmt(' ', columns), format!("--+-{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"))];
@@ -500,7 +521,9 @@ mod tests {
     #[test]
     fn reads_inputs() {
         assert!(matches!(parse_input("ref('orders')"), Some(Input::Ref(RefCall { package: None, ref name, .. })) if name == "orders"));
-        assert!(matches!(parse_input("ref(\"pkg\", \"m\", v=2)"), Some(Input::Ref(RefCall { package: Some(_), version: Some(ref v), .. })) if v == "2"));
+        assert!(
+            matches!(parse_input("ref(\"pkg\", \"m\", v=2)"), Some(Input::Ref(RefCall { package: Some(_), version: Some(ref v), .. })) if v == "2")
+        );
         assert!(matches!(parse_input(" source('raw', 'orders') "), Some(Input::Source(s, t)) if s == "raw" && t == "orders"));
         assert!(matches!(parse_input("this"), Some(Input::This)));
         assert!(parse_input("orders").is_none());

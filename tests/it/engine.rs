@@ -34,7 +34,7 @@ fn example_project_builds_and_rebuilds() {
     let d = tmp.path();
     let out = run(d, &["build"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("PASS=13 WARN=0 ERROR=0 SKIP=0 TOTAL=13"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("PASS=35 WARN=0 ERROR=0 SKIP=0 TOTAL=35"), "{}", stderr(&out));
     // Seeds, views over seeds and external files, tables, the ephemeral model inlined.
     assert_eq!(scalar(d, "select count(*) from {{ ref('raw_orders') }}"), 200);
     assert_eq!(
@@ -57,7 +57,11 @@ fn example_project_builds_and_rebuilds() {
     assert_eq!(scalar(d, "select count(distinct order_id) from {{ ref('fct_orders') }}"), 200);
     let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/kiln/run_results.json")).unwrap()).unwrap();
     assert_eq!(results["metadata"]["dbt_schema_version"], "https://schemas.getdbt.com/dbt/run-results/v6.json");
-    assert_eq!(results["results"].as_array().unwrap().len(), 13, "4 seeds and 9 models (the ephemeral one is inlined)");
+    assert_eq!(
+        results["results"].as_array().unwrap().len(),
+        35,
+        "4 seeds, 9 models (the ephemeral one is inlined), 21 data tests, 1 unit test"
+    );
     assert!(d.join("target/kiln/run/coffee_shop/models/marts/fct_orders.sql").exists());
 }
 

@@ -7,3 +7,4 @@ mod dbt_parity;
 mod engine;
 mod golden;
 mod object_store;
+mod quality;

@@ -77,7 +77,9 @@ pub fn judge(cfg: &TestConfig, columns: &[String], row: Option<&Vec<Json>>) -> (
         row?.get(i)
     };
     let failures = get("failures")
-        .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)).or_else(|| v.as_str().and_then(|s| s.parse::<f64>().ok().map(|f| f as u64))))
+        .and_then(|v| {
+            v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)).or_else(|| v.as_str().and_then(|s| s.parse::<f64>().ok().map(|f| f as u64)))
+        })
         .unwrap_or(0);
     let should_warn = get("should_warn").is_some_and(as_bool);
     let should_error = get("should_error").is_some_and(as_bool);
