@@ -4,12 +4,12 @@ pub mod artifacts;
 #[cfg(feature = "datafusion")]
 pub mod contracts;
 #[cfg(feature = "datafusion")]
+pub mod data_tests;
+#[cfg(feature = "datafusion")]
 pub mod junit;
 #[cfg(feature = "datafusion")]
 pub mod results;
 #[cfg(feature = "datafusion")]
 pub mod runner;
-#[cfg(feature = "datafusion")]
-pub mod data_tests;
 #[cfg(feature = "datafusion")]
 pub mod unit;
