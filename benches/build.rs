@@ -5,6 +5,7 @@
 //!     cargo bench --bench build              # build: 100 models over 10k-row seeds; 20 models over 1M rows;
 //!                                            # test: `kiln test` of 1000 models (~1000 data tests) over 1k-row seeds
 //!     cargo bench --bench build -- build 100 10000 5   # command, models, seed rows, runs
+//!     KILN_BENCH_DIR=/tmp/p cargo bench --bench build -- test   # keep the project (for profiling)
 
 mod generator;
 
@@ -62,10 +63,12 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for (command, models, rows, runs) in cases {
+        // KILN_BENCH_DIR keeps the generated project there (for profiling).
         let tmp = tempfile::tempdir().expect("tempdir");
-        generator::generate(tmp.path(), &generator::Spec { models, seed_rows: rows });
-        let tests = count_tests(tmp.path());
-        let (med, min, max) = time(tmp.path(), command, runs);
+        let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
+        generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
+        let tests = count_tests(&dir);
+        let (med, min, max) = time(&dir, command, runs);
         println!(
             "{command:<5} N={models:<4} rows={rows:<8} tests={tests:<5} median {med:.3}s  min {min:.3}s  max {max:.3}s  peak RSS so far {:.0} MB",
             children_max_rss_mb()

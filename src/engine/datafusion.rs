@@ -453,6 +453,51 @@ impl Engine for DataFusionEngine {
         std::fs::create_dir_all(self.root.join(database).join(schema)).map_err(|e| io_err("creating a schema", e))
     }
 
+    /// A view read by several queries (a model's tests) is computed once into memory, when
+    /// its result is under 256 MB; a larger one, or a table, is read by each query.
+    fn query_many(&self, r: &RelationName, rendered: &str, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
+        const MAX_CACHED_BYTES: usize = 256 << 20;
+        let each = || queries.iter().map(|q| self.query(q, None)).collect();
+        let is_view =
+            self.block(self.ctx.table_provider(table_ref(r))).is_ok_and(|t| t.table_type() == datafusion::datasource::TableType::View);
+        if queries.len() < 2 || !is_view {
+            return each();
+        }
+        let collected: Result<Option<Vec<RecordBatch>>, EngineError> = self.block(async {
+            use futures::StreamExt;
+            let df = self.ctx.table(table_ref(r)).await.map_err(df_err)?;
+            let mut stream = df.execute_stream().await.map_err(df_err)?;
+            let (mut batches, mut bytes) = (Vec::new(), 0);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(df_err)?;
+                bytes += batch.get_array_memory_size();
+                if bytes > MAX_CACHED_BYTES {
+                    return Ok(None);
+                }
+                batches.push(batch);
+            }
+            Ok(Some(batches))
+        });
+        let batches = match collected {
+            Ok(Some(b)) => b,
+            // Too big to keep, or failing: every query reports for itself.
+            Ok(None) | Err(_) => return each(),
+        };
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("__kiln_cached_{}", SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let schema = self.block(self.ctx.table(table_ref(r))).map(|df| Arc::new(df.schema().as_arrow().clone()));
+        let table =
+            schema.map_err(df_err).and_then(|schema| datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(df_err));
+        let Ok(table) = table else { return each() };
+        if self.ctx.register_table(name.as_str(), Arc::new(table)).is_err() {
+            return each();
+        }
+        let cached = quote_ident(&name, '"');
+        let out = queries.iter().map(|q| self.query(&q.replace(rendered, &cached), None)).collect();
+        let _ = self.ctx.deregister_table(name.as_str());
+        out
+    }
+
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
         Ok(self.query_schema(sql)?.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect())
     }

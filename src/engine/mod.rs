@@ -157,6 +157,14 @@ pub trait Engine: Send + Sync {
     /// the same type always gets the same name (contracts compare them).
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError>;
 
+    /// Runs `queries`, which all read `relation` (written as `rendered` in them). An engine may
+    /// compute the relation once for all of them (a view read by several tests); by default
+    /// each query runs on its own.
+    fn query_many(&self, relation: &RelationName, rendered: &str, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
+        let _ = (relation, rendered);
+        queries.iter().map(|q| self.query(q, None)).collect()
+    }
+
     /// Loads a seed, replacing the table; returns the rows loaded.
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError>;
 

@@ -258,8 +258,25 @@ struct Queue {
 
 impl Runner<'_> {
     pub fn run(&self, selected: &BTreeSet<String>, on_event: &(dyn Fn(Event) + Sync)) -> Vec<NodeResult> {
-        let (order, deps) = plan(self.manifest, self.graph, selected);
+        let (order, mut deps) = plan(self.manifest, self.graph, selected);
         let total = order.len();
+        // Data tests of one model run together (one unit of work): the engine can then compute
+        // a view once for all of them.
+        let batches = self.test_batches(&order);
+        let leader_of: HashMap<&str, &str> =
+            batches.iter().flat_map(|(leader, members)| members.iter().map(move |m| (m.as_str(), leader.as_str()))).collect();
+        let units: Vec<String> = order.iter().filter(|id| leader_of.get(id.as_str()).is_none_or(|l| *l == id.as_str())).cloned().collect();
+        for ds in deps.values_mut() {
+            for d in ds.iter_mut() {
+                if let Some(l) = leader_of.get(d.as_str()) {
+                    *d = l.to_string();
+                }
+            }
+            ds.sort();
+            ds.dedup();
+        }
+        deps.retain(|id, _| leader_of.get(id.as_str()).is_none_or(|l| *l == id.as_str()));
+        let members = |id: &str| -> Vec<String> { batches.get(id).cloned().unwrap_or_else(|| vec![id.to_string()]) };
         let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
         for (id, ds) in &deps {
             for d in ds {
@@ -267,7 +284,7 @@ impl Runner<'_> {
             }
         }
         let queue = Mutex::new(Queue {
-            ready: order.iter().filter(|id| deps[*id].is_empty()).cloned().collect(),
+            ready: units.iter().filter(|id| deps[*id].is_empty()).cloned().collect(),
             waiting: deps.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
             results: HashMap::new(),
             running: 0,
@@ -275,20 +292,21 @@ impl Runner<'_> {
             stop: false,
         });
         let cv = Condvar::new();
-        let threads = self.options.threads.clamp(1, 64).min(total.max(1));
+        let threads = self.options.threads.clamp(1, 64).min(units.len().max(1));
         std::thread::scope(|scope| {
             for thread in 0..threads {
-                let (queue, cv, children, deps) = (&queue, &cv, &children, &deps);
+                let (queue, cv, children, deps, members) = (&queue, &cv, &children, &deps, &members);
                 scope.spawn(move || {
                     loop {
-                        let (id, index) = {
+                        let (id, ids, first_index) = {
                             let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                             loop {
                                 if let Some(id) = q.ready.pop_front() {
+                                    let ids = members(&id);
                                     q.running += 1;
-                                    q.started += 1;
-                                    let index = q.started;
-                                    break (id, index);
+                                    let first_index = q.started + 1;
+                                    q.started += ids.len();
+                                    break (id, ids, first_index);
                                 }
                                 if q.running == 0 {
                                     // nothing ready and nothing running: done
@@ -297,38 +315,48 @@ impl Runner<'_> {
                                 q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
                             }
                         };
-                        let node = self.node(&id);
-                        on_event(Event::Started { node, index, total });
-                        let result = {
+                        let nodes: Vec<&Node> = ids.iter().map(|i| self.node(i)).collect();
+                        for (i, node) in nodes.iter().enumerate() {
+                            on_event(Event::Started { node, index: first_index + i, total });
+                        }
+                        let results = {
                             let q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                            let failed_parent = deps[&id].iter().find(|d| q.results.get(*d).is_some_and(|r| !r.status.ok())).cloned();
+                            let failed_parent = deps[&id]
+                                .iter()
+                                .find(|d| members(d).iter().any(|m| q.results.get(m).is_some_and(|r: &NodeResult| !r.status.ok())))
+                                .cloned();
                             let stop = q.stop;
                             drop(q);
                             let cancelled = self.options.cancel.load(std::sync::atomic::Ordering::SeqCst);
-                            match (failed_parent, stop, cancelled) {
-                                (Some(p), _, _) => self.skipped(
-                                    node,
-                                    thread,
-                                    format!(
-                                        "skipped: {} did not succeed",
-                                        self.manifest
-                                            .nodes
-                                            .get(&p)
-                                            .or_else(|| self.manifest.unit_tests.get(&p))
-                                            .map_or(p.as_str(), |n| n.name.as_str())
-                                    ),
-                                ),
-                                (None, _, true) => self.skipped(node, thread, "skipped: the run was interrupted".into()),
-                                (None, true, false) => self.skipped(node, thread, "skipped: --fail-fast stopped the run".into()),
-                                (None, false, false) => self.execute(node, thread),
+                            let skip = match (failed_parent, stop, cancelled) {
+                                (Some(p), _, _) => Some(format!(
+                                    "skipped: {} did not succeed",
+                                    self.manifest
+                                        .nodes
+                                        .get(&p)
+                                        .or_else(|| self.manifest.unit_tests.get(&p))
+                                        .map_or(p.as_str(), |n| n.name.as_str())
+                                )),
+                                (None, _, true) => Some("skipped: the run was interrupted".into()),
+                                (None, true, false) => Some("skipped: --fail-fast stopped the run".into()),
+                                (None, false, false) => None,
+                            };
+                            match skip {
+                                Some(message) => nodes.iter().map(|n| self.skipped(n, thread, message.clone())).collect(),
+                                None if nodes.len() > 1 => self.data_test_batch(&nodes, thread),
+                                None => vec![self.execute(nodes[0], thread)],
                             }
                         };
-                        on_event(Event::Finished { node, result: &result, index, total });
+                        for (i, (node, result)) in nodes.iter().zip(&results).enumerate() {
+                            on_event(Event::Finished { node, result, index: first_index + i, total });
+                        }
                         let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                        if matches!(result.status, Status::Error | Status::Fail) && self.options.fail_fast {
+                        if results.iter().any(|r| matches!(r.status, Status::Error | Status::Fail)) && self.options.fail_fast {
                             q.stop = true;
                         }
-                        q.results.insert(id.clone(), result);
+                        for result in results {
+                            q.results.insert(result.unique_id.clone(), result);
+                        }
                         q.running -= 1;
                         for c in children.get(id.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
                             if let Some(w) = q.waiting.get_mut(*c) {
@@ -345,6 +373,72 @@ impl Runner<'_> {
         });
         let mut q = queue.into_inner().unwrap_or_else(|e| e.into_inner());
         order.iter().filter_map(|id| q.results.remove(id)).collect()
+    }
+
+    /// Groups of two or more data tests that read only the same model and keep no failing
+    /// rows, by their first member.
+    fn test_batches(&self, order: &[String]) -> HashMap<String, Vec<String>> {
+        let mut by_model: HashMap<&str, Vec<String>> = HashMap::new();
+        for id in order {
+            let Some(n) = self.manifest.nodes.get(id) else { continue };
+            if n.resource_type != ResourceType::Test || super::data_tests::store_as(n, self.options.store_failures).is_some() {
+                continue;
+            }
+            if let [only] = self.graph.parents.get(id).map(Vec::as_slice).unwrap_or(&[])
+                && self.manifest.nodes.get(only).is_some_and(|m| m.is_refable() && !m.is_ephemeral())
+            {
+                by_model.entry(only.as_str()).or_default().push(id.clone());
+            }
+        }
+        by_model.into_values().filter(|m| m.len() > 1).map(|m| (m[0].clone(), m)).collect()
+    }
+
+    /// Runs data tests of one model together (see [`Engine::query_many`]).
+    fn data_test_batch(&self, nodes: &[&Node], thread: usize) -> Vec<NodeResult> {
+        let started_at = now();
+        let start = Instant::now();
+        let model = self.graph.parents.get(&nodes[0].unique_id).and_then(|p| p.first()).and_then(|p| self.manifest.nodes.get(p));
+        let compiled: Vec<Result<Compiled, String>> = nodes.iter().map(|n| self.compile(n)).collect();
+        let cfgs: Vec<super::data_tests::TestConfig> = nodes.iter().map(|n| super::data_tests::TestConfig::of(n)).collect();
+        let queries: Vec<String> = compiled
+            .iter()
+            .zip(&cfgs)
+            .map(|(c, cfg)| c.as_ref().map(|c| super::data_tests::wrap(&c.sql, cfg)).unwrap_or_default())
+            .collect();
+        let answers = match model {
+            Some(m) => self.engine.query_many(&relation_name(m), &m.relation(self.jinja.shared.target.quote_char()).render(), &queries),
+            None => queries.iter().map(|q| self.engine.query(q, None)).collect(),
+        };
+        let seconds = start.elapsed().as_secs_f64() / nodes.len() as f64;
+        nodes
+            .iter()
+            .zip(compiled)
+            .zip(cfgs.iter().zip(answers))
+            .map(|((node, compiled), (cfg, answer))| {
+                let mut outcome = match (&compiled, answer) {
+                    (Err(message), _) => Outcome::error(message.clone()),
+                    (Ok(_), Err(e)) => Outcome::error(e.message),
+                    (Ok(_), Ok(t)) => {
+                        let (status, failures, message) = super::data_tests::judge(cfg, &t.columns, t.rows.first());
+                        Outcome { status, message, failures: Some(failures), ..Outcome::error(String::new()) }
+                    }
+                };
+                outcome.compiled = compiled.ok().map(|c| c.sql);
+                NodeResult {
+                    unique_id: node.unique_id.clone(),
+                    status: outcome.status,
+                    message: outcome.message,
+                    rows: None,
+                    seconds,
+                    started_at: started_at.clone(),
+                    completed_at: now(),
+                    thread,
+                    compiled: outcome.compiled,
+                    relation: None,
+                    failures: outcome.failures,
+                }
+            })
+            .collect()
     }
 
     fn node(&self, id: &str) -> &Node {
