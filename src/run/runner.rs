@@ -195,6 +195,15 @@ fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec
     (order, deps)
 }
 
+/// A test's query failed; a missing relation usually means it was never built.
+fn test_error(e: crate::engine::EngineError) -> String {
+    if e.message.contains("not found") {
+        format!("{}\n  = help: build what the test reads first (`kiln build`, or `kiln run -s <model>`)", e.message)
+    } else {
+        e.message
+    }
+}
+
 fn is_ancestor(graph: &Graph, ancestor: &str, of: &str) -> bool {
     let mut stack = vec![of];
     let mut seen = BTreeSet::new();
@@ -417,7 +426,7 @@ impl Runner<'_> {
             .map(|((node, compiled), (cfg, answer))| {
                 let mut outcome = match (&compiled, answer) {
                     (Err(message), _) => Outcome::error(message.clone()),
-                    (Ok(_), Err(e)) => Outcome::error(e.message),
+                    (Ok(_), Err(e)) => Outcome::error(test_error(e)),
                     (Ok(_), Ok(t)) => {
                         let (status, failures, message) = super::data_tests::judge(cfg, &t.columns, t.rows.first());
                         Outcome { status, message, failures: Some(failures), ..Outcome::error(String::new()) }
@@ -525,7 +534,7 @@ impl Runner<'_> {
                     _ => message,
                 };
             }
-            Err(e) => outcome.message = e.message,
+            Err(e) => outcome.message = test_error(e),
         }
         outcome
     }

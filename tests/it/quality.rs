@@ -232,3 +232,13 @@ fn contracts_check_columns_and_constraints_and_keep_the_previous_table() {
         assert_eq!(show(d, "select * from contracted order by customer_id"), before, "{what}: the previous table stays");
     }
 }
+
+#[test]
+fn testing_unbuilt_models_says_to_build_first() {
+    let tmp = temp_project("projects/quality");
+    let out = run(tmp.path(), &["test", "-s", "stg_customers", "--exclude", "test_type:unit"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("table 'kiln.main.stg_customers' not found"), "{err}");
+    assert!(err.contains("help: build what the test reads first"), "{err}");
+}
