@@ -463,9 +463,11 @@ impl Engine for DataFusionEngine {
         if queries.len() < 2 || !is_view {
             return each();
         }
-        let collected: Result<Option<Vec<RecordBatch>>, EngineError> = self.block(async {
+        type Collected = Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)>;
+        let collected: Result<Collected, EngineError> = self.block(async {
             use futures::StreamExt;
             let df = self.ctx.table(table_ref(r)).await.map_err(df_err)?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df.execute_stream().await.map_err(df_err)?;
             let (mut batches, mut bytes) = (Vec::new(), 0);
             while let Some(batch) = stream.next().await {
@@ -476,19 +478,16 @@ impl Engine for DataFusionEngine {
                 }
                 batches.push(batch);
             }
-            Ok(Some(batches))
+            Ok(Some((schema, batches)))
         });
-        let batches = match collected {
+        let (schema, batches) = match collected {
             Ok(Some(b)) => b,
             // Too big to keep, or failing: every query reports for itself.
             Ok(None) | Err(_) => return each(),
         };
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let name = format!("__kiln_cached_{}", SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let schema = self.block(self.ctx.table(table_ref(r))).map(|df| Arc::new(df.schema().as_arrow().clone()));
-        let table =
-            schema.map_err(df_err).and_then(|schema| datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(df_err));
-        let Ok(table) = table else { return each() };
+        let Ok(table) = datafusion::datasource::MemTable::try_new(schema, vec![batches]) else { return each() };
         if self.ctx.register_table(name.as_str(), Arc::new(table)).is_err() {
             return each();
         }

@@ -4,7 +4,7 @@
 //! `run_query` see the warehouse as it is then.
 
 use crate::compile::{self, Compiled};
-use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SchemaChange};
+use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
 use crate::graph::Graph;
 use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
 use crate::parse::{Manifest, Node, ResourceType};
@@ -193,6 +193,33 @@ fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec
         }
     }
     (order, deps)
+}
+
+/// The outcome of a data test from its judging query's answer.
+fn judged(cfg: &super::data_tests::TestConfig, answer: Result<QueryTable, crate::engine::EngineError>) -> Outcome {
+    match answer {
+        Ok(t) => {
+            let (status, failures, message) = super::data_tests::judge(cfg, &t.columns, t.rows.first());
+            Outcome { status, message, failures: Some(failures), ..Outcome::error(String::new()) }
+        }
+        Err(e) => Outcome::error(test_error(e)),
+    }
+}
+
+fn finish(node: &Node, outcome: Outcome, started_at: String, seconds: f64, thread: usize) -> NodeResult {
+    NodeResult {
+        unique_id: node.unique_id.clone(),
+        status: outcome.status,
+        message: outcome.message,
+        rows: outcome.rows,
+        seconds,
+        started_at,
+        completed_at: now(),
+        thread,
+        compiled: outcome.compiled,
+        relation: outcome.relation,
+        failures: outcome.failures,
+    }
 }
 
 /// A test's query failed; a missing relation usually means it was never built.
@@ -424,28 +451,11 @@ impl Runner<'_> {
             .zip(compiled)
             .zip(cfgs.iter().zip(answers))
             .map(|((node, compiled), (cfg, answer))| {
-                let mut outcome = match (&compiled, answer) {
-                    (Err(message), _) => Outcome::error(message.clone()),
-                    (Ok(_), Err(e)) => Outcome::error(test_error(e)),
-                    (Ok(_), Ok(t)) => {
-                        let (status, failures, message) = super::data_tests::judge(cfg, &t.columns, t.rows.first());
-                        Outcome { status, message, failures: Some(failures), ..Outcome::error(String::new()) }
-                    }
+                let outcome = match compiled {
+                    Err(message) => Outcome::error(message),
+                    Ok(c) => Outcome { compiled: Some(c.sql), ..judged(cfg, answer) },
                 };
-                outcome.compiled = compiled.ok().map(|c| c.sql);
-                NodeResult {
-                    unique_id: node.unique_id.clone(),
-                    status: outcome.status,
-                    message: outcome.message,
-                    rows: None,
-                    seconds,
-                    started_at: started_at.clone(),
-                    completed_at: now(),
-                    thread,
-                    compiled: outcome.compiled,
-                    relation: None,
-                    failures: outcome.failures,
-                }
+                finish(node, outcome, started_at.clone(), seconds, thread)
             })
             .collect()
     }
@@ -455,20 +465,7 @@ impl Runner<'_> {
     }
 
     fn skipped(&self, node: &Node, thread: usize, message: String) -> NodeResult {
-        let t = now();
-        NodeResult {
-            unique_id: node.unique_id.clone(),
-            status: Status::Skipped,
-            message,
-            rows: None,
-            seconds: 0.0,
-            started_at: t.clone(),
-            completed_at: t,
-            thread,
-            compiled: None,
-            relation: None,
-            failures: None,
-        }
+        finish(node, Outcome { status: Status::Skipped, ..Outcome::error(message) }, now(), 0.0, thread)
     }
 
     fn execute(&self, node: &Node, thread: usize) -> NodeResult {
@@ -490,52 +487,31 @@ impl Runner<'_> {
                 Err(message) => Outcome::error(message),
             },
         };
-        NodeResult {
-            unique_id: node.unique_id.clone(),
-            status: outcome.status,
-            message: outcome.message,
-            rows: outcome.rows,
-            seconds: start.elapsed().as_secs_f64(),
-            started_at,
-            completed_at: now(),
-            thread,
-            compiled: outcome.compiled,
-            relation: outcome.relation,
-            failures: outcome.failures,
-        }
+        finish(node, outcome, started_at, start.elapsed().as_secs_f64(), thread)
     }
 
     /// Runs a data test: stores its failing rows when configured, then judges the count.
     fn data_test(&self, node: &Node, sql: String) -> Outcome {
         let cfg = super::data_tests::TestConfig::of(node);
-        let mut outcome = Outcome { compiled: Some(sql.clone()), ..Outcome::error(String::new()) };
-        let main = match super::data_tests::store_as(node, self.options.store_failures) {
+        let (main, stored) = match super::data_tests::store_as(node, self.options.store_failures) {
             Some(kind) => {
                 let r = relation_name(node);
                 let what =
                     if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
                 if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what, &[])) {
-                    outcome.message = e.message;
-                    return outcome;
+                    return Outcome { compiled: Some(sql), ..Outcome::error(e.message) };
                 }
                 let rendered = node.relation(self.jinja.shared.target.quote_char()).render();
-                outcome.relation = Some(rendered.clone());
-                format!("select * from {rendered}")
+                (format!("select * from {rendered}"), Some(rendered))
             }
-            None => sql,
+            None => (sql.clone(), None),
         };
-        match self.engine.query(&super::data_tests::wrap(&main, &cfg), None) {
-            Ok(t) => {
-                let (status, failures, message) = super::data_tests::judge(&cfg, &t.columns, t.rows.first());
-                outcome.status = status;
-                outcome.failures = Some(failures);
-                outcome.message = match (&outcome.relation, status) {
-                    (Some(r), Status::Fail | Status::Warn) => format!("{message}\n  See the failing rows: select * from {r}"),
-                    _ => message,
-                };
-            }
-            Err(e) => outcome.message = test_error(e),
+        let mut outcome = judged(&cfg, self.engine.query(&super::data_tests::wrap(&main, &cfg), None));
+        if let (Some(r), Status::Fail | Status::Warn) = (&stored, outcome.status) {
+            outcome.message = format!("{}\n  See the failing rows: select * from {r}", outcome.message);
         }
+        outcome.relation = stored;
+        outcome.compiled = Some(sql);
         outcome
     }
 
@@ -595,6 +571,18 @@ impl Runner<'_> {
             ran += 1;
         }
         Ok(ran)
+    }
+
+    pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, String> {
+        let file = node.file.map(|f| &self.project.files[f]).ok_or("a seed without a file")?;
+        let column_types: Vec<(String, String)> = node
+            .config
+            .get("column_types")
+            .and_then(Json::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect())
+            .unwrap_or_default();
+        let delimiter = node.config.get("delimiter").and_then(Json::as_str).and_then(|d| d.bytes().next()).unwrap_or(b',');
+        Ok(SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types })
     }
 
     fn seed(&self, node: &Node) -> Result<(String, Option<u64>), String> {

@@ -9,8 +9,8 @@
 //! projected on the expected columns, is compared with `expect` as a multiset.
 
 use super::runner::{Outcome, Runner, Status};
+use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
-use crate::engine::{RelationName, SeedLoad};
 use crate::graph::Lookup;
 use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
@@ -353,18 +353,6 @@ impl Runner<'_> {
             }
         }
         Err(format!("no fixture file `{file}` under {}/fixtures/", self.project.config().test_paths.join(", ")))
-    }
-
-    pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, String> {
-        let file = node.file.map(|f| &self.project.files[f]).ok_or("a seed without a file")?;
-        let column_types: Vec<(String, String)> = node
-            .config
-            .get("column_types")
-            .and_then(Json::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect())
-            .unwrap_or_default();
-        let delimiter = node.config.get("delimiter").and_then(Json::as_str).and_then(|d| d.bytes().next()).unwrap_or(b',');
-        Ok(SeedLoad { relation: super::runner::relation_name(node), path: file.abs_path.clone(), delimiter, column_types })
     }
 
     /// The schema of a direct input: known (`Some`) or, for a source without types, `None`
