@@ -43,17 +43,33 @@ pub enum Which {
     Test,
 }
 
-/// Opens the target's engine (only the embedded one in this build); problems with external
-/// sources come back as warnings.
-pub fn open_engine(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
-    let mut warnings = Vec::new();
-    if s.target.engine != EngineKind::DataFusion {
-        return Err(Diagnostic::error(
+/// Opens the target's engine; problems with external sources come back as warnings.
+pub fn open_engine(s: &Session) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
+    match s.target.engine {
+        EngineKind::DataFusion => open_datafusion(s).map(|(e, w)| (e as Arc<dyn Engine>, w)),
+        EngineKind::Postgres => open_postgres(s).map(|e| (Arc::new(e) as Arc<dyn Engine>, vec![])),
+        EngineKind::BigQuery => Err(Diagnostic::error(
             Code::Unsupported,
             format!("target `{}` uses the {} adapter, which this build of kiln cannot run yet", s.target.name, s.target.adapter_type),
         )
-        .with_help("use a `type: datafusion` target (or no profiles.yml) to build locally; `kiln compile` works for every adapter"));
+        .with_help("use a `type: datafusion` or `type: postgres` target to build; `kiln compile` works for every adapter")),
     }
+}
+
+/// Connects to the target's PostgreSQL server; the error says what failed (never the password).
+pub fn open_postgres(s: &Session) -> Result<crate::engine::postgres::PostgresEngine, Diagnostic> {
+    use crate::engine::postgres::{PostgresEngine, connect::ConnectSettings};
+    let file = s.target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
+    let fail = |e: crate::engine::EngineError| {
+        Diagnostic::error(Code::Connection, format!("target `{}`: {}", s.target.name, e.message)).with_file(file.clone())
+    };
+    let settings = ConnectSettings::from_target(&s.target.settings).map_err(fail)?;
+    PostgresEngine::open(settings).map_err(fail)
+}
+
+/// Opens the local DataFusion warehouse and registers external sources.
+fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
+    let mut warnings = Vec::new();
     let path = s.target.settings.get("path").and_then(Json::as_str).unwrap_or(".kiln/warehouse");
     // dbt-duckdb profiles name a database file; kiln keeps a warehouse directory next to it.
     let path = if path.ends_with(".duckdb") || path.ends_with(".db") { format!("{path}.kiln") } else { path.to_string() };

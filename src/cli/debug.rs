@@ -2,7 +2,7 @@
 
 use super::printer::Printer;
 use super::session::{self, Stop};
-use super::{EXIT_OK, GlobalArgs};
+use super::{EXIT_OK, EXIT_PROJECT, GlobalArgs};
 use crate::project::profiles::EngineKind;
 use std::collections::HashMap;
 
@@ -42,15 +42,19 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
     }
     let pkgs: Vec<String> = s.project.packages.iter().skip(1).map(|p| format!("{} ({})", p.name, p.rel_root)).collect();
     lines.push(format!("packages:     {}", if pkgs.is_empty() { "none".into() } else { pkgs.join(", ") }));
-    lines.push(format!(
-        "connection:   {}",
-        match t.engine {
-            EngineKind::DataFusion => "embedded, nothing to connect to",
-            _ => "not checked: this build of kiln compiles only (the engines arrive with `kiln build`)",
-        }
-    ));
+    let (connection, code) = match t.engine {
+        EngineKind::DataFusion => ("embedded, nothing to connect to".to_string(), EXIT_OK),
+        EngineKind::Postgres => match super::build::open_postgres(&s).and_then(|e| {
+            e.server_version().map_err(|err| crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Connection, err.message))
+        }) {
+            Ok(version) => (format!("OK ({version})"), EXIT_OK),
+            Err(d) => (format!("FAILED: {}", d.message), EXIT_PROJECT),
+        },
+        EngineKind::BigQuery => ("not checked: this build of kiln cannot run BigQuery targets yet".to_string(), EXIT_OK),
+    };
+    lines.push(format!("connection:   {connection}"));
     for l in lines {
         printer.product(&l);
     }
-    Ok(EXIT_OK)
+    Ok(code)
 }

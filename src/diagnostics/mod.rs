@@ -127,6 +127,8 @@ codes! {
     PackageNotInstalled = "E506",
     /// `require-dbt-version` or another project-level setting kiln cannot honour.
     Unsupported = "E507",
+    /// The target's warehouse cannot be reached (refused, wrong password, missing database).
+    Connection = "E508",
 }
 
 impl fmt::Display for Code {

@@ -6,6 +6,8 @@
 pub mod datafusion;
 #[cfg(feature = "datafusion")]
 pub mod object_stores;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sql;
 #[cfg(feature = "datafusion")]
 pub mod udfs;
@@ -31,8 +33,13 @@ impl fmt::Display for RelationName {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IncrementalStrategy {
     Append,
-    /// Rows whose key matches a new row are replaced (dbt's `merge` and `delete+insert`).
+    /// Rows whose key matches a new row are updated, the others inserted (dbt's `merge`).
     Merge {
+        unique_key: Vec<String>,
+    },
+    /// Rows whose key matches a new row are deleted, then the new rows inserted (dbt's
+    /// `delete+insert`). The same result as `Merge` when keys are unique.
+    DeleteInsert {
         unique_key: Vec<String>,
     },
 }
@@ -129,6 +136,8 @@ pub struct SeedLoad {
     pub delimiter: u8,
     /// Column -> SQL type, overriding inference.
     pub column_types: Vec<(String, String)>,
+    /// `--full-refresh`: drop and recreate the table even when its columns are unchanged.
+    pub full_refresh: bool,
 }
 
 /// The warehouse seen by the runner. Every method is blocking and may be called from several

@@ -40,7 +40,7 @@ pub fn incremental(
         IncrementalStrategy::Append => {
             format!("select {old_cols} from {target} as kiln_old\nunion all\nselect {new_cols} from ({new_sql}) as kiln_new")
         }
-        IncrementalStrategy::Merge { unique_key } => {
+        IncrementalStrategy::Merge { unique_key } | IncrementalStrategy::DeleteInsert { unique_key } => {
             let cond = unique_key
                 .iter()
                 .map(|k| format!("kiln_new.{q} = kiln_old.{q}", q = quote_ident(k, '"')))

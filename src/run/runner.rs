@@ -582,11 +582,13 @@ impl Runner<'_> {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect())
             .unwrap_or_default();
         let delimiter = node.config.get("delimiter").and_then(Json::as_str).and_then(|d| d.bytes().next()).unwrap_or(b',');
-        Ok(SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types })
+        let full_refresh = self.options.full_refresh || json_truthy(node.config.get("full_refresh")).unwrap_or(false);
+        Ok(SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types, full_refresh })
     }
 
     fn seed(&self, node: &Node) -> Result<(String, Option<u64>), String> {
         let load = self.seed_load(node)?;
+        self.engine.create_schema(&load.relation.database, &load.relation.schema).map_err(|e| e.message)?;
         let rows = self.engine.load_seed(&load).map_err(|e| format!("{} ({})", e.message, load.path.display()))?;
         Ok((format!("INSERT {rows}"), Some(rows)))
     }
@@ -607,16 +609,24 @@ impl Runner<'_> {
             "view" => Materialization::View { sql: sql.to_string() },
             "table" => Materialization::Table { sql: sql.to_string() },
             "incremental" => {
-                let strategy = node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or("merge");
                 let unique_key: Vec<String> = match node.config.get("unique_key") {
                     Some(Json::String(k)) => vec![k.clone()],
                     Some(Json::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
                     _ => vec![],
                 };
-                let strategy = if strategy == "append" || unique_key.is_empty() {
-                    IncrementalStrategy::Append
-                } else {
-                    IncrementalStrategy::Merge { unique_key }
+                // dbt's default: dbt-postgres deletes and inserts on a unique key, the others merge.
+                let default = if self.engine.name() == "postgres" { "delete+insert" } else { "merge" };
+                let strategy = match node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or(default) {
+                    "append" => IncrementalStrategy::Append,
+                    "merge" | "delete+insert" if unique_key.is_empty() => IncrementalStrategy::Append,
+                    "merge" => IncrementalStrategy::Merge { unique_key },
+                    "delete+insert" => IncrementalStrategy::DeleteInsert { unique_key },
+                    other => {
+                        return Err(format!(
+                            "incremental_strategy `{other}` is not supported by the {} engine; use append, merge or delete+insert",
+                            self.engine.name()
+                        ));
+                    }
                 };
                 if self.options.full_refresh || !self.is_incremental(node) {
                     Materialization::Table { sql: sql.to_string() }
@@ -632,6 +642,7 @@ impl Runner<'_> {
             }
             other => return Err(format!("materialization `{other}` is not supported by the {} engine yet", self.engine.name())),
         };
+        self.engine.create_schema(&relation.database, &relation.schema).map_err(|e| e.message)?;
         self.hooks(node, "pre-hook")?;
         let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| e.message)?;
         self.hooks(node, "post-hook")?;

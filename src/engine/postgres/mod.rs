@@ -1,0 +1,366 @@
+//! Push-down to PostgreSQL: the model SQL runs in the server, kiln only sends statements.
+//!
+//! Every build publishes atomically, as dbt-postgres does it: the new relation is created under
+//! `<name>__dbt_tmp`, then, inside one transaction, the old one is renamed to `<name>__dbt_backup`,
+//! the new one takes its name and the backup is dropped. Readers see the old relation until the
+//! commit; a failure (or a lost connection) rolls everything back, so the old relation stays.
+//! Incremental models and seeds run in one transaction too. Seeds are sent with `COPY ... FROM
+//! STDIN`, never spliced into SQL text.
+//!
+//! The statements themselves are built by the pure functions of [`sql`], golden-tested without a
+//! server; this module only connects, pools and runs them.
+
+pub mod connect;
+pub mod seeds;
+pub mod sql;
+
+use super::{Capability, Check, Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SeedLoad};
+use crate::jinja::QueryTable;
+use crate::jinja::relation::quote_ident;
+use connect::{ConnectSettings, Connector};
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use tokio_postgres::{Client, GenericClient};
+
+pub struct PostgresEngine {
+    rt: tokio::runtime::Runtime,
+    connector: Connector,
+    /// Connections not in use; one per runner thread at most.
+    idle: Mutex<Vec<Client>>,
+    /// Schemas known to exist (creating one twice at once fails in PostgreSQL).
+    schemas: Mutex<BTreeSet<String>>,
+}
+
+/// Where the model's SQL sits inside a statement, to map an error position back to it.
+#[derive(Clone, Copy)]
+struct Embedded<'a> {
+    /// Characters before the model SQL in the statement.
+    offset: usize,
+    sql: &'a str,
+}
+
+/// A PostgreSQL error as an [`EngineError`]: message, detail and hint, and the position in the
+/// model's SQL when the statement embeds it.
+fn pg_err(e: &tokio_postgres::Error, embedded: Option<Embedded>) -> EngineError {
+    let Some(db) = e.as_db_error() else {
+        if e.is_closed() || e.to_string().contains("closed") {
+            return EngineError::new(format!("the connection to PostgreSQL was lost: {e}; the statement was rolled back"));
+        }
+        let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+        return EngineError::new(format!("{e}{source}"));
+    };
+    let mut message = db.message().to_string();
+    if let Some(d) = db.detail() {
+        message.push_str(&format!("\n  detail: {d}"));
+    }
+    if let Some(h) = db.hint() {
+        message.push_str(&format!("\n  hint: {h}"));
+    }
+    let position = match (db.position(), embedded) {
+        (Some(tokio_postgres::error::ErrorPosition::Original(p)), Some(emb)) => {
+            let index = (*p as usize).checked_sub(1 + emb.offset);
+            index.filter(|i| *i < emb.sql.chars().count()).map(|i| line_col(emb.sql, i))
+        }
+        _ => None,
+    };
+    EngineError { message, position }
+}
+
+/// 1-based line and column of the character at `index`.
+fn line_col(text: &str, index: usize) -> (usize, usize) {
+    let before: String = text.chars().take(index).collect();
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The model SQL as a statement body: no trailing semicolon.
+fn body(sql: &str) -> &str {
+    sql.trim_end().trim_end_matches(';').trim_end()
+}
+
+/// Runs one statement that embeds the model SQL (`prefix` + sql + `suffix`); returns the rows
+/// it reports.
+async fn run_embedded(client: &impl GenericClient, prefix: &str, sql: &str, suffix: &str) -> Result<Option<u64>, EngineError> {
+    let statement = format!("{prefix}{sql}{suffix}");
+    let emb = Embedded { offset: prefix.chars().count(), sql };
+    simple(client, &statement).await.map_err(|e| pg_err(&e, Some(emb)))
+}
+
+/// Runs statements with the simple protocol; returns the last statement's row count.
+async fn simple(client: &impl GenericClient, sql: &str) -> Result<Option<u64>, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    }))
+}
+
+async fn exec(client: &impl GenericClient, sql: &str) -> Result<Option<u64>, EngineError> {
+    simple(client, sql).await.map_err(|e| pg_err(&e, None))
+}
+
+/// Relation kind (`table`, `view`, ...) of `schema.name`, or `None` when it does not exist.
+async fn kind_of(client: &impl GenericClient, schema: &str, name: &str) -> Result<Option<sql::Kind>, EngineError> {
+    let row = client
+        .query_opt(
+            "select c.relkind::text from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = $1 and c.relname = $2",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| pg_err(&e, None))?;
+    Ok(row.map(|r| sql::Kind::from_relkind(&r.get::<_, String>(0))))
+}
+
+/// Columns (name, SQL type) of a relation (`regclass` text, e.g. `"s"."t"` or `pg_temp."t"`).
+async fn columns_of(client: &impl GenericClient, regclass: &str) -> Result<Vec<(String, String)>, EngineError> {
+    let rows = client
+        .query(
+            "select a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a \
+             where a.attrelid = $1::text::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum",
+            &[&regclass],
+        )
+        .await
+        .map_err(|e| pg_err(&e, None))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Runs the contract checks on the unpublished relation `staged`.
+async fn run_checks(client: &impl GenericClient, staged: &str, checks: &[Check]) -> Result<(), EngineError> {
+    for check in checks {
+        let q = check.violations.replace("{relation}", staged);
+        let row = client.query_one(&format!("select ({q})::bigint"), &[]).await.map_err(|e| pg_err(&e, None))?;
+        let n: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
+        if n > 0 {
+            return Err(EngineError::new(format!(
+                "constraint {} is violated by {n} row{}; the previous version of the relation is kept",
+                check.name,
+                if n == 1 { "" } else { "s" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl PostgresEngine {
+    /// Connects once (so a wrong password or a missing database is reported before any node
+    /// runs); later connections are opened as runner threads need them.
+    pub fn open(settings: ConnectSettings) -> Result<PostgresEngine, EngineError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::new(format!("starting the engine: {e}")))?;
+        let connector = Connector::new(settings)?;
+        let first = rt.block_on(connector.connect())?;
+        Ok(PostgresEngine { rt, connector, idle: Mutex::new(vec![first]), schemas: Mutex::new(BTreeSet::new()) })
+    }
+
+    /// The server's version string (`kiln debug`).
+    pub fn server_version(&self) -> Result<String, EngineError> {
+        self.with_client(async |c| {
+            let row = c.query_one("select version()", &[]).await.map_err(|e| pg_err(&e, None))?;
+            Ok(row.get(0))
+        })
+    }
+
+    /// Runs `f` on a pooled connection; a connection that broke is not returned to the pool.
+    fn with_client<T>(&self, f: impl AsyncFnOnce(&mut Client) -> Result<T, EngineError>) -> Result<T, EngineError> {
+        self.rt.block_on(async {
+            let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut client = match pooled {
+                Some(c) if !c.is_closed() => c,
+                _ => self.connector.connect().await?,
+            };
+            let result = f(&mut client).await;
+            if !client.is_closed() {
+                self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+            }
+            result
+        })
+    }
+
+    fn quoted(r: &RelationName) -> String {
+        format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&r.name, '"'))
+    }
+
+    /// PostgreSQL cannot reach another database from a connection.
+    fn check_database(&self, r: &RelationName) -> Result<(), EngineError> {
+        let db = self.connector.dbname();
+        if !r.database.is_empty() && r.database != db {
+            return Err(EngineError::new(format!(
+                "{r} is in database `{}`, but the target connects to `{db}`; PostgreSQL cannot write across databases (set `database` to `{db}`)",
+                r.database
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces `r` with what `create` (a statement creating `tmp`) builds, atomically.
+    fn swap(&self, r: &RelationName, kind: sql::Kind, create: (&str, &str, &str), checks: &[Check]) -> Result<Option<u64>, EngineError> {
+        self.check_database(r)?;
+        let names = sql::SwapNames::of(&r.name);
+        self.with_client(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg_err(&e, None))?;
+            for leftover in [&names.tmp, &names.backup] {
+                if let Some(k) = kind_of(&tx, &r.schema, leftover).await? {
+                    exec(&tx, &sql::drop(k, &r.schema, leftover)).await?;
+                }
+            }
+            let (prefix, body, suffix) = create;
+            let rows = run_embedded(&tx, prefix, body, suffix).await?;
+            run_checks(&tx, &format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&names.tmp, '"')), checks).await?;
+            let old = kind_of(&tx, &r.schema, &r.name).await?;
+            exec(&tx, &sql::publish(&r.schema, &r.name, &names, kind, old).join(";\n")).await?;
+            tx.commit().await.map_err(|e| pg_err(&e, None))?;
+            Ok(rows)
+        })
+    }
+
+    fn incremental(
+        &self,
+        r: &RelationName,
+        query: &str,
+        strategy: &IncrementalStrategy,
+        on_schema_change: super::SchemaChange,
+    ) -> Result<Option<u64>, EngineError> {
+        self.check_database(r)?;
+        let target = Self::quoted(r);
+        let tmp = sql::SwapNames::of(&r.name).tmp;
+        self.with_client(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg_err(&e, None))?;
+            let prefix = format!("create temporary table {} on commit drop as (\n", quote_ident(&tmp, '"'));
+            run_embedded(&tx, &prefix, body(query), "\n)").await?;
+            let source = format!("pg_temp.{}", quote_ident(&tmp, '"'));
+            let incoming = columns_of(&tx, &source).await?;
+            let existing = columns_of(&tx, &target).await?;
+            let plan = sql::incremental(&target, &source, strategy, &existing, &incoming, on_schema_change).map_err(EngineError::new)?;
+            for statement in &plan.alter {
+                exec(&tx, statement).await?;
+            }
+            let mut rows = None;
+            for statement in &plan.apply {
+                rows = exec(&tx, statement).await?;
+            }
+            tx.commit().await.map_err(|e| pg_err(&e, None))?;
+            Ok(rows)
+        })
+    }
+}
+
+impl Engine for PostgresEngine {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn execute(&self, sql: &str) -> Result<Option<u64>, EngineError> {
+        self.with_client(async |c| run_embedded(&*c, "", sql, "").await)
+    }
+
+    fn query(&self, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
+        let sql = match limit {
+            Some(n) => format!("select * from (\n{}\n) as kiln_limited limit {n}", body(sql)),
+            None => sql.to_string(),
+        };
+        let offset = if limit.is_some() { "select * from (\n".len() } else { 0 };
+        self.with_client(async |c| {
+            let emb = Embedded { offset, sql: &sql[offset..] };
+            // The prepared statement names the column types; the simple protocol returns text,
+            // which is then typed as JSON.
+            let statement = c.prepare(&sql).await.map_err(|e| pg_err(&e, Some(emb)))?;
+            let types: Vec<tokio_postgres::types::Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
+            let messages = c.simple_query(&sql).await.map_err(|e| pg_err(&e, Some(emb)))?;
+            let mut table = QueryTable {
+                columns: statement.columns().iter().map(|c| c.name().to_string()).collect(),
+                rows: Vec::new(),
+            };
+            for m in messages {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                    table.rows.push((0..row.len()).map(|i| sql::json_cell(row.get(i), types.get(i))).collect());
+                }
+            }
+            Ok(table)
+        })
+    }
+
+    fn describe(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
+        if !r.database.is_empty() && r.database != self.connector.dbname() {
+            return Ok(None);
+        }
+        self.with_client(async |c| match kind_of(&*c, &r.schema, &r.name).await? {
+            None => Ok(None),
+            Some(_) => columns_of(&*c, &Self::quoted(r)).await.map(Some),
+        })
+    }
+
+    fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
+        let mut known = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(schema) {
+            return Ok(());
+        }
+        self.check_database(&RelationName { database: database.into(), schema: schema.into(), name: String::new() })?;
+        self.execute(&format!("create schema if not exists {}", quote_ident(schema, '"')))?;
+        known.insert(schema.to_string());
+        Ok(())
+    }
+
+    fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {
+        let tmp = format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&sql::SwapNames::of(&r.name).tmp, '"'));
+        match what {
+            Materialization::View { sql } => {
+                let prefix = format!("create view {tmp} as (\n");
+                self.swap(r, sql::Kind::View, (&prefix, body(sql), "\n)"), &[])
+            }
+            Materialization::Table { sql } => {
+                let prefix = format!("create table {tmp} as (\n");
+                self.swap(r, sql::Kind::Table, (&prefix, body(sql), "\n)"), checks)
+            }
+            Materialization::Incremental { sql, strategy, on_schema_change } => self.incremental(r, sql, strategy, *on_schema_change),
+            Materialization::External { .. } => Err(EngineError::new(
+                "`materialized: external` writes files and needs the embedded DataFusion engine; use `table` on PostgreSQL",
+            )),
+        }
+    }
+
+    fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
+        self.with_client(async |c| {
+            let statement = c.prepare(body(sql)).await.map_err(|e| pg_err(&e, Some(Embedded { offset: 0, sql })))?;
+            Ok(statement.columns().iter().map(|c| (c.name().to_string(), sql::type_name(c.type_()))).collect())
+        })
+    }
+
+    fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
+        let r = &seed.relation;
+        self.check_database(r)?;
+        let data = seeds::read(seed)?;
+        let target = Self::quoted(r);
+        self.with_client(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg_err(&e, None))?;
+            let existing = match kind_of(&tx, &r.schema, &r.name).await? {
+                Some(k) => Some((k, columns_of(&tx, &target).await?)),
+                None => None,
+            };
+            for statement in sql::seed_prepare(&r.schema, &r.name, &data.columns, existing.as_ref(), seed.full_refresh) {
+                exec(&tx, &statement).await?;
+            }
+            let rows = seeds::copy_in(&tx, &target, &data).await.map_err(|e| {
+                let mut err = pg_err(&e, None);
+                err.message = format!("loading the seed with COPY failed: {}", err.message);
+                err
+            })?;
+            tx.commit().await.map_err(|e| pg_err(&e, None))?;
+            Ok(rows)
+        })
+    }
+
+    fn supports(&self, capability: Capability) -> bool {
+        matches!(capability, Capability::AtomicPublish)
+    }
+}
+
+/// JSON for `kiln debug`: the connection settings with the password masked.
+pub fn describe_settings(settings: &ConnectSettings) -> Json {
+    settings.public()
+}
