@@ -177,6 +177,18 @@ pub trait Engine: Send + Sync {
     /// Loads a seed, replacing the table; returns the rows loaded.
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError>;
 
+    /// Writes descriptions (`persist_docs`) where the warehouse keeps them; by default nowhere.
+    fn persist_docs(
+        &self,
+        relation: &RelationName,
+        is_view: bool,
+        description: Option<&str>,
+        columns: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let _ = (relation, is_view, description, columns);
+        Ok(())
+    }
+
     fn supports(&self, _capability: Capability) -> bool {
         false
     }

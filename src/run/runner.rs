@@ -231,6 +231,24 @@ fn test_error(e: crate::engine::EngineError) -> String {
     }
 }
 
+/// An engine error in a model's SQL: the message and, when the engine says where, the line of
+/// the compiled SQL with a caret under the spot, naming the model's file.
+fn sql_error(node: &Node, sql: &str, e: &crate::engine::EngineError) -> String {
+    let Some((line, col)) = e.position else { return e.message.clone() };
+    let Some(text) = sql.lines().nth(line.saturating_sub(1)) else { return e.message.clone() };
+    let width = line.to_string().len();
+    let pad = " ".repeat(width);
+    let caret = format!("{}^", " ".repeat(text.chars().take(col.saturating_sub(1)).count()));
+    format!(
+        "{}
+{pad}--> {} (compiled SQL, line {line}, column {col}; the whole statement is in target/run/{}/{})
+{pad} |
+{line} | {text}
+{pad} | {caret}",
+        e.message, node.original_file_path, node.package, node.original_file_path
+    )
+}
+
 fn is_ancestor(graph: &Graph, ancestor: &str, of: &str) -> bool {
     let mut stack = vec![of];
     let mut seen = BTreeSet::new();
@@ -515,6 +533,23 @@ impl Runner<'_> {
         outcome
     }
 
+    /// `persist_docs`: the model's and its columns' descriptions as comments in the warehouse.
+    fn persist_docs(&self, node: &Node, relation: &RelationName, is_view: bool) -> Result<(), String> {
+        let cfg = node.config.get("persist_docs");
+        let on = |key: &str| json_truthy(cfg.and_then(|c| c.get(key))).unwrap_or(false);
+        let (rel, cols) = (on("relation"), on("columns"));
+        if !rel && !cols {
+            return Ok(());
+        }
+        let description = Some(node.description.as_str()).filter(|d| rel && !d.is_empty());
+        let columns: Vec<(String, String)> = if cols {
+            node.columns.values().filter(|c| !c.description.is_empty()).map(|c| (c.name.clone(), c.description.clone())).collect()
+        } else {
+            vec![]
+        };
+        self.engine.persist_docs(relation, is_view, description, &columns).map_err(|e| format!("persist_docs: {}", e.message))
+    }
+
     fn is_incremental(&self, node: &Node) -> bool {
         node.materialized() == "incremental"
             && !(self.options.full_refresh || json_truthy(node.config.get("full_refresh")).unwrap_or(false))
@@ -644,7 +679,8 @@ impl Runner<'_> {
         };
         self.engine.create_schema(&relation.database, &relation.schema).map_err(|e| e.message)?;
         self.hooks(node, "pre-hook")?;
-        let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| e.message)?;
+        let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| sql_error(node, sql, &e))?;
+        self.persist_docs(node, &relation, matches!(what, Materialization::View { .. }))?;
         self.hooks(node, "post-hook")?;
         let verb = match what {
             Materialization::View { .. } => "CREATE VIEW".to_string(),

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// A copy of the repository's example project (the root is itself a kiln project).
-fn example_project() -> tempfile::TempDir {
+pub fn example_project() -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     for dir in ["models", "seeds", "macros", "data_tests", "data"] {

@@ -7,4 +7,5 @@ mod dbt_parity;
 mod engine;
 mod golden;
 mod object_store;
+mod postgres;
 mod quality;

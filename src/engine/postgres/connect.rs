@@ -219,7 +219,9 @@ impl Connector {
             let text = e.to_string();
             match io {
                 Some(std::io::ErrorKind::ConnectionRefused) => {
-                    format!("cannot connect to PostgreSQL at {at}: connection refused; is the server running and listening on that host and port?")
+                    format!(
+                        "cannot connect to PostgreSQL at {at}: connection refused; is the server running and listening on that host and port?"
+                    )
                 }
                 Some(std::io::ErrorKind::TimedOut) => format!(
                     "cannot connect to PostgreSQL at {at}: no answer within {}s (connect_timeout); check the host, the port and any firewall",
@@ -239,7 +241,10 @@ impl Connector {
                 _ if text.contains("TLS") || text.contains("tls") || detail.contains("certificate") => {
                     format!("TLS with the server at {at} failed ({detail}); check `sslmode` (and `sslrootcert`)")
                 }
-                _ => format!("cannot connect to PostgreSQL at {at}: {text}{}", if chain.is_empty() { String::new() } else { format!(": {detail}") }),
+                _ => format!(
+                    "cannot connect to PostgreSQL at {at}: {text}{}",
+                    if chain.is_empty() { String::new() } else { format!(": {detail}") }
+                ),
             }
         };
         EngineError::new(message)

@@ -272,10 +272,7 @@ impl Engine for PostgresEngine {
             let statement = c.prepare(&sql).await.map_err(|e| pg_err(&e, Some(emb)))?;
             let types: Vec<tokio_postgres::types::Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
             let messages = c.simple_query(&sql).await.map_err(|e| pg_err(&e, Some(emb)))?;
-            let mut table = QueryTable {
-                columns: statement.columns().iter().map(|c| c.name().to_string()).collect(),
-                rows: Vec::new(),
-            };
+            let mut table = QueryTable { columns: statement.columns().iter().map(|c| c.name().to_string()).collect(), rows: Vec::new() };
             for m in messages {
                 if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
                     table.rows.push((0..row.len()).map(|i| sql::json_cell(row.get(i), types.get(i))).collect());
@@ -353,6 +350,28 @@ impl Engine for PostgresEngine {
             tx.commit().await.map_err(|e| pg_err(&e, None))?;
             Ok(rows)
         })
+    }
+
+    /// `comment on`, as dbt-postgres does; the text is a string literal, never spliced raw.
+    fn persist_docs(
+        &self,
+        r: &RelationName,
+        is_view: bool,
+        description: Option<&str>,
+        columns: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let target = Self::quoted(r);
+        let mut statements = Vec::new();
+        if let Some(d) = description {
+            statements.push(format!("comment on {} {target} is {}", if is_view { "view" } else { "table" }, sql::literal(d)));
+        }
+        for (column, d) in columns {
+            statements.push(format!("comment on column {target}.{} is {}", quote_ident(column, '"'), sql::literal(d)));
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.execute(&statements.join(";\n")).map(|_| ())
     }
 
     fn supports(&self, capability: Capability) -> bool {

@@ -11,6 +11,11 @@ fn q(s: &str) -> String {
     quote_ident(s, '"')
 }
 
+/// A string literal (`'it''s'`); backslashes are plain characters with standard strings.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// PostgreSQL's identifier limit, in bytes.
 const MAX_IDENT: usize = 63;
 
@@ -102,8 +107,7 @@ pub fn incremental(
     let has = |cols: &[(String, String)], name: &str| cols.iter().any(|(c, _)| c == name);
     let added: Vec<&(String, String)> = incoming.iter().filter(|(c, _)| !has(existing, c)).collect();
     let removed: Vec<&(String, String)> = existing.iter().filter(|(c, _)| !has(incoming, c)).collect();
-    let retyped: Vec<&(String, String)> =
-        incoming.iter().filter(|(c, t)| existing.iter().any(|(e, et)| e == c && et != t)).collect();
+    let retyped: Vec<&(String, String)> = incoming.iter().filter(|(c, t)| existing.iter().any(|(e, et)| e == c && et != t)).collect();
     let mut plan = IncrementalPlan::default();
     fn names<'a>(v: &[&'a (String, String)]) -> Vec<&'a str> {
         v.iter().map(|(c, _)| c.as_str()).collect()
@@ -124,7 +128,8 @@ pub fn incremental(
         SchemaChange::SyncAllColumns => {
             plan.alter.extend(added.iter().map(|(c, t)| format!("alter table {target} add column {} {t}", q(c))));
             plan.alter.extend(removed.iter().map(|(c, _)| format!("alter table {target} drop column {}", q(c))));
-            plan.alter.extend(retyped.iter().map(|(c, t)| format!("alter table {target} alter column {c} type {t} using {c}::{t}", c = q(c))));
+            plan.alter
+                .extend(retyped.iter().map(|(c, t)| format!("alter table {target} alter column {c} type {t} using {c}::{t}", c = q(c))));
         }
         SchemaChange::Ignore | SchemaChange::Fail => {}
     }
@@ -139,13 +144,13 @@ pub fn incremental(
         IncrementalStrategy::Append => plan.apply.push(insert),
         IncrementalStrategy::DeleteInsert { unique_key } => {
             let delete = if let [key] = unique_key.as_slice() {
-                format!("delete from {target}\nwhere ({k}) in (\n    select distinct {k}\n    from {source} as DBT_INTERNAL_SOURCE\n)", k = q(key))
+                format!(
+                    "delete from {target}\nwhere ({k}) in (\n    select distinct {k}\n    from {source} as DBT_INTERNAL_SOURCE\n)",
+                    k = q(key)
+                )
             } else {
-                let cond = unique_key
-                    .iter()
-                    .map(|k| format!("{source}.{k} = {target}.{k}", k = q(k)))
-                    .collect::<Vec<_>>()
-                    .join("\n    and ");
+                let cond =
+                    unique_key.iter().map(|k| format!("{source}.{k} = {target}.{k}", k = q(k))).collect::<Vec<_>>().join("\n    and ");
                 format!("delete from {target}\nusing {source}\nwhere (\n    {cond}\n)")
             };
             plan.apply.push(delete);

@@ -1,0 +1,496 @@
+//! PostgreSQL push-down against a real server.
+//!
+//! - `KILN_TEST_PG` (`host=127.0.0.1 port=5433 user=postgres`) names a server on which the user
+//!   may create databases; every test works in a database of its own. `.ci/run` starts one.
+//! - `KILN_TEST_PG_BIN` (the directory of `initdb` and `pg_ctl`) lets the fault tests run a
+//!   private cluster they can stop and restart.
+//!
+//! In CI both must be set: the tests fail rather than skip.
+
+use crate::common::*;
+use kiln::engine::postgres::PostgresEngine;
+use kiln::engine::postgres::connect::ConnectSettings;
+use kiln::engine::{Engine, RelationName, SeedLoad};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Clone, Debug)]
+struct Server {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+}
+
+/// The shared test server, or `None` (with a note) outside CI when it is not configured.
+fn server() -> Option<Server> {
+    let Ok(spec) = std::env::var("KILN_TEST_PG") else {
+        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_PG must be set in CI (see .ci/run)");
+        eprintln!("KILN_TEST_PG not set: skipping the PostgreSQL test outside CI");
+        return None;
+    };
+    let mut s = Server { host: "127.0.0.1".into(), port: 5432, user: "postgres".into(), password: None };
+    for part in spec.split_whitespace() {
+        match part.split_once('=') {
+            Some(("host", v)) => s.host = v.into(),
+            Some(("port", v)) => s.port = v.parse().expect("KILN_TEST_PG port"),
+            Some(("user", v)) => s.user = v.into(),
+            Some(("password", v)) => s.password = Some(v.into()),
+            _ => panic!("KILN_TEST_PG: cannot read `{part}`; write `host=... port=... user=...`"),
+        }
+    }
+    Some(s)
+}
+
+impl Server {
+    fn settings(&self, dbname: &str) -> ConnectSettings {
+        let mut m = indexmap::IndexMap::new();
+        for (k, v) in [("host", self.host.clone()), ("port", self.port.to_string()), ("user", self.user.clone()), ("dbname", dbname.into())]
+        {
+            m.insert(k.to_string(), Value::from(v));
+        }
+        if let Some(p) = &self.password {
+            m.insert("password".into(), Value::from(p.clone()));
+        }
+        m.insert("sslmode".into(), Value::from("disable"));
+        ConnectSettings::from_target(&m).expect("settings")
+    }
+
+    fn engine(&self, dbname: &str) -> PostgresEngine {
+        PostgresEngine::open(self.settings(dbname)).unwrap_or_else(|e| panic!("cannot connect to {dbname}: {e}"))
+    }
+
+    /// A new, empty database named after the test.
+    fn fresh_db(&self, hint: &str) -> String {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("kiln_{hint}_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let admin = self.engine("postgres");
+        admin.execute(&format!("drop database if exists {name}")).unwrap();
+        admin.execute(&format!("create database {name}")).unwrap();
+        name
+    }
+
+    /// A `profiles.yml` with one postgres output per (target, database).
+    fn profiles(&self, profile: &str, targets: &[(&str, &str)]) -> String {
+        let mut out = format!("{profile}:\n  target: {}\n  outputs:\n", targets[0].0);
+        for (target, db) in targets {
+            out.push_str(&format!(
+                "    {target}:\n      type: postgres\n      host: {}\n      port: {}\n      user: {}\n      password: \"{{{{ env_var('KILN_TEST_PG_PASSWORD', '') }}}}\"\n      dbname: {db}\n      schema: analytics\n      threads: 4\n",
+                self.host, self.port, self.user
+            ));
+        }
+        out
+    }
+}
+
+fn kiln_pg(dir: &Path, server: &Server, args: &[&str]) -> std::process::Output {
+    kiln(dir).args(args).env("KILN_TEST_PG_PASSWORD", server.password.clone().unwrap_or_default()).output().expect("kiln runs")
+}
+
+/// A value as text that compares across engines: numbers to 6 decimals, timestamps with a space.
+fn canon(v: &Value) -> String {
+    match v {
+        Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
+        Value::Null => "null".into(),
+        Value::String(s) => {
+            let b = s.as_bytes();
+            if b.len() >= 19 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' {
+                format!("{} {}", &s[..10], &s[11..])
+            } else if let Ok(f) = s.parse::<f64>()
+                && s.contains('.')
+            {
+                format!("{f:.6}")
+            } else {
+                s.clone()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Rows of `select * from rel` as sorted canonical lines.
+fn rows_of(engine: &dyn Engine, rel: &str) -> Vec<String> {
+    let t = engine.query(&format!("select * from {rel}"), None).unwrap_or_else(|e| panic!("select from {rel}: {e}"));
+    let mut rows: Vec<String> = t.rows.iter().map(|r| r.iter().map(canon).collect::<Vec<_>>().join("|")).collect();
+    rows.sort();
+    rows
+}
+
+/// (name, `"schema"."alias"`) of every enabled model and seed in a project's manifest.
+fn relations(dir: &Path) -> Vec<(String, String)> {
+    // The example project writes to `target/kiln` (its `target-path`), fixtures to `target`.
+    let path = ["target/kiln/manifest.json", "target/manifest.json"].iter().map(|p| dir.join(p)).find(|p| p.exists()).expect("a manifest");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out: Vec<(String, String)> = manifest["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| (n["resource_type"] == "model" || n["resource_type"] == "seed") && n["config"]["materialized"] != "ephemeral")
+        .map(|n| {
+            let q = |s: &Value| format!("\"{}\"", s.as_str().unwrap().replace('"', "\"\""));
+            (n["name"].as_str().unwrap().to_string(), format!("{}.{}", q(&n["schema"]), q(&n["alias"])))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Loads the example project's external CSV source into PostgreSQL, as an extract step would.
+fn load_example_source(engine: &PostgresEngine, db: &str, project: &Path) {
+    engine.create_schema(db, "shop_exports").unwrap();
+    let load = SeedLoad {
+        relation: RelationName { database: db.into(), schema: "shop_exports".into(), name: "order_items".into() },
+        path: project.join("data/order_items.csv"),
+        delimiter: b',',
+        column_types: vec![],
+        full_refresh: false,
+    };
+    engine.load_seed(&load).unwrap();
+}
+
+/// Builds `dir` on DataFusion (default target) and on PostgreSQL, then compares every model's
+/// and seed's rows.
+fn same_rows_on_both_engines(server: &Server, dir: &Path, profile: &str, prepare: impl Fn(&PostgresEngine, &str)) {
+    let out = run(dir, &["build"]);
+    assert_eq!(out.status.code(), Some(0), "DataFusion build:\n{}", stderr(&out));
+    let df_rel: std::collections::HashMap<String, String> = relations(dir).into_iter().collect();
+    let db = server.fresh_db(profile);
+    std::fs::create_dir_all(dir.join("pg")).unwrap();
+    std::fs::write(dir.join("pg/profiles.yml"), server.profiles(profile, &[("pg", &db)])).unwrap();
+    let pg = server.engine(&db);
+    prepare(&pg, &db);
+    let out = kiln_pg(dir, server, &["build", "--profiles-dir", "pg"]);
+    assert_eq!(out.status.code(), Some(0), "PostgreSQL build:\n{}", stderr(&out));
+    let pg_relations = relations(dir);
+    assert!(pg_relations.len() >= 5, "{pg_relations:?}");
+    for (name, rel) in &pg_relations {
+        let theirs = df_rel.get(name).unwrap_or_else(|| panic!("{name} is not in the DataFusion build: {df_rel:?}"));
+        // The DataFusion side is read through `kiln show`, which registers external sources.
+        let out = run(dir, &["show", "--inline", &format!("select * from {theirs}"), "--limit", "10000000", "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let mut b: Vec<String> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Map<String, Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|"))
+            .collect();
+        b.sort();
+        let a = rows_of(&pg, rel);
+        assert!(!a.is_empty(), "{name} is empty on PostgreSQL");
+        assert_eq!(a, b, "{name}: PostgreSQL and DataFusion rows differ");
+    }
+}
+
+#[test]
+fn example_project_builds_the_same_rows_on_postgres_and_datafusion() {
+    let Some(server) = server() else { return };
+    let tmp = crate::engine::example_project();
+    same_rows_on_both_engines(&server, tmp.path(), "coffee_shop", |pg, db| load_example_source(pg, db, tmp.path()));
+}
+
+#[test]
+fn shop_project_builds_the_same_rows_on_postgres_and_datafusion() {
+    let Some(server) = server() else { return };
+    let tmp = temp_project("projects/shop");
+    std::fs::remove_dir_all(tmp.path().join("profiles")).unwrap();
+    same_rows_on_both_engines(&server, tmp.path(), "shop", |_, _| {});
+}
+
+/// The dbt-postgres project builds unchanged under dbt-postgres and under kiln, twice (the second
+/// build runs the incremental models incrementally, with a schema change): the same tables
+/// (columns, types, rows) and the same test outcomes, node by node.
+#[test]
+fn pgshop_matches_dbt_postgres() {
+    let Some(server) = server() else { return };
+    let Some(dbt) = std::env::var_os("KILN_TEST_DBT") else {
+        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_DBT must be set in CI (see .ci/run)");
+        return;
+    };
+    let (ours, theirs) = (server.fresh_db("pgshop_kiln"), server.fresh_db("pgshop_dbt"));
+    let (kdir, ddir) = (temp_project("projects/pgshop"), temp_project("projects/pgshop"));
+    for d in [kdir.path(), ddir.path()] {
+        std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &ours), ("dbt", &theirs)])).unwrap();
+    }
+    let statuses = |dir: &Path| -> Vec<(String, String)> {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/run_results.json")).unwrap()).unwrap();
+        let mut v: Vec<(String, String)> = doc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["unique_id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    for vars in ["{}", "{until: '2024-01-06'}"] {
+        let out = std::process::Command::new(&dbt)
+            .args(["build", "--profiles-dir", ".", "--target", "dbt", "--vars", vars])
+            .current_dir(ddir.path())
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .env("KILN_TEST_PG_PASSWORD", server.password.clone().unwrap_or_default())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dbt build {vars}:\n{}", String::from_utf8_lossy(&out.stdout));
+        let out = kiln_pg(kdir.path(), &server, &["build", "--profiles-dir", ".", "--target", "kiln", "--vars", vars]);
+        assert_eq!(out.status.code(), Some(0), "kiln build {vars}:\n{}", stderr(&out));
+        let (k, d) = (statuses(kdir.path()), statuses(ddir.path()));
+        assert_eq!(k, d, "test and build outcomes differ from dbt-postgres (vars {vars})");
+        assert!(k.iter().any(|(_, s)| s == "warn"), "the fixture has warning tests: {k:?}");
+        let (ke, de) = (server.engine(&ours), server.engine(&theirs));
+        let rels = relations(kdir.path());
+        assert_eq!(rels.len(), 10, "{rels:?}");
+        for (name, rel) in &rels {
+            let r = RelationName {
+                database: String::new(),
+                schema: "analytics".into(),
+                name: rel.rsplit("\".\"").next().unwrap().trim_matches('"').replace("\"\"", "\""),
+            };
+            assert_eq!(ke.describe(&r).unwrap(), de.describe(&r).unwrap(), "{name}: columns or types differ from dbt-postgres");
+            assert_eq!(rows_of(&ke, rel), rows_of(&de, rel), "{name}: rows differ from dbt-postgres (vars {vars})");
+        }
+    }
+    // persist_docs wrote the descriptions, as dbt-postgres does.
+    let k = server.engine(&ours);
+    let comment = k
+        .query("select obj_description('analytics.stg_orders'::regclass), col_description('analytics.stg_orders'::regclass, 1)", None)
+        .unwrap();
+    assert_eq!(comment.rows[0], vec![Value::from("One row per order, typed and renamed."), Value::from("The order's id (it's unique).")]);
+}
+
+#[test]
+fn materializations_swap_atomically_and_seeds_reload() {
+    let Some(server) = server() else { return };
+    let tmp = temp_project("projects/pgshop");
+    let d = tmp.path();
+    let db = server.fresh_db("swap");
+    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
+    let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pg = server.engine(&db);
+    // A view built on the seed survives a seed reload with the same columns (truncate + COPY).
+    pg.execute("create view analytics.watcher as select count(*) as n from analytics.raw_orders").unwrap();
+    let out = kiln_pg(d, &server, &["seed", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(pg.query("select n from analytics.watcher", None).unwrap().rows[0][0], Value::from(7));
+    // Seed values are data, never SQL: quotes, commas, newlines and backslashes arrive intact.
+    let notes = pg.query("select note from analytics.raw_orders order by id", None).unwrap();
+    let notes: Vec<&Value> = notes.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(notes[2], "comma, inside");
+    assert_eq!(notes[3], "line\nbreak");
+    assert_eq!(notes[4], "back\\slash");
+    assert_eq!(*notes[5], Value::Null, "`null` in a seed is NULL, as in dbt");
+    let names = pg.query("select name from analytics.raw_customers order by id", None).unwrap();
+    assert_eq!(names.rows[2][0], "Chloé \"CJ\" Jones");
+    // --full-refresh recreates the seed (dropping what depends on it, as dbt-postgres does).
+    let out = kiln_pg(d, &server, &["seed", "--profiles-dir", ".", "--full-refresh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(pg.describe(&RelationName { database: db.clone(), schema: "analytics".into(), name: "watcher".into() }).unwrap().is_none());
+    // A relation that changes kind (view -> table) is swapped in place; no temporary is left.
+    std::fs::write(
+        d.join("models/staging/stg_customers.sql"),
+        "{{ config(materialized='table') }}\nselect 1 as customer_id, 'x' as customer_name, current_date as signup_date, false as is_vip\n",
+    )
+    .unwrap();
+    let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "stg_customers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let kinds = pg
+        .query("select relname::text, relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace where nspname = 'analytics' and relname like 'stg_customers%' order by 1", None)
+        .unwrap();
+    assert_eq!(kinds.rows, vec![vec![Value::from("stg_customers"), Value::from("r")]]);
+    // Identifiers with capitals, spaces and quotes.
+    let cols =
+        pg.describe(&RelationName { database: db.clone(), schema: "analytics".into(), name: "Customer Orders".into() }).unwrap().unwrap();
+    assert_eq!(cols[1].0, "Customer \"Name\"");
+}
+
+#[test]
+fn sql_error_points_at_the_model_and_keeps_the_old_table() {
+    let Some(server) = server() else { return };
+    let tmp = temp_project("projects/pgshop");
+    let d = tmp.path();
+    let db = server.fresh_db("caret");
+    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
+    let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(
+        d.join("models/marts/revenue_by_status.sql"),
+        "select\n    order_date,\n    sum(amount) as total,\n    sum(no_such_column) as broken\nfrom {{ ref('stg_orders') }}\ngroup by 1\n",
+    )
+    .unwrap();
+    let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "revenue_by_status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("column \"no_such_column\" does not exist"), "{err}");
+    assert!(err.contains("--> models/marts/revenue_by_status.sql (compiled SQL, line 4, column 9"), "{err}");
+    assert!(err.contains("4 |     sum(no_such_column) as broken\n  |         ^"), "{err}");
+    let pg = server.engine(&db);
+    let cols =
+        pg.describe(&RelationName { database: db.clone(), schema: "analytics".into(), name: "revenue_by_status".into() }).unwrap().unwrap();
+    assert!(cols.iter().any(|(c, _)| c == "completed_amount"), "the previous table is kept: {cols:?}");
+}
+
+/// A statement fails in the middle of the swap (after the old table was renamed away): the
+/// transaction rolls back and the old table is still there, under its name, with its rows.
+#[test]
+fn failure_halfway_through_a_swap_keeps_the_previous_table() {
+    let Some(server) = server() else { return };
+    let tmp = temp_project("projects/pgshop");
+    let d = tmp.path();
+    let db = server.fresh_db("halfway");
+    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
+    let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pg = server.engine(&db);
+    let before = rows_of(&pg, "analytics.dim_customers");
+    pg.execute(
+        "create function analytics.refuse_backup_drop() returns event_trigger language plpgsql as $$\n\
+         begin\n  if exists (select 1 from pg_event_trigger_dropped_objects() where object_name like '%__dbt_backup') then\n\
+         raise exception 'refusing to drop a backup (test)';\n  end if;\nend $$",
+    )
+    .unwrap();
+    pg.execute("create event trigger refuse_backup_drop on sql_drop execute function analytics.refuse_backup_drop()").unwrap();
+    std::fs::write(
+        d.join("models/marts/dim_customers.sql"),
+        "select customer_id, customer_name, signup_date, 0 as days_since_signup from {{ ref('stg_customers') }} where false\n",
+    )
+    .unwrap();
+    let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "dim_customers"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refusing to drop a backup (test)"), "{}", stderr(&out));
+    assert_eq!(rows_of(&pg, "analytics.dim_customers"), before, "the previous table is intact");
+    let left = pg.query("select relname::text from pg_class where relname like 'dim_customers__dbt%'", None).unwrap();
+    assert!(left.rows.is_empty(), "nothing half-swapped is left: {:?}", left.rows);
+}
+
+/// A private cluster, with password authentication on TCP, that a test may stop and restart.
+struct Cluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+const CLUSTER_PASSWORD: &str = "Right-Pa55word";
+
+fn as_postgres(cmd: &str) -> std::process::Output {
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut c = if root {
+        let mut c = std::process::Command::new("su");
+        c.args(["postgres", "-s", "/bin/sh", "-c", cmd]);
+        c
+    } else {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", cmd]);
+        c
+    };
+    c.output().expect("runs a PostgreSQL tool")
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let Ok(bin) = std::env::var("KILN_TEST_PG_BIN") else {
+            assert!(std::env::var_os("CI").is_none(), "KILN_TEST_PG_BIN must be set in CI (see .ci/run)");
+            eprintln!("KILN_TEST_PG_BIN not set: skipping the PostgreSQL fault test outside CI");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(dir.path().join("pw"), CLUSTER_PASSWORD).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            let st = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+            assert!(st.success());
+        }
+        let c = Cluster { dir, port, bin: PathBuf::from(bin) };
+        let d = c.dir.path().display();
+        let out = as_postgres(&format!(
+            "{}/initdb -D {d}/data -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile={d}/pw",
+            c.bin.display()
+        ));
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        c.up();
+        Some(c)
+    }
+
+    fn up(&self) {
+        let d = self.dir.path().display();
+        let out = as_postgres(&format!(
+            "{}/pg_ctl -D {d}/data -l {d}/log -w start -o '-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off'",
+            self.bin.display(),
+            self.port
+        ));
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn down(&self) {
+        let out = as_postgres(&format!("{}/pg_ctl -D {}/data -m fast -w stop", self.bin.display(), self.dir.path().display()));
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn server(&self) -> Server {
+        Server { host: "127.0.0.1".into(), port: self.port, user: "postgres".into(), password: Some(CLUSTER_PASSWORD.into()) }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&format!("{}/pg_ctl -D {}/data -m immediate stop", self.bin.display(), self.dir.path().display()));
+    }
+}
+
+/// Wrong password, server down before the run, server stopped during the run: clear errors,
+/// no password in any output, descendants skipped, previous relations intact.
+#[test]
+fn connection_faults_are_reported_and_lose_nothing() {
+    let Some(cluster) = Cluster::start() else { return };
+    let server = cluster.server();
+    let db = server.fresh_db("faults");
+    let tmp = temp_project("projects/pgshop");
+    let d = tmp.path();
+    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
+    std::fs::write(d.join("models/marts/after_dim.sql"), "select count(*) as n from {{ ref('dim_customers') }}\n").unwrap();
+
+    // Wrong password: said plainly, and the password itself never printed.
+    let wrong = "Wr0ng-Secret-xyz";
+    for cmd in [&["debug", "--profiles-dir", "."][..], &["build", "--profiles-dir", "."]] {
+        let out = kiln(d).args(cmd).env("KILN_TEST_PG_PASSWORD", wrong).output().unwrap();
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("authentication failed for user `postgres`"), "{all}");
+        assert!(!all.contains(wrong), "the password leaked: {all}");
+    }
+
+    // A first good build; then a slow model, stopped mid-run by a server shutdown.
+    let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = rows_of(&server.engine(&db), "analytics.dim_customers");
+    std::fs::write(
+        d.join("models/marts/dim_customers.sql"),
+        "with wait as (select pg_sleep(30))\nselect c.customer_id, c.customer_name, c.signup_date, 0 as days_since_signup\nfrom {{ ref('stg_customers') }} as c cross join wait\n",
+    )
+    .unwrap();
+    let child = kiln(d)
+        .args(["run", "--profiles-dir", ".", "-s", "dim_customers+", "-s", "revenue_by_status"])
+        .env("KILN_TEST_PG_PASSWORD", CLUSTER_PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    cluster.down();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ERROR table       analytics.dim_customers"), "{err}");
+    assert!(err.contains("SKIP  table       analytics.after_dim"), "{err}");
+    assert!(err.contains("the connection to PostgreSQL was lost") || err.contains("terminating connection"), "{err}");
+
+    // Server down before the run: refused, with what to check.
+    let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("connection refused; is the server running"), "{}", stderr(&out));
+
+    // Back up: the previous table is intact, nothing half-swapped remains.
+    cluster.up();
+    let pg = server.engine(&db);
+    assert_eq!(rows_of(&pg, "analytics.dim_customers"), before);
+    let left = pg.query("select relname::text from pg_class where relname like '%__dbt_%'", None).unwrap();
+    assert!(left.rows.is_empty(), "{:?}", left.rows);
+}
