@@ -6,6 +6,14 @@
 //!                                            # test: `kiln test` of 1000 models (~1000 data tests) over 1k-row seeds
 //!     cargo bench --bench build -- build 100 10000 5   # command, models, seed rows, runs
 //!     KILN_BENCH_DIR=/tmp/p cargo bench --bench build -- test   # keep the project (for profiling)
+//!
+//! PostgreSQL push-down, side by side with dbt-postgres on the same server and project:
+//!
+//!     KILN_BENCH_PG="host=127.0.0.1 port=5433 user=postgres" KILN_BENCH_DBT=/path/to/venv/bin/dbt \
+//!         cargo bench --bench build -- pg 100 10000 3
+//!
+//! Each run builds into a freshly created database (created and dropped through kiln's own
+//! PostgreSQL engine); without `KILN_BENCH_DBT` only kiln is timed.
 
 mod generator;
 
@@ -22,9 +30,18 @@ fn children_max_rss_mb() -> f64 {
 }
 
 fn kiln(dir: &Path, command: &str) -> f64 {
+    kiln_with(dir, command, &[])
+}
+
+fn kiln_with(dir: &Path, command: &str, extra: &[&str]) -> f64 {
     let start = Instant::now();
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_kiln")).args([command, "--quiet"]).current_dir(dir).env("HOME", dir).output().expect("run kiln");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([command, "--quiet"])
+        .args(extra)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .expect("run kiln");
     let secs = start.elapsed().as_secs_f64();
     assert!(out.status.success(), "kiln {command} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     secs
@@ -49,8 +66,16 @@ fn time(dir: &Path, command: &str, runs: usize) -> (f64, f64, f64) {
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let command = raw.first().filter(|c| *c == "build" || *c == "test").cloned();
+    let command = raw.first().filter(|c| *c == "build" || *c == "test" || *c == "pg").cloned();
     let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
+    if command.as_deref() == Some("pg") {
+        let (models, rows, runs) = match args.as_slice() {
+            [m, r, runs, ..] => (*m, *r, *runs),
+            [m, r] => (*m, *r, 3),
+            _ => (100, 10_000, 3),
+        };
+        return postgres(models, rows, runs);
+    }
     let cases: Vec<(&str, usize, usize, usize)> = match (command.as_deref(), args.as_slice()) {
         (c, [m, r, runs, ..]) => vec![(c.unwrap_or("build"), *m, *r, *runs)],
         (c, [m, r]) => vec![(c.unwrap_or("build"), *m, *r, 3)],
@@ -85,4 +110,79 @@ fn count_tests(dir: &Path) -> usize {
         .output()
         .expect("run kiln");
     String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn median(mut samples: Vec<f64>) -> (f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[0], samples[samples.len() - 1])
+}
+
+/// `kiln build` and `dbt build` (dbt-postgres) of the same generated project on the same server,
+/// each into a new database per run.
+fn postgres(models: usize, rows: usize, runs: usize) {
+    use kiln::engine::Engine;
+    let spec = std::env::var("KILN_BENCH_PG").expect("set KILN_BENCH_PG=\"host=... port=... user=...\" (a server where the user may create databases)");
+    let part = |key: &str, default: &str| {
+        spec.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).unwrap_or(default).to_string()
+    };
+    let (host, port, user) = (part("host", "127.0.0.1"), part("port", "5432"), part("user", "postgres"));
+    let password = part("password", "");
+    let settings = |db: &str| {
+        let map: indexmap::IndexMap<String, serde_json::Value> = [("host", &host), ("port", &port), ("user", &user), ("password", &password), ("dbname", &db.to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_str())))
+            .collect();
+        kiln::engine::postgres::connect::ConnectSettings::from_target(&map).expect("connection settings")
+    };
+    let admin = kiln::engine::postgres::PostgresEngine::open(settings("postgres")).expect("connect to the benchmark server");
+    let fresh = |db: &str| {
+        admin.execute(&format!("drop database if exists {db}")).expect("drop database");
+        admin.execute(&format!("create database {db}")).expect("create database");
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
+    generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
+    let target = |name: &str, db: &str| {
+        format!("    {name}:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      password: \"{password}\"\n      dbname: {db}\n      schema: bench\n      threads: 4\n")
+    };
+    std::fs::write(
+        dir.join("profiles.yml"),
+        format!("bench:\n  target: kiln\n  outputs:\n{}{}", target("kiln", "kiln_bench_kiln"), target("dbt", "kiln_bench_dbt")),
+    )
+    .expect("write profiles.yml");
+    let tests = count_tests(&dir);
+    println!("PostgreSQL build, N={models} rows={rows} tests={tests}, {runs} runs, threads 4, each from an empty database (wall seconds)");
+    let kiln_samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            fresh("kiln_bench_kiln");
+            kiln_with(&dir, "build", &["--profiles-dir", ".", "--target", "kiln"])
+        })
+        .collect();
+    let (km, kmin, kmax) = median(kiln_samples);
+    println!("kiln build           median {km:.3}s  min {kmin:.3}s  max {kmax:.3}s");
+    let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") else {
+        println!("(KILN_BENCH_DBT not set: dbt-postgres not measured)");
+        return;
+    };
+    let dbt_samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            fresh("kiln_bench_dbt");
+            let start = Instant::now();
+            let out = Command::new(&dbt)
+                .args(["build", "--profiles-dir", ".", "--target", "dbt", "--quiet"])
+                .current_dir(&dir)
+                .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+                .output()
+                .expect("run dbt");
+            let secs = start.elapsed().as_secs_f64();
+            assert!(out.status.success(), "dbt build failed:\n{}", String::from_utf8_lossy(&out.stdout));
+            secs
+        })
+        .collect();
+    let (dm, dmin, dmax) = median(dbt_samples);
+    println!("dbt-postgres build   median {dm:.3}s  min {dmin:.3}s  max {dmax:.3}s");
+    println!("kiln / dbt           {:.2} (kiln takes {:.0}% of dbt's time)", km / dm, 100.0 * km / dm);
+    for db in ["kiln_bench_kiln", "kiln_bench_dbt"] {
+        let _ = admin.execute(&format!("drop database if exists {db}"));
+    }
 }
