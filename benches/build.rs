@@ -121,17 +121,18 @@ fn median(mut samples: Vec<f64>) -> (f64, f64, f64) {
 /// each into a new database per run.
 fn postgres(models: usize, rows: usize, runs: usize) {
     use kiln::engine::Engine;
-    let spec = std::env::var("KILN_BENCH_PG").expect("set KILN_BENCH_PG=\"host=... port=... user=...\" (a server where the user may create databases)");
-    let part = |key: &str, default: &str| {
-        spec.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).unwrap_or(default).to_string()
-    };
+    let spec = std::env::var("KILN_BENCH_PG")
+        .expect("set KILN_BENCH_PG=\"host=... port=... user=...\" (a server where the user may create databases)");
+    let part =
+        |key: &str, default: &str| spec.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).unwrap_or(default).to_string();
     let (host, port, user) = (part("host", "127.0.0.1"), part("port", "5432"), part("user", "postgres"));
     let password = part("password", "");
     let settings = |db: &str| {
-        let map: indexmap::IndexMap<String, serde_json::Value> = [("host", &host), ("port", &port), ("user", &user), ("password", &password), ("dbname", &db.to_string())]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_str())))
-            .collect();
+        let map: indexmap::IndexMap<String, serde_json::Value> =
+            [("host", &host), ("port", &port), ("user", &user), ("password", &password), ("dbname", &db.to_string())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_str())))
+                .collect();
         kiln::engine::postgres::connect::ConnectSettings::from_target(&map).expect("connection settings")
     };
     let admin = kiln::engine::postgres::PostgresEngine::open(settings("postgres")).expect("connect to the benchmark server");
@@ -143,7 +144,9 @@ fn postgres(models: usize, rows: usize, runs: usize) {
     let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
     generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
     let target = |name: &str, db: &str| {
-        format!("    {name}:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      password: \"{password}\"\n      dbname: {db}\n      schema: bench\n      threads: 4\n")
+        format!(
+            "    {name}:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      password: \"{password}\"\n      dbname: {db}\n      schema: bench\n      threads: 4\n"
+        )
     };
     std::fs::write(
         dir.join("profiles.yml"),

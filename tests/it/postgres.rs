@@ -280,6 +280,12 @@ fn materializations_swap_atomically_and_seeds_reload() {
     assert_eq!(*notes[5], Value::Null, "`null` in a seed is NULL, as in dbt");
     let names = pg.query("select name from analytics.raw_customers order by id", None).unwrap();
     assert_eq!(names.rows[2][0], "Chloé \"CJ\" Jones");
+    // --store-failures keeps the failing rows in the audit schema.
+    let out = kiln_pg(d, &server, &["test", "--profiles-dir", ".", "--store-failures", "-s", "stg_orders"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("See the failing rows: select * from"), "{}", stderr(&out));
+    let stored = pg.query("select count(*) from analytics_dbt_test__audit.not_null_stg_orders_note", None).unwrap();
+    assert_eq!(stored.rows[0][0], Value::from(2));
     // --full-refresh recreates the seed (dropping what depends on it, as dbt-postgres does).
     let out = kiln_pg(d, &server, &["seed", "--profiles-dir", ".", "--full-refresh"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
