@@ -126,6 +126,9 @@ pub struct Check {
     /// What is checked, for the error: "not_null on `id`".
     pub name: String,
     pub violations: String,
+    /// The constraint as DDL (`alter table {relation} add primary key ("id")`), for engines
+    /// that enforce constraints themselves: they add it to the new table instead of counting.
+    pub ddl: Option<String>,
 }
 
 /// Data seed: a CSV file to load as a table.

@@ -128,6 +128,10 @@ fn constraint_checks(
     let on = columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
     let not_null = || Check {
         name: format!("not_null on {on}"),
+        ddl: Some(format!(
+            "alter table {{relation}} {}",
+            cols.iter().map(|c| format!("alter column {c} set not null")).collect::<Vec<_>>().join(", ")
+        )),
         violations: format!(
             "select count(*) from {{relation}} where {}",
             cols.iter().map(|c| format!("{c} is null")).collect::<Vec<_>>().join(" or ")
@@ -135,6 +139,7 @@ fn constraint_checks(
     };
     let unique = |name: &str| Check {
         name: format!("{name} on {on}"),
+        ddl: Some(format!("alter table {{relation}} add {} ({})", name.replace('_', " "), cols.join(", "))),
         violations: format!(
             "select count(*) from (select {list} from {{relation}} where {nn} group by {list} having count(*) > 1) as dups",
             list = cols.join(", "),
@@ -147,7 +152,11 @@ fn constraint_checks(
         "primary_key" => vec![not_null(), unique("primary_key")],
         "check" => {
             let expr = c.get("expression").and_then(Json::as_str).ok_or("a `check` constraint needs an `expression`")?;
-            vec![Check { name: format!("check `{expr}`"), violations: format!("select count(*) from {{relation}} where not ({expr})") }]
+            vec![Check {
+                name: format!("check `{expr}`"),
+                violations: format!("select count(*) from {{relation}} where not ({expr})"),
+                ddl: Some(format!("alter table {{relation}} add check ({expr})")),
+            }]
         }
         "foreign_key" => {
             // dbt 1.9: `to: ref('x')`, `to_columns: [id]`; before: `expression: "x (id)"`.
@@ -177,6 +186,11 @@ fn constraint_checks(
                 violations: format!(
                     "select count(*) from {{relation}} as c where {present} and not exists (select 1 from {to} as p where {matches})"
                 ),
+                ddl: Some(format!(
+                    "alter table {{relation}} add foreign key ({}) references {to} ({})",
+                    cols.join(", "),
+                    to_columns.join(", ")
+                )),
             }]
         }
         other => return Err(format!("unknown constraint type `{other}`; use not_null, unique, primary_key, check or foreign_key")),

@@ -248,6 +248,14 @@ fn pgshop_matches_dbt_postgres() {
             assert_eq!(rows_of(&ke, rel), rows_of(&de, rel), "{name}: rows differ from dbt-postgres (vars {vars})");
         }
     }
+    // The contract's constraints exist on the table, as dbt-postgres creates them.
+    let constraints = "select a.attname::text, a.attnotnull, coalesce((select string_agg(c.contype::text, ',' order by c.contype) \
+        from pg_constraint c where c.conrelid = a.attrelid and a.attnum = any(c.conkey)), '') \
+        from pg_attribute a where a.attrelid = 'analytics.dim_customers'::regclass and a.attnum > 0 order by a.attnum";
+    let (ke, de) = (server.engine(&ours), server.engine(&theirs));
+    let ours_c = ke.query(constraints, None).unwrap().rows;
+    assert_eq!(ours_c, de.query(constraints, None).unwrap().rows);
+    assert_eq!(ours_c[0], vec![Value::from("customer_id"), Value::Bool(true), Value::from("p")]);
     // persist_docs wrote the descriptions, as dbt-postgres does.
     let k = server.engine(&ours);
     let comment = k
@@ -286,6 +294,18 @@ fn materializations_swap_atomically_and_seeds_reload() {
     assert!(stderr(&out).contains("See the failing rows: select * from"), "{}", stderr(&out));
     let stored = pg.query("select count(*) from analytics_dbt_test__audit.not_null_stg_orders_note", None).unwrap();
     assert_eq!(stored.rows[0][0], Value::from(2));
+    // A contract constraint the new rows violate: PostgreSQL refuses it, the old table stays.
+    let before = rows_of(&pg, "analytics.dim_customers");
+    std::fs::write(
+        d.join("models/marts/dim_customers.sql"),
+        "select customer_id, customer_name, signup_date, 1 as days_since_signup from {{ ref('stg_customers') }}\nunion all\nselect 1, 'again', current_date, 2\n",
+    )
+    .unwrap();
+    let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "dim_customers"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("constraint primary_key on `customer_id` failed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Key (customer_id)=(1) is duplicated"), "{}", stderr(&out));
+    assert_eq!(rows_of(&pg, "analytics.dim_customers"), before);
     // --full-refresh recreates the seed (dropping what depends on it, as dbt-postgres does).
     let out = kiln_pg(d, &server, &["seed", "--profiles-dir", ".", "--full-refresh"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

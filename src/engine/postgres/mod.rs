@@ -127,9 +127,43 @@ async fn columns_of(client: &impl GenericClient, regclass: &str) -> Result<Vec<(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Runs the contract checks on the unpublished relation `staged`.
+/// Constraints added to `<name>__dbt_tmp` got names from it (`x__dbt_tmp_pkey`); once it is
+/// published as `<name>` (and the old relation dropped), they are renamed after it (`x_pkey`)
+/// where that name is free.
+async fn rename_constraints(client: &impl GenericClient, r: &RelationName, tmp: &str) -> Result<(), EngineError> {
+    let target = format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&r.name, '"'));
+    let rows = client
+        .query(
+            "select c.conname::text, exists (select 1 from pg_catalog.pg_constraint o where o.connamespace = c.connamespace \
+             and o.conname = replace(c.conname, $2, $3)) or exists (select 1 from pg_catalog.pg_class k \
+             where k.relnamespace = c.connamespace and k.relname = replace(c.conname, $2, $3)) \
+             from pg_catalog.pg_constraint c where c.conrelid = $1::text::regclass and strpos(c.conname, $2) > 0",
+            &[&target, &tmp, &r.name],
+        )
+        .await
+        .map_err(|e| pg_err(&e, None))?;
+    for row in rows {
+        let (name, taken): (String, bool) = (row.get(0), row.get(1));
+        if !taken {
+            let new = name.replace(tmp, &r.name);
+            exec(client, &format!("alter table {target} rename constraint {} to {}", quote_ident(&name, '"'), quote_ident(&new, '"')))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Enforces the contract's constraints on the unpublished relation `staged`: as real
+/// constraints of the table (as dbt-postgres creates them), which PostgreSQL validates on the
+/// rows, or by counting violations when a check has no DDL.
 async fn run_checks(client: &impl GenericClient, staged: &str, checks: &[Check]) -> Result<(), EngineError> {
     for check in checks {
+        if let Some(ddl) = &check.ddl {
+            exec(client, &ddl.replace("{relation}", staged)).await.map_err(|e| {
+                EngineError::new(format!("constraint {} failed: {}; the previous version of the relation is kept", check.name, e.message))
+            })?;
+            continue;
+        }
         let q = check.violations.replace("{relation}", staged);
         let row = client.query_one(&format!("select ({q})::bigint"), &[]).await.map_err(|e| pg_err(&e, None))?;
         let n: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
@@ -214,6 +248,9 @@ impl PostgresEngine {
             run_checks(&tx, &format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&names.tmp, '"')), checks).await?;
             let old = kind_of(&tx, &r.schema, &r.name).await?;
             exec(&tx, &sql::publish(&r.schema, &r.name, &names, kind, old).join(";\n")).await?;
+            if !checks.is_empty() {
+                rename_constraints(&tx, r, &names.tmp).await?;
+            }
             tx.commit().await.map_err(|e| pg_err(&e, None))?;
             Ok(rows)
         })
