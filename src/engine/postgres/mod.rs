@@ -18,7 +18,6 @@ use super::{Capability, Check, Engine, EngineError, IncrementalStrategy, Materia
 use crate::jinja::QueryTable;
 use crate::jinja::relation::quote_ident;
 use connect::{ConnectSettings, Connector};
-use serde_json::Value as Json;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use tokio_postgres::{Client, GenericClient};
@@ -414,9 +413,4 @@ impl Engine for PostgresEngine {
     fn supports(&self, capability: Capability) -> bool {
         matches!(capability, Capability::AtomicPublish)
     }
-}
-
-/// JSON for `kiln debug`: the connection settings with the password masked.
-pub fn describe_settings(settings: &ConnectSettings) -> Json {
-    settings.public()
 }
