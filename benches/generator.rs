@@ -40,7 +40,7 @@ pub fn generate(dir: &Path, spec: &Spec) {
     );
     write(
         &dir.join("macros/helpers.sql"),
-        "{% macro cents_to_dollars(col, scale=2) -%}\n    round(cast({{ col }} as double precision) / 100, {{ scale }})\n{%- endmacro %}\n\n\
+        "{% macro cents_to_dollars(col, scale=2) -%}\n    round({{ col }} / 100.0, {{ scale }})\n{%- endmacro %}\n\n\
          {% macro safe_divide(a, b) -%}\n    case when {{ b }} = 0 then null else {{ a }} / {{ b }} end\n{%- endmacro %}\n\n\
          {% macro status_flags(statuses) -%}\n    {%- for s in statuses %}\n    sum(case when status = '{{ s }}' then 1 else 0 end) as n_{{ s }}{{ ',' if not loop.last }}\n    {%- endfor %}\n{%- endmacro %}\n",
     );

@@ -311,7 +311,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     let target = s.project.target_dir();
     for r in &results {
         if let (Some(sql), Some(node)) = (&r.compiled, s.manifest.nodes.get(&r.unique_id)) {
-            let path = target.join("run").join(&node.package).join(&node.original_file_path);
+            let path = s.project.root.join(crate::run::artifacts::artifact_path(&s.project, node, "run"));
             let _ = session::write_atomic_with(&path, |w| std::io::Write::write_all(w, s.jinja.shared.scrub(sql).as_bytes()));
         }
     }

@@ -84,11 +84,17 @@ fn constraints_json(v: &Json) -> Json {
 }
 
 pub fn compiled_path(project: &Project, node: &Node) -> String {
+    artifact_path(project, node, "compiled")
+}
+
+/// Where a node's SQL goes under the target directory (`compiled` or `run`), relative to the
+/// project, as dbt lays it out: generic tests under their YAML file's path.
+pub fn artifact_path(project: &Project, node: &Node, dir: &str) -> String {
     let target = &project.config().target_path;
     if node.test_metadata.is_some() {
-        format!("{target}/compiled/{}/{}/{}", node.package, node.original_file_path, node.path)
+        format!("{target}/{dir}/{}/{}/{}", node.package, node.original_file_path, node.path)
     } else {
-        format!("{target}/compiled/{}/{}", node.package, node.original_file_path)
+        format!("{target}/{dir}/{}/{}", node.package, node.original_file_path)
     }
 }
 

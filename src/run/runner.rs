@@ -233,19 +233,14 @@ fn test_error(e: crate::engine::EngineError) -> String {
 
 /// An engine error in a model's SQL: the message and, when the engine says where, the line of
 /// the compiled SQL with a caret under the spot, naming the model's file.
-fn sql_error(node: &Node, sql: &str, e: &crate::engine::EngineError) -> String {
+fn sql_error(node: &Node, run_path: &str, sql: &str, e: &crate::engine::EngineError) -> String {
     let Some((line, col)) = e.position else { return e.message.clone() };
     let Some(text) = sql.lines().nth(line.saturating_sub(1)) else { return e.message.clone() };
-    let width = line.to_string().len();
-    let pad = " ".repeat(width);
+    let pad = " ".repeat(line.to_string().len());
     let caret = format!("{}^", " ".repeat(text.chars().take(col.saturating_sub(1)).count()));
     format!(
-        "{}
-{pad}--> {} (compiled SQL, line {line}, column {col}; the whole statement is in target/run/{}/{})
-{pad} |
-{line} | {text}
-{pad} | {caret}",
-        e.message, node.original_file_path, node.package, node.original_file_path
+        "{}\n{pad}--> {} (compiled SQL, line {line}, column {col}; the whole statement is in {run_path})\n{pad} |\n{line} | {text}\n{pad} | {caret}",
+        e.message, node.original_file_path
     )
 }
 
@@ -679,7 +674,7 @@ impl Runner<'_> {
         };
         self.engine.create_schema(&relation.database, &relation.schema).map_err(|e| e.message)?;
         self.hooks(node, "pre-hook")?;
-        let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| sql_error(node, sql, &e))?;
+        let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| sql_error(node, &super::artifacts::artifact_path(self.project, node, "run"), sql, &e))?;
         self.persist_docs(node, &relation, matches!(what, Materialization::View { .. }))?;
         self.hooks(node, "post-hook")?;
         let verb = match what {
