@@ -158,6 +158,7 @@ fn postgres(models: usize, rows: usize, runs: usize) {
     let kiln_samples: Vec<f64> = (0..runs)
         .map(|_| {
             fresh("kiln_bench_kiln");
+            let _ = std::fs::remove_dir_all(dir.join("target"));
             kiln_with(&dir, "build", &["--profiles-dir", ".", "--target", "kiln"])
         })
         .collect();
@@ -170,6 +171,7 @@ fn postgres(models: usize, rows: usize, runs: usize) {
     let dbt_samples: Vec<f64> = (0..runs)
         .map(|_| {
             fresh("kiln_bench_dbt");
+            let _ = std::fs::remove_dir_all(dir.join("target"));
             let start = Instant::now();
             let out = Command::new(&dbt)
                 .args(["build", "--profiles-dir", ".", "--target", "dbt", "--quiet"])
