@@ -674,7 +674,10 @@ impl Runner<'_> {
         };
         self.engine.create_schema(&relation.database, &relation.schema).map_err(|e| e.message)?;
         self.hooks(node, "pre-hook")?;
-        let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| sql_error(node, &super::artifacts::artifact_path(self.project, node, "run"), sql, &e))?;
+        let rows = self
+            .engine
+            .materialize(&relation, &what, &checks)
+            .map_err(|e| sql_error(node, &super::artifacts::artifact_path(self.project, node, "run"), sql, &e))?;
         self.persist_docs(node, &relation, matches!(what, Materialization::View { .. }))?;
         self.hooks(node, "post-hook")?;
         let verb = match what {

@@ -39,7 +39,13 @@ fn example_project_builds_and_rebuilds() {
     let run_dir = d.join("target/kiln/run/coffee_shop/models/staging");
     assert!(run_dir.join("stg_customers.sql").is_file());
     assert!(run_dir.join("_staging.yml").is_dir(), "tests go in a directory named after their YAML file");
-    assert!(std::fs::read_dir(run_dir.join("_staging.yml")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("unique_stg_")));
+    assert!(
+        std::fs::read_dir(run_dir.join("_staging.yml")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("unique_stg_"))
+    );
     // Seeds, views over seeds and external files, tables, the ephemeral model inlined.
     assert_eq!(scalar(d, "select count(*) from {{ ref('raw_orders') }}"), 200);
     assert_eq!(
