@@ -60,8 +60,7 @@ fn time(dir: &Path, command: &str, runs: usize) -> (f64, f64, f64) {
         }
         samples.push(kiln(dir, command));
     }
-    samples.sort_by(f64::total_cmp);
-    (samples[samples.len() / 2], samples[0], samples[samples.len() - 1])
+    median(samples)
 }
 
 fn main() {

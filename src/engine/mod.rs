@@ -180,6 +180,12 @@ pub trait Engine: Send + Sync {
     /// Loads a seed, replacing the table; returns the rows loaded.
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError>;
 
+    /// The `incremental_strategy` of a model with a `unique_key` that sets none (dbt's adapters
+    /// differ: `merge` on most, `delete+insert` on dbt-postgres).
+    fn default_incremental_strategy(&self) -> &'static str {
+        "merge"
+    }
+
     /// Writes descriptions (`persist_docs`) where the warehouse keeps them; by default nowhere.
     fn persist_docs(
         &self,

@@ -644,8 +644,7 @@ impl Runner<'_> {
                     Some(Json::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
                     _ => vec![],
                 };
-                // dbt's default: dbt-postgres deletes and inserts on a unique key, the others merge.
-                let default = if self.engine.name() == "postgres" { "delete+insert" } else { "merge" };
+                let default = self.engine.default_incremental_strategy();
                 let strategy = match node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or(default) {
                     "append" => IncrementalStrategy::Append,
                     "merge" | "delete+insert" if unique_key.is_empty() => IncrementalStrategy::Append,

@@ -71,6 +71,14 @@ impl Server {
         name
     }
 
+    /// A copy of the pgshop fixture whose `profiles.yml` targets a new database (returned).
+    fn pgshop(&self, hint: &str) -> (tempfile::TempDir, String) {
+        let db = self.fresh_db(hint);
+        let tmp = temp_project("projects/pgshop");
+        std::fs::write(tmp.path().join("profiles.yml"), self.profiles("pgshop", &[("kiln", &db)])).unwrap();
+        (tmp, db)
+    }
+
     /// A `profiles.yml` with one postgres output per (target, database).
     fn profiles(&self, profile: &str, targets: &[(&str, &str)]) -> String {
         let mut out = format!("{profile}:\n  target: {}\n  outputs:\n", targets[0].0);
@@ -267,10 +275,8 @@ fn pgshop_matches_dbt_postgres() {
 #[test]
 fn materializations_swap_atomically_and_seeds_reload() {
     let Some(server) = server() else { return };
-    let tmp = temp_project("projects/pgshop");
+    let (tmp, db) = server.pgshop("swap");
     let d = tmp.path();
-    let db = server.fresh_db("swap");
-    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
     let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let pg = server.engine(&db);
@@ -331,10 +337,8 @@ fn materializations_swap_atomically_and_seeds_reload() {
 #[test]
 fn sql_error_points_at_the_model_and_keeps_the_old_table() {
     let Some(server) = server() else { return };
-    let tmp = temp_project("projects/pgshop");
+    let (tmp, db) = server.pgshop("caret");
     let d = tmp.path();
-    let db = server.fresh_db("caret");
-    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
     let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     std::fs::write(
@@ -359,10 +363,8 @@ fn sql_error_points_at_the_model_and_keeps_the_old_table() {
 #[test]
 fn failure_halfway_through_a_swap_keeps_the_previous_table() {
     let Some(server) = server() else { return };
-    let tmp = temp_project("projects/pgshop");
+    let (tmp, db) = server.pgshop("halfway");
     let d = tmp.path();
-    let db = server.fresh_db("halfway");
-    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
     let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let pg = server.engine(&db);
@@ -467,10 +469,8 @@ impl Drop for Cluster {
 fn connection_faults_are_reported_and_lose_nothing() {
     let Some(cluster) = Cluster::start() else { return };
     let server = cluster.server();
-    let db = server.fresh_db("faults");
-    let tmp = temp_project("projects/pgshop");
+    let (tmp, db) = server.pgshop("faults");
     let d = tmp.path();
-    std::fs::write(d.join("profiles.yml"), server.profiles("pgshop", &[("kiln", &db)])).unwrap();
     std::fs::write(d.join("models/marts/after_dim.sql"), "select count(*) as n from {{ ref('dim_customers') }}\n").unwrap();
 
     // Wrong password: said plainly, and the password itself never printed.

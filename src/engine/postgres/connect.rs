@@ -211,23 +211,18 @@ impl Connector {
                 _ => format!("the server at {at} refused the connection: {}", db.message()),
             }
         } else {
-            let chain = std::iter::successors(std::error::Error::source(e), |s| s.source()).map(|s| s.to_string()).collect::<Vec<_>>();
-            let detail = chain.last().cloned().unwrap_or_else(|| e.to_string());
-            let io = std::iter::successors(std::error::Error::source(e), |s| s.source())
-                .find_map(|s| s.downcast_ref::<std::io::Error>())
-                .map(std::io::Error::kind);
+            // The innermost cause says most (`Connection refused`, `failed to lookup address`).
+            let innermost = std::iter::successors(std::error::Error::source(e), |s| s.source()).last();
+            let detail = innermost.map_or_else(|| e.to_string(), ToString::to_string);
             let text = e.to_string();
+            let io = io_kind(e);
             match io {
                 Some(std::io::ErrorKind::ConnectionRefused) => {
                     format!(
                         "cannot connect to PostgreSQL at {at}: connection refused; is the server running and listening on that host and port?"
                     )
                 }
-                Some(std::io::ErrorKind::TimedOut) => format!(
-                    "cannot connect to PostgreSQL at {at}: no answer within {}s (connect_timeout); check the host, the port and any firewall",
-                    s.connect_timeout.as_secs()
-                ),
-                _ if text.contains("timeout") || detail.contains("timed out") => format!(
+                _ if io == Some(std::io::ErrorKind::TimedOut) || text.contains("timeout") || detail.contains("timed out") => format!(
                     "cannot connect to PostgreSQL at {at}: no answer within {}s (connect_timeout); check the host, the port and any firewall",
                     s.connect_timeout.as_secs()
                 ),
@@ -243,7 +238,7 @@ impl Connector {
                 }
                 _ => format!(
                     "cannot connect to PostgreSQL at {at}: {text}{}",
-                    if chain.is_empty() { String::new() } else { format!(": {detail}") }
+                    if innermost.is_some() { format!(": {detail}") } else { String::new() }
                 ),
             }
         };
@@ -256,15 +251,22 @@ fn transient(e: &tokio_postgres::Error) -> bool {
     if let Some(db) = e.as_db_error() {
         return db.code().code() == "57P03";
     }
-    std::iter::successors(std::error::Error::source(e), |s| s.source()).filter_map(|s| s.downcast_ref::<std::io::Error>()).any(|io| {
-        matches!(
-            io.kind(),
+    matches!(
+        io_kind(e),
+        Some(
             std::io::ErrorKind::ConnectionRefused
                 | std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::TimedOut
                 | std::io::ErrorKind::ConnectionAborted
         )
-    }) || e.to_string().contains("timeout")
+    ) || e.to_string().contains("timeout")
+}
+
+/// The kind of the I/O error under a connection failure, if one is.
+fn io_kind(e: &tokio_postgres::Error) -> Option<std::io::ErrorKind> {
+    std::iter::successors(std::error::Error::source(e), |s| s.source())
+        .find_map(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
 }
 
 fn tls_config(mode: SslMode, rootcert: Option<&str>) -> Result<rustls::ClientConfig, EngineError> {

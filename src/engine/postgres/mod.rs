@@ -130,7 +130,7 @@ async fn columns_of(client: &impl GenericClient, regclass: &str) -> Result<Vec<(
 /// published as `<name>` (and the old relation dropped), they are renamed after it (`x_pkey`)
 /// where that name is free.
 async fn rename_constraints(client: &impl GenericClient, r: &RelationName, tmp: &str) -> Result<(), EngineError> {
-    let target = format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&r.name, '"'));
+    let target = sql::qualified(&r.schema, &r.name);
     let rows = client
         .query(
             "select c.conname::text, exists (select 1 from pg_catalog.pg_constraint o where o.connamespace = c.connamespace \
@@ -216,13 +216,18 @@ impl PostgresEngine {
     }
 
     fn quoted(r: &RelationName) -> String {
-        format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&r.name, '"'))
+        sql::qualified(&r.schema, &r.name)
+    }
+
+    /// Is `r` in the database this engine is connected to (or in no database in particular)?
+    fn in_database(&self, r: &RelationName) -> bool {
+        r.database.is_empty() || r.database == self.connector.dbname()
     }
 
     /// PostgreSQL cannot reach another database from a connection.
     fn check_database(&self, r: &RelationName) -> Result<(), EngineError> {
         let db = self.connector.dbname();
-        if !r.database.is_empty() && r.database != db {
+        if !self.in_database(r) {
             return Err(EngineError::new(format!(
                 "{r} is in database `{}`, but the target connects to `{db}`; PostgreSQL cannot write across databases (set `database` to `{db}`)",
                 r.database
@@ -244,7 +249,7 @@ impl PostgresEngine {
             }
             let (prefix, body, suffix) = create;
             let rows = run_embedded(&tx, prefix, body, suffix).await?;
-            run_checks(&tx, &format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&names.tmp, '"')), checks).await?;
+            run_checks(&tx, &sql::qualified(&r.schema, &names.tmp), checks).await?;
             let old = kind_of(&tx, &r.schema, &r.name).await?;
             exec(&tx, &sql::publish(&r.schema, &r.name, &names, kind, old).join(";\n")).await?;
             if !checks.is_empty() {
@@ -319,7 +324,7 @@ impl Engine for PostgresEngine {
     }
 
     fn describe(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
-        if !r.database.is_empty() && r.database != self.connector.dbname() {
+        if !self.in_database(r) {
             return Ok(None);
         }
         self.with_client(async |c| match kind_of(&*c, &r.schema, &r.name).await? {
@@ -340,7 +345,7 @@ impl Engine for PostgresEngine {
     }
 
     fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {
-        let tmp = format!("{}.{}", quote_ident(&r.schema, '"'), quote_ident(&sql::SwapNames::of(&r.name).tmp, '"'));
+        let tmp = sql::qualified(&r.schema, &sql::SwapNames::of(&r.name).tmp);
         match what {
             Materialization::View { sql } => {
                 let prefix = format!("create view {tmp} as (\n");
@@ -408,6 +413,10 @@ impl Engine for PostgresEngine {
             return Ok(());
         }
         self.execute(&statements.join(";\n")).map(|_| ())
+    }
+
+    fn default_incremental_strategy(&self) -> &'static str {
+        "delete+insert"
     }
 
     fn supports(&self, capability: Capability) -> bool {

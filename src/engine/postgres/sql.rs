@@ -11,6 +11,12 @@ fn q(s: &str) -> String {
     quote_ident(s, '"')
 }
 
+/// `"schema"."name"`: relations are always named with their schema (PostgreSQL resolves the
+/// database from the connection).
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", q(schema), q(name))
+}
+
 /// A string literal (`'it''s'`); backslashes are plain characters with standard strings.
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -69,7 +75,7 @@ impl SwapNames {
 }
 
 pub fn drop(kind: Kind, schema: &str, name: &str) -> String {
-    format!("drop {} if exists {}.{} cascade", kind.keyword(), q(schema), q(name))
+    format!("drop {} if exists {} cascade", kind.keyword(), qualified(schema, name))
 }
 
 /// Publishes `tmp` as `name` (inside the caller's transaction): the old relation, if any, is
@@ -78,9 +84,9 @@ pub fn drop(kind: Kind, schema: &str, name: &str) -> String {
 pub fn publish(schema: &str, name: &str, names: &SwapNames, new: Kind, old: Option<Kind>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(old) = old {
-        out.push(format!("alter {} {}.{} rename to {}", old.keyword(), q(schema), q(name), q(&names.backup)));
+        out.push(format!("alter {} {} rename to {}", old.keyword(), qualified(schema, name), q(&names.backup)));
     }
-    out.push(format!("alter {} {}.{} rename to {}", new.keyword(), q(schema), q(&names.tmp), q(name)));
+    out.push(format!("alter {} {} rename to {}", new.keyword(), qualified(schema, &names.tmp), q(name)));
     if let Some(old) = old {
         out.push(drop(old, schema, &names.backup));
     }
@@ -183,7 +189,7 @@ pub fn seed_prepare(
     existing: Option<&(Kind, Vec<(String, String)>)>,
     full_refresh: bool,
 ) -> Vec<String> {
-    let target = format!("{}.{}", q(schema), q(name));
+    let target = qualified(schema, name);
     let same = |have: &[(String, String)]| {
         have.len() == columns.len() && have.iter().zip(columns).all(|((a, at), (b, bt))| a == b && same_type(at, bt))
     };
