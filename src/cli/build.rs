@@ -10,7 +10,7 @@ use crate::parse::ResourceType;
 use crate::project::profiles::EngineKind;
 use crate::run::runner::{self, Event, Options, Runner, Status};
 use serde_json::Value as Json;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
@@ -41,6 +41,17 @@ pub enum Which {
     Run,
     Build,
     Test,
+}
+
+impl Which {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Which::Seed => "seed",
+            Which::Run => "run",
+            Which::Build => "build",
+            Which::Test => "test",
+        }
+    }
 }
 
 /// Opens the target's engine; problems with external sources come back as warnings.
@@ -159,13 +170,169 @@ fn display_name(node: &crate::parse::Node) -> String {
     }
 }
 
-pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
-    let name = match which {
-        Which::Seed => "seed",
-        Which::Run => "run",
-        Which::Build => "build",
-        Which::Test => "test",
+/// Keeps the node kinds `which` runs.
+pub fn retain_runnable(s: &Session, selected: &mut BTreeSet<String>, which: Which) {
+    selected.retain(|id| match s.manifest.nodes.get(id).map(|n| n.resource_type) {
+        Some(ResourceType::Seed) => matches!(which, Which::Seed | Which::Build),
+        Some(ResourceType::Model) => matches!(which, Which::Run | Which::Build),
+        Some(ResourceType::Test) => matches!(which, Which::Test | Which::Build),
+        Some(_) => false,
+        None => s.manifest.unit_tests.contains_key(id) && matches!(which, Which::Test | Which::Build),
+    });
+}
+
+/// Prints the warnings about external sources that `selected` reads.
+pub fn print_source_warnings(s: &Session, selected: &BTreeSet<String>, warnings: &[Diagnostic], printer: &Printer) {
+    let used: BTreeSet<&String> = selected.iter().flat_map(|id| s.graph.parents.get(id).into_iter().flatten()).collect();
+    for w in warnings.iter().filter(|w| {
+        s.manifest
+            .sources
+            .values()
+            .any(|src| used.contains(&src.unique_id) && w.message.contains(&format!("`{}.{}`", src.source_name, src.name)))
+    }) {
+        printer.diagnostic(w);
+    }
+}
+
+/// Prints one finished node: a line (text) or a `node_finished` event (JSON); failures with
+/// their message.
+pub fn print_event(printer: &Printer, e: Event) {
+    if let Event::Started { node, index, total } = e {
+        printer.status(&format!("[{index}/{total}] running {} ...", display_name(node)));
+    }
+    let Event::Finished { node, result, index, total } = e else { return };
+    if printer.format == super::printer::LogFormat::Json {
+        printer.json_line(&serde_json::json!({
+            "event": "node_finished",
+            "unique_id": node.unique_id,
+            "resource_type": node.resource_type.as_str(),
+            "status": result.status.as_str(),
+            "message": result.message,
+            "rows": result.rows,
+            "failures": result.failures,
+            "execution_time": result.seconds,
+            "index": index,
+            "total": total,
+        }));
+        return;
+    }
+    let what = match node.resource_type {
+        ResourceType::Seed => "seed".to_string(),
+        ResourceType::Test => "test".to_string(),
+        ResourceType::UnitTest => "unit test".to_string(),
+        _ => node.materialized().to_string(),
     };
+    let status = match result.status {
+        Status::Success => "OK",
+        Status::Error => "ERROR",
+        Status::Skipped => "SKIP",
+        Status::Pass => "PASS",
+        Status::Warn => "WARN",
+        Status::Fail => "FAIL",
+    };
+    let label = format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node));
+    let count = result.failures.filter(|_| node.resource_type == ResourceType::Test).map(|n| format!(" {n}")).unwrap_or_default();
+    let detail = match result.status {
+        Status::Success => format!("[{} in {:.2}s]", result.message, result.seconds),
+        Status::Skipped => "[SKIP]".to_string(),
+        Status::Pass => format!("[PASS in {:.2}s]", result.seconds),
+        _ => format!("[{status}{count} in {:.2}s]", result.seconds),
+    };
+    printer.info(&format!("{label:.<72} {detail}"));
+    match result.status {
+        Status::Error | Status::Fail => printer.warn(&format!("{} failed:\n{}", node.unique_id, result.message)),
+        Status::Warn => printer.warn(&format!("{}: {}", node.unique_id, result.message)),
+        _ => {}
+    }
+}
+
+/// What one execution did.
+pub struct Executed {
+    pub results: Vec<runner::NodeResult>,
+    pub hook_failed: bool,
+    pub elapsed: f64,
+}
+
+impl Executed {
+    /// (passed, warned, failed, skipped)
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let count = |st: &[Status]| self.results.iter().filter(|r| st.contains(&r.status)).count();
+        (count(&[Status::Success, Status::Pass]), count(&[Status::Warn]), count(&[Status::Error, Status::Fail]), count(&[Status::Skipped]))
+    }
+}
+
+/// Runs `selected` on `engine` in dependency order, with the project's on-run-start/-end hooks
+/// (not for `seed`), printing each node as it finishes.
+pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String>, which: Which, options: Options, printer: &Printer) -> Executed {
+    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(runner::EngineQueries(engine.clone(), s.target.quote_char()));
+    let runner = Runner {
+        project: &s.project,
+        jinja: &s.jinja,
+        manifest: &s.manifest,
+        graph: &s.graph,
+        resolver: super::compile::resolver(s),
+        engine: engine.clone(),
+        lookup: s.lookup.clone(),
+        options,
+        unit_schemas: Default::default(),
+    };
+    let started = std::time::Instant::now();
+    let config = s.project.config();
+    let hook = |name: &str, hooks: &[String]| -> bool {
+        if which == Which::Seed || hooks.is_empty() {
+            return true;
+        }
+        match runner.project_hooks(hooks) {
+            Ok(_) => true,
+            Err(e) => {
+                printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("{name}: {e}")).with_file("dbt_project.yml"));
+                false
+            }
+        }
+    };
+    if !hook("on-run-start", &config.on_run_start) {
+        return Executed { results: vec![], hook_failed: true, elapsed: started.elapsed().as_secs_f64() };
+    }
+    let results = runner.run(selected, &|e| print_event(printer, e));
+    let hook_failed = !hook("on-run-end", &config.on_run_end);
+    Executed { results, hook_failed, elapsed: started.elapsed().as_secs_f64() }
+}
+
+/// Writes what a run leaves behind: the executed SQL under target/run/, run_results.json, the
+/// manifest with the SQL that ran, and (if asked) JUnit XML.
+pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let results = &done.results;
+    let target = s.project.target_dir();
+    for r in results {
+        if let (Some(sql), Some(node)) = (&r.compiled, s.manifest.nodes.get(&r.unique_id)) {
+            let path = s.project.root.join(crate::run::artifacts::artifact_path(&s.project, node, "run"));
+            let _ = session::write_atomic_with(&path, |w| std::io::Write::write_all(w, s.jinja.shared.scrub(sql).as_bytes()));
+        }
+    }
+    let doc = crate::run::results::run_results(results, &s.invocation.invocation_id, done.elapsed, serde_json::json!({"which": name}), &|t| {
+        s.jinja.shared.scrub(t).into_owned()
+    });
+    session::write_atomic_with(&target.join("run_results.json"), |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))?;
+    // The manifest carries the SQL that ran.
+    let compiled: HashMap<String, crate::compile::Compiled> = results
+        .iter()
+        .filter_map(|r| {
+            r.compiled
+                .as_ref()
+                .map(|sql| (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), extra_ctes: vec![] }))
+        })
+        .collect();
+    super::compile::write_manifest(s, &compiled)?;
+    if let Some(path) = junit_xml {
+        let path = if path.is_absolute() { path.to_path_buf() } else { s.project.root.join(path) };
+        let xml = crate::run::junit::render(name, results, &s.manifest, done.elapsed, &|t| s.jinja.shared.scrub(t).into_owned());
+        session::write_atomic_with(&path, |w| std::io::Write::write_all(w, xml.as_bytes()))?;
+    }
+    Ok(())
+}
+
+pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    let name = which.as_str();
     let flags = session::RunFlags { full_refresh: args.full_refresh, store_failures: args.store_failures };
     let s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
         Ok(s) => s,
@@ -175,30 +342,14 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
-    selected.retain(|id| match s.manifest.nodes.get(id).map(|n| n.resource_type) {
-        Some(ResourceType::Seed) => matches!(which, Which::Seed | Which::Build),
-        Some(ResourceType::Model) => matches!(which, Which::Run | Which::Build),
-        Some(ResourceType::Test) => matches!(which, Which::Test | Which::Build),
-        Some(_) => false,
-        None => s.manifest.unit_tests.contains_key(id) && matches!(which, Which::Test | Which::Build),
-    });
+    retain_runnable(&s, &mut selected, which);
     let engine = match open_engine(&s) {
         Ok((e, warnings)) => {
-            let used: std::collections::BTreeSet<&String> =
-                selected.iter().flat_map(|id| s.graph.parents.get(id).into_iter().flatten()).collect();
-            for w in warnings.iter().filter(|w| {
-                s.manifest
-                    .sources
-                    .values()
-                    .any(|src| used.contains(&src.unique_id) && w.message.contains(&format!("`{}.{}`", src.source_name, src.name)))
-            }) {
-                printer.diagnostic(w);
-            }
+            print_source_warnings(&s, &selected, &warnings, printer);
             e
         }
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
-    let engine_dyn: Arc<dyn Engine> = engine.clone();
     // Ctrl-C: the first stops scheduling (running nodes finish and publish atomically, the rest
     // are skipped, artifacts are written, exit 130); a second one exits at once (a table being
     // written keeps its previous version).
@@ -212,25 +363,6 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
             eprintln!("interrupted: finishing the nodes that are running (Ctrl-C again to stop now)");
         });
     }
-    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
-        Arc::new(runner::EngineQueries(engine_dyn.clone(), s.target.quote_char()));
-    let runner = Runner {
-        project: &s.project,
-        jinja: &s.jinja,
-        manifest: &s.manifest,
-        graph: &s.graph,
-        resolver: super::compile::resolver(&s),
-        engine: engine_dyn,
-        lookup: s.lookup.clone(),
-        options: Options {
-            threads: args.threads.unwrap_or(s.target.threads),
-            full_refresh: args.full_refresh,
-            fail_fast: args.fail_fast,
-            store_failures: args.store_failures,
-            cancel: cancel.clone(),
-        },
-        unit_schemas: Default::default(),
-    };
     printer.info(&format!(
         "Running with kiln {} on target `{}` ({}): {}",
         env!("CARGO_PKG_VERSION"),
@@ -238,110 +370,25 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         s.target.adapter_type,
         super::compile::summary(&s, &selected)
     ));
-    let started = std::time::Instant::now();
-    let print = |e: Event| {
-        if let Event::Started { node, index, total } = e {
-            printer.status(&format!("[{index}/{total}] running {} ...", display_name(node)));
-        }
-        if let Event::Finished { node, result, index, total } = e {
-            if printer.format == super::printer::LogFormat::Json {
-                printer.json_line(&serde_json::json!({
-                    "event": "node_finished",
-                    "unique_id": node.unique_id,
-                    "resource_type": node.resource_type.as_str(),
-                    "status": result.status.as_str(),
-                    "message": result.message,
-                    "rows": result.rows,
-                    "failures": result.failures,
-                    "execution_time": result.seconds,
-                    "index": index,
-                    "total": total,
-                }));
-                return;
-            }
-            let what = match node.resource_type {
-                ResourceType::Seed => "seed".to_string(),
-                ResourceType::Test => "test".to_string(),
-                ResourceType::UnitTest => "unit test".to_string(),
-                _ => node.materialized().to_string(),
-            };
-            let status = match result.status {
-                Status::Success => "OK",
-                Status::Error => "ERROR",
-                Status::Skipped => "SKIP",
-                Status::Pass => "PASS",
-                Status::Warn => "WARN",
-                Status::Fail => "FAIL",
-            };
-            let label = format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node));
-            let count = result.failures.filter(|_| node.resource_type == ResourceType::Test).map(|n| format!(" {n}")).unwrap_or_default();
-            let detail = match result.status {
-                Status::Success => format!("[{} in {:.2}s]", result.message, result.seconds),
-                Status::Skipped => "[SKIP]".to_string(),
-                Status::Pass => format!("[PASS in {:.2}s]", result.seconds),
-                _ => format!("[{status}{count} in {:.2}s]", result.seconds),
-            };
-            printer.info(&format!("{label:.<72} {detail}"));
-            match result.status {
-                Status::Error | Status::Fail => printer.warn(&format!("{} failed:\n{}", node.unique_id, result.message)),
-                Status::Warn => printer.warn(&format!("{}: {}", node.unique_id, result.message)),
-                _ => {}
-            }
-        }
+    let options = Options {
+        threads: args.threads.unwrap_or(s.target.threads),
+        full_refresh: args.full_refresh,
+        fail_fast: args.fail_fast,
+        store_failures: args.store_failures,
+        cancel: cancel.clone(),
     };
-    let config = s.project.config();
-    if which != Which::Seed
-        && !config.on_run_start.is_empty()
-        && let Err(e) = runner.project_hooks(&config.on_run_start)
-    {
-        printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-start: {e}")).with_file("dbt_project.yml"));
-        return Ok(EXIT_PROJECT);
-    }
-    let results = runner.run(&selected, &print);
-    let mut hook_failed = false;
-    if which != Which::Seed
-        && !config.on_run_end.is_empty()
-        && let Err(e) = runner.project_hooks(&config.on_run_end)
-    {
-        printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("on-run-end: {e}")).with_file("dbt_project.yml"));
-        hook_failed = true;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    // Artifacts: executed SQL under target/run/, run_results.json.
-    let target = s.project.target_dir();
-    for r in &results {
-        if let (Some(sql), Some(node)) = (&r.compiled, s.manifest.nodes.get(&r.unique_id)) {
-            let path = s.project.root.join(crate::run::artifacts::artifact_path(&s.project, node, "run"));
-            let _ = session::write_atomic_with(&path, |w| std::io::Write::write_all(w, s.jinja.shared.scrub(sql).as_bytes()));
-        }
-    }
-    let doc = crate::run::results::run_results(&results, &s.invocation.invocation_id, elapsed, serde_json::json!({"which": name}), &|t| {
-        s.jinja.shared.scrub(t).into_owned()
-    });
-    session::write_atomic_with(&target.join("run_results.json"), |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))?;
-    // The manifest carries the SQL that ran.
-    let compiled: HashMap<String, crate::compile::Compiled> = results
-        .iter()
-        .filter_map(|r| {
-            r.compiled
-                .as_ref()
-                .map(|sql| (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), extra_ctes: vec![] }))
-        })
-        .collect();
-    super::compile::write_manifest(&s, &compiled)?;
-    if let Some(path) = &args.junit_xml {
-        let path = if path.is_absolute() { path.clone() } else { s.project.root.join(path) };
-        let xml = crate::run::junit::render(name, &results, &s.manifest, elapsed, &|t| s.jinja.shared.scrub(t).into_owned());
-        session::write_atomic_with(&path, |w| std::io::Write::write_all(w, xml.as_bytes()))?;
-    }
-    let count = |st: &[Status]| results.iter().filter(|r| st.contains(&r.status)).count();
-    let (pass, warn, error, skip) =
-        (count(&[Status::Success, Status::Pass]), count(&[Status::Warn]), count(&[Status::Error, Status::Fail]), count(&[Status::Skipped]));
-    printer.info(&format!("Finished in {elapsed:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}", results.len()));
+    let done = execute(&s, &engine, &selected, which, options, printer);
+    write_artifacts(&s, &done, name, args.junit_xml.as_deref())?;
+    let (pass, warn, error, skip) = done.counts();
+    printer.info(&format!(
+        "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}",
+        done.elapsed,
+        done.results.len()
+    ));
     if cancel.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(super::EXIT_INTERRUPTED);
     }
-    Ok(if error > 0 || hook_failed { EXIT_PROJECT } else { EXIT_OK })
+    Ok(if error > 0 || done.hook_failed { EXIT_PROJECT } else { EXIT_OK })
 }
 
 #[derive(clap::Args, Debug)]

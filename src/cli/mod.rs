@@ -11,6 +11,8 @@ mod init;
 mod ls;
 pub mod printer;
 pub mod session;
+#[cfg(feature = "watch")]
+mod watch;
 
 use clap::{Args, Parser, Subcommand};
 use printer::{LogFormat, Printer};
@@ -117,6 +119,10 @@ pub enum Command {
     /// Print rows of a model or of a query
     #[cfg(feature = "datafusion")]
     Show(build::ShowArgs),
+    /// Build, then rebuild on every save what it changed (the changed nodes, what is downstream,
+    /// their tests), with a short report; `q` or Ctrl-C stops
+    #[cfg(feature = "watch")]
+    Watch(watch::WatchArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -167,6 +173,8 @@ pub fn main() -> i32 {
         Command::Test(args) => build::run(&cli.global, args, build::Which::Test, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
+        #[cfg(feature = "watch")]
+        Command::Watch(args) => watch::run(&cli.global, args, &env, &mut printer),
     };
     match result {
         Ok(code) => code,

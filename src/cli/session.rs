@@ -7,7 +7,10 @@ use crate::graph::{self, Graph, Lookup};
 use crate::jinja::{Invocation, JinjaEnv};
 use crate::parse::{self, Manifest};
 use crate::project::Project;
-use crate::project::fs::OsFs;
+use crate::jinja::macros::MacroChanges;
+use crate::parse::RenderCache;
+use crate::project::fs::{CachedFs, Fs, OsFs};
+use crate::project::FileKind;
 use crate::project::profiles::{self, Target};
 use crate::project::yaml;
 use indexmap::IndexMap;
@@ -104,19 +107,84 @@ pub fn load_with(
     stop: Stop,
     flags: RunFlags,
 ) -> Result<Session, Diagnostics> {
+    load_reusing(global, env, printer, which, stop, flags, None)
+}
+
+/// What a reload keeps from the previous load of the same project (watch mode): file contents,
+/// parse-phase renders, and the Jinja environment while no macro, docs block, generic test,
+/// project file, profile or var changed.
+#[derive(Default)]
+pub struct Reuse {
+    pub fs: CachedFs,
+    pub renders: RenderCache,
+    /// The last load read everything anew: the first load, or project files, profile or vars
+    /// changed (every node may render differently).
+    pub reloaded_everything: bool,
+    previous: Option<PreviousEnv>,
+}
+
+/// The last Jinja environment built, what it was built from, and whether it built cleanly
+/// (only then is it reused).
+struct PreviousEnv {
+    /// Fingerprint of what renders see besides macros (project files, target, vars).
+    context: u64,
+    /// Fingerprint of the files the environment is built from.
+    macros: u64,
+    invocation: Invocation,
+    jinja: JinjaEnv,
+    clean: bool,
+}
+
+/// Hashes what every render can see besides macros: project files, target, vars.
+fn context_fingerprint(project: &Project, target: &Target, vars: &IndexMap<String, Json>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for p in &project.packages {
+        p.config.source.text.hash(&mut h);
+    }
+    project.packages_file.as_ref().map(|f| f.text.clone()).hash(&mut h);
+    format!("{target:?}").hash(&mut h);
+    serde_json::to_string(vars).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Hashes the files the Jinja environment is built from (macros, docs, generic tests).
+fn macro_fingerprint(project: &Project) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for f in project.files.iter().filter(|f| matches!(f.kind, FileKind::Macro | FileKind::Docs | FileKind::Test)) {
+        (&f.display_path, &f.text).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// [`load_with`], reusing what `reuse` kept from the previous load and keeping what this one made.
+pub fn load_reusing(
+    global: &GlobalArgs,
+    env: &HashMap<String, String>,
+    printer: &mut Printer,
+    which: &str,
+    stop: Stop,
+    flags: RunFlags,
+    mut reuse: Option<&mut Reuse>,
+) -> Result<Session, Diagnostics> {
     let started = Instant::now();
     let dir = project_dir(global);
     let root = std::fs::canonicalize(&dir).unwrap_or(dir.clone());
-    let fs = OsFs;
-    let (project, load_diags) = Project::load(&fs, &root)?;
+    let os = OsFs;
+    let fs: &dyn Fs = match &reuse {
+        Some(r) => &r.fs,
+        None => &os,
+    };
+    let (project, load_diags) = Project::load(fs, &root)?;
     let mut diags: Vec<Diagnostic> = load_diags.0;
     let cli_vars = parse_vars(global.vars.as_deref()).map_err(Diagnostics::from)?;
     let profile_name = global.profile.clone().or_else(|| project.config().profile.clone()).unwrap_or_else(|| project.name().to_string());
     let home = env.get(super::env::HOME).map(PathBuf::from);
     let getenv = |k: &str| env.get(k).cloned();
-    let found = profiles::find_profiles_file(&fs, global.profiles_dir.as_deref(), &getenv, &root, home.as_deref());
+    let found = profiles::find_profiles_file(fs, global.profiles_dir.as_deref(), &getenv, &root, home.as_deref());
     let render = |s: &str| render_profile_value(s, env, &cli_vars);
-    let resolved = profiles::resolve_target(&fs, &root, found, &profile_name, global.target.as_deref(), &render).map_err(|d| {
+    let resolved = profiles::resolve_target(fs, &root, found, &profile_name, global.target.as_deref(), &render).map_err(|d| {
         let mut all = Diagnostics(diags.clone());
         all.push(d);
         all
@@ -136,7 +204,36 @@ pub fn load_with(
         run_started_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     };
     printer.phase("load");
-    let jinja = JinjaEnv::build(&project, &target, &invocation, &mut diags);
+    let (context, macros) = (context_fingerprint(&project, &target, &invocation.cli_vars), macro_fingerprint(&project));
+    let (jinja, invocation) = match reuse.as_deref_mut() {
+        None => (JinjaEnv::build(&project, &target, &invocation, &mut diags), invocation),
+        Some(r) => {
+            let previous = r.previous.take();
+            r.reloaded_everything = previous.as_ref().is_none_or(|p| p.context != context);
+            match previous {
+                Some(p) if p.clean && (p.context, p.macros) == (context, macros) => {
+                    let reused = (p.jinja.clone(), p.invocation.clone());
+                    r.previous = Some(p);
+                    reused
+                }
+                previous => {
+                    let before = diags.len();
+                    let jinja = JinjaEnv::build(&project, &target, &invocation, &mut diags);
+                    // Renders stay valid while nothing they can see changed; edited macros
+                    // invalidate the renders that use them.
+                    match &previous {
+                        Some(p) if !r.reloaded_everything => {
+                            r.renders.forget_macros(&MacroChanges::between(&p.jinja.shared.macros, &jinja.shared.macros))
+                        }
+                        _ => r.renders.clear(),
+                    }
+                    let clean = !diags[before..].iter().any(|d| d.severity == crate::diagnostics::Severity::Error);
+                    r.previous = Some(PreviousEnv { context, macros, invocation: invocation.clone(), jinja: jinja.clone(), clean });
+                    (jinja, invocation)
+                }
+            }
+        }
+    };
     printer.phase("jinja env");
     if matches!(stop, Stop::Target) {
         let mut all = Diagnostics(diags);
@@ -158,7 +255,7 @@ pub fn load_with(
             started,
         });
     }
-    let parsed = parse::parse(&project, &jinja, &mut diags);
+    let parsed = parse::parse_with(&project, &jinja, &mut diags, reuse.as_deref().map(|r| &r.renders));
     printer.phase("parse");
     let manifest = parsed.manifest;
     let lookup = Arc::new(Lookup::new(&manifest, project.name()));

@@ -3,6 +3,7 @@
 //! deterministically (topological, ties broken by unique id).
 
 pub mod select;
+pub mod state;
 
 use crate::diagnostics::{Code, Diagnostic, Label, did_you_mean};
 use crate::jinja::context::RefCall;

@@ -397,7 +397,7 @@ fn eval(expr: &SelExpr, cands: &[Candidate], manifest: &Manifest, graph: &Graph)
 }
 
 /// dbt's `eager` indirect selection: a test is selected when any node it tests is.
-fn add_tests(selected: &mut BTreeSet<String>, manifest: &Manifest, graph: &Graph) {
+pub fn add_tests(selected: &mut BTreeSet<String>, manifest: &Manifest, graph: &Graph) {
     let mut add = Vec::new();
     for id in selected.iter() {
         for child in graph.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {

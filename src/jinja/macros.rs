@@ -6,7 +6,7 @@ use super::error::kiln_error;
 use crate::diagnostics::Code;
 use minijinja::value::{Enumerator, Object, Value};
 use minijinja::{Error, ErrorKind, State};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The package name of dbt's built-in macros.
@@ -238,4 +238,104 @@ pub fn dispatch(state: &State, index: &Arc<MacroIndex>, name: &str, namespace: O
         kiln_error(Code::MissingMacro, msg, Some(format!("define `default__{name}` (or an adapter-specific variant) in your macros")))
     })?;
     Ok(Value::from_object(MacroFn { name: def.name.clone(), package: Some(def.package.clone()), index: index.clone() }))
+}
+
+/// Which macros an edit changed, between two builds of the environment (watch mode).
+#[derive(Debug, Default)]
+pub struct MacroChanges {
+    /// Macros were added, removed or renamed: lookups may resolve differently anywhere.
+    pub all: bool,
+    /// Unique ids of the edited macros and of every macro whose source names one of them.
+    pub ids: BTreeSet<String>,
+    /// Their names.
+    pub names: BTreeSet<String>,
+}
+
+impl MacroChanges {
+    pub fn between(old: &MacroIndex, new: &MacroIndex) -> MacroChanges {
+        let ids = |index: &MacroIndex| -> BTreeSet<String> { index.packages.values().flat_map(|m| m.values()).map(|d| d.unique_id.clone()).collect() };
+        if ids(old) != ids(new) || old.dispatch != new.dispatch || old.materializations != new.materializations {
+            return MacroChanges { all: true, ..Default::default() };
+        }
+        let mut changes = MacroChanges::default();
+        let all: Vec<&Arc<MacroDef>> = new.packages.values().flat_map(|m| m.values()).collect();
+        for def in &all {
+            if old.get(&def.package, &def.name).is_none_or(|o| o.source != def.source) {
+                changes.ids.insert(def.unique_id.clone());
+                changes.names.insert(def.name.clone());
+            }
+        }
+        // A macro that calls an edited one renders differently too.
+        loop {
+            let before = changes.ids.len();
+            for def in &all {
+                if !changes.ids.contains(&def.unique_id) && changes.names.iter().any(|n| mentions(&def.source, n)) {
+                    changes.ids.insert(def.unique_id.clone());
+                    changes.names.insert(def.name.clone());
+                }
+            }
+            if changes.ids.len() == before {
+                break;
+            }
+        }
+        changes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.ids.is_empty()
+    }
+
+    /// Does a template that called `called` (recorded at parse time) or whose text is `raw`
+    /// depend on an edited macro? The text check catches calls the parse render did not reach
+    /// (inside `{% if execute %}` or `is_incremental()`).
+    pub fn touches<'a>(&self, raw: &str, called: impl IntoIterator<Item = &'a String>) -> bool {
+        self.all || called.into_iter().any(|id| self.ids.contains(id)) || self.names.iter().any(|n| mentions(raw, n))
+    }
+}
+
+/// Does `text` contain `name` as a whole identifier?
+fn mentions(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(i, _)| {
+        !text[..i].chars().next_back().is_some_and(ident) && !text[i + name.len()..].chars().next().is_some_and(ident)
+    })
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    fn index(macros: &[(&str, &str)]) -> MacroIndex {
+        let mut index = MacroIndex { root: "p".into(), ..Default::default() };
+        for (name, source) in macros {
+            let def = MacroDef {
+                package: "p".into(),
+                unique_id: format!("macro.p.{name}"),
+                name: name.to_string(),
+                template: String::new(),
+                display_path: String::new(),
+                original_path: String::new(),
+                line: 1,
+                args: vec![],
+                source: Arc::from(*source),
+            };
+            index.packages.entry("p".into()).or_default().insert(name.to_string(), Arc::new(def));
+        }
+        index
+    }
+
+    #[test]
+    fn an_edit_reaches_the_macros_that_call_it() {
+        let old = index(&[("a", "x"), ("b", "{{ a() }}"), ("c", "{{ b() }}"), ("ab", "y")]);
+        let new = index(&[("a", "x2"), ("b", "{{ a() }}"), ("c", "{{ b() }}"), ("ab", "y")]);
+        let ch = MacroChanges::between(&old, &new);
+        assert!(!ch.all);
+        assert_eq!(ch.ids.iter().map(String::as_str).collect::<Vec<_>>(), ["macro.p.a", "macro.p.b", "macro.p.c"]);
+        assert!(ch.touches("select {{ c() }}", []));
+        assert!(!ch.touches("select {{ ab() }}, a_b", []), "`ab` and `a_b` are other names");
+        assert!(ch.touches("select 1", &["macro.p.b".to_string()]));
+        assert!(MacroChanges::between(&new, &new).is_empty());
+        let renamed = index(&[("a2", "x2"), ("b", "{{ a() }}"), ("c", "{{ b() }}"), ("ab", "y")]);
+        assert!(MacroChanges::between(&new, &renamed).all);
+    }
 }

@@ -208,6 +208,7 @@ pub struct Invocation {
     pub run_started_at: String,
 }
 
+#[derive(Clone)]
 pub struct JinjaEnv {
     pub env: &'static Environment<'static>,
     pub shared: Arc<Shared>,

@@ -402,6 +402,66 @@ pub struct Parsed {
 
 /// Runs the parse phase over the whole project.
 pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -> Parsed {
+    parse_with(project, jinja, diags, None)
+}
+
+/// Parse-phase renders kept between parses of the same project (watch mode): a node whose file,
+/// pre-render config and macros are unchanged is not rendered again. The caller clears it when
+/// anything else a render can see changes (vars, target, the set of macro names) and forgets
+/// the entries of edited macros ([`RenderCache::forget_macros`]).
+#[derive(Default)]
+pub struct RenderCache {
+    entries: std::sync::Mutex<HashMap<String, CachedRender>>,
+}
+
+struct CachedRender {
+    key: u64,
+    raw_code: Arc<str>,
+    record: crate::jinja::context::Record,
+}
+
+impl RenderCache {
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Forgets the renders that called, or may call, an edited macro.
+    pub fn forget_macros(&self, changes: &crate::jinja::macros::MacroChanges) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, c| !changes.touches(&c.raw_code, &c.record.macros));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What a parse render depends on besides macros: the file, the node and its config.
+    fn key(node: &Node) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        node.unique_id.hash(&mut h);
+        node.original_file_path.hash(&mut h);
+        node.raw_code.hash(&mut h);
+        serde_json::to_string(&*node.config).unwrap_or_default().hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, node: &Node, key: u64) -> Option<crate::jinja::context::Record> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&node.unique_id).filter(|c| c.key == key).map(|c| c.record.clone())
+    }
+
+    fn put(&self, node: &Node, key: u64, record: &crate::jinja::context::Record) {
+        let entry = CachedRender { key, raw_code: node.raw_code.clone(), record: record.clone() };
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(node.unique_id.clone(), entry);
+    }
+}
+
+/// [`parse`], reusing (and filling) `cache`.
+pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>, cache: Option<&RenderCache>) -> Parsed {
     let mut props = Properties::default();
     for (i, file) in project.files.iter().enumerate() {
         if file.kind == FileKind::Properties {
@@ -488,7 +548,19 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
             if matches!(node.resource_type, ResourceType::Seed) {
                 return (node, ds);
             }
-            render_parse(project, jinja, &mut node, &mut ds);
+            let key = cache.map(|_| RenderCache::key(&node));
+            let record = match (cache, key) {
+                (Some(c), Some(k)) => c.get(&node, k),
+                _ => None,
+            };
+            let record = record.unwrap_or_else(|| {
+                let record = render_parse(project, jinja, &node, &mut ds);
+                if let (Some(c), Some(k), true) = (cache, key, ds.is_empty()) {
+                    c.put(&node, k, &record);
+                }
+                record
+            });
+            apply_record(&mut node, record);
             (node, ds)
         })
         .collect();
@@ -683,7 +755,8 @@ fn apply_patch(node: &mut Node, p: &ResourcePatch, project: &Project) {
 }
 
 /// Renders a node's file with `execute = false` and records what it used.
-fn render_parse(project: &Project, jinja: &JinjaEnv, node: &mut Node, diags: &mut Vec<Diagnostic>) {
+/// Renders a node in the parse phase and records what it called (`ref`, `source`, `config`, macros).
+fn render_parse(project: &Project, jinja: &JinjaEnv, node: &Node, diags: &mut Vec<Diagnostic>) -> crate::jinja::context::Record {
     let info = NodeInfo {
         unique_id: node.unique_id.clone(),
         package: node.package.clone(),
@@ -707,7 +780,10 @@ fn render_parse(project: &Project, jinja: &JinjaEnv, node: &mut Node, diags: &mu
             ));
         }
     }
-    let record = ctx.take_record();
+    ctx.take_record()
+}
+
+fn apply_record(node: &mut Node, record: crate::jinja::context::Record) {
     for (k, v) in &record.inline_config {
         merge_one(Arc::make_mut(&mut node.config), k, v.clone());
         merge_one(&mut node.unrendered_config, k, v.clone());

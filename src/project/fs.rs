@@ -71,3 +71,52 @@ impl Fs for MemFs {
             .collect()
     }
 }
+
+/// [`OsFs`] that keeps what it read: a file is read again only when its size or modification
+/// time changed, or it was named in [`CachedFs::invalidate`]. Watch mode reloads a project on
+/// every save through one of these, so only the saved files are read again.
+#[derive(Default)]
+pub struct CachedFs {
+    files: std::sync::Mutex<std::collections::HashMap<PathBuf, (Stamp, String)>>,
+}
+
+/// What says a file changed without reading it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl CachedFs {
+    /// Forgets `paths`, so the next read goes to the disk whatever the file's stamp says.
+    pub fn invalidate<'a>(&self, paths: impl IntoIterator<Item = &'a Path>) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        for p in paths {
+            files.remove(p);
+        }
+    }
+}
+
+impl Fs for CachedFs {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        let meta = std::fs::metadata(path)?;
+        let stamp = Stamp { len: meta.len(), modified: meta.modified().ok() };
+        if let Some((s, text)) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get(path)
+            && *s == stamp
+        {
+            return Ok(text.clone());
+        }
+        let text = std::fs::read_to_string(path)?;
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_path_buf(), (stamp, text.clone()));
+        Ok(text)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        OsFs.exists(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        OsFs.is_dir(path)
+    }
+    fn walk(&self, dir: &Path) -> Vec<PathBuf> {
+        OsFs.walk(dir)
+    }
+}
