@@ -507,6 +507,13 @@ fn watch(lp: &mut Loop, watcher: &mut Watcher, tx: &mpsc::Sender<Msg>, rx: &mpsc
                 }
             }
         }
+        let mut changes = changes;
+        // Seeds are not read at parse time (the engine reads them): a saved CSV is a changed seed.
+        for node in next.manifest.nodes.values().filter(|n| n.resource_type == crate::parse::ResourceType::Seed) {
+            if node.file.is_some_and(|f| files.contains(&next.project.files[f].abs_path)) && !changes.added.contains(&node.unique_id) {
+                changes.modified.insert(node.unique_id.clone());
+            }
+        }
         let mut dirty = if everything || all { new_within.clone() } else { changes.dirty() };
         // Nodes that just entered the selection (a new file under `path:`) are built too.
         dirty.extend(new_within.difference(&within).cloned());

@@ -86,7 +86,9 @@ fn node_state(n: &Node) -> u64 {
     if let Some(t) = &n.test_metadata {
         (&t.name, &t.namespace, serde_json::to_string(&t.kwargs).unwrap_or_default()).hash(&mut h);
     }
-    for c in n.columns.values() {
+    // Columns matter to the build through contracts (types, constraints); a description or a
+    // test added in YAML does not rebuild the model.
+    for c in n.columns.values().filter(|c| c.data_type.is_some() || c.constraints.as_array().is_some_and(|a| !a.is_empty())) {
         (&c.name, &c.data_type, c.constraints.to_string()).hash(&mut h);
     }
     n.extra.to_string().hash(&mut h);

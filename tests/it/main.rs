@@ -9,3 +9,4 @@ mod golden;
 mod object_store;
 mod postgres;
 mod quality;
+mod watch;
