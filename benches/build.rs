@@ -12,6 +12,13 @@
 //!     KILN_BENCH_PG="host=127.0.0.1 port=5433 user=postgres" KILN_BENCH_DBT=/path/to/venv/bin/dbt \
 //!         cargo bench --bench build -- pg 100 10000 3
 //!
+//! Watch mode: in a generated project of 1000 models, the time from saving a model to the report
+//! of its rebuilt table, for a mid-graph model and for one with about 100 nodes downstream
+//! (models and tests); with `KILN_BENCH_DBT` (a venv's `dbt` with dbt-duckdb) also
+//! `dbt build -s model+` of the same change, which is what a dbt user runs after a save:
+//!
+//!     cargo bench --bench build -- watch 1000 1000 10     # models, seed rows, saves per model
+//!
 //! Each run builds into a freshly created database (created and dropped through kiln's own
 //! PostgreSQL engine); without `KILN_BENCH_DBT` only kiln is timed.
 
@@ -65,8 +72,16 @@ fn time(dir: &Path, command: &str, runs: usize) -> (f64, f64, f64) {
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let command = raw.first().filter(|c| *c == "build" || *c == "test" || *c == "pg").cloned();
+    let command = raw.first().filter(|c| ["build", "test", "pg", "watch"].contains(&c.as_str())).cloned();
     let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
+    if command.as_deref() == Some("watch") {
+        let (models, rows, runs) = match args.as_slice() {
+            [m, r, runs, ..] => (*m, *r, *runs),
+            [m, r] => (*m, *r, 10),
+            _ => (1000, 1000, 10),
+        };
+        return watch(models, rows, runs);
+    }
     if command.as_deref() == Some("pg") {
         let (models, rows, runs) = match args.as_slice() {
             [m, r, runs, ..] => (*m, *r, *runs),
@@ -188,5 +203,150 @@ fn postgres(models: usize, rows: usize, runs: usize) {
     println!("kiln / dbt           {:.2} (kiln takes {:.0}% of dbt's time)", km / dm, 100.0 * km / dm);
     for db in ["kiln_bench_kiln", "kiln_bench_dbt"] {
         let _ = admin.execute(&format!("drop database if exists {db}"));
+    }
+}
+
+/// Saves as editors do: a temp file renamed over the file.
+fn save(path: &Path, text: &str) {
+    let tmp = path.with_file_name(".bench-save.tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// `kiln watch` save-to-result times (and `dbt build -s model+` with `KILN_BENCH_DBT`).
+fn watch(models: usize, rows: usize, runs: usize) {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
+    generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
+    std::fs::write(
+        dir.join("profiles.yml"),
+        "bench:\n  target: kiln\n  outputs:\n    kiln:\n      type: datafusion\n      threads: 4\n    dbt:\n      type: duckdb\n      path: dbt.duckdb\n      threads: 4\n",
+    )
+    .expect("write profiles.yml");
+    kiln_with(&dir, "parse", &["--profiles-dir", "."]); // target/manifest.json, to pick the models
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["watch", "--log-format", "json", "--profiles-dir", ".", "--debounce", "20"])
+        .current_dir(&dir)
+        .env("HOME", &dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kiln watch");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, serde_json::Value)>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line)
+                && tx.send((Instant::now(), v)).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let wait_for = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Instant {
+        loop {
+            let (at, v) = rx.recv_timeout(std::time::Duration::from_secs(300)).expect("kiln watch reports");
+            if v["event"] == "build_finished" && v["cancelled"] == true {
+                panic!("a rebuild was cancelled: {v}");
+            }
+            if pred(&v) {
+                return at;
+            }
+        }
+    };
+    let started = Instant::now();
+    wait_for(&|v| v["event"] == "build_finished");
+    println!(
+        "kiln watch, N={models} rows={rows}: first build {:.2}s; then {runs} saves per model (wall seconds, save to report)",
+        started.elapsed().as_secs_f64()
+    );
+    // The mid-graph model, and the staging model whose rebuild is closest to 100 nodes.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("target/manifest.json")).expect("manifest")).expect("manifest JSON");
+    let children = &manifest["child_map"];
+    let downstream = |id: &str| -> usize {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![id.to_string()];
+        while let Some(n) = stack.pop() {
+            for c in children[&n].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
+                if seen.insert(c.to_string()) {
+                    stack.push(c.to_string());
+                }
+            }
+        }
+        seen.len() + 1
+    };
+    let nodes = manifest["nodes"].as_object().expect("nodes");
+    let path_of = |id: &str| dir.join(nodes[id]["original_file_path"].as_str().expect("path"));
+    let ints: Vec<&String> = nodes.keys().filter(|k| k.starts_with("model.bench.int_")).collect();
+    let mid = ints[ints.len() / 2].clone();
+    let wide = nodes
+        .keys()
+        .filter(|k| k.starts_with("model.bench.stg_"))
+        .min_by_key(|k| downstream(k).abs_diff(100))
+        .expect("a staging model")
+        .clone();
+    let mut rows_out = Vec::new();
+    for id in [&mid, &wide] {
+        let file = path_of(id);
+        let original = std::fs::read_to_string(&file).expect("read model");
+        let (mut to_table, mut to_end) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let t0 = Instant::now();
+            save(&file, &format!("{original}-- save {i}\n"));
+            let t1 = wait_for(&|v| v["event"] == "node_finished" && v["unique_id"] == id.as_str());
+            let t2 = wait_for(&|v| v["event"] == "build_finished");
+            to_table.push((t1 - t0).as_secs_f64());
+            to_end.push((t2 - t0).as_secs_f64());
+        }
+        save(&file, &original);
+        wait_for(&|v| v["event"] == "build_finished");
+        let (tm, tmin, tmax) = median(to_table);
+        let (em, emin, emax) = median(to_end);
+        let n = downstream(id);
+        println!(
+            "{id} ({n} nodes rebuilt): its table median {tm:.3}s (min {tmin:.3} max {tmax:.3}); all {n} median {em:.3}s (min {emin:.3} max {emax:.3})"
+        );
+        rows_out.push((id.clone(), n, em));
+    }
+    // SAFETY: signals the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    println!("peak RSS of kiln watch {:.0} MB", children_max_rss_mb());
+    let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") else {
+        println!("(KILN_BENCH_DBT not set: dbt-duckdb not measured)");
+        return;
+    };
+    let dbt_run = |args: &[&str]| -> f64 {
+        let start = Instant::now();
+        let out = Command::new(&dbt)
+            .args(args)
+            .args(["--profiles-dir", ".", "--target", "dbt", "--quiet"])
+            .current_dir(&dir)
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .output()
+            .expect("run dbt");
+        assert!(out.status.success(), "dbt {args:?} failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        start.elapsed().as_secs_f64()
+    };
+    dbt_run(&["build"]);
+    for (id, n, kiln_median) in rows_out {
+        let name = id.rsplit('.').next().expect("name").to_string();
+        let file = path_of(&id);
+        let original = std::fs::read_to_string(&file).expect("read model");
+        let samples: Vec<f64> = (0..runs.min(5))
+            .map(|i| {
+                save(&file, &format!("{original}-- save {i}\n"));
+                dbt_run(&["build", "-s", &format!("{name}+")])
+            })
+            .collect();
+        save(&file, &original);
+        let (dm, dmin, dmax) = median(samples);
+        println!(
+            "dbt-duckdb build -s {name}+ ({n} nodes): median {dm:.3}s (min {dmin:.3} max {dmax:.3}); kiln watch takes {:.1}% of it ({:.0}x faster)",
+            100.0 * kiln_median / dm,
+            dm / kiln_median
+        );
     }
 }

@@ -263,8 +263,16 @@ impl Executed {
 
 /// Runs `selected` on `engine` in dependency order, with the project's on-run-start/-end hooks
 /// (not for `seed`), printing each node as it finishes.
-pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String>, which: Which, options: Options, printer: &Printer) -> Executed {
-    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(runner::EngineQueries(engine.clone(), s.target.quote_char()));
+pub fn execute(
+    s: &Session,
+    engine: &Arc<dyn Engine>,
+    selected: &BTreeSet<String>,
+    which: Which,
+    options: Options,
+    printer: &Printer,
+) -> Executed {
+    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
+        Arc::new(runner::EngineQueries(engine.clone(), s.target.quote_char()));
     let runner = Runner {
         project: &s.project,
         jinja: &s.jinja,
@@ -309,9 +317,10 @@ pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Opti
             let _ = session::write_atomic_with(&path, |w| std::io::Write::write_all(w, s.jinja.shared.scrub(sql).as_bytes()));
         }
     }
-    let doc = crate::run::results::run_results(results, &s.invocation.invocation_id, done.elapsed, serde_json::json!({"which": name}), &|t| {
-        s.jinja.shared.scrub(t).into_owned()
-    });
+    let doc =
+        crate::run::results::run_results(results, &s.invocation.invocation_id, done.elapsed, serde_json::json!({"which": name}), &|t| {
+            s.jinja.shared.scrub(t).into_owned()
+        });
     session::write_atomic_with(&target.join("run_results.json"), |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))?;
     // The manifest carries the SQL that ran.
     let compiled: HashMap<String, crate::compile::Compiled> = results

@@ -183,9 +183,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     printer.phase("select");
     let (compiled, diags) = compile_selected(&s, &selected, !args.no_sql_check);
     printer.phase("compile");
-    for (_, msg) in s.jinja.shared.take_logs() {
-        printer.info(&msg);
-    }
+    printer.template_logs(s.jinja.shared.take_logs());
     if diags.has_errors() {
         return Ok(session::report(printer, &diags));
     }

@@ -35,7 +35,11 @@ impl Printer {
 
     /// Values that must never be printed.
     pub fn add_secrets(&mut self, secrets: impl IntoIterator<Item = String>) {
-        self.secrets.extend(secrets.into_iter().filter(|s| !s.is_empty()));
+        for s in secrets {
+            if !s.is_empty() && !self.secrets.contains(&s) {
+                self.secrets.push(s);
+            }
+        }
     }
 
     fn scrub(&self, s: &str) -> String {
@@ -82,6 +86,19 @@ impl Printer {
                 let head = if self.color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
                 let clear = if self.progress { "\r\x1b[K" } else { "" };
                 let _ = writeln!(std::io::stderr().lock(), "{clear}{head}: {}", self.scrub(msg));
+            }
+        }
+    }
+
+    /// What templates logged: `log(msg, info=True)`, `print()` and warnings. `log(msg)` is a
+    /// debug message, which dbt keeps out of the console too.
+    pub fn template_logs(&self, logs: Vec<(crate::jinja::LogLevel, String)>) {
+        use crate::jinja::LogLevel;
+        for (level, msg) in logs {
+            match level {
+                LogLevel::Debug => {}
+                LogLevel::Warn => self.warn(&msg),
+                LogLevel::Info | LogLevel::Print => self.info(&msg),
             }
         }
     }

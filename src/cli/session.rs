@@ -4,13 +4,13 @@ use super::GlobalArgs;
 use super::printer::Printer;
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
 use crate::graph::{self, Graph, Lookup};
-use crate::jinja::{Invocation, JinjaEnv};
-use crate::parse::{self, Manifest};
-use crate::project::Project;
 use crate::jinja::macros::MacroChanges;
+use crate::jinja::{Invocation, JinjaEnv};
 use crate::parse::RenderCache;
-use crate::project::fs::{CachedFs, Fs, OsFs};
+use crate::parse::{self, Manifest};
 use crate::project::FileKind;
+use crate::project::Project;
+use crate::project::fs::{CachedFs, Fs, OsFs};
 use crate::project::profiles::{self, Target};
 use crate::project::yaml;
 use indexmap::IndexMap;
@@ -269,9 +269,7 @@ pub fn load_reusing(
     for d in all.iter() {
         printer.diagnostic(d);
     }
-    for (_, msg) in jinja.shared.take_logs() {
-        printer.info(&msg);
-    }
+    printer.template_logs(jinja.shared.take_logs());
     Ok(Session { project, target, jinja, manifest, lookup, graph, invocation, started })
 }
 
@@ -353,4 +351,68 @@ pub fn selection(session: &Session, args: &super::SelectArgs) -> Result<std::col
         }
     }
     Ok(select::select(&session.manifest, &session.graph, select_expr.as_ref(), exclude_expr.as_ref(), &types))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// A reload renders again only what an edit can have changed.
+    #[test]
+    fn reloads_render_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let write = |p: &str, text: &str| {
+            std::fs::create_dir_all(d.join(p).parent().unwrap()).unwrap();
+            std::fs::write(d.join(p), text).unwrap();
+        };
+        write("dbt_project.yml", "name: p\nconfig-version: 2\nvars:\n  v: 1\n");
+        write("macros/m.sql", "{% macro m() %}1{% endmacro %}\n{% macro other() %}2{% endmacro %}\n");
+        write("models/a.sql", "select {{ m() }} as x");
+        write("models/b.sql", "select {{ var('v') }} as y");
+        write("models/c.sql", "select * from {{ ref('b') }}");
+        let global = GlobalArgs {
+            project_dir: Some(d.to_path_buf()),
+            profiles_dir: None,
+            profile: None,
+            target: None,
+            vars: None,
+            log_format: super::super::printer::LogFormat::Text,
+            quiet: true,
+            timings: false,
+        };
+        let env = HashMap::new();
+        let mut printer = Printer::new(global.log_format, true, &env);
+        let mut reuse = Reuse::default();
+        let mut load = |reuse: &mut Reuse| {
+            let before = reuse.renders.hits.load(Ordering::Relaxed);
+            let s = load_reusing(&global, &env, &mut printer, "build", Stop::Graph, RunFlags::default(), Some(reuse)).unwrap();
+            (s, reuse.renders.hits.load(Ordering::Relaxed) - before)
+        };
+        let (s, hits) = load(&mut reuse);
+        assert_eq!((hits, reuse.renders.len(), reuse.reloaded_everything), (0, 3, true));
+        assert_eq!(s.manifest.nodes["model.p.a"].macros, ["macro.p.m"]);
+
+        // Nothing changed: every render and the Jinja environment are reused.
+        let (s2, hits) = load(&mut reuse);
+        assert_eq!((hits, reuse.reloaded_everything), (3, false));
+        assert!(Arc::ptr_eq(&s.jinja.shared, &s2.jinja.shared));
+
+        // A model: only it is rendered again.
+        write("models/c.sql", "select y from {{ ref('b') }}");
+        let (_, hits) = load(&mut reuse);
+        assert_eq!(hits, 2);
+
+        // A macro: only its caller is rendered again, with a new environment.
+        write("macros/m.sql", "{% macro m() %}10{% endmacro %}\n{% macro other() %}2{% endmacro %}\n");
+        let (s3, hits) = load(&mut reuse);
+        assert_eq!(hits, 2);
+        assert!(!Arc::ptr_eq(&s2.jinja.shared, &s3.jinja.shared));
+
+        // A var: everything is rendered again.
+        write("dbt_project.yml", "name: p\nconfig-version: 2\nvars:\n  v: 2\n");
+        let (_, hits) = load(&mut reuse);
+        assert_eq!((hits, reuse.reloaded_everything), (0, true));
+    }
 }

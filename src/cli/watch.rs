@@ -373,7 +373,14 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs, env: &HashMap<String, String>,
     code
 }
 
-fn watch(lp: &mut Loop, watcher: &mut Watcher, tx: &mpsc::Sender<Msg>, rx: &mpsc::Receiver<Msg>, printer: &mut Printer) -> anyhow::Result<i32> {
+fn watch(
+    lp: &mut Loop,
+    watcher: &mut Watcher,
+    tx: &mpsc::Sender<Msg>,
+    rx: &mpsc::Receiver<Msg>,
+    printer: &mut Printer,
+) -> anyhow::Result<i32> {
+    keys::listen(tx.clone());
     // The first load: a broken project is reported, then watched until it loads.
     let mut session = loop {
         match lp.load(printer) {
@@ -394,12 +401,12 @@ fn watch(lp: &mut Loop, watcher: &mut Watcher, tx: &mpsc::Sender<Msg>, rx: &mpsc
                 event(printer, serde_json::json!({"event": "waiting", "reason": "the project has errors"}), "waiting for a fix ...");
                 match wait(rx, Duration::from_millis(lp.args.debounce)) {
                     Some(Change::Quit) | None => return Ok(EXIT_OK),
-                    Some(_) => continue,
+                    Some(Change::Files(files)) => lp.reuse.fs.invalidate(files.iter().map(PathBuf::as_path)),
+                    Some(Change::All) => {}
                 }
             }
         }
     };
-    keys::listen(tx.clone());
     watcher.update(Scope::of(&session))?;
     let mut within = match lp.within(&session) {
         Ok(w) => w,
@@ -452,7 +459,11 @@ fn watch(lp: &mut Loop, watcher: &mut Watcher, tx: &mpsc::Sender<Msg>, rx: &mpsc
             pending = first;
         }
     } else {
-        event(printer, serde_json::json!({"event": "build_finished", "elapsed": 0.0, "total": 0, "cancelled": false}), "watching for changes");
+        event(
+            printer,
+            serde_json::json!({"event": "build_finished", "elapsed": 0.0, "total": 0, "cancelled": false}),
+            "watching for changes",
+        );
     }
     // Each turn: wait for a change, reload what it touched, rebuild what it changed.
     loop {
@@ -471,7 +482,11 @@ fn watch(lp: &mut Loop, watcher: &mut Watcher, tx: &mpsc::Sender<Msg>, rx: &mpsc
         let next = match lp.load(printer) {
             Ok(s) => s,
             Err(d) => {
-                event(printer, serde_json::json!({"event": "change", "files": names}), &format!("{} change: {}", clock(), names.join(", ")));
+                event(
+                    printer,
+                    serde_json::json!({"event": "change", "files": names}),
+                    &format!("{} change: {}", clock(), names.join(", ")),
+                );
                 session::report(printer, &d);
                 event(
                     printer,
@@ -525,30 +540,30 @@ fn watch(lp: &mut Loop, watcher: &mut Watcher, tx: &mpsc::Sender<Msg>, rx: &mpsc
         let removed: Vec<&String> = changes.removed.iter().collect();
         let quiet_turn = printer.format == LogFormat::Text && nodes.is_empty() && changes.is_empty();
         if !quiet_turn {
-          event(
-            printer,
-            serde_json::json!({
-                "event": "build_started",
-                "reason": if all { "rebuild_all" } else { "change" },
-                "files": names,
-                "modified": changes.modified,
-                "added": changes.added,
-                "removed": removed,
-                "nodes": nodes.len(),
-            }),
-            &format!(
-                "{} change: {}{} → {} node{}",
-                clock(),
-                if all { "rebuild all".to_string() } else { names.join(", ") },
-                if removed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (removed {})", removed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-                },
-                nodes.len(),
-                if nodes.len() == 1 { "" } else { "s" }
-            ),
-          );
+            event(
+                printer,
+                serde_json::json!({
+                    "event": "build_started",
+                    "reason": if all { "rebuild_all" } else { "change" },
+                    "files": names,
+                    "modified": changes.modified,
+                    "added": changes.added,
+                    "removed": removed,
+                    "nodes": nodes.len(),
+                }),
+                &format!(
+                    "{} change: {}{} → {} node{}",
+                    clock(),
+                    if all { "rebuild all".to_string() } else { names.join(", ") },
+                    if removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (removed {})", removed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                    },
+                    nodes.len(),
+                    if nodes.len() == 1 { "" } else { "s" }
+                ),
+            );
         }
         if nodes.is_empty() {
             // A directory event or an edit that changes no node (a description, a comment in

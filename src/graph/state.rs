@@ -63,7 +63,13 @@ pub fn changes(old: &Manifest, new: &Manifest, macros: &MacroChanges) -> Changes
 
 /// What is rebuilt for `dirty` nodes: them, everything downstream (unless `downstream` is
 /// false), and the tests of all of it (dbt's eager indirect selection), within `within`.
-pub fn rebuild_set(manifest: &Manifest, graph: &Graph, dirty: &BTreeSet<String>, downstream: bool, within: &BTreeSet<String>) -> BTreeSet<String> {
+pub fn rebuild_set(
+    manifest: &Manifest,
+    graph: &Graph,
+    dirty: &BTreeSet<String>,
+    downstream: bool,
+    within: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let mut set = dirty.clone();
     if downstream {
         for id in dirty {

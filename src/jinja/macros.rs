@@ -253,7 +253,9 @@ pub struct MacroChanges {
 
 impl MacroChanges {
     pub fn between(old: &MacroIndex, new: &MacroIndex) -> MacroChanges {
-        let ids = |index: &MacroIndex| -> BTreeSet<String> { index.packages.values().flat_map(|m| m.values()).map(|d| d.unique_id.clone()).collect() };
+        let ids = |index: &MacroIndex| -> BTreeSet<String> {
+            index.packages.values().flat_map(|m| m.values()).map(|d| d.unique_id.clone()).collect()
+        };
         if ids(old) != ids(new) || old.dispatch != new.dispatch || old.materializations != new.materializations {
             return MacroChanges { all: true, ..Default::default() };
         }
@@ -296,9 +298,8 @@ impl MacroChanges {
 /// Does `text` contain `name` as a whole identifier?
 fn mentions(text: &str, name: &str) -> bool {
     let ident = |c: char| c.is_alphanumeric() || c == '_';
-    text.match_indices(name).any(|(i, _)| {
-        !text[..i].chars().next_back().is_some_and(ident) && !text[i + name.len()..].chars().next().is_some_and(ident)
-    })
+    text.match_indices(name)
+        .any(|(i, _)| !text[..i].chars().next_back().is_some_and(ident) && !text[i + name.len()..].chars().next().is_some_and(ident))
 }
 
 #[cfg(test)]

@@ -155,7 +155,14 @@ struct Pending {
     node: Node,
 }
 
-pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, manifest: &mut Manifest, diags: &mut Vec<Diagnostic>) {
+pub(super) fn build(
+    project: &Project,
+    jinja: &JinjaEnv,
+    props: &Properties,
+    manifest: &mut Manifest,
+    diags: &mut Vec<Diagnostic>,
+    cache: Option<&super::RenderCache>,
+) {
     let mut pending: Vec<Pending> = Vec::new();
     let mut add = |target: &Target, column: Option<(&str, Option<bool>)>, spec: &TestSpec, diags: &mut Vec<Diagnostic>| {
         let file = &project.files[spec.file];
@@ -234,8 +241,12 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
             merge_one(Arc::make_mut(&mut node.config), k, v.clone());
             merge_one(&mut node.unrendered_config, k, v.clone());
         }
-        if let Some(Json::String(s)) = node.config.get("severity").cloned() {
-            Arc::make_mut(&mut node.config).insert("severity".into(), json!(s.to_uppercase()));
+        // (The config is shared between the tests of a folder: copied only when it changes.)
+        if let Some(Json::String(s)) = node.config.get("severity")
+            && *s != s.to_uppercase()
+        {
+            let upper = s.to_uppercase();
+            Arc::make_mut(&mut node.config).insert("severity".into(), json!(upper));
         }
         node.path = format!("{short}.sql");
         node.checksum = checksum("");
@@ -297,9 +308,17 @@ pub(super) fn build(project: &Project, jinja: &JinjaEnv, props: &Properties, man
         .into_par_iter()
         .map(|mut p| {
             let mut ds = Vec::new();
-            let ctx = test_ctx(jinja, &p.node, Phase::Parse, None);
-            match render_test(jinja, &p.node, ctx, true) {
-                Ok((_, record)) => {
+            let key = cache.map(|_| super::RenderCache::key(&p.node));
+            let cached = cache.zip(key).and_then(|(c, k)| c.get(&p.node, k));
+            let result = cached.map(Ok).unwrap_or_else(|| {
+                let record = render_test(jinja, &p.node, test_ctx(jinja, &p.node, Phase::Parse, None), true).map(|(_, r)| r);
+                if let (Some(c), Some(k), Ok(r)) = (cache, key, &record) {
+                    c.put(&p.node, k, r);
+                }
+                record
+            });
+            match result {
+                Ok(record) => {
                     for r in record.refs {
                         if !p.node.refs.contains(&r) {
                             p.node.refs.push(r);

@@ -412,6 +412,8 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
 #[derive(Default)]
 pub struct RenderCache {
     entries: std::sync::Mutex<HashMap<String, CachedRender>>,
+    /// Renders answered from the cache so far.
+    pub hits: std::sync::atomic::AtomicUsize,
 }
 
 struct CachedRender {
@@ -439,22 +441,29 @@ impl RenderCache {
     }
 
     /// What a parse render depends on besides macros: the file, the node and its config.
-    fn key(node: &Node) -> u64 {
+    pub(crate) fn key(node: &Node) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         node.unique_id.hash(&mut h);
         node.original_file_path.hash(&mut h);
         node.raw_code.hash(&mut h);
         serde_json::to_string(&*node.config).unwrap_or_default().hash(&mut h);
+        if let Some(t) = &node.test_metadata {
+            serde_json::to_string(&t.kwargs).unwrap_or_default().hash(&mut h);
+        }
         h.finish()
     }
 
-    fn get(&self, node: &Node, key: u64) -> Option<crate::jinja::context::Record> {
+    pub(crate) fn get(&self, node: &Node, key: u64) -> Option<crate::jinja::context::Record> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(&node.unique_id).filter(|c| c.key == key).map(|c| c.record.clone())
+        let hit = entries.get(&node.unique_id).filter(|c| c.key == key).map(|c| c.record.clone());
+        if hit.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        hit
     }
 
-    fn put(&self, node: &Node, key: u64, record: &crate::jinja::context::Record) {
+    pub(crate) fn put(&self, node: &Node, key: u64, record: &crate::jinja::context::Record) {
         let entry = CachedRender { key, raw_code: node.raw_code.clone(), record: record.clone() };
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(node.unique_id.clone(), entry);
     }
@@ -691,7 +700,7 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
     }
 
     // Generic tests, exposures, unit tests.
-    generic_tests::build(project, jinja, &props, &mut manifest, diags);
+    generic_tests::build(project, jinja, &props, &mut manifest, diags, cache);
     build_exposures(project, jinja, &props, &mut manifest, diags);
     build_unit_tests(project, &props, &mut manifest, diags);
     manifest.nodes.sort_keys();

@@ -72,8 +72,9 @@ impl Fs for MemFs {
     }
 }
 
-/// [`OsFs`] that keeps what it read: a file is read again only when its size or modification
-/// time changed, or it was named in [`CachedFs::invalidate`]. Watch mode reloads a project on
+/// [`OsFs`] that keeps what it read: a file is read again only when its size, modification time
+/// or inode changed, or it was named in [`CachedFs::invalidate`] (file times are coarse: two
+/// saves of the same length within a few milliseconds can share one). Watch mode reloads a project on
 /// every save through one of these, so only the saved files are read again.
 #[derive(Default)]
 pub struct CachedFs {
@@ -85,6 +86,8 @@ pub struct CachedFs {
 struct Stamp {
     len: u64,
     modified: Option<std::time::SystemTime>,
+    /// Editors that save by renaming a new file over the old one give it a new inode.
+    inode: u64,
 }
 
 impl CachedFs {
@@ -100,7 +103,11 @@ impl CachedFs {
 impl Fs for CachedFs {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         let meta = std::fs::metadata(path)?;
-        let stamp = Stamp { len: meta.len(), modified: meta.modified().ok() };
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        let stamp = Stamp { len: meta.len(), modified: meta.modified().ok(), inode };
         if let Some((s, text)) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get(path)
             && *s == stamp
         {

@@ -143,7 +143,11 @@ fn watch_rebuilds_what_each_save_changes() {
 
     // A macro: the models that call it are rebuilt, with the new SQL.
     let before = scalar(d, "select cast(sum(amount) as double) as s from {{ ref('stg_payments') }}").as_f64().expect("a sum");
-    edit(&d.join("macros/cents_to_dollars.sql"), "cast({{ column_name }} as decimal(16, {{ scale }})) / 100\n", "cast({{ column_name }} as decimal(16, {{ scale }})) / 1000\n");
+    edit(
+        &d.join("macros/cents_to_dollars.sql"),
+        "cast({{ column_name }} as decimal(16, {{ scale }})) / 100\n",
+        "cast({{ column_name }} as decimal(16, {{ scale }})) / 1000\n",
+    );
     let turn = w.turn();
     let built = finished(&turn);
     assert!(built.contains_key("model.shop.stg_payments") && !built.contains_key("model.shop.stg_customers"), "{}", lines(&turn));
@@ -197,7 +201,13 @@ fn watch_rebuilds_what_each_save_changes() {
     save(&model, &good);
     let turn = w.turn();
     let built = finished(&turn);
-    assert!(["model.shop.stg_orders", "model.shop.orders", "model.shop.customers"].iter().all(|id| built.get(*id).map(String::as_str) == Some("success")), "{}", lines(&turn));
+    assert!(
+        ["model.shop.stg_orders", "model.shop.orders", "model.shop.customers"]
+            .iter()
+            .all(|id| built.get(*id).map(String::as_str) == Some("success")),
+        "{}",
+        lines(&turn)
+    );
 
     // A new model, then renamed: the new name is built, the old one reported removed.
     save(&d.join("models/marts/order_counts.sql"), "select count(*) as n from {{ ref('stg_orders') }}\n");
