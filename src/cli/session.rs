@@ -204,10 +204,10 @@ pub fn load_reusing(
         run_started_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     };
     printer.phase("load");
-    let (context, macros) = (context_fingerprint(&project, &target, &invocation.cli_vars), macro_fingerprint(&project));
     let (jinja, invocation) = match reuse.as_deref_mut() {
         None => (JinjaEnv::build(&project, &target, &invocation, &mut diags), invocation),
         Some(r) => {
+            let (context, macros) = (context_fingerprint(&project, &target, &invocation.cli_vars), macro_fingerprint(&project));
             let previous = r.previous.take();
             r.reloaded_everything = previous.as_ref().is_none_or(|p| p.context != context);
             match previous {

@@ -502,7 +502,13 @@ fn watch(
         } else {
             MacroChanges::between(&session.jinja.shared.macros, &next.jinja.shared.macros)
         };
-        let changes = state::changes(&session.manifest, &next.manifest, &macros);
+        let mut changes = state::changes(&session.manifest, &next.manifest, &macros);
+        // Seeds are not read at parse time (the engine reads them): a saved CSV is a changed seed.
+        for node in next.manifest.nodes.values().filter(|n| n.resource_type == crate::parse::ResourceType::Seed) {
+            if node.file.is_some_and(|f| files.contains(&next.project.files[f].abs_path)) && !changes.added.contains(&node.unique_id) {
+                changes.modified.insert(node.unique_id.clone());
+            }
+        }
         let new_within = match lp.within(&next) {
             Ok(w) => w,
             Err(d) => {
@@ -522,13 +528,6 @@ fn watch(
                 }
             }
         }
-        let mut changes = changes;
-        // Seeds are not read at parse time (the engine reads them): a saved CSV is a changed seed.
-        for node in next.manifest.nodes.values().filter(|n| n.resource_type == crate::parse::ResourceType::Seed) {
-            if node.file.is_some_and(|f| files.contains(&next.project.files[f].abs_path)) && !changes.added.contains(&node.unique_id) {
-                changes.modified.insert(node.unique_id.clone());
-            }
-        }
         let mut dirty = if everything || all { new_within.clone() } else { changes.dirty() };
         // Nodes that just entered the selection (a new file under `path:`) are built too.
         dirty.extend(new_within.difference(&within).cloned());
@@ -537,40 +536,36 @@ fn watch(
         watcher.update(Scope::of(&next))?;
         session = next;
         within = new_within;
-        let removed: Vec<&String> = changes.removed.iter().collect();
-        let quiet_turn = printer.format == LogFormat::Text && nodes.is_empty() && changes.is_empty();
-        if !quiet_turn {
-            event(
-                printer,
-                serde_json::json!({
-                    "event": "build_started",
-                    "reason": if all { "rebuild_all" } else { "change" },
-                    "files": names,
-                    "modified": changes.modified,
-                    "added": changes.added,
-                    "removed": removed,
-                    "nodes": nodes.len(),
-                }),
-                &format!(
-                    "{} change: {}{} → {} node{}",
-                    clock(),
-                    if all { "rebuild all".to_string() } else { names.join(", ") },
-                    if removed.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (removed {})", removed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-                    },
-                    nodes.len(),
-                    if nodes.len() == 1 { "" } else { "s" }
-                ),
-            );
+        // A directory event or an edit that changes no node (a description, a comment in YAML):
+        // nothing to say on the terminal.
+        if printer.format == LogFormat::Text && nodes.is_empty() && changes.is_empty() {
+            continue;
         }
+        event(
+            printer,
+            serde_json::json!({
+                "event": "build_started",
+                "reason": if all { "rebuild_all" } else { "change" },
+                "files": names,
+                "modified": changes.modified,
+                "added": changes.added,
+                "removed": changes.removed,
+                "nodes": nodes.len(),
+            }),
+            &format!(
+                "{} change: {}{} → {} node{}",
+                clock(),
+                if all { "rebuild all".to_string() } else { names.join(", ") },
+                if changes.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (removed {})", changes.removed.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
+                },
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" }
+            ),
+        );
         if nodes.is_empty() {
-            // A directory event or an edit that changes no node (a description, a comment in
-            // YAML): nothing to say on the terminal.
-            if printer.format == LogFormat::Text && changes.is_empty() {
-                continue;
-            }
             event(
                 printer,
                 serde_json::json!({"event": "build_finished", "elapsed": started.elapsed().as_secs_f64(), "total": 0, "cancelled": false}),
