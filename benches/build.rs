@@ -19,6 +19,14 @@
 //!
 //!     cargo bench --bench build -- watch 1000 1000 10     # models, seed rows, saves per model
 //!
+//! With `KILN_BENCH_DBT` set, `build` and `test` also time `dbt build` / `dbt test` (dbt-core +
+//! dbt-duckdb) of the same project in the same run, and print kiln's share of dbt's time.
+//!
+//! Memory: a Parquet source several times larger than the memory kiln may use, built with
+//! `--memory-limit` (aggregations spill to disk):
+//!
+//!     cargo bench --bench build -- spill 100000000 512    # source rows, memory limit in MB
+//!
 //! Each run builds into a freshly created database (created and dropped through kiln's own
 //! PostgreSQL engine); without `KILN_BENCH_DBT` only kiln is timed.
 
@@ -72,8 +80,16 @@ fn time(dir: &Path, command: &str, runs: usize) -> (f64, f64, f64) {
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let command = raw.first().filter(|c| ["build", "test", "pg", "watch"].contains(&c.as_str())).cloned();
+    let command = raw.first().filter(|c| ["build", "test", "pg", "watch", "spill"].contains(&c.as_str())).cloned();
     let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
+    if command.as_deref() == Some("spill") {
+        let (rows, limit_mb) = match args.as_slice() {
+            [r, m, ..] => (*r, *m),
+            [r] => (*r, 512),
+            _ => (100_000_000, 512),
+        };
+        return spill(rows, limit_mb);
+    }
     if command.as_deref() == Some("watch") {
         let (models, rows, runs) = match args.as_slice() {
             [m, r, runs, ..] => (*m, *r, *runs),
@@ -106,12 +122,33 @@ fn main() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
         generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
+        generator::write_profiles(&dir);
         let tests = count_tests(&dir);
         let (med, min, max) = time(&dir, command, runs);
         println!(
             "{command:<5} N={models:<4} rows={rows:<8} tests={tests:<5} median {med:.3}s  min {min:.3}s  max {max:.3}s  peak RSS so far {:.0} MB",
             children_max_rss_mb()
         );
+        // The same work by dbt-core + dbt-duckdb, from an empty database each run.
+        if let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") {
+            if command == "test" {
+                generator::run_dbt(&dbt, &dir, &["build"]);
+            }
+            let samples = (0..runs.min(3))
+                .map(|_| {
+                    if command == "build" {
+                        let _ = std::fs::remove_file(dir.join("dbt.duckdb"));
+                    }
+                    generator::run_dbt(&dbt, &dir, &[command])
+                })
+                .collect();
+            let (dm, dmin, dmax) = median(samples);
+            println!(
+                "  dbt-duckdb {command:<5}  median {dm:.3}s  min {dmin:.3}s  max {dmax:.3}s   kiln takes {:.1}% of dbt's time ({:.1}x faster)",
+                100.0 * med / dm,
+                dm / med
+            );
+        }
     }
 }
 
@@ -219,11 +256,7 @@ fn watch(models: usize, rows: usize, runs: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
     generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
-    std::fs::write(
-        dir.join("profiles.yml"),
-        "bench:\n  target: kiln\n  outputs:\n    kiln:\n      type: datafusion\n      threads: 4\n    dbt:\n      type: duckdb\n      path: dbt.duckdb\n      threads: 4\n",
-    )
-    .expect("write profiles.yml");
+    generator::write_profiles(&dir);
     kiln_with(&dir, "parse", &["--profiles-dir", "."]); // target/manifest.json, to pick the models
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["watch", "--log-format", "json", "--profiles-dir", ".", "--debounce", "20"])
@@ -318,18 +351,7 @@ fn watch(models: usize, rows: usize, runs: usize) {
         println!("(KILN_BENCH_DBT not set: dbt-duckdb not measured)");
         return;
     };
-    let dbt_run = |args: &[&str]| -> f64 {
-        let start = Instant::now();
-        let out = Command::new(&dbt)
-            .args(args)
-            .args(["--profiles-dir", ".", "--target", "dbt", "--quiet"])
-            .current_dir(&dir)
-            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-            .output()
-            .expect("run dbt");
-        assert!(out.status.success(), "dbt {args:?} failed:\n{}", String::from_utf8_lossy(&out.stdout));
-        start.elapsed().as_secs_f64()
-    };
+    let dbt_run = |args: &[&str]| generator::run_dbt(&dbt, &dir, args);
     dbt_run(&["build"]);
     for (id, n, kiln_median) in rows_out {
         let name = id.rsplit('.').next().expect("name").to_string();
@@ -349,4 +371,60 @@ fn watch(models: usize, rows: usize, runs: usize) {
             dm / kiln_median
         );
     }
+}
+
+/// Builds models over a generated Parquet source of `rows` rows with `--memory-limit` far below
+/// its size: a high-cardinality aggregation (spills), a daily rollup (streams), a top-N (bounded)
+/// and a `unique` test on the aggregate (spills).
+fn spill(rows: usize, limit_mb: usize) {
+    use kiln::engine::Engine;
+    use kiln::engine::datafusion::{DataFusionEngine, MemorySettings};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("KILN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(dir.join("data")).expect("create data/");
+    let source = dir.join("data/orders.parquet");
+    if !source.exists() {
+        let started = Instant::now();
+        let engine = DataFusionEngine::open(&dir.join(".gen"), "gen", "main", &MemorySettings::default()).expect("engine");
+        let customers = (rows / 20).max(1);
+        engine
+            .execute(&format!(
+                "copy (select value as id, (value * 7919) % {customers} as customer_id, \
+                 cast((value * 37) % 100000 as double) / 100.0 as amount, \
+                 concat('cat_', cast(value % 50 as varchar)) as category, \
+                 to_timestamp_seconds(1704067200 + (value * 13) % 31536000) as ordered_at \
+                 from range({rows})) to '{}' stored as parquet",
+                source.display()
+            ))
+            .expect("write the source");
+        let _ = std::fs::remove_dir_all(dir.join(".gen"));
+        println!("wrote {rows} rows to {} in {:.1}s", source.display(), started.elapsed().as_secs_f64());
+    }
+    let size_mb = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let write = |path: &str, text: &str| {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    write("dbt_project.yml", "name: spill\nconfig-version: 2\nmodels:\n  +materialized: table\n");
+    write(
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: orders\n        meta:\n          external_location: data/orders.parquet\nmodels:\n  - name: customer_totals\n    columns:\n      - name: customer_id\n        data_tests: [unique]\n",
+    );
+    write(
+        "models/customer_totals.sql",
+        "select customer_id, count(*) as orders, sum(amount) as total, min(ordered_at) as first_order\nfrom {{ source('raw', 'orders') }}\ngroup by customer_id\n",
+    );
+    write(
+        "models/daily_category.sql",
+        "select date_trunc('day', ordered_at) as day, category, count(*) as orders, sum(amount) as total\nfrom {{ source('raw', 'orders') }}\ngroup by 1, 2\n",
+    );
+    write("models/top_orders.sql", "select * from {{ source('raw', 'orders') }} order by amount desc, id limit 1000\n");
+    let _ = std::fs::remove_dir_all(dir.join(".kiln"));
+    let limit = format!("{limit_mb}MB");
+    let secs = kiln_with(&dir, "build", &["--memory-limit", &limit]);
+    println!(
+        "spill: source {rows} rows, {size_mb:.0} MB of Parquet; `kiln build --memory-limit {limit}` (3 models, 1 test) {secs:.1}s, peak RSS {:.0} MB",
+        children_max_rss_mb()
+    );
 }

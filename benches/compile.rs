@@ -4,6 +4,10 @@
 //!     cargo bench --bench compile                 # N = 1,000 and 10,000
 //!     cargo bench --bench compile -- 20000 5      # N = 20,000, 5 runs
 //!     cargo bench --bench compile -- --gen DIR 10000   # only write the project
+//!
+//! With `KILN_BENCH_DBT` (the `dbt` of a venv with dbt-core and dbt-duckdb), `dbt parse` and
+//! `dbt compile` (`--no-partial-parse`, `target/` deleted before each run) of the same project
+//! are timed in the same run and compared with `kiln parse` and `kiln compile` (fresh target/).
 
 #[allow(dead_code)] // shared with the build benchmark
 mod generator;
@@ -32,6 +36,10 @@ fn time_kiln(dir: &Path, args: &[&str], runs: usize, fresh: bool) -> (f64, f64, 
         assert!(out.status.success(), "kiln {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
         samples.push(secs);
     }
+    median(samples)
+}
+
+fn median(mut samples: Vec<f64>) -> (f64, f64, f64) {
     samples.sort_by(f64::total_cmp);
     (samples[samples.len() / 2], samples[0], samples[samples.len() - 1])
 }
@@ -57,11 +65,30 @@ fn main() {
     for n in sizes {
         let tmp = tempfile::tempdir().expect("tempdir");
         generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
+        let mut medians = Vec::new();
         for (label, cmd, fresh) in
             [("parse", "parse", true), ("compile, fresh target/", "compile", true), ("compile, target/ kept", "compile", false)]
         {
             let (med, min, max) = time_kiln(tmp.path(), &[cmd], runs, fresh);
             println!("{label:<24} N={n:<6} median {med:.3}s  min {min:.3}s  max {max:.3}s");
+            medians.push((cmd, fresh, med));
+        }
+        // The same commands by dbt-core + dbt-duckdb (no partial parsing: cold, as kiln's runs).
+        let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") else { continue };
+        generator::write_profiles(tmp.path());
+        for (cmd, kiln_median) in [("parse", medians[0].2), ("compile", medians[1].2)] {
+            let samples: Vec<f64> = (0..runs.min(3))
+                .map(|_| {
+                    let _ = std::fs::remove_dir_all(tmp.path().join("target"));
+                    generator::run_dbt(&dbt, tmp.path(), &[cmd, "--no-partial-parse"])
+                })
+                .collect();
+            let (med, min, max) = median(samples);
+            println!(
+                "  dbt-duckdb {cmd:<13} N={n:<6} median {med:.3}s  min {min:.3}s  max {max:.3}s   kiln takes {:.1}% of dbt's time ({:.0}x faster)",
+                100.0 * kiln_median / med,
+                med / kiln_median
+            );
         }
     }
 }

@@ -152,3 +152,27 @@ pub fn generate(dir: &Path, spec: &Spec) {
         write(&dir.join(path), &text);
     }
 }
+
+/// `profiles.yml` with two targets on the same project: `kiln` (embedded DataFusion, the
+/// default) and `dbt` (dbt-duckdb, for the side-by-side runs), both 4 threads.
+pub fn write_profiles(dir: &Path) {
+    write(
+        &dir.join("profiles.yml"),
+        "bench:\n  target: kiln\n  outputs:\n    kiln:\n      type: datafusion\n      threads: 4\n    dbt:\n      type: duckdb\n      path: dbt.duckdb\n      threads: 4\n",
+    );
+}
+
+/// Runs `dbt <args>` on the `dbt` target of [`write_profiles`]; wall seconds. `dbt` is the
+/// executable of a venv with dbt-core and dbt-duckdb (`KILN_BENCH_DBT`).
+pub fn run_dbt(dbt: &std::ffi::OsStr, dir: &Path, args: &[&str]) -> f64 {
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(dbt)
+        .args(args)
+        .args(["--profiles-dir", ".", "--target", "dbt", "--quiet"])
+        .current_dir(dir)
+        .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        .output()
+        .expect("run dbt");
+    assert!(out.status.success(), "dbt {args:?} failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    start.elapsed().as_secs_f64()
+}

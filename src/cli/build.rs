@@ -4,7 +4,7 @@ use super::printer::Printer;
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, EXIT_PROJECT, EXIT_USAGE, GlobalArgs, SelectArgs};
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
-use crate::engine::datafusion::DataFusionEngine;
+use crate::engine::datafusion::{DataFusionEngine, MemorySettings};
 use crate::engine::{Engine, RelationName};
 use crate::parse::ResourceType;
 use crate::project::profiles::EngineKind;
@@ -85,7 +85,13 @@ fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
     // dbt-duckdb profiles name a database file; kiln keeps a warehouse directory next to it.
     let path = if path.ends_with(".duckdb") || path.ends_with(".db") { format!("{path}.kiln") } else { path.to_string() };
     let root = s.project.root.join(path);
-    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema)
+    let file = s.target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
+    let memory = MemorySettings::from_target(&s.target.settings, &s.project.root).map_err(|e| {
+        Diagnostic::error(Code::BadProfile, format!("target `{}`: {e}", s.target.name))
+            .with_file(file)
+            .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
+    })?;
+    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory)
         .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
     // Object stores of every bucket a source or external model names.
     let mut locations: Vec<String> = s

@@ -68,6 +68,11 @@ pub struct GlobalArgs {
     /// Print how long each phase took (load, parse, graph, compile, write) to stderr
     #[arg(long, global = true)]
     pub timings: bool,
+    /// Memory the embedded engine may use, e.g. 4GB or 512MiB; sorts, aggregations and joins
+    /// spill to disk beyond it. Overrides the target's `memory_limit` (default: 80% of the
+    /// machine's or container's memory)
+    #[arg(long, global = true, value_name = "SIZE", env = "KILN_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -190,7 +190,10 @@ pub fn load_reusing(
         all
     })?;
     diags.extend(resolved.warnings);
-    let target = resolved.target;
+    let mut target = resolved.target;
+    if let Some(limit) = &global.memory_limit {
+        target.settings.insert("memory_limit".into(), Json::from(limit.clone()));
+    }
     printer.add_secrets(target.secret_values());
     printer.add_secrets(env.iter().filter(|(k, _)| k.starts_with("DBT_ENV_SECRET_")).map(|(_, v)| v.clone()));
     let now = time::OffsetDateTime::now_utc();
@@ -381,6 +384,7 @@ mod tests {
             log_format: super::super::printer::LogFormat::Text,
             quiet: true,
             timings: false,
+            memory_limit: None,
         };
         let env = HashMap::new();
         let mut printer = Printer::new(global.log_format, true, &env);

@@ -7,6 +7,7 @@
 //! re-registered when a session opens the warehouse. Parquet is an open format: DuckDB, Spark,
 //! Polars and pandas read these tables directly.
 
+use super::view_memo::{self, ViewMemo};
 use super::{Capability, Check, Engine, EngineError, Materialization, RelationName, SeedLoad};
 use crate::jinja::QueryTable;
 use crate::jinja::relation::quote_ident;
@@ -28,10 +29,104 @@ pub struct DataFusionEngine {
     root: PathBuf,
     /// Serializes catalog changes (registering schemas) between threads.
     catalog_lock: Mutex<()>,
+    /// Views computed for data tests, and the session that reads them (made on first use).
+    memo: Arc<ViewMemo>,
+    tests_ctx: std::sync::OnceLock<SessionContext>,
+    /// Registered views by key, to plan them again when what they read is replaced.
+    views: Mutex<std::collections::HashMap<String, ViewDef>>,
 }
 
+struct ViewDef {
+    relation: RelationName,
+    sql: String,
+    /// Keys of the relations the view reads directly.
+    reads: Vec<String>,
+}
+
+/// How much memory the embedded engine may use, and where it spills.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// Bytes that queries may hold together; sorts, aggregates and joins spill to disk beyond
+    /// it (operators that cannot spill fail with "Resources exhausted"). `None`: no limit.
+    pub limit: Option<usize>,
+    /// Where spill files go; `None`: the system's temporary directory.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl MemorySettings {
+    /// From a target: `memory_limit` and `spill_dir` (or, as dbt-duckdb writes them,
+    /// `settings: {memory_limit, temp_directory}`); relative directories are under `root`.
+    /// Without `memory_limit`, 80% of the machine's memory (or of the container's limit).
+    pub fn from_target(settings: &indexmap::IndexMap<String, Json>, root: &Path) -> Result<MemorySettings, String> {
+        let get = |key: &str, duckdb: &str| {
+            settings.get(key).or_else(|| settings.get("settings").and_then(|s| s.get(duckdb))).filter(|v| !v.is_null()).cloned()
+        };
+        let limit = match get("memory_limit", "memory_limit") {
+            Some(Json::Number(n)) => Some(n.as_u64().ok_or_else(|| format!("`memory_limit: {n}` is not a number of bytes"))? as usize),
+            Some(Json::String(text)) => Some(parse_size(&text)?),
+            Some(other) => return Err(format!("`memory_limit: {other}` is not a size such as 4GB or 512MiB")),
+            None => default_memory_limit(),
+        };
+        let spill_dir = get("spill_dir", "temp_directory").and_then(|v| v.as_str().map(|d| root.join(d)));
+        Ok(MemorySettings { limit, spill_dir })
+    }
+}
+
+/// `4GB`, `512 MiB`, `1.5gb`, `1000000` (bytes). KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB
+/// powers of 1024, as in DuckDB.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim().to_ascii_lowercase());
+    let bad = || format!("`{text}` is not a size such as 4GB, 512MiB or a number of bytes");
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.as_str() {
+        "" | "b" | "bytes" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = n * scale;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes as usize)
+}
+
+/// 80% of the memory this process may use: the cgroup's limit when set, else the machine's.
+fn default_memory_limit() -> Option<usize> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let machine = read("/proc/meminfo").and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+        line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kb| kb * 1024)
+    });
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let total = match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (m, c) => m.or(c)?,
+    };
+    Some(total / 10 * 8)
+}
+
+/// Most bytes the view memo of data tests keeps when no memory limit is set.
+const MEMO_BUDGET: usize = 128 << 20;
+
 fn df_err(e: impl std::fmt::Display) -> EngineError {
-    let message = e.to_string();
+    let mut message = e.to_string();
+    if message.contains("Resources exhausted") {
+        message.push_str(
+            "\nThe query needs more memory than kiln may use: raise --memory-limit (or the target's memory_limit), \
+             or reduce the rows a join holds in memory (joins cannot spill to disk: filter or aggregate before joining)",
+        );
+    }
     let position = message.rfind("Line: ").and_then(|i| {
         let rest = &message[i + 6..];
         let (line, rest) = rest.split_once(", Column: ")?;
@@ -63,7 +158,10 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
 impl DataFusionEngine {
     /// Opens (or creates) the warehouse at `root`. Call [`DataFusionEngine::load_warehouse`]
     /// after registering external sources, so views over them resolve.
-    pub fn open(root: &Path, database: &str, schema: &str) -> Result<DataFusionEngine, EngineError> {
+    pub fn open(root: &Path, database: &str, schema: &str, memory: &MemorySettings) -> Result<DataFusionEngine, EngineError> {
+        use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+        use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
         std::fs::create_dir_all(root).map_err(|e| io_err(&format!("creating the warehouse {}", root.display()), e))?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -75,9 +173,31 @@ impl DataFusionEngine {
             .with_default_catalog_and_schema(database, schema)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let mut runtime = RuntimeEnvBuilder::new();
+        let mut memo_budget = MEMO_BUDGET;
+        if let Some(limit) = memory.limit {
+            // Fair among spilling operators; the error names the largest consumers.
+            let top = std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN);
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit), top)));
+            memo_budget = memo_budget.min(limit / 8);
+        }
+        if let Some(dir) = &memory.spill_dir {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(&format!("creating the spill directory {}", dir.display()), e))?;
+            runtime =
+                runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()])));
+        }
+        let runtime = runtime.build_arc().map_err(df_err)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         super::udfs::register(&ctx);
-        Ok(DataFusionEngine { rt, ctx, root: root.to_path_buf(), catalog_lock: Mutex::new(()) })
+        Ok(DataFusionEngine {
+            rt,
+            ctx,
+            root: root.to_path_buf(),
+            catalog_lock: Mutex::new(()),
+            memo: Arc::new(ViewMemo::new(memo_budget)),
+            tests_ctx: std::sync::OnceLock::new(),
+            views: Mutex::default(),
+        })
     }
 
     /// A throwaway in-memory engine (unit tests): one thread, nothing written to disk.
@@ -92,7 +212,15 @@ impl DataFusionEngine {
         let ctx = SessionContext::new_with_config(config);
         super::udfs::register(&ctx);
         let root = std::env::temp_dir().join(format!("kiln-scratch-{}", std::process::id()));
-        Ok(DataFusionEngine { rt, ctx, root, catalog_lock: Mutex::new(()) })
+        Ok(DataFusionEngine {
+            rt,
+            ctx,
+            root,
+            catalog_lock: Mutex::new(()),
+            memo: Arc::new(ViewMemo::new(MEMO_BUDGET)),
+            tests_ctx: std::sync::OnceLock::new(),
+            views: Mutex::default(),
+        })
     }
 
     /// The columns and Arrow types `sql` would return, without running it.
@@ -110,16 +238,14 @@ impl DataFusionEngine {
     pub fn register_empty(&self, r: &RelationName, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<(), EngineError> {
         self.ensure_schema(&r.database, &r.schema);
         let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
-        let _ = self.ctx.deregister_table(table_ref(r));
-        self.ctx.register_table(table_ref(r), Arc::new(table)).map_err(df_err).map(|_| ())
+        self.replace_table(r, Arc::new(table))
     }
 
     /// Registers a seed's CSV as the relation `r` (in memory only, read in place).
     pub fn register_seed(&self, seed: &SeedLoad) -> Result<(), EngineError> {
         self.ensure_schema(&seed.relation.database, &seed.relation.schema);
         let df = self.seed_frame(seed)?;
-        let _ = self.ctx.deregister_table(table_ref(&seed.relation));
-        self.ctx.register_table(table_ref(&seed.relation), df.into_view()).map_err(df_err).map(|_| ())
+        self.replace_table(&seed.relation, df.into_view())
     }
 
     /// Runs `sql`; every cell formatted as text (NULL for nulls), for comparisons and diffs.
@@ -190,11 +316,86 @@ impl DataFusionEngine {
         serde_json::from_str::<Json>(&text).ok()?.get("version")?.as_u64()
     }
 
+    /// Registers `table` as `r` in place of what was there.
+    fn replace_table(&self, r: &RelationName, table: Arc<dyn datafusion::catalog::TableProvider>) -> Result<(), EngineError> {
+        self.unregister_view(r);
+        let _ = self.ctx.deregister_table(table_ref(r));
+        self.ctx.register_table(table_ref(r), table).map_err(df_err)?;
+        self.replaced(r);
+        Ok(())
+    }
+
+    /// After `r` was registered anew: the view memo forgets it, and the views reading it
+    /// (directly or through other views) are planned again, parents first. A view's plan holds
+    /// the tables it read when it was made, so without this it would go on reading the old ones.
+    /// A view that no longer plans (a column it reads is gone) is unregistered, so queries on
+    /// it fail instead of reading stale data.
+    fn replaced(&self, r: &RelationName) {
+        let key = view_memo::key(&r.database, &r.schema, &r.name);
+        self.memo.invalidate(&key);
+        let order: Vec<(String, RelationName, String)> = {
+            let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            let mut affected: Vec<&String> = Vec::new();
+            let mut frontier = vec![&key];
+            while let Some(k) = frontier.pop() {
+                for (v, def) in views.iter() {
+                    if def.reads.contains(k) && !affected.contains(&v) {
+                        affected.push(v);
+                        frontier.push(v);
+                    }
+                }
+            }
+            // Parents first: a view waits for the affected views it reads.
+            let mut order = Vec::with_capacity(affected.len());
+            while !affected.is_empty() {
+                let ready: Vec<&String> =
+                    affected.iter().copied().filter(|v| !views[*v].reads.iter().any(|p| p != *v && affected.contains(&p))).collect();
+                if ready.is_empty() {
+                    break; // a cycle cannot be planned anyway
+                }
+                affected.retain(|v| !ready.contains(v));
+                order.extend(ready.into_iter().map(|v| (v.clone(), views[v].relation.clone(), views[v].sql.clone())));
+            }
+            order
+        };
+        for (key, relation, sql) in order {
+            self.memo.invalidate(&key);
+            if self.plan_view(&relation, &sql).is_err() {
+                let _ = self.ctx.deregister_table(table_ref(&relation));
+                self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            }
+        }
+    }
+
+    /// Bytes the view memo of data tests holds now.
+    pub fn view_memo_bytes(&self) -> usize {
+        self.memo.bytes()
+    }
+
+    /// The session data tests run in: the same catalog, with views computed once (see
+    /// `view_memo`).
+    fn tests_ctx(&self) -> &SessionContext {
+        self.tests_ctx.get_or_init(|| {
+            let state = self.ctx.state();
+            let catalogs = view_memo::overlay(state.catalog_list().clone(), self.memo.clone());
+            let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_catalog_list(catalogs).build();
+            SessionContext::new_with_state(state)
+        })
+    }
+
     fn register_version(&self, r: &RelationName, dir: &Path, version: u64) -> Result<(), EngineError> {
         self.ensure_schema(&r.database, &r.schema);
+        self.unregister_view(r);
         let _ = self.ctx.deregister_table(table_ref(r));
         let path = format!("{}/", dir.join(format!("v{version}")).display());
-        self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err)
+        self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err)?;
+        self.replaced(r);
+        Ok(())
+    }
+
+    /// `r` stops being a view (a table or a source takes its name).
+    fn unregister_view(&self, r: &RelationName) {
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&view_memo::key(&r.database, &r.schema, &r.name));
     }
 
     /// Registers every table and view of the warehouse.
@@ -252,12 +453,22 @@ impl DataFusionEngine {
     }
 
     fn create_view(&self, r: &RelationName, sql: &str) -> Result<(), EngineError> {
+        self.plan_view(r, sql)?;
+        self.replaced(r);
+        Ok(())
+    }
+
+    /// Plans `sql` and registers it as the view `r` (without re-planning its readers).
+    fn plan_view(&self, r: &RelationName, sql: &str) -> Result<(), EngineError> {
         self.ensure_schema(&r.database, &r.schema);
-        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
-        let plan = df.into_unoptimized_plan();
+        let state = self.ctx.state();
+        let plan = self.block(state.create_logical_plan(sql)).map_err(df_err)?;
+        let reads = view_memo::reads(sql, &state);
         let view = datafusion::catalog::view::ViewTable::new(plan, Some(sql.to_string()));
         let _ = self.ctx.deregister_table(table_ref(r));
         self.ctx.register_table(table_ref(r), Arc::new(view)).map_err(df_err)?;
+        let def = ViewDef { relation: r.clone(), sql: sql.to_string(), reads };
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).insert(view_memo::key(&r.database, &r.schema, &r.name), def);
         Ok(())
     }
 
@@ -344,6 +555,7 @@ impl DataFusionEngine {
                 "csv".into()
             }
         });
+        self.unregister_view(r);
         let _ = self.ctx.deregister_table(table_ref(r));
         // Hive-style directories (`dt=2024-01-01/...`) expose their keys as text columns.
         let partitions: Vec<(String, datafusion::arrow::datatypes::DataType)> =
@@ -371,7 +583,19 @@ impl DataFusionEngine {
                 ))
             }
         };
-        result.map_err(df_err)
+        result.map_err(df_err)?;
+        self.replaced(r);
+        Ok(())
+    }
+
+    fn query_in(&self, ctx: &SessionContext, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
+        let mut df = self.block(ctx.sql(sql)).map_err(df_err)?;
+        if let Some(n) = limit {
+            df = df.limit(0, Some(n)).map_err(df_err)?;
+        }
+        let schema = df.schema().as_arrow().clone();
+        let batches = self.block(df.collect()).map_err(df_err)?;
+        Self::batches_to_table(&batches, &schema)
     }
 
     fn batches_to_table(batches: &[RecordBatch], schema: &datafusion::arrow::datatypes::Schema) -> Result<QueryTable, EngineError> {
@@ -426,19 +650,20 @@ impl Engine for DataFusionEngine {
     }
 
     fn execute(&self, sql: &str) -> Result<Option<u64>, EngineError> {
+        // A statement may change any relation.
+        self.memo.clear();
         let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
         let batches = self.block(df.collect()).map_err(df_err)?;
         Ok(Some(batches.iter().map(|b| b.num_rows() as u64).sum()))
     }
 
     fn query(&self, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
-        let mut df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
-        if let Some(n) = limit {
-            df = df.limit(0, Some(n)).map_err(df_err)?;
-        }
-        let schema = df.schema().as_arrow().clone();
-        let batches = self.block(df.collect()).map_err(df_err)?;
-        Self::batches_to_table(&batches, &schema)
+        self.query_in(&self.ctx, sql, limit)
+    }
+
+    fn query_tests(&self, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
+        let ctx = self.tests_ctx();
+        queries.iter().map(|q| self.query_in(ctx, q, None)).collect()
     }
 
     fn describe(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
@@ -451,50 +676,6 @@ impl Engine for DataFusionEngine {
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
         self.ensure_schema(database, schema);
         std::fs::create_dir_all(self.root.join(database).join(schema)).map_err(|e| io_err("creating a schema", e))
-    }
-
-    /// A view read by several queries (a model's tests) is computed once into memory, when
-    /// its result is under 256 MB; a larger one, or a table, is read by each query.
-    fn query_many(&self, r: &RelationName, rendered: &str, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
-        const MAX_CACHED_BYTES: usize = 256 << 20;
-        let each = || queries.iter().map(|q| self.query(q, None)).collect();
-        let is_view =
-            self.block(self.ctx.table_provider(table_ref(r))).is_ok_and(|t| t.table_type() == datafusion::datasource::TableType::View);
-        if queries.len() < 2 || !is_view {
-            return each();
-        }
-        type Collected = Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)>;
-        let collected: Result<Collected, EngineError> = self.block(async {
-            use futures::StreamExt;
-            let df = self.ctx.table(table_ref(r)).await.map_err(df_err)?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await.map_err(df_err)?;
-            let (mut batches, mut bytes) = (Vec::new(), 0);
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(df_err)?;
-                bytes += batch.get_array_memory_size();
-                if bytes > MAX_CACHED_BYTES {
-                    return Ok(None);
-                }
-                batches.push(batch);
-            }
-            Ok(Some((schema, batches)))
-        });
-        let (schema, batches) = match collected {
-            Ok(Some(b)) => b,
-            // Too big to keep, or failing: every query reports for itself.
-            Ok(None) | Err(_) => return each(),
-        };
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let name = format!("__kiln_cached_{}", SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let Ok(table) = datafusion::datasource::MemTable::try_new(schema, vec![batches]) else { return each() };
-        if self.ctx.register_table(name.as_str(), Arc::new(table)).is_err() {
-            return each();
-        }
-        let cached = quote_ident(&name, '"');
-        let out = queries.iter().map(|q| self.query(&q.replace(rendered, &cached), None)).collect();
-        let _ = self.ctx.deregister_table(name.as_str());
-        out
     }
 
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {

@@ -11,6 +11,8 @@ pub mod postgres;
 pub mod sql;
 #[cfg(feature = "datafusion")]
 pub mod udfs;
+#[cfg(feature = "datafusion")]
+pub mod view_memo;
 
 use crate::jinja::QueryTable;
 use std::fmt;
@@ -169,11 +171,10 @@ pub trait Engine: Send + Sync {
     /// the same type always gets the same name (contracts compare them).
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError>;
 
-    /// Runs `queries`, which all read `relation` (written as `rendered` in them). An engine may
-    /// compute the relation once for all of them (a view read by several tests); by default
-    /// each query runs on its own.
-    fn query_many(&self, relation: &RelationName, rendered: &str, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
-        let _ = (relation, rendered);
+    /// Runs data tests' queries. An engine may share work between them and with later tests
+    /// of the run (the embedded engine computes a view once, see `view_memo`); by default each
+    /// query runs on its own.
+    fn query_tests(&self, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
         queries.iter().map(|q| self.query(q, None)).collect()
     }
 

@@ -4,7 +4,7 @@
 //! `run_query` see the warehouse as it is then.
 
 use crate::compile::{self, Compiled};
-use crate::engine::{Engine, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
+use crate::engine::{Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
 use crate::graph::Graph;
 use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
 use crate::parse::{Manifest, Node, ResourceType};
@@ -442,11 +442,10 @@ impl Runner<'_> {
         by_model.into_values().filter(|m| m.len() > 1).map(|m| (m[0].clone(), m)).collect()
     }
 
-    /// Runs data tests of one model together (see [`Engine::query_many`]).
+    /// Runs data tests of one model together (see [`Engine::query_tests`]).
     fn data_test_batch(&self, nodes: &[&Node], thread: usize) -> Vec<NodeResult> {
         let started_at = now();
         let start = Instant::now();
-        let model = self.graph.parents.get(&nodes[0].unique_id).and_then(|p| p.first()).and_then(|p| self.manifest.nodes.get(p));
         let compiled: Vec<Result<Compiled, String>> = nodes.iter().map(|n| self.compile(n)).collect();
         let cfgs: Vec<super::data_tests::TestConfig> = nodes.iter().map(|n| super::data_tests::TestConfig::of(n)).collect();
         let queries: Vec<String> = compiled
@@ -454,10 +453,7 @@ impl Runner<'_> {
             .zip(&cfgs)
             .map(|(c, cfg)| c.as_ref().map(|c| super::data_tests::wrap(&c.sql, cfg)).unwrap_or_default())
             .collect();
-        let answers = match model {
-            Some(m) => self.engine.query_many(&relation_name(m), &m.relation(self.jinja.shared.target.quote_char()).render(), &queries),
-            None => queries.iter().map(|q| self.engine.query(q, None)).collect(),
-        };
+        let answers = self.engine.query_tests(&queries);
         let seconds = start.elapsed().as_secs_f64() / nodes.len() as f64;
         nodes
             .iter()
@@ -519,7 +515,13 @@ impl Runner<'_> {
             }
             None => (sql.clone(), None),
         };
-        let mut outcome = judged(&cfg, self.engine.query(&super::data_tests::wrap(&main, &cfg), None));
+        let query = super::data_tests::wrap(&main, &cfg);
+        let answer = if stored.is_some() {
+            self.engine.query(&query, None)
+        } else {
+            self.engine.query_tests(&[query]).pop().unwrap_or_else(|| Err(EngineError::new("the engine returned no answer")))
+        };
+        let mut outcome = judged(&cfg, answer);
         if let (Some(r), Status::Fail | Status::Warn) = (&stored, outcome.status) {
             outcome.message = format!("{}\n  See the failing rows: select * from {r}", outcome.message);
         }

@@ -424,3 +424,81 @@ fn common_dbt_functions_with_postgres_semantics() {
         })
     );
 }
+
+/// Data tests read views through the engine's view memo: each view computed once, and
+/// recomputed when anything below it is rebuilt.
+#[test]
+fn data_tests_share_views_and_see_rebuilds() {
+    use kiln::engine::datafusion::{DataFusionEngine, MemorySettings};
+    use kiln::engine::{Engine, Materialization, RelationName};
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = |name: &str| RelationName { database: "db".into(), schema: "main".into(), name: name.into() };
+    let table = |sql: &str| Materialization::Table { sql: sql.into() };
+    let view = |sql: &str| Materialization::View { sql: sql.into() };
+    let count = |e: &DataFusionEngine, sql: &str| {
+        let answers = e.query_tests(&[sql.to_string(), sql.to_string()]);
+        let rows: Vec<Value> = answers.into_iter().map(|a| a.unwrap().rows[0][0].clone()).collect();
+        assert_eq!(rows[0], rows[1]);
+        // Outside tests too: views read the rebuilt relations below them.
+        assert_eq!(e.query(sql, None).unwrap().rows[0][0], rows[0], "{sql}");
+        rows[0].as_u64().unwrap()
+    };
+    for limit in [None, Some(2 << 20)] {
+        let e = DataFusionEngine::open(&tmp.path().join(format!("{limit:?}")), "db", "main", &MemorySettings { limit, spill_dir: None })
+            .unwrap();
+        e.materialize(&rel("t"), &table("select * from (values (1), (2), (3)) as v(id)"), &[]).unwrap();
+        e.materialize(&rel("v1"), &view(r#"select id from "db"."main"."t""#), &[]).unwrap();
+        e.materialize(&rel("v2"), &view(r#"select id from "db"."main"."v1" where id > 1"#), &[]).unwrap();
+        let n = r#"select count(*) as n from "db"."main"."v2""#;
+        assert_eq!(count(&e, n), 2);
+        let kept = e.view_memo_bytes();
+        assert!(kept > 0, "v1 and v2 are kept");
+        // 800 KB of rows: over the memo's share of a 2 MB limit, so read without keeping it.
+        e.materialize(&rel("big"), &view("select value from range(100000)"), &[]).unwrap();
+        assert_eq!(count(&e, r#"select count(*) from "db"."main"."big""#), 100_000);
+        if limit.is_some() {
+            assert_eq!(e.view_memo_bytes(), kept);
+        } else {
+            assert!(e.view_memo_bytes() > kept + 800_000);
+        }
+        // The table under both views is rebuilt: both are computed again.
+        e.materialize(&rel("t"), &table("select * from (values (1), (2), (3), (4), (5)) as v(id)"), &[]).unwrap();
+        assert_eq!(count(&e, n), 4);
+        // The middle view is replaced.
+        e.materialize(&rel("v1"), &view(r#"select id + 10 as id from "db"."main"."t""#), &[]).unwrap();
+        assert_eq!(count(&e, n), 5);
+        assert_eq!(count(&e, r#"select count(*) from "db"."main"."v2" where id = 15"#), 1);
+        // A statement of unknown effect forgets everything.
+        e.execute(r#"create view "db"."main"."other" as select 1"#).unwrap();
+        assert_eq!(e.view_memo_bytes(), 0);
+    }
+}
+
+/// `--memory-limit` and the target's `memory_limit`: aggregations spill and finish, a join that
+/// cannot fit fails with an error saying what to change, and a bad size names the problem.
+#[test]
+fn memory_limit_spills_or_explains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: mem\nconfig-version: 2\nprofile: mem\nmodels:\n  +materialized: table\n");
+    write(
+        d,
+        "profiles.yml",
+        "mem:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: wh.duckdb\n      settings:\n        memory_limit: 40MB\n        temp_directory: spill\n",
+    );
+    // About 3 million groups: well over 40 MB of hash table.
+    write(d, "models/grouped.sql", "select value % 3000000 as k, count(*) as n from range(6000000) group by 1\n");
+    write(d, "models/joined.sql", "select count(*) as n from range(3000000) a join range(3000000) b on a.value = b.value\n");
+    let out = run(d, &["build", "-s", "grouped"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(scalar(d, "select count(*) from {{ ref('grouped') }} where n = 2"), 3_000_000);
+    assert!(d.join("spill").is_dir(), "the spill directory comes from the profile");
+    let out = run(d, &["build", "-s", "joined", "--memory-limit", "8MB"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out) + &stderr(&out);
+    assert!(text.contains("Resources exhausted") && text.contains("--memory-limit"), "{text}");
+    let out = run(d, &["build", "-s", "grouped", "--memory-limit", "12 XB"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("`12 XB` is not a size") && text.contains("profiles.yml"), "{text}");
+}
