@@ -5,6 +5,11 @@
 //!     cargo bench --bench compile -- 20000 5      # N = 20,000, 5 runs
 //!     cargo bench --bench compile -- --gen DIR 10000   # only write the project
 //!
+//! Instruction count (valgrind's callgrind; repeatable on a busy machine, unlike wall time) of
+//! `kiln compile` on one thread, with an optional ceiling (exit 1 above it) for CI:
+//!
+//!     cargo bench --bench compile -- --instructions 1000 [--max 2500000000]
+//!
 //! With `KILN_BENCH_DBT` (the `dbt` of a venv with dbt-core and dbt-duckdb), `dbt parse` and
 //! `dbt compile` (`--no-partial-parse`, `target/` deleted before each run) of the same project
 //! are timed in the same run and compared with `kiln parse` and `kiln compile` (fresh target/).
@@ -46,6 +51,11 @@ fn median(mut samples: Vec<f64>) -> (f64, f64, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("--instructions") {
+        let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let max: Option<u64> = args.iter().position(|a| a == "--max").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
+        return instructions(n, max);
+    }
     if args.first().map(String::as_str) == Some("--gen") {
         let dir = Path::new(args.get(1).expect("--gen DIR N"));
         let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
@@ -90,5 +100,37 @@ fn main() {
                 med / kiln_median
             );
         }
+    }
+}
+
+/// Instructions executed by `kiln compile` (fresh `target/`, one rayon thread so that no
+/// idle-thread spinning is counted) under callgrind.
+fn instructions(n: usize, max: Option<u64>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
+    let out_file = tmp.path().join("callgrind.out");
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", &format!("--callgrind-out-file={}", out_file.display())])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["compile", "--quiet"])
+        .current_dir(tmp.path())
+        .env("HOME", tmp.path())
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("valgrind is needed for --instructions (apt-get install valgrind)");
+    assert!(out.status.success(), "kiln compile under valgrind failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let count: u64 = stderr
+        .lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no instruction count in valgrind's output:\n{stderr}"));
+    println!("kiln compile N={n}: {count} instructions ({:.0} per model)", count as f64 / n as f64);
+    if let Some(max) = max {
+        if count > max {
+            eprintln!("error: {count} instructions is above the ceiling of {max}: something made compiling slower");
+            std::process::exit(1);
+        }
+        println!("under the ceiling of {max} ({:.0}% of it)", 100.0 * count as f64 / max as f64);
     }
 }

@@ -169,7 +169,8 @@ impl DataFusionEngine {
             .enable_all()
             .build()
             .map_err(|e| io_err("starting the engine", e))?;
-        let config = SessionConfig::new()
+        let config = SessionConfig::from_env()
+            .map_err(df_err)?
             .with_default_catalog_and_schema(database, schema)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true);
