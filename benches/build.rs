@@ -49,21 +49,46 @@ fn kiln(dir: &Path, command: &str) -> f64 {
 }
 
 fn kiln_with(dir: &Path, command: &str, extra: &[&str]) -> f64 {
+    measured(dir, command, extra).wall
+}
+
+/// One kiln process: wall seconds, CPU seconds (user + system) and peak RSS.
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    rss_mb: f64,
+}
+
+fn measured(dir: &Path, command: &str, extra: &[&str]) -> Measured {
+    let errors = tempfile::tempfile().expect("temp file");
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([command, "--quiet"])
         .args(extra)
         .current_dir(dir)
         .env("HOME", dir)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(errors.try_clone().expect("temp file"))
+        .spawn()
         .expect("run kiln");
-    let secs = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "kiln {command} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    secs
+    let (mut status, mut usage): (libc::c_int, libc::rusage) = (0, unsafe { std::mem::zeroed() });
+    // SAFETY: waits for the child we started; wait4 writes into the values we own.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "kiln {command} failed:\n{}", {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let mut f = errors;
+        let _ = f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.read_to_string(&mut text));
+        text
+    });
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Measured { wall, cpu: secs(usage.ru_utime) + secs(usage.ru_stime), rss_mb: usage.ru_maxrss as f64 / 1024.0 }
 }
 
 /// `build` times builds from an empty warehouse; `test` builds once, then times `kiln test`.
-fn time(dir: &Path, command: &str, runs: usize) -> (f64, f64, f64) {
+/// Medians (min, max) of wall seconds, the median CPU seconds and the largest peak RSS.
+fn time(dir: &Path, command: &str, runs: usize) -> ((f64, f64, f64), f64, f64) {
     let mut samples = Vec::new();
     if command == "test" {
         kiln(dir, "build");
@@ -73,9 +98,11 @@ fn time(dir: &Path, command: &str, runs: usize) -> (f64, f64, f64) {
             let _ = std::fs::remove_dir_all(dir.join(".kiln"));
             let _ = std::fs::remove_dir_all(dir.join("target"));
         }
-        samples.push(kiln(dir, command));
+        samples.push(measured(dir, command, &[]));
     }
-    median(samples)
+    let rss = samples.iter().map(|m| m.rss_mb).fold(0.0, f64::max);
+    let (cpu, _, _) = median(samples.iter().map(|m| m.cpu).collect());
+    (median(samples.iter().map(|m| m.wall).collect()), cpu, rss)
 }
 
 fn main() {
@@ -124,10 +151,9 @@ fn main() {
         generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
         generator::write_profiles(&dir);
         let tests = count_tests(&dir);
-        let (med, min, max) = time(&dir, command, runs);
+        let ((med, min, max), cpu, rss) = time(&dir, command, runs);
         println!(
-            "{command:<5} N={models:<4} rows={rows:<8} tests={tests:<5} median {med:.3}s  min {min:.3}s  max {max:.3}s  peak RSS so far {:.0} MB",
-            children_max_rss_mb()
+            "{command:<5} N={models:<4} rows={rows:<8} tests={tests:<5} median {med:.3}s  min {min:.3}s  max {max:.3}s  CPU {cpu:.2}s  peak RSS {rss:.0} MB"
         );
         // The same work by dbt-core + dbt-duckdb, from an empty database each run.
         if let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") {
@@ -422,9 +448,9 @@ fn spill(rows: usize, limit_mb: usize) {
     write("models/top_orders.sql", "select * from {{ source('raw', 'orders') }} order by amount desc, id limit 1000\n");
     let _ = std::fs::remove_dir_all(dir.join(".kiln"));
     let limit = format!("{limit_mb}MB");
-    let secs = kiln_with(&dir, "build", &["--memory-limit", &limit]);
+    let m = measured(&dir, "build", &["--memory-limit", &limit]);
     println!(
-        "spill: source {rows} rows, {size_mb:.0} MB of Parquet; `kiln build --memory-limit {limit}` (3 models, 1 test) {secs:.1}s, peak RSS {:.0} MB",
-        children_max_rss_mb()
+        "spill: source {rows} rows, {size_mb:.0} MB of Parquet; `kiln build --memory-limit {limit}` (3 models, 1 test) {:.1}s, CPU {:.1}s, peak RSS {:.0} MB",
+        m.wall, m.cpu, m.rss_mb
     );
 }
