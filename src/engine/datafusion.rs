@@ -188,17 +188,7 @@ impl DataFusionEngine {
                 runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()])));
         }
         let runtime = runtime.build_arc().map_err(df_err)?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        super::udfs::register(&ctx);
-        Ok(DataFusionEngine {
-            rt,
-            ctx,
-            root: root.to_path_buf(),
-            catalog_lock: Mutex::new(()),
-            memo: Arc::new(ViewMemo::new(memo_budget)),
-            tests_ctx: std::sync::OnceLock::new(),
-            views: Mutex::default(),
-        })
+        Ok(Self::with(rt, SessionContext::new_with_config_rt(config, runtime), root.to_path_buf(), memo_budget))
     }
 
     /// A throwaway in-memory engine (unit tests): one thread, nothing written to disk.
@@ -210,18 +200,21 @@ impl DataFusionEngine {
             .with_create_default_catalog_and_schema(true)
             .with_target_partitions(1);
         config.options_mut().sql_parser.dialect = dialect.parse().unwrap_or_default();
-        let ctx = SessionContext::new_with_config(config);
-        super::udfs::register(&ctx);
         let root = std::env::temp_dir().join(format!("kiln-scratch-{}", std::process::id()));
-        Ok(DataFusionEngine {
+        Ok(Self::with(rt, SessionContext::new_with_config(config), root, MEMO_BUDGET))
+    }
+
+    fn with(rt: tokio::runtime::Runtime, ctx: SessionContext, root: PathBuf, memo_budget: usize) -> DataFusionEngine {
+        super::udfs::register(&ctx);
+        DataFusionEngine {
             rt,
             ctx,
             root,
             catalog_lock: Mutex::new(()),
-            memo: Arc::new(ViewMemo::new(MEMO_BUDGET)),
+            memo: Arc::new(ViewMemo::new(memo_budget)),
             tests_ctx: std::sync::OnceLock::new(),
             views: Mutex::default(),
-        })
+        }
     }
 
     /// The columns and Arrow types `sql` would return, without running it.
@@ -687,11 +680,10 @@ impl Engine for DataFusionEngine {
         self.create_schema(&r.database, &r.schema)?;
         match what {
             Materialization::View { sql } => {
-                // Validate first: a broken view must not replace a working relation.
-                self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                // Planned before anything is replaced: a broken view keeps the working relation.
+                self.create_view(r, sql)?;
                 let dir = self.rel_dir(r);
                 std::fs::create_dir_all(&dir).map_err(|e| io_err("creating a view directory", e))?;
-                self.create_view(r, sql)?;
                 write_atomic(&dir.join(VIEW_FILE), &serde_json::json!({"sql": sql}).to_string())?;
                 if dir.join(TABLE_POINTER).exists() {
                     let _ = std::fs::remove_file(dir.join(TABLE_POINTER));
