@@ -59,6 +59,7 @@ struct Measured {
     rss_mb: f64,
 }
 
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its resource usage
 fn measured(dir: &Path, command: &str, extra: &[&str]) -> Measured {
     let errors = tempfile::tempfile().expect("temp file");
     let start = Instant::now();
