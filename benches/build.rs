@@ -28,7 +28,8 @@
 //!     cargo bench --bench build -- spill 100000000 512    # source rows, memory limit in MB
 //!
 //! Each run builds into a freshly created database (created and dropped through kiln's own
-//! PostgreSQL engine); without `KILN_BENCH_DBT` only kiln is timed.
+//! PostgreSQL engine); without `KILN_BENCH_DBT` only kiln is timed. `KILN_BENCH_DBT=venv` installs
+//! dbt-core, dbt-duckdb and dbt-postgres from PyPI into `target/bench-venv` first.
 
 mod generator;
 
@@ -157,7 +158,7 @@ fn main() {
             "{command:<5} N={models:<4} rows={rows:<8} tests={tests:<5} median {med:.3}s  min {min:.3}s  max {max:.3}s  CPU {cpu:.2}s  peak RSS {rss:.0} MB"
         );
         // The same work by dbt-core + dbt-duckdb, from an empty database each run.
-        if let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") {
+        if let Some(dbt) = generator::dbt() {
             if command == "test" {
                 generator::run_dbt(&dbt, &dir, &["build"]);
             }
@@ -242,7 +243,7 @@ fn postgres(models: usize, rows: usize, runs: usize) {
         .collect();
     let (km, kmin, kmax) = median(kiln_samples);
     println!("kiln build           median {km:.3}s  min {kmin:.3}s  max {kmax:.3}s");
-    let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") else {
+    let Some(dbt) = generator::dbt() else {
         println!("(KILN_BENCH_DBT not set: dbt-postgres not measured)");
         return;
     };
@@ -374,7 +375,7 @@ fn watch(models: usize, rows: usize, runs: usize) {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     println!("peak RSS of kiln watch {:.0} MB", children_max_rss_mb());
-    let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") else {
+    let Some(dbt) = generator::dbt() else {
         println!("(KILN_BENCH_DBT not set: dbt-duckdb not measured)");
         return;
     };

@@ -84,7 +84,7 @@ fn main() {
             medians.push((cmd, fresh, med));
         }
         // The same commands by dbt-core + dbt-duckdb (no partial parsing: cold, as kiln's runs).
-        let Some(dbt) = std::env::var_os("KILN_BENCH_DBT") else { continue };
+        let Some(dbt) = generator::dbt() else { continue };
         generator::write_profiles(tmp.path());
         for (cmd, kiln_median) in [("parse", medians[0].2), ("compile", medians[1].2)] {
             let samples: Vec<f64> = (0..runs.min(3))

@@ -176,3 +176,34 @@ pub fn run_dbt(dbt: &std::ffi::OsStr, dir: &Path, args: &[&str]) -> f64 {
     assert!(out.status.success(), "dbt {args:?} failed:\n{}", String::from_utf8_lossy(&out.stdout));
     start.elapsed().as_secs_f64()
 }
+
+/// The `dbt` to compare with: `KILN_BENCH_DBT=/path/to/dbt`, or `KILN_BENCH_DBT=venv` for a venv
+/// the bench makes itself under `target/bench-venv` (dbt-core 1.10, dbt-duckdb 1.9 and
+/// dbt-postgres 1.9 from PyPI, installed once). `None` when unset: only kiln is timed.
+pub fn dbt() -> Option<std::ffi::OsString> {
+    let value = std::env::var_os("KILN_BENCH_DBT")?;
+    if value != "venv" {
+        return Some(value);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-venv");
+    let dbt = venv.join("bin/dbt");
+    let ok = |dbt: &Path| std::process::Command::new(dbt).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok(&dbt) {
+        println!("installing dbt-core, dbt-duckdb and dbt-postgres into {} ...", venv.display());
+        let run = |cmd: &mut std::process::Command| {
+            let status = cmd.status().expect("run python3 (needed for KILN_BENCH_DBT=venv)");
+            assert!(status.success(), "{cmd:?} failed");
+        };
+        run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(std::process::Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "dbt-core>=1.10,<1.11",
+            "dbt-duckdb>=1.9,<1.10",
+            "dbt-postgres>=1.9,<1.10",
+        ]));
+        assert!(ok(&dbt), "{} does not run after installing", dbt.display());
+    }
+    Some(dbt.into_os_string())
+}
