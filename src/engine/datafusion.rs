@@ -312,9 +312,15 @@ impl DataFusionEngine {
 
     /// Registers `table` as `r` in place of what was there.
     fn replace_table(&self, r: &RelationName, table: Arc<dyn datafusion::catalog::TableProvider>) -> Result<(), EngineError> {
-        self.unregister_view(r);
+        self.replace_with(r, || self.ctx.register_table(table_ref(r), table).map(|_| ()).map_err(df_err))
+    }
+
+    /// Drops `r` (a table, a source or a view), lets `register` register it anew, then
+    /// re-plans the views that read it (see [`DataFusionEngine::replaced`]).
+    fn replace_with(&self, r: &RelationName, register: impl FnOnce() -> Result<(), EngineError>) -> Result<(), EngineError> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&view_memo::key(&r.database, &r.schema, &r.name));
         let _ = self.ctx.deregister_table(table_ref(r));
-        self.ctx.register_table(table_ref(r), table).map_err(df_err)?;
+        register()?;
         self.replaced(r);
         Ok(())
     }
@@ -379,17 +385,8 @@ impl DataFusionEngine {
 
     fn register_version(&self, r: &RelationName, dir: &Path, version: u64) -> Result<(), EngineError> {
         self.ensure_schema(&r.database, &r.schema);
-        self.unregister_view(r);
-        let _ = self.ctx.deregister_table(table_ref(r));
         let path = format!("{}/", dir.join(format!("v{version}")).display());
-        self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err)?;
-        self.replaced(r);
-        Ok(())
-    }
-
-    /// `r` stops being a view (a table or a source takes its name).
-    fn unregister_view(&self, r: &RelationName) {
-        self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&view_memo::key(&r.database, &r.schema, &r.name));
+        self.replace_with(r, || self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err))
     }
 
     /// Registers every table and view of the warehouse.
@@ -456,8 +453,7 @@ impl DataFusionEngine {
     fn plan_view(&self, r: &RelationName, sql: &str) -> Result<(), EngineError> {
         self.ensure_schema(&r.database, &r.schema);
         let state = self.ctx.state();
-        let plan = self.block(state.create_logical_plan(sql)).map_err(df_err)?;
-        let reads = view_memo::reads(sql, &state);
+        let (plan, reads) = self.block(view_memo::plan(sql, &state)).map_err(df_err)?;
         let view = datafusion::catalog::view::ViewTable::new(plan, Some(sql.to_string()));
         let _ = self.ctx.deregister_table(table_ref(r));
         self.ctx.register_table(table_ref(r), Arc::new(view)).map_err(df_err)?;
@@ -549,12 +545,10 @@ impl DataFusionEngine {
                 "csv".into()
             }
         });
-        self.unregister_view(r);
-        let _ = self.ctx.deregister_table(table_ref(r));
         // Hive-style directories (`dt=2024-01-01/...`) expose their keys as text columns.
         let partitions: Vec<(String, datafusion::arrow::datatypes::DataType)> =
             hive_partitions(Path::new(location)).into_iter().map(|k| (k, datafusion::arrow::datatypes::DataType::Utf8)).collect();
-        let result = match format.as_str() {
+        let register = || match format.as_str() {
             "parquet" => self.block(self.ctx.register_parquet(
                 table_ref(r),
                 location,
@@ -577,9 +571,7 @@ impl DataFusionEngine {
                 ))
             }
         };
-        result.map_err(df_err)?;
-        self.replaced(r);
-        Ok(())
+        self.replace_with(r, || register().map_err(df_err))
     }
 
     fn query_in(&self, ctx: &SessionContext, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {

@@ -19,7 +19,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,8 +164,7 @@ impl ViewMemo {
 
     async fn compute(&self, sql: &str, state: &SessionState) -> Result<Option<Computed>> {
         use futures::StreamExt;
-        let plan = state.create_logical_plan(sql).await?;
-        let reads = reads(sql, state);
+        let (plan, reads) = plan(sql, state).await?;
         let physical = state.create_physical_plan(&plan).await?;
         if estimated_bytes(physical.as_ref()).is_some_and(|b| b > self.per_entry) {
             return Ok(None);
@@ -201,23 +200,23 @@ fn estimated_bytes(plan: &dyn ExecutionPlan) -> Option<usize> {
     Some(rows.saturating_mul(width.max(1)))
 }
 
-/// Keys of the relations `sql` names (what it reads directly, views not looked into).
-pub fn reads(sql: &str, state: &SessionState) -> Vec<String> {
+/// The plan of `sql` and the keys of the relations it names (what it reads directly, views not
+/// looked into), from one parse.
+pub async fn plan(sql: &str, state: &SessionState) -> Result<(LogicalPlan, Vec<String>)> {
     let options = state.config_options();
+    let statement = state.sql_to_statement(sql, &options.sql_parser.dialect)?;
     let (catalog, schema) = (&options.catalog.default_catalog, &options.catalog.default_schema);
-    let Ok(statement) = state.sql_to_statement(sql, &options.sql_parser.dialect) else { return Vec::new() };
-    let mut out: Vec<String> = state
-        .resolve_table_references(&statement)
-        .unwrap_or_default()
+    let mut reads: Vec<String> = state
+        .resolve_table_references(&statement)?
         .into_iter()
         .map(|r| {
             let r = r.resolve(catalog, schema);
             key(&r.catalog, &r.schema, &r.table)
         })
         .collect();
-    out.sort();
-    out.dedup();
-    out
+    reads.sort();
+    reads.dedup();
+    Ok((state.statement_to_plan(statement).await?, reads))
 }
 
 /// A catalog list that shows `base` with every view replaced by a [`MemoView`].
