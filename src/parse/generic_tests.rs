@@ -148,11 +148,106 @@ enum Target<'a> {
     Source { source: String, table: String, package: String },
 }
 
+/// The column a test is declared on, and its `quote:`.
+type Column<'a> = Option<(&'a str, Option<bool>)>;
+
 struct Pending {
     spec_file: usize,
     line: usize,
     col: usize,
     node: Node,
+}
+
+/// One test entry of a properties file, as a test node (not yet rendered).
+fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Column, spec: &TestSpec) -> Result<Pending, Diagnostic> {
+    let file = &project.files[spec.file];
+    let parsed = match parse_spec(&spec.node) {
+        Ok(s) => s,
+        Err(msg) => {
+            return Err(Diagnostic::error(Code::InvalidValue, format!("invalid test in {}: {msg}", file.display_path))
+                .with_label(Label::new(file.source(), spec.node.line, spec.node.col, 1, "this test")));
+        }
+    };
+    let macro_name = format!("test_{}", parsed.name);
+    let (target_name, package, attached, model_arg) = match target {
+        Target::Model(n) => {
+            (n.name.clone(), n.package.clone(), Some(n.unique_id.clone()), format!("{{{{ get_where_subquery(ref('{}')) }}}}", n.name))
+        }
+        Target::Source { source, table, package, .. } => {
+            (format!("{source}_{table}"), package.clone(), None, format!("{{{{ get_where_subquery(source('{source}', '{table}')) }}}}"))
+        }
+    };
+    let exists = match &parsed.namespace {
+        Some(ns) => jinja.shared.macros.get(ns, &macro_name).is_some(),
+        None => jinja.shared.macros.lookup(Some(&package), &macro_name).is_some(),
+    };
+    if !exists {
+        let known: Vec<String> =
+            jinja.shared.macros.all_names().into_iter().filter_map(|n| n.strip_prefix("test_").map(str::to_string)).collect();
+        let node_at = match &spec.node.value {
+            YValue::Map(m) => &m[0].0,
+            _ => &spec.node,
+        };
+        let full = parsed.namespace.as_ref().map_or(parsed.name.clone(), |ns| format!("{ns}.{}", parsed.name));
+        return Err(
+                Diagnostic::error(Code::UnknownTest, format!("test `{full}` does not exist"))
+                    .with_label(Label::new(file.source(), node_at.line, node_at.col, full.len(), "no generic test with this name"))
+                    .with_help(crate::diagnostics::did_you_mean(&parsed.name, known.iter().map(String::as_str)).unwrap_or_else(|| {
+                        "built-in tests are not_null, unique, accepted_values and relationships; custom ones are `{% test name(model, column_name) %}` blocks in tests/generic/ or macros/".into()
+                    })),
+            );
+    }
+    let mut args = parsed.args.clone();
+    if let Some((col, quote)) = column {
+        let col_value = if quote == Some(true) { quote_ident(col, jinja.shared.target.quote_char()) } else { col.to_string() };
+        args.insert("column_name".into(), json!(col_value));
+    }
+    let test_type = match &parsed.namespace {
+        Some(ns) => format!("{ns}_{}", parsed.name),
+        None => parsed.name.clone(),
+    };
+    let test_type = if matches!(target, Target::Source { .. }) { format!("source_{test_type}") } else { test_type };
+    let (short, full) = match &parsed.custom_name {
+        Some(n) => (n.clone(), n.clone()),
+        None => synthesize_names(&test_type, &target_name, &args),
+    };
+    let mut kwargs = args.clone();
+    kwargs.insert("model".into(), json!(model_arg));
+    // dbt: md5(name + repr(test_metadata with every leaf as str, keys sorted))[-10:]
+    let hash_input = format!("{full}{}", py_repr(&json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})));
+    let hash = &md5_hex(&hash_input)[22..];
+    let project_pkg = project.packages[file.package].name.clone();
+    let mut fqn = vec![project_pkg.clone()];
+    fqn.extend(file.folders().iter().map(|s| s.to_string()));
+    fqn.push(full.clone());
+    let raw = match &parsed.namespace {
+        Some(ns) => format!("{{{{ {ns}.{macro_name}(**_dbt_generic_test_kwargs) }}}}"),
+        None => format!("{{{{ {macro_name}(**_dbt_generic_test_kwargs) }}}}"),
+    };
+    // The name is the full one; the alias and compiled file use the short (hashed) one.
+    let mut node = new_node(project, spec.file, ResourceType::Test, &full, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
+    node.unique_id = format!("test.{project_pkg}.{full}.{hash}");
+    for (k, v) in &parsed.config {
+        merge_one(Arc::make_mut(&mut node.config), k, v.clone());
+        merge_one(&mut node.unrendered_config, k, v.clone());
+    }
+    // (The config is shared between the tests of a folder: copied only when it changes.)
+    if let Some(Json::String(s)) = node.config.get("severity")
+        && *s != s.to_uppercase()
+    {
+        let upper = s.to_uppercase();
+        Arc::make_mut(&mut node.config).insert("severity".into(), json!(upper));
+    }
+    node.path = format!("{short}.sql");
+    node.checksum = checksum("");
+    node.column_name = column.map(|(c, _)| c.to_string());
+    node.attached_node = attached;
+    match target {
+        Target::Model(n) => node.refs.push(crate::jinja::context::RefCall { package: None, name: n.name.clone(), version: None }),
+        Target::Source { source, table, .. } => node.sources.push((source.clone(), table.clone())),
+    }
+    node.test_metadata = Some(TestMetadata { name: parsed.name.clone(), namespace: parsed.namespace.clone(), kwargs });
+    Ok(Pending { spec_file: spec.file, line: spec.node.line, col: spec.node.col, node })
 }
 
 pub(super) fn build(
@@ -163,102 +258,8 @@ pub(super) fn build(
     diags: &mut Vec<Diagnostic>,
     cache: Option<&super::RenderCache>,
 ) {
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut add = |target: &Target, column: Option<(&str, Option<bool>)>, spec: &TestSpec, diags: &mut Vec<Diagnostic>| {
-        let file = &project.files[spec.file];
-        let parsed =
-            match parse_spec(&spec.node) {
-                Ok(s) => s,
-                Err(msg) => {
-                    diags.push(
-                        Diagnostic::error(Code::InvalidValue, format!("invalid test in {}: {msg}", file.display_path))
-                            .with_label(Label::new(file.source(), spec.node.line, spec.node.col, 1, "this test")),
-                    );
-                    return;
-                }
-            };
-        let macro_name = format!("test_{}", parsed.name);
-        let (target_name, package, attached, model_arg) = match target {
-            Target::Model(n) => {
-                (n.name.clone(), n.package.clone(), Some(n.unique_id.clone()), format!("{{{{ get_where_subquery(ref('{}')) }}}}", n.name))
-            }
-            Target::Source { source, table, package, .. } => {
-                (format!("{source}_{table}"), package.clone(), None, format!("{{{{ get_where_subquery(source('{source}', '{table}')) }}}}"))
-            }
-        };
-        let exists = match &parsed.namespace {
-            Some(ns) => jinja.shared.macros.get(ns, &macro_name).is_some(),
-            None => jinja.shared.macros.lookup(Some(&package), &macro_name).is_some(),
-        };
-        if !exists {
-            let known: Vec<String> =
-                jinja.shared.macros.all_names().into_iter().filter_map(|n| n.strip_prefix("test_").map(str::to_string)).collect();
-            let node_at = match &spec.node.value {
-                YValue::Map(m) => &m[0].0,
-                _ => &spec.node,
-            };
-            let full = parsed.namespace.as_ref().map_or(parsed.name.clone(), |ns| format!("{ns}.{}", parsed.name));
-            diags.push(
-                Diagnostic::error(Code::UnknownTest, format!("test `{full}` does not exist"))
-                    .with_label(Label::new(file.source(), node_at.line, node_at.col, full.len(), "no generic test with this name"))
-                    .with_help(crate::diagnostics::did_you_mean(&parsed.name, known.iter().map(String::as_str)).unwrap_or_else(|| {
-                        "built-in tests are not_null, unique, accepted_values and relationships; custom ones are `{% test name(model, column_name) %}` blocks in tests/generic/ or macros/".into()
-                    })),
-            );
-            return;
-        }
-        let mut args = parsed.args.clone();
-        if let Some((col, quote)) = column {
-            let col_value = if quote == Some(true) { quote_ident(col, jinja.shared.target.quote_char()) } else { col.to_string() };
-            args.insert("column_name".into(), json!(col_value));
-        }
-        let test_type = match &parsed.namespace {
-            Some(ns) => format!("{ns}_{}", parsed.name),
-            None => parsed.name.clone(),
-        };
-        let test_type = if matches!(target, Target::Source { .. }) { format!("source_{test_type}") } else { test_type };
-        let (short, full) = match &parsed.custom_name {
-            Some(n) => (n.clone(), n.clone()),
-            None => synthesize_names(&test_type, &target_name, &args),
-        };
-        let mut kwargs = args.clone();
-        kwargs.insert("model".into(), json!(model_arg));
-        // dbt: md5(name + repr(test_metadata with every leaf as str, keys sorted))[-10:]
-        let hash_input = format!("{full}{}", py_repr(&json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})));
-        let hash = &md5_hex(&hash_input)[22..];
-        let project_pkg = project.packages[file.package].name.clone();
-        let mut fqn = vec![project_pkg.clone()];
-        fqn.extend(file.folders().iter().map(|s| s.to_string()));
-        fqn.push(full.clone());
-        let raw = match &parsed.namespace {
-            Some(ns) => format!("{{{{ {ns}.{macro_name}(**_dbt_generic_test_kwargs) }}}}"),
-            None => format!("{{{{ {macro_name}(**_dbt_generic_test_kwargs) }}}}"),
-        };
-        // The name is the full one; the alias and compiled file use the short (hashed) one.
-        let mut node = new_node(project, spec.file, ResourceType::Test, &full, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
-        node.unique_id = format!("test.{project_pkg}.{full}.{hash}");
-        for (k, v) in &parsed.config {
-            merge_one(Arc::make_mut(&mut node.config), k, v.clone());
-            merge_one(&mut node.unrendered_config, k, v.clone());
-        }
-        // (The config is shared between the tests of a folder: copied only when it changes.)
-        if let Some(Json::String(s)) = node.config.get("severity")
-            && *s != s.to_uppercase()
-        {
-            let upper = s.to_uppercase();
-            Arc::make_mut(&mut node.config).insert("severity".into(), json!(upper));
-        }
-        node.path = format!("{short}.sql");
-        node.checksum = checksum("");
-        node.column_name = column.map(|(c, _)| c.to_string());
-        node.attached_node = attached;
-        match target {
-            Target::Model(n) => node.refs.push(crate::jinja::context::RefCall { package: None, name: n.name.clone(), version: None }),
-            Target::Source { source, table, .. } => node.sources.push((source.clone(), table.clone())),
-        }
-        node.test_metadata = Some(TestMetadata { name: parsed.name.clone(), namespace: parsed.namespace.clone(), kwargs });
-        pending.push(Pending { spec_file: spec.file, line: spec.node.line, col: spec.node.col, node });
-    };
+    // Test entries in file order; each is built and rendered (parse phase) in parallel.
+    let mut entries: Vec<(Target, Column, &TestSpec)> = Vec::new();
 
     let by_key: std::collections::HashMap<(ResourceType, &str, &str), &Node> =
         manifest.nodes.values().map(|n| ((n.resource_type, n.package.as_str(), n.name.as_str()), n)).collect();
@@ -273,13 +274,12 @@ pub(super) fn build(
         let Some(target) = by_key.get(&(rt, pkg.as_str(), patch.name.as_str())).copied() else {
             continue;
         };
-        let target = Target::Model(target);
         for spec in &patch.tests {
-            add(&target, None, spec, diags);
+            entries.push((Target::Model(target), None, spec));
         }
         for col in &patch.columns {
             for spec in &col.tests {
-                add(&target, Some((&col.name, col.quote)), spec, diags);
+                entries.push((Target::Model(target), Some((&col.name, col.quote)), spec));
             }
         }
     }
@@ -290,13 +290,13 @@ pub(super) fn build(
             if !manifest.sources.contains_key(&unique_id) {
                 continue;
             }
-            let target = Target::Source { source: s.name.clone(), table: t.name.clone(), package: pkg.clone() };
+            let target = || Target::Source { source: s.name.clone(), table: t.name.clone(), package: pkg.clone() };
             for spec in &t.tests {
-                add(&target, None, spec, diags);
+                entries.push((target(), None, spec));
             }
             for col in &t.columns {
                 for spec in &col.tests {
-                    add(&target, Some((&col.name, col.quote)), spec, diags);
+                    entries.push((target(), Some((&col.name, col.quote)), spec));
                 }
             }
         }
@@ -304,9 +304,13 @@ pub(super) fn build(
 
     // Parse phase of each test: its arguments are evaluated (recording `to: ref('x')`); the test
     // macro itself is rendered in the compile phase, where its errors are reported.
-    let rendered: Vec<(Pending, Vec<Diagnostic>)> = pending
+    let rendered: Vec<(Option<Pending>, Vec<Diagnostic>)> = entries
         .into_par_iter()
-        .map(|mut p| {
+        .map(|(target, column, spec)| {
+            let mut p = match build_one(project, jinja, &target, column, spec) {
+                Ok(p) => p,
+                Err(d) => return (None, vec![d]),
+            };
             let mut ds = Vec::new();
             let key = cache.map(|_| super::RenderCache::key(&p.node));
             let cached = cache.zip(key).and_then(|(c, k)| c.get(&p.node, k));
@@ -355,13 +359,15 @@ pub(super) fn build(
                     ds.push(d);
                 }
             }
-            (p, ds)
+            (Some(p), ds)
         })
         .collect();
     let (mut nodes, mut places) = (Vec::with_capacity(rendered.len()), Vec::with_capacity(rendered.len()));
     for (p, ds) in rendered {
         diags.extend(ds);
-        if p.node.enabled() {
+        if let Some(p) = p
+            && p.node.enabled()
+        {
             places.push((p.spec_file, p.line, p.col));
             nodes.push(p.node);
         }

@@ -13,7 +13,7 @@ use crate::jinja::relation::Relation;
 use crate::jinja::{JinjaEnv, error::to_diagnostic, ser};
 use crate::project::config::{ConfigMap, json_truthy, merge_all, merge_one};
 use crate::project::properties::{self, ColumnDef, Properties, ResourcePatch};
-use crate::project::{FileKind, Project};
+use crate::project::{FileKind, Project, ProjectFile};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use serde_json::{Value as Json, json};
@@ -482,11 +482,22 @@ impl RenderCache {
 
 /// [`parse`], reusing (and filling) `cache`.
 pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>, cache: Option<&RenderCache>) -> Parsed {
+    // Properties files are independent: parsed in parallel, merged in file order.
+    let per_file: Vec<(Properties, Vec<Diagnostic>)> = project
+        .files
+        .par_iter()
+        .enumerate()
+        .filter(|(_, file)| file.kind == FileKind::Properties)
+        .map(|(i, file)| {
+            let (mut props, mut ds) = (Properties::default(), Vec::new());
+            properties::parse_file(i, file, &mut props, &mut ds);
+            (props, ds)
+        })
+        .collect();
     let mut props = Properties::default();
-    for (i, file) in project.files.iter().enumerate() {
-        if file.kind == FileKind::Properties {
-            properties::parse_file(i, file, &mut props, diags);
-        }
+    for (p, ds) in per_file {
+        props.append(p);
+        diags.extend(ds);
     }
     let mut manifest = Manifest::default();
     for ((pkg, name), text) in &jinja.shared.docs {
@@ -507,87 +518,51 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
         }
     }
 
-    // Nodes from SQL/CSV files.
-    let mut pending: Vec<Node> = Vec::new();
-    for (i, file) in project.files.iter().enumerate() {
-        let rt = match file.kind {
-            FileKind::Model => ResourceType::Model,
-            FileKind::Analysis => ResourceType::Analysis,
-            FileKind::Seed => ResourceType::Seed,
-            FileKind::Snapshot => ResourceType::Snapshot,
-            FileKind::Test if !file.path.starts_with("generic/") && !file.text.contains("{% test") && !file.text.contains("{%- test") => {
-                ResourceType::Test
-            }
-            _ => continue,
-        };
-        let package = &project.packages[file.package].name;
-        if rt == ResourceType::Snapshot {
-            match crate::jinja::blocks::find_blocks(&file.text) {
-                Ok(blocks) => {
-                    for b in blocks.into_iter().filter(|b| b.kind == crate::jinja::blocks::BlockKind::Snapshot) {
-                        let body = &file.text[b.body_start..b.body_end];
-                        // Keep line numbers: pad the body to its position in the file.
-                        let padded = format!("{}{}", "\n".repeat(b.line - 1), body);
-                        let mut fqn = vec![package.clone()];
-                        fqn.extend(file.folders().iter().map(|s| s.to_string()));
-                        fqn.push(b.name.clone());
-                        pending.push(new_node(project, i, rt, &b.name, fqn, Arc::from(padded.as_str()), b.line));
-                    }
-                }
-                Err((line, msg)) => diags.push(
-                    Diagnostic::error(Code::JinjaSyntax, format!("Jinja syntax error in {}: {msg}", file.display_path))
-                        .with_label(Label::new(file.source(), line, 1, 2, "opened here")),
-                ),
-            }
-            continue;
-        }
-        let name = file.stem().to_string();
-        let mut fqn = vec![package.clone()];
-        fqn.extend(file.folders().iter().map(|s| s.to_string()));
-        fqn.push(name.clone());
-        pending.push(new_node(project, i, rt, &name, fqn, file.text.clone(), 1));
-    }
-
-    // Apply YAML patches, then render everything (parse phase) in parallel.
-    for node in &mut pending {
-        let section = match node.resource_type {
-            ResourceType::Model => "models",
-            ResourceType::Seed => "seeds",
-            ResourceType::Snapshot => "snapshots",
-            ResourceType::Analysis => "analyses",
-            _ => continue,
-        };
-        if let Some(p) = patches.get(&(section, node.package.clone(), node.name.as_str())) {
-            apply_patch(node, p, project);
-        }
-    }
-    let rendered: Vec<(Node, Vec<Diagnostic>)> = pending
-        .into_par_iter()
-        .map(|mut node| {
+    // Nodes from SQL/CSV files: built, patched from YAML and rendered (parse phase) in
+    // parallel, one file at a time; results keep the files' order.
+    let per_file: Vec<(Vec<Node>, Vec<Diagnostic>)> = project
+        .files
+        .par_iter()
+        .enumerate()
+        .map(|(i, file)| {
             let mut ds = Vec::new();
-            if matches!(node.resource_type, ResourceType::Seed) {
-                return (node, ds);
-            }
-            let key = cache.map(|_| RenderCache::key(&node));
-            let record = match (cache, key) {
-                (Some(c), Some(k)) => c.get(&node, k),
-                _ => None,
-            };
-            let record = record.unwrap_or_else(|| {
-                let record = render_parse(project, jinja, &node, &mut ds);
-                if let (Some(c), Some(k), true) = (cache, key, ds.is_empty()) {
-                    c.put(&node, k, &record);
+            let mut nodes = file_nodes(project, i, file, &mut ds);
+            for node in &mut nodes {
+                let section = match node.resource_type {
+                    ResourceType::Model => Some("models"),
+                    ResourceType::Seed => Some("seeds"),
+                    ResourceType::Snapshot => Some("snapshots"),
+                    ResourceType::Analysis => Some("analyses"),
+                    _ => None,
+                };
+                if let Some(p) = section.and_then(|section| patches.get(&(section, node.package.clone(), node.name.as_str()))) {
+                    apply_patch(node, p, project);
                 }
-                record
-            });
-            apply_record(&mut node, record);
-            (node, ds)
+                if node.resource_type == ResourceType::Seed {
+                    continue;
+                }
+                let key = cache.map(|_| RenderCache::key(node));
+                let record = match (cache, key) {
+                    (Some(c), Some(k)) => c.get(node, k),
+                    _ => None,
+                };
+                let record = record.unwrap_or_else(|| {
+                    let before = ds.len();
+                    let record = render_parse(project, jinja, node, &mut ds);
+                    if let (Some(c), Some(k), true) = (cache, key, ds.len() == before) {
+                        c.put(node, k, &record);
+                    }
+                    record
+                });
+                apply_record(node, record);
+            }
+            (nodes, ds)
         })
         .collect();
-    let mut parsed_nodes = Vec::with_capacity(rendered.len());
-    for (node, ds) in rendered {
+    let mut parsed_nodes = Vec::with_capacity(per_file.iter().map(|(n, _)| n.len()).sum());
+    for (nodes, ds) in per_file {
         diags.extend(ds);
-        parsed_nodes.push(node);
+        parsed_nodes.extend(nodes);
     }
 
     // Patches naming nothing.
@@ -717,6 +692,55 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
     manifest.nodes.sort_keys();
     manifest.sources.sort_keys();
     Parsed { manifest, properties: props }
+}
+
+/// The nodes a file defines (none for macros, properties and generic tests; one per
+/// `{% snapshot %}` block).
+fn file_nodes(project: &Project, i: usize, file: &ProjectFile, diags: &mut Vec<Diagnostic>) -> Vec<Node> {
+    let rt = match file.kind {
+        FileKind::Model => ResourceType::Model,
+        FileKind::Analysis => ResourceType::Analysis,
+        FileKind::Seed => ResourceType::Seed,
+        FileKind::Snapshot => ResourceType::Snapshot,
+        FileKind::Test if !file.path.starts_with("generic/") && !file.text.contains("{% test") && !file.text.contains("{%- test") => {
+            ResourceType::Test
+        }
+        _ => return vec![],
+    };
+    let package = &project.packages[file.package].name;
+    let fqn = |name: &str| {
+        let mut fqn = vec![package.clone()];
+        fqn.extend(file.folders().iter().map(|s| s.to_string()));
+        fqn.push(name.to_string());
+        fqn
+    };
+    if rt != ResourceType::Snapshot {
+        let name = file.stem();
+        return vec![new_node(project, i, rt, name, fqn(name), file.text.clone(), 1)];
+    }
+    match crate::jinja::blocks::find_blocks(&file.text) {
+        Ok(blocks) => blocks
+            .into_iter()
+            .filter(|b| b.kind == crate::jinja::blocks::BlockKind::Snapshot)
+            .map(|b| {
+                // Keep line numbers: pad the body to its position in the file.
+                let padded = format!("{}{}", "\n".repeat(b.line - 1), &file.text[b.body_start..b.body_end]);
+                new_node(project, i, rt, &b.name, fqn(&b.name), Arc::from(padded.as_str()), b.line)
+            })
+            .collect(),
+        Err((line, msg)) => {
+            diags.push(
+                Diagnostic::error(Code::JinjaSyntax, format!("Jinja syntax error in {}: {msg}", file.display_path)).with_label(Label::new(
+                    file.source(),
+                    line,
+                    1,
+                    2,
+                    "opened here",
+                )),
+            );
+            vec![]
+        }
+    }
 }
 
 pub(crate) fn new_node(

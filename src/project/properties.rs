@@ -100,6 +100,17 @@ pub struct Properties {
     pub unit_tests: Vec<NamedEntry>,
 }
 
+impl Properties {
+    /// Appends `other` (a later file's entries) after this one's.
+    pub fn append(&mut self, mut other: Properties) {
+        self.patches.append(&mut other.patches);
+        self.sources.append(&mut other.sources);
+        self.macros.append(&mut other.macros);
+        self.exposures.append(&mut other.exposures);
+        self.unit_tests.append(&mut other.unit_tests);
+    }
+}
+
 const TOP_KEYS: &[&str] = &[
     "version",
     "models",
