@@ -190,10 +190,12 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     for d in diags.iter() {
         printer.diagnostic(d);
     }
-    let written = artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled)?;
-    printer.phase("write sql");
-    write_manifest(&s, &compiled)?;
-    printer.phase("manifest");
+    // The compiled files and the manifest are independent: written at the same time.
+    let (written, manifest) =
+        rayon::join(|| artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled), || write_manifest(&s, &compiled));
+    let written = written?;
+    manifest?;
+    printer.phase("write");
     // One selected node with SQL: print it, as `dbt compile -s model` does.
     let with_sql: Vec<&Node> = selected
         .iter()

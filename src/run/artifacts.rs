@@ -598,11 +598,15 @@ pub fn write_compiled(
     for d in dirs {
         std::fs::create_dir_all(d)?;
     }
-    // Unchanged files are left alone: rewriting costs more than comparing, and editors and
-    // file watchers see no spurious change.
-    items.par_iter().try_for_each(|(path, sql)| match std::fs::read(path) {
-        Ok(old) if old == sql.as_bytes() => Ok(()),
-        _ => std::fs::write(path, sql),
+    // A new file is created in one call; an existing one is left alone when unchanged
+    // (rewriting costs more than comparing, and editors and file watchers see no change).
+    items.par_iter().try_for_each(|(path, sql)| match std::fs::File::create_new(path) {
+        Ok(mut f) => std::io::Write::write_all(&mut f, sql.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::read(path) {
+            Ok(old) if old == sql.as_bytes() => Ok(()),
+            _ => std::fs::write(path, sql),
+        },
+        Err(e) => Err(e),
     })?;
     Ok(items.len())
 }
