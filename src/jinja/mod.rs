@@ -212,6 +212,10 @@ pub struct Invocation {
 pub struct JinjaEnv {
     pub env: &'static Environment<'static>,
     pub shared: Arc<Shared>,
+    /// Sources of the templates rendered so far, by `name::hash`; the environment's loader
+    /// reads them, so each is compiled once per process (a model's parse and compile phases,
+    /// and every test of one generic test, render the same source).
+    sources: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl JinjaEnv {
@@ -376,15 +380,27 @@ impl JinjaEnv {
             ),
             statement_results: Mutex::new(HashMap::new()),
         };
+        let sources: Arc<RwLock<HashMap<String, String>>> = Arc::default();
+        let loader_sources = sources.clone();
+        env.set_loader(move |name| Ok(loader_sources.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()));
         let env: &'static Environment<'static> = Box::leak(Box::new(env));
         let _ = shared.env.set(env);
-        JinjaEnv { env, shared: Arc::new(shared) }
+        JinjaEnv { env, shared: Arc::new(shared), sources }
     }
 
-    /// Renders `source` (named after its file) with `ctx` as the root context.
+    /// Renders `source` (named after its file) with `ctx` as the root context. The compiled
+    /// template is kept: the same name and source render again without compiling.
     pub fn render(&self, name: &str, source: &str, ctx: Arc<context::NodeCtx>) -> Result<String, minijinja::Error> {
-        let template = self.env.template_from_named_str(name, source)?;
-        template.render(Value::from_dyn_object(ctx))
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        source.hash(&mut h);
+        // `::` ends the file part of a template name (see `error::template_file`).
+        let key = format!("{name}::{:016x}{:x}", h.finish(), source.len());
+        let known = self.sources.read().unwrap_or_else(|e| e.into_inner()).contains_key(&key);
+        if !known {
+            self.sources.write().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_insert_with(|| source.to_string());
+        }
+        self.env.get_template(&key)?.render(Value::from_dyn_object(ctx))
     }
 
     /// Renders a config value (`dbt_project.yml`, `profiles.yml`) that contains Jinja, with

@@ -51,16 +51,23 @@ impl Relation {
             return cte.clone();
         }
         let parts = [&self.database, &self.schema, &self.identifier];
-        let mut out = Vec::with_capacity(3);
+        let mut out = String::with_capacity(parts.iter().map(|p| p.as_ref().map_or(0, |p| p.len() + 3)).sum());
         for (i, part) in parts.iter().enumerate() {
             if let Some(p) = part
                 && self.include[i]
                 && !p.is_empty()
             {
-                out.push(if self.quoting[i] { self.quote_ident(p) } else { p.clone() });
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                if self.quoting[i] {
+                    push_quoted(&mut out, p, self.quote);
+                } else {
+                    out.push_str(p);
+                }
             }
         }
-        out.join(".")
+        out
     }
 
     pub fn into_value(self) -> Value {
@@ -68,10 +75,23 @@ impl Relation {
     }
 }
 
-/// Quotes an identifier, doubling the quote character inside it.
+/// Quotes an identifier, doubling the quote character inside it (a backtick is escaped with
+/// a backslash instead, as BigQuery wants).
 pub fn quote_ident(s: &str, quote: char) -> String {
-    let q = quote.to_string();
-    if quote == '`' { format!("`{}`", s.replace('`', "\\`")) } else { format!("{q}{}{q}", s.replace(quote, &format!("{q}{q}"))) }
+    let mut out = String::with_capacity(s.len() + 2);
+    push_quoted(&mut out, s, quote);
+    out
+}
+
+fn push_quoted(out: &mut String, s: &str, quote: char) {
+    out.push(quote);
+    for c in s.chars() {
+        if c == quote {
+            out.push(if quote == '`' { '\\' } else { quote });
+        }
+        out.push(c);
+    }
+    out.push(quote);
 }
 
 impl fmt::Display for Relation {

@@ -158,6 +158,12 @@ struct Pending {
     node: Node,
 }
 
+/// A generic test's checksum (of no file contents, as dbt's).
+fn empty_checksum() -> String {
+    static EMPTY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| checksum("")).clone()
+}
+
 /// One test entry of a properties file, as a test node (not yet rendered).
 fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Column, spec: &TestSpec) -> Result<Pending, Diagnostic> {
     let file = &project.files[spec.file];
@@ -239,7 +245,7 @@ fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Colum
         Arc::make_mut(&mut node.config).insert("severity".into(), json!(upper));
     }
     node.path = format!("{short}.sql");
-    node.checksum = checksum("");
+    node.checksum = empty_checksum();
     node.column_name = column.map(|(c, _)| c.to_string());
     node.attached_node = attached;
     match target {
@@ -475,7 +481,7 @@ pub fn render_test(
     });
     inner.extra.push(("_dbt_generic_test_kwargs".into(), crate::jinja::vmap(kwargs)));
     let inner = Arc::new(inner);
-    let out = jinja.render(&format!("<generic test {}>", node.name), &node.raw_code, inner.clone())?;
+    let out = jinja.render("<generic test>", &node.raw_code, inner.clone())?;
     let mut rec2 = inner.take_record();
     let mut all = record;
     all.refs.append(&mut rec2.refs);
