@@ -142,9 +142,12 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
                 if (node.is_ephemeral() && !selected.contains(id)) || node.resource_type == ResourceType::Test {
                     return None;
                 }
-                let file = node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone());
-                let path = artifacts::compiled_path(&s.project, node);
-                sqlcheck::check(dialect.as_ref(), &c.sql, &path, &file, &format!("{} `{}`", node.resource_type.as_str(), node.name)).err()
+                sqlcheck::check(dialect.as_ref(), &c.sql, || sqlcheck::Origin {
+                    compiled_path: artifacts::compiled_path(&s.project, node),
+                    model_file: node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone()),
+                    what: format!("{} `{}`", node.resource_type.as_str(), node.name),
+                })
+                .err()
             })
             .collect();
         diags.extend(checks);

@@ -15,16 +15,27 @@ pub fn dialect_for(target: &Target) -> Box<dyn Dialect + Send + Sync> {
     }
 }
 
-/// Checks `sql`; on error returns a diagnostic pointing into `compiled_path`.
-pub fn check(dialect: &dyn Dialect, sql: &str, compiled_path: &str, model_file: &str, what: &str) -> Result<(), Diagnostic> {
+/// What a checked SQL text is, for its diagnostic: the compiled file, the model's file and
+/// "model `name`".
+pub struct Origin {
+    pub compiled_path: String,
+    pub model_file: String,
+    pub what: String,
+}
+
+/// Checks `sql`; on error returns a diagnostic pointing into the compiled file. `origin` is
+/// only called when there is an error.
+pub fn check(dialect: &dyn Dialect, sql: &str, origin: impl FnOnce() -> Origin) -> Result<(), Diagnostic> {
     if sql.trim().is_empty() {
+        let Origin { model_file, what, .. } = origin();
         return Err(Diagnostic::error(Code::EmptyModel, format!("{what} compiles to empty SQL"))
-            .with_file(model_file.to_string())
+            .with_file(model_file)
             .with_help("a model must contain a select statement; to switch it off use `{{ config(enabled=false) }}`"));
     }
     let Err(e) = Parser::parse_sql(dialect, sql) else {
         return Ok(());
     };
+    let Origin { compiled_path, model_file, what } = origin();
     let text = e.to_string();
     // sqlparser gives no position for errors at the end of input: point after the last token.
     let (line, col) = position(&text).unwrap_or_else(|| {
@@ -35,7 +46,7 @@ pub fn check(dialect: &dyn Dialect, sql: &str, compiled_path: &str, model_file: 
     let message = message.split(" at Line: ").next().unwrap_or(message).to_string();
     let token_len = message.rsplit("found: ").next().filter(|_| message.contains("found: ")).map_or(1, |t| t.chars().count().max(1));
     Err(Diagnostic::error(Code::SqlSyntax, format!("SQL syntax error in {what}: {message}"))
-        .with_label(Label::new(SourceText::new(compiled_path.to_string(), sql.to_string()), line, col, token_len, "here"))
+        .with_label(Label::new(SourceText::new(compiled_path, sql.to_string()), line, col, token_len, "here"))
         .with_note(format!("compiled from {model_file}"))
         .with_help("fix the SQL in the model (the snippet above is the compiled SQL, after Jinja)"))
 }
@@ -53,14 +64,21 @@ fn position(text: &str) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
+    fn origin(compiled_path: &str, model_file: &str, what: &str) -> impl FnOnce() -> Origin {
+        || Origin { compiled_path: compiled_path.into(), model_file: model_file.into(), what: what.into() }
+    }
+
     #[test]
     fn reports_position() {
-        let err = check(&GenericDialect {}, "select a\n  from t where", "target/compiled/p/models/m.sql", "models/m.sql", "model `m`")
-            .unwrap_err();
+        let err =
+            check(&GenericDialect {}, "select a\n  from t where", origin("target/compiled/p/models/m.sql", "models/m.sql", "model `m`"))
+                .unwrap_err();
         assert_eq!(err.code, Code::SqlSyntax);
         assert_eq!(err.labels[0].line, 2);
-        let err = check(&GenericDialect {}, "select a,\n  b c d\nfrom t", "c", "m", "m").unwrap_err();
+        let err = check(&GenericDialect {}, "select a,\n  b c d\nfrom t", origin("c", "m", "m")).unwrap_err();
         assert_eq!((err.labels[0].line, err.labels[0].col), (2, 7), "{err}");
-        assert!(check(&GenericDialect {}, "select 1 as x from t", "c", "m", "m").is_ok());
+        assert!(check(&GenericDialect {}, "select 1 as x from t", origin("c", "m", "m")).is_ok());
+        let err = check(&GenericDialect {}, "  \n", origin("c", "models/m.sql", "model `m`")).unwrap_err();
+        assert_eq!(err.code, Code::EmptyModel);
     }
 }

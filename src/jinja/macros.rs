@@ -152,7 +152,12 @@ thread_local! {
 fn is_return(e: &Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.to_string().contains(RETURN_MARKER) {
+        // (a minijinja error's own message, without formatting the whole error)
+        let hit = match err.downcast_ref::<Error>() {
+            Some(e) => e.detail().is_some_and(|d| d.contains(RETURN_MARKER)),
+            None => err.to_string().contains(RETURN_MARKER),
+        };
+        if hit {
             return true;
         }
         cur = err.source();

@@ -220,7 +220,14 @@ fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Colum
     let mut kwargs = args.clone();
     kwargs.insert("model".into(), json!(model_arg));
     // dbt: md5(name + repr(test_metadata with every leaf as str, keys sorted))[-10:]
-    let hash_input = format!("{full}{}", py_repr(&json!({"name": parsed.name, "kwargs": kwargs, "namespace": parsed.namespace})));
+    // (the repr of {"kwargs": .., "name": .., "namespace": ..}, keys in order)
+    let mut hash_input = format!("{full}{{'kwargs': ");
+    write_py_dict(&mut hash_input, &kwargs);
+    hash_input.push_str(", 'name': ");
+    push_py_quoted(&mut hash_input, &parsed.name);
+    hash_input.push_str(", 'namespace': ");
+    push_py_quoted(&mut hash_input, parsed.namespace.as_deref().unwrap_or("None"));
+    hash_input.push('}');
     let hash = &md5_hex(&hash_input)[22..];
     let project_pkg = project.packages[file.package].name.clone();
     let mut fqn = vec![project_pkg.clone()];
@@ -398,38 +405,63 @@ pub(super) fn build(
 
 /// Python's `repr` of dbt's "hashable metadata": mappings with sorted keys, lists, and every
 /// other value as its `str()` (so `None` is `'None'`, `true` is `'True'`).
-fn py_repr(v: &Json) -> String {
-    fn quoted(s: &str) -> String {
-        let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push(quote);
-        for c in s.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if c == quote => {
-                    out.push('\\');
-                    out.push(c);
-                }
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push(quote);
-        out
-    }
+fn write_py_repr(out: &mut String, v: &Json) {
     match v {
-        Json::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let items: Vec<String> = keys.iter().map(|k| format!("{}: {}", quoted(k), py_repr(&m[*k]))).collect();
-            format!("{{{}}}", items.join(", "))
+        Json::Object(m) => write_py_dict(out, m),
+        Json::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_py_repr(out, v);
+            }
+            out.push(']');
         }
-        Json::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
-        leaf => quoted(&py_str(leaf)),
+        Json::String(s) => push_py_quoted(out, s),
+        leaf => push_py_quoted(out, &py_str(leaf)),
     }
+}
+
+/// Python's `repr` of a dict (keys sorted).
+fn write_py_dict(out: &mut String, m: &Map<String, Json>) {
+    let mut entries: Vec<(&String, &Json)> = m.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_py_quoted(out, k);
+        out.push_str(": ");
+        write_py_repr(out, v);
+    }
+    out.push('}');
+}
+
+/// Python's `repr` of a string.
+fn push_py_quoted(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    out.reserve(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
 }
 
 /// The render context of a generic test.
