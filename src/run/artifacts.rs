@@ -595,18 +595,24 @@ pub fn write_compiled(
     let mut dirs: Vec<&Path> = items.iter().filter_map(|(p, _)| p.parent()).collect();
     dirs.sort();
     dirs.dedup();
+    let mut new_dirs = std::collections::HashSet::new();
     for d in dirs {
-        std::fs::create_dir_all(d)?;
+        if !d.is_dir() {
+            std::fs::create_dir_all(d)?;
+            new_dirs.insert(d);
+        }
     }
-    // A new file is created in one call; an existing one is left alone when unchanged
-    // (rewriting costs more than comparing, and editors and file watchers see no change).
-    items.par_iter().try_for_each(|(path, sql)| match std::fs::File::create_new(path) {
-        Ok(mut f) => std::io::Write::write_all(&mut f, sql.as_bytes()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::read(path) {
+    // In a new directory every file is new: written at once. Elsewhere an unchanged file is
+    // left alone (rewriting costs more than comparing, and editors and file watchers see no
+    // change).
+    items.par_iter().try_for_each(|(path, sql)| {
+        if path.parent().is_some_and(|d| new_dirs.contains(d)) {
+            return std::fs::write(path, sql);
+        }
+        match std::fs::read(path) {
             Ok(old) if old == sql.as_bytes() => Ok(()),
             _ => std::fs::write(path, sql),
-        },
-        Err(e) => Err(e),
+        }
     })?;
     Ok(items.len())
 }
