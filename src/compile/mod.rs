@@ -179,8 +179,12 @@ pub fn compile(
             Err(d) => diags.push(d),
         }
     }
-    // Inject ephemeral CTEs.
-    let ids: Vec<String> = out.keys().cloned().collect();
+    // Inject ephemeral CTEs (into nodes with an ephemeral parent).
+    let ids: Vec<String> = out
+        .keys()
+        .filter(|id| graph.parents.get(*id).is_some_and(|ps| ps.iter().any(|p| manifest.nodes.get(p).is_some_and(Node::is_ephemeral))))
+        .cloned()
+        .collect();
     let mut cte_cache: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for id in ids {
         let ctes = ephemeral_ctes(&id, manifest, graph, &out, &mut cte_cache);
