@@ -10,7 +10,6 @@ use crate::jinja::context::RefCall;
 use crate::parse::{Manifest, Node, ResourceType};
 use crate::project::Project;
 use petgraph::graph::{DiGraph, NodeIndex};
-use rayon::prelude::*;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
@@ -152,85 +151,75 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
         v.sort();
         v
     };
-    // Each node's parents are resolved in parallel; the graph is assembled in order after.
-    let nodes: Vec<&Node> = manifest.all_nodes().collect();
-    let resolved: Vec<(BTreeSet<String>, Vec<Diagnostic>)> = nodes
-        .par_iter()
-        .map(|&node| {
-            let mut diags = Vec::new();
-            let mut parents: BTreeSet<String> = BTreeSet::new();
-            for call in &node.refs {
-                match lookup.resolve_ref(&node.package, call) {
-                    Some(id) => {
-                        parents.insert(id.clone());
+    for node in manifest.all_nodes() {
+        let mut parents: BTreeSet<String> = BTreeSet::new();
+        for call in &node.refs {
+            match lookup.resolve_ref(&node.package, call) {
+                Some(id) => {
+                    parents.insert(id.clone());
+                }
+                None => {
+                    let shown = match &call.package {
+                        Some(p) => format!("{p}.{}", call.name),
+                        None => call.name.clone(),
+                    };
+                    let (code, msg, help) = match lookup.disabled.get(&call.name) {
+                        Some(dis) => (
+                            Code::DisabledRef,
+                            format!("{} `{}` depends on `{shown}`, which is disabled", node.resource_type.as_str(), node.name),
+                            Some(format!("enable {dis} (`enabled: true`) or remove the ref")),
+                        ),
+                        None => (
+                            Code::MissingRef,
+                            format!("{} `{}` depends on `{shown}`, which was not found", node.resource_type.as_str(), node.name),
+                            did_you_mean(&call.name, refable_names.iter().copied())
+                                .or_else(|| Some("check the name; models, seeds and snapshots can be ref()'d".into())),
+                        ),
+                    };
+                    let mut d = Diagnostic::error(code, msg).with_help_opt(help);
+                    if let Some(l) = node_label(project, node, &call.name, "ref", &format!("no model, seed or snapshot named `{shown}`")) {
+                        d = d.with_label(l);
                     }
-                    None => {
-                        let shown = match &call.package {
-                            Some(p) => format!("{p}.{}", call.name),
-                            None => call.name.clone(),
-                        };
-                        let (code, msg, help) = match lookup.disabled.get(&call.name) {
-                            Some(dis) => (
-                                Code::DisabledRef,
-                                format!("{} `{}` depends on `{shown}`, which is disabled", node.resource_type.as_str(), node.name),
-                                Some(format!("enable {dis} (`enabled: true`) or remove the ref")),
-                            ),
-                            None => (
-                                Code::MissingRef,
-                                format!("{} `{}` depends on `{shown}`, which was not found", node.resource_type.as_str(), node.name),
-                                did_you_mean(&call.name, refable_names.iter().copied())
-                                    .or_else(|| Some("check the name; models, seeds and snapshots can be ref()'d".into())),
-                            ),
-                        };
-                        let mut d = Diagnostic::error(code, msg).with_help_opt(help);
-                        if let Some(l) = node_label(project, node, &call.name, "ref", &format!("no model, seed or snapshot named `{shown}`")) {
-                            d = d.with_label(l);
-                        }
-                        diags.push(d);
-                    }
+                    diags.push(d);
                 }
             }
-            for (source, table) in &node.sources {
-                match lookup.resolve_source(&node.package, source, table) {
-                    Some(id) => {
-                        parents.insert(id.clone());
-                    }
-                    None => {
-                        let known: Vec<String> = lookup.sources.keys().map(|(s, t)| format!("{s}.{t}")).collect();
-                        let mut known_sorted = known.clone();
-                        known_sorted.sort();
-                        let mut d = Diagnostic::error(
-                            Code::MissingSource,
+        }
+        for (source, table) in &node.sources {
+            match lookup.resolve_source(&node.package, source, table) {
+                Some(id) => {
+                    parents.insert(id.clone());
+                }
+                None => {
+                    let known: Vec<String> = lookup.sources.keys().map(|(s, t)| format!("{s}.{t}")).collect();
+                    let mut known_sorted = known.clone();
+                    known_sorted.sort();
+                    let mut d = Diagnostic::error(
+                        Code::MissingSource,
+                        format!(
+                            "{} `{}` depends on source `{source}.{table}`, which was not found",
+                            node.resource_type.as_str(),
+                            node.name
+                        ),
+                    )
+                    .with_help(
+                        did_you_mean(&format!("{source}.{table}"), known_sorted.iter().map(String::as_str)).unwrap_or_else(|| {
                             format!(
-                                "{} `{}` depends on source `{source}.{table}`, which was not found",
-                                node.resource_type.as_str(),
-                                node.name
-                            ),
-                        )
-                        .with_help(
-                            did_you_mean(&format!("{source}.{table}"), known_sorted.iter().map(String::as_str)).unwrap_or_else(|| {
-                                format!(
-                                    "declare it in a properties file:\n  sources:\n    - name: {source}\n      tables:\n        - name: {table}"
-                                )
-                            }),
-                        );
-                        if let Some(l) = node_label(project, node, table, "source", &format!("no source table `{source}.{table}`")) {
-                            d = d.with_label(l);
-                        }
-                        diags.push(d);
+                                "declare it in a properties file:\n  sources:\n    - name: {source}\n      tables:\n        - name: {table}"
+                            )
+                        }),
+                    );
+                    if let Some(l) = node_label(project, node, table, "source", &format!("no source table `{source}.{table}`")) {
+                        d = d.with_label(l);
                     }
+                    diags.push(d);
                 }
             }
-            if node.resource_type == ResourceType::UnitTest
-                && let Some(m) = &node.attached_node
-            {
-                parents.insert(m.clone());
-            }
-            (parents, diags)
-        })
-        .collect();
-    for (node, (mut parents, ds)) in nodes.into_iter().zip(resolved) {
-        diags.extend(ds);
+        }
+        if node.resource_type == ResourceType::UnitTest
+            && let Some(m) = &node.attached_node
+        {
+            parents.insert(m.clone());
+        }
         parents.remove(&node.unique_id);
         let ix = g.index[&node.unique_id];
         for p in &parents {
