@@ -10,6 +10,12 @@
 //!
 //!     cargo bench --bench compile -- --instructions 1000 [--max 2500000000]
 //!
+//! The fixed costs under `kiln compile` that do not depend on kiln's own code (sqlparser's
+//! check of every compiled model, creating the compiled files, serde_json writing the
+//! manifest), measured on their own for a project of N models:
+//!
+//!     cargo bench --bench compile -- --floor 10000
+//!
 //! With `KILN_BENCH_DBT` (the `dbt` of a venv with dbt-core and dbt-duckdb), `dbt parse` and
 //! `dbt compile` (`--no-partial-parse`, `target/` deleted before each run) of the same project
 //! are timed in the same run and compared with `kiln parse` and `kiln compile` (fresh target/).
@@ -61,6 +67,9 @@ fn main() {
         let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
         let max: Option<u64> = args.iter().position(|a| a == "--max").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
         return instructions(n, max);
+    }
+    if args.first().map(String::as_str) == Some("--floor") {
+        return floor(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000));
     }
     if args.first().map(String::as_str) == Some("--gen") {
         let dir = Path::new(args.get(1).expect("--gen DIR N"));
@@ -145,5 +154,81 @@ fn instructions(n: usize, max: Option<u64>) {
             std::process::exit(1);
         }
         println!("under the ceiling of {max} ({:.0}% of it)", 100.0 * count as f64 / max as f64);
+    }
+}
+
+/// Times, for the compiled output of an N-model project: sqlparser parsing every compiled model
+/// (what the SQL check does), creating that many files with that content in a new directory
+/// tree (what a cold `kiln compile` writes), and serde_json writing the manifest. Each on one
+/// thread and, where it splits, on every core; best of 3.
+fn floor(n: usize) {
+    use rayon::prelude::*;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["compile", "--quiet"])
+        .current_dir(tmp.path())
+        .env("HOME", tmp.path())
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "kiln compile failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut files = Vec::new();
+    collect_sql(&tmp.path().join("target/compiled"), &mut files);
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|p| (p.strip_prefix(tmp.path()).expect("under tmp").display().to_string(), std::fs::read_to_string(p).expect("read")))
+        .collect();
+    // Generic tests are checked by the engine, not at compile: only models are parsed.
+    let models: Vec<&str> = texts.iter().filter(|(p, _)| !p.contains(".yml/")).map(|(_, t)| t.as_str()).collect();
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(f64::INFINITY, f64::min);
+    let timed = |f: &dyn Fn()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let check_one = best(&|| timed(&|| models.iter().for_each(|s| assert!(sqlparser::parser::Parser::parse_sql(&dialect, s).is_ok()))));
+    let check_all = best(&|| timed(&|| models.par_iter().for_each(|s| assert!(sqlparser::parser::Parser::parse_sql(&dialect, s).is_ok()))));
+    let dirs: std::collections::BTreeSet<String> =
+        texts.iter().filter_map(|(p, _)| Path::new(p).parent().map(|d| d.display().to_string())).collect();
+    let trees = tempfile::tempdir().expect("tempdir"); // deleted at the end (see `time_kiln`)
+    let round = std::sync::atomic::AtomicUsize::new(0);
+    let create = |parallel: bool| {
+        let root = trees.path().join(round.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string());
+        timed(&|| {
+            for d in &dirs {
+                std::fs::create_dir_all(root.join(d)).expect("mkdir");
+            }
+            let write = |(p, t): &(String, String)| std::fs::write(root.join(p), t).expect("write");
+            if parallel { texts.par_iter().for_each(write) } else { texts.iter().for_each(write) }
+        })
+    };
+    let create_one = best(&|| create(false));
+    let create_all = best(&|| create(true));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("target/manifest.json")).expect("manifest")).expect("json");
+    let size = serde_json::to_vec(&manifest).expect("json").len();
+    let json_one = best(&|| timed(&|| assert!(serde_json::to_vec(&manifest).is_ok())));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("fixed costs of `kiln compile` at N={n} (best of 3; {cores} cores):");
+    println!("  sqlparser, {} models ({} MB):  {check_one:.3}s on 1 thread, {check_all:.3}s on {cores}", models.len(), mb(&models));
+    println!("  creating {} files:              {create_one:.3}s on 1 thread, {create_all:.3}s on {cores}", texts.len());
+    println!("  serde_json, {:.0} MB manifest:    {json_one:.3}s on 1 thread", size as f64 / 1e6);
+    let sum = check_all + create_all + json_one / cores as f64;
+    println!("  together, each split over {cores} cores: {sum:.3}s (before loading, Jinja and the graph)");
+}
+
+fn mb(texts: &[&str]) -> String {
+    format!("{:.1}", texts.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6)
+}
+
+fn collect_sql(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect_sql(&path, out);
+        } else if path.extension().is_some_and(|e| e == "sql") {
+            out.push(path);
+        }
     }
 }
