@@ -16,10 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 /// How `ref()` and `source()` resolve: name -> unique ids, by package.
 #[derive(Debug, Default)]
 pub struct Lookup {
-    /// (package, name) -> unique id of models, seeds and snapshots.
-    pub refable: HashMap<(String, String), String>,
-    /// name -> packages defining it, sorted.
-    pub by_name: HashMap<String, Vec<String>>,
+    /// name -> (package, unique id) of the models, seeds and snapshots of that name, sorted by
+    /// package.
+    pub by_name: HashMap<String, Vec<(String, String)>>,
     pub disabled: HashMap<String, String>,
     /// (source, table) -> unique ids (one per package).
     pub sources: HashMap<(String, String), Vec<String>>,
@@ -30,8 +29,7 @@ impl Lookup {
     pub fn new(manifest: &Manifest, root: &str) -> Lookup {
         let mut l = Lookup { root: root.to_string(), ..Default::default() };
         for n in manifest.nodes.values().filter(|n| n.is_refable()) {
-            l.refable.insert((n.package.clone(), n.name.clone()), n.unique_id.clone());
-            l.by_name.entry(n.name.clone()).or_default().push(n.package.clone());
+            l.by_name.entry(n.name.clone()).or_default().push((n.package.clone(), n.unique_id.clone()));
         }
         for v in l.by_name.values_mut() {
             v.sort();
@@ -48,17 +46,15 @@ impl Lookup {
         l
     }
 
-    /// dbt's order: the named package; else the caller's package, the root project, any other.
+    /// dbt's order: the named package; else the caller's package, the root project, any other
+    /// (the first by package name).
     pub fn resolve_ref(&self, from_package: &str, call: &RefCall) -> Option<&String> {
+        let candidates = self.by_name.get(&call.name)?;
+        let in_package = |package: &str| candidates.iter().find(|(p, _)| p == package).map(|(_, id)| id);
         if let Some(p) = &call.package {
-            return self.refable.get(&(p.clone(), call.name.clone()));
+            return in_package(p);
         }
-        self.refable
-            .get(&(from_package.to_string(), call.name.clone()))
-            .or_else(|| self.refable.get(&(self.root.clone(), call.name.clone())))
-            .or_else(|| {
-                self.by_name.get(&call.name).and_then(|ps| ps.first()).and_then(|p| self.refable.get(&(p.clone(), call.name.clone())))
-            })
+        in_package(from_package).or_else(|| in_package(&self.root)).or_else(|| candidates.first().map(|(_, id)| id))
     }
 
     pub fn resolve_source(&self, from_package: &str, source: &str, table: &str) -> Option<&String> {
@@ -143,8 +139,11 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
     for id in ids {
         let ix = g.dag.add_node(id.clone());
         g.index.insert(id.clone(), ix);
-        g.parents.insert(id.clone(), Vec::new());
         g.children.insert(id.clone(), Vec::new());
+    }
+    // Sources have no parents; every other node's are set below.
+    for id in manifest.sources.keys() {
+        g.parents.insert(id.clone(), Vec::new());
     }
     let refable_names: Vec<&str> = {
         let mut v: Vec<&str> = lookup.by_name.keys().map(String::as_str).collect();
@@ -153,8 +152,21 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
     };
     for node in manifest.all_nodes() {
         let mut parents: BTreeSet<String> = BTreeSet::new();
+        let mut self_ref = false;
         for call in &node.refs {
             match lookup.resolve_ref(&node.package, call) {
+                Some(id) if *id == node.unique_id => {
+                    // Self-references are cycles too (reported once per node).
+                    if std::mem::replace(&mut self_ref, true) {
+                        continue;
+                    }
+                    let mut d = Diagnostic::error(Code::Cycle, format!("`{}` refers to itself", node.name))
+                        .with_help("a model cannot select from itself; for incremental models use {{ this }}");
+                    if let Some(l) = node_label(project, node, &node.name, "ref", "self-reference") {
+                        d = d.with_label(l);
+                    }
+                    diags.push(d);
+                }
                 Some(id) => {
                     parents.insert(id.clone());
                 }
@@ -235,17 +247,6 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
     for c in g.children.values_mut() {
         c.sort();
         c.dedup();
-    }
-    // Self-references are cycles too.
-    for node in manifest.nodes.values() {
-        if node.refs.iter().any(|r| lookup.resolve_ref(&node.package, r) == Some(&node.unique_id)) {
-            let mut d = Diagnostic::error(Code::Cycle, format!("`{}` refers to itself", node.name))
-                .with_help("a model cannot select from itself; for incremental models use {{ this }}");
-            if let Some(l) = node_label(project, node, &node.name, "ref", "self-reference") {
-                d = d.with_label(l);
-            }
-            diags.push(d);
-        }
     }
     // Kahn's algorithm with a min-heap: deterministic order.
     let mut indegree: HashMap<&str, usize> = g.parents.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
