@@ -16,6 +16,14 @@ pub trait Fs: Sync {
 
 pub struct OsFs;
 
+/// Sorts in `Path` order (component by component) without re-parsing components at every
+/// comparison: compared as bytes with separators as the lowest byte, which orders the same.
+fn sort_paths(paths: &mut [PathBuf]) {
+    paths.sort_by_cached_key(|p| {
+        p.as_os_str().as_encoded_bytes().iter().map(|&b| if std::path::is_separator(b as char) { 0 } else { b }).collect::<Vec<u8>>()
+    });
+}
+
 impl Fs for OsFs {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         std::fs::read_to_string(path)
@@ -35,7 +43,7 @@ impl Fs for OsFs {
             .filter(|e| e.file_type().is_file())
             .map(|e| e.into_path())
             .collect();
-        out.sort();
+        sort_paths(&mut out);
         out
     }
 }
@@ -125,5 +133,23 @@ impl Fs for CachedFs {
     }
     fn walk(&self, dir: &Path) -> Vec<PathBuf> {
         OsFs.walk(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_sort_as_path_orders_them() {
+        let mut paths: Vec<PathBuf> =
+            ["m/a.b/c.sql", "m/a/b.sql", "m/a/b/c.sql", "m/ab.sql", "m/a-b.sql", "m/a.sql", "m/A.sql", "m/a/b.sql.bak", "n.sql"]
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+        let mut expected = paths.clone();
+        expected.sort();
+        sort_paths(&mut paths);
+        assert_eq!(paths, expected);
     }
 }

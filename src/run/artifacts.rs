@@ -593,7 +593,7 @@ pub fn write_compiled(
         })
         .collect();
     let mut dirs: Vec<&Path> = items.iter().filter_map(|(p, _)| p.parent()).collect();
-    dirs.sort();
+    dirs.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     dirs.dedup();
     let mut new_dirs = std::collections::HashSet::new();
     for d in dirs {
