@@ -203,5 +203,10 @@ mod tests {
         assert_eq!(Relation::new("p", "d", "t", '`').render(), "`p`.`d`.`t`");
         assert_eq!(Relation::new("db", "s", "we\"ird", '"').render(), r#""db"."s"."we""ird""#);
         assert_eq!(Relation::cte("eph", '"').render(), "__dbt__cte__eph");
+        assert_eq!(quote_ident("we`ird", '`'), r"`we\`ird`");
+        let mut r = Relation::new("db", "s", "t", '"');
+        r.include = [false, true, true];
+        r.quoting = [true, false, true];
+        assert_eq!(r.render(), r#"s."t""#);
     }
 }
