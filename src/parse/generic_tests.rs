@@ -513,7 +513,7 @@ pub fn render_test(
     });
     inner.extra.push(("_dbt_generic_test_kwargs".into(), crate::jinja::vmap(kwargs)));
     let inner = Arc::new(inner);
-    let out = jinja.render("<generic test>", &node.raw_code, inner.clone())?;
+    let out = jinja.render_shared("<generic test>", &node.raw_code, inner.clone())?;
     let mut rec2 = inner.take_record();
     let mut all = record;
     all.refs.append(&mut rec2.refs);
