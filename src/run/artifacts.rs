@@ -506,14 +506,6 @@ pub fn write_manifest<W: std::io::Write>(
             (id.clone(), json!({"name": name, "resource_type": "doc", "package_name": package, "path": "", "original_file_path": "", "unique_id": id, "block_contents": text}))
         })
         .collect();
-    let mut parent_map = BTreeMap::new();
-    let mut child_map = BTreeMap::new();
-    for (id, ps) in &graph.parents {
-        parent_map.insert(id.clone(), json!(ps));
-    }
-    for (id, cs) in &graph.children {
-        child_map.insert(id.clone(), json!(cs));
-    }
     let disabled: BTreeMap<String, Json> = manifest
         .disabled
         .values()
@@ -538,23 +530,26 @@ pub fn write_manifest<W: std::io::Write>(
     serde_json::to_writer(&mut w, &metadata).map_err(to_io)?;
     write_entries(&mut w, "nodes", &nodes)?;
     write_entries(&mut w, "sources", &sources)?;
-    for (key, value) in [
-        ("macros", json!(macros)),
-        ("docs", json!(docs)),
-        ("exposures", json!(exposures)),
-        ("metrics", json!({})),
-        ("groups", json!({})),
-        ("selectors", json!({})),
-        ("disabled", json!(disabled)),
-        ("parent_map", json!(parent_map)),
-        ("child_map", json!(child_map)),
-        ("group_map", json!({})),
-        ("saved_queries", json!({})),
-        ("semantic_models", json!({})),
-        ("unit_tests", json!(unit_tests)),
-    ] {
+    let empty = BTreeMap::<String, Json>::new();
+    // (The parent and child maps are the graph's own sorted maps, written as they are.)
+    let fields: [(&str, &dyn erased::Serialize); 13] = [
+        ("macros", &macros),
+        ("docs", &docs),
+        ("exposures", &exposures),
+        ("metrics", &empty),
+        ("groups", &empty),
+        ("selectors", &empty),
+        ("disabled", &disabled),
+        ("parent_map", &graph.parents),
+        ("child_map", &graph.children),
+        ("group_map", &empty),
+        ("saved_queries", &empty),
+        ("semantic_models", &empty),
+        ("unit_tests", &unit_tests),
+    ];
+    for (key, value) in fields {
         write!(w, ",\"{key}\":")?;
-        serde_json::to_writer(&mut w, &value).map_err(to_io)?;
+        value.write_json(&mut w)?;
     }
     w.write_all(b"}")?;
     w.flush()
@@ -575,6 +570,19 @@ fn write_entries<W: std::io::Write>(w: &mut W, key: &str, entries: &[(String, Ve
 }
 
 /// Writes compiled SQL files; returns how many were written.
+/// Serialize as JSON into a writer, object-safe (for a list of differently typed fields).
+mod erased {
+    pub trait Serialize {
+        fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Serialize for T {
+        fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+            serde_json::to_writer(w, self).map_err(std::io::Error::other)
+        }
+    }
+}
+
 pub fn write_compiled(
     project: &Project,
     jinja: &JinjaEnv,
