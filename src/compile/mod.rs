@@ -168,13 +168,19 @@ pub fn compile(
         }
     }
     let nodes: Vec<&Node> = wanted.iter().filter_map(|id| manifest.nodes.get(*id)).filter(|n| has_sql(n)).collect();
-    let rendered: Vec<(&str, Result<String, Diagnostic>)> =
-        nodes.par_iter().map(|n| (n.unique_id.as_str(), render_node(project, jinja, n, resolver, is_incremental(n)))).collect();
+    let rendered: Vec<(String, Result<Compiled, Diagnostic>)> = nodes
+        .par_iter()
+        .map(|n| {
+            let compiled = render_node(project, jinja, n, resolver, is_incremental(n))
+                .map(|sql| Compiled { rendered: sql.clone(), sql, extra_ctes: vec![] });
+            (n.unique_id.clone(), compiled)
+        })
+        .collect();
     let mut out: HashMap<String, Compiled> = HashMap::with_capacity(rendered.len());
     for (id, r) in rendered {
         match r {
-            Ok(sql) => {
-                out.insert(id.to_string(), Compiled { rendered: sql.clone(), sql, extra_ctes: vec![] });
+            Ok(c) => {
+                out.insert(id, c);
             }
             Err(d) => diags.push(d),
         }

@@ -590,14 +590,14 @@ pub fn write_compiled(
     compiled: &HashMap<String, Compiled>,
 ) -> std::io::Result<usize> {
     use rayon::prelude::*;
-    let items: Vec<(PathBuf, String)> = compiled
-        .iter()
+    let items: Vec<(PathBuf, std::borrow::Cow<str>)> = compiled
+        .par_iter()
         .filter_map(|(id, c)| {
             manifest
                 .nodes
                 .get(id)
                 .filter(|n| !n.is_ephemeral())
-                .map(|n| (project.root.join(compiled_path(project, n)), jinja.shared.scrub(&c.sql).into_owned()))
+                .map(|n| (project.root.join(compiled_path(project, n)), jinja.shared.scrub(&c.sql)))
         })
         .collect();
     let mut dirs: Vec<&Path> = items.iter().filter_map(|(p, _)| p.parent()).collect();
@@ -615,11 +615,11 @@ pub fn write_compiled(
     // change).
     items.par_iter().try_for_each(|(path, sql)| {
         if path.parent().is_some_and(|d| new_dirs.contains(d)) {
-            return std::fs::write(path, sql);
+            return std::fs::write(path, sql.as_bytes());
         }
         match std::fs::read(path) {
             Ok(old) if old == sql.as_bytes() => Ok(()),
-            _ => std::fs::write(path, sql),
+            _ => std::fs::write(path, sql.as_bytes()),
         }
     })?;
     Ok(items.len())
