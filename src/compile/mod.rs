@@ -171,8 +171,11 @@ pub fn compile(
     let rendered: Vec<(String, Result<Compiled, Diagnostic>)> = nodes
         .par_iter()
         .map(|n| {
-            let compiled = render_node(project, jinja, n, resolver, is_incremental(n))
-                .map(|sql| Compiled { rendered: sql.clone(), sql, extra_ctes: vec![] });
+            let compiled = render_node(project, jinja, n, resolver, is_incremental(n)).map(|sql| Compiled {
+                rendered: sql.clone(),
+                sql,
+                extra_ctes: vec![],
+            });
             (n.unique_id.clone(), compiled)
         })
         .collect();
