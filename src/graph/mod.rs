@@ -155,11 +155,12 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
         let mut self_ref = false;
         for call in &node.refs {
             match lookup.resolve_ref(&node.package, call) {
+                // Self-references are cycles too (reported once per node).
                 Some(id) if *id == node.unique_id => {
-                    // Self-references are cycles too (reported once per node).
-                    if std::mem::replace(&mut self_ref, true) {
+                    if self_ref {
                         continue;
                     }
+                    self_ref = true;
                     let mut d = Diagnostic::error(Code::Cycle, format!("`{}` refers to itself", node.name))
                         .with_help("a model cannot select from itself; for incremental models use {{ this }}");
                     if let Some(l) = node_label(project, node, &node.name, "ref", "self-reference") {
@@ -232,7 +233,6 @@ pub fn build(project: &Project, manifest: &Manifest, lookup: &Lookup, diags: &mu
         {
             parents.insert(m.clone());
         }
-        parents.remove(&node.unique_id);
         let ix = g.index[&node.unique_id];
         for p in &parents {
             if let Some(&pix) = g.index.get(p) {

@@ -531,28 +531,28 @@ pub fn write_manifest<W: std::io::Write>(
     write_entries(&mut w, "nodes", &nodes)?;
     write_entries(&mut w, "sources", &sources)?;
     let empty = BTreeMap::<String, Json>::new();
-    // (The parent and child maps are the graph's own sorted maps, written as they are.)
-    let fields: [(&str, &dyn erased::Serialize); 13] = [
-        ("macros", &macros),
-        ("docs", &docs),
-        ("exposures", &exposures),
-        ("metrics", &empty),
-        ("groups", &empty),
-        ("selectors", &empty),
-        ("disabled", &disabled),
-        ("parent_map", &graph.parents),
-        ("child_map", &graph.children),
-        ("group_map", &empty),
-        ("saved_queries", &empty),
-        ("semantic_models", &empty),
-        ("unit_tests", &unit_tests),
-    ];
-    for (key, value) in fields {
-        write!(w, ",\"{key}\":")?;
-        value.write_json(&mut w)?;
+    write_field(&mut w, "macros", &macros)?;
+    write_field(&mut w, "docs", &docs)?;
+    write_field(&mut w, "exposures", &exposures)?;
+    for key in ["metrics", "groups", "selectors"] {
+        write_field(&mut w, key, &empty)?;
     }
+    write_field(&mut w, "disabled", &disabled)?;
+    // The graph's own sorted maps, written as they are.
+    write_field(&mut w, "parent_map", &graph.parents)?;
+    write_field(&mut w, "child_map", &graph.children)?;
+    for key in ["group_map", "saved_queries", "semantic_models"] {
+        write_field(&mut w, key, &empty)?;
+    }
+    write_field(&mut w, "unit_tests", &unit_tests)?;
     w.write_all(b"}")?;
     w.flush()
+}
+
+/// `,"key":<json>`.
+fn write_field<W: std::io::Write>(w: &mut W, key: &str, value: &impl Serialize) -> std::io::Result<()> {
+    write!(w, ",\"{key}\":")?;
+    serde_json::to_writer(w, value).map_err(std::io::Error::other)
 }
 
 /// `,"key":{"id":<json>,...}` from pre-serialized entries (sorted by id).
@@ -570,19 +570,6 @@ fn write_entries<W: std::io::Write>(w: &mut W, key: &str, entries: &[(String, Ve
 }
 
 /// Writes compiled SQL files; returns how many were written.
-/// Serialize as JSON into a writer, object-safe (for a list of differently typed fields).
-mod erased {
-    pub trait Serialize {
-        fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()>;
-    }
-
-    impl<T: serde::Serialize> Serialize for T {
-        fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-            serde_json::to_writer(w, self).map_err(std::io::Error::other)
-        }
-    }
-}
-
 pub fn write_compiled(
     project: &Project,
     jinja: &JinjaEnv,
