@@ -257,6 +257,8 @@ pub struct Executed {
     pub results: Vec<runner::NodeResult>,
     pub hook_failed: bool,
     pub elapsed: f64,
+    /// Planned nodes that never got a result (a bug in kiln: exit 2).
+    pub unfinished: Vec<String>,
 }
 
 impl Executed {
@@ -305,11 +307,23 @@ pub fn execute(
         }
     };
     if !hook("on-run-start", &config.on_run_start) {
-        return Executed { results: vec![], hook_failed: true, elapsed: started.elapsed().as_secs_f64() };
+        return Executed { results: vec![], hook_failed: true, elapsed: started.elapsed().as_secs_f64(), unfinished: vec![] };
     }
-    let results = runner.run(selected, &|e| print_event(printer, e));
+    let (results, unfinished) = match runner.run(selected, &|e| print_event(printer, e)) {
+        Ok(results) => (results, vec![]),
+        Err(runner::Unfinished(nodes)) => {
+            printer.diagnostic(
+                &Diagnostic::error(
+                    Code::Internal,
+                    format!("internal error: {} selected node(s) never ran: {}", nodes.len(), nodes.join(", ")),
+                )
+                .with_help("this is a bug in kiln's scheduler; please report it with the project's dbt_project.yml and the command"),
+            );
+            (vec![], nodes)
+        }
+    };
     let hook_failed = !hook("on-run-end", &config.on_run_end);
-    Executed { results, hook_failed, elapsed: started.elapsed().as_secs_f64() }
+    Executed { results, hook_failed, elapsed: started.elapsed().as_secs_f64(), unfinished }
 }
 
 /// Writes what a run leaves behind: the executed SQL under target/run/, run_results.json, the
@@ -402,6 +416,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     ));
     if cancel.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(super::EXIT_INTERRUPTED);
+    }
+    if !done.unfinished.is_empty() {
+        return Ok(EXIT_USAGE);
     }
     Ok(if error > 0 || done.hook_failed { EXIT_PROJECT } else { EXIT_OK })
 }

@@ -1,7 +1,7 @@
 //! Macros: the index of every macro of every package, the callable that runs one (with dbt's
 //! `return()`), package namespaces (`dbt_utils.star(...)`) and `adapter.dispatch`.
 
-use super::context::{MacroScope, current_package, enter, node_ctx};
+use super::context::{MacroScope, NodeCtx, current_package, enter, node_ctx};
 use super::error::kiln_error;
 use crate::diagnostics::Code;
 use minijinja::value::{Enumerator, Object, Value};
@@ -118,12 +118,14 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
     ctx.record_macro(&def.unique_id);
     let env = ctx.shared.env.get().copied().ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "macros are not available yet"))?;
     let _current = enter(state.lookup("__kiln").unwrap_or_default());
-    // Each macro's template is evaluated once per thread and its state reused; a recursive
-    // call finds the slot empty and evaluates a fresh one.
+    // Each macro's template is evaluated once per thread and node context, and its state reused
+    // for that context's further calls; a recursive call finds the slot empty and evaluates a
+    // fresh one. The state is never reused for another context: evaluating a template encloses
+    // the context values its macros name (`this`, `execute`, `model`, ...) in their closures.
     let key = Arc::as_ptr(def) as usize;
-    let cached = MACRO_STATES.with(|m| m.borrow_mut().remove(&key));
+    let cached = MACRO_STATES.with(|m| m.borrow_mut().remove(&key)).filter(|(owner, _)| Arc::ptr_eq(owner, &ctx));
     let mut captured = match cached {
-        Some(c) => c,
+        Some((_, c)) => c,
         None => env.get_template(&def.template)?.render_captured(Value::from_object(MacroScope { package: def.package.clone() }))?,
     };
     let result = captured.with_state_mut(|st| {
@@ -140,12 +142,14 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
         st.set_temp(RETURN_TEMP, Value::UNDEFINED);
         result
     });
-    MACRO_STATES.with(|m| m.borrow_mut().insert(key, captured));
+    MACRO_STATES.with(|m| m.borrow_mut().insert(key, (ctx, captured)));
     result
 }
 
 thread_local! {
-    static MACRO_STATES: std::cell::RefCell<std::collections::HashMap<usize, minijinja::Captured<'static>>> =
+    /// Evaluated macro templates by macro, with the node context they were evaluated for (held,
+    /// so its address cannot be reused by another context while the entry lives).
+    static MACRO_STATES: std::cell::RefCell<std::collections::HashMap<usize, (Arc<NodeCtx>, minijinja::Captured<'static>)>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 

@@ -12,4 +12,6 @@ pub mod results;
 #[cfg(feature = "datafusion")]
 pub mod runner;
 #[cfg(feature = "datafusion")]
+pub mod schedule;
+#[cfg(feature = "datafusion")]
 pub mod unit;

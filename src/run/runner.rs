@@ -3,6 +3,8 @@
 //! failure stops scheduling. Models are compiled just before they run, so `is_incremental()` and
 //! `run_query` see the warehouse as it is then.
 
+pub use super::schedule::Unfinished;
+use super::schedule::{self, Kind, Ready};
 use crate::compile::{self, Compiled};
 use crate::engine::{Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
 use crate::graph::Graph;
@@ -11,8 +13,9 @@ use crate::parse::{Manifest, Node, ResourceType};
 use crate::project::Project;
 use crate::project::config::json_truthy;
 use serde_json::Value as Json;
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,93 +111,6 @@ fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// The nodes this run executes (among `selected`: seeds, non-ephemeral models, data tests and
-/// unit tests) and, for each, the executed nodes it waits for:
-/// - a node waits for its executed parents, through ephemeral models;
-/// - a unit test waits for its model's parents, and the model waits for its unit tests (dbt
-///   runs unit tests before building the model);
-/// - a model waits for the data tests of its parents (dbt's `build` order), so a failing test
-///   skips what is downstream. A test on several relations gates only nodes downstream of all
-///   of them.
-fn plan(manifest: &Manifest, graph: &Graph, selected: &BTreeSet<String>) -> (Vec<String>, HashMap<String, Vec<String>>) {
-    let runs = |id: &String| match manifest.nodes.get(id) {
-        Some(n) => match n.resource_type {
-            ResourceType::Seed | ResourceType::Test => true,
-            ResourceType::Model => !n.is_ephemeral(),
-            _ => false,
-        },
-        None => manifest.unit_tests.contains_key(id),
-    };
-    let order: Vec<String> = graph.order.iter().filter(|id| selected.contains(*id) && runs(id)).cloned().collect();
-    let in_run: BTreeSet<&String> = order.iter().collect();
-    // Executed ancestors of `start`'s nodes, looking through ephemeral models.
-    let run_parents = |start: &[String]| -> Vec<String> {
-        let mut found = BTreeSet::new();
-        let mut stack: Vec<&String> = start.iter().collect();
-        let mut seen = BTreeSet::new();
-        while let Some(p) = stack.pop() {
-            if !seen.insert(p) {
-                continue;
-            }
-            if in_run.contains(p) {
-                found.insert(p.clone());
-            } else if manifest.nodes.get(p).is_some_and(Node::is_ephemeral) {
-                stack.extend(graph.parents.get(p).map(|v| v.iter()).into_iter().flatten());
-            }
-        }
-        found.into_iter().collect()
-    };
-    let parents_of = |id: &str| graph.parents.get(id).cloned().unwrap_or_default();
-    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
-    for id in &order {
-        let start = match manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_deref()) {
-            Some(model) => parents_of(model),
-            None => parents_of(id),
-        };
-        deps.insert(id.clone(), run_parents(&start));
-    }
-    let mut unit_tests_of: HashMap<&str, Vec<&String>> = HashMap::new();
-    for id in &order {
-        if let Some(model) = manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_deref()) {
-            unit_tests_of.entry(model).or_default().push(id);
-        }
-    }
-    for id in &order {
-        if let Some(model) = manifest.unit_tests.get(id).and_then(|u| u.attached_node.as_ref())
-            && in_run.contains(model)
-        {
-            deps.get_mut(model).expect("in run").push(id.clone());
-        }
-        if manifest.nodes.get(id).is_none_or(|n| n.resource_type != ResourceType::Test) {
-            continue;
-        }
-        let tested = parents_of(id);
-        // Executed models and seeds directly downstream of the tested relations (through
-        // ephemeral models).
-        let mut stack: Vec<&String> = tested.iter().flat_map(|p| graph.children.get(p).into_iter().flatten()).collect();
-        let mut seen = BTreeSet::new();
-        while let Some(c) = stack.pop() {
-            if !seen.insert(c) {
-                continue;
-            }
-            let Some(n) = manifest.nodes.get(c) else { continue };
-            if n.is_ephemeral() {
-                stack.extend(graph.children.get(c).into_iter().flatten());
-            } else if in_run.contains(c)
-                && n.resource_type != ResourceType::Test
-                && (tested.len() == 1 || tested.iter().all(|t| is_ancestor(graph, t, c)))
-            {
-                deps.get_mut(c).expect("in run").push(id.clone());
-                // The model's unit tests wait too (they read the tested relation's shape).
-                for u in unit_tests_of.get(c.as_str()).into_iter().flatten() {
-                    deps.get_mut(*u).expect("in run").push(id.clone());
-                }
-            }
-        }
-    }
-    (order, deps)
-}
-
 /// The outcome of a data test from its judging query's answer.
 fn judged(cfg: &super::data_tests::TestConfig, answer: Result<QueryTable, crate::engine::EngineError>) -> Outcome {
     match answer {
@@ -244,20 +160,6 @@ fn sql_error(node: &Node, run_path: &str, sql: &str, e: &crate::engine::EngineEr
     )
 }
 
-fn is_ancestor(graph: &Graph, ancestor: &str, of: &str) -> bool {
-    let mut stack = vec![of];
-    let mut seen = BTreeSet::new();
-    while let Some(n) = stack.pop() {
-        if n == ancestor {
-            return true;
-        }
-        if seen.insert(n) {
-            stack.extend(graph.parents.get(n).into_iter().flatten().map(String::as_str));
-        }
-    }
-    false
-}
-
 /// What executing one node gave.
 pub(super) struct Outcome {
     pub status: Status,
@@ -296,137 +198,69 @@ pub struct Runner<'a> {
     pub unit_schemas: super::unit::SchemaCache,
 }
 
-struct Queue {
-    ready: VecDeque<String>,
-    waiting: HashMap<String, usize>,
-    results: HashMap<String, NodeResult>,
-    running: usize,
-    started: usize,
-    stop: bool,
-}
-
 impl Runner<'_> {
-    pub fn run(&self, selected: &BTreeSet<String>, on_event: &(dyn Fn(Event) + Sync)) -> Vec<NodeResult> {
-        let (order, mut deps) = plan(self.manifest, self.graph, selected);
-        let total = order.len();
+    /// Runs the selected nodes in dependency order (see [`schedule`]). Every planned node ends
+    /// with one result; a plan that cannot finish is an error naming its nodes.
+    pub fn run(&self, selected: &BTreeSet<String>, on_event: &(dyn Fn(Event) + Sync)) -> Result<Vec<NodeResult>, Unfinished> {
+        let plan = schedule::plan(self.graph, selected, &|id| self.kind(id));
         // Data tests of one model run together (one unit of work): the engine can then compute
         // a view once for all of them.
-        let batches = self.test_batches(&order);
-        let leader_of: HashMap<&str, &str> =
-            batches.iter().flat_map(|(leader, members)| members.iter().map(move |m| (m.as_str(), leader.as_str()))).collect();
-        let units: Vec<String> = order.iter().filter(|id| leader_of.get(id.as_str()).is_none_or(|l| *l == id.as_str())).cloned().collect();
-        for ds in deps.values_mut() {
-            for d in ds.iter_mut() {
-                if let Some(l) = leader_of.get(d.as_str()) {
-                    *d = l.to_string();
-                }
+        let groups = self.test_batches(&plan.order);
+        let plan = plan.batched(groups);
+        let total = plan.order.len();
+        let started = AtomicUsize::new(0);
+        let execute = |ready: &Ready| -> Vec<NodeResult> {
+            let nodes: Vec<&Node> = ready.members.iter().map(|i| self.node(i)).collect();
+            let first = started.fetch_add(nodes.len(), Ordering::SeqCst) + 1;
+            for (i, node) in nodes.iter().enumerate() {
+                on_event(Event::Started { node, index: first + i, total });
             }
-            ds.sort();
-            ds.dedup();
+            match self.skip_reason(ready) {
+                Some(message) => nodes.iter().map(|n| self.skipped(n, ready.thread, message.clone())).collect(),
+                None if nodes.len() > 1 => self.data_test_batch(&nodes, ready.thread),
+                None => vec![self.execute(nodes[0], ready.thread)],
+            }
+        };
+        let finished = |r: &NodeResult, index: usize| on_event(Event::Finished { node: self.node(&r.unique_id), result: r, index, total });
+        schedule::run(&plan, self.options.threads, self.options.fail_fast, &execute, &finished)
+    }
+
+    /// What the plan needs to know of a node.
+    fn kind(&self, id: &str) -> Kind {
+        if let Some(u) = self.manifest.unit_tests.get(id) {
+            return u.attached_node.clone().map_or(Kind::Other, |model| Kind::UnitTest { model });
         }
-        deps.retain(|id, _| leader_of.get(id.as_str()).is_none_or(|l| *l == id.as_str()));
-        let members = |id: &str| -> Vec<String> { batches.get(id).cloned().unwrap_or_else(|| vec![id.to_string()]) };
-        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (id, ds) in &deps {
-            for d in ds {
-                children.entry(d.as_str()).or_default().push(id.as_str());
-            }
+        match self.manifest.nodes.get(id) {
+            Some(n) if n.resource_type == ResourceType::Seed => Kind::Relation,
+            Some(n) if n.resource_type == ResourceType::Test => Kind::Test,
+            Some(n) if n.resource_type == ResourceType::Model && n.is_ephemeral() => Kind::Ephemeral,
+            Some(n) if n.resource_type == ResourceType::Model => Kind::Relation,
+            _ => Kind::Other,
         }
-        let queue = Mutex::new(Queue {
-            ready: units.iter().filter(|id| deps[*id].is_empty()).cloned().collect(),
-            waiting: deps.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
-            results: HashMap::new(),
-            running: 0,
-            started: 0,
-            stop: false,
-        });
-        let cv = Condvar::new();
-        let threads = self.options.threads.clamp(1, 64).min(units.len().max(1));
-        std::thread::scope(|scope| {
-            for thread in 0..threads {
-                let (queue, cv, children, deps, members) = (&queue, &cv, &children, &deps, &members);
-                scope.spawn(move || {
-                    loop {
-                        let (id, ids, first_index) = {
-                            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                            loop {
-                                if let Some(id) = q.ready.pop_front() {
-                                    let ids = members(&id);
-                                    q.running += 1;
-                                    let first_index = q.started + 1;
-                                    q.started += ids.len();
-                                    break (id, ids, first_index);
-                                }
-                                if q.running == 0 {
-                                    // nothing ready and nothing running: done
-                                    return;
-                                }
-                                q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
-                            }
-                        };
-                        let nodes: Vec<&Node> = ids.iter().map(|i| self.node(i)).collect();
-                        for (i, node) in nodes.iter().enumerate() {
-                            on_event(Event::Started { node, index: first_index + i, total });
-                        }
-                        let results = {
-                            let q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                            let failed_parent = deps[&id]
-                                .iter()
-                                .find(|d| members(d).iter().any(|m| q.results.get(m).is_some_and(|r: &NodeResult| !r.status.ok())))
-                                .cloned();
-                            let stop = q.stop;
-                            drop(q);
-                            let cancelled = self.options.cancel.load(std::sync::atomic::Ordering::SeqCst);
-                            let skip = match (failed_parent, stop, cancelled) {
-                                (Some(p), _, _) => Some(format!(
-                                    "skipped: {} did not succeed",
-                                    self.manifest
-                                        .nodes
-                                        .get(&p)
-                                        .or_else(|| self.manifest.unit_tests.get(&p))
-                                        .map_or(p.as_str(), |n| n.name.as_str())
-                                )),
-                                (None, _, true) => Some("skipped: the run was interrupted".into()),
-                                (None, true, false) => Some("skipped: --fail-fast stopped the run".into()),
-                                (None, false, false) => None,
-                            };
-                            match skip {
-                                Some(message) => nodes.iter().map(|n| self.skipped(n, thread, message.clone())).collect(),
-                                None if nodes.len() > 1 => self.data_test_batch(&nodes, thread),
-                                None => vec![self.execute(nodes[0], thread)],
-                            }
-                        };
-                        for (i, (node, result)) in nodes.iter().zip(&results).enumerate() {
-                            on_event(Event::Finished { node, result, index: first_index + i, total });
-                        }
-                        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                        if results.iter().any(|r| matches!(r.status, Status::Error | Status::Fail)) && self.options.fail_fast {
-                            q.stop = true;
-                        }
-                        for result in results {
-                            q.results.insert(result.unique_id.clone(), result);
-                        }
-                        q.running -= 1;
-                        for c in children.get(id.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
-                            if let Some(w) = q.waiting.get_mut(*c) {
-                                *w -= 1;
-                                if *w == 0 {
-                                    q.ready.push_back((*c).to_string());
-                                }
-                            }
-                        }
-                        cv.notify_all();
-                    }
-                });
-            }
-        });
-        let mut q = queue.into_inner().unwrap_or_else(|e| e.into_inner());
-        order.iter().filter_map(|id| q.results.remove(id)).collect()
+    }
+
+    /// Why a unit does not run: a failed dependency (named at the root), `--fail-fast`, Ctrl-C.
+    fn skip_reason(&self, ready: &Ready) -> Option<String> {
+        if let Some((root, status)) = ready.blocked_by {
+            let node = self.node(root);
+            let what = match node.resource_type {
+                ResourceType::Test => "test",
+                ResourceType::UnitTest => "unit test",
+                ResourceType::Seed => "seed",
+                _ => "model",
+            };
+            let how = if status == Status::Fail { "failed" } else { "errored" };
+            return Some(format!("skipped: upstream {what} `{}` {how}", node.name));
+        }
+        if self.options.cancel.load(Ordering::SeqCst) {
+            return Some("skipped: the run was interrupted".into());
+        }
+        ready.stopped.then(|| "skipped: --fail-fast stopped the run".into())
     }
 
     /// Groups of two or more data tests that read only the same model and keep no failing
     /// rows, by their first member.
-    fn test_batches(&self, order: &[String]) -> HashMap<String, Vec<String>> {
+    fn test_batches(&self, order: &[String]) -> Vec<Vec<String>> {
         let mut by_model: HashMap<&str, Vec<String>> = HashMap::new();
         for id in order {
             let Some(n) = self.manifest.nodes.get(id) else { continue };
@@ -439,7 +273,7 @@ impl Runner<'_> {
                 by_model.entry(only.as_str()).or_default().push(id.clone());
             }
         }
-        by_model.into_values().filter(|m| m.len() > 1).map(|m| (m[0].clone(), m)).collect()
+        by_model.into_values().filter(|m| m.len() > 1).collect()
     }
 
     /// Runs data tests of one model together (see [`Engine::query_tests`]).

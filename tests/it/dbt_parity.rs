@@ -23,11 +23,7 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 fn parity(project: &str, target: &str, profiles: &str) {
-    let Some(dbt) = std::env::var_os("KILN_TEST_DBT") else {
-        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_DBT must be set in CI (see .ci/run)");
-        eprintln!("KILN_TEST_DBT not set: skipping the dbt parity test outside CI");
-        return;
-    };
+    let Some(dbt) = dbt_executable("the dbt parity test") else { return };
     let tmp = temp_project(&format!("projects/{project}"));
     let d = tmp.path();
     std::fs::write(d.join("profiles/profiles.yml"), profiles).unwrap();
@@ -77,89 +73,160 @@ fn cross_database_macros_compile_like_dbt_duckdb() {
     parity("xdb", "duck", "xdb:\n  target: duck\n  outputs:\n    duck:\n      type: duckdb\n      path: warehouse.duckdb\n");
 }
 
-/// The same tables as dbt-duckdb: `dbt seed && dbt run` and `kiln build` on the shop project,
-/// then every model's and seed's rows are compared (as multisets; numbers to 6 decimals).
-#[test]
-fn shop_tables_match_dbt_duckdb() {
-    let Some(dbt) = std::env::var_os("KILN_TEST_DBT") else {
+/// `KILN_TEST_DBT`, or None outside CI (where the parity tests skip, saying so).
+fn dbt_executable(what: &str) -> Option<std::ffi::OsString> {
+    let dbt = std::env::var_os("KILN_TEST_DBT");
+    if dbt.is_none() {
         assert!(std::env::var_os("CI").is_none(), "KILN_TEST_DBT must be set in CI (see .ci/run)");
-        eprintln!("KILN_TEST_DBT not set: skipping the dbt table parity test outside CI");
-        return;
-    };
-    let python = std::path::Path::new(&dbt).with_file_name("python");
-    let tmp = temp_project("projects/shop");
-    let d = tmp.path();
-    std::fs::write(d.join("profiles/profiles.yml"), SHOP_DUCKDB).unwrap();
-    for args in [&["deps"][..], &["seed"], &["run"]] {
-        let out = std::process::Command::new(&dbt)
-            .args(args)
-            .args(["--profiles-dir", "profiles"])
-            .current_dir(d)
-            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dbt {args:?}:\n{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("KILN_TEST_DBT not set: skipping {what} outside CI");
     }
-    let out = run(d, &["build", "--profiles-dir", "profiles"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/manifest.json")).unwrap()).unwrap();
+    dbt
+}
+
+/// Runs dbt in `dir` with the project's `profiles/`.
+fn dbt(dbt: &std::ffi::OsStr, dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(dbt)
+        .args(args)
+        .args(["--profiles-dir", "profiles"])
+        .current_dir(dir)
+        .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        .output()
+        .expect("dbt runs")
+}
+
+/// A value as both sides are compared: numbers to 6 decimals, dates as ISO text.
+fn canon(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The enabled models and seeds of kiln's manifest in `dir`: (name, `schema.alias`).
+fn built_relations(dir: &Path) -> Vec<(String, String)> {
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/manifest.json")).unwrap()).unwrap();
     let mut relations: Vec<(String, String)> = manifest["nodes"]
         .as_object()
         .unwrap()
         .values()
-        .filter(|n| (n["resource_type"] == "model" || n["resource_type"] == "seed") && n["config"]["enabled"] == true)
+        .filter(|n| n["resource_type"] == "seed" || n["resource_type"] == "model" && n["config"]["materialized"] != "ephemeral")
+        .filter(|n| n["config"]["enabled"] == true)
         .map(|n| (n["name"].as_str().unwrap().to_string(), format!("{}.{}", n["schema"].as_str().unwrap(), n["alias"].as_str().unwrap())))
         .collect();
     relations.sort();
-    assert!(relations.len() >= 8, "{relations:?}");
+    relations
+}
+
+/// Each relation's rows in dbt-duckdb's database file, canonical and sorted (a multiset).
+fn duckdb_rows(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)]) -> Vec<Vec<String>> {
+    let python = Path::new(dbt).with_file_name("python");
     let script = "import duckdb, json, sys, datetime, decimal\n\
         c = duckdb.connect(sys.argv[1], read_only=True)\n\
         def norm(v):\n    if isinstance(v, (datetime.date, datetime.datetime)): return v.isoformat()\n    if isinstance(v, decimal.Decimal): return float(v)\n    return v\n\
         for rel in sys.argv[2:]:\n    cur = c.execute('select * from ' + rel)\n    print(json.dumps([[norm(v) for v in r] for r in cur.fetchall()], default=str))\n";
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(d.join("shop.duckdb"))
-        .args(relations.iter().map(|(_, r)| r))
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(db).args(relations.iter().map(|(_, r)| r)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let canon = |v: &serde_json::Value| -> String {
-        match v {
-            serde_json::Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
-            serde_json::Value::Null => "null".into(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }
-    };
-    let mut checked = 0;
-    for ((name, rel), dbt_rows) in relations.iter().zip(theirs) {
-        let out = run(
-            d,
-            &["show", "--profiles-dir", "profiles", "--inline", &format!("select * from {rel}"), "--limit", "1000000", "-o", "json"],
-        );
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
-        let mut ours: Vec<String> = stdout(&out)
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l)
-                    .unwrap()
-                    .values()
-                    .map(canon)
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-            .collect();
-        let mut expected: Vec<String> =
-            dbt_rows.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(canon).collect::<Vec<_>>().join("|")).collect();
-        ours.sort();
-        expected.sort();
-        assert_eq!(ours.len(), expected.len(), "{name}: row counts differ");
-        assert_eq!(ours, expected, "{name}: rows differ from dbt-duckdb");
-        checked += 1;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let rows: serde_json::Value = serde_json::from_str(l).unwrap();
+            let mut rows: Vec<String> =
+                rows.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(canon).collect::<Vec<_>>().join("|")).collect();
+            rows.sort();
+            rows
+        })
+        .collect()
+}
+
+/// A relation's rows as kiln reads them, canonical and sorted.
+fn kiln_rows(dir: &Path, relation: &str) -> Vec<String> {
+    let out = run(
+        dir,
+        &["show", "--profiles-dir", "profiles", "--inline", &format!("select * from {relation}"), "--limit", "1000000", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{relation}: {}", stderr(&out));
+    let mut rows: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Asserts that every relation has the same rows in kiln's warehouse (`ours`) as in dbt-duckdb's
+/// database file (`db`).
+fn assert_same_tables(dbt: &std::ffi::OsStr, ours: &Path, db: &Path, relations: &[(String, String)]) {
+    let theirs = duckdb_rows(dbt, db, relations);
+    assert_eq!(theirs.len(), relations.len());
+    for ((name, rel), expected) in relations.iter().zip(theirs) {
+        assert_eq!(kiln_rows(ours, rel), expected, "{name}: rows differ from dbt-duckdb");
     }
-    assert_eq!(checked, relations.len());
+}
+
+/// The same tables as dbt-duckdb: `dbt seed && dbt run` and `kiln build` on the shop project,
+/// then every model's and seed's rows are compared (as multisets; numbers to 6 decimals).
+#[test]
+fn shop_tables_match_dbt_duckdb() {
+    let Some(dbt_exe) = dbt_executable("the dbt table parity test") else { return };
+    let tmp = temp_project("projects/shop");
+    let d = tmp.path();
+    std::fs::write(d.join("profiles/profiles.yml"), SHOP_DUCKDB).unwrap();
+    for args in [&["deps"][..], &["seed"], &["run"]] {
+        let out = dbt(&dbt_exe, d, args);
+        assert!(out.status.success(), "dbt {args:?}:\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let out = run(d, &["build", "--profiles-dir", "profiles"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let relations = built_relations(d);
+    assert!(relations.len() >= 8, "{relations:?}");
+    assert_same_tables(&dbt_exe, d, &d.join("shop.duckdb"), &relations);
+}
+
+/// Status and `failures` of every node in `run_results.json`, by unique id.
+fn outcomes(dir: &Path) -> std::collections::BTreeMap<String, (String, Option<u64>)> {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/run_results.json")).unwrap()).unwrap();
+    doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["unique_id"].as_str().unwrap().to_string(), (r["status"].as_str().unwrap().to_string(), r["failures"].as_u64())))
+        .collect()
+}
+
+/// The fidelity project (constructs real dbt projects use that kiln got wrong: multi-parent
+/// tests beside seeds and ephemeral models, introspective queries in ephemeral models, context
+/// values inside macros) builds like dbt-duckdb: every node gets the same status and `failures`,
+/// and every table the same rows.
+#[test]
+fn fidelity_project_builds_like_dbt_duckdb() {
+    let Some(dbt_exe) = dbt_executable("the fidelity parity test") else { return };
+    let theirs = temp_project("projects/fidelity");
+    let ours = temp_project("projects/fidelity");
+    let out = dbt(&dbt_exe, theirs.path(), &["build"]);
+    assert_eq!(out.status.code(), Some(1), "a relationships test fails on purpose:\n{}", stdout(&out));
+    let out = run(ours.path(), &["build", "--profiles-dir", "profiles"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (dbt_outcomes, kiln_outcomes) = (outcomes(theirs.path()), outcomes(ours.path()));
+    assert!(dbt_outcomes.len() >= 20, "{dbt_outcomes:?}");
+    let differ: Vec<String> = dbt_outcomes
+        .keys()
+        .chain(kiln_outcomes.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| dbt_outcomes.get(*k) != kiln_outcomes.get(*k))
+        .map(|k| format!("{k}: dbt {:?}, kiln {:?}", dbt_outcomes.get(k), kiln_outcomes.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "outcomes differ from dbt-duckdb:\n{}", differ.join("\n"));
+    let built: Vec<(String, String)> = built_relations(ours.path())
+        .into_iter()
+        .filter(|(name, _)| kiln_outcomes.iter().any(|(id, (st, _))| id.ends_with(&format!(".{name}")) && st == "success"))
+        .collect();
+    assert!(built.len() >= 8, "{built:?}");
+    assert_same_tables(&dbt_exe, ours.path(), &theirs.path().join("fidelity.duckdb"), &built);
 }
 
 /// The same test outcomes as dbt-duckdb: `dbt build` and `kiln build` on the quality project
@@ -170,11 +237,7 @@ fn shop_tables_match_dbt_duckdb() {
 /// everywhere.
 #[test]
 fn quality_test_outcomes_match_dbt_duckdb() {
-    let Some(dbt) = std::env::var_os("KILN_TEST_DBT") else {
-        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_DBT must be set in CI (see .ci/run)");
-        eprintln!("KILN_TEST_DBT not set: skipping the dbt test-outcome parity test outside CI");
-        return;
-    };
+    let Some(dbt) = dbt_executable("the dbt test-outcome parity test") else { return };
     let statuses = |dir: &Path| -> std::collections::BTreeMap<String, String> {
         let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/run_results.json")).unwrap()).unwrap();
         doc["results"]
