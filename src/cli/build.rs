@@ -1,6 +1,6 @@
 //! `kiln seed`, `kiln run`, `kiln build` and `kiln show` on the embedded DataFusion engine.
 
-use super::printer::Printer;
+use super::printer::{Paint, Printer};
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, EXIT_PROJECT, EXIT_USAGE, GlobalArgs, SelectArgs};
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
@@ -228,27 +228,55 @@ pub fn print_event(printer: &Printer, e: Event) {
         ResourceType::UnitTest => "unit test".to_string(),
         _ => node.materialized().to_string(),
     };
-    let status = match result.status {
-        Status::Success => "OK",
-        Status::Error => "ERROR",
-        Status::Skipped => "SKIP",
-        Status::Pass => "PASS",
-        Status::Warn => "WARN",
-        Status::Fail => "FAIL",
+    let (status, paint) = match result.status {
+        Status::Success => ("OK", Paint::Green),
+        Status::Error => ("ERROR", Paint::Red),
+        Status::Skipped => ("SKIP", Paint::Yellow),
+        Status::Pass => ("PASS", Paint::Green),
+        Status::Warn => ("WARN", Paint::Yellow),
+        Status::Fail => ("FAIL", Paint::Red),
     };
-    let label = format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node));
+    let label = format!("{index} of {total} {} {what:<11} {}", printer.paint(&format!("{status:<5}"), paint), display_name(node));
     let count = result.failures.filter(|_| node.resource_type == ResourceType::Test).map(|n| format!(" {n}")).unwrap_or_default();
     let detail = match result.status {
         Status::Success => format!("[{} in {:.2}s]", result.message, result.seconds),
-        Status::Skipped => "[SKIP]".to_string(),
+        Status::Skipped => match result.message.strip_prefix("skipped: ") {
+            Some(why) => format!("[SKIP: {why}]"),
+            None => "[SKIP]".to_string(),
+        },
         Status::Pass => format!("[PASS in {:.2}s]", result.seconds),
         _ => format!("[{status}{count} in {:.2}s]", result.seconds),
     };
-    printer.info(&format!("{label:.<72} {detail}"));
+    // Colour codes do not count towards the dotted width.
+    let dots = 72usize.saturating_sub(format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node)).chars().count());
+    printer.info(&format!("{label}{} {detail}", ".".repeat(dots)));
     match result.status {
-        Status::Error | Status::Fail => printer.warn(&format!("{} failed:\n{}", node.unique_id, result.message)),
+        Status::Error | Status::Fail => printer.error(&format!("{} failed:\n{}", node.unique_id, result.message)),
         Status::Warn => printer.warn(&format!("{}: {}", node.unique_id, result.message)),
         _ => {}
+    }
+}
+
+/// dbt's recap after a run: every error, failure and warning again, with its file, so the end of
+/// a long log says what went wrong.
+pub fn print_recap(s: &Session, done: &Executed, printer: &Printer) {
+    let (_, warn, error, _) = done.counts();
+    if printer.format == super::printer::LogFormat::Json || error + warn == 0 {
+        return;
+    }
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    printer.info(&format!("\nCompleted with {} and {}:", plural(error, "error"), plural(warn, "warning")));
+    for r in done.results.iter().filter(|r| matches!(r.status, Status::Error | Status::Fail | Status::Warn)) {
+        let Some(node) = s.manifest.nodes.get(&r.unique_id).or_else(|| s.manifest.unit_tests.get(&r.unique_id)) else { continue };
+        let what = if r.status == Status::Warn { "Warning in" } else { "Failure in" };
+        let text = format!(
+            "{what} {} {} ({})\n  {}",
+            node.resource_type.as_str(),
+            node.name,
+            node.original_file_path,
+            r.message.replace('\n', "\n  ")
+        );
+        if r.status == Status::Warn { printer.warn(&text) } else { printer.error(&text) }
     }
 }
 
@@ -408,6 +436,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     };
     let done = execute(&s, &engine, &selected, which, options, printer);
     write_artifacts(&s, &done, name, args.junit_xml.as_deref())?;
+    print_recap(&s, &done, printer);
     let (pass, warn, error, skip) = done.counts();
     printer.info(&format!(
         "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}",

@@ -9,6 +9,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// The colours output uses: red for errors and failures, yellow for warnings and skips, green
+/// for success.
+#[derive(Clone, Copy, Debug)]
+pub enum Paint {
+    Red,
+    Green,
+    Yellow,
+}
+
 pub struct Printer {
     pub format: LogFormat,
     pub color: bool,
@@ -83,11 +92,36 @@ impl Printer {
         match self.format {
             LogFormat::Json => self.json_line(&serde_json::json!({"level": "warning", "message": self.scrub(msg)})),
             LogFormat::Text => {
-                let head = if self.color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
+                let head = self.paint("warning", Paint::Yellow);
                 let clear = if self.progress { "\r\x1b[K" } else { "" };
                 let _ = writeln!(std::io::stderr().lock(), "{clear}{head}: {}", self.scrub(msg));
             }
         }
+    }
+
+    /// A failure the user must act on (a model error, a failing test), marked as an error.
+    pub fn error(&self, msg: &str) {
+        match self.format {
+            LogFormat::Json => self.json_line(&serde_json::json!({"level": "error", "message": self.scrub(msg)})),
+            LogFormat::Text => {
+                let head = self.paint("error", Paint::Red);
+                let clear = if self.progress { "\r\x1b[K" } else { "" };
+                let _ = writeln!(std::io::stderr().lock(), "{clear}{head}: {}", self.scrub(msg));
+            }
+        }
+    }
+
+    /// `text` in `paint` when colour is on.
+    pub fn paint(&self, text: &str, paint: Paint) -> String {
+        if !self.color {
+            return text.to_string();
+        }
+        let code = match paint {
+            Paint::Red => "1;31",
+            Paint::Green => "32",
+            Paint::Yellow => "1;33",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
     }
 
     /// What templates logged: `log(msg, info=True)`, `print()` and warnings. `log(msg)` is a

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod dbt_parity;
 mod engine;
+mod fidelity;
 mod golden;
 mod object_store;
 mod postgres;

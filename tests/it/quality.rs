@@ -89,7 +89,7 @@ fn build_runs_tests_in_order_and_gates_descendants() {
     assert_eq!(xml.matches("<testcase ").count(), r.len());
     assert!(xml.contains("<failure type=\"fail\" message=\"Got 1 result, configured to fail if != 0\">failures: 1"), "{xml}");
     assert!(xml.contains("name=\"order_audit_summary\" file=\"models/order_audit_summary.sql\""), "{xml}");
-    assert!(xml.contains("<skipped message=\"skipped: unique_order_audit_order_id did not succeed\""), "{xml}");
+    assert!(xml.contains("<skipped message=\"skipped: upstream test `unique_order_audit_order_id` failed\""), "{xml}");
     assert!(xml.contains("<system-out>WARN: Got 1 result, configured to warn if != 0</system-out>"), "{xml}");
 }
 

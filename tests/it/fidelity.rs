@@ -1,0 +1,63 @@
+//! Regressions from real dbt projects (issue 15): what kiln got silently wrong. Where dbt
+//! defines the behaviour, `dbt_parity` compares with dbt itself; these tests pin down kiln's
+//! side without a Python peer.
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn run_results(dir: &Path) -> Vec<Value> {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/run_results.json")).unwrap()).unwrap();
+    doc["results"].as_array().unwrap().clone()
+}
+
+/// `kiln init && kiln build`: every node of the template ends with a result. The template's
+/// relationships test (customers -> stg_customers) used to deadlock the scheduler: `customers`
+/// and its tests never ran, and kiln exited 0.
+#[test]
+fn init_template_builds_every_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(run(tmp.path(), &["init", "shop"]).status.code(), Some(0));
+    let d = tmp.path().join("shop");
+    let listed = stdout(&run(&d, &["ls", "--resource-type", "model", "seed", "test", "unit_test"]));
+    let expected = listed.lines().filter(|l| !l.trim().is_empty()).count();
+    let out = run(&d, &["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let results = run_results(&d);
+    let ephemeral = stdout(&run(&d, &["ls", "-s", "config.materialized:ephemeral"])).lines().filter(|l| !l.is_empty()).count();
+    assert_eq!(results.len(), expected - ephemeral, "every selected node has a result:\n{err}");
+    assert!(err.contains(&format!("TOTAL={}", results.len())), "{err}");
+    assert!(results.iter().any(|r| r["unique_id"] == "model.shop.customers" && r["status"] == "success"), "{results:?}");
+}
+
+/// Failures are errors in the log (not warnings), a SKIP names the failed node at the root, and
+/// the run ends with a recap; FORCE_COLOR colours the status words.
+#[test]
+fn failures_are_errors_skips_name_their_cause_and_a_recap_ends_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: recap\nconfig-version: 2\n").unwrap();
+    std::fs::write(d.join("models/a.sql"), "select 1 as id union all select 1\n").unwrap();
+    std::fs::write(d.join("models/b.sql"), "select * from {{ ref('a') }}\n").unwrap();
+    std::fs::write(d.join("models/c.sql"), "select * from {{ ref('b') }}\n").unwrap();
+    std::fs::write(
+        d.join("models/schema.yml"),
+        "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: id\n        data_tests: [unique]\n",
+    )
+    .unwrap();
+    let out = run(d, &["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: test.recap.unique_a_id"), "a failure is marked as an error:\n{err}");
+    assert!(!err.contains("warning: test.recap.unique_a_id"), "{err}");
+    // c is skipped because b was, and b because the test failed: both name the test.
+    assert_eq!(err.matches("[SKIP: upstream test `unique_a_id` failed]").count(), 2, "{err}");
+    let recap = err.split("Completed with 1 error and 0 warnings:").nth(1).unwrap_or_else(|| panic!("no recap:\n{err}"));
+    assert!(recap.contains("Failure in test unique_a_id (models/schema.yml)"), "{recap}");
+    let coloured = kiln(d).arg("build").env_remove("NO_COLOR").env("FORCE_COLOR", "1").output().unwrap();
+    let err = stderr(&coloured);
+    assert!(err.contains("\x1b[1;31mFAIL "), "FORCE_COLOR colours the status:\n{err}");
+    assert!(err.contains("\x1b[32mOK   \x1b[0m"), "{err}");
+}
