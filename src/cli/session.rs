@@ -65,6 +65,7 @@ pub fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnost
 /// Renders a profiles.yml value: `env_var()` and `var()` only, as dbt does.
 fn render_profile_value(text: &str, env: &HashMap<String, String>, vars: &IndexMap<String, Json>) -> Result<String, String> {
     let mut jenv = minijinja::Environment::new();
+    crate::jinja::builtins::add_type_filters(&mut jenv);
     let envc = env.clone();
     jenv.add_function("env_var", move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
         envc.get(&name).cloned().or(default).ok_or_else(|| {
@@ -176,7 +177,7 @@ pub fn load_reusing(
         Some(r) => &r.fs,
         None => &os,
     };
-    let (project, load_diags) = Project::load(fs, &root)?;
+    let (mut project, load_diags) = Project::load(fs, &root)?;
     let mut diags: Vec<Diagnostic> = load_diags.0;
     let cli_vars = parse_vars(global.vars.as_deref()).map_err(Diagnostics::from)?;
     let profile_name = global.profile.clone().or_else(|| project.config().profile.clone()).unwrap_or_else(|| project.name().to_string());
@@ -237,6 +238,7 @@ pub fn load_reusing(
             }
         }
     };
+    render_project_configs(&mut project, &jinja, &mut diags);
     printer.phase("jinja env");
     if matches!(stop, Stop::Target) {
         let mut all = Diagnostics(diags);
@@ -274,6 +276,26 @@ pub fn load_reusing(
     }
     printer.template_logs(jinja.shared.take_logs());
     Ok(Session { project, target, jinja, manifest, lookup, graph, invocation, started })
+}
+
+/// Renders the Jinja in every package's `dbt_project.yml` config trees (`+enabled: "{{ var(...) }}"`),
+/// as dbt does when it loads a project.
+fn render_project_configs(project: &mut Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) {
+    for package in &mut project.packages {
+        let name = package.name.clone();
+        let render = |text: &str| jinja.render_value(text, &name).map_err(|e| e.detail().map_or_else(|| e.to_string(), str::to_string));
+        let mut errors = vec![];
+        for (section, tree) in package.config.trees.iter_mut() {
+            crate::project::render::render_tree(tree, section, &render, &mut errors);
+        }
+        for e in errors {
+            diags.push(
+                Diagnostic::error(Code::JinjaRender, format!("cannot render `{}` in dbt_project.yml: {}", e.path, e.message))
+                    .with_file(package.config.source.path.clone())
+                    .with_help("config values are rendered with `target`, `var()` and `env_var()` when the project loads"),
+            );
+        }
+    }
 }
 
 /// Prints every diagnostic and a summary; returns exit code 1.

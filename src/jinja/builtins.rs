@@ -54,6 +54,29 @@ pub fn register(env: &mut Environment<'static>, index: Arc<MacroIndex>) {
     env.add_global("api", Value::from_object(Api));
     env.add_global("modules", super::modules::modules_value());
     env.add_global("builtins", crate::jinja::vmap([("ref", Value::from_function(ref_fn)), ("source", Value::from_function(source_fn))]));
+    add_type_filters(env);
+}
+
+/// dbt's `as_text`, `as_bool`, `as_number` and `as_native` filters (also in `profiles.yml`).
+pub fn add_type_filters(env: &mut Environment<'_>) {
+    env.add_filter("as_text", |v: Value| v.to_string());
+    env.add_filter("as_native", |v: Value| native_filter(v, |_| true));
+    env.add_filter("as_bool", |v: Value| native_filter(v, |j| j.is_boolean()));
+    env.add_filter("as_number", |v: Value| native_filter(v, Json::is_number));
+}
+
+/// Reads a string as dbt's native rendering does (`"5432"` is a number, `"True"` a boolean);
+/// fails when the result is not of the kind the filter promises.
+fn native_filter(v: Value, wanted: fn(&Json) -> bool) -> Result<Value, Error> {
+    let json = match v.as_str() {
+        Some(s) => crate::project::render::native(s.to_string()),
+        None => to_json(&v),
+    };
+    if wanted(&json) {
+        Ok(crate::jinja::ser(&json))
+    } else {
+        Err(Error::new(ErrorKind::InvalidOperation, format!("`{v}` is not of the type the filter expects")))
+    }
 }
 
 pub fn to_json(v: &Value) -> Json {

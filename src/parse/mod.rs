@@ -490,7 +490,10 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
         .filter(|(_, file)| file.kind == FileKind::Properties)
         .map(|(i, file)| {
             let (mut props, mut ds) = (Properties::default(), Vec::new());
-            properties::parse_file(i, file, &mut props, &mut ds);
+            let package = &project.packages[file.package].name;
+            let render =
+                |text: &str| jinja.render_value(text, package).map_err(|e| e.detail().map_or_else(|| e.to_string(), str::to_string));
+            properties::parse_file(i, file, Some(&render), &mut props, &mut ds);
             (props, ds)
         })
         .collect();

@@ -8,6 +8,7 @@ pub mod config;
 pub mod fs;
 pub mod profiles;
 pub mod properties;
+pub mod render;
 pub mod yaml;
 
 use crate::diagnostics::{Code, Diagnostic, Diagnostics, Label, SourceText, did_you_mean};

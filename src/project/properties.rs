@@ -2,6 +2,7 @@
 //! unit tests. Kept close to the YAML, with positions, so later stages can point at a line.
 
 use super::config::{ConfigMap, merge_one};
+use super::render::Render;
 use super::yaml::{self, YNode, YValue};
 use super::{ProjectFile, yaml_error};
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
@@ -339,9 +340,11 @@ fn strings(node: Option<&YNode>) -> Vec<String> {
 }
 
 /// Parses one properties file into `out`.
-pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, diags: &mut Vec<Diagnostic>) {
+/// Reads one properties file into `out`; `render` renders the Jinja in its values first (see
+/// [`super::render`]).
+pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>, out: &mut Properties, diags: &mut Vec<Diagnostic>) {
     let source = file.source();
-    let doc = match yaml::parse(&file.text) {
+    let mut doc = match yaml::parse(&file.text) {
         Ok(d) => d,
         Err(e) => {
             diags.push(yaml_error(&source, &e));
@@ -350,6 +353,17 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, out: &mut Properties, d
     };
     if doc.is_null() {
         return;
+    }
+    if let Some(render) = render {
+        let mut errors = vec![];
+        super::render::render_properties(&mut doc, render, &mut errors);
+        for e in errors {
+            diags.push(
+                Diagnostic::error(Code::JinjaRender, format!("cannot render `{}`: {}", e.path, e.message))
+                    .with_label(Label::new(source.clone(), e.line, e.col, 1, "this value"))
+                    .with_help("dbt renders properties values with `target`, `var()` and `env_var()` when it loads the project"),
+            );
+        }
     }
     let mut cx = Ctx { file: file_index, source: source.clone(), diags };
     if doc.as_map().is_none() {

@@ -61,3 +61,53 @@ fn failures_are_errors_skips_name_their_cause_and_a_recap_ends_the_log() {
     assert!(err.contains("\x1b[1;31mFAIL "), "FORCE_COLOR colours the status:\n{err}");
     assert!(err.contains("\x1b[32mOK   \x1b[0m"), "{err}");
 }
+
+/// Jinja in YAML values is rendered when the project loads, as dbt does: `+enabled` from a var
+/// (a boolean, so `--vars` turns seeds on), a source's `schema` from `target`, a source's
+/// `external_location` from `env_var`, and dbt's type filters in `profiles.yml`.
+#[test]
+fn jinja_in_yaml_values_is_rendered_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for dir in ["seeds", "models", "data"] {
+        std::fs::create_dir_all(d.join(dir)).unwrap();
+    }
+    std::fs::write(
+        d.join("dbt_project.yml"),
+        "name: yj\nconfig-version: 2\nseeds:\n  yj:\n    +enabled: \"{{ var('load_source_data', false) }}\"\nmodels:\n  yj:\n    +materialized: table\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("profiles.yml"), "yj:\n  target: dev\n  outputs:\n    dev:\n      type: datafusion\n      schema: main\n      threads: \"{{ env_var('YJ_THREADS', '3') | as_number }}\"\n").unwrap();
+    std::fs::write(d.join("seeds/s.csv"), "id\n1\n2\n").unwrap();
+    std::fs::write(d.join("data/x.csv"), "id\n1\n2\n3\n").unwrap();
+    std::fs::write(d.join("data/y.csv"), "id\n1\n").unwrap();
+    std::fs::write(
+        d.join("models/sources.yml"),
+        "version: 2\nsources:\n  - name: raw\n    schema: \"{{ target.schema }}_raw\"\n    tables:\n      - name: x\n        meta:\n          external_location: \"{{ env_var('X_PATH', 'data/x.csv') }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("models/m.sql"), "select * from {{ source('raw', 'x') }}\n").unwrap();
+    let ls = |vars: &str| stdout(&kiln(d).args(["ls", "--profiles-dir", ".", "--vars", vars]).output().unwrap());
+    assert!(!ls("{}").contains("yj.s"), "the seed is disabled by default");
+    assert!(ls("{load_source_data: true}").contains("yj.s"), "--vars enables it");
+    let out = kiln(d).args(["build", "--profiles-dir", ".", "--vars", "{load_source_data: true}"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sources"]["source.yj.raw.x"]["schema"], "main_raw");
+    // Rebuilds `m` with `env`, then counts its rows.
+    let count = |env: &[(&str, &str)]| -> String {
+        let out = kiln(d).args(["run", "--profiles-dir", ".", "-s", "m"]).envs(env.iter().copied()).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(
+            &kiln(d)
+                .args(["show", "--profiles-dir", ".", "--inline", "select count(*) as n from {{ ref('m') }}", "-o", "json"])
+                .output()
+                .unwrap(),
+        )
+    };
+    assert!(count(&[]).contains("\"n\":3"), "the default location");
+    assert!(count(&[("X_PATH", "data/y.csv")]).contains("\"n\":1"), "the location from the environment");
+    let debug = kiln(d).args(["debug", "--profiles-dir", "."]).output().unwrap();
+    let debug = stdout(&debug) + &stderr(&debug);
+    assert!(debug.contains("threads: 3"), "as_number in profiles.yml:\n{debug}");
+}
