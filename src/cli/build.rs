@@ -187,6 +187,30 @@ pub fn retain_runnable(s: &Session, selected: &mut BTreeSet<String>, which: Whic
     });
 }
 
+/// Selected snapshots that `build` would run in dbt: warns that kiln skips them (snapshots are
+/// not run yet) and returns how many.
+fn not_run_snapshots(s: &Session, selected: &BTreeSet<String>, which: Which, printer: &Printer) -> usize {
+    if which != Which::Build {
+        return 0;
+    }
+    let names: Vec<&str> = selected
+        .iter()
+        .filter_map(|id| s.manifest.nodes.get(id))
+        .filter(|n| n.resource_type == ResourceType::Snapshot)
+        .map(|n| n.name.as_str())
+        .collect();
+    if !names.is_empty() {
+        printer.diagnostic(
+            &Diagnostic::warning(
+                Code::Unsupported,
+                format!("skipping {} snapshot(s), which kiln does not run yet: {}", names.len(), names.join(", ")),
+            )
+            .with_help("models that ref() a snapshot read what is in the warehouse; see docs/compatibility.md"),
+        );
+    }
+    names.len()
+}
+
 /// Prints the warnings about external sources that `selected` reads.
 pub fn print_source_warnings(s: &Session, selected: &BTreeSet<String>, warnings: &[Diagnostic], printer: &Printer) {
     let used: BTreeSet<&String> = selected.iter().flat_map(|id| s.graph.parents.get(id).into_iter().flatten()).collect();
@@ -399,6 +423,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    let snapshots = not_run_snapshots(&s, &selected, which, printer);
     retain_runnable(&s, &mut selected, which);
     let engine = match open_engine(&s) {
         Ok((e, warnings)) => {
@@ -438,8 +463,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     write_artifacts(&s, &done, name, args.junit_xml.as_deref())?;
     print_recap(&s, &done, printer);
     let (pass, warn, error, skip) = done.counts();
+    let not_run = if snapshots > 0 {
+        format!(" ({snapshots} snapshot{} not run: not supported yet)", if snapshots == 1 { "" } else { "s" })
+    } else {
+        String::new()
+    };
     printer.info(&format!(
-        "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}",
+        "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}{not_run}",
         done.elapsed,
         done.results.len()
     ));

@@ -130,6 +130,26 @@ pub enum Command {
     Watch(watch::WatchArgs),
 }
 
+/// dbt commands kiln does not have yet, and what to use meanwhile.
+const NOT_YET: &[(&str, &str)] = &[
+    ("snapshot", "snapshots are parsed and compiled but not run yet"),
+    ("run-operation", "macros run inside models and hooks; `on-run-start`/`on-run-end` hooks run with every build"),
+    ("clone", "build the models in the target instead"),
+    ("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read"),
+    ("source", "source freshness is not checked yet"),
+    ("retry", "re-run the failed nodes with `kiln build -s <node>+`"),
+];
+
+/// For a dbt command kiln lacks: "not supported yet" and where to read more, instead of clap's
+/// "did you mean" (which suggested `clean` for `clone`).
+fn not_yet_supported(e: &clap::Error) -> Option<String> {
+    let clap::error::ContextValue::String(given) = e.get(clap::error::ContextKind::InvalidSubcommand)? else { return None };
+    let (name, meanwhile) = NOT_YET.iter().find(|(name, _)| name == given)?;
+    Some(format!(
+        "error: `kiln {name}` is not supported yet (dbt has it): {meanwhile}.\n  = see docs/compatibility.md for what kiln supports and what is planned"
+    ))
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     // An internal error is kiln's fault, not the user's: one clear line and exit 2, no backtrace
@@ -151,6 +171,10 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
+            if let Some(message) = not_yet_supported(&e) {
+                eprintln!("{message}");
+                return EXIT_USAGE;
+            }
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
             let _ = e.print();
             return code;

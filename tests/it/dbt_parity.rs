@@ -126,7 +126,16 @@ fn duckdb_rows(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)])
         c = duckdb.connect(sys.argv[1], read_only=True)\n\
         def norm(v):\n    if isinstance(v, (datetime.date, datetime.datetime)): return v.isoformat()\n    if isinstance(v, decimal.Decimal): return float(v)\n    return v\n\
         for rel in sys.argv[2:]:\n    cur = c.execute('select * from ' + rel)\n    print(json.dumps([[norm(v) for v in r] for r in cur.fetchall()], default=str))\n";
-    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(db).args(relations.iter().map(|(_, r)| r)).output().unwrap();
+    // Views over files name them relative to the project, where dbt ran.
+    let dir = db.parent().expect("the database file is in the project");
+    let out = std::process::Command::new(&python)
+        .current_dir(dir)
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .args(relations.iter().map(|(_, r)| r))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()

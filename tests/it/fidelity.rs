@@ -111,3 +111,45 @@ fn jinja_in_yaml_values_is_rendered_at_load() {
     let debug = stdout(&debug) + &stderr(&debug);
     assert!(debug.contains("threads: 3"), "as_number in profiles.yml:\n{debug}");
 }
+
+/// Snapshots are not run yet, but they no longer stop a project: a YAML snapshot (dbt 1.9) is
+/// a warning, not a parse error, and `build` says which snapshots it skipped.
+#[test]
+fn snapshots_are_skipped_with_a_warning_not_a_failed_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::create_dir_all(d.join("snapshots")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: snap\nconfig-version: 2\n").unwrap();
+    std::fs::write(d.join("models/src.sql"), "select 1 as id, current_timestamp as updated_at\n").unwrap();
+    std::fs::write(
+        d.join("snapshots/snaps.yml"),
+        "snapshots:\n  - name: src_snapshot\n    relation: ref('src')\n    config:\n      unique_key: id\n      strategy: timestamp\n      updated_at: updated_at\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("snapshots/legacy.sql"),
+        "{% snapshot legacy_snap %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='timestamp', updated_at='updated_at') }}\nselect * from {{ ref('src') }}\n{% endsnapshot %}\n",
+    )
+    .unwrap();
+    let out = run(d, &["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning[E507]: snapshot `src_snapshot` is defined in YAML"), "{err}");
+    assert!(err.contains("snapshots/snaps.yml:3:5"), "{err}");
+    assert!(err.contains("skipping 1 snapshot(s), which kiln does not run yet: legacy_snap"), "{err}");
+    assert!(err.contains("TOTAL=1 (1 snapshot not run: not supported yet)"), "{err}");
+}
+
+/// A dbt command kiln lacks says so (exit 2), instead of suggesting a similar command.
+#[test]
+fn dbt_commands_kiln_lacks_say_not_supported_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    for cmd in ["clone", "run-operation", "snapshot", "docs", "source", "retry"] {
+        let out = run(tmp.path(), &[cmd]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains(&format!("`kiln {cmd}` is not supported yet")) && err.contains("docs/compatibility.md"), "{cmd}: {err}");
+        assert!(!err.contains("similar subcommand"), "{cmd}: {err}");
+    }
+}
