@@ -118,7 +118,7 @@ pub fn render_with(project: &Project, jinja: &JinjaEnv, node: &Node, ctx: NodeCt
         crate::parse::generic_tests_render(jinja, node, ctx, false).map(|(s, _)| s)
     } else {
         let display = node.file.map_or(node.original_file_path.clone(), |f| project.files[f].display_path.clone());
-        let source = crate::jinja::modules::mutable_literals(&node.raw_code).into_owned();
+        let source = crate::jinja::literals::mutable_literals(&node.raw_code).into_owned();
         jinja.render(&display, &source, Arc::new(ctx))
     };
     result.map_err(|e| {

@@ -179,6 +179,29 @@ pub fn line_of(src: &str, offset: usize) -> usize {
 
 /// The source of one block as its own template, padded so that line and column numbers in
 /// errors match the original file. `{% test x(...) %}` becomes `{% macro test_x(...) %}`.
+/// The implicit parameters (`varargs`, `kwargs`) a macro's body uses without declaring them:
+/// Jinja gives every macro these, minijinja does not, so kiln declares them (see
+/// [`block_template`]) and fills them when the macro is called.
+pub fn implicit_params(src: &str, block: &Block) -> Vec<&'static str> {
+    let body = &src[block.body_start..block.body_end];
+    let uses = |word: &str| {
+        body.match_indices(word).any(|(i, _)| {
+            let before = body[..i].chars().next_back();
+            let after = body[i + word.len()..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    };
+    ["varargs", "kwargs"].into_iter().filter(|w| !block.args.iter().any(|a| a == w) && uses(w)).collect()
+}
+
+/// Adds `extra` parameters (with `none` defaults) to a macro's opening tag.
+fn with_params(open: &str, extra: &[&str]) -> String {
+    let Some(close) = open.rfind(')') else { return open.to_string() };
+    let declared = !open[open.find('(').map_or(close, |p| p + 1)..close].trim().is_empty();
+    let added: Vec<String> = extra.iter().map(|p| format!("{p}=none")).collect();
+    format!("{}{}{}{}", &open[..close], if declared { ", " } else { "" }, added.join(", "), &open[close..])
+}
+
 pub fn block_template(src: &str, block: &Block) -> String {
     let line_start = src[..block.start].rfind('\n').map_or(0, |i| i + 1);
     let mut out = String::with_capacity(block.end - block.start + block.line + 64);
@@ -195,18 +218,17 @@ pub fn block_template(src: &str, block: &Block) -> String {
         out.push_str(&" ".repeat(indent));
     }
     let text = &src[block.start..block.end];
+    let open_len = block.body_start - block.start;
+    let mut open = with_params(&text[..open_len], &implicit_params(src, block));
+    let close_len = block.end - block.body_end;
+    let mut close = text[text.len() - close_len..].to_string();
     if block.kind == BlockKind::Test {
-        let open_len = block.body_start - block.start;
-        let open = &text[..open_len];
-        let open = open.replacen("test", "macro", 1).replacen(&format!("{}(", block.name), &format!("test_{}(", block.name), 1);
-        let close_len = block.end - block.body_end;
-        let close = text[text.len() - close_len..].replacen("endtest", "endmacro", 1);
-        out.push_str(&open);
-        out.push_str(&text[open_len..text.len() - close_len]);
-        out.push_str(&close);
-    } else {
-        out.push_str(text);
+        open = open.replacen("test", "macro", 1).replacen(&format!("{}(", block.name), &format!("test_{}(", block.name), 1);
+        close = close.replacen("endtest", "endmacro", 1);
     }
+    out.push_str(&open);
+    out.push_str(&text[open_len..text.len() - close_len]);
+    out.push_str(&close);
     out
 }
 

@@ -48,9 +48,14 @@ pub fn register(env: &mut Environment<'static>, index: Arc<MacroIndex>) {
         Ok(crate::project::config::json_truthy(ctx.config_get("full_refresh").as_ref())
             .unwrap_or_else(|| ctx.shared.flags.get_attr("FULL_REFRESH").map(|v| v.is_true()).unwrap_or(false)))
     });
-    env.add_function("__kiln_list", || Value::from_object(super::modules::MutList::default()));
-    env.add_function("__kiln_dict", || Value::from_object(super::modules::MutDict::default()));
+    env.add_function("__kiln_list", super::modules::MutList::from_value);
+    env.add_function("__kiln_dict", super::modules::MutDict::from_value);
     env.add_global("adapter", Value::from_object(Adapter { index }));
+    // dbt's context function, the same as `adapter.load_relation`.
+    env.add_function("load_relation", |state: &State, relation: Value| -> Result<Value, Error> {
+        let ctx = node_ctx(state)?;
+        Ok(existing_relation(&ctx, &attr(&relation, "database"), &attr(&relation, "schema"), &attr(&relation, "identifier")))
+    });
     env.add_global("api", Value::from_object(Api));
     env.add_global("modules", super::modules::modules_value());
     env.add_global("builtins", crate::jinja::vmap([("ref", Value::from_function(ref_fn)), ("source", Value::from_function(source_fn))]));
@@ -518,6 +523,17 @@ impl Object for Columns {
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         Enumerator::Values((0..self.0.columns.len()).map(|i| Value::from_object(Column(self.0.clone(), i))).collect())
     }
+    /// agate's `MappedSequence`: `columns.items()`, `.keys()`, `.values()`.
+    fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, _args: &[Value]) -> Result<Value, Error> {
+        let column = |i: usize| Value::from_object(Column(self.0.clone(), i));
+        let names = self.0.columns.iter().enumerate();
+        Ok(Value::from(match method {
+            "items" => names.map(|(i, n)| Value::from(vec![Value::from(n.as_str()), column(i)])).collect::<Vec<_>>(),
+            "keys" => names.map(|(_, n)| Value::from(n.as_str())).collect(),
+            "values" => names.map(|(i, _)| column(i)).collect(),
+            _ => return Err(Error::from(ErrorKind::UnknownMethod)),
+        }))
+    }
 }
 
 #[derive(Debug)]
@@ -611,9 +627,6 @@ impl Object for Adapter {
             }
             "type" => Ok(Value::from(ctx.shared.target.adapter_type.as_str())),
             "get_relation" | "load_relation" => {
-                if ctx.phase == Phase::Parse {
-                    return Ok(Value::from(()));
-                }
                 let (db, schema, id) = if method == "load_relation" {
                     let r = arg(0, "relation").unwrap_or_default();
                     (attr(&r, "database"), attr(&r, "schema"), attr(&r, "identifier"))
@@ -624,8 +637,7 @@ impl Object for Adapter {
                         arg(2, "identifier").map(|v| v.to_string()).unwrap_or_default(),
                     )
                 };
-                let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
-                Ok(runner.get_relation(&db, &schema, &id).map_or(Value::from(()), Relation::into_value))
+                Ok(existing_relation(&ctx, &db, &schema, &id))
             }
             "get_columns_in_relation" => {
                 if ctx.phase == Phase::Parse {
@@ -643,7 +655,7 @@ impl Object for Adapter {
                     runner
                         .get_columns(&relation)
                         .into_iter()
-                        .map(|(n, t)| column_value(&n, &t, ctx.shared.target.quote_char()))
+                        .map(|(n, t)| super::column::Column::new(&n, &t, ctx.shared.target.quote_char()).into_value())
                         .collect::<Vec<_>>(),
                 ))
             }
@@ -675,19 +687,19 @@ impl Object for Adapter {
     }
 }
 
+/// The relation if the warehouse has it (`none` in the parse phase, as in dbt).
+fn existing_relation(ctx: &super::context::NodeCtx, database: &str, schema: &str, identifier: &str) -> Value {
+    if ctx.phase == Phase::Parse {
+        return Value::from(());
+    }
+    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    runner.get_relation(database, schema, identifier).map_or(Value::from(()), Relation::into_value)
+}
+
 fn attr(v: &Value, name: &str) -> String {
     v.get_attr(name).ok().filter(|x| !x.is_undefined() && !x.is_none()).map(|x| x.to_string()).unwrap_or_default()
 }
 
-fn column_value(name: &str, dtype: &str, quote: char) -> Value {
-    crate::jinja::vmap([
-        ("name", Value::from(name)),
-        ("column", Value::from(name)),
-        ("quoted", Value::from(quote_ident(name, quote))),
-        ("dtype", Value::from(dtype)),
-        ("data_type", Value::from(dtype)),
-    ])
-}
 
 /// `api.Column.translate_type`: dbt's portable type names per adapter (dbt translates only
 /// `string` by default; BigQuery has its own labels; DataFusion spells text `VARCHAR` and keeps
@@ -759,7 +771,7 @@ impl Object for ColumnFactory {
         let s = |i: usize| args.get(i).map(|v| v.to_string()).unwrap_or_default();
         match method {
             "translate_type" => Ok(Value::from(translate_type(&adapter, &s(0)))),
-            "create" => Ok(column_value(&s(0), &translate_type(&adapter, &s(1)), quote_char(state))),
+            "create" => Ok(super::column::Column::new(&s(0), &translate_type(&adapter, &s(1)), quote_char(state)).into_value()),
             "numeric_type" => Ok(Value::from(match (args.get(1), args.get(2)) {
                 (Some(p), Some(sc)) if !p.is_none() && !sc.is_none() => {
                     format!("{}({p},{sc})", s(0))

@@ -26,6 +26,8 @@ pub struct MacroDef {
     pub original_path: String,
     pub line: usize,
     pub args: Vec<String>,
+    /// `varargs`/`kwargs` the body uses without declaring them (filled by [`call_macro`]).
+    pub implicit: Vec<&'static str>,
     pub source: Arc<str>,
 }
 
@@ -128,11 +130,12 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
         Some((_, c)) => c,
         None => env.get_template(&def.template)?.render_captured(Value::from_object(MacroScope { package: def.package.clone() }))?,
     };
+    let args = implicit_args(def, args);
     let result = captured.with_state_mut(|st| {
         let Some(m) = st.lookup(&def.name) else {
             return Err(Error::new(ErrorKind::InvalidOperation, format!("macro `{}` did not define itself", def.name)));
         };
-        let result = match m.call(st, args) {
+        let result = match m.call(st, &args) {
             Ok(v) => Ok(v),
             Err(e) => match st.get_temp(RETURN_TEMP) {
                 Some(v) if !v.is_undefined() && is_return(&e) => Ok(v),
@@ -144,6 +147,42 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
     });
     MACRO_STATES.with(|m| m.borrow_mut().insert(key, (ctx, captured)));
     result
+}
+
+/// Jinja's implicit macro parameters: positional arguments beyond the declared ones go to
+/// `varargs`, keyword arguments the macro does not declare go to `kwargs` (for the macros whose
+/// body uses them).
+fn implicit_args(def: &MacroDef, args: &[Value]) -> Vec<Value> {
+    if def.implicit.is_empty() {
+        return args.to_vec();
+    }
+    let (mut positional, kwargs) = match args.last().map(|a| minijinja::value::Kwargs::try_from(a.clone())) {
+        Some(Ok(kw)) => (args[..args.len() - 1].to_vec(), Some(kw)),
+        _ => (args.to_vec(), None),
+    };
+    let mut known: Vec<(String, Value)> = vec![];
+    let mut extra: std::collections::BTreeMap<String, Value> = Default::default();
+    for name in kwargs.iter().flat_map(|kw| kw.args().map(str::to_string).collect::<Vec<_>>()) {
+        let value = kwargs.as_ref().and_then(|kw| kw.peek::<Value>(&name).ok()).unwrap_or_default();
+        if def.args.contains(&name) {
+            known.push((name, value));
+        } else {
+            extra.insert(name, value);
+        }
+    }
+    let varargs = positional.split_off(positional.len().min(def.args.len()));
+    if def.implicit.contains(&"varargs") {
+        known.push(("varargs".into(), Value::from(varargs)));
+    } else {
+        positional.extend(varargs);
+    }
+    if def.implicit.contains(&"kwargs") {
+        known.push(("kwargs".into(), Value::from(extra)));
+    } else {
+        known.extend(extra);
+    }
+    positional.push(Value::from(minijinja::value::Kwargs::from_iter(known)));
+    positional
 }
 
 thread_local! {

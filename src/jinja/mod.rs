@@ -8,6 +8,8 @@
 
 pub mod blocks;
 pub mod builtins;
+pub mod column;
+pub mod literals;
 pub mod context;
 pub mod error;
 pub mod macros;
@@ -270,6 +272,7 @@ impl JinjaEnv {
                             original_path: original.to_string(),
                             line: block.line,
                             args: block.args.clone(),
+                            implicit: blocks::implicit_params(text, &block),
                             source: Arc::from(&text[block.start..block.end]),
                         };
                         let pkg = index.packages.entry(package.to_string()).or_default();
@@ -288,7 +291,7 @@ impl JinjaEnv {
                             continue;
                         }
                         pkg.insert(name, Arc::new(def));
-                        templates.push((template, modules::mutable_literals(&blocks::block_template(text, &block)).into_owned()));
+                        templates.push((template, literals::mutable_literals(&blocks::block_template(text, &block)).into_owned()));
                     }
                     BlockKind::Docs => {
                         docs.insert((package.to_string(), block.name.clone()), text[block.body_start..block.body_end].trim().to_string());

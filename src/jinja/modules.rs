@@ -351,9 +351,18 @@ fn combinations(items: &[Value], r: usize, start: usize, cur: &mut Vec<Value>, o
     }
 }
 
-/// A list that `append`/`extend`/`pop` can change, for `{% set l = [] %}{% do l.append(x) %}`.
+/// A list that `append`/`extend`/`pop` can change, for `{% set l = [] %}{% do l.append(x) %}`
+/// (see [`super::literals`]).
 #[derive(Debug, Default)]
 pub struct MutList(Mutex<Vec<Value>>);
+
+impl MutList {
+    /// A changeable copy of `items` (any iterable; none gives an empty list).
+    pub fn from_value(items: Option<Value>) -> Value {
+        let items: Vec<Value> = items.and_then(|v| v.try_iter().ok().map(Iterator::collect)).unwrap_or_default();
+        Value::from_object(MutList(Mutex::new(items)))
+    }
+}
 
 impl Object for MutList {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
@@ -404,6 +413,17 @@ impl Object for MutList {
 #[derive(Debug, Default)]
 pub struct MutDict(Mutex<indexmap::IndexMap<Value, Value>>);
 
+impl MutDict {
+    /// A changeable copy of `map` (none gives an empty dict).
+    pub fn from_value(map: Option<Value>) -> Value {
+        let pairs: indexmap::IndexMap<Value, Value> = map
+            .filter(|m| m.kind() == ValueKind::Map)
+            .and_then(|m| m.try_iter().ok().map(|keys| keys.map(|k| (k.clone(), m.get_item(&k).unwrap_or_default())).collect()))
+            .unwrap_or_default();
+        Value::from_object(MutDict(Mutex::new(pairs)))
+    }
+}
+
 impl Object for MutDict {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         ObjectRepr::Map
@@ -448,18 +468,3 @@ impl Object for MutDict {
     }
 }
 
-/// Rewrites `{% set x = [] %}` / `{% set x = {} %}` so the value can be appended to / updated,
-/// which dbt's Python Jinja allows and minijinja's immutable values do not.
-pub fn mutable_literals(src: &str) -> std::borrow::Cow<'_, str> {
-    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = RE.get_or_init(|| {
-        regex::Regex::new(r"(\{%-?\s*set\s+[A-Za-z_][A-Za-z0-9_.]*\s*=\s*)(\[\s*\]|\{\s*\})(\s*-?%\})").expect("static regex")
-    });
-    if !src.contains("set") {
-        return std::borrow::Cow::Borrowed(src);
-    }
-    re.replace_all(src, |c: &regex::Captures| {
-        let lit = if c[2].starts_with('[') { "__kiln_list()" } else { "__kiln_dict()" };
-        format!("{}{}{}", &c[1], lit, &c[3])
-    })
-}

@@ -116,6 +116,16 @@ impl Object for Relation {
             "is_cte" => Value::from(self.kind == "cte"),
             "is_materialized_view" => Value::from(self.kind == "materialized_view"),
             "quote_character" => Value::from(self.quote.to_string()),
+            // What macro packages test to tell a relation from a string (dbt_utils' `_is_relation`).
+            "metadata" => crate::jinja::vmap([("type", Value::from("BaseRelation"))]),
+            "quote_policy" | "include_policy" => {
+                let flags = if key.as_str() == Some("quote_policy") { self.quoting } else { self.include };
+                crate::jinja::vmap([
+                    ("database", Value::from(flags[0])),
+                    ("schema", Value::from(flags[1])),
+                    ("identifier", Value::from(flags[2])),
+                ])
+            }
             "path" => crate::jinja::vmap([
                 ("database", opt(&self.database)),
                 ("schema", opt(&self.schema)),
@@ -136,6 +146,12 @@ impl Object for Relation {
         let mut r = (**self).clone();
         match name {
             "render" => Ok(Value::from(Relation::render(self))),
+            // dbt relations are dataclasses that macros read like dicts: `relation.get('metadata', {})`.
+            "get" => {
+                let key = args.first().cloned().unwrap_or_default();
+                let default = args.get(1).cloned().unwrap_or(Value::from(()));
+                Ok(self.get_value(&key).unwrap_or(default))
+            }
             "include" | "quote" => {
                 let target = if name == "include" { &mut r.include } else { &mut r.quoting };
                 for (i, k) in ["database", "schema", "identifier"].iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Generic data tests declared in properties YAML (`not_null`, `unique`, `accepted_values`,
 //! `relationships`, custom and package tests) become test nodes, named as dbt names them.
 
+use crate::jinja::modules::MutList;
 use super::{Manifest, Node, ResourceType, TestMetadata, checksum, md5_hex, new_node};
 use crate::diagnostics::{Code, Diagnostic, Label};
 use crate::jinja::JinjaEnv;
@@ -499,7 +500,9 @@ pub fn render_test(
         if args_only && k == "model" {
             continue; // its ref/source is recorded when the test is built
         }
+        // A list argument can be changed by the test's macro, as in dbt (`cols.append(c)`).
         let value = render_arg(jinja, k, v, &root)?;
+        let value = if value.downcast_object_ref::<Vec<Value>>().is_some() { MutList::from_value(Some(value)) } else { value };
         kwargs.push((k.clone(), value));
     }
     let record = ctx.take_record();

@@ -815,7 +815,7 @@ fn render_parse(project: &Project, jinja: &JinjaEnv, node: &Node, diags: &mut Ve
     let ctx = Arc::new(NodeCtx::new(Phase::Parse, info, node.config.clone(), jinja.shared.clone()));
     let file = node.file.map(|f| &project.files[f]);
     let display = file.map_or(node.original_file_path.clone(), |f| f.display_path.clone());
-    let source = crate::jinja::modules::mutable_literals(&node.raw_code).into_owned();
+    let source = crate::jinja::literals::mutable_literals(&node.raw_code).into_owned();
     match jinja.render(&display, &source, ctx.clone()) {
         Ok(_) => {}
         Err(e) => {
