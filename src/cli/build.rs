@@ -400,7 +400,7 @@ pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Opti
         .filter_map(|r| {
             r.compiled
                 .as_ref()
-                .map(|sql| (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), extra_ctes: vec![] }))
+                .map(|sql| (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), ..Default::default() }))
         })
         .collect();
     super::compile::write_manifest(s, &compiled)?;

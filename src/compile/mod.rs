@@ -73,6 +73,9 @@ pub struct Compiled {
     pub rendered: String,
     /// `(unique_id, "__dbt__cte__x as (...)")` in injection order.
     pub extra_ctes: Vec<(String, String)>,
+    /// What `config()` calls set while rendering (a generic test's macro may set `fail_calc`,
+    /// `warn_if`, ...).
+    pub inline_config: crate::project::config::ConfigMap,
 }
 
 /// Which nodes have SQL to compile.
@@ -114,12 +117,23 @@ pub fn render_node(
 /// Renders one node with a prepared context (unit tests bring their own `this`, resolver and
 /// overrides).
 pub fn render_with(project: &Project, jinja: &JinjaEnv, node: &Node, ctx: NodeCtx) -> Result<String, Diagnostic> {
+    render_recording(project, jinja, node, ctx).map(|(sql, _)| sql)
+}
+
+/// [`render_with`], also returning what the render's `config()` calls set.
+fn render_recording(
+    project: &Project,
+    jinja: &JinjaEnv,
+    node: &Node,
+    ctx: NodeCtx,
+) -> Result<(String, crate::project::config::ConfigMap), Diagnostic> {
     let result = if node.test_metadata.is_some() {
-        crate::parse::generic_tests_render(jinja, node, ctx, false).map(|(s, _)| s)
+        crate::parse::generic_tests_render(jinja, node, ctx, false).map(|(s, record)| (s, record.inline_config))
     } else {
         let display = node.file.map_or(node.original_file_path.clone(), |f| project.files[f].display_path.clone());
         let source = crate::jinja::literals::mutable_literals(&node.raw_code).into_owned();
-        jinja.render(&display, &source, Arc::new(ctx))
+        let ctx = Arc::new(ctx);
+        jinja.render(&display, &source, ctx.clone()).map(|s| (s, ctx.take_record().inline_config))
     };
     result.map_err(|e| {
         let raw = node.file.map(|f| SourceText::new(project.files[f].display_path.clone(), node.raw_code.clone()));
@@ -171,10 +185,12 @@ pub fn compile(
     let rendered: Vec<(String, Result<Compiled, Diagnostic>)> = nodes
         .par_iter()
         .map(|n| {
-            let compiled = render_node(project, jinja, n, resolver, is_incremental(n)).map(|sql| Compiled {
+            let ctx = node_ctx(jinja, n, resolver, is_incremental(n));
+            let compiled = render_recording(project, jinja, n, ctx).map(|(sql, inline_config)| Compiled {
                 rendered: sql.clone(),
                 sql,
                 extra_ctes: vec![],
+                inline_config,
             });
             (n.unique_id.clone(), compiled)
         })

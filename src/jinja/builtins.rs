@@ -153,19 +153,23 @@ struct ConfigObj;
 impl Object for ConfigObj {
     fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
         let ctx = node_ctx(state)?;
-        if ctx.phase == Phase::Parse {
-            for arg in args {
-                if let Ok(kwargs) = Kwargs::try_from(arg.clone()) {
-                    for key in kwargs.args() {
-                        let v: Value = kwargs.get(key)?;
-                        ctx.set_config(key, to_json(&v));
-                    }
-                } else if arg.kind() == ValueKind::Map
-                    && let Json::Object(map) = to_json(arg)
-                {
-                    for (k, v) in map {
-                        ctx.set_config(&k, v);
-                    }
+        // The parse phase applies `config()` to the node; the compile phase only records it (a
+        // generic test's macro may set `fail_calc` there, which the runner honours).
+        let set = |key: &str, value: Json| match ctx.phase {
+            Phase::Parse => ctx.set_config(key, value),
+            Phase::Compile => ctx.record_config(key, value),
+        };
+        for arg in args {
+            if let Ok(kwargs) = Kwargs::try_from(arg.clone()) {
+                for key in kwargs.args() {
+                    let v: Value = kwargs.get(key)?;
+                    set(key, to_json(&v));
+                }
+            } else if arg.kind() == ValueKind::Map
+                && let Json::Object(map) = to_json(arg)
+            {
+                for (k, v) in map {
+                    set(&k, v);
                 }
             }
         }
@@ -391,14 +395,14 @@ fn zip(args: Rest<Value>) -> Result<Value, Error> {
     Ok(Value::from((0..n).map(|i| Value::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>())).collect::<Vec<_>>()))
 }
 
+/// `set(iterable)`: the distinct items, sorted. Python's sets have no order (and compare
+/// without one); sorted lists compare equal exactly when the sets would, and iterate the same
+/// way on every run.
 fn set_fn(value: Value) -> Result<Value, Error> {
-    let mut out: Vec<Value> = Vec::new();
-    for v in value.try_iter()? {
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
-    Ok(Value::from(out))
+    let mut out: Vec<Value> = value.try_iter()?.collect();
+    out.sort();
+    out.dedup();
+    Ok(super::modules::MutList::from_value(Some(Value::from(out))))
 }
 
 fn local_md5(text: String) -> String {

@@ -115,10 +115,13 @@ impl NodeCtx {
     }
 
     pub fn set_config(&self, key: &str, value: serde_json::Value) {
-        let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
-        merge_one(&mut record.inline_config, key, value.clone());
-        drop(record);
+        self.record_config(key, value.clone());
         merge_one(Arc::make_mut(&mut self.config.lock().unwrap_or_else(|e| e.into_inner())), key, value);
+    }
+
+    /// Records a `config()` call without changing what the render sees.
+    pub fn record_config(&self, key: &str, value: serde_json::Value) {
+        merge_one(&mut self.record.lock().unwrap_or_else(|e| e.into_inner()).inline_config, key, value);
     }
 
     pub fn record_macro(&self, unique_id: &str) {

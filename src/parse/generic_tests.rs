@@ -522,6 +522,9 @@ pub fn render_test(
     all.refs.append(&mut rec2.refs);
     all.sources.append(&mut rec2.sources);
     all.macros.append(&mut rec2.macros);
+    for (k, v) in rec2.inline_config {
+        crate::project::config::merge_one(&mut all.inline_config, &k, v);
+    }
     Ok((out, all))
 }
 

@@ -3,6 +3,7 @@
 
 use super::runner::Status;
 use crate::parse::Node;
+use crate::project::config::ConfigMap;
 use serde_json::Value as Json;
 
 /// A test's judging configs, with dbt's defaults.
@@ -16,22 +17,33 @@ pub struct TestConfig {
     pub limit: Option<u64>,
 }
 
-fn text(node: &Node, key: &str, default: &str) -> String {
-    match node.config.get(key) {
+fn text(node: &Node, inline: &ConfigMap, key: &str, default: &str) -> String {
+    match setting(node, inline, key, default) {
         Some(Json::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Json::Number(n)) => n.to_string(),
         _ => default.to_string(),
     }
 }
 
+/// A config the user set (in properties files or the project) wins over one the test's macro
+/// set with `config()`, which wins over dbt's default.
+fn setting<'a>(node: &'a Node, inline: &'a ConfigMap, key: &str, default: &str) -> Option<&'a Json> {
+    let set = node.config.get(key).filter(|v| !v.is_null());
+    let by_user = node.unrendered_config.contains_key(key) || set.is_some_and(|v| v.as_str().is_none_or(|s| !s.eq_ignore_ascii_case(default)));
+    if by_user { set } else { inline.get(key).or(set) }
+}
+
 impl TestConfig {
-    pub fn of(node: &Node) -> TestConfig {
+    /// The test's configs; `inline` holds what `config()` calls in the test's own macro set,
+    /// which the project and properties files override (dbt's order).
+    pub fn of(node: &Node, inline: &ConfigMap) -> TestConfig {
         TestConfig {
-            error: !text(node, "severity", "error").eq_ignore_ascii_case("warn"),
-            fail_calc: text(node, "fail_calc", "count(*)"),
-            warn_if: text(node, "warn_if", "!= 0"),
-            error_if: text(node, "error_if", "!= 0"),
-            limit: node.config.get("limit").and_then(|l| l.as_u64().or_else(|| l.as_str().and_then(|s| s.trim().parse().ok()))),
+            error: !text(node, inline, "severity", "error").eq_ignore_ascii_case("warn"),
+            fail_calc: text(node, inline, "fail_calc", "count(*)"),
+            warn_if: text(node, inline, "warn_if", "!= 0"),
+            error_if: text(node, inline, "error_if", "!= 0"),
+            limit: setting(node, inline, "limit", "")
+                .and_then(|l| l.as_u64().or_else(|| l.as_str().and_then(|s| s.trim().parse().ok()))),
         }
     }
 }

@@ -281,7 +281,12 @@ impl Runner<'_> {
         let started_at = now();
         let start = Instant::now();
         let compiled: Vec<Result<Compiled, String>> = nodes.iter().map(|n| self.compile(n)).collect();
-        let cfgs: Vec<super::data_tests::TestConfig> = nodes.iter().map(|n| super::data_tests::TestConfig::of(n)).collect();
+        let no_config = Default::default();
+        let cfgs: Vec<super::data_tests::TestConfig> = nodes
+            .iter()
+            .zip(&compiled)
+            .map(|(n, c)| super::data_tests::TestConfig::of(n, c.as_ref().map_or(&no_config, |c| &c.inline_config)))
+            .collect();
         let queries: Vec<String> = compiled
             .iter()
             .zip(&cfgs)
@@ -320,7 +325,7 @@ impl Runner<'_> {
             }
             ResourceType::UnitTest => self.unit_test(node),
             _ => match self.compile(node) {
-                Ok(c) if node.resource_type == ResourceType::Test => self.data_test(node, c.sql),
+                Ok(c) if node.resource_type == ResourceType::Test => self.data_test(node, c.sql, &c.inline_config),
                 Ok(c) => {
                     let mut o = Outcome::from(self.model(node, &c.sql));
                     o.compiled = Some(c.sql);
@@ -334,8 +339,8 @@ impl Runner<'_> {
     }
 
     /// Runs a data test: stores its failing rows when configured, then judges the count.
-    fn data_test(&self, node: &Node, sql: String) -> Outcome {
-        let cfg = super::data_tests::TestConfig::of(node);
+    fn data_test(&self, node: &Node, sql: String, inline_config: &crate::project::config::ConfigMap) -> Outcome {
+        let cfg = super::data_tests::TestConfig::of(node, inline_config);
         let (main, stored) = match super::data_tests::store_as(node, self.options.store_failures) {
             Some(kind) => {
                 let r = relation_name(node);
