@@ -413,7 +413,8 @@ fn spill(rows: usize, limit_mb: usize) {
     let source = dir.join("data/orders.parquet");
     if !source.exists() {
         let started = Instant::now();
-        let engine = DataFusionEngine::open(&dir.join(".gen"), "gen", "main", &MemorySettings::default()).expect("engine");
+        let engine =
+            DataFusionEngine::open(&dir.join(".gen"), "gen", "main", &MemorySettings::default(), Default::default()).expect("engine");
         let customers = (rows / 20).max(1);
         engine
             .execute(&format!(

@@ -91,7 +91,8 @@ fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
             .with_file(file)
             .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
     })?;
-    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory)
+    let flavor = crate::engine::datafusion::Flavor::of(&s.target.adapter_type);
+    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory, flavor)
         .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
     // Object stores of every bucket a source or external model names.
     let mut locations: Vec<String> = s
@@ -398,9 +399,9 @@ pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Opti
     let compiled: HashMap<String, crate::compile::Compiled> = results
         .iter()
         .filter_map(|r| {
-            r.compiled
-                .as_ref()
-                .map(|sql| (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), ..Default::default() }))
+            r.compiled.as_ref().map(|sql| {
+                (r.unique_id.clone(), crate::compile::Compiled { sql: sql.clone(), rendered: sql.clone(), ..Default::default() })
+            })
         })
         .collect();
     super::compile::write_manifest(s, &compiled)?;

@@ -196,7 +196,7 @@ pub fn implicit_params(src: &str, block: &Block) -> Vec<&'static str> {
 
 /// Adds `extra` parameters (with `none` defaults) to a macro's opening tag.
 fn with_params(open: &str, extra: &[&str]) -> String {
-    let Some(close) = open.rfind(')') else { return open.to_string() };
+    let Some(close) = open.rfind(')').filter(|_| !extra.is_empty()) else { return open.to_string() };
     let declared = !open[open.find('(').map_or(close, |p| p + 1)..close].trim().is_empty();
     let added: Vec<String> = extra.iter().map(|p| format!("{p}=none")).collect();
     format!("{}{}{}{}", &open[..close], if declared { ", " } else { "" }, added.join(", "), &open[close..])
@@ -248,6 +248,11 @@ mod tests {
         assert!(t.contains("{% macro test_positive(model, column_name) %}"), "{t}");
         assert!(t.contains("{% endmacro %}"));
         assert_eq!(line_of(&t, t.find("select").unwrap()), 7);
+        // Jinja's implicit `kwargs` and `varargs` become parameters when the body uses them.
+        let src = "{% macro m(a) %}{{ kwargs.get('b') }}{{ varargs }}{% endmacro %}{% macro n() %}{{ kwargs }}{% endmacro %}";
+        let blocks = find_blocks(src).unwrap();
+        assert!(block_template(src, &blocks[0]).contains("{% macro m(a, varargs=none, kwargs=none) %}"));
+        assert!(block_template(src, &blocks[1]).contains("{% macro n(kwargs=none) %}"));
     }
 
     #[test]

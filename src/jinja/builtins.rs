@@ -530,11 +530,11 @@ impl Object for Columns {
     /// agate's `MappedSequence`: `columns.items()`, `.keys()`, `.values()`.
     fn call_method(self: &Arc<Self>, _state: &mut State<'_, '_>, method: &str, _args: &[Value]) -> Result<Value, Error> {
         let column = |i: usize| Value::from_object(Column(self.0.clone(), i));
-        let names = self.0.columns.iter().enumerate();
+        let names = &self.0.columns;
         Ok(Value::from(match method {
-            "items" => names.map(|(i, n)| Value::from(vec![Value::from(n.as_str()), column(i)])).collect::<Vec<_>>(),
-            "keys" => names.map(|(_, n)| Value::from(n.as_str())).collect(),
-            "values" => names.map(|(i, _)| column(i)).collect(),
+            "items" => names.iter().enumerate().map(|(i, n)| Value::from(vec![Value::from(n.as_str()), column(i)])).collect::<Vec<_>>(),
+            "keys" => names.iter().map(|n| Value::from(n.as_str())).collect(),
+            "values" => (0..names.len()).map(column).collect(),
             _ => return Err(Error::from(ErrorKind::UnknownMethod)),
         }))
     }
@@ -703,7 +703,6 @@ fn existing_relation(ctx: &super::context::NodeCtx, database: &str, schema: &str
 fn attr(v: &Value, name: &str) -> String {
     v.get_attr(name).ok().filter(|x| !x.is_undefined() && !x.is_none()).map(|x| x.to_string()).unwrap_or_default()
 }
-
 
 /// `api.Column.translate_type`: dbt's portable type names per adapter (dbt translates only
 /// `string` by default; BigQuery has its own labels; DataFusion spells text `VARCHAR` and keeps

@@ -22,11 +22,33 @@ pub struct Column {
     quote: char,
 }
 
-const STRINGS: &[&str] = &["text", "character varying", "character", "varchar", "char", "bpchar", "string", "utf8", "utf8view", "largeutf8"];
+const STRINGS: &[&str] =
+    &["text", "character varying", "character", "varchar", "char", "bpchar", "string", "utf8", "utf8view", "largeutf8"];
 const FLOATS: &[&str] = &["real", "float4", "float", "double precision", "float8", "double", "float32", "float64"];
 const INTEGERS: &[&str] = &[
-    "smallint", "integer", "bigint", "smallserial", "serial", "bigserial", "int2", "int4", "int8", "int", "tinyint", "hugeint", "int16",
-    "int32", "int64", "uint8", "uint16", "uint32", "uint64", "utinyint", "usmallint", "uinteger", "ubigint",
+    "smallint",
+    "integer",
+    "bigint",
+    "smallserial",
+    "serial",
+    "bigserial",
+    "int2",
+    "int4",
+    "int8",
+    "int",
+    "tinyint",
+    "hugeint",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "utinyint",
+    "usmallint",
+    "uinteger",
+    "ubigint",
 ];
 const NUMERICS: &[&str] = &["numeric", "decimal", "decimal128", "decimal256"];
 

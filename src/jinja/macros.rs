@@ -366,6 +366,7 @@ mod change_tests {
                 original_path: String::new(),
                 line: 1,
                 args: vec![],
+                implicit: vec![],
                 source: Arc::from(*source),
             };
             index.packages.entry("p".into()).or_default().insert(name.to_string(), Arc::new(def));

@@ -9,9 +9,9 @@
 pub mod blocks;
 pub mod builtins;
 pub mod column;
-pub mod literals;
 pub mod context;
 pub mod error;
+pub mod literals;
 pub mod macros;
 pub mod modules;
 pub mod relation;

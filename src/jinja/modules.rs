@@ -467,4 +467,3 @@ impl Object for MutDict {
         }
     }
 }
-

@@ -1,12 +1,12 @@
 //! Generic data tests declared in properties YAML (`not_null`, `unique`, `accepted_values`,
 //! `relationships`, custom and package tests) become test nodes, named as dbt names them.
 
-use crate::jinja::modules::MutList;
 use super::{Manifest, Node, ResourceType, TestMetadata, checksum, md5_hex, new_node};
 use crate::diagnostics::{Code, Diagnostic, Label};
 use crate::jinja::JinjaEnv;
 use crate::jinja::context::{NodeCtx, NodeInfo, Phase};
 use crate::jinja::error::to_diagnostic;
+use crate::jinja::modules::MutList;
 use crate::jinja::relation::quote_ident;
 use crate::project::Project;
 use crate::project::config::{ConfigMap, merge_one};

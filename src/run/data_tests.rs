@@ -29,7 +29,8 @@ fn text(node: &Node, inline: &ConfigMap, key: &str, default: &str) -> String {
 /// set with `config()`, which wins over dbt's default.
 fn setting<'a>(node: &'a Node, inline: &'a ConfigMap, key: &str, default: &str) -> Option<&'a Json> {
     let set = node.config.get(key).filter(|v| !v.is_null());
-    let by_user = node.unrendered_config.contains_key(key) || set.is_some_and(|v| v.as_str().is_none_or(|s| !s.eq_ignore_ascii_case(default)));
+    let by_user =
+        node.unrendered_config.contains_key(key) || set.is_some_and(|v| v.as_str().is_none_or(|s| !s.eq_ignore_ascii_case(default)));
     if by_user { set } else { inline.get(key).or(set) }
 }
 
@@ -42,8 +43,7 @@ impl TestConfig {
             fail_calc: text(node, inline, "fail_calc", "count(*)"),
             warn_if: text(node, inline, "warn_if", "!= 0"),
             error_if: text(node, inline, "error_if", "!= 0"),
-            limit: setting(node, inline, "limit", "")
-                .and_then(|l| l.as_u64().or_else(|| l.as_str().and_then(|s| s.trim().parse().ok()))),
+            limit: setting(node, inline, "limit", "").and_then(|l| l.as_u64().or_else(|| l.as_str().and_then(|s| s.trim().parse().ok()))),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
 use crate::jinja::relation::{Relation, quote_ident};
 use crate::parse::{Node, ResourceType};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use minijinja::Value;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -380,10 +380,10 @@ impl Runner<'_> {
         };
         let mut fields = Vec::new();
         for (name, t) in columns {
-            let dt = match t.parse::<DataType>() {
-                Ok(dt) => dt,
-                Err(_) => scratch
-                    .query_schema(&format!("select cast(null as {t}) as c"))
+            let dt = match crate::engine::datafusion::types::parse(&t) {
+                Some(dt) => dt,
+                None => scratch
+                    .query_schema(&format!("select cast(null as {}) as c", crate::engine::datafusion::types::normalize(&t)))
                     .map_err(|e| format!("source `{}.{}` column `{name}` has type `{t}`: {}", src.source_name, src.name, e.message))?
                     .field(0)
                     .data_type()

@@ -444,8 +444,14 @@ fn data_tests_share_views_and_see_rebuilds() {
         rows[0].as_u64().unwrap()
     };
     for limit in [None, Some(2 << 20)] {
-        let e = DataFusionEngine::open(&tmp.path().join(format!("{limit:?}")), "db", "main", &MemorySettings { limit, spill_dir: None })
-            .unwrap();
+        let e = DataFusionEngine::open(
+            &tmp.path().join(format!("{limit:?}")),
+            "db",
+            "main",
+            &MemorySettings { limit, spill_dir: None },
+            Default::default(),
+        )
+        .unwrap();
         e.materialize(&rel("t"), &table("select * from (values (1), (2), (3)) as v(id)"), &[]).unwrap();
         e.materialize(&rel("v1"), &view(r#"select id from "db"."main"."t""#), &[]).unwrap();
         e.materialize(&rel("v2"), &view(r#"select id from "db"."main"."v1" where id > 1"#), &[]).unwrap();

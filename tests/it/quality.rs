@@ -199,18 +199,18 @@ fn contracts_check_columns_and_constraints_and_keep_the_previous_table() {
         (
             "wrong type",
             GOOD_COLUMNS.replace("data_type: bigint", "data_type: integer"),
-            "| customer_id | Int64           | Int32         | data type mismatch",
+            "| customer_id | BIGINT          | INTEGER       | data type mismatch",
         ),
         (
             "missing column",
             GOOD_COLUMNS
                 .replace("{name: name, data_type: varchar}", "{name: name, data_type: varchar}\n      - {name: email, data_type: varchar}"),
-            "| email       |                 | Utf8View      | missing in definition",
+            "| email       |                 | VARCHAR       | missing in definition",
         ),
         (
             "extra column",
             GOOD_COLUMNS.replace("      - {name: name, data_type: varchar}\n", ""),
-            "| name        | Utf8View        |               | missing in contract",
+            "| name        | VARCHAR         |               | missing in contract",
         ),
         (
             "no data_type",

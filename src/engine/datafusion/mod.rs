@@ -7,10 +7,14 @@
 //! re-registered when a session opens the warehouse. Parquet is an open format: DuckDB, Spark,
 //! Polars and pandas read these tables directly.
 
+pub mod compat;
+pub mod types;
+
 use super::view_memo::{self, ViewMemo};
 use super::{Capability, Check, Engine, EngineError, Materialization, RelationName, SeedLoad};
 use crate::jinja::QueryTable;
 use crate::jinja::relation::quote_ident;
+pub use compat::Flavor;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::TableReference;
@@ -158,7 +162,13 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
 impl DataFusionEngine {
     /// Opens (or creates) the warehouse at `root`. Call [`DataFusionEngine::load_warehouse`]
     /// after registering external sources, so views over them resolve.
-    pub fn open(root: &Path, database: &str, schema: &str, memory: &MemorySettings) -> Result<DataFusionEngine, EngineError> {
+    pub fn open(
+        root: &Path,
+        database: &str,
+        schema: &str,
+        memory: &MemorySettings,
+        flavor: Flavor,
+    ) -> Result<DataFusionEngine, EngineError> {
         use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
         use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
         use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -188,7 +198,7 @@ impl DataFusionEngine {
                 runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()])));
         }
         let runtime = runtime.build_arc().map_err(df_err)?;
-        Ok(Self::with(rt, SessionContext::new_with_config_rt(config, runtime), root.to_path_buf(), memo_budget))
+        Ok(Self::with(rt, SessionContext::new_with_config_rt(config, runtime), root.to_path_buf(), memo_budget, flavor))
     }
 
     /// A throwaway in-memory engine (unit tests): one thread, nothing written to disk.
@@ -201,11 +211,13 @@ impl DataFusionEngine {
             .with_target_partitions(1);
         config.options_mut().sql_parser.dialect = dialect.parse().unwrap_or_default();
         let root = std::env::temp_dir().join(format!("kiln-scratch-{}", std::process::id()));
-        Ok(Self::with(rt, SessionContext::new_with_config(config), root, MEMO_BUDGET))
+        let flavor = if dialect.eq_ignore_ascii_case("duckdb") { Flavor::DuckDb } else { Flavor::Postgres };
+        Ok(Self::with(rt, SessionContext::new_with_config(config), root, MEMO_BUDGET, flavor))
     }
 
-    fn with(rt: tokio::runtime::Runtime, ctx: SessionContext, root: PathBuf, memo_budget: usize) -> DataFusionEngine {
+    fn with(rt: tokio::runtime::Runtime, ctx: SessionContext, root: PathBuf, memo_budget: usize, flavor: Flavor) -> DataFusionEngine {
         super::udfs::register(&ctx);
+        compat::install(&ctx, flavor);
         DataFusionEngine {
             rt,
             ctx,
@@ -269,12 +281,37 @@ impl DataFusionEngine {
         if seed.column_types.is_empty() {
             return Ok(df);
         }
-        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-        let mut exprs = Vec::with_capacity(names.len());
-        for n in &names {
+        let fields: Vec<(String, bool)> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.name().clone(),
+                    matches!(
+                        f.data_type(),
+                        datafusion::arrow::datatypes::DataType::Utf8 | datafusion::arrow::datatypes::DataType::Utf8View
+                    ),
+                )
+            })
+            .collect();
+        let mut exprs = Vec::with_capacity(fields.len());
+        for (n, text) in &fields {
             let q = quote_ident(n, '"');
             let expr = match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
-                Some((_, t)) => df.parse_sql_expr(&format!("cast({q} as {t})")).map_err(df_err)?.alias(n),
+                Some((_, t)) => {
+                    let t = types::normalize(t);
+                    // DuckDB and PostgreSQL read `2021-01-01 00:00` as a timestamp; Arrow's cast
+                    // wants the seconds.
+                    let value = if *text && t.starts_with("TIMESTAMP") {
+                        format!(
+                            "case when regexp_like({q}, '^\\s*\\d{{4}}-\\d{{2}}-\\d{{2}}[ T]\\d{{2}}:\\d{{2}}\\s*$') then trim({q}) || ':00' else {q} end"
+                        )
+                    } else {
+                        q
+                    };
+                    df.parse_sql_expr(&format!("cast({value} as {t})")).map_err(df_err)?.alias(n)
+                }
                 None => df.parse_sql_expr(&q).map_err(df_err)?,
             };
             exprs.push(expr);
@@ -654,7 +691,7 @@ impl Engine for DataFusionEngine {
 
     fn describe(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
         match self.block(self.ctx.table(table_ref(r))) {
-            Ok(df) => Ok(Some(df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect())),
+            Ok(df) => Ok(Some(df.schema().fields().iter().map(|f| (f.name().clone(), types::sql_name(f.data_type()))).collect())),
             Err(_) => Ok(None),
         }
     }
@@ -665,7 +702,7 @@ impl Engine for DataFusionEngine {
     }
 
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
-        Ok(self.query_schema(sql)?.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect())
+        Ok(self.query_schema(sql)?.fields().iter().map(|f| (f.name().clone(), types::sql_name(f.data_type()))).collect())
     }
 
     fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {

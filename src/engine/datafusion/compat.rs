@@ -1,0 +1,268 @@
+//! SQL semantics of the warehouse a project was written for, on DataFusion. A `type: duckdb`
+//! target gets DuckDB's (dbt-duckdb projects run unchanged and give DuckDB's values); every
+//! other target gets PostgreSQL's, which DataFusion mostly shares. Built from DataFusion's
+//! extension points: an expression planner for operators, wrapped functions for coercion,
+//! extra functions, and session options.
+//!
+//! What cannot be matched is listed in `docs/engine.md`.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
+use datafusion::common::{DFSchema, Result, plan_err};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawAggregateExpr, RawBinaryExpr};
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, cast as cast_expr,
+};
+use datafusion::prelude::SessionContext;
+use sqlparser::ast::BinaryOperator;
+use std::sync::Arc;
+
+/// Whose SQL semantics the engine follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// PostgreSQL's (kiln's own `datafusion` targets, whose macros are dbt-postgres').
+    #[default]
+    Postgres,
+    /// DuckDB's, for `type: duckdb` targets (dbt-duckdb projects).
+    DuckDb,
+}
+
+impl Flavor {
+    /// The flavour of a target's adapter type.
+    pub fn of(adapter: &str) -> Flavor {
+        if adapter == "duckdb" { Flavor::DuckDb } else { Flavor::Postgres }
+    }
+}
+
+/// Installs the flavour's semantics on a session.
+pub fn install(ctx: &SessionContext, flavor: Flavor) {
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        if flavor == Flavor::DuckDb {
+            // DuckDB reads `1.5` as DECIMAL(2,1).
+            state.config_mut().options_mut().sql_parser.parse_float_as_decimal = true;
+        }
+        let _ = datafusion::execution::FunctionRegistry::register_expr_planner(&mut *state, Arc::new(Planner { flavor }));
+    }
+    ctx.register_udf(ScalarUDF::from(IntervalScale(Signature::any(2, Volatility::Immutable))));
+    ctx.register_udf(ScalarUDF::from(LiteralCoercion(datafusion::functions::core::coalesce())));
+    ctx.register_udf(ScalarUDF::from(Mod(Signature::user_defined(Volatility::Immutable))));
+    ctx.register_udf(ScalarUDF::from(ToDouble(Signature::any(1, Volatility::Immutable))));
+    // DuckDB's names for DataFusion's chrono-formatted functions.
+    ctx.register_udf(datafusion::functions::datetime::to_char().as_ref().clone().with_aliases(["strftime"]));
+    let to_timestamp = datafusion::functions::datetime::to_timestamp(ctx.state().config_options());
+    ctx.register_udf(to_timestamp.as_ref().clone().with_aliases(["strptime"]));
+}
+
+#[derive(Debug)]
+struct Planner {
+    flavor: Flavor,
+}
+
+fn is_integer(t: &DataType) -> bool {
+    t.is_integer()
+}
+
+fn is_number(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+fn is_temporal(t: &DataType) -> bool {
+    matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _))
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+}
+
+fn binary(left: Expr, op: Operator, right: Expr) -> Expr {
+    Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)))
+}
+
+fn call(udf: impl ScalarUDFImpl + 'static, args: Vec<Expr>) -> Expr {
+    Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(ScalarUDF::from(udf)), args))
+}
+
+impl ExprPlanner for Planner {
+    fn plan_binary_op(&self, expr: RawBinaryExpr, schema: &DFSchema) -> Result<PlannerResult<RawBinaryExpr>> {
+        let (Ok(lt), Ok(rt)) = (expr.left.get_type(schema), expr.right.get_type(schema)) else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let duckdb = self.flavor == Flavor::DuckDb;
+        let scale = || IntervalScale(Signature::any(2, Volatility::Immutable));
+        Ok(PlannerResult::Planned(match expr.op {
+            // `interval '1 day' * 3`, as dbt's `dateadd` renders it on PostgreSQL and DuckDB.
+            BinaryOperator::Multiply if matches!(lt, DataType::Interval(_)) && is_number(&rt) => call(scale(), vec![expr.left, expr.right]),
+            BinaryOperator::Multiply if is_number(&lt) && matches!(rt, DataType::Interval(_)) => call(scale(), vec![expr.right, expr.left]),
+            // DuckDB: `/` divides as doubles (`36 / 100` is 0.36, a DECIMAL quotient is a DOUBLE).
+            BinaryOperator::Divide if duckdb && is_number(&lt) && is_number(&rt) && !(lt.is_floating() && rt.is_floating()) => {
+                binary(cast_expr(expr.left, DataType::Float64), Operator::Divide, cast_expr(expr.right, DataType::Float64))
+            }
+            // `//` (DuckDB) and `DIV` (MySQL): integer division.
+            BinaryOperator::DuckIntegerDivide | BinaryOperator::MyIntegerDivide if is_integer(&lt) && is_integer(&rt) => {
+                binary(expr.left, Operator::Divide, expr.right)
+            }
+            BinaryOperator::DuckIntegerDivide | BinaryOperator::MyIntegerDivide if is_number(&lt) && is_number(&rt) => {
+                let quotient = binary(cast_expr(expr.left, DataType::Float64), Operator::Divide, cast_expr(expr.right, DataType::Float64));
+                Expr::ScalarFunction(ScalarFunction::new_udf(datafusion::functions::math::floor(), vec![quotient]))
+            }
+            // DuckDB refuses to compare a date with a text column (a text literal is cast).
+            BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+                if duckdb && mixes_temporal_and_text_column(&expr, &lt, &rt) =>
+            {
+                let (t, _) = if is_temporal(&lt) { (&lt, &rt) } else { (&rt, &lt) };
+                return plan_err!(
+                    "Cannot compare values of type {} and type VARCHAR - an explicit cast is required (DuckDB semantics of this `type: duckdb` target)",
+                    super::types::sql_name(t)
+                );
+            }
+            _ => return Ok(PlannerResult::Original(expr)),
+        }))
+    }
+
+    /// DuckDB: `avg` of a DECIMAL is a DOUBLE.
+    fn plan_aggregate(&self, mut expr: RawAggregateExpr) -> Result<PlannerResult<RawAggregateExpr>> {
+        if self.flavor != Flavor::DuckDb || expr.func.name() != "avg" || expr.args.len() != 1 {
+            return Ok(PlannerResult::Original(expr));
+        }
+        let arg = expr.args.remove(0);
+        expr.args.push(call(ToDouble(Signature::any(1, Volatility::Immutable)), vec![arg]));
+        // Planned by DataFusion's own planner, with the argument changed.
+        Ok(PlannerResult::Original(expr))
+    }
+}
+
+fn mixes_temporal_and_text_column(expr: &RawBinaryExpr, lt: &DataType, rt: &DataType) -> bool {
+    let literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    (is_temporal(lt) && is_text(rt) && !literal(&expr.right)) || (is_text(lt) && is_temporal(rt) && !literal(&expr.left))
+}
+
+/// `kiln_interval_scale(interval, n)`: an interval times a number (each field times `n`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalScale(Signature);
+
+impl ScalarUDFImpl for IntervalScale {
+    fn name(&self) -> &str {
+        "kiln_interval_scale"
+    }
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let interval = cast(&arrays[0], &DataType::Interval(IntervalUnit::MonthDayNano))?;
+        let factor = cast(&arrays[1], &DataType::Float64)?;
+        let (interval, factor) = (
+            interval.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>(),
+            factor.as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
+        );
+        let out: IntervalMonthDayNanoArray = (0..interval.len())
+            .map(|i| {
+                (interval.is_valid(i) && factor.is_valid(i)).then(|| {
+                    let (v, f) = (interval.value(i), factor.value(i));
+                    IntervalMonthDayNano::new((v.months as f64 * f) as i32, (v.days as f64 * f) as i32, (v.nanoseconds as f64 * f) as i64)
+                })
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+/// `kiln_to_double(x)`: a DECIMAL as DOUBLE; any other value unchanged.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToDouble(Signature);
+
+impl ScalarUDFImpl for ToDouble {
+    fn name(&self) -> &str {
+        "kiln_to_double"
+    }
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(match &args[0] {
+            DataType::Decimal128(..) | DataType::Decimal256(..) => DataType::Float64,
+            other => other.clone(),
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let target = self.return_type(&[args.args[0].data_type()])?;
+        args.args[0].cast_to(&target, None)
+    }
+}
+
+/// `mod(a, b)`: the remainder, as `%`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod(Signature);
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [a, b] if a.is_integer() && b.is_integer() => Ok(vec![DataType::Int64, DataType::Int64]),
+            [a, b] if a.is_numeric() && b.is_numeric() => Ok(vec![DataType::Float64, DataType::Float64]),
+            _ => plan_err!("mod(a, b) takes two numbers"),
+        }
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        Ok(ColumnarValue::Array(datafusion::arrow::compute::kernels::numeric::rem(&arrays[0], &arrays[1])?))
+    }
+}
+
+/// A function whose text arguments are cast to the date or timestamp type of its other
+/// arguments, as PostgreSQL and DuckDB do with untyped literals: `coalesce(valid_to,
+/// '2099-01-01')`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LiteralCoercion(Arc<ScalarUDF>);
+
+impl ScalarUDFImpl for LiteralCoercion {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn signature(&self) -> &Signature {
+        self.0.signature()
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let temporal = args.iter().find(|t| is_temporal(t)).cloned();
+        let args: Vec<DataType> =
+            args.iter().map(|t| if is_text(t) { temporal.clone().unwrap_or_else(|| t.clone()) } else { t.clone() }).collect();
+        self.0.coerce_types(&args)
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.0.return_type(args)
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<datafusion::arrow::datatypes::FieldRef> {
+        self.0.return_field_from_args(args)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.0.invoke_with_args(args)
+    }
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        self.0.simplify(args, info)
+    }
+    fn short_circuits(&self) -> bool {
+        self.0.short_circuits()
+    }
+}
