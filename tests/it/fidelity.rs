@@ -153,3 +153,36 @@ fn dbt_commands_kiln_lacks_say_not_supported_yet() {
         assert!(!err.contains("similar subcommand"), "{cmd}: {err}");
     }
 }
+
+/// On a `type: duckdb` target, comparing a DATE with a text column is an error, as in DuckDB
+/// (a text literal is still cast); on other targets it is allowed, as in PostgreSQL.
+#[test]
+fn duckdb_targets_refuse_comparing_dates_with_text_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("dbt_project.yml"), "name: dq\nconfig-version: 2\nprofile: dq\n").unwrap();
+    std::fs::write(
+        d.join("profiles.yml"),
+        "dq:\n  target: duck\n  outputs:\n    duck:\n      type: duckdb\n      path: dq.duckdb\n      schema: main\n    plain:\n      type: datafusion\n      schema: main\n",
+    )
+    .unwrap();
+    let show = |target: &str, sql: &str| kiln(d).args(["show", "--profiles-dir", ".", "-t", target, "--inline", sql]).output().unwrap();
+    let column = "select d = s as same from (select current_date as d, '2020-01-01' as s) t";
+    let out = show("duck", column);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Cannot compare values of type DATE and type VARCHAR"), "{}", stderr(&out));
+    assert_eq!(show("duck", "select current_date = '2020-01-01' as same").status.code(), Some(0), "a literal is cast");
+    assert_eq!(show("plain", column).status.code(), Some(0), "PostgreSQL semantics elsewhere");
+    // A `varchar` contract accepts text built with `||` (Utf8View in DataFusion).
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("models/named.sql"), "{{ config(materialized='table') }}\nselect 'a' || 'b' as name, cast(1 as integer) as id\n").unwrap();
+    std::fs::write(
+        d.join("models/named.yml"),
+        "version: 2\nmodels:\n  - name: named\n    config:\n      contract: {enforced: true}\n    columns:\n      - {name: name, data_type: varchar}\n      - {name: id, data_type: integer}\n",
+    )
+    .unwrap();
+    for target in ["duck", "plain"] {
+        let out = kiln(d).args(["run", "--profiles-dir", ".", "-t", target]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+    }
+}
