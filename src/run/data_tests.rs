@@ -101,7 +101,8 @@ pub fn judge(cfg: &TestConfig, columns: &[String], row: Option<&Vec<Json>>) -> (
     } else if should_warn {
         (Status::Warn, failures, format!("Got {failures} {plural}, configured to warn if {}", cfg.warn_if))
     } else {
-        (Status::Pass, failures, "PASS".to_string())
+        // dbt counts failures only for tests that warn or fail.
+        (Status::Pass, 0, "PASS".to_string())
     }
 }
 
@@ -127,6 +128,8 @@ mod tests {
         // severity warn never fails
         assert_eq!(judge(&cfg(false, "!= 0", "!= 0"), &cols, Some(&row(3, true, true))).0, Status::Warn);
         assert_eq!(judge(&cfg(false, ">5", "!= 0"), &cols, Some(&row(3, false, true))).0, Status::Pass);
+        // A passing test reports no failures, as dbt writes it, even when rows came back.
+        assert_eq!(judge(&cfg(true, ">5", ">5"), &cols, Some(&row(3, false, false))), (Status::Pass, 0, "PASS".into()));
         let (_, n, msg) = judge(&cfg(true, "!= 0", "!= 0"), &cols, Some(&row(1, true, true)));
         assert_eq!((n, msg.as_str()), (1, "Got 1 result, configured to fail if != 0"));
     }
