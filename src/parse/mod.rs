@@ -1099,10 +1099,17 @@ fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mu
             if allowed.contains(&value) || (key == "materialized" && custom.contains(value)) {
                 continue;
             }
-            let mut d = Diagnostic::error(
-                Code::InvalidConfig,
-                format!("{} `{}` has {key} `{value}`, which kiln does not know", node.resource_type.as_str(), node.name),
-            )
+            // dbt fails on an unknown incremental strategy only when the incremental path runs
+            // (a package may bring its own); kiln says so now and fails then too.
+            let message = format!("{} `{}` has {key} `{value}`, which kiln does not know", node.resource_type.as_str(), node.name);
+            let mut d = if key == "incremental_strategy" {
+                Diagnostic::warning(
+                    Code::InvalidConfig,
+                    format!("{message}; building it incrementally will fail (a first build or --full-refresh works)"),
+                )
+            } else {
+                Diagnostic::error(Code::InvalidConfig, message)
+            }
             .with_help(
                 crate::diagnostics::did_you_mean(value, allowed.iter().copied())
                     .unwrap_or_else(|| format!("use one of: {}", allowed.join(", "))),

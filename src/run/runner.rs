@@ -485,22 +485,23 @@ impl Runner<'_> {
                     Some(Json::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
                     _ => vec![],
                 };
-                let default = self.engine.default_incremental_strategy();
-                let strategy = match node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or(default) {
-                    "append" => IncrementalStrategy::Append,
-                    "merge" | "delete+insert" if unique_key.is_empty() => IncrementalStrategy::Append,
-                    "merge" => IncrementalStrategy::Merge { unique_key },
-                    "delete+insert" => IncrementalStrategy::DeleteInsert { unique_key },
-                    other => {
-                        return Err(format!(
-                            "incremental_strategy `{other}` is not supported by the {} engine; use append, merge or delete+insert",
-                            self.engine.name()
-                        ));
-                    }
-                };
                 if self.options.full_refresh || !self.is_incremental(node) {
                     Materialization::Table { sql: sql.to_string() }
                 } else {
+                    // As dbt: the strategy matters (and an unknown one fails) only on this path.
+                    let default = self.engine.default_incremental_strategy();
+                    let strategy = match node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or(default) {
+                        "append" => IncrementalStrategy::Append,
+                        "merge" | "delete+insert" if unique_key.is_empty() => IncrementalStrategy::Append,
+                        "merge" => IncrementalStrategy::Merge { unique_key },
+                        "delete+insert" => IncrementalStrategy::DeleteInsert { unique_key },
+                        other => {
+                            return Err(format!(
+                                "incremental_strategy `{other}` is not supported by the {} engine; use append, merge or delete+insert",
+                                self.engine.name()
+                            ));
+                        }
+                    };
                     let on_schema_change =
                         SchemaChange::parse(node.config.get("on_schema_change").and_then(Json::as_str).unwrap_or("ignore"));
                     Materialization::Incremental { sql: sql.to_string(), strategy, on_schema_change }

@@ -175,7 +175,8 @@ fn duckdb_targets_refuse_comparing_dates_with_text_columns() {
     assert_eq!(show("plain", column).status.code(), Some(0), "PostgreSQL semantics elsewhere");
     // A `varchar` contract accepts text built with `||` (Utf8View in DataFusion).
     std::fs::create_dir_all(d.join("models")).unwrap();
-    std::fs::write(d.join("models/named.sql"), "{{ config(materialized='table') }}\nselect 'a' || 'b' as name, cast(1 as integer) as id\n").unwrap();
+    std::fs::write(d.join("models/named.sql"), "{{ config(materialized='table') }}\nselect 'a' || 'b' as name, cast(1 as integer) as id\n")
+        .unwrap();
     std::fs::write(
         d.join("models/named.yml"),
         "version: 2\nmodels:\n  - name: named\n    config:\n      contract: {enforced: true}\n    columns:\n      - {name: name, data_type: varchar}\n      - {name: id, data_type: integer}\n",
@@ -185,4 +186,28 @@ fn duckdb_targets_refuse_comparing_dates_with_text_columns() {
         let out = kiln(d).args(["run", "--profiles-dir", ".", "-t", target]).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
     }
+}
+
+/// An incremental strategy kiln does not know is a warning when the project loads; the model
+/// builds the first time and with --full-refresh, and fails (naming the strategy) only when it
+/// would run incrementally, as in dbt.
+#[test]
+fn unknown_incremental_strategy_fails_only_on_the_incremental_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: inc\nconfig-version: 2\n").unwrap();
+    std::fs::write(
+        d.join("models/a.sql"),
+        "{{ config(materialized='incremental', incremental_strategy='upsert', unique_key='id') }}\nselect 1 as id\n",
+    )
+    .unwrap();
+    let out = run(d, &["parse"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning[E113]") && stderr(&out).contains("incremental_strategy `upsert`"), "{}", stderr(&out));
+    assert_eq!(run(d, &["run"]).status.code(), Some(0), "the first build is a table");
+    let out = run(d, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("incremental_strategy `upsert` is not supported"), "{}", stderr(&out));
+    assert_eq!(run(d, &["run", "--full-refresh"]).status.code(), Some(0));
 }
