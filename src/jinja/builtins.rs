@@ -683,7 +683,12 @@ impl Object for Adapter {
             "execute" => {
                 let sql = arg(0, "sql").map(|v| v.to_string()).unwrap_or_default();
                 let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
-                let table = if ctx.phase == Phase::Compile { runner.run_query(&sql).unwrap_or_default() } else { QueryTable::default() };
+                let table = match ctx.phase {
+                    Phase::Compile => runner
+                        .run_query(&sql)
+                        .map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.execute failed: {m}"), None))?,
+                    Phase::Parse => QueryTable::default(),
+                };
                 Ok(Value::from(vec![Value::from("OK"), Value::from_object(Table(Arc::new(table)))]))
             }
             _ => Err(Error::new(ErrorKind::UnknownMethod, format!("adapter has no method `{method}`"))),

@@ -90,12 +90,23 @@ impl Target {
     }
 
     /// Values that must be scrubbed from anything printed.
+    /// The secret values to mask wherever they appear in text. A value that is also a public
+    /// one (the target or profile name, a schema, a user) is left out: masking it would hide
+    /// those names everywhere, and printing them reveals nothing new. [`Target::public_settings`]
+    /// masks secret keys regardless.
     pub fn secret_values(&self) -> Vec<String> {
+        let public: Vec<&str> = self
+            .settings
+            .iter()
+            .filter(|(k, _)| !is_secret_key(k))
+            .filter_map(|(_, v)| v.as_str())
+            .chain([self.name.as_str(), self.profile_name.as_str(), self.adapter_type.as_str()])
+            .collect();
         self.settings
             .iter()
             .filter(|(k, _)| is_secret_key(k))
             .filter_map(|(_, v)| v.as_str().map(str::to_string))
-            .filter(|s| s.len() >= 3)
+            .filter(|s| s.len() >= 3 && !public.contains(&s.as_str()))
             .collect()
     }
 
@@ -337,6 +348,11 @@ mod tests {
         assert_eq!(r.target.settings["password"], "hunter2");
         assert_eq!(r.target.public_settings()["password"], "*****");
         assert_eq!(r.target.secret_values(), vec!["hunter2".to_string()]);
+        // A password that is also the target's name is masked as a setting, not in every text.
+        let mut t = r.target.clone();
+        t.name = "hunter2".into();
+        assert!(t.secret_values().is_empty());
+        assert_eq!(t.public_settings()["password"], "*****");
     }
 
     #[test]
