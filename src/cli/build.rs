@@ -322,13 +322,12 @@ impl Executed {
     }
 }
 
-/// Runs `selected` on `engine` in dependency order, with the project's on-run-start/-end hooks
-/// (not for `seed`), printing each node as it finishes.
+/// Runs `selected` on `engine` in dependency order, between the project's on-run-start and
+/// on-run-end hooks, printing each node as it finishes.
 pub fn execute(
     s: &Session,
     engine: &Arc<dyn Engine>,
     selected: &BTreeSet<String>,
-    which: Which,
     options: Options,
     printer: &Printer,
 ) -> Executed {
@@ -347,36 +346,45 @@ pub fn execute(
     };
     let started = std::time::Instant::now();
     let config = s.project.config();
-    let hook = |name: &str, hooks: &[String]| -> bool {
-        if which == Which::Seed || hooks.is_empty() {
-            return true;
-        }
-        match runner.project_hooks(hooks) {
-            Ok(_) => true,
-            Err(e) => {
-                printer.diagnostic(&Diagnostic::error(Code::CompilerError, format!("{name}: {e}")).with_file("dbt_project.yml"));
-                false
+    // dbt runs the project's hooks for seed, run, test, build and snapshot.
+    let mut results = runner.project_hooks("on-run-start", &config.on_run_start);
+    print_hooks(printer, &results);
+    let start_failed = results.iter().any(|r| r.status == Status::Error);
+    let mut unfinished = vec![];
+    if !start_failed {
+        match runner.run(selected, &|e| print_event(printer, e)) {
+            Ok(nodes) => results.extend(nodes),
+            Err(runner::Unfinished(nodes)) => {
+                printer.diagnostic(
+                    &Diagnostic::error(Code::Internal, format!("internal error: {} selected node(s) never ran: {}", nodes.len(), nodes.join(", ")))
+                        .with_help("this is a bug in kiln's scheduler; please report it with the project's dbt_project.yml and the command"),
+                );
+                unfinished = nodes;
             }
         }
-    };
-    if !hook("on-run-start", &config.on_run_start) {
-        return Executed { results: vec![], hook_failed: true, elapsed: started.elapsed().as_secs_f64(), unfinished: vec![] };
     }
-    let (results, unfinished) = match runner.run(selected, &|e| print_event(printer, e)) {
-        Ok(results) => (results, vec![]),
-        Err(runner::Unfinished(nodes)) => {
-            printer.diagnostic(
-                &Diagnostic::error(
-                    Code::Internal,
-                    format!("internal error: {} selected node(s) never ran: {}", nodes.len(), nodes.join(", ")),
-                )
-                .with_help("this is a bug in kiln's scheduler; please report it with the project's dbt_project.yml and the command"),
-            );
-            (vec![], nodes)
-        }
-    };
-    let hook_failed = !hook("on-run-end", &config.on_run_end);
+    let end = if start_failed { vec![] } else { runner.project_hooks("on-run-end", &config.on_run_end) };
+    print_hooks(printer, &end);
+    let hook_failed = start_failed || end.iter().any(|r| r.status == Status::Error);
+    results.extend(end);
     Executed { results, hook_failed, elapsed: started.elapsed().as_secs_f64(), unfinished }
+}
+
+/// Prints the project hooks' results as dbt does (`1 of 1 OK hook: shop.on-run-start.0`).
+fn print_hooks(printer: &Printer, results: &[runner::NodeResult]) {
+    for (i, r) in results.iter().enumerate() {
+        let name = r.message.strip_suffix(" passed").unwrap_or(&r.unique_id);
+        if printer.format == super::printer::LogFormat::Json {
+            printer.json_line(&serde_json::json!({"event": "hook_finished", "unique_id": r.unique_id, "status": r.status.as_str(), "message": r.message}));
+            continue;
+        }
+        let (status, paint) = if r.status == Status::Success { ("OK", Paint::Green) } else { ("ERROR", Paint::Red) };
+        let label = format!("{} of {} {} hook: {name}", i + 1, results.len(), printer.paint(status, paint));
+        printer.info(&format!("{label} [{status} in {:.2}s]", r.seconds));
+        if r.status == Status::Error {
+            printer.error(&r.message);
+        }
+    }
 }
 
 /// Writes what a run leaves behind: the executed SQL under target/run/, run_results.json, the
@@ -460,7 +468,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         store_failures: args.store_failures,
         cancel: cancel.clone(),
     };
-    let done = execute(&s, &engine, &selected, which, options, printer);
+    let done = execute(&s, &engine, &selected, options, printer);
     write_artifacts(&s, &done, name, args.junit_xml.as_deref())?;
     print_recap(&s, &done, printer);
     let (pass, warn, error, skip) = done.counts();

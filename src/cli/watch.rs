@@ -298,7 +298,7 @@ impl Loop<'_> {
             store_failures: self.args.store_failures,
             cancel: self.cancel.clone(),
         };
-        let done = build::execute(s, engine, nodes, Which::Build, options, printer);
+        let done = build::execute(s, engine, nodes, options, printer);
         self.building.store(false, Ordering::SeqCst);
         let cancelled = self.cancel.swap(false, Ordering::SeqCst);
         let (pass, warn, error, skip) = done.counts();

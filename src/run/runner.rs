@@ -123,8 +123,13 @@ fn judged(cfg: &super::data_tests::TestConfig, answer: Result<QueryTable, crate:
 }
 
 fn finish(node: &Node, outcome: Outcome, started_at: String, seconds: f64, thread: usize) -> NodeResult {
+    NodeResult { unique_id: node.unique_id.clone(), ..finish_named(outcome, started_at, seconds, thread) }
+}
+
+/// A result without its unique id yet.
+fn finish_named(outcome: Outcome, started_at: String, seconds: f64, thread: usize) -> NodeResult {
     NodeResult {
-        unique_id: node.unique_id.clone(),
+        unique_id: String::new(),
         status: outcome.status,
         message: outcome.message,
         rows: outcome.rows,
@@ -430,18 +435,34 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Runs `on-run-start` or `on-run-end` of the root project.
-    pub fn project_hooks(&self, hooks: &[String]) -> Result<usize, String> {
-        let mut ran = 0;
-        for hook in hooks {
-            let sql = self.jinja.render_value(hook, self.project.name()).map_err(|e| format!("cannot render the hook `{hook}`: {e}"))?;
-            if sql.trim().is_empty() {
-                continue;
+    /// Runs the root project's `on-run-start` or `on-run-end` hooks (`which`), one `operation`
+    /// result each, as dbt reports them; stops at the first that fails.
+    pub fn project_hooks(&self, which: &str, hooks: &[String]) -> Vec<NodeResult> {
+        let project = self.project.name();
+        let mut out = Vec::with_capacity(hooks.len());
+        for (i, hook) in hooks.iter().enumerate() {
+            let (started_at, start) = (now(), Instant::now());
+            let name = format!("{project}.{which}.{i}");
+            let sql = self.jinja.render_value(hook, project).map_err(|e| format!("cannot render {name} `{hook}`: {e}"));
+            let ran = sql.clone().and_then(|sql| match sql.trim() {
+                "" => Ok(()),
+                _ => self.engine.execute(&sql).map(|_| ()).map_err(|e| format!("{name} failed: {}\n{sql}", e.message)),
+            });
+            let outcome = match ran {
+                Ok(()) => Outcome { status: Status::Success, message: format!("{name} passed"), failures: Some(0), ..Outcome::error(String::new()) },
+                Err(message) => Outcome::error(message),
+            };
+            let failed = outcome.status == Status::Error;
+            out.push(NodeResult {
+                unique_id: format!("operation.{project}.{project}-{which}-{i}"),
+                compiled: sql.ok(),
+                ..finish_named(outcome, started_at, start.elapsed().as_secs_f64(), 0)
+            });
+            if failed {
+                break;
             }
-            self.engine.execute(&sql).map_err(|e| format!("hook failed: {}\n{sql}", e.message))?;
-            ran += 1;
         }
-        Ok(ran)
+        out
     }
 
     pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, String> {

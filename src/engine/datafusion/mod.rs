@@ -8,6 +8,7 @@
 //! Polars and pandas read these tables directly.
 
 pub mod compat;
+mod statements;
 pub mod types;
 
 use super::view_memo::{self, ViewMemo};
@@ -317,6 +318,62 @@ impl DataFusionEngine {
             exprs.push(expr);
         }
         df.select(exprs).map_err(df_err)
+    }
+
+    /// Runs one statement on DataFusion as it is.
+    fn execute_plain(&self, sql: &str) -> Result<Option<u64>, EngineError> {
+        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let batches = self.block(df.collect()).map_err(df_err)?;
+        Ok(Some(batches.iter().map(|b| b.num_rows() as u64).sum()))
+    }
+
+    /// Removes relation `r` from the warehouse; false when there was none. Views reading it are
+    /// planned again (and unregistered when they no longer plan).
+    fn drop_relation(&self, r: &RelationName) -> Result<bool, EngineError> {
+        let dir = self.rel_dir(r);
+        let known = self.block(self.ctx.table(table_ref(r))).is_ok();
+        let stored = dir.join(TABLE_POINTER).exists() || dir.join(VIEW_FILE).exists();
+        if !known && !stored {
+            return Ok(false);
+        }
+        if stored {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err("dropping a relation", e))?;
+        }
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&view_memo::key(&r.database, &r.schema, &r.name));
+        let _ = self.ctx.deregister_table(table_ref(r));
+        self.replaced(r);
+        Ok(true)
+    }
+
+    /// Drops every relation of a schema, then the schema; false when there was none.
+    fn drop_schema(&self, database: &str, schema: &str) -> Result<bool, EngineError> {
+        let Some(provider) = self.ctx.catalog(database).and_then(|c| c.schema(schema)) else { return Ok(false) };
+        for name in provider.table_names() {
+            self.drop_relation(&RelationName { database: database.into(), schema: schema.into(), name })?;
+        }
+        if let Some(catalog) = self.ctx.catalog(database) {
+            let _ = catalog.deregister_schema(schema, true);
+        }
+        let dir = self.root.join(database).join(schema);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err("dropping a schema", e))?;
+        }
+        Ok(true)
+    }
+
+    /// Renames `from` to `to`: a table is written under its new name, a view re-created; then
+    /// the old name is dropped.
+    fn rename_relation(&self, from: &RelationName, to: &RelationName) -> Result<(), EngineError> {
+        let view = self.views.lock().unwrap_or_else(|e| e.into_inner()).get(&view_memo::key(&from.database, &from.schema, &from.name)).map(|v| v.sql.clone());
+        let what = match view {
+            Some(sql) => Materialization::View { sql },
+            None if self.describe(from)?.is_some() => Materialization::Table {
+                sql: format!("select * from {}", table_ref(from).to_quoted_string()),
+            },
+            None => return Err(EngineError::new(format!("cannot rename {}: it does not exist", table_ref(from)))),
+        };
+        self.materialize(to, &what, &[])?;
+        self.drop_relation(from).map(|_| ())
     }
 
     fn rel_dir(&self, r: &RelationName) -> PathBuf {
@@ -675,13 +732,21 @@ impl Engine for DataFusionEngine {
     fn execute(&self, sql: &str) -> Result<Option<u64>, EngineError> {
         // A statement may change any relation.
         self.memo.clear();
-        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
-        let batches = self.block(df.collect()).map_err(df_err)?;
-        Ok(Some(batches.iter().map(|b| b.num_rows() as u64).sum()))
+        match self.run_changes(sql)? {
+            Some(rows) => Ok(Some(rows)),
+            None => self.execute_plain(sql),
+        }
     }
 
     fn query(&self, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
-        self.query_in(&self.ctx, sql, limit)
+        // `run_query` and `statement` blocks may change the warehouse too.
+        match self.run_changes(sql)? {
+            Some(_) => {
+                self.memo.clear();
+                Ok(QueryTable::default())
+            }
+            None => self.query_in(&self.ctx, sql, limit),
+        }
     }
 
     fn query_tests(&self, queries: &[String]) -> Vec<Result<QueryTable, EngineError>> {
