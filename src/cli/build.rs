@@ -324,13 +324,7 @@ impl Executed {
 
 /// Runs `selected` on `engine` in dependency order, between the project's on-run-start and
 /// on-run-end hooks, printing each node as it finishes.
-pub fn execute(
-    s: &Session,
-    engine: &Arc<dyn Engine>,
-    selected: &BTreeSet<String>,
-    options: Options,
-    printer: &Printer,
-) -> Executed {
+pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String>, options: Options, printer: &Printer) -> Executed {
     *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(runner::EngineQueries(engine.clone(), s.target.quote_char()));
     let runner = Runner {
@@ -356,8 +350,11 @@ pub fn execute(
             Ok(nodes) => results.extend(nodes),
             Err(runner::Unfinished(nodes)) => {
                 printer.diagnostic(
-                    &Diagnostic::error(Code::Internal, format!("internal error: {} selected node(s) never ran: {}", nodes.len(), nodes.join(", ")))
-                        .with_help("this is a bug in kiln's scheduler; please report it with the project's dbt_project.yml and the command"),
+                    &Diagnostic::error(
+                        Code::Internal,
+                        format!("internal error: {} selected node(s) never ran: {}", nodes.len(), nodes.join(", ")),
+                    )
+                    .with_help("this is a bug in kiln's scheduler; please report it with the project's dbt_project.yml and the command"),
                 );
                 unfinished = nodes;
             }
@@ -375,7 +372,9 @@ fn print_hooks(printer: &Printer, results: &[runner::NodeResult]) {
     for (i, r) in results.iter().enumerate() {
         let name = r.message.strip_suffix(" passed").unwrap_or(&r.unique_id);
         if printer.format == super::printer::LogFormat::Json {
-            printer.json_line(&serde_json::json!({"event": "hook_finished", "unique_id": r.unique_id, "status": r.status.as_str(), "message": r.message}));
+            printer.json_line(
+                &serde_json::json!({"event": "hook_finished", "unique_id": r.unique_id, "status": r.status.as_str(), "message": r.message}),
+            );
             continue;
         }
         let (status, paint) = if r.status == Status::Success { ("OK", Paint::Green) } else { ("ERROR", Paint::Red) };

@@ -663,30 +663,29 @@ impl Object for Adapter {
                         .collect::<Vec<_>>(),
                 ))
             }
-            "check_schema_exists" | "already_exists" => Ok(Value::from(false)),
-            "list_schemas" | "list_relations_without_caching" | "get_missing_columns" | "list_relations" => {
-                Ok(Value::from(Vec::<Value>::new()))
-            }
-            "standardize_grants_dict" => Ok(Value::from(std::collections::BTreeMap::<String, Value>::new())),
-            "create_schema"
+            "check_schema_exists"
+            | "already_exists"
+            | "list_schemas"
+            | "list_relations_without_caching"
+            | "list_relations"
+            | "get_missing_columns"
+            | "create_schema"
             | "drop_relation"
             | "drop_schema"
             | "rename_relation"
-            | "truncate_relation"
-            | "expand_target_column_types"
-            | "cache_added"
-            | "cache_dropped"
-            | "cache_renamed"
-            | "commit"
-            | "begin"
-            | "add_query" => Ok(Value::from("")),
+            | "truncate_relation" => warehouse_method(&ctx, method, &|i, name| arg(i, name)),
+            "standardize_grants_dict" => Ok(Value::from(std::collections::BTreeMap::<String, Value>::new())),
+            // dbt's relation cache and transactions: nothing to do, statements run one by one.
+            "expand_target_column_types" | "cache_added" | "cache_dropped" | "cache_renamed" | "commit" | "begin" | "add_query" => {
+                Ok(Value::from(""))
+            }
             "execute" => {
                 let sql = arg(0, "sql").map(|v| v.to_string()).unwrap_or_default();
                 let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let table = match ctx.phase {
-                    Phase::Compile => runner
-                        .run_query(&sql)
-                        .map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.execute failed: {m}"), None))?,
+                    Phase::Compile => {
+                        runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.execute failed: {m}"), None))?
+                    }
                     Phase::Parse => QueryTable::default(),
                 };
                 Ok(Value::from(vec![Value::from("OK"), Value::from_object(Table(Arc::new(table)))]))
@@ -694,6 +693,115 @@ impl Object for Adapter {
             _ => Err(Error::new(ErrorKind::UnknownMethod, format!("adapter has no method `{method}`"))),
         }
     }
+}
+
+/// The `adapter` methods that read or change the warehouse, as SQL both engines run (the
+/// embedded engine carries out DDL on its warehouse). The parse phase changes nothing and finds
+/// nothing, as in dbt.
+fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(usize, &str) -> Option<Value>) -> Result<Value, Error> {
+    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let text = |i: usize, name: &str| arg(i, name).map(|v| v.to_string()).unwrap_or_default();
+    let quote = |s: &str| quote_ident(s, ctx.shared.target.quote_char());
+    let relation = |i: usize, name: &str| -> Result<Value, Error> {
+        arg(i, name)
+            .filter(|v| !v.is_none() && !v.is_undefined())
+            .ok_or_else(|| kiln_error(Code::JinjaRender, format!("adapter.{method} needs a relation (`{name}`)"), None))
+    };
+    let run = |sql: String| -> Result<QueryTable, Error> {
+        if ctx.phase == Phase::Parse {
+            return Ok(QueryTable::default());
+        }
+        runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.{method} failed: {m}\n{sql}"), None))
+    };
+    let kind = |r: &Value| match attr(r, "type").as_str() {
+        "view" => "view",
+        _ => "table",
+    };
+    Ok(match method {
+        "drop_relation" => {
+            let r = relation(0, "relation")?;
+            run(format!("drop {} if exists {r} cascade", kind(&r)))?;
+            Value::from("")
+        }
+        "truncate_relation" => {
+            run(format!("truncate table {}", relation(0, "relation")?))?;
+            Value::from("")
+        }
+        "rename_relation" => {
+            let (from, to) = (relation(0, "from_relation")?, relation(1, "to_relation")?);
+            run(format!("alter table {from} rename to {}", quote(&attr(&to, "identifier"))))?;
+            Value::from("")
+        }
+        "create_schema" | "drop_schema" => {
+            let r = relation(0, "relation")?;
+            let schema = quote(&attr(&r, "schema"));
+            if method == "create_schema" {
+                if ctx.phase == Phase::Compile {
+                    runner
+                        .create_schema(&attr(&r, "database"), &attr(&r, "schema"))
+                        .map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.create_schema failed: {m}"), None))?;
+                }
+            } else {
+                run(format!("drop schema if exists {schema} cascade"))?;
+            }
+            Value::from("")
+        }
+        "check_schema_exists" => {
+            let sql = format!(
+                "select count(*) as n from information_schema.schemata where catalog_name = '{}' and schema_name = '{}'",
+                text(0, "database").replace('\'', "''"),
+                text(1, "schema").replace('\'', "''")
+            );
+            let found = run(sql)?.rows.first().and_then(|r| r.first()).and_then(Json::as_u64).unwrap_or(0);
+            Value::from(found > 0)
+        }
+        "already_exists" => {
+            let found = existing_relation(ctx, &ctx.shared.target.database, &text(0, "schema"), &text(1, "name"));
+            Value::from(!found.is_none())
+        }
+        "list_relations_without_caching" | "list_relations" => {
+            let (database, schema) = match arg(0, "schema_relation") {
+                Some(r) if method == "list_relations_without_caching" => (attr(&r, "database"), attr(&r, "schema")),
+                _ => (text(0, "database"), text(1, "schema")),
+            };
+            let sql = format!(
+                "select table_name, table_type from information_schema.tables where table_catalog = '{}' and table_schema = '{}' order by table_name",
+                database.replace('\'', "''"),
+                schema.replace('\'', "''")
+            );
+            let quote_char = ctx.shared.target.quote_char();
+            let relations: Vec<Value> = run(sql)?
+                .rows
+                .iter()
+                .filter_map(|row| {
+                    let name = row.first()?.as_str()?;
+                    let mut r = Relation::new(&database, &schema, name, quote_char);
+                    r.kind = if row.get(1).and_then(Json::as_str).is_some_and(|t| t.contains("VIEW")) { "view" } else { "table" }.into();
+                    Some(r.into_value())
+                })
+                .collect();
+            Value::from(relations)
+        }
+        "list_schemas" => {
+            let sql = format!(
+                "select distinct schema_name from information_schema.schemata where catalog_name = '{}' order by 1",
+                text(0, "database").replace('\'', "''")
+            );
+            Value::from(run(sql)?.rows.iter().filter_map(|r| r.first().and_then(Json::as_str).map(Value::from)).collect::<Vec<_>>())
+        }
+        "get_missing_columns" => {
+            let (from, to) = (relation(0, "from_relation")?, relation(1, "to_relation")?);
+            let columns = |v: &Value| v.downcast_object_ref::<Relation>().map(|r| runner.get_columns(r)).unwrap_or_default();
+            let present: Vec<String> = columns(&to).into_iter().map(|(n, _)| n.to_lowercase()).collect();
+            let missing: Vec<Value> = columns(&from)
+                .into_iter()
+                .filter(|(n, _)| !present.contains(&n.to_lowercase()))
+                .map(|(n, t)| super::column::Column::new(&n, &t, ctx.shared.target.quote_char()).into_value())
+                .collect();
+            Value::from(missing)
+        }
+        _ => return Err(Error::new(ErrorKind::UnknownMethod, format!("adapter has no method `{method}`"))),
+    })
 }
 
 /// The relation if the warehouse has it (`none` in the parse phase, as in dbt).

@@ -71,6 +71,10 @@ pub trait QueryRunner: Send + Sync {
     fn get_columns(&self, _relation: &relation::Relation) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// `adapter.create_schema`.
+    fn create_schema(&self, _database: &str, _schema: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 pub struct NoEngine;
@@ -414,8 +418,18 @@ impl JinjaEnv {
     /// Renders a config value (`dbt_project.yml`, `profiles.yml`) that contains Jinja, with
     /// `var`/`env_var`/`target` available.
     pub fn render_value(&self, text: &str, package: &str) -> Result<String, minijinja::Error> {
+        self.render_in(context::Phase::Parse, text, package)
+    }
+
+    /// Renders a project hook (`on-run-start`/`on-run-end`): as a config value, but with
+    /// `execute` true, so `run_query`, `statement` and `adapter.*` reach the warehouse.
+    pub fn render_project_hook(&self, text: &str, package: &str) -> Result<String, minijinja::Error> {
+        self.render_in(context::Phase::Compile, text, package)
+    }
+
+    fn render_in(&self, phase: context::Phase, text: &str, package: &str) -> Result<String, minijinja::Error> {
         let ctx = context::NodeCtx::new(
-            context::Phase::Parse,
+            phase,
             context::NodeInfo { package: package.to_string(), name: "config".into(), resource_type: "config", ..Default::default() },
             Default::default(),
             self.shared.clone(),

@@ -101,6 +101,9 @@ impl QueryRunner for EngineQueries {
         };
         self.0.describe(&r).ok().flatten().unwrap_or_default()
     }
+    fn create_schema(&self, database: &str, schema: &str) -> Result<(), String> {
+        self.0.create_schema(database, schema).map_err(|e| e.message)
+    }
 }
 
 pub fn relation_name(node: &Node) -> RelationName {
@@ -443,13 +446,18 @@ impl Runner<'_> {
         for (i, hook) in hooks.iter().enumerate() {
             let (started_at, start) = (now(), Instant::now());
             let name = format!("{project}.{which}.{i}");
-            let sql = self.jinja.render_value(hook, project).map_err(|e| format!("cannot render {name} `{hook}`: {e}"));
+            let sql = self.jinja.render_project_hook(hook, project).map_err(|e| format!("cannot render {name} `{hook}`: {e}"));
             let ran = sql.clone().and_then(|sql| match sql.trim() {
                 "" => Ok(()),
                 _ => self.engine.execute(&sql).map(|_| ()).map_err(|e| format!("{name} failed: {}\n{sql}", e.message)),
             });
             let outcome = match ran {
-                Ok(()) => Outcome { status: Status::Success, message: format!("{name} passed"), failures: Some(0), ..Outcome::error(String::new()) },
+                Ok(()) => Outcome {
+                    status: Status::Success,
+                    message: format!("{name} passed"),
+                    failures: Some(0),
+                    ..Outcome::error(String::new())
+                },
                 Err(message) => Outcome::error(message),
             };
             let failed = outcome.status == Status::Error;

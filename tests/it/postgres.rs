@@ -520,3 +520,58 @@ fn connection_faults_are_reported_and_lose_nothing() {
     let left = pg.query("select relname::text from pg_class where relname like '%__dbt_%'", None).unwrap();
     assert!(left.rows.is_empty(), "{:?}", left.rows);
 }
+
+/// `adapter` methods and statements in hooks change the warehouse on both engines, as they do in
+/// dbt: a table made by `run_query`, a row deleted, the table renamed, a schema created and
+/// dropped, relations listed; a project hook records what it saw in a table of its own.
+#[test]
+fn adapter_methods_and_hook_statements_change_the_warehouse_on_both_engines() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("adapter");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::create_dir_all(d.join("macros")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: maint\nconfig-version: 2\nprofile: maint\non-run-end:\n  - \"{{ maintain() }}\"\n")
+        .unwrap();
+    let mut profiles = server.profiles("maint", &[("pg", &db)]);
+    profiles.push_str("    local:\n      type: datafusion\n      schema: analytics\n");
+    std::fs::write(d.join("profiles.yml"), profiles).unwrap();
+    std::fs::write(d.join("models/m.sql"), "select 1 as id\n").unwrap();
+    std::fs::write(
+        d.join("macros/maintain.sql"),
+        r#"{% macro maintain() %}
+  {% set db, schema = target.database, target.schema %}
+  {% set scratch = api.Relation.create(database=db, schema=schema, identifier='scratch') %}
+  {% set moved = api.Relation.create(database=db, schema=schema, identifier='scratch_moved') %}
+  {% do adapter.drop_relation(moved) %}
+  {% do run_query("create table " ~ scratch ~ " as select 1 as id union all select 2 as id") %}
+  {% do run_query("delete from " ~ scratch ~ " where id = 1") %}
+  {% do adapter.rename_relation(scratch, moved) %}
+  {% set extra = api.Relation.create(database=db, schema='maint_extra') %}
+  {% do adapter.create_schema(extra) %}
+  {% set had_schema = adapter.check_schema_exists(db, 'maint_extra') %}
+  {% do adapter.drop_schema(extra) %}
+  {% set has_schema = adapter.check_schema_exists(db, 'maint_extra') %}
+  {% set listed = adapter.list_relations_without_caching(api.Relation.create(database=db, schema=schema)) | map(attribute='identifier') | list %}
+  {% do run_query("create table if not exists " ~ schema ~ ".maint_log (observation varchar)") %}
+  {% do run_query("insert into " ~ schema ~ ".maint_log values ('old gone: " ~ (adapter.get_relation(db, schema, 'scratch') is none) ~ "'), ('schema: " ~ had_schema ~ " then " ~ has_schema ~ "'), ('listed moved: " ~ ('scratch_moved' in listed) ~ "')") %}
+{% endmacro %}
+"#,
+    )
+    .unwrap();
+    for target in ["local", "pg"] {
+        let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-t", target]);
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        let show = |sql: &str| {
+            let out = kiln_pg(d, &server, &["show", "--profiles-dir", ".", "-t", target, "--inline", sql, "-o", "json"]);
+            assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+            stdout(&out)
+        };
+        let log = show("select observation from {{ target.schema }}.maint_log order by 1");
+        for seen in ["old gone: true", "schema: true then false", "listed moved: true"] {
+            assert!(log.to_lowercase().contains(seen), "{target}: `{seen}` not in\n{log}");
+        }
+        assert!(show("select id from {{ target.schema }}.scratch_moved").contains("\"id\":2"), "{target}: the delete persisted");
+    }
+}

@@ -364,12 +364,17 @@ impl DataFusionEngine {
     /// Renames `from` to `to`: a table is written under its new name, a view re-created; then
     /// the old name is dropped.
     fn rename_relation(&self, from: &RelationName, to: &RelationName) -> Result<(), EngineError> {
-        let view = self.views.lock().unwrap_or_else(|e| e.into_inner()).get(&view_memo::key(&from.database, &from.schema, &from.name)).map(|v| v.sql.clone());
+        let view = self
+            .views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&view_memo::key(&from.database, &from.schema, &from.name))
+            .map(|v| v.sql.clone());
         let what = match view {
             Some(sql) => Materialization::View { sql },
-            None if self.describe(from)?.is_some() => Materialization::Table {
-                sql: format!("select * from {}", table_ref(from).to_quoted_string()),
-            },
+            None if self.describe(from)?.is_some() => {
+                Materialization::Table { sql: format!("select * from {}", table_ref(from).to_quoted_string()) }
+            }
             None => return Err(EngineError::new(format!("cannot rename {}: it does not exist", table_ref(from)))),
         };
         self.materialize(to, &what, &[])?;

@@ -83,7 +83,8 @@ impl DataFusionEngine {
             Statement::AlterTable(alter) => {
                 let r = self.relation(&alter.name)?;
                 for op in &alter.operations {
-                    let AlterTableOperation::RenameTable { table_name: RenameTableNameKind::As(new) | RenameTableNameKind::To(new) } = op else {
+                    let AlterTableOperation::RenameTable { table_name: RenameTableNameKind::As(new) | RenameTableNameKind::To(new) } = op
+                    else {
                         return Err(EngineError::new(format!("`{op}` is not supported on the embedded engine; only `rename to`")));
                     };
                     // A bare new name stays in the table's schema, as in PostgreSQL.
@@ -129,7 +130,8 @@ impl DataFusionEngine {
             return Err(EngineError::new("insert into a table function is not supported on the embedded engine"));
         };
         let r = self.relation(name)?;
-        let existing = self.describe(&r)?.ok_or_else(|| EngineError::new(format!("cannot insert into {}: it does not exist", quoted(&r))))?;
+        let existing =
+            self.describe(&r)?.ok_or_else(|| EngineError::new(format!("cannot insert into {}: it does not exist", quoted(&r))))?;
         let Some(source) = &insert.source else { return Err(EngineError::new("insert without rows or a query")) };
         let targets: Vec<String> = if insert.columns.is_empty() {
             existing.iter().map(|(c, _)| c.clone()).collect()
@@ -183,7 +185,9 @@ impl DataFusionEngine {
         let mut values = Vec::new();
         for (column, data_type) in &existing {
             let set = update.assignments.iter().find(|a| match &a.target {
-                AssignmentTarget::ColumnName(n) => n.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case(column)),
+                AssignmentTarget::ColumnName(n) => {
+                    n.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case(column))
+                }
                 AssignmentTarget::Tuple(_) => false,
             });
             let q = quote_ident(column, '"');
