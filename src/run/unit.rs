@@ -16,6 +16,7 @@ use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
 use crate::jinja::relation::{Relation, quote_ident};
 use crate::parse::{Node, ResourceType};
+use crate::engine::datafusion::Flavor;
 use datafusion::arrow::datatypes::SchemaRef;
 use minijinja::Value;
 use serde_json::Value as Json;
@@ -62,12 +63,13 @@ impl Resolver for StubResolver {
     }
 }
 
-/// DataFusion's SQL dialect for a target adapter, so the target's SQL parses.
+/// DataFusion's SQL dialect for a target adapter, so the target's SQL parses. DuckDB SQL is
+/// read as the embedded engine reads it when it builds (sqlparser's DuckDB dialect takes
+/// `coalesce(kind = 'x', false)` for a named argument).
 fn dialect(adapter: &str) -> &'static str {
     match adapter {
         "postgres" | "redshift" => "PostgreSQL",
         "bigquery" => "BigQuery",
-        "duckdb" => "DuckDB",
         "snowflake" => "Snowflake",
         "databricks" | "spark" => "Databricks",
         _ => "Generic",
@@ -164,8 +166,9 @@ impl Runner<'_> {
         let quote = target.quote_char();
         // Two sessions: one where the test runs on its mocks, one where parents' schemas are
         // inferred (on empty relations that must not replace the mocks).
-        let scratch = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect(&target.adapter_type)).map_err(|e| e.message)?;
-        let infer = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect(&target.adapter_type)).map_err(|e| e.message)?;
+        let (dialect, flavor) = (dialect(&target.adapter_type), Flavor::of(&target.adapter_type));
+        let scratch = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect, flavor).map_err(|e| e.message)?;
+        let infer = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect, flavor).map_err(|e| e.message)?;
         let resolver: Arc<dyn Resolver> = Arc::new(StubResolver { lookup: self.lookup.clone(), inner: self.resolver.clone(), quote });
 
         // Inputs.

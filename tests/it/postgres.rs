@@ -575,3 +575,30 @@ fn adapter_methods_and_hook_statements_change_the_warehouse_on_both_engines() {
         assert!(show("select id from {{ target.schema }}.scratch_moved").contains("\"id\":2"), "{target}: the delete persisted");
     }
 }
+
+/// A unit test on a PostgreSQL target whose input has a `character varying(n)` column (and
+/// other PostgreSQL type names) runs on the embedded engine.
+#[test]
+fn unit_tests_on_postgres_read_postgres_type_names() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("unit_types");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: ut\nconfig-version: 2\nprofile: ut\n").unwrap();
+    std::fs::write(d.join("profiles.yml"), server.profiles("ut", &[("pg", &db)])).unwrap();
+    std::fs::write(
+        d.join("models/named.sql"),
+        "select cast('a' as character varying(20)) as name, cast(1 as double precision) as score, cast('2024-01-01' as timestamp(3) without time zone) as at\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("models/shouted.sql"), "select upper(name) as name, score * 2 as score from {{ ref('named') }}\n").unwrap();
+    std::fs::write(
+        d.join("models/unit.yml"),
+        "version: 2\nunit_tests:\n  - name: shouts\n    model: shouted\n    given:\n      - input: ref('named')\n        rows:\n          - {name: ab, score: 1.5}\n    expect:\n      rows:\n        - {name: AB, score: 3.0}\n",
+    )
+    .unwrap();
+    let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("PASS  unit test   shouts"), "{}", stderr(&out));
+}

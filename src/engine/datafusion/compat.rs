@@ -8,7 +8,10 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, IntervalMonthDayNano, IntervalUnit, TimeUnit};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::planner::TypePlanner;
+use sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
 use datafusion::common::{DFSchema, Result, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawAggregateExpr, RawBinaryExpr};
@@ -38,17 +41,15 @@ impl Flavor {
     }
 }
 
-/// Installs the flavour's semantics on a session.
-pub fn install(ctx: &SessionContext, flavor: Flavor) {
-    {
-        let state = ctx.state_ref();
-        let mut state = state.write();
-        if flavor == Flavor::DuckDb {
-            // DuckDB reads `1.5` as DECIMAL(2,1).
-            state.config_mut().options_mut().sql_parser.parse_float_as_decimal = true;
-        }
-        let _ = datafusion::execution::FunctionRegistry::register_expr_planner(&mut *state, Arc::new(Planner { flavor }));
+/// A session with the flavour's semantics (and every warehouse's type names) installed.
+pub fn install(ctx: SessionContext, flavor: Flavor) -> SessionContext {
+    let mut state = SessionStateBuilder::new_from_existing(ctx.state()).with_type_planner(Arc::new(TypeNames)).build();
+    if flavor == Flavor::DuckDb {
+        // DuckDB reads `1.5` as DECIMAL(2,1).
+        state.config_mut().options_mut().sql_parser.parse_float_as_decimal = true;
     }
+    let _ = datafusion::execution::FunctionRegistry::register_expr_planner(&mut state, Arc::new(Planner { flavor }));
+    let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(ScalarUDF::from(IntervalScale(Signature::any(2, Volatility::Immutable))));
     ctx.register_udf(ScalarUDF::from(LiteralCoercion(datafusion::functions::core::coalesce())));
     ctx.register_udf(ScalarUDF::from(Mod(Signature::user_defined(Volatility::Immutable))));
@@ -57,6 +58,47 @@ pub fn install(ctx: &SessionContext, flavor: Flavor) {
     ctx.register_udf(datafusion::functions::datetime::to_char().as_ref().clone().with_aliases(["strftime"]));
     let to_timestamp = datafusion::functions::datetime::to_timestamp(ctx.state().config_options());
     ctx.register_udf(to_timestamp.as_ref().clone().with_aliases(["strptime"]));
+    ctx
+}
+
+/// Type names DataFusion's SQL does not know, from PostgreSQL (`character varying(20)`),
+/// BigQuery (`INT64`, `BYTES`, `BIGNUMERIC`) and DuckDB (`HUGEINT`, `UBIGINT`).
+#[derive(Debug)]
+struct TypeNames;
+
+impl TypePlanner for TypeNames {
+    fn plan_type_field(&self, sql_type: &SqlType) -> Result<Option<FieldRef>> {
+        let decimal = |info: &ExactNumberInfo| match info {
+            ExactNumberInfo::PrecisionAndScale(p, s) => DataType::Decimal128((*p).min(38) as u8, *s as i8),
+            ExactNumberInfo::Precision(p) => DataType::Decimal128((*p).min(38) as u8, 0),
+            ExactNumberInfo::None => DataType::Decimal128(38, 10),
+        };
+        let timestamp = |tz: &TimezoneInfo| match tz {
+            TimezoneInfo::WithTimeZone | TimezoneInfo::Tz => DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
+            _ => DataType::Timestamp(TimeUnit::Nanosecond, None),
+        };
+        let data_type = match sql_type {
+            SqlType::Character(_) | SqlType::CharacterVarying(_) | SqlType::CharVarying(_) | SqlType::JSON | SqlType::JSONB | SqlType::Uuid => {
+                DataType::Utf8
+            }
+            SqlType::Int16 => DataType::Int16,
+            SqlType::Int32 => DataType::Int32,
+            SqlType::Int64 | SqlType::Signed | SqlType::SignedInteger => DataType::Int64,
+            SqlType::UInt8 | SqlType::UTinyInt => DataType::UInt8,
+            SqlType::UInt16 | SqlType::USmallInt => DataType::UInt16,
+            SqlType::UInt32 => DataType::UInt32,
+            SqlType::UInt64 | SqlType::UBigInt | SqlType::Unsigned | SqlType::UnsignedInteger => DataType::UInt64,
+            SqlType::HugeInt | SqlType::Int128 => DataType::Decimal128(38, 0),
+            SqlType::Float32 => DataType::Float32,
+            SqlType::Float64 => DataType::Float64,
+            SqlType::Bytes(_) => DataType::Binary,
+            SqlType::Dec(info) | SqlType::BigNumeric(info) | SqlType::BigDecimal(info) => decimal(info),
+            SqlType::Datetime(_) | SqlType::TimestampNtz(_) => DataType::Timestamp(TimeUnit::Nanosecond, None),
+            SqlType::Timestamp(Some(_), tz) => timestamp(tz),
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(Field::new("", data_type, true))))
+    }
 }
 
 #[derive(Debug)]

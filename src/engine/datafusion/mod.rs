@@ -204,7 +204,7 @@ impl DataFusionEngine {
 
     /// A throwaway in-memory engine (unit tests): one thread, nothing written to disk.
     /// `dialect` is DataFusion's SQL dialect name (`PostgreSQL`, `BigQuery`, `DuckDB`, ...).
-    pub fn scratch(database: &str, schema: &str, dialect: &str) -> Result<DataFusionEngine, EngineError> {
+    pub fn scratch(database: &str, schema: &str, dialect: &str, flavor: Flavor) -> Result<DataFusionEngine, EngineError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| io_err("starting the engine", e))?;
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(database, schema)
@@ -212,13 +212,12 @@ impl DataFusionEngine {
             .with_target_partitions(1);
         config.options_mut().sql_parser.dialect = dialect.parse().unwrap_or_default();
         let root = std::env::temp_dir().join(format!("kiln-scratch-{}", std::process::id()));
-        let flavor = if dialect.eq_ignore_ascii_case("duckdb") { Flavor::DuckDb } else { Flavor::Postgres };
         Ok(Self::with(rt, SessionContext::new_with_config(config), root, MEMO_BUDGET, flavor))
     }
 
     fn with(rt: tokio::runtime::Runtime, ctx: SessionContext, root: PathBuf, memo_budget: usize, flavor: Flavor) -> DataFusionEngine {
         super::udfs::register(&ctx);
-        compat::install(&ctx, flavor);
+        let ctx = compat::install(ctx, flavor);
         DataFusionEngine {
             rt,
             ctx,
