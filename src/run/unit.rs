@@ -11,12 +11,12 @@
 use super::runner::{Outcome, Runner, Status};
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
+use crate::engine::datafusion::Flavor;
 use crate::graph::Lookup;
 use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
 use crate::jinja::relation::{Relation, quote_ident};
 use crate::parse::{Node, ResourceType};
-use crate::engine::datafusion::Flavor;
 use datafusion::arrow::datatypes::SchemaRef;
 use minijinja::Value;
 use serde_json::Value as Json;

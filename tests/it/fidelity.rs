@@ -211,3 +211,55 @@ fn unknown_incremental_strategy_fails_only_on_the_incremental_path() {
     assert!(stderr(&out).contains("incremental_strategy `upsert` is not supported"), "{}", stderr(&out));
     assert_eq!(run(d, &["run", "--full-refresh"]).status.code(), Some(0));
 }
+
+/// The warehouse's Parquet files carry types other engines read as such: pyarrow and DuckDB see
+/// timestamps (also second-precision ones), dates, decimals, text, booleans and numbers.
+#[test]
+fn warehouse_parquet_reads_back_with_its_types_in_pyarrow_and_duckdb() {
+    let Some(python) = std::env::var_os("KILN_TEST_PYTHON") else {
+        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_PYTHON must be set in CI (see .ci/run)");
+        eprintln!("KILN_TEST_PYTHON not set: skipping the Parquet type test outside CI");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: pq\nconfig-version: 2\nmodels:\n  pq:\n    +materialized: table\n").unwrap();
+    std::fs::write(
+        d.join("models/typed.sql"),
+        "select to_timestamp_seconds(86400) as ts_seconds, to_timestamp_millis(1000) as ts_millis, \
+         cast('2024-01-02 03:04:05' as timestamp) as ts, cast('2024-01-02' as date) as d, \
+         cast(12.34 as decimal(10, 2)) as amount, 'text' as label, true as flag, 1.5 as ratio, cast(7 as bigint) as n\n",
+    )
+    .unwrap();
+    let out = run(d, &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let file = walkdir::WalkDir::new(d.join(".kiln/warehouse"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "parquet") && e.path().to_string_lossy().contains("typed"))
+        .expect("the table's Parquet file")
+        .into_path();
+    let script = "import sys, pyarrow.parquet as pq, duckdb\n\
+        schema = pq.read_schema(sys.argv[1])\n\
+        for f in schema: print('pyarrow', f.name, f.type)\n\
+        for name, kind, *_ in duckdb.sql(\"describe select * from read_parquet('\" + sys.argv[1] + \"')\").fetchall(): print('duckdb', name, kind)\n";
+    let out = std::process::Command::new(python).arg("-c").arg(script).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let types = String::from_utf8_lossy(&out.stdout).into_owned();
+    for expected in [
+        "pyarrow ts_seconds timestamp[ms]",
+        "pyarrow ts_millis timestamp[ms]",
+        "pyarrow d date32[day]",
+        "pyarrow amount decimal128(10, 2)",
+        "pyarrow flag bool",
+        "pyarrow n int64",
+        "duckdb ts_seconds TIMESTAMP",
+        "duckdb ts TIMESTAMP",
+        "duckdb d DATE",
+        "duckdb amount DECIMAL(10,2)",
+        "duckdb label VARCHAR",
+    ] {
+        assert!(types.lines().any(|l| l.starts_with(expected)), "`{expected}` not in\n{types}");
+    }
+}

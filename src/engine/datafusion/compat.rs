@@ -9,11 +9,10 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, IntervalMonthDayNano, IntervalUnit, TimeUnit};
-use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::planner::TypePlanner;
-use sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
 use datafusion::common::{DFSchema, Result, plan_err};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawAggregateExpr, RawBinaryExpr};
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
@@ -22,6 +21,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use sqlparser::ast::BinaryOperator;
+use sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
 use std::sync::Arc;
 
 /// Whose SQL semantics the engine follows.
@@ -78,9 +78,12 @@ impl TypePlanner for TypeNames {
             _ => DataType::Timestamp(TimeUnit::Nanosecond, None),
         };
         let data_type = match sql_type {
-            SqlType::Character(_) | SqlType::CharacterVarying(_) | SqlType::CharVarying(_) | SqlType::JSON | SqlType::JSONB | SqlType::Uuid => {
-                DataType::Utf8
-            }
+            SqlType::Character(_)
+            | SqlType::CharacterVarying(_)
+            | SqlType::CharVarying(_)
+            | SqlType::JSON
+            | SqlType::JSONB
+            | SqlType::Uuid => DataType::Utf8,
             SqlType::Int16 => DataType::Int16,
             SqlType::Int32 => DataType::Int32,
             SqlType::Int64 | SqlType::Signed | SqlType::SignedInteger => DataType::Int64,

@@ -578,6 +578,7 @@ impl DataFusionEngine {
         let vdir = dir.join(format!("v{next}"));
         std::fs::create_dir_all(&vdir).map_err(|e| io_err("creating a table version", e))?;
         let file = vdir.join("part-0.parquet");
+        let df = types::portable(df)?;
         let written = self
             .block(df.write_parquet(&file.to_string_lossy(), DataFrameWriteOptions::new().with_single_file_output(true), None))
             .map_err(|e| {
@@ -794,7 +795,7 @@ impl Engine for DataFusionEngine {
                 self.write_table(r, df, checks).map(Some)
             }
             Materialization::External { sql, location, format } => {
-                let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                let df = types::portable(self.block(self.ctx.sql(sql)).map_err(df_err)?)?;
                 if location.contains("://") {
                     // One object PUT: readers see the old object or the new one.
                     let opts = DataFrameWriteOptions::new().with_single_file_output(true);

@@ -4,7 +4,11 @@
 //! parses back. Type names from other warehouses (PostgreSQL's `character varying(20)`,
 //! BigQuery's `INT64`) are translated before DataFusion reads them.
 
+use crate::engine::EngineError;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, cast, col};
+use datafusion::prelude::DataFrame;
 
 /// The SQL name of an Arrow type (DuckDB's spelling).
 pub fn sql_name(dt: &DataType) -> String {
@@ -35,6 +39,25 @@ pub fn sql_name(dt: &DataType) -> String {
         DataType::Null => "NULL".into(),
         other => other.to_string(),
     }
+}
+
+/// `df` with the column types other engines read from Parquet: a timestamp in seconds (which
+/// Parquet has no unit for, so it would be written as a plain integer) becomes milliseconds.
+pub fn portable(df: DataFrame) -> Result<DataFrame, EngineError> {
+    let fields: Vec<(String, DataType)> = df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    if !fields.iter().any(|(_, t)| matches!(t, DataType::Timestamp(TimeUnit::Second, _))) {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = fields
+        .into_iter()
+        .map(|(name, t)| match t {
+            DataType::Timestamp(TimeUnit::Second, tz) => {
+                cast(col(Column::new_unqualified(&name)), DataType::Timestamp(TimeUnit::Millisecond, tz)).alias(name)
+            }
+            _ => col(Column::new_unqualified(&name)),
+        })
+        .collect();
+    df.select(exprs).map_err(super::df_err)
 }
 
 /// An Arrow type read from a name this module writes, or from a common SQL name, without a
