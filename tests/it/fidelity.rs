@@ -263,3 +263,26 @@ fn warehouse_parquet_reads_back_with_its_types_in_pyarrow_and_duckdb() {
         assert!(types.lines().any(|l| l.starts_with(expected)), "`{expected}` not in\n{types}");
     }
 }
+
+/// `kiln show -s MODEL` runs the model's SQL as it is now, as `dbt show` does: after an edit
+/// (without a build), for a model never built, and for an ephemeral one.
+#[test]
+fn show_runs_the_current_sql_of_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: sh\nconfig-version: 2\nmodels:\n  sh:\n    +materialized: table\n").unwrap();
+    std::fs::write(d.join("models/base.sql"), "select 1 as id union all select 2\n").unwrap();
+    std::fs::write(d.join("models/eph.sql"), "{{ config(materialized='ephemeral') }}\nselect id * 10 as id from {{ ref('base') }}\n").unwrap();
+    std::fs::write(d.join("models/top.sql"), "select max(id) as top from {{ ref('eph') }}\n").unwrap();
+    assert_eq!(run(d, &["run", "-s", "base"]).status.code(), Some(0));
+    let show = |name: &str| {
+        let out = run(d, &["show", "-s", name, "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        stdout(&out)
+    };
+    assert!(show("top").contains("\"top\":20"), "never built, through an ephemeral parent");
+    assert!(show("eph").contains("\"id\":10"), "an ephemeral model");
+    std::fs::write(d.join("models/base.sql"), "select 5 as id\n").unwrap();
+    assert!(show("base").contains("\"id\":5"), "the edited SQL, not the built table");
+}
