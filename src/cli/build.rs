@@ -523,7 +523,8 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, env: &HashMap<String, String>,
     };
     let resolver = super::compile::resolver(&s);
     // `run_query` and `adapter.*` in what is shown reach the warehouse.
-    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(runner::EngineQueries(engine.clone(), s.target.quote_char()));
+    *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
+        Arc::new(runner::EngineQueries(engine.clone(), s.target.quote_char()));
     let sql = match (&args.inline, &args.select) {
         (Some(sql), _) => {
             let node = crate::parse::new_node_inline(&s.project, sql);
@@ -579,15 +580,24 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, env: &HashMap<String, String>,
 }
 
 /// A model's SQL compiled now, with its ephemeral parents inlined.
-fn current_sql(s: &Session, engine: &Arc<dyn Engine>, resolver: &Arc<dyn crate::jinja::Resolver>, node: &crate::parse::Node) -> Result<String, Diagnostics> {
+fn current_sql(
+    s: &Session,
+    engine: &Arc<dyn Engine>,
+    resolver: &Arc<dyn crate::jinja::Resolver>,
+    node: &crate::parse::Node,
+) -> Result<String, Diagnostics> {
     let selected: BTreeSet<String> = [node.unique_id.clone()].into();
-    let exists = |n: &crate::parse::Node| n.materialized() == "incremental" && engine.describe(&runner::relation_name(n)).ok().flatten().is_some();
+    let exists =
+        |n: &crate::parse::Node| n.materialized() == "incremental" && engine.describe(&runner::relation_name(n)).ok().flatten().is_some();
     let mut diags = Vec::new();
     let mut compiled = crate::compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, resolver, &selected, &exists, &mut diags);
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
     }
-    compiled.remove(&node.unique_id).map(|c| c.sql).ok_or_else(|| Diagnostic::error(Code::Internal, format!("`{}` did not compile", node.name)).into())
+    compiled
+        .remove(&node.unique_id)
+        .map(|c| c.sql)
+        .ok_or_else(|| Diagnostic::error(Code::Internal, format!("`{}` did not compile", node.name)).into())
 }
 
 fn cell(v: &Json) -> String {

@@ -692,9 +692,45 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
     generic_tests::build(project, jinja, &props, &mut manifest, diags, cache);
     build_exposures(project, jinja, &props, &mut manifest, diags);
     build_unit_tests(project, &props, &mut manifest, diags);
+    render_descriptions(project, jinja, &mut manifest, diags);
     manifest.nodes.sort_keys();
     manifest.sources.sort_keys();
     Parsed { manifest, properties: props }
+}
+
+/// Renders the Jinja (`{{ doc('name') }}`) in the descriptions of nodes, sources and their
+/// columns, as dbt does before it writes the manifest. A missing doc is an error at the file
+/// that describes the node.
+fn render_descriptions(project: &Project, jinja: &JinjaEnv, manifest: &mut Manifest, diags: &mut Vec<Diagnostic>) {
+    let mut render = |text: &mut String, package: &str, file: &str, what: &str| {
+        if !text.contains("{{") && !text.contains("{%") {
+            return;
+        }
+        match jinja.render_value(text, package) {
+            Ok(rendered) => *text = rendered,
+            Err(e) => diags.push(to_diagnostic(&e, &|_| None, &format!("the description of {what}")).with_file(file.to_string())),
+        }
+    };
+    for node in manifest.nodes.values_mut() {
+        let file = node
+            .patch_path
+            .clone()
+            .map_or_else(|| node.original_file_path.clone(), |p| p.split_once("://").map_or(p.clone(), |(_, f)| f.to_string()));
+        let what = format!("{} `{}`", node.resource_type.as_str(), node.name);
+        render(&mut node.description, &node.package, &file, &what);
+        for c in node.columns.values_mut() {
+            render(&mut c.description, &node.package, &file, &format!("column `{}` of {what}", c.name));
+        }
+    }
+    for src in manifest.sources.values_mut() {
+        let file = project.files[src.file].display_path.clone();
+        let what = format!("source `{}.{}`", src.source_name, src.name);
+        render(&mut src.description, &src.package, &file, &what);
+        render(&mut src.source_description, &src.package, &file, &what);
+        for c in src.columns.values_mut() {
+            render(&mut c.description, &src.package, &file, &format!("column `{}` of {what}", c.name));
+        }
+    }
 }
 
 /// The nodes a file defines (none for macros, properties and generic tests; one per

@@ -231,6 +231,17 @@ fn fidelity_project_builds_like_dbt_duckdb() {
         .map(|k| format!("{k}: dbt {:?}, kiln {:?}", dbt_outcomes.get(k), kiln_outcomes.get(k)))
         .collect();
     assert!(differ.is_empty(), "outcomes differ from dbt-duckdb:\n{}", differ.join("\n"));
+    // Descriptions in the manifest are rendered (`doc()`), as dbt writes them.
+    let manifest = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("target/manifest.json")).unwrap()).unwrap()
+    };
+    let (theirs_manifest, ours_manifest) = (manifest(theirs.path()), manifest(ours.path()));
+    let orders = "model.fidelity.orders";
+    for path in [&["description"][..], &["columns", "order_id", "description"]] {
+        let pick = |m: &serde_json::Value| path.iter().fold(&m["nodes"][orders], |v, k| &v[*k]).clone();
+        assert_eq!(pick(&ours_manifest), pick(&theirs_manifest), "{path:?}");
+        assert!(pick(&ours_manifest).as_str().is_some_and(|d| d.contains("One row per order")), "{path:?}");
+    }
     let built: Vec<(String, String)> = built_relations(ours.path())
         .into_iter()
         .filter(|(name, _)| kiln_outcomes.iter().any(|(id, (st, _))| id.ends_with(&format!(".{name}")) && st == "success"))

@@ -273,7 +273,8 @@ fn show_runs_the_current_sql_of_a_model() {
     std::fs::create_dir_all(d.join("models")).unwrap();
     std::fs::write(d.join("dbt_project.yml"), "name: sh\nconfig-version: 2\nmodels:\n  sh:\n    +materialized: table\n").unwrap();
     std::fs::write(d.join("models/base.sql"), "select 1 as id union all select 2\n").unwrap();
-    std::fs::write(d.join("models/eph.sql"), "{{ config(materialized='ephemeral') }}\nselect id * 10 as id from {{ ref('base') }}\n").unwrap();
+    std::fs::write(d.join("models/eph.sql"), "{{ config(materialized='ephemeral') }}\nselect id * 10 as id from {{ ref('base') }}\n")
+        .unwrap();
     std::fs::write(d.join("models/top.sql"), "select max(id) as top from {{ ref('eph') }}\n").unwrap();
     assert_eq!(run(d, &["run", "-s", "base"]).status.code(), Some(0));
     let show = |name: &str| {
