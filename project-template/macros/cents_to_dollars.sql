@@ -1,3 +1,4 @@
+{#- Portable across warehouses: dbt's cross-database type macros pick each one's type. -#}
 {% macro cents_to_dollars(column_name, scale=2) -%}
-    round(cast({{ column_name }} as double) / 100, {{ scale }})
+    round(cast({{ column_name }} as {{ dbt.type_numeric() }}) / 100, {{ scale }})
 {%- endmacro %}

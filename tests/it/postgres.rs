@@ -602,3 +602,20 @@ fn unit_tests_on_postgres_read_postgres_type_names() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("PASS  unit test   shouts"), "{}", stderr(&out));
 }
+
+/// `kiln init`'s template builds unchanged on PostgreSQL, every node with a result.
+#[test]
+fn init_template_builds_on_postgres() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("template");
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(run(tmp.path(), &["init", "shop"]).status.code(), Some(0));
+    let d = tmp.path().join("shop");
+    std::fs::write(d.join("profiles.yml"), server.profiles("shop", &[("pg", &db)])).unwrap();
+    let out = kiln_pg(&d, &server, &["build", "--profiles-dir", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    let results = results["results"].as_array().unwrap();
+    assert!(results.len() >= 10, "{results:?}");
+    assert!(results.iter().all(|r| r["status"] == "success" || r["status"] == "pass"), "{results:?}");
+}
