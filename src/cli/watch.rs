@@ -465,6 +465,9 @@ fn watch(
             "watching for changes",
         );
     }
+    // Whether the last reload failed: the next one that loads says the errors are gone, even
+    // when the project is back to what was last built (nothing to rebuild).
+    let mut broken = false;
     // Each turn: wait for a change, reload what it touched, rebuild what it changed.
     loop {
         if lp.quit.load(Ordering::SeqCst) {
@@ -493,9 +496,11 @@ fn watch(
                     serde_json::json!({"event": "build_finished", "elapsed": started.elapsed().as_secs_f64(), "total": 0, "error": d.error_count(), "cancelled": false, "parse_error": true}),
                     &format!("{} the project has errors; nothing was rebuilt · watching for a fix", clock()),
                 );
+                broken = true;
                 continue;
             }
         };
+        let fixed = std::mem::take(&mut broken);
         let everything = lp.reuse.reloaded_everything;
         let macros = if Arc::ptr_eq(&session.jinja.shared, &next.jinja.shared) {
             MacroChanges::default()
@@ -538,7 +543,7 @@ fn watch(
         within = new_within;
         // A directory event or an edit that changes no node (a description, a comment in YAML):
         // nothing to say on the terminal.
-        if printer.format == LogFormat::Text && nodes.is_empty() && changes.is_empty() {
+        if printer.format == LogFormat::Text && nodes.is_empty() && changes.is_empty() && !fixed {
             continue;
         }
         event(
@@ -551,6 +556,7 @@ fn watch(
                 "added": changes.added,
                 "removed": changes.removed,
                 "nodes": nodes.len(),
+                "fixed": fixed,
             }),
             &format!(
                 "{} change: {}{} → {} node{}",
@@ -566,10 +572,11 @@ fn watch(
             ),
         );
         if nodes.is_empty() {
+            let what = if fixed { "the errors are fixed; the project is as last built, nothing to rebuild" } else { "nothing to rebuild" };
             event(
                 printer,
-                serde_json::json!({"event": "build_finished", "elapsed": started.elapsed().as_secs_f64(), "total": 0, "cancelled": false}),
-                &format!("{} nothing to rebuild · watching for changes", clock()),
+                serde_json::json!({"event": "build_finished", "elapsed": started.elapsed().as_secs_f64(), "total": 0, "cancelled": false, "fixed": fixed}),
+                &format!("{} {what} · watching for changes", clock()),
             );
             continue;
         }

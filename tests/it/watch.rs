@@ -187,6 +187,10 @@ fn watch_rebuilds_what_each_save_changes() {
     assert_eq!(diag["file"], "models/staging/stg_orders.sql");
     assert_eq!(diag["line"], 2);
     assert!(finished(&turn).is_empty() && turn.last().expect("event")["parse_error"] == true, "{}", lines(&turn));
+    // Saved back as it was: the error is reported gone; nothing needs rebuilding.
+    save(&model, &good);
+    let turn = w.turn();
+    assert!(turn.last().expect("event")["fixed"] == true && finished(&turn).is_empty(), "{}", lines(&turn));
 
     // Broken SQL: the model fails with its SQL error, what is downstream is skipped.
     save(&model, &good.replace("select * from renamed", "selec * from renamed"));
