@@ -48,13 +48,25 @@ pub fn register(env: &mut Environment<'static>, index: Arc<MacroIndex>) {
         Ok(crate::project::config::json_truthy(ctx.config_get("full_refresh").as_ref())
             .unwrap_or_else(|| ctx.shared.flags.get_attr("FULL_REFRESH").map(|v| v.is_true()).unwrap_or(false)))
     });
+    // `dict(...)` builds a changeable dict too (`{% set d = dict(a=1) %}{% do d.update(...) %}`).
+    env.add_function("dict", |map: Option<Value>, kwargs: Kwargs| -> Result<Value, Error> {
+        let mut pairs: Vec<(Value, Value)> = match &map {
+            Some(m) if m.kind() == ValueKind::Map => m.try_iter()?.map(|k| (k.clone(), m.get_item(&k).unwrap_or_default())).collect(),
+            Some(m) => m.try_iter()?.filter_map(|pair| Some((pair.get_item_by_index(0).ok()?, pair.get_item_by_index(1).ok()?))).collect(),
+            None => vec![],
+        };
+        for key in kwargs.args() {
+            pairs.push((Value::from(key), kwargs.peek::<Value>(key)?));
+        }
+        Ok(super::modules::MutDict::from_pairs(pairs))
+    });
     env.add_function("__kiln_list", super::modules::MutList::from_value);
     env.add_function("__kiln_dict", super::modules::MutDict::from_value);
     env.add_global("adapter", Value::from_object(Adapter { index }));
     // dbt's context function, the same as `adapter.load_relation`.
     env.add_function("load_relation", |state: &State, relation: Value| -> Result<Value, Error> {
         let ctx = node_ctx(state)?;
-        Ok(existing_relation(&ctx, &attr(&relation, "database"), &attr(&relation, "schema"), &attr(&relation, "identifier")))
+        existing_relation(&ctx, &attr(&relation, "database"), &attr(&relation, "schema"), &attr(&relation, "identifier"))
     });
     env.add_global("api", Value::from_object(Api));
     env.add_global("modules", super::modules::modules_value());
@@ -641,7 +653,7 @@ impl Object for Adapter {
                         arg(2, "identifier").map(|v| v.to_string()).unwrap_or_default(),
                     )
                 };
-                Ok(existing_relation(&ctx, &db, &schema, &id))
+                existing_relation(&ctx, &db, &schema, &id)
             }
             "get_columns_in_relation" => {
                 if ctx.phase == Phase::Parse {
@@ -655,9 +667,11 @@ impl Object for Adapter {
                     }
                 };
                 let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let columns = runner
+                    .get_columns(&relation)
+                    .map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.get_columns_in_relation({relation}) failed: {m}"), None))?;
                 Ok(Value::from(
-                    runner
-                        .get_columns(&relation)
+                    columns
                         .into_iter()
                         .map(|(n, t)| super::column::Column::new(&n, &t, ctx.shared.target.quote_char()).into_value())
                         .collect::<Vec<_>>(),
@@ -756,7 +770,7 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
             Value::from(found > 0)
         }
         "already_exists" => {
-            let found = existing_relation(ctx, &ctx.shared.target.database, &text(0, "schema"), &text(1, "name"));
+            let found = existing_relation(ctx, &ctx.shared.target.database, &text(0, "schema"), &text(1, "name"))?;
             Value::from(!found.is_none())
         }
         "list_relations_without_caching" | "list_relations" => {
@@ -791,9 +805,12 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
         }
         "get_missing_columns" => {
             let (from, to) = (relation(0, "from_relation")?, relation(1, "to_relation")?);
-            let columns = |v: &Value| v.downcast_object_ref::<Relation>().map(|r| runner.get_columns(r)).unwrap_or_default();
-            let present: Vec<String> = columns(&to).into_iter().map(|(n, _)| n.to_lowercase()).collect();
-            let missing: Vec<Value> = columns(&from)
+            let columns = |v: &Value| -> Result<Vec<(String, String)>, Error> {
+                let Some(r) = v.downcast_object_ref::<Relation>() else { return Ok(vec![]) };
+                runner.get_columns(r).map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.get_missing_columns failed: {m}"), None))
+            };
+            let present: Vec<String> = columns(&to)?.into_iter().map(|(n, _)| n.to_lowercase()).collect();
+            let missing: Vec<Value> = columns(&from)?
                 .into_iter()
                 .filter(|(n, _)| !present.contains(&n.to_lowercase()))
                 .map(|(n, t)| super::column::Column::new(&n, &t, ctx.shared.target.quote_char()).into_value())
@@ -805,12 +822,15 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
 }
 
 /// The relation if the warehouse has it (`none` in the parse phase, as in dbt).
-fn existing_relation(ctx: &super::context::NodeCtx, database: &str, schema: &str, identifier: &str) -> Value {
+fn existing_relation(ctx: &super::context::NodeCtx, database: &str, schema: &str, identifier: &str) -> Result<Value, Error> {
     if ctx.phase == Phase::Parse {
-        return Value::from(());
+        return Ok(Value::from(()));
     }
     let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
-    runner.get_relation(database, schema, identifier).map_or(Value::from(()), Relation::into_value)
+    let found = runner
+        .get_relation(database, schema, identifier)
+        .map_err(|m| kiln_error(Code::JinjaRender, format!("cannot tell whether {database}.{schema}.{identifier} exists: {m}"), None))?;
+    Ok(found.map_or(Value::from(()), Relation::into_value))
 }
 
 fn attr(v: &Value, name: &str) -> String {

@@ -63,13 +63,15 @@ pub struct QueryTable {
 /// `execute = false`.
 pub trait QueryRunner: Send + Sync {
     fn run_query(&self, sql: &str) -> Result<QueryTable, String>;
-    /// `adapter.get_relation`: the relation if it exists.
-    fn get_relation(&self, _database: &str, _schema: &str, _identifier: &str) -> Option<relation::Relation> {
-        None
+    /// `adapter.get_relation`: the relation if it exists; an error when the warehouse cannot
+    /// tell (never taken for "it does not exist").
+    fn get_relation(&self, _database: &str, _schema: &str, _identifier: &str) -> Result<Option<relation::Relation>, String> {
+        Ok(None)
     }
-    /// `adapter.get_columns_in_relation`: (name, data type) pairs.
-    fn get_columns(&self, _relation: &relation::Relation) -> Vec<(String, String)> {
-        Vec::new()
+    /// `adapter.get_columns_in_relation`: (name, data type) pairs, none when the relation does
+    /// not exist.
+    fn get_columns(&self, _relation: &relation::Relation) -> Result<Vec<(String, String)>, String> {
+        Ok(Vec::new())
     }
     /// `adapter.create_schema`.
     fn create_schema(&self, _database: &str, _schema: &str) -> Result<(), String> {

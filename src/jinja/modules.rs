@@ -416,11 +416,15 @@ pub struct MutDict(Mutex<indexmap::IndexMap<Value, Value>>);
 impl MutDict {
     /// A changeable copy of `map` (none gives an empty dict).
     pub fn from_value(map: Option<Value>) -> Value {
-        let pairs: indexmap::IndexMap<Value, Value> = map
+        let pairs: Vec<(Value, Value)> = map
             .filter(|m| m.kind() == ValueKind::Map)
             .and_then(|m| m.try_iter().ok().map(|keys| keys.map(|k| (k.clone(), m.get_item(&k).unwrap_or_default())).collect()))
             .unwrap_or_default();
-        Value::from_object(MutDict(Mutex::new(pairs)))
+        Self::from_pairs(pairs)
+    }
+
+    pub fn from_pairs(pairs: Vec<(Value, Value)>) -> Value {
+        Value::from_object(MutDict(Mutex::new(pairs.into_iter().collect())))
     }
 }
 

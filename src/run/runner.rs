@@ -89,17 +89,18 @@ impl QueryRunner for EngineQueries {
     fn run_query(&self, sql: &str) -> Result<QueryTable, String> {
         self.0.query(sql, None).map_err(|e| e.message)
     }
-    fn get_relation(&self, database: &str, schema: &str, identifier: &str) -> Option<crate::jinja::relation::Relation> {
+    fn get_relation(&self, database: &str, schema: &str, identifier: &str) -> Result<Option<crate::jinja::relation::Relation>, String> {
         let r = RelationName { database: database.into(), schema: schema.into(), name: identifier.into() };
-        self.0.describe(&r).ok().flatten().map(|_| crate::jinja::relation::Relation::new(database, schema, identifier, self.1))
+        let found = self.0.describe(&r).map_err(|e| e.message)?;
+        Ok(found.map(|_| crate::jinja::relation::Relation::new(database, schema, identifier, self.1)))
     }
-    fn get_columns(&self, relation: &crate::jinja::relation::Relation) -> Vec<(String, String)> {
+    fn get_columns(&self, relation: &crate::jinja::relation::Relation) -> Result<Vec<(String, String)>, String> {
         let r = RelationName {
             database: relation.database.clone().unwrap_or_default(),
             schema: relation.schema.clone().unwrap_or_default(),
             name: relation.identifier.clone().unwrap_or_default(),
         };
-        self.0.describe(&r).ok().flatten().unwrap_or_default()
+        Ok(self.0.describe(&r).map_err(|e| e.message)?.unwrap_or_default())
     }
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), String> {
         self.0.create_schema(database, schema).map_err(|e| e.message)

@@ -287,3 +287,40 @@ fn show_runs_the_current_sql_of_a_model() {
     std::fs::write(d.join("models/base.sql"), "select 5 as id\n").unwrap();
     assert!(show("base").contains("\"id\":5"), "the edited SQL, not the built table");
 }
+
+/// Jinja as dbt's Python Jinja runs it, as macro packages use it: lists and dicts that change
+/// (also inside dicts and from `dict()`), Jinja's implicit `varargs`/`kwargs`, `set()` compared
+/// without order, context values (`this`) inside macros seen per model.
+#[test]
+fn jinja_behaves_as_dbts_python_jinja() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("macros")).unwrap();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: jj\nconfig-version: 2\n").unwrap();
+    std::fs::write(
+        d.join("macros/helpers.sql"),
+        "{% macro collect(first) %}{{ return([first] + (varargs | list) + [kwargs.get('last', 'none')]) }}{% endmacro %}\n\
+         {% macro me() %}{{ this.identifier }}{% endmacro %}\n",
+    )
+    .unwrap();
+    for m in ["a", "b", "c"] {
+        std::fs::write(d.join(format!("models/{m}.sql")), "select '{{ me() }}' as name\n").unwrap();
+    }
+    let template = "{% set groups = {} %}{% for k in ['x', 'y', 'x'] %}{% if k not in groups %}{% do groups.update({k: []}) %}{% endif %}{% do groups[k].append(loop.index) %}{% endfor %}\
+        {% set d = dict(a=1) %}{% do d.update({'b': 2}) %}\
+        select '{{ groups['x'] | join('-') }}' as xs, '{{ d | list | join(',') }}' as keys, \
+        '{{ collect(1, 2, 3, last=4) | join(',') }}' as args, {{ set(['b', 'a']) == set(['a', 'b', 'a']) }} as same";
+    let out = run(d, &["compile", "--inline", template]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sql = stdout(&out);
+    for expected in ["'1-3' as xs", "'a,b' as keys", "'1,2,3,4' as args", "True as same"] {
+        assert!(sql.contains(expected), "`{expected}` not in {sql}");
+    }
+    let out = run(d, &["compile"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for m in ["a", "b", "c"] {
+        let compiled = std::fs::read_to_string(d.join(format!("target/compiled/jj/models/{m}.sql"))).unwrap();
+        assert!(compiled.contains(&format!("'{m}' as name")), "{m}: {compiled}");
+    }
+}
