@@ -52,6 +52,12 @@ const INTEGERS: &[&str] = &[
 ];
 const NUMERICS: &[&str] = &["numeric", "decimal", "decimal128", "decimal256"];
 
+/// Whether two type names are the same type as dbt's contracts compare them (through
+/// `Column.data_type`: `text` and `varchar` are both `character varying(256)`).
+pub fn same_type(a: &str, b: &str) -> bool {
+    a == b || Column::new("", a, '"').data_type().eq_ignore_ascii_case(&Column::new("", b, '"').data_type())
+}
+
 impl Column {
     /// A column from its name and the type the warehouse gave (`character varying(20)`,
     /// `Decimal128(10, 2)`, `INTEGER`).
@@ -86,11 +92,12 @@ impl Column {
         self.is(STRINGS).then(|| self.char_size.unwrap_or(256))
     }
 
-    /// dbt's `data_type`: strings with their size, numerics with precision and scale.
+    /// dbt's `data_type`: a string type is `character varying(size)` (256 when the warehouse
+    /// gives no size), a numeric has its precision and scale.
     fn data_type(&self) -> String {
-        match (self.is(STRINGS), self.is(NUMERICS), self.precision, self.scale) {
-            (true, _, _, _) if self.char_size.is_some() => format!("character varying({})", self.char_size.unwrap_or(256)),
-            (false, true, Some(p), Some(s)) => format!("{}({p},{s})", self.base),
+        match (self.string_size(), self.is(NUMERICS), self.precision, self.scale) {
+            (Some(size), _, _, _) => format!("character varying({size})"),
+            (None, true, Some(p), Some(s)) => format!("{}({p},{s})", self.base),
             _ => self.dtype.clone(),
         }
     }
@@ -161,6 +168,8 @@ mod tests {
         let c = Column::new("name", "character varying(20)", '"');
         assert!(c.is(super::STRINGS) && c.string_size() == Some(20));
         assert_eq!(c.data_type(), "character varying(20)");
+        assert!(super::same_type("text", "character varying") && super::same_type("VARCHAR", "text"));
+        assert!(!super::same_type("character varying(20)", "text") && !super::same_type("integer", "bigint"));
         assert_eq!(Column::new("t", "TEXT", '"').string_size(), Some(256));
         let n = Column::new("amount", "numeric(10,2)", '"');
         assert!(n.is(super::NUMERICS) && n.data_type() == "numeric(10,2)");

@@ -61,7 +61,7 @@ pub fn enforce(
     for ((name, contract_type), col) in declared.iter().zip(node.columns.values()) {
         match actual.iter().find(|(a, _)| a.eq_ignore_ascii_case(name)) {
             None => mismatches.push([col.name.clone(), String::new(), contract_type.clone(), "missing in definition".into()]),
-            Some((_, t)) if t != contract_type => {
+            Some((_, t)) if !crate::jinja::column::same_type(t, contract_type) => {
                 mismatches.push([col.name.clone(), t.clone(), contract_type.clone(), "data type mismatch".into()])
             }
             Some(_) => {}

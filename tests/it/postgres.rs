@@ -619,3 +619,33 @@ fn init_template_builds_on_postgres() {
     assert!(results.len() >= 10, "{results:?}");
     assert!(results.iter().all(|r| r["status"] == "success" || r["status"] == "pass"), "{results:?}");
 }
+
+/// One contract, written as users write types, passes on DataFusion and on PostgreSQL when the
+/// data matches (text built with `||`, numeric with precision, timestamps, integers).
+#[test]
+fn one_contract_passes_on_both_engines() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("contract");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: ct\nconfig-version: 2\nprofile: ct\n").unwrap();
+    let mut profiles = server.profiles("ct", &[("pg", &db)]);
+    profiles.push_str("    local:\n      type: datafusion\n      schema: analytics\n");
+    std::fs::write(d.join("profiles.yml"), profiles).unwrap();
+    std::fs::write(
+        d.join("models/contracted.sql"),
+        "{{ config(materialized='table') }}\nselect cast(1 as integer) as id, 'a' || 'b' as name, cast(1.5 as numeric(10, 2)) as amount, \
+         cast('2024-01-01 10:00:00' as timestamp) as at, true as flag\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("models/contracted.yml"),
+        "version: 2\nmodels:\n  - name: contracted\n    config:\n      contract: {enforced: true}\n    columns:\n      - {name: id, data_type: integer}\n      - {name: name, data_type: varchar}\n      - {name: amount, data_type: 'numeric(10,2)'}\n      - {name: at, data_type: timestamp}\n      - {name: flag, data_type: boolean}\n",
+    )
+    .unwrap();
+    for target in ["local", "pg"] {
+        let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-t", target]);
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+    }
+}
