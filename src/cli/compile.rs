@@ -4,7 +4,7 @@ use super::printer::Printer;
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, GlobalArgs, SelectArgs};
 use crate::compile::{self, Compiled, ManifestResolver, sqlcheck};
-use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::diagnostics::{Code, Diagnostic, Diagnostics, Label, SourceText};
 use crate::jinja::Resolver;
 use crate::parse::{Node, ResourceType};
 use crate::run::artifacts;
@@ -133,21 +133,44 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
     let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &|_| false, &mut diags);
     if sql_check {
         let dialect = sqlcheck::dialect_for(&s.target);
+        let known = embedded_functions(s);
         let checks: Vec<Diagnostic> = compiled
             .par_iter()
-            .filter_map(|(id, c)| {
-                let node = s.manifest.nodes.get(id)?;
+            .flat_map_iter(|(id, c)| {
+                let Some(node) = s.manifest.nodes.get(id) else { return vec![] };
                 // Models, snapshots and analyses are the user's SQL; generic and singular tests
                 // are checked by the engine when they run.
                 if (node.is_ephemeral() && !selected.contains(id)) || node.resource_type == ResourceType::Test {
-                    return None;
+                    return vec![];
                 }
-                sqlcheck::check(dialect.as_ref(), &c.sql, || sqlcheck::Origin {
-                    compiled_path: artifacts::compiled_path(&s.project, node),
+                let what = || format!("{} `{}`", node.resource_type.as_str(), node.name);
+                let compiled_path = || artifacts::compiled_path(&s.project, node);
+                let statements = match sqlcheck::check(dialect.as_ref(), &c.sql, || sqlcheck::Origin {
+                    compiled_path: compiled_path(),
                     model_file: node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone()),
-                    what: format!("{} `{}`", node.resource_type.as_str(), node.name),
-                })
-                .err()
+                    what: what(),
+                }) {
+                    Ok(statements) => statements,
+                    Err(d) => return vec![d],
+                };
+                let Some(known) = &known else { return vec![] };
+                sqlcheck::unknown_functions(&statements, known)
+                    .into_iter()
+                    .map(|(name, line, col)| {
+                        Diagnostic::warning(
+                            Code::UnknownFunction,
+                            format!("{} calls `{name}`, which the embedded engine does not have", what()),
+                        )
+                        .with_label(Label::new(
+                            SourceText::new(compiled_path(), c.sql.clone()),
+                            line,
+                            col,
+                            name.len(),
+                            "not a function of the embedded engine",
+                        ))
+                        .with_help("building it will fail; see docs/engine.md for the functions kiln adds and what differs from DuckDB")
+                    })
+                    .collect()
             })
             .collect();
         diags.extend(checks);
@@ -155,6 +178,16 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
     let mut d = Diagnostics(diags);
     d.sort();
     (compiled, d)
+}
+
+/// The functions of the embedded engine, when the target runs on it.
+fn embedded_functions(s: &Session) -> Option<BTreeSet<String>> {
+    #[cfg(feature = "datafusion")]
+    if s.target.engine == crate::project::profiles::EngineKind::DataFusion {
+        return Some(crate::engine::datafusion::function_names());
+    }
+    let _ = s;
+    None
 }
 
 pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyhow::Result<()> {

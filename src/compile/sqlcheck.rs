@@ -3,8 +3,11 @@
 
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText};
 use crate::project::profiles::Target;
+use sqlparser::ast::{Expr, Spanned, Statement, visit_expressions};
 use sqlparser::dialect::{BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
 pub fn dialect_for(target: &Target) -> Box<dyn Dialect + Send + Sync> {
     match target.adapter_type.as_str() {
@@ -25,15 +28,16 @@ pub struct Origin {
 
 /// Checks `sql`; on error returns a diagnostic pointing into the compiled file. `origin` is
 /// only called when there is an error.
-pub fn check(dialect: &dyn Dialect, sql: &str, origin: impl FnOnce() -> Origin) -> Result<(), Diagnostic> {
+pub fn check(dialect: &dyn Dialect, sql: &str, origin: impl FnOnce() -> Origin) -> Result<Vec<Statement>, Diagnostic> {
     if sql.trim().is_empty() {
         let Origin { model_file, what, .. } = origin();
         return Err(Diagnostic::error(Code::EmptyModel, format!("{what} compiles to empty SQL"))
             .with_file(model_file)
             .with_help("a model must contain a select statement; to switch it off use `{{ config(enabled=false) }}`"));
     }
-    let Err(e) = Parser::parse_sql(dialect, sql) else {
-        return Ok(());
+    let e = match Parser::parse_sql(dialect, sql) {
+        Ok(statements) => return Ok(statements),
+        Err(e) => e,
     };
     let Origin { compiled_path, model_file, what } = origin();
     let text = e.to_string();
@@ -49,6 +53,48 @@ pub fn check(dialect: &dyn Dialect, sql: &str, origin: impl FnOnce() -> Origin) 
         .with_label(Label::new(SourceText::new(compiled_path, sql.to_string()), line, col, token_len, "here"))
         .with_note(format!("compiled from {model_file}"))
         .with_help("fix the SQL in the model (the snippet above is the compiled SQL, after Jinja)"))
+}
+
+/// Names the SQL planner itself handles (not in any function registry).
+const PLANNER_FUNCTIONS: &[&str] = &[
+    "unnest",
+    "grouping",
+    "struct",
+    "named_struct",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "current_user",
+    "session_user",
+    "user",
+    "any",
+    "some",
+    "all",
+    "row",
+];
+
+/// The functions `statements` call that `known` (lower-case names) lacks, each once, with the
+/// 1-based line and column of its first call.
+pub fn unknown_functions(statements: &[Statement], known: &BTreeSet<String>) -> Vec<(String, usize, usize)> {
+    let mut found: Vec<(String, usize, usize)> = Vec::new();
+    for statement in statements {
+        let _ = visit_expressions(statement, |e| {
+            if let Expr::Function(f) = e
+                && let [part] = f.name.0.as_slice()
+                && let Some(name) = part.as_ident().map(|i| i.value.to_lowercase())
+                && !known.contains(&name)
+                && !PLANNER_FUNCTIONS.contains(&name.as_str())
+                && !found.iter().any(|(n, _, _)| *n == name)
+            {
+                let at = f.name.span().start;
+                found.push((name, at.line as usize, at.column as usize));
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    found
 }
 
 /// Extracts "Line: L, Column: C" from a sqlparser error.
@@ -80,5 +126,17 @@ mod tests {
         assert!(check(&GenericDialect {}, "select 1 as x from t", origin("c", "m", "m")).is_ok());
         let err = check(&GenericDialect {}, "  \n", origin("c", "models/m.sql", "model `m`")).unwrap_err();
         assert_eq!(err.code, Code::EmptyModel);
+    }
+
+    #[test]
+    fn finds_functions_the_engine_lacks() {
+        let statements = check(
+            &DuckDbDialect {},
+            "select list_transform(xs, x -> x + 1), upper(a),\n  epoch_ms(t), upper(b) from t",
+            origin("c", "m", "m"),
+        )
+        .unwrap();
+        let known: BTreeSet<String> = ["upper".to_string()].into();
+        assert_eq!(unknown_functions(&statements, &known), vec![("list_transform".into(), 1, 8), ("epoch_ms".into(), 2, 3)]);
     }
 }

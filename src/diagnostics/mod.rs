@@ -113,6 +113,8 @@ codes! {
     SqlSyntax = "E401",
     /// A model's compiled SQL is empty.
     EmptyModel = "E402",
+    /// (warning) A model calls a function the embedded engine does not have.
+    UnknownFunction = "E403",
     /// No `profiles.yml` entry for the project's profile.
     ProfileNotFound = "E501",
     /// The target does not exist in the profile.

@@ -160,6 +160,19 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
     std::fs::rename(&tmp, path).map_err(|e| io_err("publishing in the warehouse", e))
 }
 
+/// The names and aliases of every function the embedded engine has (DataFusion's and kiln's),
+/// in lower case.
+pub fn function_names() -> std::collections::BTreeSet<String> {
+    let ctx = SessionContext::new();
+    super::udfs::register(&ctx);
+    let state = compat::install(ctx, Flavor::DuckDb).state();
+    let scalar = state.scalar_functions().values().flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()));
+    let aggregate =
+        state.aggregate_functions().values().flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()));
+    let window = state.window_functions().values().flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()));
+    scalar.chain(aggregate).chain(window).map(|n| n.to_lowercase()).collect()
+}
+
 impl DataFusionEngine {
     /// Opens (or creates) the warehouse at `root`. Call [`DataFusionEngine::load_warehouse`]
     /// after registering external sources, so views over them resolve.
