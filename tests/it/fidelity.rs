@@ -324,3 +324,22 @@ fn jinja_behaves_as_dbts_python_jinja() {
         assert!(compiled.contains(&format!("'{m}' as name")), "{m}: {compiled}");
     }
 }
+
+/// `kiln compile` warns about functions the embedded engine lacks (a DuckDB project's
+/// `epoch_ms`), at the call, and still compiles.
+#[test]
+fn compile_warns_about_functions_the_engine_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: fx\nconfig-version: 2\nprofile: fx\n").unwrap();
+    std::fs::write(d.join("profiles.yml"), "fx:\n  target: duck\n  outputs:\n    duck:\n      type: duckdb\n      path: fx.duckdb\n").unwrap();
+    std::fs::write(d.join("models/ok.sql"), "select upper('a') as a, strftime(current_date, '%Y') as y, mod(7, 2) as m\n").unwrap();
+    std::fs::write(d.join("models/duckish.sql"), "select 1 as id,\n  epoch_ms(now()) as at\n").unwrap();
+    let out = kiln(d).args(["compile", "--profiles-dir", "."]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning[E403]: model `duckish` calls `epoch_ms`"), "{err}");
+    assert!(err.contains("target/compiled/fx/models/duckish.sql:2:3"), "{err}");
+    assert_eq!(err.matches("E403").count(), 1, "only the unknown function: {err}");
+}
