@@ -78,13 +78,18 @@ pub fn open_postgres(s: &Session) -> Result<crate::engine::postgres::PostgresEng
     PostgresEngine::open(settings).map_err(fail)
 }
 
-/// Opens the local DataFusion warehouse and registers external sources.
-fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
-    let mut warnings = Vec::new();
+/// Where the embedded engine keeps the target's warehouse.
+pub fn warehouse_dir(s: &Session) -> std::path::PathBuf {
     let path = s.target.settings.get("path").and_then(Json::as_str).unwrap_or(".kiln/warehouse");
     // dbt-duckdb profiles name a database file; kiln keeps a warehouse directory next to it.
     let path = if path.ends_with(".duckdb") || path.ends_with(".db") { format!("{path}.kiln") } else { path.to_string() };
-    let root = s.project.root.join(path);
+    s.project.root.join(path)
+}
+
+/// Opens the local DataFusion warehouse and registers external sources.
+fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
+    let mut warnings = Vec::new();
+    let root = warehouse_dir(s);
     let file = s.target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
     let memory = MemorySettings::from_target(&s.target.settings, &s.project.root).map_err(|e| {
         Diagnostic::error(Code::BadProfile, format!("target `{}`: {e}", s.target.name))

@@ -130,7 +130,9 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
 pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> (HashMap<String, Compiled>, Diagnostics) {
     let mut diags = Vec::new();
     let resolver = resolver(s);
-    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &|_| false, &mut diags);
+    let exists = attach_local_warehouse(s);
+    let is_incremental = |n: &Node| n.materialized() == "incremental" && exists(n);
+    let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &is_incremental, &mut diags);
     if sql_check {
         let dialect = sqlcheck::dialect_for(&s.target);
         let known = embedded_functions(s);
@@ -178,6 +180,23 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
     let mut d = Diagnostics(diags);
     d.sort();
     (compiled, d)
+}
+
+/// On the embedded engine the warehouse is local, so compiling reads it as `dbt compile` reads
+/// the target: `run_query`, `statement` and `adapter.*` answer from it, and `is_incremental()`
+/// is true for an incremental model that was built. Returns whether a node's relation exists
+/// (never, without a warehouse).
+fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_> {
+    #[cfg(feature = "datafusion")]
+    if s.target.engine == crate::project::profiles::EngineKind::DataFusion
+        && super::build::warehouse_dir(s).is_dir()
+        && let Ok((engine, _)) = super::build::open_engine(s)
+    {
+        *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(crate::run::runner::EngineQueries(engine.clone(), s.target.quote_char()));
+        return Box::new(move |n: &Node| engine.describe(&crate::run::runner::relation_name(n)).ok().flatten().is_some());
+    }
+    Box::new(|_| false)
 }
 
 /// The functions of the embedded engine, when the target runs on it.

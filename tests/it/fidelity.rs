@@ -333,7 +333,8 @@ fn compile_warns_about_functions_the_engine_lacks() {
     let d = tmp.path();
     std::fs::create_dir_all(d.join("models")).unwrap();
     std::fs::write(d.join("dbt_project.yml"), "name: fx\nconfig-version: 2\nprofile: fx\n").unwrap();
-    std::fs::write(d.join("profiles.yml"), "fx:\n  target: duck\n  outputs:\n    duck:\n      type: duckdb\n      path: fx.duckdb\n").unwrap();
+    std::fs::write(d.join("profiles.yml"), "fx:\n  target: duck\n  outputs:\n    duck:\n      type: duckdb\n      path: fx.duckdb\n")
+        .unwrap();
     std::fs::write(d.join("models/ok.sql"), "select upper('a') as a, strftime(current_date, '%Y') as y, mod(7, 2) as m\n").unwrap();
     std::fs::write(d.join("models/duckish.sql"), "select 1 as id,\n  epoch_ms(now()) as at\n").unwrap();
     let out = kiln(d).args(["compile", "--profiles-dir", "."]).output().unwrap();
@@ -342,4 +343,37 @@ fn compile_warns_about_functions_the_engine_lacks() {
     assert!(err.contains("warning[E403]: model `duckish` calls `epoch_ms`"), "{err}");
     assert!(err.contains("target/compiled/fx/models/duckish.sql:2:3"), "{err}");
     assert_eq!(err.matches("E403").count(), 1, "only the unknown function: {err}");
+}
+
+/// On the embedded engine `kiln compile` reads the local warehouse, as `dbt compile` reads the
+/// target: introspective queries see the data, and `is_incremental()` is true once built.
+#[test]
+fn compile_reads_the_local_warehouse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: cw\nconfig-version: 2\n").unwrap();
+    std::fs::write(d.join("models/kinds.sql"), "{{ config(materialized='table') }}\nselect 'red' as kind union all select 'blue'\n")
+        .unwrap();
+    std::fs::write(
+        d.join("models/pivot.sql"),
+        "{% set kinds = run_query('select kind from ' ~ ref('kinds') ~ ' order by kind') %}\
+         select {% if execute %}{% for k in kinds.columns[0].values() %}'{{ k }}' as {{ k }}, {% endfor %}{% endif %}1 as n\
+         {% if is_incremental() %} where 1 = 1 {% endif %}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("models/inc.sql"),
+        "{{ config(materialized='incremental') }}\nselect 1 as id{% if is_incremental() %} where false{% endif %}\n",
+    )
+    .unwrap();
+    let compiled = |name: &str| {
+        let out = run(d, &["compile", "-s", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert!(!compiled("inc").contains("where false"), "nothing built yet");
+    assert_eq!(run(d, &["run"]).status.code(), Some(0));
+    assert!(compiled("pivot").contains("'blue' as blue, 'red' as red"), "{}", compiled("pivot"));
+    assert!(compiled("inc").contains("where false"), "is_incremental() once built");
 }
