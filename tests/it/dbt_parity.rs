@@ -166,6 +166,70 @@ fn kiln_rows(dir: &Path, relation: &str) -> Vec<String> {
     rows
 }
 
+/// A column type's family, from DuckDB's or Arrow's name. Integer widths and decimal precision
+/// differ by design (docs/engine.md: integers are BIGINT where DuckDB often has INTEGER or
+/// HUGEINT); anything else that differs is a wrong type.
+fn type_family(t: &str) -> String {
+    let lower = t.to_ascii_lowercase();
+    let base = lower.split(['(', '<']).next().unwrap_or("").trim();
+    match base {
+        "tinyint" | "smallint" | "integer" | "bigint" | "hugeint" | "int8" | "int16" | "int32" | "int64" | "uint8" | "uint16"
+        | "uint32" | "uint64" | "ubigint" | "uinteger" => "integer".into(),
+        "float" | "double" | "real" | "float32" | "float64" => "float".into(),
+        "decimal" | "decimal128" | "decimal256" => {
+            format!("decimal, scale {}", lower.rsplit(',').next().unwrap_or("").trim_end_matches(')').trim())
+        }
+        "varchar" | "utf8" | "utf8view" | "largeutf8" => "text".into(),
+        "date" | "date32" => "date".into(),
+        "timestamp" => "timestamp".into(),
+        "boolean" => "boolean".into(),
+        _ => lower,
+    }
+}
+
+/// Each relation's (column, type) pairs in dbt-duckdb's database file.
+fn duckdb_types(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)]) -> Vec<Vec<(String, String)>> {
+    let python = Path::new(dbt).with_file_name("python");
+    let script = "import duckdb, json, sys\nc = duckdb.connect(sys.argv[1], read_only=True)\nfor rel in sys.argv[2:]:\n    print(json.dumps([[r[0], r[1]] for r in c.execute('describe ' + rel).fetchall()]))\n";
+    let dir = db.parent().expect("the database file is in the project");
+    let out = std::process::Command::new(&python)
+        .current_dir(dir)
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .args(relations.iter().map(|(_, r)| r))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A relation's (column, type) pairs in kiln's warehouse.
+fn kiln_types(dir: &Path, relation: &str) -> Vec<(String, String)> {
+    let (schema, table) = relation.split_once('.').expect("schema.table");
+    let sql = format!(
+        "select column_name, data_type from information_schema.columns where table_schema = '{schema}' and table_name = '{table}' order by ordinal_position"
+    );
+    let out = run(dir, &["show", "--profiles-dir", "profiles", "--inline", &sql, "--limit", "1000", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{relation}: {}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            (row["column_name"].as_str().unwrap().to_string(), row["data_type"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Asserts that every relation has columns of the same types (by family, see [`type_family`])
+/// in kiln's warehouse as in dbt-duckdb's.
+fn assert_same_types(dbt: &std::ffi::OsStr, ours: &Path, db: &Path, relations: &[(String, String)]) {
+    for ((name, rel), theirs) in relations.iter().zip(duckdb_types(dbt, db, relations)) {
+        let family = |cols: Vec<(String, String)>| cols.into_iter().map(|(c, t)| (c, type_family(&t))).collect::<Vec<_>>();
+        assert_eq!(family(kiln_types(ours, rel)), family(theirs), "{name}: column types differ from dbt-duckdb");
+    }
+}
+
 /// Asserts that every relation has the same rows in kiln's warehouse (`ours`) as in dbt-duckdb's
 /// database file (`db`).
 fn assert_same_tables(dbt: &std::ffi::OsStr, ours: &Path, db: &Path, relations: &[(String, String)]) {
@@ -210,7 +274,7 @@ fn outcomes(dir: &Path) -> std::collections::BTreeMap<String, (String, Option<u6
 /// tests beside seeds and ephemeral models, introspective queries in ephemeral models, context
 /// values inside macros, Jinja in YAML, DuckDB semantics, hooks that change tables) builds like
 /// dbt-duckdb: every node and project hook gets the same status and `failures`, and every table
-/// the same rows.
+/// the same rows and column types.
 #[test]
 fn fidelity_project_builds_like_dbt_duckdb() {
     let Some(dbt_exe) = dbt_executable("the fidelity parity test") else { return };
@@ -251,6 +315,7 @@ fn fidelity_project_builds_like_dbt_duckdb() {
     let mut built = built;
     built.push(("run_log (hooks)".into(), "main.run_log".into()));
     assert_same_tables(&dbt_exe, ours.path(), &theirs.path().join("fidelity.duckdb"), &built);
+    assert_same_types(&dbt_exe, ours.path(), &theirs.path().join("fidelity.duckdb"), &built);
 }
 
 /// The same test outcomes as dbt-duckdb: `dbt build` and `kiln build` on the quality project
