@@ -54,6 +54,9 @@ pub fn install(ctx: SessionContext, flavor: Flavor) -> SessionContext {
     ctx.register_udf(ScalarUDF::from(LiteralCoercion(datafusion::functions::core::coalesce())));
     ctx.register_udf(ScalarUDF::from(Mod(Signature::user_defined(Volatility::Immutable))));
     ctx.register_udf(ScalarUDF::from(ToDouble(Signature::any(1, Volatility::Immutable))));
+    for (name, part) in DATE_PARTS {
+        ctx.register_udf(ScalarUDF::from(PartOf { name, part, signature: Signature::any(1, Volatility::Immutable) }));
+    }
     // DuckDB's names for DataFusion's chrono-formatted functions.
     ctx.register_udf(datafusion::functions::datetime::to_char().as_ref().clone().with_aliases(["strftime"]));
     let to_timestamp = datafusion::functions::datetime::to_timestamp(ctx.state().config_options());
@@ -246,6 +249,54 @@ impl ScalarUDFImpl for ToDouble {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let target = self.return_type(&[args.args[0].data_type()])?;
         args.args[0].cast_to(&target, None)
+    }
+}
+
+/// DuckDB's (and MySQL's) one-part date functions: `year(d)` is `date_part('year', d)`.
+const DATE_PARTS: [(&str, &str); 11] = [
+    ("year", "year"),
+    ("month", "month"),
+    ("day", "day"),
+    ("dayofmonth", "day"),
+    ("hour", "hour"),
+    ("minute", "minute"),
+    ("second", "second"),
+    ("quarter", "quarter"),
+    ("week", "week"),
+    ("dayofweek", "dow"),
+    ("dayofyear", "doy"),
+];
+
+/// `year(d)`, `month(d)`, ...: one part of a date or timestamp, as a BIGINT.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PartOf {
+    name: &'static str,
+    part: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PartOf {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let date_part = datafusion::functions::datetime::date_part();
+        let part = ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(self.part.to_string())));
+        let part_field: FieldRef = Arc::new(Field::new("part", DataType::Utf8, false));
+        let inner = ScalarFunctionArgs {
+            args: vec![part, args.args[0].clone()],
+            arg_fields: vec![part_field, args.arg_fields[0].clone()],
+            number_rows: args.number_rows,
+            return_field: Arc::new(Field::new(self.name, DataType::Int32, true)),
+            config_options: args.config_options.clone(),
+        };
+        date_part.invoke_with_args(inner)?.cast_to(&DataType::Int64, None)
     }
 }
 
