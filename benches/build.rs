@@ -414,7 +414,7 @@ fn spill(rows: usize, limit_mb: usize) {
     if !source.exists() {
         let started = Instant::now();
         let engine =
-            DataFusionEngine::open(&dir.join(".gen"), "gen", "main", &MemorySettings::default(), Default::default()).expect("engine");
+            DataFusionEngine::open(&dir.join(".gen"), "gen", "main", &MemorySettings::default(), Default::default(), None).expect("engine");
         let customers = (rows / 20).max(1);
         engine
             .execute(&format!(

@@ -4,6 +4,7 @@ use super::printer::{Paint, Printer};
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, EXIT_PROJECT, EXIT_USAGE, GlobalArgs, SelectArgs};
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
+use crate::engine::datafusion::lock::{self, WriterLock};
 use crate::engine::datafusion::{DataFusionEngine, MemorySettings};
 use crate::engine::{Engine, RelationName};
 use crate::parse::ResourceType;
@@ -54,10 +55,19 @@ impl Which {
     }
 }
 
-/// Opens the target's engine; problems with external sources come back as warnings.
-pub fn open_engine(s: &Session) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
+/// A command that changes the warehouse: it takes the local warehouse's writer lock.
+pub struct Writes<'a> {
+    /// What holds the lock, e.g. `kiln build` (other processes are told).
+    pub command: &'a str,
+    /// Where to say that it waits for another process.
+    pub printer: &'a Printer,
+}
+
+/// Opens the target's engine, to read or (with `writes`) to change the warehouse; problems
+/// with external sources and damaged tables come back as warnings.
+pub fn open_engine(s: &Session, writes: Option<Writes>) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
     match s.target.engine {
-        EngineKind::DataFusion => open_datafusion(s).map(|(e, w)| (e as Arc<dyn Engine>, w)),
+        EngineKind::DataFusion => open_datafusion(s, writes).map(|(e, w)| (e as Arc<dyn Engine>, w)),
         EngineKind::Postgres => open_postgres(s).map(|e| (Arc::new(e) as Arc<dyn Engine>, vec![])),
         EngineKind::BigQuery => Err(Diagnostic::error(
             Code::Unsupported,
@@ -87,9 +97,24 @@ pub fn warehouse_dir(s: &Session) -> std::path::PathBuf {
 }
 
 /// Opens the local DataFusion warehouse and registers external sources.
-fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
+/// The writer's lock of the local warehouse at `root`, waiting up to `KILN_LOCK_WAIT` seconds
+/// (default 60) for another kiln process that holds it.
+fn writer_lock(s: &Session, root: &std::path::Path, writes: &Writes) -> Result<WriterLock, Diagnostic> {
+    let wait = s.invocation.env_vars.get(super::env::KILN_LOCK_WAIT).and_then(|v| v.parse::<u64>().ok()).unwrap_or(60);
+    let waiting = |busy: &lock::Busy| writes.printer.info(&format!("{busy}; waiting up to {wait} s for it to finish"));
+    match WriterLock::acquire(root, writes.command, std::time::Duration::from_secs(wait), &waiting) {
+        Ok(Ok(lock)) => Ok(lock),
+        Ok(Err(busy)) => Err(Diagnostic::error(Code::WarehouseBusy, busy.to_string()).with_help(
+            "one kiln process writes a warehouse at a time (readers such as `kiln show` never wait); run this when it has finished, or set KILN_LOCK_WAIT to wait longer",
+        )),
+        Err(e) => Err(Diagnostic::error(Code::Io, format!("cannot lock the warehouse {}: {e}", root.display()))),
+    }
+}
+
+fn open_datafusion(s: &Session, writes: Option<Writes>) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
     let mut warnings = Vec::new();
     let root = warehouse_dir(s);
+    let lock = writes.as_ref().map(|w| writer_lock(s, &root, w)).transpose()?;
     let file = s.target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
     let memory = MemorySettings::from_target(&s.target.settings, &s.project.root).map_err(|e| {
         Diagnostic::error(Code::BadProfile, format!("target `{}`: {e}", s.target.name))
@@ -97,7 +122,7 @@ fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
             .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
     })?;
     let flavor = crate::engine::datafusion::Flavor::of(&s.target.adapter_type);
-    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory, flavor)
+    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory, flavor, lock)
         .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
     // Object stores of every bucket a source or external model names.
     let mut locations: Vec<String> = s
@@ -170,7 +195,14 @@ fn open_datafusion(s: &Session) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic
             let _ = engine.register_external(&r, &path, Some(&format));
         }
     }
-    engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
+    let broken =
+        engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
+    for (r, why) in broken {
+        warnings.push(
+            Diagnostic::warning(Code::Io, format!("table {}.{}.{} cannot be read and is left out: {why}", r.database, r.schema, r.name))
+                .with_help("rebuild it (`kiln run -s <model>`); the rest of the warehouse is unaffected"),
+        );
+    }
     Ok((Arc::new(engine), warnings))
 }
 
@@ -217,14 +249,14 @@ fn not_run_snapshots(s: &Session, selected: &BTreeSet<String>, which: Which, pri
     names.len()
 }
 
-/// Prints the warnings about external sources that `selected` reads.
+/// Prints the warnings of opening the engine: about external sources only when `selected`
+/// reads them, any other always.
 pub fn print_source_warnings(s: &Session, selected: &BTreeSet<String>, warnings: &[Diagnostic], printer: &Printer) {
     let used: BTreeSet<&String> = selected.iter().flat_map(|id| s.graph.parents.get(id).into_iter().flatten()).collect();
+    let about = |w: &Diagnostic, src: &crate::parse::SourceNode| w.message.contains(&format!("`{}.{}`", src.source_name, src.name));
     for w in warnings.iter().filter(|w| {
-        s.manifest
-            .sources
-            .values()
-            .any(|src| used.contains(&src.unique_id) && w.message.contains(&format!("`{}.{}`", src.source_name, src.name)))
+        let sources: Vec<_> = s.manifest.sources.values().filter(|src| about(w, src)).collect();
+        sources.is_empty() || sources.iter().any(|src| used.contains(&src.unique_id))
     }) {
         printer.diagnostic(w);
     }
@@ -438,7 +470,8 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
     };
     let snapshots = not_run_snapshots(&s, &selected, which, printer);
     retain_runnable(&s, &mut selected, which);
-    let engine = match open_engine(&s) {
+    let command = format!("kiln {name}");
+    let engine = match open_engine(&s, Some(Writes { command: &command, printer })) {
         Ok((e, warnings)) => {
             print_source_warnings(&s, &selected, &warnings, printer);
             e
@@ -522,7 +555,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, env: &HashMap<String, String>,
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
-    let engine = match open_engine(&s) {
+    let engine = match open_engine(&s, None) {
         Ok((e, _)) => e,
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };

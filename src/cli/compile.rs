@@ -190,7 +190,7 @@ fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_>
     #[cfg(feature = "datafusion")]
     if s.target.engine == crate::project::profiles::EngineKind::DataFusion
         && super::build::warehouse_dir(s).is_dir()
-        && let Ok((engine, _)) = super::build::open_engine(s)
+        && let Ok((engine, _)) = super::build::open_engine(s, None)
     {
         *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(crate::run::runner::EngineQueries(engine.clone(), s.target.quote_char()));

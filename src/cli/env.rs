@@ -10,6 +10,8 @@ pub const NO_COLOR: &str = "NO_COLOR";
 pub const FORCE_COLOR: &str = "FORCE_COLOR";
 /// Set to show Rust backtraces of internal errors (otherwise one line is printed).
 pub const KILN_BACKTRACE: &str = "KILN_BACKTRACE";
+/// Seconds a build waits for the warehouse another kiln process is writing (default 60).
+pub const KILN_LOCK_WAIT: &str = "KILN_LOCK_WAIT";
 /// The user's home directory, for `~/.kiln` and `~/.dbt`.
 pub const HOME: &str = "HOME";
 

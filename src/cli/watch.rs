@@ -330,7 +330,7 @@ impl Loop<'_> {
 
 /// Opens the target's engine, printing warnings about sources the selection reads.
 fn open(s: &Session, within: &BTreeSet<String>, printer: &Printer) -> Result<Arc<dyn Engine>, Diagnostic> {
-    let (engine, warnings) = build::open_engine(s)?;
+    let (engine, warnings) = build::open_engine(s, Some(build::Writes { command: "kiln watch", printer }))?;
     build::print_source_warnings(s, within, &warnings, printer);
     Ok(engine)
 }

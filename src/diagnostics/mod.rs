@@ -131,6 +131,8 @@ codes! {
     Unsupported = "E507",
     /// The target's warehouse cannot be reached (refused, wrong password, missing database).
     Connection = "E508",
+    /// Another kiln process is writing the local warehouse (one writer at a time).
+    WarehouseBusy = "E509",
     /// kiln itself went wrong: a bug to report (exit 2), e.g. a build plan that could not finish.
     Internal = "E900",
 }

@@ -177,12 +177,22 @@ fn killed_build_leaves_previous_version_readable() {
     }
     let _ = child.wait();
     assert!(killed_mid_write, "the second load was not caught mid-write");
-    // The old version is served, and the partial one is cleaned up on the next open.
+    // The old version is served; a reader deletes nothing, not even the partial version.
     assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 300_000);
-    assert!(!table_dir.join("v2").exists(), "a partial version is removed when the warehouse opens");
-    // A complete load afterwards publishes the new data.
+    assert!(table_dir.join("v1").exists() && table_dir.join("_kiln_table.json").exists());
+    // The next writer replaces the partial version and publishes the new data.
     assert_eq!(run(d, &["seed"]).status.code(), Some(0));
     assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 300_001);
+    // A third load: the version before the current one stays for readers that opened earlier,
+    // older ones go.
+    assert_eq!(run(d, &["seed"]).status.code(), Some(0));
+    let mut versions: Vec<String> = std::fs::read_dir(&table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('v'))
+        .collect();
+    versions.sort();
+    assert_eq!(versions, vec!["v2", "v3"]);
 }
 
 #[test]
@@ -444,14 +454,10 @@ fn data_tests_share_views_and_see_rebuilds() {
         rows[0].as_u64().unwrap()
     };
     for limit in [None, Some(2 << 20)] {
-        let e = DataFusionEngine::open(
-            &tmp.path().join(format!("{limit:?}")),
-            "db",
-            "main",
-            &MemorySettings { limit, spill_dir: None },
-            Default::default(),
-        )
-        .unwrap();
+        let root = tmp.path().join(format!("{limit:?}"));
+        let lock = kiln::engine::datafusion::lock::WriterLock::try_acquire(&root, "test").unwrap().expect("free");
+        let e = DataFusionEngine::open(&root, "db", "main", &MemorySettings { limit, spill_dir: None }, Default::default(), Some(lock))
+            .unwrap();
         e.materialize(&rel("t"), &table("select * from (values (1), (2), (3)) as v(id)"), &[]).unwrap();
         e.materialize(&rel("v1"), &view(r#"select id from "db"."main"."t""#), &[]).unwrap();
         e.materialize(&rel("v2"), &view(r#"select id from "db"."main"."v1" where id > 1"#), &[]).unwrap();

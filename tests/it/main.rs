@@ -10,4 +10,5 @@ mod golden;
 mod object_store;
 mod postgres;
 mod quality;
+mod warehouse;
 mod watch;

@@ -8,6 +8,8 @@
 //! Polars and pandas read these tables directly.
 
 pub mod compat;
+pub mod lock;
+pub mod paths;
 mod statements;
 pub mod types;
 
@@ -39,6 +41,11 @@ pub struct DataFusionEngine {
     tests_ctx: std::sync::OnceLock<SessionContext>,
     /// Registered views by key, to plan them again when what they read is replaced.
     views: Mutex<std::collections::HashMap<String, ViewDef>>,
+    /// Held by the one process that may change the warehouse (see [`lock`]).
+    writer: Option<lock::WriterLock>,
+    /// Whether this engine may change its warehouse: with the writer's lock, or in memory
+    /// (unit tests). Readers never write or delete anything.
+    writes: bool,
 }
 
 struct ViewDef {
@@ -175,13 +182,15 @@ pub fn function_names() -> std::collections::BTreeSet<String> {
 
 impl DataFusionEngine {
     /// Opens (or creates) the warehouse at `root`. Call [`DataFusionEngine::load_warehouse`]
-    /// after registering external sources, so views over them resolve.
+    /// after registering external sources, so views over them resolve. `writer` is the
+    /// warehouse's lock for a process that builds; without it the engine only reads.
     pub fn open(
         root: &Path,
         database: &str,
         schema: &str,
         memory: &MemorySettings,
         flavor: Flavor,
+        writer: Option<lock::WriterLock>,
     ) -> Result<DataFusionEngine, EngineError> {
         use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
         use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
@@ -212,7 +221,10 @@ impl DataFusionEngine {
                 runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()])));
         }
         let runtime = runtime.build_arc().map_err(df_err)?;
-        Ok(Self::with(rt, SessionContext::new_with_config_rt(config, runtime), root.to_path_buf(), memo_budget, flavor))
+        let mut engine = Self::with(rt, SessionContext::new_with_config_rt(config, runtime), root.to_path_buf(), memo_budget, flavor);
+        engine.writes = writer.is_some();
+        engine.writer = writer;
+        Ok(engine)
     }
 
     /// A throwaway in-memory engine (unit tests): one thread, nothing written to disk.
@@ -239,6 +251,8 @@ impl DataFusionEngine {
             memo: Arc::new(ViewMemo::new(memo_budget)),
             tests_ctx: std::sync::OnceLock::new(),
             views: Mutex::default(),
+            writer: None,
+            writes: true,
         }
     }
 
@@ -342,6 +356,7 @@ impl DataFusionEngine {
     /// Removes relation `r` from the warehouse; false when there was none. Views reading it are
     /// planned again (and unregistered when they no longer plan).
     fn drop_relation(&self, r: &RelationName) -> Result<bool, EngineError> {
+        self.must_write(&format!("dropping {}", table_ref(r)))?;
         let dir = self.rel_dir(r);
         let known = self.block(self.ctx.table(table_ref(r))).is_ok();
         let stored = dir.join(TABLE_POINTER).exists() || dir.join(VIEW_FILE).exists();
@@ -359,6 +374,7 @@ impl DataFusionEngine {
 
     /// Drops every relation of a schema, then the schema; false when there was none.
     fn drop_schema(&self, database: &str, schema: &str) -> Result<bool, EngineError> {
+        self.must_write(&format!("dropping schema {database}.{schema}"))?;
         let Some(provider) = self.ctx.catalog(database).and_then(|c| c.schema(schema)) else { return Ok(false) };
         for name in provider.table_names() {
             self.drop_relation(&RelationName { database: database.into(), schema: schema.into(), name })?;
@@ -366,7 +382,7 @@ impl DataFusionEngine {
         if let Some(catalog) = self.ctx.catalog(database) {
             let _ = catalog.deregister_schema(schema, true);
         }
-        let dir = self.root.join(database).join(schema);
+        let dir = self.schema_dir(database, schema);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io_err("dropping a schema", e))?;
         }
@@ -393,8 +409,34 @@ impl DataFusionEngine {
         self.drop_relation(from).map(|_| ())
     }
 
+    /// Where relation `r` lives (see [`paths`]: any name stays inside the warehouse).
     fn rel_dir(&self, r: &RelationName) -> PathBuf {
-        self.root.join(&r.database).join(&r.schema).join(&r.name)
+        self.schema_dir(&r.database, &r.schema).join(paths::encode(&r.name))
+    }
+
+    fn schema_dir(&self, database: &str, schema: &str) -> PathBuf {
+        self.root.join(paths::encode(database)).join(paths::encode(schema))
+    }
+
+    /// Creates the directory of relation `r` (and of its schema and database).
+    fn create_rel_dir(&self, r: &RelationName) -> Result<PathBuf, EngineError> {
+        let dir = self.create_schema_dir(&r.database, &r.schema)?;
+        paths::child(&dir, &r.name, true).map_err(|e| io_err("creating a relation directory", e))
+    }
+
+    fn create_schema_dir(&self, database: &str, schema: &str) -> Result<PathBuf, EngineError> {
+        let db = paths::child(&self.root, database, true).map_err(|e| io_err("creating a database directory", e))?;
+        paths::child(&db, schema, true).map_err(|e| io_err("creating a schema directory", e))
+    }
+
+    /// Refuses a change on an engine opened for reading.
+    fn must_write(&self, what: &str) -> Result<(), EngineError> {
+        if !self.writes {
+            return Err(EngineError::new(format!(
+                "{what} changes the warehouse, which this command only reads; run it from a model, a hook or `kiln run`"
+            )));
+        }
+        Ok(())
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -500,25 +542,37 @@ impl DataFusionEngine {
         self.replace_with(r, || self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err))
     }
 
-    /// Registers every table and view of the warehouse.
-    pub fn load_warehouse(&self) -> Result<(), EngineError> {
+    /// Registers every table and view of the warehouse. A relation that cannot be opened (a
+    /// damaged file) does not stop the others: it is returned, with why, for the caller to
+    /// report. Directories kiln did not name are left alone; a reader deletes nothing.
+    pub fn load_warehouse(&self) -> Result<Vec<(RelationName, String)>, EngineError> {
         let mut views: Vec<(RelationName, String)> = Vec::new();
-        let dirs = |p: &Path| -> Vec<PathBuf> {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        let mut broken = Vec::new();
+        let dirs = |p: &Path| -> Vec<(PathBuf, String)> {
+            let mut v: Vec<(PathBuf, String)> = std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .filter_map(|p| paths::name_of(&p).map(|n| (p, n)))
+                        .collect()
+                })
                 .unwrap_or_default();
             v.sort();
             v
         };
-        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        for db in dirs(&self.root) {
-            for schema in dirs(&db) {
-                self.ensure_schema(&name(&db), &name(&schema));
-                for rel in dirs(&schema) {
-                    let r = RelationName { database: name(&db), schema: name(&schema), name: name(&rel) };
+        for (db, database) in dirs(&self.root) {
+            for (schema_dir, schema) in dirs(&db) {
+                self.ensure_schema(&database, &schema);
+                for (rel, name) in dirs(&schema_dir) {
+                    let r = RelationName { database: database.clone(), schema: schema.clone(), name };
                     if let Some(v) = Self::current_version(&rel) {
-                        Self::remove_other_versions(&rel, v);
-                        self.register_version(&r, &rel, v)?;
+                        if self.writes {
+                            Self::remove_old_versions(&rel, v);
+                        }
+                        if let Err(e) = self.register_version(&r, &rel, v) {
+                            broken.push((r, e.message));
+                        }
                     } else if let Ok(text) = std::fs::read_to_string(rel.join(VIEW_FILE))
                         && let Some(sql) =
                             serde_json::from_str::<Json>(&text).ok().and_then(|j| j.get("sql").and_then(Json::as_str).map(str::to_string))
@@ -536,17 +590,23 @@ impl DataFusionEngine {
                 break; // the rest refer to relations that no longer exist; they stay on disk
             }
         }
-        Ok(())
+        Ok(broken)
     }
 
-    /// Deletes version directories other than `keep` (older ones, and partial ones left by a
-    /// killed build).
-    fn remove_other_versions(dir: &Path, keep: u64) {
+    /// Deletes the versions of a table kiln no longer needs: those older than the one before
+    /// the current (a reader that opened the warehouse before the last publish still reads
+    /// that one), and unpublished ones left by a killed build. Only the writer calls this, and
+    /// only in a directory kiln made (it holds the table pointer).
+    fn remove_old_versions(dir: &Path, current: u64) {
+        if !dir.join(TABLE_POINTER).is_file() {
+            return;
+        }
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.filter_map(Result::ok) {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if let Some(v) = n.strip_prefix('v').and_then(|v| v.parse::<u64>().ok())
-                    && v != keep
+                    && (v + 1 < current || v > current)
+                    && e.path().is_dir()
                 {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
@@ -576,8 +636,7 @@ impl DataFusionEngine {
     /// Writes the result of `df` as the next version of `r` and publishes it, unless a check
     /// finds offending rows in it.
     fn write_table(&self, r: &RelationName, df: DataFrame, checks: &[Check]) -> Result<u64, EngineError> {
-        let dir = self.rel_dir(r);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating a table directory", e))?;
+        let dir = self.create_rel_dir(r)?;
         let mut next = Self::current_version(&dir).unwrap_or(0) + 1;
         // Skip past partial versions a killed build may have left.
         while dir.join(format!("v{next}")).exists() {
@@ -606,7 +665,7 @@ impl DataFusionEngine {
         write_atomic(&dir.join(TABLE_POINTER), &serde_json::json!({"version": next, "format": "parquet"}).to_string())?;
         let _ = std::fs::remove_file(dir.join(VIEW_FILE));
         self.register_version(r, &dir, next)?;
-        Self::remove_other_versions(&dir, next);
+        Self::remove_old_versions(&dir, next);
         Ok(rows)
     }
 
@@ -780,8 +839,9 @@ impl Engine for DataFusionEngine {
     }
 
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
+        self.must_write("creating a schema")?;
         self.ensure_schema(database, schema);
-        std::fs::create_dir_all(self.root.join(database).join(schema)).map_err(|e| io_err("creating a schema", e))
+        self.create_schema_dir(database, schema).map(|_| ())
     }
 
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
@@ -789,17 +849,17 @@ impl Engine for DataFusionEngine {
     }
 
     fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {
+        self.must_write(&format!("building {}", table_ref(r)))?;
         self.create_schema(&r.database, &r.schema)?;
         match what {
             Materialization::View { sql } => {
                 // Planned before anything is replaced: a broken view keeps the working relation.
                 self.create_view(r, sql)?;
-                let dir = self.rel_dir(r);
-                std::fs::create_dir_all(&dir).map_err(|e| io_err("creating a view directory", e))?;
+                let dir = self.create_rel_dir(r)?;
                 write_atomic(&dir.join(VIEW_FILE), &serde_json::json!({"sql": sql}).to_string())?;
                 if dir.join(TABLE_POINTER).exists() {
+                    Self::remove_old_versions(&dir, u64::MAX);
                     let _ = std::fs::remove_file(dir.join(TABLE_POINTER));
-                    Self::remove_other_versions(&dir, u64::MAX);
                 }
                 Ok(None)
             }
@@ -871,6 +931,7 @@ impl Engine for DataFusionEngine {
     }
 
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
+        self.must_write("loading a seed")?;
         self.create_schema(&seed.relation.database, &seed.relation.schema)?;
         let df = self.seed_frame(seed)?;
         self.write_table(&seed.relation, df, &[])

@@ -25,6 +25,7 @@ impl DataFusionEngine {
         if !statements.iter().any(changes_warehouse) {
             return Ok(None);
         }
+        self.must_write("a statement in `run_query`, `statement` or a hook")?;
         let mut rows = 0;
         for statement in &statements {
             rows += if changes_warehouse(statement) {

@@ -1,0 +1,113 @@
+//! The local warehouse never loses data (issue 16): any relation name stays inside it, readers
+//! never delete, one writer at a time.
+
+use crate::common::*;
+use std::path::Path;
+
+fn write(d: &Path, path: &str, text: &str) {
+    let p = d.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn count(d: &Path, model: &str) -> String {
+    let out = run(d, &["show", "--inline", &format!("select count(*) as n from {{{{ ref('{model}') }}}}"), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{model}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Aliases, schemas and databases that look like paths (absolute, `..`, quotes, unicode, case,
+/// very long) are relation names, stored inside the warehouse and read back; nothing is
+/// written outside it, and a directory kiln did not make is left alone.
+#[test]
+fn relation_names_never_leave_the_warehouse() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("victim");
+    std::fs::create_dir_all(target.join("v1")).unwrap();
+    std::fs::write(target.join("v1/keep.txt"), "mine").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(
+        d,
+        "dbt_project.yml",
+        "name: names\nconfig-version: 2\nmodels:\n  names:\n    +materialized: table\nseeds:\n  names:\n    +alias: '../../seed_escape'\n",
+    );
+    write(d, "seeds/s.csv", "id\n1\n");
+    let abs = target.display().to_string();
+    let long = "x".repeat(300);
+    let cases = [
+        ("abs_alias", format!("alias='{abs}'")),
+        ("dotdot_alias", "alias='../../../../dotdot'".to_string()),
+        ("abs_database", format!("database='{abs}'")),
+        ("dotdot_schema", "schema='../../up'".to_string()),
+        ("odd_alias", "alias='Ünïcode \"quoted\" .. / x'".to_string()),
+        ("long_alias", format!("alias='{long}'")),
+        ("case_alias", "alias='CaseMatters'".to_string()),
+    ];
+    for (name, config) in &cases {
+        write(d, &format!("models/{name}.sql"), &format!("{{{{ config({config}) }}}}\nselect 1 as id\n"));
+    }
+    // A directory in the warehouse that kiln did not make, named as a relation would be.
+    std::fs::create_dir_all(d.join(".kiln/warehouse/kiln/main/case_alias/v1")).unwrap();
+    let out = run(d, &["build"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (name, _) in &cases {
+        assert!(count(d, name).contains("\"n\":1"), "{name}");
+    }
+    assert!(count(d, "s").contains("\"n\":1"), "the seed");
+    // Rebuilt: still readable, and nothing outside the warehouse changed.
+    assert_eq!(run(d, &["build"]).status.code(), Some(0));
+    assert!(count(d, "abs_alias").contains("\"n\":1"));
+    assert_eq!(std::fs::read_to_string(target.join("v1/keep.txt")).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1, "nothing was written into {abs}");
+    assert!(!d.join("seed_escape").exists() && !d.parent().unwrap().join("seed_escape").exists());
+    assert!(d.join(".kiln/warehouse/kiln/main/case_alias/v1").is_dir(), "a directory kiln did not make is left alone");
+    let escaped =
+        walkdir::WalkDir::new(d).into_iter().filter_map(Result::ok).filter(|e| e.path().ends_with("dotdot") || e.path().ends_with("up"));
+    for e in escaped {
+        assert!(e.path().starts_with(d.join(".kiln/warehouse")), "{} is outside the warehouse", e.path().display());
+    }
+}
+
+/// A build while another process reads in a loop and a second build tries to start: readers
+/// never fail or delete, the second writer says who holds the warehouse, nothing is lost.
+#[test]
+fn one_writer_many_readers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: conc\nconfig-version: 2\nmodels:\n  conc:\n    +materialized: table\n");
+    let mut seed = String::from("id\n");
+    for i in 0..200_000 {
+        seed.push_str(&format!("{i}\n"));
+    }
+    write(d, "seeds/numbers.csv", &seed);
+    for i in 0..12 {
+        write(d, &format!("models/m{i}.sql"), &format!("select id, id * {i} as v from {{{{ ref('numbers') }}}}\n"));
+    }
+    assert_eq!(run(d, &["build"]).status.code(), Some(0));
+    let mut builder =
+        kiln(d).args(["build", "--full-refresh"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut reads = 0;
+    let mut refused = false;
+    while builder.try_wait().unwrap().is_none() {
+        let out = run(d, &["show", "--inline", "select count(*) as n from {{ ref('m5') }}", "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "a reader failed during the build: {}", stderr(&out));
+        assert!(stdout(&out).contains("\"n\":200000"), "{}", stdout(&out));
+        reads += 1;
+        if !refused {
+            let second = kiln(d).args(["run", "-s", "m0"]).env("KILN_LOCK_WAIT", "0").output().unwrap();
+            if second.status.code() == Some(1) {
+                let err = stderr(&second);
+                assert!(err.contains("error[E509]") && err.contains("kiln build") && err.contains("pid "), "{err}");
+                refused = true;
+            }
+        }
+    }
+    assert!(builder.wait().unwrap().success(), "the build failed");
+    assert!(reads > 0 && refused, "reads {reads}, refused {refused}: the build ended too soon to check");
+    for i in 0..12 {
+        assert!(count(d, &format!("m{i}")).contains("\"n\":200000"), "m{i}");
+    }
+    // After the build, a second writer starts at once.
+    assert_eq!(kiln(d).args(["run", "-s", "m0"]).env("KILN_LOCK_WAIT", "0").output().unwrap().status.code(), Some(0));
+}
