@@ -90,10 +90,7 @@ pub fn open_postgres(s: &Session) -> Result<crate::engine::postgres::PostgresEng
 
 /// Where the embedded engine keeps the target's warehouse.
 pub fn warehouse_dir(s: &Session) -> std::path::PathBuf {
-    let path = s.target.settings.get("path").and_then(Json::as_str).unwrap_or(".kiln/warehouse");
-    // dbt-duckdb profiles name a database file; kiln keeps a warehouse directory next to it.
-    let path = if path.ends_with(".duckdb") || path.ends_with(".db") { format!("{path}.kiln") } else { path.to_string() };
-    s.project.root.join(path)
+    s.target.warehouse_dir(&s.project.root)
 }
 
 /// Opens the local DataFusion warehouse and registers external sources.

@@ -110,6 +110,15 @@ impl Target {
             .collect()
     }
 
+    /// Where the embedded engine keeps this target's warehouse: `path` (default
+    /// `.kiln/warehouse`) relative to the project; a dbt-duckdb database file `x.duckdb` becomes
+    /// the directory `x.duckdb.kiln`.
+    pub fn warehouse_dir(&self, project_root: &Path) -> PathBuf {
+        let path = self.settings.get("path").and_then(Json::as_str).unwrap_or(".kiln/warehouse");
+        let path = if path.ends_with(".duckdb") || path.ends_with(".db") { format!("{path}.kiln") } else { path.to_string() };
+        project_root.join(path)
+    }
+
     /// Dialect-specific quoting character.
     pub fn quote_char(&self) -> char {
         if self.engine == EngineKind::BigQuery { '`' } else { '"' }

@@ -98,6 +98,32 @@ fn clean_removes_targets_but_never_the_warehouse() {
     assert_eq!(out.status.code(), Some(1));
     assert!(p.join(".kiln/warehouse/keep").exists());
     assert!(tmp.path().exists());
+    // A dbt-duckdb target's warehouse (`path: dev.duckdb` is the directory `dev.duckdb.kiln`),
+    // and that of a target other than the one cleaning, are never cleaned either.
+    std::fs::write(
+        p.join("profiles.yml"),
+        "p:
+  target: duck
+  outputs:
+    duck:
+      type: duckdb
+      path: dev.duckdb
+    other:
+      type: duckdb
+      path: other.duckdb
+",
+    )
+    .unwrap();
+    for target in ["duck", "other"] {
+        assert_eq!(kiln(&p).args(["seed", "--profiles-dir", ".", "-t", target]).output().unwrap().status.code(), Some(0));
+    }
+    let yml = std::fs::read_to_string(p.join("dbt_project.yml"))
+        .unwrap()
+        .replace("clean-targets: [\".kiln\", \"..\"]", "clean-targets: [\"dev.duckdb.kiln\", \"other.duckdb.kiln\"]");
+    std::fs::write(p.join("dbt_project.yml"), yml).unwrap();
+    let out = kiln(&p).args(["clean", "--profiles-dir", ".", "-t", "duck"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(p.join("dev.duckdb.kiln").is_dir() && p.join("other.duckdb.kiln").is_dir(), "{}", stderr(&out));
 }
 
 #[test]
