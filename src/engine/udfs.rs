@@ -146,17 +146,24 @@ impl ScalarUDFImpl for DateDiff {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct DateAdd(Signature);
 
+/// `t` plus `n` parts; `None` for an unknown part or a result out of range (never a panic,
+/// never a silent wrap).
 fn add(part: &str, n: i64, t: NaiveDateTime) -> Option<NaiveDateTime> {
-    let months = |m: i64| if m >= 0 { t.checked_add_months(Months::new(m as u32)) } else { t.checked_sub_months(Months::new((-m) as u32)) };
+    let months = |m: Option<i64>| {
+        let m = m?;
+        let abs = Months::new(u32::try_from(m.unsigned_abs()).ok()?);
+        if m >= 0 { t.checked_add_months(abs) } else { t.checked_sub_months(abs) }
+    };
+    let delta = |d: Option<chrono::TimeDelta>| t.checked_add_signed(d?);
     match part {
-        "year" | "years" => months(n * 12),
-        "quarter" | "quarters" => months(n * 3),
-        "month" | "months" => months(n),
-        "week" | "weeks" => t.checked_add_signed(chrono::Duration::days(n * 7)),
-        "day" | "days" => t.checked_add_signed(chrono::Duration::days(n)),
-        "hour" | "hours" => t.checked_add_signed(chrono::Duration::hours(n)),
-        "minute" | "minutes" => t.checked_add_signed(chrono::Duration::minutes(n)),
-        "second" | "seconds" => t.checked_add_signed(chrono::Duration::seconds(n)),
+        "year" | "years" => months(n.checked_mul(12)),
+        "quarter" | "quarters" => months(n.checked_mul(3)),
+        "month" | "months" => months(Some(n)),
+        "week" | "weeks" => delta(n.checked_mul(7).and_then(chrono::TimeDelta::try_days)),
+        "day" | "days" => delta(chrono::TimeDelta::try_days(n)),
+        "hour" | "hours" => delta(chrono::TimeDelta::try_hours(n)),
+        "minute" | "minutes" => delta(chrono::TimeDelta::try_minutes(n)),
+        "second" | "seconds" => delta(chrono::TimeDelta::try_seconds(n)),
         _ => None,
     }
 }
@@ -258,5 +265,18 @@ mod tests {
     fn dateadd_months_clamp() {
         assert_eq!(add("month", 1, dt("2024-01-31 00:00:00")), Some(dt("2024-02-29 00:00:00")));
         assert_eq!(add("day", -1, dt("2024-03-01 00:00:00")), Some(dt("2024-02-29 00:00:00")));
+    }
+
+    #[test]
+    fn dateadd_out_of_range_is_none_not_a_panic_or_a_wrap() {
+        let t = dt("2024-01-01 00:00:00");
+        for part in ["year", "quarter", "month", "week", "day", "hour", "minute", "second"] {
+            for n in [i64::MAX, i64::MIN] {
+                assert_eq!(add(part, n, t), None, "{part} {n}");
+            }
+        }
+        // More months than fit in u32 (used to wrap to a small shift).
+        assert_eq!(add("month", i64::from(u32::MAX) + 1, t), None);
+        assert_eq!(add("month", 12, t), Some(dt("2025-01-01 00:00:00")));
     }
 }

@@ -312,7 +312,11 @@ impl Workers<'_> {
         while let Some(Taken { unit, blocked_by, stopped }) = self.next() {
             let members = self.plan.members(&unit);
             let blocked = blocked_by.as_ref().map(|(id, st)| (id.as_str(), *st));
-            let results = (self.execute)(&Ready { unit: &unit, members, blocked_by: blocked, stopped, thread });
+            let ready = Ready { unit: &unit, members, blocked_by: blocked, stopped, thread };
+            // A bug in kiln while running a node fails that node, not the run: without this the
+            // thread would die holding a unit and the others would wait for it forever.
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.execute)(&ready)))
+                .unwrap_or_else(|panic| members.iter().map(|m| crashed(m, &*panic, thread)).collect());
             self.done(&unit, results, blocked_by.map(|(root, _)| root));
         }
     }
@@ -356,6 +360,25 @@ impl Workers<'_> {
             }
         }
         self.cv.notify_all();
+    }
+}
+
+/// The result of a node whose execution panicked (a bug in kiln).
+fn crashed(id: &str, panic: &(dyn std::any::Any + Send), thread: usize) -> NodeResult {
+    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    NodeResult {
+        unique_id: id.to_string(),
+        status: Status::Error,
+        message: format!("internal error (E900) while running this node: {what}; this is a bug in kiln, please report it"),
+        rows: None,
+        seconds: 0.0,
+        started_at: now.clone(),
+        completed_at: now,
+        thread,
+        compiled: None,
+        relation: None,
+        failures: None,
     }
 }
 

@@ -111,3 +111,31 @@ fn one_writer_many_readers() {
     // After the build, a second writer starts at once.
     assert_eq!(kiln(d).args(["run", "-s", "m0"]).env("KILN_LOCK_WAIT", "0").output().unwrap().status.code(), Some(0));
 }
+
+/// Date arithmetic that overflows is a SQL error of that model (it used to panic kiln and hang
+/// the build); the other models build and the run ends with its artifacts.
+#[test]
+fn date_overflow_fails_one_model_and_the_run_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: ovf\nconfig-version: 2\nmodels:\n  ovf:\n    +materialized: table\n");
+    write(d, "models/bad.sql", "select dateadd('day', 9223372036854775807, cast('2024-01-01' as timestamp)) as t\n");
+    write(d, "models/wrapped.sql", "select dateadd('month', -9223372036854775808, cast('2024-01-01' as timestamp)) as t\n");
+    write(d, "models/good.sql", "select 1 as id\n");
+    let out = run(d, &["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("internal error"), "{err}");
+    assert_eq!(err.matches("result out of range").count(), 4, "both models, in the log and the recap: {err}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    let status: Vec<(String, String)> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["unique_id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        status.contains(&("model.ovf.good".into(), "success".into())) && status.contains(&("model.ovf.bad".into(), "error".into())),
+        "{status:?}"
+    );
+}

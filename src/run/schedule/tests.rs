@@ -267,6 +267,29 @@ fn a_cyclic_plan_is_an_error_not_a_quiet_run() {
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
 
+/// A panic while executing a node fails that node (and skips what depends on it); the run
+/// ends with every other result.
+#[test]
+fn a_panicking_node_fails_alone() {
+    let plan = Plan {
+        order: vec!["a".into(), "b".into(), "c".into()],
+        units: vec!["a".into(), "b".into(), "c".into()],
+        batches: HashMap::new(),
+        deps: [("a".to_string(), vec![]), ("b".to_string(), vec!["a".to_string()]), ("c".to_string(), vec![])].into(),
+    };
+    let execute = |r: &Ready| {
+        if r.unit == "a" {
+            panic!("boom");
+        }
+        let status = if r.blocked_by.is_some() { Status::Skipped } else { Status::Success };
+        vec![result(r.unit, status)]
+    };
+    let out = run(&plan, 2, false, &execute, &|_, _| {}).map_err(|u| u.0).expect("the run ends");
+    let status: Vec<(&str, Status)> = out.iter().map(|r| (r.unique_id.as_str(), r.status)).collect();
+    assert_eq!(status, vec![("a", Status::Error), ("b", Status::Skipped), ("c", Status::Success)]);
+    assert!(out[0].message.contains("boom") && out[0].message.contains("E900"), "{}", out[0].message);
+}
+
 /// An executor that returns no result for a unit makes the run an error.
 #[test]
 fn a_node_without_a_result_is_an_error() {
