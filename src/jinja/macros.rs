@@ -119,6 +119,7 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
     }
     ctx.record_macro(&def.unique_id);
     let env = ctx.shared.env.get().copied().ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "macros are not available yet"))?;
+    let _depth = CallDepth::enter(def)?;
     let _current = enter(state.lookup("__kiln").unwrap_or_default());
     // Each macro's template is evaluated once per thread and node context, and its state reused
     // for that context's further calls; a recursive call finds the slot empty and evaluates a
@@ -147,6 +148,47 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
     });
     MACRO_STATES.with(|m| m.borrow_mut().insert(key, (ctx, captured)));
     result
+}
+
+/// How deep macro calls may nest on one thread. dbt projects nest a few dozen at most; a
+/// recursion with no end would otherwise overflow the stack and abort kiln.
+const MAX_CALL_DEPTH: usize = 64;
+
+thread_local! {
+    /// The macros being called on this thread, outermost first.
+    static CALLS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A macro call in progress (see [`MAX_CALL_DEPTH`]).
+struct CallDepth;
+
+impl CallDepth {
+    fn enter(def: &MacroDef) -> Result<CallDepth, Error> {
+        CALLS.with(|c| {
+            let mut calls = c.borrow_mut();
+            if calls.len() >= MAX_CALL_DEPTH {
+                let cycle = calls.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join(" -> ");
+                return Err(kiln_error(
+                    Code::JinjaRender,
+                    format!(
+                        "macro calls nest deeper than {MAX_CALL_DEPTH} (... -> {cycle} -> {}); {} ({}:{}) may call itself without end",
+                        def.name, def.name, def.display_path, def.line
+                    ),
+                    Some("give the recursion a condition that ends it".into()),
+                ));
+            }
+            calls.push(def.name.clone());
+            Ok(CallDepth)
+        })
+    }
+}
+
+impl Drop for CallDepth {
+    fn drop(&mut self) {
+        CALLS.with(|c| {
+            c.borrow_mut().pop();
+        });
+    }
 }
 
 /// Jinja's implicit macro parameters: positional arguments beyond the declared ones go to

@@ -135,6 +135,9 @@ impl YNode {
 /// Parses the first document of `text`. An empty file is `Null`.
 pub fn parse(text: &str) -> Result<YNode, YamlError> {
     let mut builder = Builder { anchors: HashMap::new(), stack: Vec::new(), root: None };
+    // Nodes aliases have copied so far: a "billion laughs" file of a few hundred bytes would
+    // otherwise expand to gigabytes.
+    let mut expanded: usize = 0;
     let parser = Parser::new_from_str(text);
     for event in parser {
         let (event, span) =
@@ -145,11 +148,21 @@ pub fn parse(text: &str) -> Result<YNode, YamlError> {
                 break;
             }
             Event::Alias(id) => {
-                let node = builder.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                let (node, size) = builder.anchors.get(&id).cloned().ok_or_else(|| YamlError {
                     line,
                     col,
                     message: "alias to an unknown anchor".to_string(),
                 })?;
+                expanded = expanded.saturating_add(size);
+                if expanded > MAX_ALIAS_EXPANSION {
+                    return Err(YamlError {
+                        line,
+                        col,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_EXPANSION} values (a YAML alias bomb?); write the values out"
+                        ),
+                    });
+                }
                 builder.push(node, 0)?;
             }
             Event::Scalar(value, style, anchor, _tag) => {
@@ -178,8 +191,21 @@ enum Frame {
     Map(YNode, usize, Option<YNode>),
 }
 
+/// How many values aliases may copy in one file.
+const MAX_ALIAS_EXPANSION: usize = 1_000_000;
+
+/// The number of values in `node` (itself included).
+fn size(node: &YNode) -> usize {
+    1 + match &node.value {
+        YValue::Seq(items) => items.iter().map(size).sum(),
+        YValue::Map(pairs) => pairs.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
+}
+
 struct Builder {
-    anchors: HashMap<usize, YNode>,
+    /// Anchored values, with their size.
+    anchors: HashMap<usize, (YNode, usize)>,
     stack: Vec<Frame>,
     root: Option<YNode>,
 }
@@ -187,7 +213,7 @@ struct Builder {
 impl Builder {
     fn push(&mut self, node: YNode, anchor: usize) -> Result<(), YamlError> {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size(&node)));
         }
         match self.stack.last_mut() {
             None => {

@@ -7,6 +7,7 @@ mod dbt_parity;
 mod engine;
 mod fidelity;
 mod golden;
+mod hostile;
 mod object_store;
 mod postgres;
 mod quality;

@@ -1,0 +1,68 @@
+//! Hostile input: each case ends with a diagnostic naming the file and line, within bounded
+//! time and memory, and never aborts. The bounds are loose (10 s, 1 GB): they catch hangs and
+//! blowups, not speed.
+
+use crate::common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn write(d: &Path, path: &str, text: &str) {
+    let p = d.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// Runs kiln in `d`: exit code, stderr, wall time and peak RSS (from `wait4`).
+fn bounded(d: &Path, args: &[&str]) -> (Option<i32>, String, Duration, u64) {
+    let started = Instant::now();
+    let child = kiln(d).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.expect("stderr"), &mut err).unwrap();
+        err
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let err = reader.join().unwrap();
+    let code = if libc::WIFEXITED(status) { Some(libc::WEXITSTATUS(status)) } else { None };
+    (code, err, started.elapsed(), usage.ru_maxrss as u64 * 1024)
+}
+
+fn assert_bounded(what: &str, d: &Path, args: &[&str], expect: &[&str]) {
+    let (code, err, took, rss) = bounded(d, args);
+    assert_eq!(code, Some(1), "{what}: exit {code:?} (a signal means kiln aborted)\n{err}");
+    for e in expect {
+        assert!(err.contains(e), "{what}: `{e}` not in\n{err}");
+    }
+    assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
+    assert!(rss < 1 << 30, "{what}: peak RSS {} MB", rss >> 20);
+}
+
+#[test]
+fn hostile_projects_fail_cleanly() {
+    // Macros that call each other without end.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    write(d, "macros/loop.sql", "{% macro a(n) %}{{ b(n + 1) }}{% endmacro %}\n{% macro b(n) %}{{ a(n + 1) }}{% endmacro %}\n");
+    write(d, "models/m.sql", "select {{ a(0) }} as x\n");
+    assert_bounded("recursive macros", d, &["compile"], &["error[E206]", "nest deeper", "macros/loop.sql:"]);
+
+    // A YAML alias bomb of a few hundred bytes.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    write(d, "models/m.sql", "select 1 as x\n");
+    let mut bomb = String::from("version: 2\nmodels:\n  - name: m\n    meta:\n      a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (name, prev) in ["b", "c", "d", "e", "f", "g", "h", "i", "j"].iter().zip(["a", "b", "c", "d", "e", "f", "g", "h", "i"]) {
+        bomb.push_str(&format!(
+            "      {name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    write(d, "models/bomb.yml", &bomb);
+    assert_bounded("YAML alias bomb", d, &["parse"], &["error[E101]", "alias bomb", "models/bomb.yml:"]);
+}
