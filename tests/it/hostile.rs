@@ -13,6 +13,7 @@ fn write(d: &Path, path: &str, text: &str) {
 }
 
 /// Runs kiln in `d`: exit code, stderr, wall time and peak RSS (from `wait4`).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its resource usage
 fn bounded(d: &Path, args: &[&str]) -> (Option<i32>, String, Duration, u64) {
     let started = Instant::now();
     let child = kiln(d).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
