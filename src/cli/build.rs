@@ -600,7 +600,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, env: &HashMap<String, String>,
         ShowOutput::Json => {
             for row in &table.rows {
                 let obj: serde_json::Map<String, Json> = table.columns.iter().cloned().zip(row.iter().cloned()).collect();
-                printer.product(&Json::Object(obj).to_string());
+                printer.product_json(&Json::Object(obj));
             }
         }
         ShowOutput::Table => {

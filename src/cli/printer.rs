@@ -152,7 +152,24 @@ impl Printer {
         writeln!(std::io::stdout().lock(), "{}", self.scrub(line)).is_ok()
     }
 
+    /// A JSON event on stdout. Secrets are masked in its values before it is serialized: in the
+    /// serialized text a secret with `"` or `\` is escaped and would no longer match.
     pub fn json_line(&self, v: &serde_json::Value) {
-        let _ = writeln!(std::io::stdout().lock(), "{}", self.scrub(&v.to_string()));
+        let _ = writeln!(std::io::stdout().lock(), "{}", self.scrub_json(v));
+    }
+
+    /// A JSON product line on stdout (`show -o json`); false on a broken pipe.
+    pub fn product_json(&self, v: &serde_json::Value) -> bool {
+        writeln!(std::io::stdout().lock(), "{}", self.scrub_json(v)).is_ok()
+    }
+
+    fn scrub_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match v {
+            J::String(s) => J::String(self.scrub(s)),
+            J::Array(items) => J::Array(items.iter().map(|i| self.scrub_json(i)).collect()),
+            J::Object(map) => J::Object(map.iter().map(|(k, v)| (self.scrub(k), self.scrub_json(v))).collect()),
+            other => other.clone(),
+        }
     }
 }

@@ -153,7 +153,8 @@ fn render_recording(
 
 /// Renders a hook of `node` (Jinja, with `this` the node's relation).
 pub fn render_hook(jinja: &JinjaEnv, node: &Node, resolver: &Arc<dyn Resolver>, hook: &str) -> Result<String, Diagnostic> {
-    let ctx = node_ctx(jinja, node, resolver, false);
+    let mut ctx = node_ctx(jinja, node, resolver, false);
+    ctx.secrets_allowed = true;
     jinja
         .render(&format!("<hook of {}>", node.name), hook, Arc::new(ctx))
         .map_err(|e| to_diagnostic(&e, &|_| None, &format!("a hook of `{}`", node.name)))

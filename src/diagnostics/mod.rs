@@ -95,6 +95,8 @@ codes! {
     BadRefArgs = "E209",
     /// Two macros with the same name in one package.
     DuplicateMacro = "E210",
+    /// `env_var('DBT_ENV_SECRET_...')` outside profiles.yml, packages.yml and hooks.
+    SecretEnvVar = "E211",
     /// `ref()` to a model that does not exist.
     MissingRef = "E301",
     /// `source()` to a source that does not exist.

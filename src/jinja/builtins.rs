@@ -281,6 +281,13 @@ impl Object for VarObj {
 
 fn env_var(state: &State, name: String, default: Option<Value>) -> Result<Value, Error> {
     let ctx = node_ctx(state)?;
+    if name.starts_with("DBT_ENV_SECRET_") && !ctx.secrets_allowed {
+        return Err(kiln_error(
+            Code::SecretEnvVar,
+            format!("env_var('{name}'): secret environment variables may be read only in profiles.yml, packages.yml and hooks"),
+            Some("a secret in a model's SQL would end up in compiled files, artifacts and the warehouse's catalog; pass it through a profile setting or a hook".into()),
+        ));
+    }
     let found = ctx.overrides.as_ref().and_then(|o| o.env_vars.get(&name)).or_else(|| ctx.shared.env_vars.get(&name)).cloned();
     match found {
         Some(v) => {

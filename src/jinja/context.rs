@@ -72,6 +72,9 @@ pub struct NodeCtx {
     pub shared: Arc<Shared>,
     /// Extra variables (generic test kwargs, `sql` for hooks, ...).
     pub extra: Vec<(String, Value)>,
+    /// A hook is rendered: `DBT_ENV_SECRET_*` may be read (never in a model's SQL or a config
+    /// value, which end up in artifacts and warehouse catalogs).
+    pub secrets_allowed: bool,
     model_builder: Option<LazyValue>,
     model: OnceLock<Value>,
 }
@@ -95,6 +98,7 @@ impl NodeCtx {
             resolver: None,
             shared,
             extra: Vec::new(),
+            secrets_allowed: false,
             model_builder: None,
             model: OnceLock::new(),
         }

@@ -420,22 +420,23 @@ impl JinjaEnv {
     /// Renders a config value (`dbt_project.yml`, `profiles.yml`) that contains Jinja, with
     /// `var`/`env_var`/`target` available.
     pub fn render_value(&self, text: &str, package: &str) -> Result<String, minijinja::Error> {
-        self.render_in(context::Phase::Parse, text, package)
+        self.render_in(context::Phase::Parse, text, package, false)
     }
 
     /// Renders a project hook (`on-run-start`/`on-run-end`): as a config value, but with
     /// `execute` true, so `run_query`, `statement` and `adapter.*` reach the warehouse.
     pub fn render_project_hook(&self, text: &str, package: &str) -> Result<String, minijinja::Error> {
-        self.render_in(context::Phase::Compile, text, package)
+        self.render_in(context::Phase::Compile, text, package, true)
     }
 
-    fn render_in(&self, phase: context::Phase, text: &str, package: &str) -> Result<String, minijinja::Error> {
-        let ctx = context::NodeCtx::new(
+    fn render_in(&self, phase: context::Phase, text: &str, package: &str, secrets_allowed: bool) -> Result<String, minijinja::Error> {
+        let mut ctx = context::NodeCtx::new(
             phase,
             context::NodeInfo { package: package.to_string(), name: "config".into(), resource_type: "config", ..Default::default() },
             Default::default(),
             self.shared.clone(),
         );
+        ctx.secrets_allowed = secrets_allowed;
         self.render("<config>", text, Arc::new(ctx))
     }
 

@@ -161,13 +161,31 @@ fn secret_env_vars_never_reach_artifacts() {
     let tmp = tempfile::tempdir().unwrap();
     run(tmp.path(), &["init", "p"]);
     let p = tmp.path().join("p");
-    std::fs::write(p.join("models/secret.sql"), "select '{{ env_var(\"DBT_ENV_SECRET_TOKEN\") }}' as token\n").unwrap();
+    // In a model's SQL a secret is refused, as dbt does, at its file and line: it would end up in
+    // compiled files, artifacts and the warehouse's catalog.
+    std::fs::write(p.join("models/secret.sql"), "select\n  '{{ env_var(\"DBT_ENV_SECRET_TOKEN\") }}' as token\n").unwrap();
     let out = kiln(&p).args(["compile"]).env("DBT_ENV_SECRET_TOKEN", "tok-123456").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let compiled = std::fs::read_to_string(p.join("target/compiled/p/models/secret.sql")).unwrap();
-    assert_eq!(compiled.trim(), "select '*****' as token");
-    let manifest = std::fs::read_to_string(p.join("target/manifest.json")).unwrap();
-    assert!(!manifest.contains("tok-123456"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error[E211]") && err.contains("models/secret.sql:2"), "{err}");
+    assert!(!err.contains("tok-123456"), "{err}");
+    // In a hook it may be read, and is masked in every output, also with quotes, backslashes and
+    // unicode that JSON escapes.
+    let secret = "tok\"en\\ü-9876";
+    std::fs::write(
+        p.join("models/secret.sql"),
+        "{{ config(post_hook=\"select '{{ env_var('DBT_ENV_SECRET_TOKEN') }}' from no_such_table\") }}\nselect 1 as id\n",
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let out = kiln(&p).args(["run", "-s", "secret", "--log-format", format]).env("DBT_ENV_SECRET_TOKEN", secret).output().unwrap();
+        let text = stdout(&out) + &stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{format}: the hook fails: {text}");
+        assert!(text.contains("no_such_table") && text.contains("*****"), "{format}: {text}");
+        assert!(!text.contains("9876"), "{format}: the secret leaked: {text}");
+        let artifacts = std::fs::read_to_string(p.join("target/run_results.json")).unwrap();
+        assert!(!artifacts.contains("9876"), "{format}: run_results.json");
+    }
 }
 
 #[test]
