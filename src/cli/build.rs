@@ -475,17 +475,18 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         }
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
-    // Ctrl-C: the first stops scheduling (running nodes finish and publish atomically, the rest
-    // are skipped, artifacts are written, exit 130); a second one exits at once (a table being
-    // written keeps its previous version).
+    // Ctrl-C or SIGTERM: the first stops scheduling and cancels the running queries (their
+    // tables keep their previous version, the rest are skipped, artifacts are written, exit
+    // 130); a second one exits at once (a table being written still keeps its previous version).
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    engine.cancel_on(cancel.clone());
     {
         let cancel = cancel.clone();
         let _ = ctrlc::set_handler(move || {
             if cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 std::process::exit(super::EXIT_INTERRUPTED);
             }
-            eprintln!("interrupted: finishing the nodes that are running (Ctrl-C again to stop now)");
+            eprintln!("interrupted: stopping the running nodes (their tables keep their previous version); Ctrl-C again to exit at once");
         });
     }
     printer.info(&format!(

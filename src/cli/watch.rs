@@ -329,9 +329,11 @@ impl Loop<'_> {
 }
 
 /// Opens the target's engine, printing warnings about sources the selection reads.
-fn open(s: &Session, within: &BTreeSet<String>, printer: &Printer) -> Result<Arc<dyn Engine>, Diagnostic> {
+/// Opens the engine for writing; `cancel` (a newer change, Ctrl-C) stops its running queries.
+fn open(s: &Session, within: &BTreeSet<String>, cancel: &Arc<AtomicBool>, printer: &Printer) -> Result<Arc<dyn Engine>, Diagnostic> {
     let (engine, warnings) = build::open_engine(s, Some(build::Writes { command: "kiln watch", printer }))?;
     build::print_source_warnings(s, within, &warnings, printer);
+    engine.cancel_on(cancel.clone());
     Ok(engine)
 }
 
@@ -412,7 +414,7 @@ fn watch(
         Ok(w) => w,
         Err(d) => return Ok(session::report(printer, &d)),
     };
-    let mut engine = match open(&session, &within, printer) {
+    let mut engine = match open(&session, &within, &lp.cancel, printer) {
         Ok(e) => e,
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
@@ -525,7 +527,7 @@ fn watch(
         // may render differently.
         let sources_changed = changes.dirty().iter().chain(&changes.removed).any(|id| id.starts_with("source."));
         if everything || sources_changed {
-            match open(&next, &new_within, printer) {
+            match open(&next, &new_within, &lp.cancel, printer) {
                 Ok(e) => engine = e,
                 Err(d) => {
                     session::report(printer, &Diagnostics::from(d));

@@ -202,4 +202,11 @@ pub trait Engine: Send + Sync {
     fn supports(&self, _capability: Capability) -> bool {
         false
     }
+
+    /// From now on, stop running queries soon after `flag` is set (Ctrl-C, SIGTERM, a newer
+    /// change in `kiln watch`): they fail as cancelled and publish nothing. By default queries
+    /// run to their end.
+    fn cancel_on(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let _ = flag;
+    }
 }

@@ -346,8 +346,35 @@ fn interrupt_stops_cleanly() {
     let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
     let skipped = results["results"].as_array().unwrap().iter().filter(|r| r["status"] == "skipped").count();
     assert!(skipped >= 1, "models after the interrupt are skipped: {results}");
-    // The seed finished (it was running when interrupted) and is complete.
-    assert_eq!(scalar(d, "select count(*) from {{ ref('big') }}"), 400_000);
+    // The seed was running when interrupted: its query was cancelled, so it is either complete
+    // or not there at all, never partial.
+    let out = run(d, &["show", "--inline", "select count(*) as n from {{ ref('big') }}", "-o", "json"]);
+    assert!(out.status.code() != Some(0) || stdout(&out).contains("\"n\":400000"), "{}", stdout(&out));
+}
+
+/// SIGTERM during a long query ends kiln within seconds with exit 130: the query is cancelled,
+/// its table keeps the previous version, and the run's artifacts are written.
+#[test]
+fn sigterm_cancels_a_long_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: term\nconfig-version: 2\nmodels:\n  term:\n    +materialized: table\n");
+    write(d, "models/slow.sql", "select 1 as v\n");
+    assert_eq!(run(d, &["run"]).status.code(), Some(0));
+    write(d, "models/slow.sql", "select sum(value % 7) as v from range(50000000000)\n");
+    let child = kiln(d).args(["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?} after SIGTERM\n{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(scalar(d, "select v from {{ ref('slow') }}"), 1, "the previous version");
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    assert_eq!(results["results"][0]["status"], "error", "{results}");
 }
 
 #[test]

@@ -46,6 +46,8 @@ pub struct DataFusionEngine {
     /// Whether this engine may change its warehouse: with the writer's lock, or in memory
     /// (unit tests). Readers never write or delete anything.
     writes: bool,
+    /// Set when the run is cancelled: running queries stop (see [`Engine::cancel_on`]).
+    cancel: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 struct ViewDef {
@@ -253,6 +255,7 @@ impl DataFusionEngine {
             views: Mutex::default(),
             writer: None,
             writes: true,
+            cancel: std::sync::OnceLock::new(),
         }
     }
 
@@ -349,7 +352,7 @@ impl DataFusionEngine {
     /// Runs one statement on DataFusion as it is.
     fn execute_plain(&self, sql: &str) -> Result<Option<u64>, EngineError> {
         let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
-        let batches = self.block(df.collect()).map_err(df_err)?;
+        let batches = self.block_cancellable(df.collect()).map_err(df_err)?;
         Ok(Some(batches.iter().map(|b| b.num_rows() as u64).sum()))
     }
 
@@ -441,6 +444,23 @@ impl DataFusionEngine {
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
+    }
+
+    /// Runs a query's future to its end, or until the run is cancelled: then the future is
+    /// dropped (which stops DataFusion's streams) and the query fails as cancelled.
+    fn block_cancellable<T>(&self, f: impl std::future::Future<Output = datafusion::error::Result<T>>) -> datafusion::error::Result<T> {
+        let Some(flag) = self.cancel.get().cloned() else { return self.rt.block_on(f) };
+        self.rt.block_on(async move {
+            let cancelled = async {
+                while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                result = f => result,
+                () = cancelled => Err(datafusion::error::DataFusionError::Execution("cancelled: the run was interrupted".into())),
+            }
+        })
     }
 
     fn ensure_schema(&self, database: &str, schema: &str) {
@@ -652,7 +672,7 @@ impl DataFusionEngine {
         let file = vdir.join("part-0.parquet");
         let df = types::portable(df)?;
         let written = self
-            .block(df.write_parquet(&file.to_string_lossy(), DataFrameWriteOptions::new().with_single_file_output(true), None))
+            .block_cancellable(df.write_parquet(&file.to_string_lossy(), DataFrameWriteOptions::new().with_single_file_output(true), None))
             .map_err(|e| {
                 let _ = std::fs::remove_dir_all(&vdir);
                 df_err(e)
@@ -751,7 +771,7 @@ impl DataFusionEngine {
             df = df.limit(0, Some(n)).map_err(df_err)?;
         }
         let schema = df.schema().as_arrow().clone();
-        let batches = self.block(df.collect()).map_err(df_err)?;
+        let batches = self.block_cancellable(df.collect()).map_err(df_err)?;
         Self::batches_to_table(&batches, &schema)
     }
 
@@ -935,6 +955,10 @@ impl Engine for DataFusionEngine {
         self.create_schema(&seed.relation.database, &seed.relation.schema)?;
         let df = self.seed_frame(seed)?;
         self.write_table(&seed.relation, df, &[])
+    }
+
+    fn cancel_on(&self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.cancel.set(flag);
     }
 
     fn supports(&self, capability: Capability) -> bool {
