@@ -171,11 +171,11 @@ pub fn parse(text: &str) -> Result<YNode, YamlError> {
             }
             Event::SequenceStart(anchor, _) => builder.stack.push(Frame::Seq(YNode { value: YValue::Seq(Vec::new()), line, col }, anchor)),
             Event::MappingStart(anchor, _) => {
-                builder.stack.push(Frame::Map(YNode { value: YValue::Map(Vec::new()), line, col }, anchor, None));
+                builder.stack.push(Frame::Map(YNode { value: YValue::Map(Vec::new()), line, col }, anchor, None, 0));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match builder.stack.pop() {
-                    Some(Frame::Seq(n, a)) | Some(Frame::Map(n, a, _)) => (n, a),
+                    Some(Frame::Seq(n, a)) | Some(Frame::Map(n, a, _, _)) => (n, a),
                     None => continue,
                 };
                 builder.push(node, anchor)?;
@@ -188,7 +188,9 @@ pub fn parse(text: &str) -> Result<YNode, YamlError> {
 
 enum Frame {
     Seq(YNode, usize),
-    Map(YNode, usize, Option<YNode>),
+    /// A map, its anchor, the key waiting for its value, and how many of its entries came from
+    /// `<<` merges (those come first; a key of the map itself replaces a merged one).
+    Map(YNode, usize, Option<YNode>, usize),
 }
 
 /// How many values aliases may copy in one file.
@@ -226,14 +228,32 @@ impl Builder {
                     items.push(node);
                 }
             }
-            Some(Frame::Map(map, _, pending)) => match pending.take() {
+            Some(Frame::Map(map, _, pending, merged)) => match pending.take() {
                 None => *pending = Some(node),
                 Some(key) => {
                     let YValue::Map(entries) = &mut map.value else { unreachable!("map frame holds a map") };
                     if key.as_str() == Some("<<") {
-                        merge_into(entries, &node);
-                    } else {
-                        entries.push((key, node));
+                        merge_into(entries, &node, merged);
+                        return Ok(());
+                    }
+                    match entries.iter().position(|(k, _)| k.value == key.value) {
+                        Some(i) if i < *merged => {
+                            entries.remove(i);
+                            *merged -= 1;
+                            entries.push((key, node));
+                        }
+                        Some(i) => {
+                            return Err(YamlError {
+                                line: key.line,
+                                col: key.col,
+                                message: format!(
+                                    "duplicate key `{}` (first at line {}); YAML keeps only one, so this one would silently win",
+                                    key.scalar_string().unwrap_or_default(),
+                                    entries[i].0.line
+                                ),
+                            });
+                        }
+                        None => entries.push((key, node)),
                     }
                 }
             },
@@ -243,7 +263,8 @@ impl Builder {
 }
 
 /// `<<: *base` (or a list of them): keys of the merged maps that the map does not set itself.
-fn merge_into(entries: &mut Vec<(YNode, YNode)>, merged: &YNode) {
+/// They go before the map's own keys; `count` grows by how many were added.
+fn merge_into(entries: &mut Vec<(YNode, YNode)>, merged: &YNode, count: &mut usize) {
     let sources: Vec<&YNode> = match &merged.value {
         YValue::Seq(items) => items.iter().collect(),
         _ => vec![merged],
@@ -252,7 +273,8 @@ fn merge_into(entries: &mut Vec<(YNode, YNode)>, merged: &YNode) {
         if let YValue::Map(src) = &source.value {
             for (k, v) in src {
                 if !entries.iter().any(|(ek, _)| ek.value == k.value) {
-                    entries.push((k.clone(), v.clone()));
+                    entries.insert(*count, (k.clone(), v.clone()));
+                    *count += 1;
                 }
             }
         }
@@ -325,6 +347,17 @@ mod tests {
         let child = doc.get("child").unwrap();
         assert_eq!(child.get("x").unwrap().value, YValue::Int(1));
         assert_eq!(child.get("y").unwrap().value, YValue::Int(3));
+        assert_eq!(child.as_map().unwrap().len(), 2, "the map's own `y` replaces the merged one");
+        // The own key may also come first.
+        let doc = parse("base: &b\n  y: 2\nchild:\n  y: 3\n  <<: *b\n").unwrap();
+        assert_eq!(doc.get("child").unwrap().get("y").unwrap().value, YValue::Int(3));
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_at_the_second() {
+        let err = parse("name: a\nmodels:\n  x: 1\nname: b\n").unwrap_err();
+        assert_eq!(err.line, 4);
+        assert!(err.message.contains("duplicate key `name` (first at line 1)"), "{}", err.message);
     }
 
     #[test]
