@@ -314,7 +314,19 @@ pub fn resolve_target(
             ));
         }
     };
-    let threads = settings.get("threads").and_then(Json::as_u64).map_or(1, |t| t.max(1) as usize);
+    let threads = match settings.get("threads") {
+        None | Some(Json::Null) => 1,
+        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|t| t.trim().parse().ok())) {
+            Some(t) if t >= 1 => t as usize,
+            _ => {
+                return Err(bad(
+                    format!("`threads` of target `{target_name}` is `{v}`, not a positive whole number"),
+                    out.get("threads").unwrap_or(out),
+                    "write the number of nodes to build at once, e.g. `threads: 4`",
+                ));
+            }
+        },
+    };
     Ok(Resolved {
         target: Target {
             profile_name: profile_name.into(),
@@ -362,6 +374,18 @@ mod tests {
         t.name = "hunter2".into();
         assert!(t.secret_values().is_empty());
         assert_eq!(t.public_settings()["password"], "*****");
+    }
+
+    #[test]
+    fn threads_that_are_not_a_number_are_an_error_at_their_line() {
+        let root = Path::new("/p");
+        for bad in ["many", "[1, 2]", "0"] {
+            let text = format!("p:\n  target: dev\n  outputs:\n    dev:\n      type: datafusion\n      threads: {bad}\n");
+            let fs = MemFs::new(root, &[("profiles.yml", text.as_str())]);
+            let found = find_profiles_file(&fs, None, &|_| None, root, None);
+            let err = resolve_target(&fs, root, found, "p", None, &render).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!((err.code, err.labels[0].line), (Code::BadProfile, 6), "{bad}");
+        }
     }
 
     #[test]
