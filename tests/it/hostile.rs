@@ -67,3 +67,21 @@ fn hostile_projects_fail_cleanly() {
     write(d, "models/bomb.yml", &bomb);
     assert_bounded("YAML alias bomb", d, &["parse"], &["error[E101]", "alias bomb", "models/bomb.yml:"]);
 }
+
+/// Seeds with a broken header: a duplicate or unnamed column is named, and a header of a
+/// million columns fails at once instead of never finishing.
+#[test]
+fn seed_headers_are_checked() {
+    let cases: [(&str, String, &str); 3] = [
+        ("duplicate", "id,id,name\n1,2,a\n".into(), "names column `id` twice (columns 1 and 2)"),
+        ("unnamed", "id,,name\n1,2,a\n".into(), "column 2 of the seed's header has no name"),
+        ("wide", format!("{}\n", (0..1_000_000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",")), "kiln loads at most 10000"),
+    ];
+    for (what, csv, expected) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+        write(d, "seeds/s.csv", &csv);
+        assert_bounded(what, d, &["seed"], &[expected, "seeds/s.csv"]);
+    }
+}

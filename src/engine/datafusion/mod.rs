@@ -162,6 +162,36 @@ pub fn quoted(r: &RelationName) -> String {
     format!("{}.{}.{}", quote_ident(&r.database, '"'), quote_ident(&r.schema, '"'), quote_ident(&r.name, '"'))
 }
 
+/// How many columns a seed may have (a CSV reader handles wider files, but slowly enough to look
+/// like a hang).
+const MAX_SEED_COLUMNS: usize = 10_000;
+
+/// Checks a seed's header before the CSV reader sees it: an empty or duplicate column name, or
+/// an absurd number of columns, is named instead of surfacing as a field-count error.
+fn check_seed_header(path: &Path, delimiter: u8) -> Result<(), EngineError> {
+    let file = std::fs::File::open(path).map_err(|e| io_err("reading the seed", e))?;
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(false).from_reader(std::io::BufReader::new(file));
+    let mut header = csv::StringRecord::new();
+    match reader.read_record(&mut header) {
+        Ok(true) => {}
+        Ok(false) => return Err(EngineError::new("the seed is empty: it needs a header line with the column names")),
+        Err(e) => return Err(EngineError::new(format!("the seed's header line cannot be read: {e}"))),
+    }
+    if header.len() > MAX_SEED_COLUMNS {
+        return Err(EngineError::new(format!("the seed has {} columns; kiln loads at most {MAX_SEED_COLUMNS}", header.len())));
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (i, name) in header.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(EngineError::new(format!("column {} of the seed's header has no name", i + 1)));
+        }
+        if let Some(first) = seen.insert(name.to_lowercase(), i) {
+            return Err(EngineError::new(format!("the seed's header names column `{name}` twice (columns {} and {})", first + 1, i + 1)));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `path` atomically (temp file + rename).
 fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -304,6 +334,7 @@ impl DataFusionEngine {
 
     /// A seed's rows: the CSV read in place, `column_types` applied.
     fn seed_frame(&self, seed: &SeedLoad) -> Result<DataFrame, EngineError> {
+        check_seed_header(&seed.path, seed.delimiter)?;
         let path = seed.path.to_string_lossy().into_owned();
         let options =
             CsvReadOptions::new().has_header(true).delimiter(seed.delimiter).schema_infer_max_records(100_000).file_extension(".csv");
