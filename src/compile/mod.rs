@@ -276,6 +276,11 @@ pub fn inject_ctes(sql: &str, ctes: &[(String, String)]) -> String {
     }
 }
 
+/// Whether `sql` holds nothing but whitespace and comments.
+pub fn is_blank(sql: &str) -> bool {
+    skip_trivia(sql) >= sql.len()
+}
+
 /// Skips leading whitespace and SQL comments.
 fn skip_trivia(sql: &str) -> usize {
     let mut i = 0;

@@ -417,7 +417,16 @@ impl Runner<'_> {
         if let Some(d) = diags.first() {
             return Err(crate::diagnostics::render::human(d, false));
         }
-        out.remove(&node.unique_id).ok_or_else(|| "the model did not compile".to_string())
+        let compiled = out.remove(&node.unique_id).ok_or_else(|| "the model did not compile".to_string())?;
+        if compile::is_blank(&compiled.sql) && node.resource_type != ResourceType::Test {
+            return Err(format!(
+                "error[E402]: {} `{}` compiles to empty SQL ({})\n  = help: a model must contain a select statement; to switch it off use `{{{{ config(enabled=false) }}}}`",
+                node.resource_type.as_str(),
+                node.name,
+                node.original_file_path
+            ));
+        }
+        Ok(compiled)
     }
 
     /// Renders and runs a node's `pre-hook`s or `post-hook`s (with `this` the node's relation).

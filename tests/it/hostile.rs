@@ -85,3 +85,18 @@ fn seed_headers_are_checked() {
         assert_bounded(what, d, &["seed"], &[expected, "seeds/s.csv"]);
     }
 }
+
+/// A model of only comments fails when it runs with the compile-time diagnostic (E402) and its
+/// file, not with an engine error about an empty statement; the others build.
+#[test]
+fn an_empty_model_fails_with_e402_at_run_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    write(d, "models/empty.sql", "-- nothing here\n/* at all */\n");
+    write(d, "models/ok.sql", "select 1 as id\n");
+    let (code, err, _, _) = bounded(d, &["run"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error[E402]: model `empty` compiles to empty SQL (models/empty.sql)"), "{err}");
+    assert!(err.contains("PASS=1"), "{err}");
+}
