@@ -116,13 +116,13 @@ fn now() -> String {
 }
 
 /// The outcome of a data test from its judging query's answer.
-fn judged(cfg: &super::data_tests::TestConfig, answer: Result<QueryTable, crate::engine::EngineError>) -> Outcome {
+fn judged(node: &Node, cfg: &super::data_tests::TestConfig, answer: Result<QueryTable, crate::engine::EngineError>) -> Outcome {
     match answer {
         Ok(t) => {
             let (status, failures, message) = super::data_tests::judge(cfg, &t.columns, t.rows.first());
             Outcome { status, message, failures: Some(failures), ..Outcome::error(String::new()) }
         }
-        Err(e) => Outcome::error(test_error(e)),
+        Err(e) => Outcome::error(test_error(node, e)),
     }
 }
 
@@ -147,13 +147,16 @@ fn finish_named(outcome: Outcome, started_at: String, seconds: f64, thread: usiz
     }
 }
 
-/// A test's query failed; a missing relation usually means it was never built.
-fn test_error(e: crate::engine::EngineError) -> String {
+/// A test's query failed: the message, where the test is defined (a generic test's properties
+/// file and line), and a hint when a relation is missing (usually never built).
+fn test_error(node: &Node, e: crate::engine::EngineError) -> String {
+    let mut message = format!("{}\n  --> {}:{} (where the test is defined)", e.message, node.original_file_path, node.line);
     if e.message.contains("not found") {
-        format!("{}\n  = help: build what the test reads first (`kiln build`, or `kiln run -s <model>`)", e.message)
-    } else {
-        e.message
+        message.push_str("\n  = help: build what the test reads first (`kiln build`, or `kiln run -s <model>`)");
+    } else if e.message.contains("No field named") {
+        message.push_str("\n  = help: check the column name in the test's arguments against the model's columns");
     }
+    message
 }
 
 /// An engine error in a model's SQL: the message and, when the engine says where, the line of
@@ -310,7 +313,7 @@ impl Runner<'_> {
             .map(|((node, compiled), (cfg, answer))| {
                 let outcome = match compiled {
                     Err(message) => Outcome::error(message),
-                    Ok(c) => Outcome { compiled: Some(c.sql), ..judged(cfg, answer) },
+                    Ok(c) => Outcome { compiled: Some(c.sql), ..judged(node, cfg, answer) },
                 };
                 finish(node, outcome, started_at.clone(), seconds, thread)
             })
@@ -369,7 +372,7 @@ impl Runner<'_> {
         } else {
             self.engine.query_tests(&[query]).pop().unwrap_or_else(|| Err(EngineError::new("the engine returned no answer")))
         };
-        let mut outcome = judged(&cfg, answer);
+        let mut outcome = judged(node, &cfg, answer);
         if let (Some(r), Status::Fail | Status::Warn) = (&stored, outcome.status) {
             outcome.message = format!("{}\n  See the failing rows: select * from {r}", outcome.message);
         }

@@ -100,3 +100,16 @@ fn an_empty_model_fails_with_e402_at_run_time() {
     assert!(err.contains("error[E402]: model `empty` compiles to empty SQL (models/empty.sql)"), "{err}");
     assert!(err.contains("PASS=1"), "{err}");
 }
+
+/// A test on a column the model lacks names the properties file and line of the test.
+#[test]
+fn a_test_on_a_missing_column_names_its_yaml_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    write(d, "models/m.sql", "select 1 as id\n");
+    write(d, "models/s.yml", "version: 2\nmodels:\n  - name: m\n    columns:\n      - name: nope\n        data_tests: [not_null]\n");
+    let (code, err, _, _) = bounded(d, &["build"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("No field named nope") && err.contains("--> models/s.yml:6"), "{err}");
+}
