@@ -649,3 +649,37 @@ fn one_contract_passes_on_both_engines() {
         assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
     }
 }
+
+/// SIGTERM during a long statement cancels it on the server: kiln ends within seconds with exit
+/// 130 and the table keeps its previous version.
+#[test]
+fn sigterm_cancels_a_running_statement() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("cancel");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    std::fs::write(d.join("dbt_project.yml"), "name: cx\nconfig-version: 2\nprofile: cx\nmodels:\n  cx:\n    +materialized: table\n")
+        .unwrap();
+    std::fs::write(d.join("profiles.yml"), server.profiles("cx", &[("pg", &db)])).unwrap();
+    std::fs::write(d.join("models/slow.sql"), "select 1 as v\n").unwrap();
+    assert_eq!(kiln_pg(d, &server, &["run", "--profiles-dir", "."]).status.code(), Some(0));
+    std::fs::write(d.join("models/slow.sql"), "select 2 as v from pg_sleep(60)\n").unwrap();
+    let child = kiln(d)
+        .args(["run", "--profiles-dir", "."])
+        .env("KILN_TEST_PG_PASSWORD", server.password.clone().unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?} after SIGTERM\n{err}");
+    let out = kiln_pg(d, &server, &["show", "--profiles-dir", ".", "--inline", "select v from {{ ref('slow') }}", "-o", "json"]);
+    assert!(stdout(&out).contains("\"v\":1"), "the previous version: {}{}", stdout(&out), stderr(&out));
+}

@@ -148,6 +148,15 @@ impl Connector {
         &self.settings.dbname
     }
 
+    /// Asks the server to cancel what the session of `token` is running (`pg_cancel_backend`
+    /// over a new connection, as psql's Ctrl-C does).
+    pub async fn cancel(&self, token: &tokio_postgres::CancelToken) {
+        let _ = match &self.tls {
+            Some(tls) => token.cancel_query(tls.clone()).await,
+            None => token.cancel_query(tokio_postgres::NoTls).await,
+        };
+    }
+
     /// A new session, set up (`search_path`, `role`); transient failures are retried `retries`
     /// times, a second apart.
     pub async fn connect(&self) -> Result<Client, EngineError> {

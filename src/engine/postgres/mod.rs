@@ -29,6 +29,8 @@ pub struct PostgresEngine {
     idle: Mutex<Vec<Client>>,
     /// Schemas known to exist (creating one twice at once fails in PostgreSQL).
     schemas: Mutex<BTreeSet<String>>,
+    /// Set when the run is cancelled: running statements are cancelled on the server.
+    cancel: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Where the model's SQL sits inside a statement, to map an error position back to it.
@@ -177,6 +179,13 @@ async fn run_checks(client: &impl GenericClient, staged: &str, checks: &[Check])
     Ok(())
 }
 
+/// Resolves once `flag` is set.
+async fn cancelled(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 impl PostgresEngine {
     /// Connects once (so a wrong password or a missing database is reported before any node
     /// runs); later connections are opened as runner threads need them.
@@ -188,7 +197,13 @@ impl PostgresEngine {
             .map_err(|e| EngineError::new(format!("starting the engine: {e}")))?;
         let connector = Connector::new(settings)?;
         let first = rt.block_on(connector.connect())?;
-        Ok(PostgresEngine { rt, connector, idle: Mutex::new(vec![first]), schemas: Mutex::new(BTreeSet::new()) })
+        Ok(PostgresEngine {
+            rt,
+            connector,
+            idle: Mutex::new(vec![first]),
+            schemas: Mutex::new(BTreeSet::new()),
+            cancel: std::sync::OnceLock::new(),
+        })
     }
 
     /// The server's version string (`kiln debug`).
@@ -207,7 +222,23 @@ impl PostgresEngine {
                 Some(c) if !c.is_closed() => c,
                 _ => self.connector.connect().await?,
             };
-            let result = f(&mut client).await;
+            let token = client.cancel_token();
+            let result = {
+                let run = f(&mut client);
+                tokio::pin!(run);
+                match self.cancel.get().cloned() {
+                    None => run.await,
+                    // Cancelled: the server stops the statement (its transaction rolls back, so
+                    // the relation keeps its previous version) and `run` ends with its error.
+                    Some(flag) => tokio::select! {
+                        result = &mut run => result,
+                        () = cancelled(flag) => {
+                            self.connector.cancel(&token).await;
+                            run.await
+                        }
+                    },
+                }
+            };
             if !client.is_closed() {
                 self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(client);
             }
@@ -417,6 +448,10 @@ impl Engine for PostgresEngine {
 
     fn default_incremental_strategy(&self) -> &'static str {
         "delete+insert"
+    }
+
+    fn cancel_on(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.cancel.set(flag);
     }
 
     fn supports(&self, capability: Capability) -> bool {
