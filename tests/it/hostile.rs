@@ -113,3 +113,21 @@ fn a_test_on_a_missing_column_names_its_yaml_line() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("No field named nope") && err.contains("--> models/s.yml:6"), "{err}");
 }
+
+/// A bad row deep in a seed is reported at its line in the file (the CSV reader counts lines
+/// within the chunk it reads).
+#[test]
+fn a_bad_seed_row_is_reported_at_its_file_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    let mut csv = String::from("id,amount\n");
+    for i in 1..=100_500 {
+        csv.push_str(&format!("{i},{i}\n"));
+    }
+    csv.push_str("100501,1,extra\n");
+    write(d, "seeds/s.csv", &csv);
+    let (code, err, _, _) = bounded(d, &["seed"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("line 100502 of the seed") && !err.contains("for line "), "{err}");
+}

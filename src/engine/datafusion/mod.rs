@@ -192,6 +192,31 @@ fn check_seed_header(path: &Path, delimiter: u8) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The line of the seed file that a CSV error is about. The CSV reader counts lines within the
+/// chunk it was reading, so its "line 49225" is not the file's: find the row itself (by the
+/// data the error quotes, or by its number of fields).
+fn bad_seed_line(path: &Path, delimiter: u8, message: &str) -> Option<u64> {
+    let quoted_row = message.split("Row data: '[").nth(1).and_then(|r| r.split("]'").next());
+    let wrong_width = message.contains("incorrect number of fields");
+    if quoted_row.is_none() && !wrong_width {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader =
+        csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).flexible(true).from_reader(std::io::BufReader::new(file));
+    let width = reader.headers().ok()?.len();
+    for record in reader.records() {
+        let record = record.ok()?;
+        let line = record.position()?.line();
+        match quoted_row {
+            Some(row) if record.iter().collect::<Vec<_>>().join(",") == row => return Some(line),
+            None if record.len() != width => return Some(line),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Writes `path` atomically (temp file + rename).
 fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -985,7 +1010,14 @@ impl Engine for DataFusionEngine {
         self.must_write("loading a seed")?;
         self.create_schema(&seed.relation.database, &seed.relation.schema)?;
         let df = self.seed_frame(seed)?;
-        self.write_table(&seed.relation, df, &[])
+        self.write_table(&seed.relation, df, &[]).map_err(|e| match bad_seed_line(&seed.path, seed.delimiter, &e.message) {
+            Some(line) => {
+                // The reader's own line number counts within a chunk: leave it out.
+                let chunk_line = regex::Regex::new(r" (for|at) line \d+").expect("static regex");
+                EngineError::new(format!("line {line} of the seed: {}", chunk_line.replace_all(&e.message, "")))
+            }
+            None => e,
+        })
     }
 
     fn cancel_on(&self, flag: Arc<std::sync::atomic::AtomicBool>) {
