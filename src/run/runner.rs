@@ -162,7 +162,16 @@ fn test_error(node: &Node, e: crate::engine::EngineError) -> String {
 /// An engine error in a model's SQL: the message and, when the engine says where, the line of
 /// the compiled SQL with a caret under the spot, naming the model's file.
 fn sql_error(node: &Node, run_path: &str, sql: &str, e: &crate::engine::EngineError) -> String {
-    let Some((line, col)) = e.position else { return e.message.clone() };
+    // A parse error at the end of the statement has no position: it is after the last token.
+    let at_end = || {
+        let trimmed = sql.trim_end();
+        let line = trimmed.lines().count().max(1);
+        (line, trimmed.lines().last().map_or(0, |l| l.chars().count()) + 1)
+    };
+    let position = e.position.or_else(|| (e.message.contains("found: EOF") || e.message.contains("end of input")).then(at_end));
+    let Some((line, col)) = position else {
+        return format!("{}\n  --> {} (the compiled SQL is in {run_path})", e.message, node.original_file_path);
+    };
     let Some(text) = sql.lines().nth(line.saturating_sub(1)) else { return e.message.clone() };
     let pad = " ".repeat(line.to_string().len());
     let caret = format!("{}^", " ".repeat(text.chars().take(col.saturating_sub(1)).count()));

@@ -131,3 +131,16 @@ fn a_bad_seed_row_is_reported_at_its_file_line() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("line 100502 of the seed") && !err.contains("for line "), "{err}");
 }
+
+/// A SQL error at the end of a statement (no position from the parser) still points into the
+/// compiled SQL and names the model's file.
+#[test]
+fn a_sql_error_at_the_end_has_a_snippet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    write(d, "models/m.sql", "select 1 as x\nfrom\n");
+    let (code, err, _, _) = bounded(d, &["run"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--> models/m.sql (compiled SQL, line 2, column 5") && err.contains("2 | from"), "{err}");
+}
