@@ -244,6 +244,13 @@ fn watch_rebuilds_what_each_save_changes() {
     }
     assert_eq!(n, 52);
 
+    // A build in another process while the watch writes the warehouse: it is told who holds
+    // it (and, with no time to wait, stops); the watch goes on.
+    let other = crate::common::kiln(d).args(["run", "--profiles-dir", "profiles"]).env("KILN_LOCK_WAIT", "0").output().expect("kiln runs");
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(err.contains("error[E509]") && err.contains("kiln watch"), "{err}");
+
     // kiln's own writes (target/, the warehouse) never trigger a rebuild: nothing arrives now.
     std::fs::write(d.join("target/unrelated.sql"), "select 1").expect("write");
     assert!(w.events.recv_timeout(Duration::from_millis(500)).is_err(), "a write under target/ triggered a rebuild");
