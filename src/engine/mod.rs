@@ -9,6 +9,14 @@ pub mod object_stores;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sql;
+
+/// Resolves once `flag` is set (a cancelled run), checking every 50 ms.
+#[cfg(any(feature = "datafusion", feature = "postgres"))]
+pub(crate) async fn cancelled(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
 #[cfg(feature = "datafusion")]
 pub mod udfs;
 #[cfg(feature = "datafusion")]

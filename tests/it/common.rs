@@ -64,3 +64,12 @@ pub fn dump_tree(dir: &Path) -> String {
     }
     out
 }
+
+/// Sends SIGTERM to `child` after `delay`; its output, and how long it took to end after that.
+pub fn terminate_after(child: std::process::Child, delay: std::time::Duration) -> (Output, std::time::Duration) {
+    std::thread::sleep(delay);
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success());
+    let out = child.wait_with_output().expect("kiln ends");
+    (out, sent.elapsed())
+}

@@ -119,14 +119,11 @@ fn built_relations(dir: &Path) -> Vec<(String, String)> {
     relations
 }
 
-/// Each relation's rows in dbt-duckdb's database file, canonical and sorted (a multiset).
-fn duckdb_rows(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)]) -> Vec<Vec<String>> {
+/// Runs a Python `script` over dbt-duckdb's database file `db` (`sys.argv[1]`) and the relations
+/// (`sys.argv[2:]`), in the project directory (views over files name them relative to it, where
+/// dbt ran); one output line per relation.
+fn over_duckdb(dbt: &std::ffi::OsStr, db: &Path, script: &str, relations: &[(String, String)]) -> Vec<String> {
     let python = Path::new(dbt).with_file_name("python");
-    let script = "import duckdb, json, sys, datetime, decimal\n\
-        c = duckdb.connect(sys.argv[1], read_only=True)\n\
-        def norm(v):\n    if isinstance(v, (datetime.date, datetime.datetime)): return v.isoformat()\n    if isinstance(v, decimal.Decimal): return float(v)\n    return v\n\
-        for rel in sys.argv[2:]:\n    cur = c.execute('select * from ' + rel)\n    print(json.dumps([[norm(v) for v in r] for r in cur.fetchall()], default=str))\n";
-    // Views over files name them relative to the project, where dbt ran.
     let dir = db.parent().expect("the database file is in the project");
     let out = std::process::Command::new(&python)
         .current_dir(dir)
@@ -137,8 +134,17 @@ fn duckdb_rows(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Each relation's rows in dbt-duckdb's database file, canonical and sorted (a multiset).
+fn duckdb_rows(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)]) -> Vec<Vec<String>> {
+    let script = "import duckdb, json, sys, datetime, decimal\n\
+        c = duckdb.connect(sys.argv[1], read_only=True)\n\
+        def norm(v):\n    if isinstance(v, (datetime.date, datetime.datetime)): return v.isoformat()\n    if isinstance(v, decimal.Decimal): return float(v)\n    return v\n\
+        for rel in sys.argv[2:]:\n    cur = c.execute('select * from ' + rel)\n    print(json.dumps([[norm(v) for v in r] for r in cur.fetchall()], default=str))\n";
+    over_duckdb(dbt, db, script, relations)
+        .iter()
         .map(|l| {
             let rows: serde_json::Value = serde_json::from_str(l).unwrap();
             let mut rows: Vec<String> =
@@ -189,19 +195,8 @@ fn type_family(t: &str) -> String {
 
 /// Each relation's (column, type) pairs in dbt-duckdb's database file.
 fn duckdb_types(dbt: &std::ffi::OsStr, db: &Path, relations: &[(String, String)]) -> Vec<Vec<(String, String)>> {
-    let python = Path::new(dbt).with_file_name("python");
     let script = "import duckdb, json, sys\nc = duckdb.connect(sys.argv[1], read_only=True)\nfor rel in sys.argv[2:]:\n    print(json.dumps([[r[0], r[1]] for r in c.execute('describe ' + rel).fetchall()]))\n";
-    let dir = db.parent().expect("the database file is in the project");
-    let out = std::process::Command::new(&python)
-        .current_dir(dir)
-        .arg("-c")
-        .arg(script)
-        .arg(db)
-        .args(relations.iter().map(|(_, r)| r))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    over_duckdb(dbt, db, script, relations).iter().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// A relation's (column, type) pairs in kiln's warehouse.

@@ -507,14 +507,9 @@ impl DataFusionEngine {
     fn block_cancellable<T>(&self, f: impl std::future::Future<Output = datafusion::error::Result<T>>) -> datafusion::error::Result<T> {
         let Some(flag) = self.cancel.get().cloned() else { return self.rt.block_on(f) };
         self.rt.block_on(async move {
-            let cancelled = async {
-                while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            };
             tokio::select! {
                 result = f => result,
-                () = cancelled => Err(datafusion::error::DataFusionError::Execution("cancelled: the run was interrupted".into())),
+                () = super::cancelled(flag) => Err(datafusion::error::DataFusionError::Execution("cancelled: the run was interrupted".into())),
             }
         })
     }

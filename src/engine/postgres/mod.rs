@@ -179,13 +179,6 @@ async fn run_checks(client: &impl GenericClient, staged: &str, checks: &[Check])
     Ok(())
 }
 
-/// Resolves once `flag` is set.
-async fn cancelled(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 impl PostgresEngine {
     /// Connects once (so a wrong password or a missing database is reported before any node
     /// runs); later connections are opened as runner threads need them.
@@ -232,7 +225,7 @@ impl PostgresEngine {
                     // the relation keeps its previous version) and `run` ends with its error.
                     Some(flag) => tokio::select! {
                         result = &mut run => result,
-                        () = cancelled(flag) => {
+                        () = crate::engine::cancelled(flag) => {
                             self.connector.cancel(&token).await;
                             run.await
                         }
