@@ -373,9 +373,8 @@ pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String
         unit_schemas: Default::default(),
     };
     let started = std::time::Instant::now();
-    let config = s.project.config();
-    // dbt runs the project's hooks for seed, run, test, build and snapshot.
-    let mut results = runner.project_hooks("on-run-start", &config.on_run_start);
+    // dbt runs the hooks of every package for seed, run, test, build and snapshot.
+    let mut results = runner.project_hooks("on-run-start");
     print_hooks(printer, &results);
     let start_failed = results.iter().any(|r| r.status == Status::Error);
     let mut unfinished = vec![];
@@ -394,7 +393,7 @@ pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String
             }
         }
     }
-    let end = if start_failed { vec![] } else { runner.project_hooks("on-run-end", &config.on_run_end) };
+    let end = if start_failed { vec![] } else { runner.project_hooks("on-run-end") };
     print_hooks(printer, &end);
     let hook_failed = start_failed || end.iter().any(|r| r.status == Status::Error);
     results.extend(end);

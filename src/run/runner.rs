@@ -460,39 +460,46 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Runs the root project's `on-run-start` or `on-run-end` hooks (`which`), one `operation`
-    /// result each, as dbt reports them; stops at the first that fails.
-    pub fn project_hooks(&self, which: &str, hooks: &[String]) -> Vec<NodeResult> {
-        let project = self.project.name();
-        let mut out = Vec::with_capacity(hooks.len());
-        for (i, hook) in hooks.iter().enumerate() {
-            let (started_at, start) = (now(), Instant::now());
-            let name = format!("{project}.{which}.{i}");
-            let sql = self.jinja.render_project_hook(hook, project).map_err(|e| format!("cannot render {name} `{hook}`: {e}"));
-            let ran = sql.clone().and_then(|sql| match sql.trim() {
-                "" => Ok(()),
-                _ => self.engine.execute(&sql).map(|_| ()).map_err(|e| format!("{name} failed: {}\n{sql}", e.message)),
-            });
-            let outcome = match ran {
-                Ok(()) => Outcome {
-                    status: Status::Success,
-                    message: format!("{name} passed"),
-                    failures: Some(0),
-                    ..Outcome::error(String::new())
-                },
-                Err(message) => Outcome::error(message),
-            };
-            let failed = outcome.status == Status::Error;
-            out.push(NodeResult {
-                unique_id: format!("operation.{project}.{project}-{which}-{i}"),
-                compiled: sql.ok(),
-                ..finish_named(outcome, started_at, start.elapsed().as_secs_f64(), 0)
-            });
-            if failed {
-                break;
+    /// Runs the `on-run-start` or `on-run-end` hooks (`which`) of every package, in dbt's order
+    /// (packages by name, the root project last), one `operation` result each, as dbt reports
+    /// them; stops at the first that fails.
+    pub fn project_hooks(&self, which: &str) -> Vec<NodeResult> {
+        let mut packages: Vec<&crate::project::Package> = self.project.packages.iter().collect();
+        packages.sort_by_key(|p| (p.is_root, p.name.clone()));
+        let mut out = Vec::new();
+        for package in packages {
+            let hooks = if which == "on-run-start" { &package.config.on_run_start } else { &package.config.on_run_end };
+            for (i, hook) in hooks.iter().enumerate() {
+                let result = self.project_hook(&package.name, which, i, hook);
+                let failed = result.status == Status::Error;
+                out.push(result);
+                if failed {
+                    return out;
+                }
             }
         }
         out
+    }
+
+    fn project_hook(&self, package: &str, which: &str, i: usize, hook: &str) -> NodeResult {
+        let (started_at, start) = (now(), Instant::now());
+        let name = format!("{package}.{which}.{i}");
+        let sql = self.jinja.render_project_hook(hook, package).map_err(|e| format!("cannot render {name} `{hook}`: {e}"));
+        let ran = sql.clone().and_then(|sql| match sql.trim() {
+            "" => Ok(()),
+            _ => self.engine.execute(&sql).map(|_| ()).map_err(|e| format!("{name} failed: {}\n{sql}", e.message)),
+        });
+        let outcome = match ran {
+            Ok(()) => {
+                Outcome { status: Status::Success, message: format!("{name} passed"), failures: Some(0), ..Outcome::error(String::new()) }
+            }
+            Err(message) => Outcome::error(message),
+        };
+        NodeResult {
+            unique_id: format!("operation.{package}.{package}-{which}-{i}"),
+            compiled: sql.ok(),
+            ..finish_named(outcome, started_at, start.elapsed().as_secs_f64(), 0)
+        }
     }
 
     pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, String> {

@@ -377,3 +377,41 @@ fn compile_reads_the_local_warehouse() {
     assert!(compiled("pivot").contains("'blue' as blue, 'red' as red"), "{}", compiled("pivot"));
     assert!(compiled("inc").contains("where false"), "is_incremental() once built");
 }
+
+/// Every package's `on-run-start`/`on-run-end` hooks run, as dbt orders them (packages by
+/// name, the root project last), each an `operation` result.
+#[test]
+fn hooks_of_packages_run_before_the_root_projects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let write = |path: &str, text: &str| {
+        let p = d.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "dbt_project.yml",
+        "name: root\nconfig-version: 2\non-run-start:\n  - \"create table if not exists {{ target.schema }}.hook_log (who varchar, step integer)\"\n  - \"insert into {{ target.schema }}.hook_log values ('root', 2)\"\n",
+    );
+    write("packages.yml", "packages:\n  - local: pkg\n");
+    write(
+        "pkg/dbt_project.yml",
+        "name: helper\nconfig-version: 2\non-run-start:\n  - \"create table if not exists {{ target.schema }}.hook_log (who varchar, step integer)\"\n  - \"insert into {{ target.schema }}.hook_log values ('helper', 1)\"\n",
+    );
+    write("models/m.sql", "select 1 as id\n");
+    let out = run(d, &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ids: Vec<String> =
+        run_results(d).iter().map(|r| r["unique_id"].as_str().unwrap().to_string()).filter(|id| id.starts_with("operation.")).collect();
+    assert_eq!(
+        ids,
+        [
+            "operation.helper.helper-on-run-start-0",
+            "operation.helper.helper-on-run-start-1",
+            "operation.root.root-on-run-start-0",
+            "operation.root.root-on-run-start-1"
+        ]
+    );
+    let log = stdout(&run(d, &["show", "--inline", "select who from main.hook_log order by step", "-o", "json"]));
+    assert_eq!(log.lines().collect::<Vec<_>>(), [r#"{"who":"helper"}"#, r#"{"who":"root"}"#]);
+}
