@@ -27,6 +27,11 @@
 //!
 //!     cargo bench --bench build -- spill 100000000 512    # source rows, memory limit in MB
 //!
+//! Peak RSS against the limit: a CSV seed, an aggregation into many groups, a full sort and two
+//! `unique` tests:
+//!
+//!     cargo bench --bench build -- memory 5000000 256     # seed rows, memory limit in MB
+//!
 //! Each run builds into a freshly created database (created and dropped through kiln's own
 //! PostgreSQL engine); without `KILN_BENCH_DBT` only kiln is timed. `KILN_BENCH_DBT=venv` installs
 //! dbt-core, dbt-duckdb and dbt-postgres from PyPI into `target/bench-venv` first.
@@ -109,7 +114,7 @@ fn time(dir: &Path, command: &str, runs: usize) -> ((f64, f64, f64), f64, f64) {
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let command = raw.first().filter(|c| ["build", "test", "pg", "watch", "spill"].contains(&c.as_str())).cloned();
+    let command = raw.first().filter(|c| ["build", "test", "pg", "watch", "spill", "memory"].contains(&c.as_str())).cloned();
     let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
     if command.as_deref() == Some("spill") {
         let (rows, limit_mb) = match args.as_slice() {
@@ -118,6 +123,14 @@ fn main() {
             _ => (100_000_000, 512),
         };
         return spill(rows, limit_mb);
+    }
+    if command.as_deref() == Some("memory") {
+        let (rows, limit_mb) = match args.as_slice() {
+            [r, m, ..] => (*r, *m),
+            [r] => (*r, 256),
+            _ => (5_000_000, 256),
+        };
+        return memory(rows, limit_mb);
     }
     if command.as_deref() == Some("watch") {
         let (models, rows, runs) = match args.as_slice() {
@@ -399,6 +412,42 @@ fn watch(models: usize, rows: usize, runs: usize) {
             dm / kiln_median
         );
     }
+}
+
+/// A seed of `rows` rows (CSV), an aggregation into 36% as many groups, a full sort of the seed
+/// and `unique` tests on both, built under `--memory-limit limit_mb`: how close peak RSS stays
+/// to the limit (issue 16: within 1.25x).
+fn memory(rows: usize, limit_mb: usize) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let write = |path: &str, text: &str| {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    let groups = (rows * 36 / 100).max(1);
+    let mut csv = String::with_capacity(rows * 24);
+    csv.push_str("id,customer_id,amount\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},{},{}\n", (i * 7919) % groups, ((i * 37) % 100_000) as f64 / 100.0));
+    }
+    write("seeds/orders.csv", &csv);
+    write("dbt_project.yml", "name: memory\nconfig-version: 2\nmodels:\n  +materialized: table\n");
+    write("models/agg.sql", "select customer_id, sum(amount) as total, count(*) as n from {{ ref('orders') }} group by customer_id\n");
+    write("models/sorted.sql", "select * from {{ ref('orders') }} order by amount, id\n");
+    write(
+        "models/tests.yml",
+        "version: 2\nmodels:\n  - name: agg\n    columns:\n      - name: customer_id\n        data_tests: [unique]\n  - name: sorted\n    columns:\n      - name: id\n        data_tests: [unique]\n",
+    );
+    let limit = format!("{limit_mb}MB");
+    let m = measured(dir, "build", &["--memory-limit", &limit]);
+    println!(
+        "memory: {rows}-row seed, {groups}-group aggregation, full sort, 2 unique tests under `--memory-limit {limit}`: {:.1}s, CPU {:.1}s, peak RSS {:.0} MB ({:.2}x the limit)",
+        m.wall,
+        m.cpu,
+        m.rss_mb,
+        m.rss_mb / (limit_mb as f64 * 1e6 / (1 << 20) as f64)
+    );
 }
 
 /// Builds models over a generated Parquet source of `rows` rows with `--memory-limit` far below
