@@ -186,6 +186,31 @@ fn secret_env_vars_never_reach_artifacts() {
         let artifacts = std::fs::read_to_string(p.join("target/run_results.json")).unwrap();
         assert!(!artifacts.contains("9876"), "{format}: run_results.json");
     }
+    // A secret a hook stored as data is masked when shown, as text and as JSON.
+    std::fs::write(
+        p.join("models/secret.sql"),
+        "{{ config(post_hook=\"create table if not exists main.kept as select '{{ env_var('DBT_ENV_SECRET_TOKEN') }}' as s\") }}\nselect 1 as id\n",
+    )
+    .unwrap();
+    assert_eq!(kiln(&p).args(["run", "-s", "secret"]).env("DBT_ENV_SECRET_TOKEN", secret).output().unwrap().status.code(), Some(0));
+    for format in ["table", "json"] {
+        let out = kiln(&p)
+            .args(["show", "--inline", "select s from main.kept", "-o", format])
+            .env("DBT_ENV_SECRET_TOKEN", secret)
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(text.contains("*****") && !text.contains("9876"), "{format}: {text}{}", stderr(&out));
+    }
+    // Nothing kiln wrote holds it: compiled and run SQL, artifacts, the warehouse's files.
+    for entry in walkdir::WalkDir::new(&p).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "parquet") {
+            continue; // table data: the secret is the value the user stored
+        }
+        let bytes = std::fs::read(path).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("9876"), "{} holds the secret", path.display());
+    }
 }
 
 #[test]
