@@ -23,6 +23,13 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
     kiln(dir).args(args).output().expect("kiln runs")
 }
 
+/// Writes `text` to `path` under `d`, creating its directories.
+pub fn write(d: &Path, path: &str, text: &str) {
+    let p = d.join(path);
+    std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
 pub fn copy_dir(src: &Path, dst: &Path) {
     for entry in walkdir::WalkDir::new(src) {
         let entry = entry.expect("walk fixture");

@@ -76,12 +76,6 @@ fn example_project_builds_and_rebuilds() {
     assert!(d.join("target/kiln/run/coffee_shop/models/marts/fct_orders.sql").exists());
 }
 
-fn write(d: &Path, path: &str, text: &str) {
-    let p = d.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
 #[test]
 fn incremental_strategies_across_runs() {
     let tmp = tempfile::tempdir().unwrap();

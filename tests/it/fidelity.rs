@@ -384,11 +384,7 @@ fn compile_reads_the_local_warehouse() {
 fn hooks_of_packages_run_before_the_root_projects() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let write = |path: &str, text: &str| {
-        let p = d.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
+    let write = |path: &str, text: &str| write(d, path, text);
     write(
         "dbt_project.yml",
         "name: root\nconfig-version: 2\non-run-start:\n  - \"create table if not exists {{ target.schema }}.hook_log (who varchar, step integer)\"\n  - \"insert into {{ target.schema }}.hook_log values ('root', 2)\"\n",

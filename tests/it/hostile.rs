@@ -6,12 +6,6 @@ use crate::common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn write(d: &Path, path: &str, text: &str) {
-    let p = d.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
 /// Runs kiln in `d`: exit code, stderr, wall time and peak RSS (from `wait4`).
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its resource usage
 fn bounded(d: &Path, args: &[&str]) -> (Option<i32>, String, Duration, u64) {

@@ -4,12 +4,6 @@
 use crate::common::*;
 use std::path::Path;
 
-fn write(d: &Path, path: &str, text: &str) {
-    let p = d.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
 fn count(d: &Path, model: &str) -> String {
     let out = run(d, &["show", "--inline", &format!("select count(*) as n from {{{{ ref('{model}') }}}}"), "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{model}: {}", stderr(&out));
