@@ -164,7 +164,8 @@ impl ViewMemo {
 
     async fn compute(&self, sql: &str, state: &SessionState) -> Result<Option<Computed>> {
         use futures::StreamExt;
-        let (plan, reads) = plan(sql, state).await?;
+        let statement = state.sql_to_statement(sql, &state.config_options().sql_parser.dialect)?;
+        let (plan, reads) = plan(statement, state).await?;
         let physical = state.create_physical_plan(&plan).await?;
         if estimated_bytes(physical.as_ref()).is_some_and(|b| b > self.per_entry) {
             return Ok(None);
@@ -202,9 +203,8 @@ fn estimated_bytes(plan: &dyn ExecutionPlan) -> Option<usize> {
 
 /// The plan of `sql` and the keys of the relations it names (what it reads directly, views not
 /// looked into), from one parse.
-pub async fn plan(sql: &str, state: &SessionState) -> Result<(LogicalPlan, Vec<String>)> {
+pub async fn plan(statement: datafusion::sql::parser::Statement, state: &SessionState) -> Result<(LogicalPlan, Vec<String>)> {
     let options = state.config_options();
-    let statement = state.sql_to_statement(sql, &options.sql_parser.dialect)?;
     let (catalog, schema) = (&options.catalog.default_catalog, &options.catalog.default_schema);
     let mut reads: Vec<String> = state
         .resolve_table_references(&statement)?

@@ -173,12 +173,32 @@ fn sql_error(node: &Node, run_path: &str, sql: &str, e: &crate::engine::EngineEr
         return format!("{}\n  --> {} (the compiled SQL is in {run_path})", e.message, node.original_file_path);
     };
     let Some(text) = sql.lines().nth(line.saturating_sub(1)) else { return e.message.clone() };
+    let (text, col) = clip(text, col);
     let pad = " ".repeat(line.to_string().len());
-    let caret = format!("{}^", " ".repeat(text.chars().take(col.saturating_sub(1)).count()));
+    let caret = format!("{}^", " ".repeat(col.saturating_sub(1)));
     format!(
         "{}\n{pad}--> {} (compiled SQL, line {line}, column {col}; the whole statement is in {run_path})\n{pad} |\n{line} | {text}\n{pad} | {caret}",
         e.message, node.original_file_path
     )
+}
+
+/// At most 100 characters of `line` around the 1-based column `col` (`...` where cut), and
+/// the column in what is shown.
+fn clip(line: &str, col: usize) -> (String, usize) {
+    const WIDTH: usize = 100;
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= WIDTH {
+        return (line.to_string(), col);
+    }
+    let start = col.saturating_sub(WIDTH / 2).min(chars.len() - WIDTH);
+    let mut shown: String = chars[start..start + WIDTH].iter().collect();
+    if start + WIDTH < chars.len() {
+        shown.push_str("...");
+    }
+    if start > 0 {
+        return (format!("...{shown}"), col - start + 3);
+    }
+    (shown, col)
 }
 
 /// What executing one node gave.

@@ -29,10 +29,12 @@ fn bounded(d: &Path, args: &[&str]) -> (Option<i32>, String, Duration, u64) {
 
 fn assert_bounded(what: &str, d: &Path, args: &[&str], expect: &[&str]) {
     let (code, err, took, rss) = bounded(d, args);
-    assert_eq!(code, Some(1), "{what}: exit {code:?} (a signal means kiln aborted)\n{err}");
+    let shown = &err[..err.floor_char_boundary(4000)];
+    assert_eq!(code, Some(1), "{what}: exit {code:?} (a signal means kiln aborted)\n{shown}");
     for e in expect {
-        assert!(err.contains(e), "{what}: `{e}` not in\n{err}");
+        assert!(err.contains(e), "{what}: `{e}` not in\n{shown}");
     }
+    assert!(err.lines().all(|l| l.chars().count() <= 300), "{what}: a line of the diagnostic is not clipped\n{shown}");
     assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
     assert!(rss < 1 << 30, "{what}: peak RSS {} MB", rss >> 20);
 }
@@ -137,4 +139,27 @@ fn a_sql_error_at_the_end_has_a_snippet() {
     let (code, err, _, _) = bounded(d, &["run"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--> models/m.sql (compiled SQL, line 2, column 5") && err.contains("2 | from"), "{err}");
+}
+
+/// A select list longer than the embedded engine plans (10,000 items) is refused at once with
+/// the line of its `select`, in a view, a table or a CTE.
+#[test]
+fn a_too_wide_select_is_refused_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let columns = (0..20_000).map(|i| format!("{i} as c{i}")).collect::<Vec<_>>().join(", ");
+    write(d, "dbt_project.yml", "name: h\nconfig-version: 2\n");
+    write(d, "models/wide.sql", &format!("-- 20,000 columns\nselect {columns}\n"));
+    write(d, "models/cte.sql", &format!("{{{{ config(materialized='table') }}}}\nwith w as (\n  select {columns}\n)\nselect c0 from w\n"));
+    assert_bounded(
+        "20,000-column models",
+        d,
+        &["run"],
+        &[
+            "this select lists 20000 columns",
+            "--> models/wide.sql (compiled SQL, line 2, column 1",
+            "--> models/cte.sql (compiled SQL, line 3, column 3",
+            "3 |   select 0 as c0, 1 as c1,",
+        ],
+    );
 }

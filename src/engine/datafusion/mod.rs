@@ -166,6 +166,62 @@ pub fn quoted(r: &RelationName) -> String {
 /// like a hang).
 const MAX_SEED_COLUMNS: usize = 10_000;
 
+/// How many items one select list may have. DataFusion plans a select list in time quadratic
+/// in its length (20,000 columns take seconds); this is also BigQuery's limit on a table.
+const MAX_SELECT_ITEMS: usize = 10_000;
+
+/// Parses and plans `sql` in `ctx`, as `SessionContext::sql` does, through [`parse`].
+async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame, EngineError> {
+    let state = ctx.state();
+    let statement = parse(&state, sql)?;
+    let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+    ctx.execute_logical_plan(plan).await.map_err(df_err)
+}
+
+/// Parses `sql` in the session's dialect, refusing a select list longer than
+/// [`MAX_SELECT_ITEMS`].
+fn parse(state: &datafusion::execution::SessionState, sql: &str) -> Result<datafusion::sql::parser::Statement, EngineError> {
+    let statement = state.sql_to_statement(sql, &state.config_options().sql_parser.dialect).map_err(df_err)?;
+    if let datafusion::sql::parser::Statement::Statement(inner) = &statement {
+        check_select_width(inner)?;
+    }
+    Ok(statement)
+}
+
+fn check_select_width(statement: &datafusion::sql::sqlparser::ast::Statement) -> Result<(), EngineError> {
+    use datafusion::sql::sqlparser::ast::{Query, SetExpr, Visit, Visitor};
+    use std::ops::ControlFlow;
+    /// The first select (of a query or a set operation) listing too many items: its length
+    /// and the line and column of its `select`.
+    fn widest(body: &SetExpr) -> Option<(usize, usize, usize)> {
+        match body {
+            SetExpr::Select(select) if select.projection.len() > MAX_SELECT_ITEMS => {
+                let start = select.select_token.0.span.start;
+                Some((select.projection.len(), start.line as usize, start.column as usize))
+            }
+            SetExpr::SetOperation { left, right, .. } => widest(left).or_else(|| widest(right)),
+            _ => None,
+        }
+    }
+    struct Queries;
+    impl Visitor for Queries {
+        type Break = (usize, usize, usize);
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Self::Break> {
+            widest(&query.body).map_or(ControlFlow::Continue(()), ControlFlow::Break)
+        }
+    }
+    match statement.visit(&mut Queries) {
+        ControlFlow::Break((n, line, col)) => Err(EngineError {
+            message: format!(
+                "this select lists {n} columns; kiln's embedded engine plans at most {MAX_SELECT_ITEMS} in one select \
+                 (planning time grows with the square of a select list's length): split the model into narrower ones"
+            ),
+            position: (line > 0).then_some((line, col)),
+        }),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
 /// Checks a seed's header before the CSV reader sees it: an empty or duplicate column name, or
 /// an absurd number of columns, is named instead of surfacing as a field-count error.
 fn check_seed_header(path: &Path, delimiter: u8) -> Result<(), EngineError> {
@@ -316,7 +372,7 @@ impl DataFusionEngine {
 
     /// The columns and Arrow types `sql` would return, without running it.
     pub fn query_schema(&self, sql: &str) -> Result<datafusion::arrow::datatypes::SchemaRef, EngineError> {
-        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let df = self.block(plan(&self.ctx, sql))?;
         Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
@@ -342,7 +398,7 @@ impl DataFusionEngine {
     /// Runs `sql`; every cell formatted as text (NULL for nulls), for comparisons and diffs.
     pub fn query_text(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<String>>), EngineError> {
         use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let df = self.block(plan(&self.ctx, sql))?;
         let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         let batches = self.block(df.collect()).map_err(df_err)?;
         let options = FormatOptions::default().with_null("NULL");
@@ -407,7 +463,7 @@ impl DataFusionEngine {
 
     /// Runs one statement on DataFusion as it is.
     fn execute_plain(&self, sql: &str) -> Result<Option<u64>, EngineError> {
-        let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+        let df = self.block(plan(&self.ctx, sql))?;
         let batches = self.block_cancellable(df.collect()).map_err(df_err)?;
         Ok(Some(batches.iter().map(|b| b.num_rows() as u64).sum()))
     }
@@ -695,7 +751,7 @@ impl DataFusionEngine {
     fn plan_view(&self, r: &RelationName, sql: &str) -> Result<(), EngineError> {
         self.ensure_schema(&r.database, &r.schema);
         let state = self.ctx.state();
-        let (plan, reads) = self.block(view_memo::plan(sql, &state)).map_err(df_err)?;
+        let (plan, reads) = self.block(view_memo::plan(parse(&state, sql)?, &state)).map_err(df_err)?;
         let view = datafusion::catalog::view::ViewTable::new(plan, Some(sql.to_string()));
         let _ = self.ctx.deregister_table(table_ref(r));
         self.ctx.register_table(table_ref(r), Arc::new(view)).map_err(df_err)?;
@@ -817,7 +873,7 @@ impl DataFusionEngine {
     }
 
     fn query_in(&self, ctx: &SessionContext, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
-        let mut df = self.block(ctx.sql(sql)).map_err(df_err)?;
+        let mut df = self.block(plan(ctx, sql))?;
         if let Some(n) = limit {
             df = df.limit(0, Some(n)).map_err(df_err)?;
         }
@@ -935,11 +991,11 @@ impl Engine for DataFusionEngine {
                 Ok(None)
             }
             Materialization::Table { sql } => {
-                let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                let df = self.block(plan(&self.ctx, sql))?;
                 self.write_table(r, df, checks).map(Some)
             }
             Materialization::External { sql, location, format } => {
-                let df = types::portable(self.block(self.ctx.sql(sql)).map_err(df_err)?)?;
+                let df = types::portable(self.block(plan(&self.ctx, sql))?)?;
                 if location.contains("://") {
                     // One object PUT: readers see the old object or the new one.
                     let opts = DataFrameWriteOptions::new().with_single_file_output(true);
@@ -980,18 +1036,18 @@ impl Engine for DataFusionEngine {
             }
             Materialization::Incremental { sql, strategy, on_schema_change } => {
                 let Some(existing) = self.describe(r)? else {
-                    let df = self.block(self.ctx.sql(sql)).map_err(df_err)?;
+                    let df = self.block(plan(&self.ctx, sql))?;
                     return self.write_table(r, df, checks).map(Some);
                 };
                 let incoming: Vec<String> =
-                    self.block(self.ctx.sql(sql)).map_err(df_err)?.schema().fields().iter().map(|f| f.name().clone()).collect();
+                    self.block(plan(&self.ctx, sql))?.schema().fields().iter().map(|f| f.name().clone()).collect();
                 let old: Vec<String> = existing.iter().map(|(c, _)| c.clone()).collect();
                 let combined =
                     super::sql::incremental(&quoted(r), sql, strategy, &old, &incoming, *on_schema_change).map_err(EngineError::new)?;
                 let new_rows = self
                     .block(async { self.ctx.sql(&format!("select count(*) from ({sql}) as kiln_new")).await?.collect().await })
                     .map_err(df_err)?;
-                let df = self.block(self.ctx.sql(&combined)).map_err(df_err)?;
+                let df = self.block(plan(&self.ctx, &combined))?;
                 self.write_table(r, df, checks)?;
                 let n = new_rows
                     .first()
