@@ -679,3 +679,34 @@ fn sigterm_cancels_a_running_statement() {
     let out = kiln_pg(d, &server, &["show", "--profiles-dir", ".", "--inline", "select v from {{ ref('slow') }}", "-o", "json"]);
     assert!(stdout(&out).contains("\"v\":1"), "the previous version: {}{}", stdout(&out), stderr(&out));
 }
+
+/// Secrets on PostgreSQL: a model that renders one is refused before anything reaches the
+/// catalog, and a hook whose error echoes the secret (a failed cast quotes its input) has it
+/// masked in every output.
+#[test]
+fn secrets_stay_out_of_the_postgres_catalog_and_errors() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("secrets");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: s\nconfig-version: 2\nprofile: s\n");
+    write(d, "profiles.yml", &server.profiles("s", &[("pg", &db)]));
+    let secret = "tok\"en\\ü-9876";
+    write(d, "models/v.sql", "select '{{ env_var(\"DBT_ENV_SECRET_TOKEN\") | upper }}' as token\n");
+    let out = kiln(d).args(["run"]).env("DBT_ENV_SECRET_TOKEN", secret).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("error[E211]") && stderr(&out).contains("models/v.sql:1"), "{}", stderr(&out));
+    write(d, "models/v.sql", "{{ config(post_hook=\"select '{{ env_var('DBT_ENV_SECRET_TOKEN') }}'::int\") }}\nselect 1 as id\n");
+    for format in ["text", "json"] {
+        let out = kiln(d).args(["run", "--log-format", format]).env("DBT_ENV_SECRET_TOKEN", secret).output().unwrap();
+        let text = stdout(&out) + &stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{format}: the cast fails: {text}");
+        assert!(text.contains("invalid input syntax") && text.contains("*****") && !text.contains("9876"), "{format}: {text}");
+    }
+    let rows = rows_of(&server.engine(&db), "(select definition from pg_views where schemaname = 'analytics') as v");
+    assert_eq!(rows.len(), 1, "the view is built: {rows:?}");
+    assert!(rows.iter().all(|v| !v.contains("9876")), "{rows:?}");
+    for entry in walkdir::WalkDir::new(d.join("target")).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
+        assert!(!std::fs::read_to_string(entry.path()).unwrap_or_default().contains("9876"), "{} holds the secret", entry.path().display());
+    }
+}

@@ -1039,8 +1039,7 @@ impl Engine for DataFusionEngine {
                     let df = self.block(plan(&self.ctx, sql))?;
                     return self.write_table(r, df, checks).map(Some);
                 };
-                let incoming: Vec<String> =
-                    self.block(plan(&self.ctx, sql))?.schema().fields().iter().map(|f| f.name().clone()).collect();
+                let incoming: Vec<String> = self.block(plan(&self.ctx, sql))?.schema().fields().iter().map(|f| f.name().clone()).collect();
                 let old: Vec<String> = existing.iter().map(|(c, _)| c.clone()).collect();
                 let combined =
                     super::sql::incremental(&quoted(r), sql, strategy, &old, &incoming, *on_schema_change).map_err(EngineError::new)?;
