@@ -16,6 +16,7 @@
 //!
 //! `diagnostics/` holds errors as data; only `cli/` prints.
 
+pub mod adapter;
 pub mod cli;
 pub mod compile;
 pub mod diagnostics;

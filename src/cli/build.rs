@@ -66,7 +66,7 @@ pub struct Writes<'a> {
 /// Opens the target's engine, to read or (with `writes`) to change the warehouse; problems
 /// with external sources and damaged tables come back as warnings.
 pub fn open_engine(s: &Session, writes: Option<Writes>) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
-    match s.target.engine {
+    match s.target.engine() {
         EngineKind::DataFusion => open_datafusion(s, writes).map(|(e, w)| (e as Arc<dyn Engine>, w)),
         EngineKind::Postgres => open_postgres(s).map(|e| (Arc::new(e) as Arc<dyn Engine>, vec![])),
         EngineKind::BigQuery => Err(Diagnostic::error(
@@ -118,7 +118,7 @@ fn open_datafusion(s: &Session, writes: Option<Writes>) -> Result<(Arc<DataFusio
             .with_file(file)
             .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
     })?;
-    let flavor = crate::engine::datafusion::Flavor::of(&s.target.adapter_type);
+    let flavor = s.target.adapter.semantics;
     let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory, flavor, lock)
         .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
     // Object stores of every bucket a source or external model names.

@@ -188,7 +188,7 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
 /// (never, without a warehouse).
 fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_> {
     #[cfg(feature = "datafusion")]
-    if s.target.engine == crate::project::profiles::EngineKind::DataFusion
+    if s.target.engine() == crate::adapter::EngineKind::DataFusion
         && super::build::warehouse_dir(s).is_dir()
         && let Ok((engine, _)) = super::build::open_engine(s, None)
     {
@@ -202,7 +202,7 @@ fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_>
 /// The functions of the embedded engine, when the target runs on it.
 fn embedded_functions(s: &Session) -> Option<BTreeSet<String>> {
     #[cfg(feature = "datafusion")]
-    if s.target.engine == crate::project::profiles::EngineKind::DataFusion {
+    if s.target.engine() == crate::adapter::EngineKind::DataFusion {
         return Some(crate::engine::datafusion::function_names());
     }
     let _ = s;

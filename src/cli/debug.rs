@@ -23,15 +23,7 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
         ),
         format!("profile:      {}", t.profile_name),
         format!("target:       {}", t.name),
-        format!(
-            "adapter type: {} (engine: {})",
-            t.adapter_type,
-            match t.engine {
-                EngineKind::DataFusion => "embedded DataFusion",
-                EngineKind::Postgres => "PostgreSQL",
-                EngineKind::BigQuery => "BigQuery",
-            }
-        ),
+        format!("adapter type: {} (engine: {})", t.adapter_type, t.adapter.display),
         format!("database:     {}", t.database),
         format!("schema:       {}", t.schema),
         format!("threads:      {}", t.threads),
@@ -42,7 +34,7 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
     }
     let pkgs: Vec<String> = s.project.packages.iter().skip(1).map(|p| format!("{} ({})", p.name, p.rel_root)).collect();
     lines.push(format!("packages:     {}", if pkgs.is_empty() { "none".into() } else { pkgs.join(", ") }));
-    let (connection, code) = match t.engine {
+    let (connection, code) = match t.engine() {
         EngineKind::DataFusion => ("embedded, nothing to connect to".to_string(), EXIT_OK),
         EngineKind::Postgres => match super::build::open_postgres(&s).and_then(|e| {
             e.server_version().map_err(|err| crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Connection, err.message))

@@ -4,18 +4,13 @@
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText};
 use crate::project::profiles::Target;
 use sqlparser::ast::{Expr, Spanned, Statement, visit_expressions};
-use sqlparser::dialect::{BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, PostgreSqlDialect};
+use sqlparser::dialect::Dialect;
 use sqlparser::parser::Parser;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 pub fn dialect_for(target: &Target) -> Box<dyn Dialect + Send + Sync> {
-    match target.adapter_type.as_str() {
-        "postgres" | "postgresql" | "redshift" => Box::new(PostgreSqlDialect {}),
-        "bigquery" => Box::new(BigQueryDialect {}),
-        "duckdb" => Box::new(DuckDbDialect {}),
-        _ => Box::new(GenericDialect {}),
-    }
+    target.adapter.dialect.sqlparser()
 }
 
 /// What a checked SQL text is, for its diagnostic: the compiled file, the model's file and
@@ -109,6 +104,7 @@ fn position(text: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlparser::dialect::{DuckDbDialect, GenericDialect};
 
     fn origin(compiled_path: &str, model_file: &str, what: &str) -> impl FnOnce() -> Origin {
         || Origin { compiled_path: compiled_path.into(), model_file: model_file.into(), what: what.into() }

@@ -22,8 +22,14 @@ pub mod udfs;
 #[cfg(feature = "datafusion")]
 pub mod view_memo;
 
-use crate::jinja::QueryTable;
 use std::fmt;
+
+/// A query's result: column names and rows of JSON values (`run_query`, `statement`, tests).
+#[derive(Clone, Debug, Default)]
+pub struct QueryTable {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
 
 /// A fully qualified relation in the engine.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,12 +194,6 @@ pub trait Engine: Send + Sync {
 
     /// Loads a seed, replacing the table; returns the rows loaded.
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError>;
-
-    /// The `incremental_strategy` of a model with a `unique_key` that sets none (dbt's adapters
-    /// differ: `merge` on most, `delete+insert` on dbt-postgres).
-    fn default_incremental_strategy(&self) -> &'static str {
-        "merge"
-    }
 
     /// Writes descriptions (`persist_docs`) where the warehouse keeps them; by default nowhere.
     fn persist_docs(

@@ -2,7 +2,7 @@
 //! without a database. Identifiers are always quoted.
 
 use super::{IncrementalStrategy, SchemaChange};
-use crate::jinja::relation::quote_ident;
+use crate::adapter::names::quote_ident;
 
 /// The query whose result replaces an incremental table: the existing rows that stay, plus the
 /// new rows, over the columns `on_schema_change` decides. `existing`/`incoming` are the column

@@ -41,7 +41,8 @@ impl ScalarUDFImpl for Md5 {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let a = arrays(&args)?;
         let text = cast(&a[0], &DataType::Utf8)?;
-        let out: datafusion::arrow::array::StringArray = text.as_string::<i32>().iter().map(|v| v.map(crate::parse::md5_hex)).collect();
+        let out: datafusion::arrow::array::StringArray =
+            text.as_string::<i32>().iter().map(|v| v.map(crate::adapter::names::md5_hex)).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

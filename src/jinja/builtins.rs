@@ -425,7 +425,7 @@ fn set_fn(value: Value) -> Result<Value, Error> {
 }
 
 fn local_md5(text: String) -> String {
-    crate::parse::md5_hex(&text)
+    crate::adapter::names::md5_hex(&text)
 }
 
 fn run_query(state: &State, sql: String) -> Result<Value, Error> {
@@ -844,24 +844,6 @@ fn attr(v: &Value, name: &str) -> String {
     v.get_attr(name).ok().filter(|x| !x.is_undefined() && !x.is_none()).map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// `api.Column.translate_type`: dbt's portable type names per adapter (dbt translates only
-/// `string` by default; BigQuery has its own labels; DataFusion spells text `VARCHAR` and keeps
-/// Postgres' double-precision `float`).
-pub fn translate_type(adapter: &str, dtype: &str) -> String {
-    let upper = dtype.to_ascii_uppercase();
-    let mapped = match (adapter, upper.as_str()) {
-        ("bigquery", "STRING") => "STRING",
-        ("bigquery", "TIMESTAMP") => "TIMESTAMP",
-        ("bigquery", "FLOAT") => "FLOAT64",
-        ("bigquery", "INTEGER") => "INT64",
-        ("datafusion", "STRING") => "VARCHAR",
-        ("datafusion", "FLOAT") => "DOUBLE",
-        (_, "STRING") => "TEXT",
-        _ => return dtype.to_string(),
-    };
-    mapped.to_string()
-}
-
 #[derive(Debug)]
 struct Api;
 
@@ -910,21 +892,18 @@ struct ColumnFactory;
 
 impl Object for ColumnFactory {
     fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
-        let adapter = node_ctx(state).map(|c| c.shared.target.adapter_type.clone()).unwrap_or_else(|_| "datafusion".into());
+        let adapter = node_ctx(state).map_or(crate::adapter::embedded(), |c| c.shared.target.adapter);
         let s = |i: usize| args.get(i).map(|v| v.to_string()).unwrap_or_default();
         match method {
-            "translate_type" => Ok(Value::from(translate_type(&adapter, &s(0)))),
-            "create" => Ok(super::column::Column::new(&s(0), &translate_type(&adapter, &s(1)), quote_char(state)).into_value()),
+            "translate_type" => Ok(Value::from(adapter.translate_type(&s(0)))),
+            "create" => Ok(super::column::Column::new(&s(0), &adapter.translate_type(&s(1)), quote_char(state)).into_value()),
             "numeric_type" => Ok(Value::from(match (args.get(1), args.get(2)) {
                 (Some(p), Some(sc)) if !p.is_none() && !sc.is_none() => {
                     format!("{}({p},{sc})", s(0))
                 }
                 _ => s(0),
             })),
-            "string_type" => Ok(Value::from(match adapter.as_str() {
-                "bigquery" => "STRING".to_string(),
-                _ => format!("character varying({})", s(0)),
-            })),
+            "string_type" => Ok(Value::from(adapter.string_type(&s(0)))),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }

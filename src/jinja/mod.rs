@@ -51,12 +51,7 @@ pub trait Resolver: Send + Sync {
     fn graph(&self) -> Value;
 }
 
-/// A query result for `run_query` / `statement`.
-#[derive(Clone, Debug, Default)]
-pub struct QueryTable {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Json>>,
-}
+pub use crate::engine::QueryTable;
 
 /// Runs SQL for `run_query`, `statement` and `adapter.*` during compilation. Until an engine is
 /// attached, [`NoEngine`] answers every query with an empty result, as dbt does with
@@ -236,7 +231,7 @@ impl JinjaEnv {
         env.set_unknown_method_callback(modules::unknown_method);
 
         let mut index = MacroIndex { root: project.name().to_string(), ..Default::default() };
-        index.prefixes = adapter_prefixes(&target.adapter_type);
+        index.prefixes = target.adapter.dispatch_chain();
         for d in &project.config().dispatch {
             index.dispatch.insert(d.macro_namespace.clone(), d.search_order.clone());
         }
@@ -347,11 +342,11 @@ impl JinjaEnv {
         public.insert("database".into(), Json::from(target.database.as_str()));
         public.insert("schema".into(), Json::from(target.schema.as_str()));
         public.insert("threads".into(), Json::from(target.threads));
-        if target.engine == crate::project::profiles::EngineKind::BigQuery {
-            public.insert("project".into(), Json::from(target.database.as_str()));
-            public.insert("dataset".into(), Json::from(target.schema.as_str()));
-        } else {
-            public.entry("dbname".to_string()).or_insert(Json::from(target.database.as_str()));
+        // The adapter's own names too: `target.dbname`, `target.project`, `target.dataset`.
+        for (keys, value) in [(target.adapter.database_keys, &target.database), (target.adapter.schema_keys, &target.schema)] {
+            for k in keys {
+                public.entry(k.to_string()).or_insert(Json::from(value.as_str()));
+            }
         }
         let mut secrets: BTreeSet<String> = target.secret_values().into_iter().collect();
         for (k, v) in &inv.env_vars {
@@ -449,18 +444,4 @@ impl JinjaEnv {
         let captured = template.render_captured(Value::from_object(ctx))?;
         Ok(captured.state().lookup("__kiln_result").unwrap_or_default())
     }
-}
-
-/// Dispatch prefixes: kiln's DataFusion dialect is closest to DuckDB and Postgres.
-pub fn adapter_prefixes(adapter: &str) -> Vec<String> {
-    let chain: &[&str] = match adapter {
-        "datafusion" => &["datafusion", "postgres", "default"],
-        // As dbt-duckdb: its own variants, then dbt's defaults.
-        "duckdb" => &["duckdb", "default"],
-        "postgres" | "postgresql" => &["postgres", "default"],
-        "redshift" => &["redshift", "postgres", "default"],
-        "bigquery" => &["bigquery", "default"],
-        _ => &["default"],
-    };
-    chain.iter().map(|s| s.to_string()).collect()
 }

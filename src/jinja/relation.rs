@@ -75,24 +75,7 @@ impl Relation {
     }
 }
 
-/// Quotes an identifier, doubling the quote character inside it (a backtick is escaped with
-/// a backslash instead, as BigQuery wants).
-pub fn quote_ident(s: &str, quote: char) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    push_quoted(&mut out, s, quote);
-    out
-}
-
-fn push_quoted(out: &mut String, s: &str, quote: char) {
-    out.push(quote);
-    for c in s.chars() {
-        if c == quote {
-            out.push(if quote == '`' { '\\' } else { quote });
-        }
-        out.push(c);
-    }
-    out.push(quote);
-}
+pub use crate::adapter::names::{push_quoted, quote_ident};
 
 impl fmt::Display for Relation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

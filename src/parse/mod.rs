@@ -17,7 +17,6 @@ use crate::project::{FileKind, Project, ProjectFile};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use serde_json::{Value as Json, json};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -384,26 +383,7 @@ fn project_config_uncached(project: &Project, rt: ResourceType, package: usize, 
 }
 
 /// Lower-case hex of `bytes` (one allocation; a `format!` per byte was a visible share of parsing).
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
-}
-
-/// Hex md5 (dbt's `local_md5`, test-name shortening, project ids).
-pub fn md5_hex(text: &str) -> String {
-    use md5::{Digest, Md5};
-    hex(&Md5::digest(text.as_bytes()))
-}
-
-pub fn checksum(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    hex(&digest)
-}
+pub use crate::adapter::names::{md5_hex, sha256_hex as checksum};
 
 /// The result of parsing.
 pub struct Parsed {

@@ -12,23 +12,18 @@ use indexmap::IndexMap;
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 
-/// Which engine runs a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EngineKind {
-    DataFusion,
-    Postgres,
-    BigQuery,
-}
+use crate::adapter::Adapter;
+pub use crate::adapter::EngineKind;
 
 /// The resolved target of a run.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub profile_name: String,
     pub name: String,
-    /// `type:` as written (`datafusion`, `duckdb`, `postgres`, `bigquery`): the adapter name for
-    /// `adapter.dispatch` and `target.type`.
+    /// `type:` as written (`datafusion`, `duckdb`, `postgres`, `bigquery`), for `target.type`.
     pub adapter_type: String,
-    pub engine: EngineKind,
+    /// What kiln knows about that adapter type.
+    pub adapter: &'static Adapter,
     pub database: String,
     pub schema: String,
     pub threads: usize,
@@ -69,13 +64,13 @@ impl Target {
     /// The built-in target: DataFusion, warehouse under `.kiln/` in the project.
     pub fn builtin(profile_name: &str) -> Target {
         let mut settings = IndexMap::new();
-        settings.insert("type".into(), Json::from("datafusion"));
+        settings.insert("type".into(), Json::from(crate::adapter::embedded().name));
         settings.insert("path".into(), Json::from(".kiln/warehouse"));
         Target {
             profile_name: profile_name.to_string(),
             name: "dev".into(),
-            adapter_type: "datafusion".into(),
-            engine: EngineKind::DataFusion,
+            adapter_type: crate::adapter::embedded().name.into(),
+            adapter: crate::adapter::embedded(),
             database: "kiln".into(),
             schema: "main".into(),
             threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
@@ -121,7 +116,12 @@ impl Target {
 
     /// Dialect-specific quoting character.
     pub fn quote_char(&self) -> char {
-        if self.engine == EngineKind::BigQuery { '`' } else { '"' }
+        self.adapter.quote
+    }
+
+    /// Which engine builds this target.
+    pub fn engine(&self) -> EngineKind {
+        self.adapter.engine
     }
 }
 
@@ -263,57 +263,34 @@ pub fn resolve_target(
             "add `type: datafusion` (or postgres, bigquery)",
         ));
     };
-    let engine = match adapter_type.as_str() {
-        "datafusion" | "duckdb" => EngineKind::DataFusion,
-        "postgres" | "postgresql" | "redshift" => EngineKind::Postgres,
-        "bigquery" => EngineKind::BigQuery,
-        other => {
-            return Err(bad(
-                format!("adapter type `{other}` is not supported"),
-                out.get("type").unwrap_or(out),
-                "kiln runs `datafusion` (also used for `duckdb` targets), `postgres` and `bigquery`",
-            ));
-        }
+    let Some(adapter) = crate::adapter::lookup(&adapter_type) else {
+        return Err(bad(
+            format!("adapter type `{adapter_type}` is not supported"),
+            out.get("type").unwrap_or(out),
+            &format!("kiln knows these types: {}", Adapter::known_types().join(", ")),
+        ));
     };
     let s = |keys: &[&str]| {
         keys.iter().find_map(|k| settings.get(*k).and_then(|v| v.as_str().map(str::to_string).or_else(|| Some(v.to_string()))))
     };
-    let database = match engine {
-        EngineKind::Postgres => s(&["dbname", "database"]),
-        EngineKind::BigQuery => s(&["project", "database"]),
-        EngineKind::DataFusion => s(&["database"]).or_else(|| {
-            s(&["path"]).map(|p| {
-                let name = p.rsplit('/').next().unwrap_or(&p).to_string();
-                name.split('.').next().unwrap_or(&name).to_string()
-            })
-        }),
+    // dbt-duckdb names the database after its file.
+    let database = s(adapter.database_keys).or_else(|| {
+        (adapter.engine == EngineKind::DataFusion).then(|| s(&["path"])).flatten().map(|p| {
+            let name = p.rsplit('/').next().unwrap_or(&p).to_string();
+            name.split('.').next().unwrap_or(&name).to_string()
+        })
+    });
+    let required = |value: Option<String>, keys: &[&str], default: Option<&str>, what: &str| match (value, default) {
+        (Some(v), _) if !v.is_empty() && v != ":memory:" => Ok(v),
+        (_, Some(d)) => Ok(d.to_string()),
+        _ => Err(bad(
+            format!("target `{target_name}` has no {what} (`{}`)", keys.join("`/`")),
+            out,
+            &format!("add `{}:` to the target", keys[0]),
+        )),
     };
-    let schema = match engine {
-        EngineKind::BigQuery => s(&["dataset", "schema"]),
-        _ => s(&["schema"]),
-    };
-    let database = match (engine, database) {
-        (_, Some(d)) if !d.is_empty() && d != ":memory:" => d,
-        (EngineKind::DataFusion, _) => "kiln".into(),
-        _ => {
-            return Err(bad(
-                format!("target `{target_name}` has no database (`dbname`/`project`)"),
-                out,
-                "add `dbname:` (postgres) or `project:` (bigquery)",
-            ));
-        }
-    };
-    let schema = match (engine, schema) {
-        (_, Some(s)) if !s.is_empty() => s,
-        (EngineKind::DataFusion, _) => "main".into(),
-        _ => {
-            return Err(bad(
-                format!("target `{target_name}` has no schema (`schema`/`dataset`)"),
-                out,
-                "add `schema:` (postgres) or `dataset:` (bigquery)",
-            ));
-        }
-    };
+    let database = required(database, adapter.database_keys, adapter.default_database, "database")?;
+    let schema = required(s(adapter.schema_keys), adapter.schema_keys, adapter.default_schema, "schema")?;
     let threads = match settings.get("threads") {
         None | Some(Json::Null) => 1,
         Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|t| t.trim().parse().ok())) {
@@ -332,7 +309,7 @@ pub fn resolve_target(
             profile_name: profile_name.into(),
             name: target_name,
             adapter_type,
-            engine,
+            adapter,
             database,
             schema,
             threads,
@@ -364,7 +341,7 @@ mod tests {
         );
         let found = find_profiles_file(&fs, None, &|_| None, root, None);
         let r = resolve_target(&fs, root, found, "shop", None, &render).unwrap();
-        assert_eq!(r.target.engine, EngineKind::Postgres);
+        assert_eq!(r.target.engine(), EngineKind::Postgres);
         assert_eq!((r.target.database.as_str(), r.target.schema.as_str(), r.target.threads), ("shop", "analytics", 4));
         assert_eq!(r.target.settings["password"], "hunter2");
         assert_eq!(r.target.public_settings()["password"], "*****");
@@ -393,7 +370,7 @@ mod tests {
         let fs = MemFs::default();
         let found = find_profiles_file(&fs, None, &|_| None, Path::new("/p"), None);
         let r = resolve_target(&fs, Path::new("/p"), found, "shop", None, &render).unwrap();
-        assert_eq!(r.target.engine, EngineKind::DataFusion);
+        assert_eq!(r.target.engine(), EngineKind::DataFusion);
         assert!(resolve_target(&fs, Path::new("/p"), (None, false), "shop", Some("prod"), &render).is_err());
     }
 }

@@ -567,7 +567,7 @@ impl Runner<'_> {
                     Materialization::Table { sql: sql.to_string() }
                 } else {
                     // As dbt: the strategy matters (and an unknown one fails) only on this path.
-                    let default = self.engine.default_incremental_strategy();
+                    let default = self.jinja.shared.target.adapter.default_incremental_strategy;
                     let strategy = match node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or(default) {
                         "append" => IncrementalStrategy::Append,
                         "merge" | "delete+insert" if unique_key.is_empty() => IncrementalStrategy::Append,

@@ -11,7 +11,6 @@
 use super::runner::{Outcome, Runner, Status};
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
-use crate::engine::datafusion::Flavor;
 use crate::graph::Lookup;
 use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
@@ -60,19 +59,6 @@ impl Resolver for StubResolver {
     }
     fn graph(&self) -> Value {
         self.inner.graph()
-    }
-}
-
-/// DataFusion's SQL dialect for a target adapter, so the target's SQL parses. DuckDB SQL is
-/// read as the embedded engine reads it when it builds (sqlparser's DuckDB dialect takes
-/// `coalesce(kind = 'x', false)` for a named argument).
-fn dialect(adapter: &str) -> &'static str {
-    match adapter {
-        "postgres" | "redshift" => "PostgreSQL",
-        "bigquery" => "BigQuery",
-        "snowflake" => "Snowflake",
-        "databricks" | "spark" => "Databricks",
-        _ => "Generic",
     }
 }
 
@@ -166,7 +152,7 @@ impl Runner<'_> {
         let quote = target.quote_char();
         // Two sessions: one where the test runs on its mocks, one where parents' schemas are
         // inferred (on empty relations that must not replace the mocks).
-        let (dialect, flavor) = (dialect(&target.adapter_type), Flavor::of(&target.adapter_type));
+        let (dialect, flavor) = (target.adapter.dialect.datafusion_name(), target.adapter.semantics);
         let scratch = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect, flavor).map_err(|e| e.message)?;
         let infer = DataFusionEngine::scratch(DATABASE, SCHEMA, dialect, flavor).map_err(|e| e.message)?;
         let resolver: Arc<dyn Resolver> = Arc::new(StubResolver { lookup: self.lookup.clone(), inner: self.resolver.clone(), quote });

@@ -24,22 +24,8 @@ use sqlparser::ast::BinaryOperator;
 use sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
 use std::sync::Arc;
 
-/// Whose SQL semantics the engine follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Flavor {
-    /// PostgreSQL's (kiln's own `datafusion` targets, whose macros are dbt-postgres').
-    #[default]
-    Postgres,
-    /// DuckDB's, for `type: duckdb` targets (dbt-duckdb projects).
-    DuckDb,
-}
-
-impl Flavor {
-    /// The flavour of a target's adapter type.
-    pub fn of(adapter: &str) -> Flavor {
-        if adapter == "duckdb" { Flavor::DuckDb } else { Flavor::Postgres }
-    }
-}
+/// Whose SQL semantics the engine follows (the target adapter's).
+pub use crate::adapter::Semantics as Flavor;
 
 /// A session with the flavour's semantics (and every warehouse's type names) installed.
 pub fn install(ctx: SessionContext, flavor: Flavor) -> SessionContext {

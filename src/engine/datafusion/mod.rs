@@ -13,10 +13,10 @@ pub mod paths;
 mod statements;
 pub mod types;
 
+use super::QueryTable;
 use super::view_memo::{self, ViewMemo};
 use super::{Capability, Check, Engine, EngineError, Materialization, RelationName, SeedLoad};
-use crate::jinja::QueryTable;
-use crate::jinja::relation::quote_ident;
+use crate::adapter::names::quote_ident;
 pub use compat::Flavor;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};

@@ -7,8 +7,8 @@
 //! DataFusion as they are.
 
 use super::{DataFusionEngine, types};
+use crate::adapter::names::quote_ident;
 use crate::engine::{Engine, EngineError, Materialization, RelationName};
-use crate::jinja::relation::quote_ident;
 use sqlparser::ast::{
     AlterTableOperation, AssignmentTarget, CreateTable, Delete, FromTable, Insert, ObjectName, ObjectType, RenameTableNameKind, SchemaName,
     SetExpr, Statement, TableFactor, TableObject, Update,

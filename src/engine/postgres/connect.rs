@@ -176,7 +176,7 @@ impl Connector {
                 Ok(client) => {
                     let mut setup = Vec::new();
                     if let Some(role) = &self.settings.role {
-                        setup.push(format!("set role {}", crate::jinja::relation::quote_ident(role, '"')));
+                        setup.push(format!("set role {}", crate::adapter::names::quote_ident(role, '"')));
                     }
                     if let Some(path) = &self.settings.search_path {
                         setup.push(format!("set search_path to {path}"));

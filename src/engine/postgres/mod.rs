@@ -14,9 +14,9 @@ pub mod connect;
 pub mod seeds;
 pub mod sql;
 
+use super::QueryTable;
 use super::{Capability, Check, Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SeedLoad};
-use crate::jinja::QueryTable;
-use crate::jinja::relation::quote_ident;
+use crate::adapter::names::quote_ident;
 use connect::{ConnectSettings, Connector};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -437,10 +437,6 @@ impl Engine for PostgresEngine {
             return Ok(());
         }
         self.execute(&statements.join(";\n")).map(|_| ())
-    }
-
-    fn default_incremental_strategy(&self) -> &'static str {
-        "delete+insert"
     }
 
     fn cancel_on(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {

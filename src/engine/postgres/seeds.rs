@@ -6,8 +6,8 @@
 //! `YYYY-MM-DD` `date`, `YYYY-MM-DD HH:MM:SS` and ISO 8601 timestamps `timestamp without time
 //! zone`, `true`/`false` `boolean`, anything else `text`. `column_types` overrides a column.
 
+use crate::adapter::names::quote_ident;
 use crate::engine::{EngineError, SeedLoad};
-use crate::jinja::relation::quote_ident;
 use futures::SinkExt;
 
 /// A seed ready to load: its columns (name, SQL type) and its rows as CSV (header first, NULLs

@@ -2,8 +2,8 @@
 //! server). They follow dbt-postgres: `__dbt_tmp`/`__dbt_backup` names, rename swaps, `drop ...
 //! cascade` of the backup, `delete+insert` and `merge` as dbt writes them.
 
+use crate::adapter::names::quote_ident;
 use crate::engine::{IncrementalStrategy, SchemaChange};
-use crate::jinja::relation::quote_ident;
 use serde_json::Value as Json;
 use tokio_postgres::types::Type;
 
