@@ -4,9 +4,8 @@ use super::printer::{Paint, Printer};
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, EXIT_PROJECT, EXIT_USAGE, GlobalArgs, SelectArgs};
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
+use crate::engine::Engine;
 use crate::engine::datafusion::lock::{self, WriterLock};
-use crate::engine::datafusion::{DataFusionEngine, MemorySettings};
-use crate::engine::{Engine, RelationName};
 use crate::parse::ResourceType;
 use crate::project::profiles::EngineKind;
 use crate::run::runner::{self, Event, Options, Runner, Status};
@@ -66,26 +65,13 @@ pub struct Writes<'a> {
 /// Opens the target's engine, to read or (with `writes`) to change the warehouse; problems
 /// with external sources and damaged tables come back as warnings.
 pub fn open_engine(s: &Session, writes: Option<Writes>) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
-    match s.target.engine() {
-        EngineKind::DataFusion => open_datafusion(s, writes).map(|(e, w)| (e as Arc<dyn Engine>, w)),
-        EngineKind::Postgres => open_postgres(s).map(|e| (Arc::new(e) as Arc<dyn Engine>, vec![])),
-        EngineKind::BigQuery => Err(Diagnostic::error(
-            Code::Unsupported,
-            format!("target `{}` uses the {} adapter, which this build of kiln cannot run yet", s.target.name, s.target.adapter_type),
-        )
-        .with_help("use a `type: datafusion` or `type: postgres` target to build; `kiln compile` works for every adapter")),
+    let mut setup = crate::run::setup::engine_setup(&s.project, &s.manifest, &s.invocation.env_vars);
+    if let Some(w) = &writes
+        && s.target.engine() == EngineKind::DataFusion
+    {
+        setup.writer = Some(writer_lock(s, &warehouse_dir(s), w)?);
     }
-}
-
-/// Connects to the target's PostgreSQL server; the error says what failed (never the password).
-pub fn open_postgres(s: &Session) -> Result<crate::engine::postgres::PostgresEngine, Diagnostic> {
-    use crate::engine::postgres::{PostgresEngine, connect::ConnectSettings};
-    let file = s.target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
-    let fail = |e: crate::engine::EngineError| {
-        Diagnostic::error(Code::Connection, format!("target `{}`: {}", s.target.name, e.message)).with_file(file.clone())
-    };
-    let settings = ConnectSettings::from_target(&s.target.settings).map_err(fail)?;
-    PostgresEngine::open(settings).map_err(fail)
+    crate::engine::open(&s.target, setup)
 }
 
 /// Where the embedded engine keeps the target's warehouse.
@@ -93,7 +79,6 @@ pub fn warehouse_dir(s: &Session) -> std::path::PathBuf {
     s.target.warehouse_dir(&s.project.root)
 }
 
-/// Opens the local DataFusion warehouse and registers external sources.
 /// The writer's lock of the local warehouse at `root`, waiting up to `KILN_LOCK_WAIT` seconds
 /// (default 60) for another kiln process that holds it.
 fn writer_lock(s: &Session, root: &std::path::Path, writes: &Writes) -> Result<WriterLock, Diagnostic> {
@@ -106,101 +91,6 @@ fn writer_lock(s: &Session, root: &std::path::Path, writes: &Writes) -> Result<W
         )),
         Err(e) => Err(Diagnostic::error(Code::Io, format!("cannot lock the warehouse {}: {e}", root.display()))),
     }
-}
-
-fn open_datafusion(s: &Session, writes: Option<Writes>) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
-    let mut warnings = Vec::new();
-    let root = warehouse_dir(s);
-    let lock = writes.as_ref().map(|w| writer_lock(s, &root, w)).transpose()?;
-    let file = s.target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
-    let memory = MemorySettings::from_target(&s.target.settings, &s.project.root).map_err(|e| {
-        Diagnostic::error(Code::BadProfile, format!("target `{}`: {e}", s.target.name))
-            .with_file(file)
-            .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
-    })?;
-    let flavor = s.target.adapter.semantics;
-    let engine = DataFusionEngine::open(&root, &s.target.database, &s.target.schema, &memory, flavor, lock)
-        .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
-    // Object stores of every bucket a source or external model names.
-    let mut locations: Vec<String> = s
-        .manifest
-        .sources
-        .values()
-        .filter_map(|src| {
-            src.config
-                .get("external_location")
-                .and_then(Json::as_str)
-                .or_else(|| src.meta.get("external_location").and_then(Json::as_str))
-                .or_else(|| src.external.get("location").and_then(Json::as_str))
-        })
-        .chain(
-            s.manifest
-                .nodes
-                .values()
-                .filter(|n| n.materialized() == "external")
-                .filter_map(|n| n.config.get("location").and_then(Json::as_str)),
-        )
-        .filter(|l| l.contains("://") && !l.starts_with("file://"))
-        .map(str::to_string)
-        .collect();
-    locations.sort();
-    let mut registered = std::collections::BTreeSet::new();
-    for location in locations {
-        let Ok(url) = url::Url::parse(&location) else { continue };
-        let key = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
-        if !registered.insert(key.clone()) {
-            continue;
-        }
-        match crate::engine::object_stores::store_for(&url, &s.target.settings, &s.invocation.env_vars) {
-            Ok(store) => engine.register_object_store(&url::Url::parse(&key).map_err(|e| Diagnostic::error(Code::Io, e.to_string()))?, store),
-            Err(e) => warnings.push(Diagnostic::warning(Code::Io, format!("cannot reach {key}: {e}")).with_help("set the store's endpoint and credentials in the target (s3_endpoint, s3_access_key_id, ...) or the environment (AWS_*, GOOGLE_*, AZURE_*)")),
-        }
-    }
-    // Sources that are files (dbt-duckdb's `external_location`).
-    for src in s.manifest.sources.values() {
-        let location = src
-            .config
-            .get("external_location")
-            .and_then(Json::as_str)
-            .or_else(|| src.meta.get("external_location").and_then(Json::as_str))
-            .or_else(|| src.external.get("location").and_then(Json::as_str));
-        let Some(location) = location else { continue };
-        let location = location.replace("{name}", &src.name).replace("{identifier}", &src.identifier);
-        let location = if location.contains("://") || location.starts_with('/') {
-            location
-        } else {
-            s.project.root.join(&location).to_string_lossy().into_owned()
-        };
-        let format = src.config.get("format").and_then(Json::as_str).or_else(|| src.meta.get("format").and_then(Json::as_str));
-        let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
-        // A missing file is not fatal here: only models that read the source fail, with the
-        // engine's message naming the relation.
-        if let Err(e) = engine.register_external(&r, &location, format) {
-            warnings.push(
-                Diagnostic::warning(Code::Io, format!("cannot read source `{}.{}` from {location}: {e}", src.source_name, src.name))
-                    .with_label(crate::diagnostics::Label::new(s.project.files[src.file].source(), src.line, 1, 1, "declared here"))
-                    .with_help("check that the file exists and `external_location` (with `{name}`) points at it"),
-            );
-        }
-    }
-    // Models materialized as files are relations too, for later runs.
-    for node in s.manifest.nodes.values().filter(|n| n.resource_type == ResourceType::Model && n.materialized() == "external") {
-        let (path, format) = node.external_target(&s.project);
-        // Before the first build the file does not exist yet; it is registered when written.
-        if path.contains("://") || std::path::Path::new(&path).exists() {
-            let r = RelationName { database: node.database.clone(), schema: node.schema.clone(), name: node.alias.clone() };
-            let _ = engine.register_external(&r, &path, Some(&format));
-        }
-    }
-    let broken =
-        engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
-    for (r, why) in broken {
-        warnings.push(
-            Diagnostic::warning(Code::Io, format!("table {}.{}.{} cannot be read and is left out: {why}", r.database, r.schema, r.name))
-                .with_help("rebuild it (`kiln run -s <model>`); the rest of the warehouse is unaffected"),
-        );
-    }
-    Ok((Arc::new(engine), warnings))
 }
 
 /// How a node is named in progress lines: `schema.alias` for relations, the name for tests.

@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
     lines.push(format!("packages:     {}", if pkgs.is_empty() { "none".into() } else { pkgs.join(", ") }));
     let (connection, code) = match t.engine() {
         EngineKind::DataFusion => ("embedded, nothing to connect to".to_string(), EXIT_OK),
-        EngineKind::Postgres => match super::build::open_postgres(&s).and_then(|e| {
+        EngineKind::Postgres => match crate::engine::postgres::open_target(&s.target).and_then(|e| {
             e.server_version().map_err(|err| crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Connection, err.message))
         }) {
             Ok(version) => (format!("OK ({version})"), EXIT_OK),

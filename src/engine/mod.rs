@@ -22,7 +22,63 @@ pub mod udfs;
 #[cfg(feature = "datafusion")]
 pub mod view_memo;
 
+use crate::diagnostics::{Code, Diagnostic, Label};
+use crate::project::profiles::{EngineKind, Target};
 use std::fmt;
+use std::sync::Arc;
+
+/// What opening an engine needs besides the target (see `run::setup`).
+pub struct Setup<'a> {
+    pub project_root: &'a std::path::Path,
+    /// The invocation's environment: object-store credentials.
+    pub env: &'a std::collections::HashMap<String, String>,
+    /// The local warehouse's writer lock, for a command that changes it; `None` opens it to read.
+    #[cfg(feature = "datafusion")]
+    pub writer: Option<datafusion::lock::WriterLock>,
+    #[cfg(not(feature = "datafusion"))]
+    pub writer: Option<std::convert::Infallible>,
+    /// Locations (`s3://bucket/...`) whose object stores must be reachable.
+    pub stores: Vec<String>,
+    /// Relations that are files.
+    pub externals: Vec<External>,
+}
+
+/// A relation read from files.
+pub struct External {
+    pub relation: RelationName,
+    pub location: String,
+    pub format: Option<String>,
+    /// For a source: what it is and where it is declared, for a warning when it cannot be read.
+    /// `None` (an `external` model): a missing file is normal before its first build.
+    pub declared: Option<(String, Label)>,
+}
+
+/// Opens the engine of `target`. Problems that only some nodes meet (an unreachable bucket, a
+/// source file that cannot be read, a damaged table) come back as warnings.
+pub fn open(target: &Target, setup: Setup) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
+    let unavailable = |feature: &str| {
+        Diagnostic::error(
+            Code::Unsupported,
+            format!("target `{}` uses the {} adapter, which this build of kiln cannot run", target.name, target.adapter_type),
+        )
+        .with_help(format!("build kiln with the `{feature}` feature; `kiln compile` works for every adapter"))
+    };
+    match target.engine() {
+        #[cfg(feature = "datafusion")]
+        EngineKind::DataFusion => datafusion::open_target(target, setup).map(|(e, w)| (e as Arc<dyn Engine>, w)),
+        #[cfg(feature = "postgres")]
+        EngineKind::Postgres => postgres::open_target(target).map(|e| (Arc::new(e) as Arc<dyn Engine>, vec![])),
+        EngineKind::BigQuery => Err(Diagnostic::error(
+            Code::Unsupported,
+            format!("target `{}` uses the {} adapter, which kiln cannot run yet", target.name, target.adapter_type),
+        )
+        .with_help("use a `type: datafusion` or `type: postgres` target to build; `kiln compile` works for every adapter")),
+        #[allow(unreachable_patterns)]
+        EngineKind::DataFusion => Err(unavailable("datafusion")),
+        #[allow(unreachable_patterns)]
+        EngineKind::Postgres => Err(unavailable("postgres")),
+    }
+}
 
 /// A query's result: column names and rows of JSON values (`run_query`, `statement`, tests).
 #[derive(Clone, Debug, Default)]

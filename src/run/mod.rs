@@ -13,5 +13,6 @@ pub mod results;
 pub mod runner;
 #[cfg(feature = "datafusion")]
 pub mod schedule;
+pub mod setup;
 #[cfg(feature = "datafusion")]
 pub mod unit;

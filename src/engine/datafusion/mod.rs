@@ -15,8 +15,10 @@ pub mod types;
 
 use super::QueryTable;
 use super::view_memo::{self, ViewMemo};
-use super::{Capability, Check, Engine, EngineError, Materialization, RelationName, SeedLoad};
+use super::{Capability, Check, Engine, EngineError, External, Materialization, RelationName, SeedLoad, Setup};
 use crate::adapter::names::quote_ident;
+use crate::diagnostics::{Code, Diagnostic};
+use crate::project::profiles::Target;
 pub use compat::Flavor;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
@@ -1077,4 +1079,65 @@ impl Engine for DataFusionEngine {
     fn supports(&self, capability: Capability) -> bool {
         matches!(capability, Capability::AtomicPublish | Capability::ExternalSources)
     }
+}
+
+/// Opens the warehouse of `target` (a DataFusion adapter) and registers what `setup` names:
+/// object stores, then files read as relations, then the warehouse's tables.
+pub fn open_target(target: &Target, setup: Setup) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
+    let mut warnings = Vec::new();
+    let root = target.warehouse_dir(setup.project_root);
+    let file = target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
+    let memory = MemorySettings::from_target(&target.settings, setup.project_root).map_err(|e| {
+        Diagnostic::error(Code::BadProfile, format!("target `{}`: {e}", target.name))
+            .with_file(file)
+            .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
+    })?;
+    let engine = DataFusionEngine::open(&root, &target.database, &target.schema, &memory, target.adapter.semantics, setup.writer)
+        .map_err(|e| Diagnostic::error(Code::Io, format!("cannot open the warehouse {}: {e}", root.display())))?;
+    let mut registered = std::collections::BTreeSet::new();
+    for location in &setup.stores {
+        let Ok(url) = url::Url::parse(location) else { continue };
+        let key = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+        let Ok(bucket) = url::Url::parse(&key) else { continue };
+        if !registered.insert(key.clone()) {
+            continue;
+        }
+        match super::object_stores::store_for(&url, &target.settings, setup.env) {
+            Ok(store) => engine.register_object_store(&bucket, store),
+            Err(e) => warnings.push(Diagnostic::warning(Code::Io, format!("cannot reach {key}: {e}")).with_help(
+                "set the store's endpoint and credentials in the target (s3_endpoint, s3_access_key_id, ...) or the environment (AWS_*, GOOGLE_*, AZURE_*)",
+            )),
+        }
+    }
+    for external in setup.externals {
+        let External { relation, location, format, declared } = external;
+        match declared {
+            // A missing file is not fatal here: only models that read the source fail, with the
+            // engine's message naming the relation.
+            Some((what, label)) => {
+                if let Err(e) = engine.register_external(&relation, &location, format.as_deref()) {
+                    warnings.push(
+                        Diagnostic::warning(Code::Io, format!("cannot read {what} from {location}: {e}"))
+                            .with_label(label)
+                            .with_help("check that the file exists and `external_location` (with `{name}`) points at it"),
+                    );
+                }
+            }
+            // Before its first build an external model's file does not exist yet; it is
+            // registered when written.
+            None if location.contains("://") || Path::new(&location).exists() => {
+                let _ = engine.register_external(&relation, &location, format.as_deref());
+            }
+            None => {}
+        }
+    }
+    let broken =
+        engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
+    for (r, why) in broken {
+        warnings.push(
+            Diagnostic::warning(Code::Io, format!("table {}.{}.{} cannot be read and is left out: {why}", r.database, r.schema, r.name))
+                .with_help("rebuild it (`kiln run -s <model>`); the rest of the warehouse is unaffected"),
+        );
+    }
+    Ok((Arc::new(engine), warnings))
 }

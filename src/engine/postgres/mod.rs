@@ -447,3 +447,14 @@ impl Engine for PostgresEngine {
         matches!(capability, Capability::AtomicPublish)
     }
 }
+
+/// Connects to the PostgreSQL server of `target`; the error says what failed (never the
+/// password).
+pub fn open_target(target: &crate::project::profiles::Target) -> Result<PostgresEngine, crate::diagnostics::Diagnostic> {
+    use crate::diagnostics::{Code, Diagnostic};
+    let file = target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
+    let fail =
+        |e: EngineError| Diagnostic::error(Code::Connection, format!("target `{}`: {}", target.name, e.message)).with_file(file.clone());
+    let settings = connect::ConnectSettings::from_target(&target.settings).map_err(fail)?;
+    PostgresEngine::open(settings).map_err(fail)
+}
