@@ -162,6 +162,9 @@ pub fn print_event(printer: &Printer, e: Event) {
             "unique_id": node.unique_id,
             "resource_type": node.resource_type.as_str(),
             "status": result.status.as_str(),
+            "code": result.code.map(|c| c.as_str()),
+            "file": node.original_file_path,
+            "line": node.line,
             "message": result.message,
             "rows": result.rows,
             "failures": result.failures,
@@ -200,7 +203,7 @@ pub fn print_event(printer: &Printer, e: Event) {
     let dots = 72usize.saturating_sub(format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node)).chars().count());
     printer.info(&format!("{label}{} {detail}", ".".repeat(dots)));
     match result.status {
-        Status::Error | Status::Fail => printer.error(&format!("{} failed:\n{}", node.unique_id, result.message)),
+        Status::Error | Status::Fail => printer.error_coded(result.code, &format!("{} failed:\n{}", node.unique_id, result.message)),
         Status::Warn => printer.warn(&format!("{}: {}", node.unique_id, result.message)),
         _ => {}
     }
@@ -225,7 +228,7 @@ pub fn print_recap(s: &Session, done: &Executed, printer: &Printer) {
             node.original_file_path,
             r.message.replace('\n', "\n  ")
         );
-        if r.status == Status::Warn { printer.warn(&text) } else { printer.error(&text) }
+        if r.status == Status::Warn { printer.warn(&text) } else { printer.error_coded(r.code, &text) }
     }
 }
 

@@ -101,10 +101,21 @@ impl Printer {
 
     /// A failure the user must act on (a model error, a failing test), marked as an error.
     pub fn error(&self, msg: &str) {
+        self.error_coded(None, msg)
+    }
+
+    /// An error with its code, as `error[E601]: ...`.
+    pub fn error_coded(&self, code: Option<crate::diagnostics::Code>, msg: &str) {
         match self.format {
-            LogFormat::Json => self.json_line(&serde_json::json!({"level": "error", "message": self.scrub(msg)})),
+            LogFormat::Json => {
+                let mut line = serde_json::json!({"level": "error", "message": self.scrub(msg)});
+                if let Some(c) = code {
+                    line["code"] = c.as_str().into();
+                }
+                self.json_line(&line)
+            }
             LogFormat::Text => {
-                let head = self.paint("error", Paint::Red);
+                let head = self.paint(&code.map_or("error".to_string(), |c| format!("error[{c}]")), Paint::Red);
                 let clear = if self.progress { "\r\x1b[K" } else { "" };
                 let _ = writeln!(std::io::stderr().lock(), "{clear}{head}: {}", self.scrub(msg));
             }

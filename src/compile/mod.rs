@@ -160,6 +160,43 @@ pub fn render_hook(jinja: &JinjaEnv, node: &Node, resolver: &Arc<dyn Resolver>, 
         .map_err(|e| to_diagnostic(&e, &|_| None, &format!("a hook of `{}`", node.name)))
 }
 
+/// The SQL of a project's incremental strategy: its `macro_name` (`get_incremental_<name>_sql`)
+/// called with dbt's `arg_dict` (target and temp relation, unique key, the target's columns).
+#[allow(clippy::too_many_arguments)] // dbt's arg_dict, field by field
+pub fn call_strategy_macro(
+    jinja: &JinjaEnv,
+    node: &Node,
+    resolver: &Arc<dyn Resolver>,
+    macro_name: &str,
+    target: &crate::engine::RelationName,
+    temp: &crate::engine::RelationName,
+    unique_key: &[String],
+    columns: &[(String, String)],
+    quote: char,
+) -> Result<String, Diagnostic> {
+    use crate::jinja::{column::Column, relation::Relation};
+    use minijinja::Value;
+    let relation = |r: &crate::engine::RelationName| Relation::new(&r.database, &r.schema, &r.name, quote).into_value();
+    let unique_key = match unique_key {
+        [] => Value::from(()),
+        [one] => Value::from(one.as_str()),
+        many => Value::from(many.to_vec()),
+    };
+    let arg_dict: std::collections::BTreeMap<&str, Value> = [
+        ("target_relation", relation(target)),
+        ("temp_relation", relation(temp)),
+        ("unique_key", unique_key),
+        ("dest_columns", Value::from(columns.iter().map(|(n, t)| Column::new(n, t, quote).into_value()).collect::<Vec<_>>())),
+        ("incremental_predicates", Value::from(())),
+    ]
+    .into();
+    let ctx = node_ctx(jinja, node, resolver, true);
+    jinja
+        .call_macro(macro_name, vec![Value::from(arg_dict)], ctx)
+        .map(|v| v.to_string())
+        .map_err(|e| to_diagnostic(&e, &|_| None, &format!("`{macro_name}` of `{}`", node.name)))
+}
+
 /// Compiles `selected` (plus the ephemeral models they inline), in parallel.
 #[allow(clippy::too_many_arguments)] // independent borrows of the pipeline's stages
 pub fn compile(

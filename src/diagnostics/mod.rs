@@ -28,7 +28,8 @@ impl Severity {
 macro_rules! codes {
     ($($(#[doc = $doc:literal])* $name:ident = $code:literal,)*) => {
         /// Stable diagnostic codes, grouped by stage: `E1xx` project and YAML, `E2xx` Jinja,
-        /// `E3xx` graph and selection, `E4xx` SQL, `E5xx` profiles and packages.
+        /// `E3xx` graph and selection, `E4xx` SQL, `E5xx` profiles and packages, `E6xx` a node that
+        /// failed while it ran.
         /// Each code has a broken project under `tests/fixtures/broken/` that triggers it.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Code { $($(#[doc = $doc])* $name,)* }
@@ -75,6 +76,14 @@ codes! {
     UnitTestTarget = "E114",
     /// A generic test that does not exist.
     UnknownTest = "E115",
+    /// (warning) A `materialized` value kiln does not build and no macro of the project defines:
+    /// that node fails when it runs.
+    UnknownMaterialization = "E116",
+    /// (warning) An `incremental_strategy` the target does not have and no macro defines: that
+    /// node fails when it runs incrementally.
+    UnknownStrategy = "E117",
+    /// (warning) A config the target does not honour (`grants`, `partition_by`, ...).
+    ConfigNotHonoured = "E118",
     /// The Jinja syntax of a file is invalid.
     JinjaSyntax = "E201",
     /// Jinja referenced an undefined variable or attribute.
@@ -135,6 +144,20 @@ codes! {
     Connection = "E508",
     /// Another kiln process is writing the local warehouse (one writer at a time).
     WarehouseBusy = "E509",
+    /// A node's SQL failed in the warehouse.
+    QueryFailed = "E601",
+    /// A new table version breaks a contract constraint; the previous version is kept.
+    ContractViolation = "E602",
+    /// The connection to the warehouse was lost during a node.
+    ConnectionLost = "E603",
+    /// The run was interrupted while the node ran; nothing of it was published.
+    Cancelled = "E604",
+    /// The node's materialization or incremental strategy is one the target cannot build.
+    NotBuildable = "E605",
+    /// A node's `pre-hook` or `post-hook` failed.
+    HookFailed = "E606",
+    /// A unit test could not run: a mock, a given/expect block, or the model's SQL on the mocks.
+    UnitTestError = "E607",
     /// kiln itself went wrong: a bug to report (exit 2), e.g. a build plan that could not finish.
     Internal = "E900",
 }

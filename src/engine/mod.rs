@@ -117,7 +117,7 @@ pub enum IncrementalStrategy {
 }
 
 /// What to build.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Materialization {
     View {
         sql: String,
@@ -138,41 +138,38 @@ pub enum Materialization {
     },
 }
 
-/// dbt's `on_schema_change`: what an incremental run does when the query's columns differ from
-/// the table's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SchemaChange {
-    /// Keep the table's columns; new ones are dropped.
-    Ignore,
-    /// Stop with an error naming the differences.
-    Fail,
-    /// Add new columns (NULL in existing rows); keep removed ones (NULL in new rows).
-    AppendNewColumns,
-    /// Make the table's columns exactly the query's.
-    SyncAllColumns,
-}
+pub use crate::project::typed::SchemaChange;
 
-impl SchemaChange {
-    pub fn parse(s: &str) -> SchemaChange {
-        match s {
-            "fail" => SchemaChange::Fail,
-            "append_new_columns" => SchemaChange::AppendNewColumns,
-            "sync_all_columns" => SchemaChange::SyncAllColumns,
-            _ => SchemaChange::Ignore,
-        }
-    }
-}
-
-/// An engine error: the message, and for SQL errors where in the SQL (1-based line, column).
+/// An engine error: the message, for SQL errors where in the SQL (1-based line, column), and
+/// what kind of failure it is.
 #[derive(Clone, Debug)]
 pub struct EngineError {
     pub message: String,
     pub position: Option<(usize, usize)>,
+    pub kind: ErrorKind,
+}
+
+/// What kind of failure an [`EngineError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ErrorKind {
+    /// The warehouse rejected or failed a statement.
+    #[default]
+    Query,
+    /// A new table version breaks a contract constraint (it is not published).
+    Violation,
+    /// The connection to the warehouse was lost or could not be made.
+    Connection,
+    /// The run was interrupted and the statement cancelled.
+    Cancelled,
 }
 
 impl EngineError {
     pub fn new(message: impl Into<String>) -> Self {
-        EngineError { message: message.into(), position: None }
+        EngineError { message: message.into(), position: None, kind: ErrorKind::Query }
+    }
+
+    pub fn of_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
+        EngineError { kind, ..EngineError::new(message) }
     }
 }
 

@@ -435,6 +435,11 @@ impl JinjaEnv {
         self.render("<config>", text, Arc::new(ctx))
     }
 
+    /// Whether a macro `name` is callable without a namespace (the root project's, or dbt's).
+    pub fn has_macro(&self, name: &str) -> bool {
+        self.shared.macros.lookup(None, name).is_some()
+    }
+
     /// Calls a macro by (unqualified) name from `ctx`'s package, e.g. a project's own
     /// `generate_schema_name`, and returns its value.
     pub fn call_macro(&self, name: &str, args: Vec<Value>, mut ctx: context::NodeCtx) -> Result<Value, minijinja::Error> {

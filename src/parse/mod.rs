@@ -13,6 +13,7 @@ use crate::jinja::relation::Relation;
 use crate::jinja::{JinjaEnv, error::to_diagnostic, ser};
 use crate::project::config::{ConfigMap, json_truthy, merge_all, merge_one};
 use crate::project::properties::{self, ColumnDef, Properties, ResourcePatch};
+use crate::project::typed::{Materialized, NodeConfig, Strategy, choices};
 use crate::project::{FileKind, Project, ProjectFile};
 use indexmap::IndexMap;
 use rayon::prelude::*;
@@ -1084,56 +1085,125 @@ pub fn new_node_inline(project: &Project, sql: &str) -> Node {
     }
 }
 
-/// Materializations kiln builds (plus custom ones defined in macros).
-pub const MATERIALIZATIONS: &[&str] =
-    &["view", "table", "incremental", "ephemeral", "external", "materialized_view", "seed", "snapshot", "test"];
-
-/// Config values that must be one of a fixed set.
+/// Checks every enabled node's config once, through its typed form: a value of the wrong shape
+/// is an error (E113). A materialization or incremental strategy that neither kiln nor a macro
+/// of the project builds on the target is a warning (E116, E117): that node alone fails when it
+/// runs, as in dbt. A config the target does not honour is one warning per config (E118).
 fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mut Vec<Diagnostic>) {
-    let custom = &jinja.shared.macros.materializations;
+    let adapter = jinja.shared.target.adapter;
+    let mut unhonoured: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
     for node in nodes.iter().filter(|n| n.enabled()) {
         let label = |key: &str| -> Option<Label> {
             let file = &project.files[node.file?];
             let pos = node.raw_code.find(key).map(|o| crate::diagnostics::line_col(&node.raw_code, o)).unwrap_or((node.line, 1));
-            Some(Label::new(
-                SourceText::new(file.display_path.clone(), node.raw_code.clone()),
-                pos.0,
-                pos.1,
-                key.len(),
-                "set here or in dbt_project.yml / properties YAML",
-            ))
+            let source = SourceText::new(file.display_path.clone(), node.raw_code.clone());
+            Some(Label::new(source, pos.0, pos.1, key.len(), "set here or in dbt_project.yml / properties YAML"))
         };
-        let checks: [(&str, &[&str]); 3] = [
-            ("materialized", MATERIALIZATIONS),
-            ("incremental_strategy", &["append", "merge", "delete+insert", "insert_overwrite", "microbatch"]),
-            ("on_schema_change", &["ignore", "fail", "append_new_columns", "sync_all_columns"]),
-        ];
-        for (key, allowed) in checks {
-            let Some(value) = node.config.get(key).and_then(Json::as_str) else {
-                continue;
-            };
-            if allowed.contains(&value) || (key == "materialized" && custom.contains(value)) {
-                continue;
-            }
-            // dbt fails on an unknown incremental strategy only when the incremental path runs
-            // (a package may bring its own); kiln says so now and fails then too.
-            let message = format!("{} `{}` has {key} `{value}`, which kiln does not know", node.resource_type.as_str(), node.name);
-            let mut d = if key == "incremental_strategy" {
-                Diagnostic::warning(
-                    Code::InvalidConfig,
-                    format!("{message}; building it incrementally will fail (a first build or --full-refresh works)"),
-                )
-            } else {
-                Diagnostic::error(Code::InvalidConfig, message)
-            }
-            .with_help(
-                crate::diagnostics::did_you_mean(value, allowed.iter().copied())
-                    .unwrap_or_else(|| format!("use one of: {}", allowed.join(", "))),
-            );
-            if let Some(l) = label(key) {
-                d = d.with_label(l);
-            }
-            diags.push(d);
+        let labelled = |d: Diagnostic, key: &str| match label(key) {
+            Some(l) => d.with_label(l),
+            None => d.with_file(node.original_file_path.clone()),
+        };
+        let what = format!("{} `{}`", node.resource_type.as_str(), node.name);
+        let (config, errors) = NodeConfig::from_map(&node.config);
+        for e in errors {
+            diags.push(labelled(Diagnostic::error(Code::InvalidConfig, format!("{what}: {}", e.message)).with_help(e.help), e.key));
         }
+        for key in crate::adapter::WAREHOUSE_CONFIGS {
+            if !adapter.honours.contains(key) && node.config.get(*key).is_some_and(is_set) {
+                unhonoured.entry(key).or_default().push(node);
+            }
+        }
+        if node.resource_type != ResourceType::Model {
+            continue;
+        }
+        if let Some(d) = unbuildable_materialization(jinja, &config.materialized, &what) {
+            diags.push(labelled(d, "materialized"));
+        }
+        if let Some(d) = unbuildable_strategy(jinja, &config, &what) {
+            diags.push(labelled(d, "incremental_strategy"));
+        }
+    }
+    for (key, nodes) in unhonoured {
+        let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let count = names.len();
+        names.truncate(5);
+        let more = if count > 5 { format!(" and {} more", count - 5) } else { String::new() };
+        let honouring = crate::adapter::Adapter::honouring(key);
+        let help = if honouring.is_empty() {
+            "no target applies it in this version of kiln; it is kept in the manifest".to_string()
+        } else {
+            format!("targets of type {} apply it; it is kept in the manifest", honouring.join(", "))
+        };
+        diags.push(
+            Diagnostic::warning(
+                Code::ConfigNotHonoured,
+                format!(
+                    "`{key}` is set on {count} node(s) ({}{more}), and the {} target does not apply it",
+                    names.join(", "),
+                    adapter.name
+                ),
+            )
+            .with_file(nodes[0].original_file_path.clone())
+            .with_help(help),
+        );
+    }
+}
+
+/// A warning when the model's materialization is one kiln cannot build on the target.
+fn unbuildable_materialization(jinja: &JinjaEnv, m: &Materialized, what: &str) -> Option<Diagnostic> {
+    let adapter = jinja.shared.target.adapter;
+    if adapter.supports_materialization(m.as_str()) {
+        return None;
+    }
+    let fails = "it fails when it runs; the rest of the project builds";
+    let d = match m {
+        Materialized::Custom(name) if jinja.shared.macros.materializations.contains(name) => Diagnostic::warning(
+            Code::UnknownMaterialization,
+            format!("{what} uses the project's materialization `{name}`, which kiln does not run yet: {fails}"),
+        )
+        .with_help("use a built-in materialization for it (table, view, incremental) until kiln runs custom ones"),
+        Materialized::Custom(name) => Diagnostic::warning(
+            Code::UnknownMaterialization,
+            format!("{what} has materialized `{name}`, which kiln does not know and no macro defines: {fails}"),
+        )
+        .with_help(choices(name, adapter.materializations)),
+        known => Diagnostic::warning(
+            Code::UnknownMaterialization,
+            format!("{what} is materialized as `{}`, which kiln does not build on the {} target: {fails}", known.as_str(), adapter.name),
+        )
+        .with_help(choices(known.as_str(), adapter.materializations)),
+    };
+    Some(d)
+}
+
+/// A warning when an incremental model's strategy is neither the target's nor a macro's.
+fn unbuildable_strategy(jinja: &JinjaEnv, config: &NodeConfig, what: &str) -> Option<Diagnostic> {
+    let adapter = jinja.shared.target.adapter;
+    let strategy = config.incremental_strategy.as_ref().filter(|_| config.materialized == Materialized::Incremental)?;
+    let name = strategy.as_str();
+    if adapter.supports_strategy(name) || jinja.has_macro(&Strategy::macro_name(name)) {
+        return None;
+    }
+    Some(
+        Diagnostic::warning(
+            Code::UnknownStrategy,
+            format!(
+                "{what} has incremental_strategy `{name}`, which the {} target does not have and no macro defines: building it incrementally fails (a first build or --full-refresh works)",
+                adapter.name
+            ),
+        )
+        .with_help(Strategy::help(name, adapter.incremental_strategies)),
+    )
+}
+
+/// Whether a config value asks for something: not null, false or empty.
+fn is_set(v: &Json) -> bool {
+    match v {
+        Json::Null => false,
+        Json::Bool(b) => *b,
+        Json::String(s) => !s.is_empty(),
+        Json::Array(a) => !a.is_empty(),
+        Json::Object(o) => o.values().any(is_set),
+        Json::Number(_) => true,
     }
 }

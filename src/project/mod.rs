@@ -9,6 +9,7 @@ pub mod fs;
 pub mod profiles;
 pub mod properties;
 pub mod render;
+pub mod typed;
 pub mod yaml;
 
 use crate::diagnostics::{Code, Diagnostic, Diagnostics, Label, SourceText, did_you_mean};

@@ -3,15 +3,18 @@
 //! failure stops scheduling. Models are compiled just before they run, so `is_incremental()` and
 //! `run_query` see the warehouse as it is then.
 
+use super::plan::{Inputs, Step};
 pub use super::schedule::Unfinished;
 use super::schedule::{self, Kind, Ready};
 use crate::compile::{self, Compiled};
-use crate::engine::{Engine, EngineError, IncrementalStrategy, Materialization, RelationName, SchemaChange, SeedLoad};
+use crate::diagnostics::Code;
+use crate::engine::{Engine, EngineError, ErrorKind, Materialization, RelationName, SeedLoad};
 use crate::graph::Graph;
 use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
 use crate::parse::{Manifest, Node, ResourceType};
 use crate::project::Project;
 use crate::project::config::json_truthy;
+use crate::project::typed::{Materialized, NodeConfig};
 use serde_json::Value as Json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -64,6 +67,8 @@ pub struct NodeResult {
     pub relation: Option<String>,
     /// Tests: the failing-row count (`fail_calc`).
     pub failures: Option<u64>,
+    /// Why the node failed (status `error`).
+    pub code: Option<Code>,
 }
 
 /// Progress events for the CLI.
@@ -120,9 +125,9 @@ fn judged(node: &Node, cfg: &super::data_tests::TestConfig, answer: Result<Query
     match answer {
         Ok(t) => {
             let (status, failures, message) = super::data_tests::judge(cfg, &t.columns, t.rows.first());
-            Outcome { status, message, failures: Some(failures), ..Outcome::error(String::new()) }
+            Outcome { failures: Some(failures), ..Outcome::with(status, message) }
         }
-        Err(e) => Outcome::error(test_error(node, e)),
+        Err(e) => Outcome::error(Failure::engine(&e, test_error(node, &e))),
     }
 }
 
@@ -144,12 +149,13 @@ fn finish_named(outcome: Outcome, started_at: String, seconds: f64, thread: usiz
         compiled: outcome.compiled,
         relation: outcome.relation,
         failures: outcome.failures,
+        code: outcome.code,
     }
 }
 
 /// A test's query failed: the message, where the test is defined (a generic test's properties
 /// file and line), and a hint when a relation is missing (usually never built).
-fn test_error(node: &Node, e: crate::engine::EngineError) -> String {
+fn test_error(node: &Node, e: &EngineError) -> String {
     let mut message = format!("{}\n  --> {}:{} (where the test is defined)", e.message, node.original_file_path, node.line);
     if e.message.contains("not found") {
         message.push_str("\n  = help: build what the test reads first (`kiln build`, or `kiln run -s <model>`)");
@@ -201,6 +207,37 @@ fn clip(line: &str, col: usize) -> (String, usize) {
     (shown, col)
 }
 
+/// Why a node failed: its code and dbt's message text.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: Code, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into() }
+    }
+
+    /// An engine error, with `message` in place of the engine's text.
+    pub fn engine(e: &EngineError, message: String) -> Failure {
+        let code = match e.kind {
+            ErrorKind::Query => Code::QueryFailed,
+            ErrorKind::Violation => Code::ContractViolation,
+            ErrorKind::Connection => Code::ConnectionLost,
+            ErrorKind::Cancelled => Code::Cancelled,
+        };
+        Failure { code, message }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        let message = e.message.clone();
+        Failure::engine(&e, message)
+    }
+}
+
 /// What executing one node gave.
 pub(super) struct Outcome {
     pub status: Status,
@@ -209,19 +246,24 @@ pub(super) struct Outcome {
     pub failures: Option<u64>,
     pub compiled: Option<String>,
     pub relation: Option<String>,
+    pub code: Option<Code>,
 }
 
 impl Outcome {
-    pub fn error(message: String) -> Outcome {
-        Outcome { status: Status::Error, message, rows: None, failures: None, compiled: None, relation: None }
+    pub fn error(f: Failure) -> Outcome {
+        Outcome { code: Some(f.code), ..Outcome::with(Status::Error, f.message) }
+    }
+
+    pub fn with(status: Status, message: String) -> Outcome {
+        Outcome { status, message, rows: None, failures: None, compiled: None, relation: None, code: None }
     }
 }
 
-impl From<Result<(String, Option<u64>), String>> for Outcome {
-    fn from(r: Result<(String, Option<u64>), String>) -> Outcome {
+impl From<Result<(String, Option<u64>), Failure>> for Outcome {
+    fn from(r: Result<(String, Option<u64>), Failure>) -> Outcome {
         match r {
-            Ok((message, rows)) => Outcome { status: Status::Success, message, rows, ..Outcome::error(String::new()) },
-            Err(message) => Outcome::error(message),
+            Ok((message, rows)) => Outcome { rows, ..Outcome::with(Status::Success, message) },
+            Err(f) => Outcome::error(f),
         }
     }
 }
@@ -321,7 +363,7 @@ impl Runner<'_> {
     fn data_test_batch(&self, nodes: &[&Node], thread: usize) -> Vec<NodeResult> {
         let started_at = now();
         let start = Instant::now();
-        let compiled: Vec<Result<Compiled, String>> = nodes.iter().map(|n| self.compile(n)).collect();
+        let compiled: Vec<Result<Compiled, Failure>> = nodes.iter().map(|n| self.compile(n)).collect();
         let no_config = Default::default();
         let cfgs: Vec<super::data_tests::TestConfig> = nodes
             .iter()
@@ -341,7 +383,7 @@ impl Runner<'_> {
             .zip(cfgs.iter().zip(answers))
             .map(|((node, compiled), (cfg, answer))| {
                 let outcome = match compiled {
-                    Err(message) => Outcome::error(message),
+                    Err(f) => Outcome::error(f),
                     Ok(c) => Outcome { compiled: Some(c.sql), ..judged(node, cfg, answer) },
                 };
                 finish(node, outcome, started_at.clone(), seconds, thread)
@@ -354,7 +396,7 @@ impl Runner<'_> {
     }
 
     fn skipped(&self, node: &Node, thread: usize, message: String) -> NodeResult {
-        finish(node, Outcome { status: Status::Skipped, ..Outcome::error(message) }, now(), 0.0, thread)
+        finish(node, Outcome::with(Status::Skipped, message), now(), 0.0, thread)
     }
 
     fn execute(&self, node: &Node, thread: usize) -> NodeResult {
@@ -373,7 +415,7 @@ impl Runner<'_> {
                     o.relation = Some(node.relation(self.jinja.shared.target.quote_char()).render());
                     o
                 }
-                Err(message) => Outcome::error(message),
+                Err(f) => Outcome::error(f),
             },
         };
         finish(node, outcome, started_at, start.elapsed().as_secs_f64(), thread)
@@ -388,7 +430,7 @@ impl Runner<'_> {
                 let what =
                     if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
                 if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what, &[])) {
-                    return Outcome { compiled: Some(sql), ..Outcome::error(e.message) };
+                    return Outcome { compiled: Some(sql), ..Outcome::error(e.into()) };
                 }
                 let rendered = node.relation(self.jinja.shared.target.quote_char()).render();
                 (format!("select * from {rendered}"), Some(rendered))
@@ -411,29 +453,29 @@ impl Runner<'_> {
     }
 
     /// `persist_docs`: the model's and its columns' descriptions as comments in the warehouse.
-    fn persist_docs(&self, node: &Node, relation: &RelationName, is_view: bool) -> Result<(), String> {
-        let cfg = node.config.get("persist_docs");
-        let on = |key: &str| json_truthy(cfg.and_then(|c| c.get(key))).unwrap_or(false);
-        let (rel, cols) = (on("relation"), on("columns"));
-        if !rel && !cols {
-            return Ok(());
-        }
+    fn persist_docs(&self, node: &Node, relation: &RelationName, (rel, cols): (bool, bool), is_view: bool) -> Result<(), Failure> {
         let description = Some(node.description.as_str()).filter(|d| rel && !d.is_empty());
         let columns: Vec<(String, String)> = if cols {
             node.columns.values().filter(|c| !c.description.is_empty()).map(|c| (c.name.clone(), c.description.clone())).collect()
         } else {
             vec![]
         };
-        self.engine.persist_docs(relation, is_view, description, &columns).map_err(|e| format!("persist_docs: {}", e.message))
+        self.engine.persist_docs(relation, is_view, description, &columns).map_err(|e| {
+            let message = format!("persist_docs: {}", e.message);
+            Failure::engine(&e, message)
+        })
     }
 
+    /// Whether an incremental model builds incrementally: it exists and no full refresh applies
+    /// (a model's `full_refresh` config overrides `--full-refresh`, as in dbt).
     fn is_incremental(&self, node: &Node) -> bool {
-        node.materialized() == "incremental"
-            && !(self.options.full_refresh || json_truthy(node.config.get("full_refresh")).unwrap_or(false))
+        let (config, _) = NodeConfig::from_map(&node.config);
+        config.materialized == Materialized::Incremental
+            && !config.full_refresh.unwrap_or(self.options.full_refresh)
             && self.engine.describe(&relation_name(node)).ok().flatten().is_some()
     }
 
-    fn compile(&self, node: &Node) -> Result<Compiled, String> {
+    fn compile(&self, node: &Node) -> Result<Compiled, Failure> {
         let mut diags = Vec::new();
         let selected: BTreeSet<String> = [node.unique_id.clone()].into();
         let mut out = compile::compile(
@@ -447,35 +489,32 @@ impl Runner<'_> {
             &mut diags,
         );
         if let Some(d) = diags.first() {
-            return Err(crate::diagnostics::render::human(d, false));
+            return Err(Failure::new(d.code, crate::diagnostics::render::human(d, false)));
         }
-        let compiled = out.remove(&node.unique_id).ok_or_else(|| "the model did not compile".to_string())?;
+        let compiled = out.remove(&node.unique_id).ok_or_else(|| Failure::new(Code::Internal, "the model did not compile"))?;
         if compile::is_blank(&compiled.sql) && node.resource_type != ResourceType::Test {
-            return Err(format!(
-                "error[E402]: {} `{}` compiles to empty SQL ({})\n  = help: a model must contain a select statement; to switch it off use `{{{{ config(enabled=false) }}}}`",
-                node.resource_type.as_str(),
-                node.name,
-                node.original_file_path
+            return Err(Failure::new(
+                Code::EmptyModel,
+                format!(
+                    "error[E402]: {} `{}` compiles to empty SQL ({})\n  = help: a model must contain a select statement; to switch it off use `{{{{ config(enabled=false) }}}}`",
+                    node.resource_type.as_str(),
+                    node.name,
+                    node.original_file_path
+                ),
             ));
         }
         Ok(compiled)
     }
 
     /// Renders and runs a node's `pre-hook`s or `post-hook`s (with `this` the node's relation).
-    fn hooks(&self, node: &Node, key: &str) -> Result<(), String> {
-        let hooks = node.config.get(key).and_then(Json::as_array).cloned().unwrap_or_default();
-        for (i, hook) in hooks.iter().enumerate() {
-            let template = match hook {
-                Json::String(s) => s.clone(),
-                Json::Object(o) => o.get("sql").and_then(Json::as_str).unwrap_or("").to_string(),
-                _ => continue,
-            };
-            let sql = compile::render_hook(self.jinja, node, &self.resolver, &template)
-                .map_err(|d| crate::diagnostics::render::human(&d, false))?;
+    fn hooks(&self, node: &Node, key: &str, hooks: &[String]) -> Result<(), Failure> {
+        for (i, template) in hooks.iter().enumerate() {
+            let sql = compile::render_hook(self.jinja, node, &self.resolver, template)
+                .map_err(|d| Failure::new(d.code, crate::diagnostics::render::human(&d, false)))?;
             if sql.trim().is_empty() {
                 continue;
             }
-            self.engine.execute(&sql).map_err(|e| format!("{key} {} failed: {}\n{sql}", i + 1, e.message))?;
+            self.engine.execute(&sql).map_err(|e| hook_failure(&e, format!("{key} {} failed: {}\n{sql}", i + 1, e.message)))?;
         }
         Ok(())
     }
@@ -504,16 +543,17 @@ impl Runner<'_> {
     fn project_hook(&self, package: &str, which: &str, i: usize, hook: &str) -> NodeResult {
         let (started_at, start) = (now(), Instant::now());
         let name = format!("{package}.{which}.{i}");
-        let sql = self.jinja.render_project_hook(hook, package).map_err(|e| format!("cannot render {name} `{hook}`: {e}"));
+        let sql = self
+            .jinja
+            .render_project_hook(hook, package)
+            .map_err(|e| Failure::new(Code::HookFailed, format!("cannot render {name} `{hook}`: {e}")));
         let ran = sql.clone().and_then(|sql| match sql.trim() {
             "" => Ok(()),
-            _ => self.engine.execute(&sql).map(|_| ()).map_err(|e| format!("{name} failed: {}\n{sql}", e.message)),
+            _ => self.engine.execute(&sql).map(|_| ()).map_err(|e| hook_failure(&e, format!("{name} failed: {}\n{sql}", e.message))),
         });
         let outcome = match ran {
-            Ok(()) => {
-                Outcome { status: Status::Success, message: format!("{name} passed"), failures: Some(0), ..Outcome::error(String::new()) }
-            }
-            Err(message) => Outcome::error(message),
+            Ok(()) => Outcome { failures: Some(0), ..Outcome::with(Status::Success, format!("{name} passed")) },
+            Err(f) => Outcome::error(f),
         };
         NodeResult {
             unique_id: format!("operation.{package}.{package}-{which}-{i}"),
@@ -522,8 +562,8 @@ impl Runner<'_> {
         }
     }
 
-    pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, String> {
-        let file = node.file.map(|f| &self.project.files[f]).ok_or("a seed without a file")?;
+    pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, Failure> {
+        let file = node.file.map(|f| &self.project.files[f]).ok_or_else(|| Failure::new(Code::Internal, "a seed without a file"))?;
         let column_types: Vec<(String, String)> = node
             .config
             .get("column_types")
@@ -535,76 +575,110 @@ impl Runner<'_> {
         Ok(SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types, full_refresh })
     }
 
-    fn seed(&self, node: &Node) -> Result<(String, Option<u64>), String> {
+    fn seed(&self, node: &Node) -> Result<(String, Option<u64>), Failure> {
         let load = self.seed_load(node)?;
-        self.engine.create_schema(&load.relation.database, &load.relation.schema).map_err(|e| e.message)?;
-        let rows = self.engine.load_seed(&load).map_err(|e| format!("{} ({})", e.message, load.path.display()))?;
+        self.engine.create_schema(&load.relation.database, &load.relation.schema)?;
+        let rows = self.engine.load_seed(&load).map_err(|e| {
+            let message = format!("{} ({})", e.message, load.path.display());
+            Failure::engine(&e, message)
+        })?;
         Ok((format!("INSERT {rows}"), Some(rows)))
     }
 
-    fn model(&self, node: &Node, sql: &str) -> Result<(String, Option<u64>), String> {
-        let relation = relation_name(node);
-        let (sql, checks) = if super::contracts::enforced(node) {
+    /// Builds a model: its contract applied to the SQL, then the steps of its build plan.
+    fn model(&self, node: &Node, sql: &str) -> Result<(String, Option<u64>), Failure> {
+        let (config, _) = NodeConfig::from_map(&node.config);
+        let (sql, checks) = if config.contract_enforced {
             let render = |text: &str| {
                 compile::render_hook(self.jinja, node, &self.resolver, text).map_err(|d| crate::diagnostics::render::human(&d, false))
             };
-            let e = super::contracts::enforce(self.engine.as_ref(), node, sql, self.jinja.shared.target.quote_char(), &render)?;
+            let e = super::contracts::enforce(self.engine.as_ref(), node, sql, self.jinja.shared.target.quote_char(), &render)
+                .map_err(|m| Failure::new(Code::ContractViolation, m))?;
             (e.sql, e.checks)
         } else {
             (sql.to_string(), vec![])
         };
-        let sql = sql.as_str();
-        let what = match node.materialized() {
-            "view" => Materialization::View { sql: sql.to_string() },
-            "table" => Materialization::Table { sql: sql.to_string() },
-            "incremental" => {
-                let unique_key: Vec<String> = match node.config.get("unique_key") {
-                    Some(Json::String(k)) => vec![k.clone()],
-                    Some(Json::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
-                    _ => vec![],
-                };
-                if self.options.full_refresh || !self.is_incremental(node) {
-                    Materialization::Table { sql: sql.to_string() }
-                } else {
-                    // As dbt: the strategy matters (and an unknown one fails) only on this path.
-                    let default = self.jinja.shared.target.adapter.default_incremental_strategy;
-                    let strategy = match node.config.get("incremental_strategy").and_then(Json::as_str).unwrap_or(default) {
-                        "append" => IncrementalStrategy::Append,
-                        "merge" | "delete+insert" if unique_key.is_empty() => IncrementalStrategy::Append,
-                        "merge" => IncrementalStrategy::Merge { unique_key },
-                        "delete+insert" => IncrementalStrategy::DeleteInsert { unique_key },
-                        other => {
-                            return Err(format!(
-                                "incremental_strategy `{other}` is not supported by the {} engine; use append, merge or delete+insert",
-                                self.engine.name()
-                            ));
-                        }
-                    };
-                    let on_schema_change =
-                        SchemaChange::parse(node.config.get("on_schema_change").and_then(Json::as_str).unwrap_or("ignore"));
-                    Materialization::Incremental { sql: sql.to_string(), strategy, on_schema_change }
+        let relation = relation_name(node);
+        let materialized = config.materialized.clone();
+        let inputs = Inputs {
+            relation: relation.clone(),
+            sql: &sql,
+            config: &config,
+            adapter: self.jinja.shared.target.adapter,
+            exists: materialized == Materialized::Incremental && self.is_incremental(node),
+            full_refresh: self.options.full_refresh,
+            external: (materialized == Materialized::External).then(|| node.external_target(self.project)),
+            defines_macro: &|name| self.jinja.has_macro(name),
+            custom_materialization: self.jinja.shared.macros.materializations.contains(materialized.as_str()),
+        };
+        let steps = super::plan::plan(&inputs).map_err(|e| Failure::new(e.code, format!("{}\n  = help: {}", e.message, e.help)))?;
+        let run_path = super::artifacts::artifact_path(self.project, node, "run");
+        let mut verb = (String::new(), None);
+        for step in steps {
+            match step {
+                Step::CreateSchema { database, schema } => self.engine.create_schema(&database, &schema)?,
+                Step::PreHooks(_) => self.hooks(node, "pre-hook", &config.pre_hook)?,
+                Step::PostHooks(_) => self.hooks(node, "post-hook", &config.post_hook)?,
+                Step::PersistDocs { relation: rel, columns, is_view } => self.persist_docs(node, &relation, (rel, columns), is_view)?,
+                Step::Materialize(what) => {
+                    let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| {
+                        let message = sql_error(node, &run_path, &sql, &e);
+                        Failure::engine(&e, message)
+                    })?;
+                    verb = (verb_of(&what, rows), rows);
+                }
+                Step::CustomIncremental { macro_name, temp, unique_key, sql } => {
+                    let rows = self.custom_incremental(node, &relation, &macro_name, &temp, &unique_key, &sql)?;
+                    verb = (format!("MERGE {}", rows.unwrap_or(0)), rows);
                 }
             }
-            "external" => {
-                let (location, format) = node.external_target(self.project);
-                Materialization::External { sql: sql.to_string(), location, format }
-            }
-            other => return Err(format!("materialization `{other}` is not supported by the {} engine yet", self.engine.name())),
-        };
-        self.engine.create_schema(&relation.database, &relation.schema).map_err(|e| e.message)?;
-        self.hooks(node, "pre-hook")?;
-        let rows = self
-            .engine
-            .materialize(&relation, &what, &checks)
-            .map_err(|e| sql_error(node, &super::artifacts::artifact_path(self.project, node, "run"), sql, &e))?;
-        self.persist_docs(node, &relation, matches!(what, Materialization::View { .. }))?;
-        self.hooks(node, "post-hook")?;
-        let verb = match what {
-            Materialization::View { .. } => "CREATE VIEW".to_string(),
-            Materialization::Table { .. } => format!("SELECT {}", rows.unwrap_or(0)),
-            Materialization::Incremental { .. } => format!("MERGE {}", rows.unwrap_or(0)),
-            Materialization::External { .. } => format!("WRITE {}", rows.unwrap_or(0)),
-        };
-        Ok((verb, rows))
+        }
+        Ok(verb)
+    }
+
+    /// A project's incremental strategy (dbt's `get_incremental_<name>_sql`): the new rows are
+    /// written to `temp`, the macro's SQL (given dbt's `arg_dict`) runs, `temp` is dropped.
+    fn custom_incremental(
+        &self,
+        node: &Node,
+        relation: &RelationName,
+        macro_name: &str,
+        temp: &RelationName,
+        unique_key: &[String],
+        sql: &str,
+    ) -> Result<Option<u64>, Failure> {
+        let rows = self.engine.materialize(temp, &Materialization::Table { sql: sql.to_string() }, &[])?;
+        let quote = self.jinja.shared.target.quote_char();
+        let result = (|| {
+            let columns = self.engine.describe(relation)?.unwrap_or_default();
+            let sql =
+                compile::call_strategy_macro(self.jinja, node, &self.resolver, macro_name, relation, temp, unique_key, &columns, quote)
+                    .map_err(|d| Failure::new(d.code, crate::diagnostics::render::human(&d, false)))?;
+            self.engine.execute(&sql).map_err(|e| {
+                let message = format!("{macro_name} failed: {}\n{sql}", e.message);
+                Failure::engine(&e, message)
+            })
+        })();
+        let temp_sql = crate::jinja::relation::Relation::new(&temp.database, &temp.schema, &temp.name, quote).render();
+        let _ = self.engine.execute(&format!("drop table if exists {temp_sql}"));
+        result.map(|_| rows)
+    }
+}
+
+/// The status text of a materialization, as dbt's adapters report it.
+fn verb_of(what: &Materialization, rows: Option<u64>) -> String {
+    match what {
+        Materialization::View { .. } => "CREATE VIEW".to_string(),
+        Materialization::Table { .. } => format!("SELECT {}", rows.unwrap_or(0)),
+        Materialization::Incremental { .. } => format!("MERGE {}", rows.unwrap_or(0)),
+        Materialization::External { .. } => format!("WRITE {}", rows.unwrap_or(0)),
+    }
+}
+
+/// A failed hook: an interrupted or lost connection keeps its code.
+fn hook_failure(e: &EngineError, message: String) -> Failure {
+    match e.kind {
+        ErrorKind::Query | ErrorKind::Violation => Failure::new(Code::HookFailed, message),
+        _ => Failure::engine(e, message),
     }
 }

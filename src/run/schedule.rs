@@ -379,6 +379,7 @@ fn crashed(id: &str, panic: &(dyn std::any::Any + Send), thread: usize) -> NodeR
         compiled: None,
         relation: None,
         failures: None,
+        code: Some(crate::diagnostics::Code::Internal),
     }
 }
 

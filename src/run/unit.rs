@@ -8,7 +8,8 @@
 //! compiled with `ref`/`source` pointing at the mocks and the test's `overrides`, and its output,
 //! projected on the expected columns, is compared with `expect` as a multiset.
 
-use super::runner::{Outcome, Runner, Status};
+use super::runner::{Failure, Outcome, Runner, Status};
+use crate::diagnostics::Code;
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
 use crate::graph::Lookup;
@@ -140,7 +141,7 @@ impl Runner<'_> {
     pub(super) fn unit_test(&self, node: &Node) -> Outcome {
         match self.unit_test_inner(node) {
             Ok(o) => o,
-            Err(message) => Outcome::error(format!("unit test `{}`: {message}", node.name)),
+            Err(message) => Outcome::error(Failure::new(Code::UnitTestError, format!("unit test `{}`: {message}", node.name))),
         }
     }
 
@@ -200,7 +201,7 @@ impl Runner<'_> {
             }
             match self.manifest.nodes.get(p) {
                 Some(seed) if seed.resource_type == ResourceType::Seed => {
-                    let mut load = self.seed_load(seed)?;
+                    let mut load = self.seed_load(seed).map_err(|f| f.message)?;
                     load.relation = stub(p);
                     scratch.register_seed(&load).map_err(|e| e.message)?;
                 }
@@ -279,7 +280,7 @@ impl Runner<'_> {
         let actual_sql = format!("select {} from ({sql}) as kiln_unit_actual", projection.join(", "));
         let (_, actual_rows) =
             scratch.query_text(&actual_sql).map_err(|e| format!("model `{}` failed on the inputs: {}", model.name, e.message))?;
-        let mut outcome = Outcome::error(String::new());
+        let mut outcome = Outcome::with(Status::Error, String::new());
         outcome.compiled = Some(sql);
         let expected_rows = if matches!(&expected, Data::Rows { rows, .. } if rows.is_empty()) { vec![] } else { expected_rows };
         match diff(&columns, &expected_rows, &actual_rows) {
@@ -391,7 +392,7 @@ impl Runner<'_> {
         }
         let node = self.manifest.nodes.get(id).ok_or_else(|| format!("`{id}` is not a model, seed or snapshot"))?;
         let schema = if node.resource_type == ResourceType::Seed {
-            let mut load = self.seed_load(node)?;
+            let mut load = self.seed_load(node).map_err(|f| f.message)?;
             load.relation = stub(id);
             scratch.register_seed(&load).map_err(|e| format!("seed `{}`: {}", node.name, e.message))?;
             scratch.query_schema(&format!("select * from {}", crate::engine::datafusion::quoted(&load.relation))).map_err(|e| e.message)?

@@ -188,28 +188,78 @@ fn duckdb_targets_refuse_comparing_dates_with_text_columns() {
     }
 }
 
-/// An incremental strategy kiln does not know is a warning when the project loads; the model
-/// builds the first time and with --full-refresh, and fails (naming the strategy) only when it
-/// would run incrementally, as in dbt.
+/// A materialization or incremental strategy kiln cannot build is a warning at parse (file,
+/// line, did-you-mean); only those nodes fail when they run, with a run-time code in the JSON
+/// events, and the rest of the project builds. A strategy the project defines as a macro is
+/// used. (`tests/it/postgres.rs` runs the same project on PostgreSQL.)
 #[test]
-fn unknown_incremental_strategy_fails_only_on_the_incremental_path() {
+fn unbuildable_configs_fail_only_their_nodes() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    std::fs::create_dir_all(d.join("models")).unwrap();
-    std::fs::write(d.join("dbt_project.yml"), "name: inc\nconfig-version: 2\n").unwrap();
-    std::fs::write(
-        d.join("models/a.sql"),
-        "{{ config(materialized='incremental', incremental_strategy='upsert', unique_key='id') }}\nselect 1 as id\n",
-    )
-    .unwrap();
-    let out = run(d, &["parse"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("warning[E113]") && stderr(&out).contains("incremental_strategy `upsert`"), "{}", stderr(&out));
-    assert_eq!(run(d, &["run"]).status.code(), Some(0), "the first build is a table");
-    let out = run(d, &["run"]);
+    write_unbuildable_project(d);
+    check_unbuildable_project(d, "datafusion");
+}
+
+/// The project of [`unbuildable_configs_fail_only_their_nodes`].
+pub fn write_unbuildable_project(d: &std::path::Path) {
+    write(d, "dbt_project.yml", "name: inc\nconfig-version: 2\nprofile: inc\n");
+    write(d, "models/tabled.sql", "{{ config(materialized='tabel') }}\nselect 1 as id\n");
+    write(
+        d,
+        "models/overwritten.sql",
+        "{{ config(materialized='incremental', incremental_strategy='insert_overwrite') }}\nselect 1 as id\n",
+    );
+    write(d, "models/fine.sql", "select 1 as id\n");
+    write(d, "models/after_fine.sql", "select * from {{ ref('fine') }}\n");
+    write(
+        d,
+        "macros/insert_new.sql",
+        "{% macro get_incremental_insert_new_sql(arg_dict) %}\n  insert into {{ arg_dict['target_relation'] }} select * from {{ arg_dict['temp_relation'] }}\n  where {{ arg_dict['unique_key'] }} not in (select {{ arg_dict['unique_key'] }} from {{ arg_dict['target_relation'] }})\n{% endmacro %}\n",
+    );
+    write(
+        d,
+        "models/kept.sql",
+        "{{ config(materialized='incremental', incremental_strategy='insert_new', unique_key='id') }}\nselect 1 as id, 'a' as v\n",
+    );
+}
+
+/// Checks the project of [`write_unbuildable_project`] on its target, whose adapter is `adapter`.
+pub fn check_unbuildable_project(d: &std::path::Path, adapter: &str) {
+    let with = |cmd: &[&str]| kiln(d).args(cmd).output().unwrap();
+    let out = with(&["parse"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning[E116]") && err.contains("--> models/tabled.sql:1:11") && err.contains("did you mean `table`?"), "{err}");
+    assert!(err.contains("warning[E117]") && err.contains("--> models/overwritten.sql:1:39"), "{err}");
+    assert!(err.contains(&format!("which the {adapter} target does not have")), "{err}");
+    assert!(!err.contains("kept.sql"), "a strategy the project defines is no warning: {err}");
+    assert_eq!(with(&["build"]).status.code(), Some(1), "`tabel` fails");
+    // The second build is incremental: `overwritten` fails too, `kept` runs the project's macro.
+    write(
+        d,
+        "models/kept.sql",
+        "{{ config(materialized='incremental', incremental_strategy='insert_new', unique_key='id') }}\nselect 1 as id, 'b' as v union all select 2, 'c'\n",
+    );
+    let out = with(&["build", "--log-format", "json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("incremental_strategy `upsert` is not supported"), "{}", stderr(&out));
-    assert_eq!(run(d, &["run", "--full-refresh"]).status.code(), Some(0));
+    let events: Vec<serde_json::Value> = stdout(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let finished = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "node_finished" && e["unique_id"] == format!("model.inc.{name}"))
+            .unwrap_or_else(|| panic!("no result for {name}: {}", stdout(&out)))
+            .clone()
+    };
+    for name in ["fine", "after_fine", "kept"] {
+        assert_eq!(finished(name)["status"], "success", "{}", finished(name));
+    }
+    for (name, file) in [("tabled", "models/tabled.sql"), ("overwritten", "models/overwritten.sql")] {
+        let e = finished(name);
+        assert_eq!((e["status"].as_str(), e["code"].as_str(), e["file"].as_str()), (Some("error"), Some("E605"), Some(file)), "{e}");
+    }
+    let out = with(&["show", "--inline", "select id, v from {{ ref('kept') }} order by id", "-o", "json"]);
+    let rows: Vec<serde_json::Value> = stdout(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(rows, [serde_json::json!({"id": 1, "v": "a"}), serde_json::json!({"id": 2, "v": "c"})], "the macro inserts only new keys");
 }
 
 /// The warehouse's Parquet files carry types other engines read as such: pyarrow and DuckDB see

@@ -710,3 +710,17 @@ fn secrets_stay_out_of_the_postgres_catalog_and_errors() {
         assert!(!std::fs::read_to_string(entry.path()).unwrap_or_default().contains("9876"), "{} holds the secret", entry.path().display());
     }
 }
+
+/// The project of `fidelity::unbuildable_configs_fail_only_their_nodes` on PostgreSQL:
+/// `insert_overwrite` and `tabel` warn at parse and fail alone; the project's strategy macro
+/// runs on the server.
+#[test]
+fn unbuildable_configs_fail_only_their_nodes_on_postgres() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("unbuildable");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    crate::fidelity::write_unbuildable_project(d);
+    write(d, "profiles.yml", &server.profiles("inc", &[("pg", &db)]));
+    crate::fidelity::check_unbuildable_project(d, "postgres");
+}

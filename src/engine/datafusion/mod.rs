@@ -15,7 +15,7 @@ pub mod types;
 
 use super::QueryTable;
 use super::view_memo::{self, ViewMemo};
-use super::{Capability, Check, Engine, EngineError, External, Materialization, RelationName, SeedLoad, Setup};
+use super::{Capability, Check, Engine, EngineError, ErrorKind, External, Materialization, RelationName, SeedLoad, Setup};
 use crate::adapter::names::quote_ident;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::project::profiles::Target;
@@ -149,7 +149,8 @@ fn df_err(e: impl std::fmt::Display) -> EngineError {
         let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
         Some((line.trim().parse().ok()?, col.parse().ok()?))
     });
-    EngineError { message, position }
+    let kind = if message.contains("cancelled: the run was interrupted") { ErrorKind::Cancelled } else { ErrorKind::Query };
+    EngineError { message, position, kind }
 }
 
 fn io_err(what: &str, e: std::io::Error) -> EngineError {
@@ -219,6 +220,7 @@ fn check_select_width(statement: &datafusion::sql::sqlparser::ast::Statement) ->
                  (planning time grows with the square of a select list's length): split the model into narrower ones"
             ),
             position: (line > 0).then_some((line, col)),
+            kind: ErrorKind::Query,
         }),
         ControlFlow::Continue(()) => Ok(()),
     }
@@ -813,11 +815,14 @@ impl DataFusionEngine {
                 let t = self.query(&sql, None)?;
                 let n = t.rows.first().and_then(|r| r.first()).and_then(Json::as_u64).unwrap_or(0);
                 if n > 0 {
-                    return Err(EngineError::new(format!(
-                        "constraint {} is violated by {n} row{}; the previous version of the table is kept",
-                        check.name,
-                        if n == 1 { "" } else { "s" }
-                    )));
+                    return Err(EngineError::of_kind(
+                        ErrorKind::Violation,
+                        format!(
+                            "constraint {} is violated by {n} row{}; the previous version of the table is kept",
+                            check.name,
+                            if n == 1 { "" } else { "s" }
+                        ),
+                    ));
                 }
             }
             Ok(())

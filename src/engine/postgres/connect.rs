@@ -251,7 +251,7 @@ impl Connector {
                 ),
             }
         };
-        EngineError::new(message)
+        EngineError::of_kind(crate::engine::ErrorKind::Connection, message)
     }
 }
 

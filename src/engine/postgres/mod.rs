@@ -46,7 +46,10 @@ struct Embedded<'a> {
 fn pg_err(e: &tokio_postgres::Error, embedded: Option<Embedded>) -> EngineError {
     let Some(db) = e.as_db_error() else {
         if e.is_closed() || e.to_string().contains("closed") {
-            return EngineError::new(format!("the connection to PostgreSQL was lost: {e}; the statement was rolled back"));
+            return EngineError::of_kind(
+                super::ErrorKind::Connection,
+                format!("the connection to PostgreSQL was lost: {e}; the statement was rolled back"),
+            );
         }
         let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
         return EngineError::new(format!("{e}{source}"));
@@ -65,7 +68,9 @@ fn pg_err(e: &tokio_postgres::Error, embedded: Option<Embedded>) -> EngineError 
         }
         _ => None,
     };
-    EngineError { message, position }
+    // 57014: cancelled on request (an interrupted run).
+    let kind = if db.code().code() == "57014" { super::ErrorKind::Cancelled } else { super::ErrorKind::Query };
+    EngineError { message, position, kind }
 }
 
 /// 1-based line and column of the character at `index`.
@@ -161,7 +166,10 @@ async fn run_checks(client: &impl GenericClient, staged: &str, checks: &[Check])
     for check in checks {
         if let Some(ddl) = &check.ddl {
             exec(client, &ddl.replace("{relation}", staged)).await.map_err(|e| {
-                EngineError::new(format!("constraint {} failed: {}; the previous version of the relation is kept", check.name, e.message))
+                EngineError::of_kind(
+                    super::ErrorKind::Violation,
+                    format!("constraint {} failed: {}; the previous version of the relation is kept", check.name, e.message),
+                )
             })?;
             continue;
         }
@@ -169,11 +177,14 @@ async fn run_checks(client: &impl GenericClient, staged: &str, checks: &[Check])
         let row = client.query_one(&format!("select ({q})::bigint"), &[]).await.map_err(|e| pg_err(&e, None))?;
         let n: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
         if n > 0 {
-            return Err(EngineError::new(format!(
-                "constraint {} is violated by {n} row{}; the previous version of the relation is kept",
-                check.name,
-                if n == 1 { "" } else { "s" }
-            )));
+            return Err(EngineError::of_kind(
+                super::ErrorKind::Violation,
+                format!(
+                    "constraint {} is violated by {n} row{}; the previous version of the relation is kept",
+                    check.name,
+                    if n == 1 { "" } else { "s" }
+                ),
+            ));
         }
     }
     Ok(())

@@ -146,6 +146,7 @@ fn result(id: &str, status: Status) -> NodeResult {
         compiled: None,
         relation: None,
         failures: None,
+        code: None,
     }
 }
 

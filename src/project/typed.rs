@@ -1,0 +1,344 @@
+//! Typed node configs: the merged JSON config of a model, seed, snapshot or test read once into
+//! the values the run layer uses, with every value of the wrong shape reported. A name kiln
+//! does not know (`materialized='tabel'`) is kept as [`Materialized::Custom`] /
+//! [`Strategy::Custom`]: the project may define it in a macro; the parse phase decides.
+
+use super::config::{ConfigMap, json_truthy};
+use serde_json::Value as Json;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Materialized {
+    View,
+    Table,
+    Incremental,
+    Ephemeral,
+    /// Files at a location (dbt-duckdb's `external`).
+    External,
+    MaterializedView,
+    Seed,
+    Snapshot,
+    Test,
+    /// A name kiln does not build itself: a project's `{% materialization %}`, or a mistake.
+    Custom(String),
+}
+
+impl Materialized {
+    pub const KNOWN: &[&str] = &["view", "table", "incremental", "ephemeral", "external", "materialized_view", "seed", "snapshot", "test"];
+
+    pub fn parse(name: &str) -> Materialized {
+        match name {
+            "view" => Materialized::View,
+            "table" => Materialized::Table,
+            "incremental" => Materialized::Incremental,
+            "ephemeral" => Materialized::Ephemeral,
+            "external" => Materialized::External,
+            "materialized_view" => Materialized::MaterializedView,
+            "seed" => Materialized::Seed,
+            "snapshot" => Materialized::Snapshot,
+            "test" => Materialized::Test,
+            other => Materialized::Custom(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Materialized::View => "view",
+            Materialized::Table => "table",
+            Materialized::Incremental => "incremental",
+            Materialized::Ephemeral => "ephemeral",
+            Materialized::External => "external",
+            Materialized::MaterializedView => "materialized_view",
+            Materialized::Seed => "seed",
+            Materialized::Snapshot => "snapshot",
+            Materialized::Test => "test",
+            Materialized::Custom(name) => name,
+        }
+    }
+}
+
+/// dbt's `incremental_strategy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    Append,
+    Merge,
+    DeleteInsert,
+    InsertOverwrite,
+    Microbatch,
+    /// A project's `get_incremental_<name>_sql` macro, or a mistake.
+    Custom(String),
+}
+
+impl Strategy {
+    pub const KNOWN: &[&str] = &["append", "merge", "delete+insert", "insert_overwrite", "microbatch"];
+
+    pub fn parse(name: &str) -> Strategy {
+        match name {
+            "append" => Strategy::Append,
+            "merge" => Strategy::Merge,
+            "delete+insert" => Strategy::DeleteInsert,
+            "insert_overwrite" => Strategy::InsertOverwrite,
+            "microbatch" => Strategy::Microbatch,
+            other => Strategy::Custom(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Strategy::Append => "append",
+            Strategy::Merge => "merge",
+            Strategy::DeleteInsert => "delete+insert",
+            Strategy::InsertOverwrite => "insert_overwrite",
+            Strategy::Microbatch => "microbatch",
+            Strategy::Custom(name) => name,
+        }
+    }
+
+    /// What to do about strategy `name` that the target lacks: did-you-mean among the target's
+    /// `available` strategies (or their list), or define it.
+    pub fn help(name: &str, available: &[&str]) -> String {
+        format!("{} (or define the macro `{}`: a custom strategy)", choices(name, available), Strategy::macro_name(name))
+    }
+
+    /// The macro a project defines for a strategy of its own (dbt's naming).
+    pub fn macro_name(name: &str) -> String {
+        format!("get_incremental_{name}_sql")
+    }
+}
+
+/// dbt's `on_schema_change`: what an incremental run does when the query's columns differ from
+/// the table's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SchemaChange {
+    /// Keep the table's columns; new ones are dropped.
+    #[default]
+    Ignore,
+    /// Stop with an error naming the differences.
+    Fail,
+    /// Add new columns (NULL in existing rows); keep removed ones (NULL in new rows).
+    AppendNewColumns,
+    /// Make the table's columns exactly the query's.
+    SyncAllColumns,
+}
+
+impl SchemaChange {
+    pub const KNOWN: &[&str] = &["ignore", "fail", "append_new_columns", "sync_all_columns"];
+
+    pub fn parse(s: &str) -> Option<SchemaChange> {
+        Some(match s {
+            "ignore" => SchemaChange::Ignore,
+            "fail" => SchemaChange::Fail,
+            "append_new_columns" => SchemaChange::AppendNewColumns,
+            "sync_all_columns" => SchemaChange::SyncAllColumns,
+            _ => return None,
+        })
+    }
+}
+
+/// BigQuery's `partition_by`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionBy {
+    pub field: String,
+    pub data_type: String,
+    pub granularity: Option<String>,
+}
+
+/// The typed config of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub materialized: Materialized,
+    /// `None`: the adapter's default.
+    pub incremental_strategy: Option<Strategy>,
+    pub unique_key: Vec<String>,
+    pub on_schema_change: SchemaChange,
+    /// `Some(false)` keeps an incremental model incremental under `--full-refresh`.
+    pub full_refresh: Option<bool>,
+    pub contract_enforced: bool,
+    /// `persist_docs`: (relation, columns).
+    pub persist_docs: (bool, bool),
+    pub partition_by: Option<PartitionBy>,
+    pub cluster_by: Vec<String>,
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
+}
+
+/// A config value of the wrong shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeError {
+    pub key: &'static str,
+    pub message: String,
+    pub help: String,
+}
+
+impl NodeConfig {
+    /// Reads `map`; every value of the wrong shape is reported and replaced by its default.
+    pub fn from_map(map: &ConfigMap) -> (NodeConfig, Vec<ShapeError>) {
+        let mut errors = Vec::new();
+        let mut bad = |key: &'static str, message: String, help: &str| {
+            errors.push(ShapeError { key, message, help: help.to_string() });
+        };
+        let text = |key: &'static str, bad: &mut dyn FnMut(&'static str, String, &str)| match map.get(key) {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(v) => {
+                bad(key, format!("`{key}` is {v}, not a name"), "write it as a string");
+                None
+            }
+        };
+        let materialized = text("materialized", &mut bad).map_or(Materialized::View, |m| Materialized::parse(&m));
+        let incremental_strategy = text("incremental_strategy", &mut bad).map(|s| Strategy::parse(&s));
+        let on_schema_change = match text("on_schema_change", &mut bad) {
+            None => SchemaChange::Ignore,
+            Some(s) => SchemaChange::parse(&s).unwrap_or_else(|| {
+                bad("on_schema_change", format!("`on_schema_change` is `{s}`"), &choices(&s, SchemaChange::KNOWN));
+                SchemaChange::Ignore
+            }),
+        };
+        let unique_key = names(map.get("unique_key")).unwrap_or_else(|v| {
+            bad(
+                "unique_key",
+                format!("`unique_key` is {v}, not a column name or a list of them"),
+                "write `unique_key: id` or `unique_key: [a, b]`",
+            );
+            vec![]
+        });
+        let cluster_by = names(map.get("cluster_by")).unwrap_or_else(|v| {
+            bad("cluster_by", format!("`cluster_by` is {v}, not a column name or a list of them"), "write `cluster_by: [a, b]`");
+            vec![]
+        });
+        let partition_by = match map.get("partition_by") {
+            None | Some(Json::Null) => None,
+            Some(v) => partition_by(v).or_else(|| {
+                bad(
+                    "partition_by",
+                    format!("`partition_by` is {v}, not a partition spec"),
+                    "write `partition_by: {field: created_at, data_type: timestamp, granularity: day}`",
+                );
+                None
+            }),
+        };
+        let full_refresh = match map.get("full_refresh") {
+            None | Some(Json::Null) => None,
+            Some(Json::Bool(b)) => Some(*b),
+            Some(v) => {
+                bad("full_refresh", format!("`full_refresh` is {v}, not true or false"), "write `full_refresh: false` (or true)");
+                None
+            }
+        };
+        let contract_enforced = match map.get("contract") {
+            None | Some(Json::Null) => false,
+            Some(Json::Object(c)) => json_truthy(c.get("enforced")).unwrap_or(false),
+            Some(v) => {
+                bad("contract", format!("`contract` is {v}, not a mapping"), "write `contract: {enforced: true}`");
+                false
+            }
+        };
+        let persist_docs = match map.get("persist_docs") {
+            None | Some(Json::Null) => (false, false),
+            Some(Json::Object(p)) => (json_truthy(p.get("relation")).unwrap_or(false), json_truthy(p.get("columns")).unwrap_or(false)),
+            Some(v) => {
+                bad(
+                    "persist_docs",
+                    format!("`persist_docs` is {v}, not a mapping"),
+                    "write `persist_docs: {relation: true, columns: true}`",
+                );
+                (false, false)
+            }
+        };
+        let config = NodeConfig {
+            materialized,
+            incremental_strategy,
+            unique_key,
+            on_schema_change,
+            full_refresh,
+            contract_enforced,
+            persist_docs,
+            partition_by,
+            cluster_by,
+            pre_hook: hooks(map.get("pre-hook")),
+            post_hook: hooks(map.get("post-hook")),
+        };
+        (config, errors)
+    }
+}
+
+/// A list of names: a string, or a list of strings (`Err` with the value otherwise).
+fn names(v: Option<&Json>) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Json::Null) => Ok(vec![]),
+        Some(Json::String(s)) => Ok(vec![s.clone()]),
+        Some(Json::Array(items)) => items.iter().map(|i| i.as_str().map(str::to_string).ok_or_else(|| i.to_string())).collect(),
+        Some(other) => Err(other.to_string()),
+    }
+}
+
+fn partition_by(v: &Json) -> Option<PartitionBy> {
+    let o = v.as_object()?;
+    let text = |k: &str| o.get(k).and_then(Json::as_str).map(str::to_string);
+    Some(PartitionBy {
+        field: text("field")?,
+        data_type: text("data_type").unwrap_or_else(|| "date".into()),
+        granularity: text("granularity"),
+    })
+}
+
+/// Hook SQL in order: strings, or `{sql: ...}` mappings.
+fn hooks(v: Option<&Json>) -> Vec<String> {
+    let one = |h: &Json| match h {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("sql").and_then(Json::as_str).map(str::to_string),
+        _ => None,
+    };
+    match v {
+        Some(Json::Array(items)) => items.iter().filter_map(one).collect(),
+        Some(h) => one(h).into_iter().collect(),
+        None => vec![],
+    }
+}
+
+/// "did you mean" or the list of allowed values.
+pub fn choices(value: &str, allowed: &[&str]) -> String {
+    crate::diagnostics::did_you_mean(value, allowed.iter().copied()).unwrap_or_else(|| format!("use one of: {}", allowed.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(yaml: serde_json::Value) -> (NodeConfig, Vec<ShapeError>) {
+        NodeConfig::from_map(&yaml.as_object().unwrap().clone().into_iter().collect())
+    }
+
+    #[test]
+    fn reads_known_values() {
+        let (c, errors) = read(serde_json::json!({
+            "materialized": "incremental", "incremental_strategy": "delete+insert", "unique_key": ["a", "b"],
+            "on_schema_change": "sync_all_columns", "full_refresh": false, "contract": {"enforced": true},
+            "partition_by": {"field": "d", "granularity": "day"}, "cluster_by": "c", "post-hook": ["select 1", {"sql": "select 2"}],
+        }));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.materialized, Materialized::Incremental);
+        assert_eq!(c.incremental_strategy, Some(Strategy::DeleteInsert));
+        assert_eq!(c.unique_key, ["a", "b"]);
+        assert_eq!(c.on_schema_change, SchemaChange::SyncAllColumns);
+        assert_eq!(c.full_refresh, Some(false));
+        assert!(c.contract_enforced);
+        assert_eq!(c.partition_by.unwrap().data_type, "date");
+        assert_eq!(c.cluster_by, ["c"]);
+        assert_eq!(c.post_hook, ["select 1", "select 2"]);
+        let (c, _) = read(serde_json::json!({"materialized": "tabel", "incremental_strategy": "mrege"}));
+        assert_eq!(c.materialized, Materialized::Custom("tabel".into()));
+        assert_eq!(c.incremental_strategy, Some(Strategy::Custom("mrege".into())));
+    }
+
+    #[test]
+    fn reports_every_value_of_the_wrong_shape() {
+        let (c, errors) = read(serde_json::json!({
+            "unique_key": 5, "on_schema_change": "sometimes", "partition_by": "d", "full_refresh": "no",
+            "materialized": ["table"], "contract": true, "cluster_by": [1],
+        }));
+        let keys: Vec<&str> = errors.iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["materialized", "on_schema_change", "unique_key", "cluster_by", "partition_by", "full_refresh", "contract"]);
+        assert!(errors[1].help.contains("use one of"), "{:?}", errors[1]);
+        assert_eq!(c.materialized, Materialized::View);
+    }
+}
