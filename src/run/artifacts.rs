@@ -277,7 +277,7 @@ fn node_out<'a>(
         unique_id: &node.unique_id,
         fqn: &node.fqn,
         alias: &node.alias,
-        checksum: Checksum { name: "sha256", checksum: &node.checksum },
+        checksum: Checksum { name: if node.checksum.is_empty() { "none" } else { "sha256" }, checksum: &node.checksum },
         config: ConfigOut(&node.config, rt),
         tags: node.tags(),
         description: &node.description,

@@ -7,6 +7,7 @@ pub mod contracts;
 pub mod data_tests;
 #[cfg(feature = "datafusion")]
 pub mod junit;
+pub mod manifest_file;
 pub mod plan;
 #[cfg(feature = "datafusion")]
 pub mod results;

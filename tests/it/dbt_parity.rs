@@ -381,3 +381,51 @@ fn quality_test_outcomes_match_dbt_duckdb() {
         assert!(kiln2.values().any(|(s, _)| s == status), "no {status} in {kiln2:?}");
     }
 }
+
+/// kiln reads back the manifest it wrote, byte for byte, on every fixture project, and reads
+/// the one dbt-core writes for the same project: the same nodes, checksums of the same kind,
+/// the same parents.
+#[test]
+fn manifests_read_back_from_kiln_and_dbt() {
+    use kiln::run::manifest_file::ManifestFile;
+    for project in ["events", "fidelity", "pgshop", "quality", "shop", "xdb"] {
+        let tmp = temp_project(&format!("projects/{project}"));
+        let d = tmp.path();
+        let args: &[&str] = if d.join("profiles").exists() { &["parse", "--profiles-dir", "profiles"] } else { &["parse"] };
+        let out = run(d, args);
+        assert_eq!(out.status.code(), Some(0), "{project}: {}", stderr(&out));
+        let written = std::fs::read_to_string(d.join("target/manifest.json")).unwrap();
+        let read = ManifestFile::parse(&written, "manifest.json").unwrap_or_else(|e| panic!("{project}: {e}"));
+        assert_eq!(read.to_json(), written, "{project}: write -> read -> write changed the manifest");
+        assert!(!read.nodes.is_empty(), "{project}");
+        for n in read.nodes.values() {
+            let generic_test = n.resource_type == "test" && n.checksum.name == "none";
+            assert!(generic_test || n.checksum.checksum.len() == 64, "{project}: {} has checksum {:?}", n.unique_id, n.checksum);
+        }
+    }
+    let Some(dbt_exe) = dbt_executable("reading dbt's manifest") else { return };
+    let tmp = temp_project("projects/shop");
+    let d = tmp.path();
+    std::fs::write(d.join("profiles/profiles.yml"), SHOP_DUCKDB).unwrap();
+    for args in [&["deps"][..], &["parse"]] {
+        let out = dbt(&dbt_exe, d, args);
+        assert!(out.status.success(), "dbt {args:?}:\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let theirs = ManifestFile::read(&d.join("target/manifest.json")).unwrap_or_else(|e| panic!("dbt's manifest: {e}"));
+    assert!(theirs.metadata.dbt_schema_version.ends_with("/manifest/v12.json"), "{}", theirs.metadata.dbt_schema_version);
+    let out = run(d, &["parse", "--profiles-dir", "profiles"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = ManifestFile::read(&d.join("target/manifest.json")).unwrap();
+    let ids =
+        |m: &ManifestFile| m.nodes.keys().filter(|k| !k.starts_with("operation.")).cloned().collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(ids(&theirs), ids(&ours), "the same nodes");
+    for (id, node) in &ours.nodes {
+        let Some(their) = theirs.nodes.get(id) else { continue };
+        assert_eq!(their.checksum.name, node.checksum.name, "{id}");
+        assert_eq!(their.resource_type, node.resource_type, "{id}");
+        let (mut a, mut b) = (their.depends_on.nodes.clone(), node.depends_on.nodes.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{id}: parents");
+    }
+}
