@@ -118,7 +118,7 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
         return Ok(crate::jinja::ser(value));
     }
     ctx.record_macro(&def.unique_id);
-    let env = ctx.shared.env.get().copied().ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "macros are not available yet"))?;
+    let env = ctx.shared.env.get().cloned().ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "macros are not available yet"))?;
     let _depth = CallDepth::enter(def)?;
     let _current = enter(state.lookup("__kiln").unwrap_or_default());
     // Each macro's template is evaluated once per thread and node context, and its state reused
@@ -126,10 +126,26 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
     // fresh one. The state is never reused for another context: evaluating a template encloses
     // the context values its macros name (`this`, `execute`, `model`, ...) in their closures.
     let key = Arc::as_ptr(def) as usize;
-    let cached = MACRO_STATES.with(|m| m.borrow_mut().remove(&key)).filter(|(owner, _)| Arc::ptr_eq(owner, &ctx));
-    let mut captured = match cached {
+    let cached = MACRO_STATES.with(|m| {
+        let mut states = m.borrow_mut();
+        // A new environment (a reload in `kiln watch`): this thread's states of the old one go,
+        // and with them the last references to it.
+        if states.env.as_ref().is_none_or(|e| !Arc::ptr_eq(e, &env)) {
+            states.by_macro.clear();
+            states.env = Some(env.clone());
+        }
+        states.by_macro.remove(&key)
+    });
+    let mut captured = match cached.filter(|(owner, _)| Arc::ptr_eq(owner, &ctx)) {
         Some((_, c)) => c,
-        None => env.get_template(&def.template)?.render_captured(Value::from_object(MacroScope { package: def.package.clone() }))?,
+        None => {
+            // SAFETY: the environment outlives every state evaluated from it: `env` (an `Arc`)
+            // lives until this function returns, and a state kept in `MACRO_STATES` is cleared
+            // before that thread's `states.env`, the other `Arc` of this environment, is
+            // replaced or dropped (`MacroStates` drops `by_macro` first).
+            let env: &'static minijinja::Environment<'static> = unsafe { &*Arc::as_ptr(&env) };
+            env.get_template(&def.template)?.render_captured(Value::from_object(MacroScope { package: def.package.clone() }))?
+        }
     };
     let args = implicit_args(def, args);
     let result = captured.with_state_mut(|st| {
@@ -146,7 +162,12 @@ pub fn call_macro(state: &mut State, def: &Arc<MacroDef>, args: &[Value]) -> Res
         st.set_temp(RETURN_TEMP, Value::UNDEFINED);
         result
     });
-    MACRO_STATES.with(|m| m.borrow_mut().insert(key, (ctx, captured)));
+    MACRO_STATES.with(|m| {
+        let mut states = m.borrow_mut();
+        if states.env.as_ref().is_some_and(|e| Arc::ptr_eq(e, &env)) {
+            states.by_macro.insert(key, (ctx, captured));
+        }
+    });
     result
 }
 
@@ -227,11 +248,18 @@ fn implicit_args(def: &MacroDef, args: &[Value]) -> Vec<Value> {
     positional
 }
 
+/// One thread's evaluated macro templates, all of one environment.
+#[derive(Default)]
+struct MacroStates {
+    /// By macro, with the node context each was evaluated for (held, so its address cannot be
+    /// reused by another context while the entry lives). Declared first: dropped before `env`.
+    by_macro: std::collections::HashMap<usize, (Arc<NodeCtx>, minijinja::Captured<'static>)>,
+    /// The environment the states borrow from.
+    env: Option<Arc<minijinja::Environment<'static>>>,
+}
+
 thread_local! {
-    /// Evaluated macro templates by macro, with the node context they were evaluated for (held,
-    /// so its address cannot be reused by another context while the entry lives).
-    static MACRO_STATES: std::cell::RefCell<std::collections::HashMap<usize, (Arc<NodeCtx>, minijinja::Captured<'static>)>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static MACRO_STATES: std::cell::RefCell<MacroStates> = std::cell::RefCell::new(MacroStates::default());
 }
 
 fn is_return(e: &Error) -> bool {

@@ -138,8 +138,8 @@ impl Vars {
 
 /// Everything renders share.
 pub struct Shared {
-    /// The environment (leaked: it lives as long as the process, so macro states can be cached).
-    pub env: std::sync::OnceLock<&'static Environment<'static>>,
+    /// The environment, set once it is built (macros reach it through the render context).
+    pub env: std::sync::OnceLock<Arc<Environment<'static>>>,
     pub macros: Arc<MacroIndex>,
     pub target: Target,
     pub target_value: Value,
@@ -213,7 +213,7 @@ pub struct Invocation {
 
 #[derive(Clone)]
 pub struct JinjaEnv {
-    pub env: &'static Environment<'static>,
+    pub env: Arc<Environment<'static>>,
     pub shared: Arc<Shared>,
     /// Sources of the templates rendered by [`JinjaEnv::render_shared`], by `name::hash`; the
     /// environment's loader reads them, so each is compiled once per process.
@@ -386,8 +386,8 @@ impl JinjaEnv {
         let sources: Arc<RwLock<HashMap<String, String>>> = Arc::default();
         let loader_sources = sources.clone();
         env.set_loader(move |name| Ok(loader_sources.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()));
-        let env: &'static Environment<'static> = Box::leak(Box::new(env));
-        let _ = shared.env.set(env);
+        let env = Arc::new(env);
+        let _ = shared.env.set(env.clone());
         JinjaEnv { env, shared: Arc::new(shared), sources }
     }
 
