@@ -471,4 +471,99 @@ mod tests {
         assert!(fqn_match("shop.staging.*", &fqn));
         assert!(!fqn_match("marts", &fqn));
     }
+
+    /// A small project, parsed: seeds `raw` -> `stg` (tag nightly, a view) -> `fct` (a table,
+    /// tag finance) -> `rpt`; `other` beside them; a `not_null` test on `stg`, a source.
+    fn project() -> (tempfile::TempDir, Manifest, Graph) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let write = |p: &str, text: &str| {
+            std::fs::create_dir_all(d.join(p).parent().unwrap()).unwrap();
+            std::fs::write(d.join(p), text).unwrap();
+        };
+        write("dbt_project.yml", "name: p\nconfig-version: 2\nmodels:\n  p:\n    marts:\n      +materialized: table\n");
+        write("seeds/raw.csv", "id\n1\n");
+        write(
+            "models/staging/stg.sql",
+            "{{ config(tags=['nightly']) }}\nselect * from {{ ref('raw') }} join {{ source('app', 'users') }} using (id)",
+        );
+        write(
+            "models/staging/stg.yml",
+            "version: 2\nmodels:\n  - name: stg\n    columns:\n      - name: id\n        data_tests: [not_null]\nsources:\n  - name: app\n    tables:\n      - name: users\n",
+        );
+        write("models/marts/fct.sql", "{{ config(tags=['finance']) }}\nselect * from {{ ref('stg') }}");
+        write("models/marts/rpt.sql", "select * from {{ ref('fct') }}");
+        write("models/other.sql", "select 1 as x");
+        let mut diags = Vec::new();
+        let (project, _) = crate::project::Project::load(&crate::project::fs::OsFs, d).unwrap_or_else(|d| panic!("{d:?}"));
+        let target = crate::project::profiles::Target::builtin("p");
+        let jinja = crate::jinja::JinjaEnv::build(&project, &target, &Default::default(), &mut diags);
+        let manifest = crate::parse::parse(&project, &jinja, &mut diags).manifest;
+        let lookup = super::super::Lookup::new(&manifest, project.name());
+        let graph = super::super::build(&project, &manifest, &lookup, &mut diags);
+        assert!(diags.iter().all(|d| d.severity != crate::diagnostics::Severity::Error), "{diags:?}");
+        (dir, manifest, graph)
+    }
+
+    /// Short names of what `--select` and `--exclude` select (tests as `test:<name>`).
+    fn names(m: &Manifest, g: &Graph, select: &[&str], exclude: &[&str]) -> Vec<String> {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let sel = parse_cli(&args(select)).unwrap();
+        let exc = parse_cli(&args(exclude)).unwrap();
+        let mut out: Vec<String> = super::select(m, g, sel.as_ref(), exc.as_ref(), &[])
+            .into_iter()
+            .map(|id| {
+                if id.starts_with("test.") {
+                    let name = id.split('.').nth(2).unwrap_or_default();
+                    format!("test:{}", name.split("_stg").next().unwrap_or_default())
+                } else {
+                    id.rsplit('.').next().unwrap_or_default().to_string()
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn graph_operators_methods_and_set_operations() {
+        let (_dir, m, g) = project();
+        let n = |sel: &[&str], exc: &[&str]| names(&m, &g, sel, exc);
+        assert_eq!(n(&["stg"], &[]), ["stg", "test:not_null"], "a model and its tests (eager)");
+        assert_eq!(n(&["stg+"], &[]), ["fct", "rpt", "stg", "test:not_null"]);
+        assert_eq!(n(&["stg+1"], &[]), ["fct", "stg", "test:not_null"]);
+        assert_eq!(n(&["+fct"], &[]), ["fct", "raw", "stg", "test:not_null", "users"]);
+        assert_eq!(n(&["1+fct"], &[]), ["fct", "stg", "test:not_null"]);
+        assert_eq!(n(&["@stg"], &[]), ["fct", "raw", "rpt", "stg", "test:not_null", "users"]);
+        assert_eq!(n(&["tag:nightly", "tag:finance"], &[]), ["fct", "stg", "test:not_null"], "space is a union");
+        assert_eq!(n(&["stg+,tag:finance"], &[]), ["fct"], "comma is an intersection");
+        assert_eq!(n(&["stg+"], &["rpt"]), ["fct", "stg", "test:not_null"]);
+        assert_eq!(n(&["stg"], &["stg"]), Vec::<String>::new(), "excluding a model excludes its tests");
+        assert_eq!(n(&["config.materialized:table"], &[]), ["fct", "rpt"]);
+        assert_eq!(n(&["path:models/marts"], &[]), ["fct", "rpt"]);
+        assert_eq!(n(&["models/staging"], &[]), ["stg", "test:not_null"]);
+        assert_eq!(n(&["resource_type:seed"], &[]), ["raw"]);
+        assert_eq!(n(&["source:app+1"], &[]), ["stg", "test:not_null", "users"]);
+        assert_eq!(n(&["test_type:generic"], &[]), ["test:not_null"]);
+        assert_eq!(n(&["p.marts.*"], &[]), ["fct", "rpt"]);
+        assert_eq!(n(&["package:p"], &[]), ["fct", "other", "raw", "rpt", "stg", "test:not_null", "users"]);
+        assert_eq!(n(&["resource_type:model"], &["tag:finance", "other"]), ["rpt", "stg", "test:not_null"]);
+    }
+
+    #[test]
+    fn yaml_selectors() {
+        let (_dir, m, g) = project();
+        let text = "selectors:\n  - name: marts_but_rpt\n    default: true\n    definition:\n      union:\n        - method: path\n          value: models/marts\n        - exclude:\n            - method: fqn\n              value: rpt\n  - name: nightly_up\n    definition:\n      method: tag\n      value: nightly\n      parents: true\n      indirect_selection: empty\n";
+        let selectors = parse_selectors_file(text, "selectors.yml").unwrap();
+        let by = |name: &str| {
+            let (_, expr, default) = selectors.iter().find(|(n, _, _)| n == name).unwrap();
+            let mut ids: Vec<String> = evaluate(expr, &m, &g).into_iter().collect();
+            ids.sort();
+            (ids, *default)
+        };
+        assert_eq!(by("marts_but_rpt"), (vec!["model.p.fct".to_string()], true));
+        assert_eq!(by("nightly_up").0, ["model.p.stg", "seed.p.raw", "source.p.app.users"], "no tests: indirect_selection empty");
+        let err = parse_selectors_file("selectors:\n  - name: x\n", "selectors.yml").unwrap_err();
+        assert_eq!((err.code, err.labels[0].line), (Code::BadSelector, 2));
+    }
 }
