@@ -80,3 +80,16 @@ pub fn terminate_after(child: std::process::Child, delay: std::time::Duration) -
     let out = child.wait_with_output().expect("kiln ends");
     (out, sent.elapsed())
 }
+
+/// The value of `var`, which names a peer a test needs (a server, an executable). Outside CI an
+/// unset variable skips the test, saying so; in CI it fails the test: `.ci/run` sets them all.
+pub fn peer(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "{var} must be set in CI (see .ci/run): {what} needs it");
+            eprintln!("{var} not set: skipping {what} outside CI");
+            None
+        }
+    }
+}

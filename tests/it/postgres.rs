@@ -25,11 +25,7 @@ struct Server {
 
 /// The shared test server, or `None` (with a note) outside CI when it is not configured.
 fn server() -> Option<Server> {
-    let Ok(spec) = std::env::var("KILN_TEST_PG") else {
-        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_PG must be set in CI (see .ci/run)");
-        eprintln!("KILN_TEST_PG not set: skipping the PostgreSQL test outside CI");
-        return None;
-    };
+    let spec = peer("KILN_TEST_PG", "the PostgreSQL test")?;
     let mut s = Server { host: "127.0.0.1".into(), port: 5432, user: "postgres".into(), password: None };
     for part in spec.split_whitespace() {
         match part.split_once('=') {
@@ -209,10 +205,7 @@ fn shop_project_builds_the_same_rows_on_postgres_and_datafusion() {
 #[test]
 fn pgshop_matches_dbt_postgres() {
     let Some(server) = server() else { return };
-    let Some(dbt) = std::env::var_os("KILN_TEST_DBT") else {
-        assert!(std::env::var_os("CI").is_none(), "KILN_TEST_DBT must be set in CI (see .ci/run)");
-        return;
-    };
+    let Some(dbt) = peer("KILN_TEST_DBT", "the dbt-postgres parity test") else { return };
     let (ours, theirs) = (server.fresh_db("pgshop_kiln"), server.fresh_db("pgshop_dbt"));
     let (kdir, ddir) = (temp_project("projects/pgshop"), temp_project("projects/pgshop"));
     for d in [kdir.path(), ddir.path()] {
@@ -414,11 +407,7 @@ fn as_postgres(cmd: &str) -> std::process::Output {
 
 impl Cluster {
     fn start() -> Option<Cluster> {
-        let Ok(bin) = std::env::var("KILN_TEST_PG_BIN") else {
-            assert!(std::env::var_os("CI").is_none(), "KILN_TEST_PG_BIN must be set in CI (see .ci/run)");
-            eprintln!("KILN_TEST_PG_BIN not set: skipping the PostgreSQL fault test outside CI");
-            return None;
-        };
+        let bin = peer("KILN_TEST_PG_BIN", "the PostgreSQL fault test")?;
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::write(dir.path().join("pw"), CLUSTER_PASSWORD).unwrap();
