@@ -196,6 +196,7 @@ fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_>
             Arc::new(crate::run::runner::EngineQueries(engine.clone(), s.target.quote_char()));
         return Box::new(move |n: &Node| engine.describe(&crate::run::runner::relation_name(n)).ok().flatten().is_some());
     }
+    let _ = s;
     Box::new(|_| false)
 }
 

@@ -55,6 +55,7 @@ pub struct External {
 
 /// Opens the engine of `target`. Problems that only some nodes meet (an unreachable bucket, a
 /// source file that cannot be read, a damaged table) come back as warnings.
+#[cfg_attr(not(feature = "datafusion"), allow(unused_variables))]
 pub fn open(target: &Target, setup: Setup) -> Result<(Arc<dyn Engine>, Vec<Diagnostic>), Diagnostic> {
     let unavailable = |feature: &str| {
         Diagnostic::error(
@@ -258,6 +259,11 @@ pub trait Engine: Send + Sync {
     ) -> Result<(), EngineError> {
         let _ = (relation, is_view, description, columns);
         Ok(())
+    }
+
+    /// The warehouse's version, for `kiln debug` (a round trip to a server).
+    fn version(&self) -> Result<String, EngineError> {
+        Ok(self.name().to_string())
     }
 
     fn supports(&self, _capability: Capability) -> bool {

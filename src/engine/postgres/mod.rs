@@ -454,6 +454,10 @@ impl Engine for PostgresEngine {
         let _ = self.cancel.set(flag);
     }
 
+    fn version(&self) -> Result<String, EngineError> {
+        self.server_version()
+    }
+
     fn supports(&self, capability: Capability) -> bool {
         matches!(capability, Capability::AtomicPublish)
     }
