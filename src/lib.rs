@@ -26,6 +26,7 @@ pub mod jinja;
 pub mod parse;
 pub mod project;
 pub mod run;
+pub mod session;
 
 /// The dbt version kiln's behaviour and artifacts follow.
 pub const DBT_COMPAT_VERSION: &str = "1.10.0";

@@ -159,8 +159,6 @@ struct Pending {
     node: Node,
 }
 
-/// A generic test's checksum (of no file contents, as dbt's).
-
 /// One test entry of a properties file, as a test node (not yet rendered).
 fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Column, spec: &TestSpec) -> Result<Pending, Diagnostic> {
     let file = &project.files[spec.file];
