@@ -4,8 +4,8 @@
 use super::GlobalArgs;
 use super::printer::Printer;
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
-pub use crate::session::{Reuse, RunFlags, Session, Stop};
 use crate::session::{LoadObserver, LoadOptions};
+pub use crate::session::{Reuse, RunFlags, Session, Stop};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,6 @@
 
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
-#[cfg(feature = "datafusion")]
-pub mod object_stores;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sql;
@@ -17,10 +15,6 @@ pub(crate) async fn cancelled(flag: std::sync::Arc<std::sync::atomic::AtomicBool
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
-#[cfg(feature = "datafusion")]
-pub mod udfs;
-#[cfg(feature = "datafusion")]
-pub mod view_memo;
 
 use crate::diagnostics::{Code, Diagnostic, Label};
 use crate::project::profiles::{EngineKind, Target};

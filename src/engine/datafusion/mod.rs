@@ -9,12 +9,14 @@
 
 pub mod compat;
 pub mod lock;
+pub mod object_stores;
 pub mod paths;
 mod statements;
 pub mod types;
+mod udfs;
+pub mod view_memo;
 
 use super::QueryTable;
-use super::view_memo::{self, ViewMemo};
 use super::{Capability, Check, Engine, EngineError, ErrorKind, External, Materialization, RelationName, SeedLoad, Setup};
 use crate::adapter::names::quote_ident;
 use crate::diagnostics::{Code, Diagnostic};
@@ -28,6 +30,7 @@ use datafusion::prelude::{CsvReadOptions, DataFrame, JsonReadOptions, ParquetRea
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use view_memo::ViewMemo;
 
 const TABLE_POINTER: &str = "_kiln_table.json";
 const VIEW_FILE: &str = "_kiln_view.json";
@@ -288,7 +291,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), EngineError> {
 /// in lower case.
 pub fn function_names() -> std::collections::BTreeSet<String> {
     let ctx = SessionContext::new();
-    super::udfs::register(&ctx);
+    udfs::register(&ctx);
     let state = compat::install(ctx, Flavor::DuckDb).state();
     let scalar = state.scalar_functions().values().flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()));
     let aggregate =
@@ -358,7 +361,7 @@ impl DataFusionEngine {
     }
 
     fn with(rt: tokio::runtime::Runtime, ctx: SessionContext, root: PathBuf, memo_budget: usize, flavor: Flavor) -> DataFusionEngine {
-        super::udfs::register(&ctx);
+        udfs::register(&ctx);
         let ctx = compat::install(ctx, flavor);
         DataFusionEngine {
             rt,
@@ -1107,7 +1110,7 @@ pub fn open_target(target: &Target, setup: Setup) -> Result<(Arc<DataFusionEngin
         if !registered.insert(key.clone()) {
             continue;
         }
-        match super::object_stores::store_for(&url, &target.settings, setup.env) {
+        match object_stores::store_for(&url, &target.settings, setup.env) {
             Ok(store) => engine.register_object_store(&bucket, store),
             Err(e) => warnings.push(Diagnostic::warning(Code::Io, format!("cannot reach {key}: {e}")).with_help(
                 "set the store's endpoint and credentials in the target (s3_endpoint, s3_access_key_id, ...) or the environment (AWS_*, GOOGLE_*, AZURE_*)",
