@@ -105,93 +105,67 @@ pub const WAREHOUSE_CONFIGS: &[&str] =
 
 const DEFAULT_TYPE_NAMES: &[(&str, &str)] = &[("STRING", "TEXT")];
 
-const EMBEDDED_MATERIALIZATIONS: &[&str] = &["view", "table", "incremental", "ephemeral", "external", "seed", "test"];
+/// kiln's own embedded engine.
+const DATAFUSION: Adapter = Adapter {
+    name: "datafusion",
+    aliases: &[],
+    display: "embedded DataFusion",
+    engine: EngineKind::DataFusion,
+    semantics: Semantics::Postgres,
+    dialect: SqlDialect::Generic,
+    quote: '"',
+    // kiln's embedded SQL is closest to PostgreSQL's.
+    dispatch: &["datafusion", "postgres"],
+    type_names: &[("STRING", "VARCHAR"), ("FLOAT", "DOUBLE")],
+    string_type: None,
+    default_incremental_strategy: "merge",
+    incremental_strategies: &["append", "merge", "delete+insert"],
+    materializations: &["view", "table", "incremental", "ephemeral", "external", "seed", "test"],
+    honours: &[],
+    database_keys: &["database", "dbname"],
+    schema_keys: &["schema"],
+    default_database: Some("kiln"),
+    default_schema: Some("main"),
+};
+
+const POSTGRES: Adapter = Adapter {
+    name: "postgres",
+    aliases: &["postgresql"],
+    display: "PostgreSQL",
+    engine: EngineKind::Postgres,
+    semantics: Semantics::Postgres,
+    dialect: SqlDialect::Postgres,
+    quote: '"',
+    dispatch: &["postgres"],
+    type_names: DEFAULT_TYPE_NAMES,
+    string_type: None,
+    // dbt-postgres' default with a unique key.
+    default_incremental_strategy: "delete+insert",
+    incremental_strategies: &["append", "merge", "delete+insert"],
+    materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
+    honours: &["persist_docs"],
+    database_keys: &["dbname", "database"],
+    schema_keys: &["schema"],
+    default_database: None,
+    default_schema: None,
+};
 
 /// Every adapter type kiln knows.
 pub static ADAPTERS: &[Adapter] = &[
-    Adapter {
-        name: "datafusion",
-        aliases: &[],
-        display: "embedded DataFusion",
-        engine: EngineKind::DataFusion,
-        semantics: Semantics::Postgres,
-        dialect: SqlDialect::Generic,
-        quote: '"',
-        // kiln's embedded SQL is closest to PostgreSQL's.
-        dispatch: &["datafusion", "postgres"],
-        type_names: &[("STRING", "VARCHAR"), ("FLOAT", "DOUBLE")],
-        string_type: None,
-        default_incremental_strategy: "merge",
-        incremental_strategies: &["append", "merge", "delete+insert"],
-        materializations: EMBEDDED_MATERIALIZATIONS,
-        honours: &["persist_docs"],
-        database_keys: &["database", "dbname"],
-        schema_keys: &["schema"],
-        default_database: Some("kiln"),
-        default_schema: Some("main"),
-    },
+    DATAFUSION,
+    // dbt-duckdb projects, on the embedded engine with DuckDB's semantics.
     Adapter {
         name: "duckdb",
-        aliases: &[],
         display: "embedded DataFusion (DuckDB semantics)",
-        engine: EngineKind::DataFusion,
         semantics: Semantics::DuckDb,
         dialect: SqlDialect::DuckDb,
-        quote: '"',
         // As dbt-duckdb: its own variants, then dbt's defaults.
         dispatch: &["duckdb"],
         type_names: DEFAULT_TYPE_NAMES,
-        string_type: None,
-        default_incremental_strategy: "merge",
-        incremental_strategies: &["append", "merge", "delete+insert"],
-        materializations: EMBEDDED_MATERIALIZATIONS,
-        honours: &["persist_docs"],
-        database_keys: &["database", "dbname"],
-        schema_keys: &["schema"],
-        default_database: Some("kiln"),
-        default_schema: Some("main"),
+        ..DATAFUSION
     },
-    Adapter {
-        name: "postgres",
-        aliases: &["postgresql"],
-        display: "PostgreSQL",
-        engine: EngineKind::Postgres,
-        semantics: Semantics::Postgres,
-        dialect: SqlDialect::Postgres,
-        quote: '"',
-        dispatch: &["postgres"],
-        type_names: DEFAULT_TYPE_NAMES,
-        string_type: None,
-        // dbt-postgres' default with a unique key.
-        default_incremental_strategy: "delete+insert",
-        incremental_strategies: &["append", "merge", "delete+insert"],
-        materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
-        honours: &["persist_docs", "grants", "sql_header", "indexes", "unlogged"],
-        database_keys: &["dbname", "database"],
-        schema_keys: &["schema"],
-        default_database: None,
-        default_schema: None,
-    },
-    Adapter {
-        name: "redshift",
-        aliases: &[],
-        display: "Redshift (as PostgreSQL)",
-        engine: EngineKind::Postgres,
-        semantics: Semantics::Postgres,
-        dialect: SqlDialect::Postgres,
-        quote: '"',
-        dispatch: &["redshift", "postgres"],
-        type_names: DEFAULT_TYPE_NAMES,
-        string_type: None,
-        default_incremental_strategy: "delete+insert",
-        incremental_strategies: &["append", "merge", "delete+insert"],
-        materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
-        honours: &["persist_docs", "grants", "sql_header"],
-        database_keys: &["dbname", "database"],
-        schema_keys: &["schema"],
-        default_database: None,
-        default_schema: None,
-    },
+    POSTGRES,
+    Adapter { name: "redshift", aliases: &[], display: "Redshift (as PostgreSQL)", dispatch: &["redshift", "postgres"], ..POSTGRES },
     Adapter {
         name: "bigquery",
         aliases: &[],
@@ -206,7 +180,8 @@ pub static ADAPTERS: &[Adapter] = &[
         default_incremental_strategy: "merge",
         incremental_strategies: &["merge", "insert_overwrite", "microbatch"],
         materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
-        honours: &["persist_docs", "grants", "sql_header", "partition_by", "cluster_by", "labels"],
+        // BigQuery targets are not built yet: nothing is applied.
+        honours: &[],
         database_keys: &["project", "database"],
         schema_keys: &["dataset", "schema"],
         default_database: None,
@@ -287,7 +262,8 @@ mod tests {
         assert_eq!(lookup("postgres").unwrap().translate_type("string"), "TEXT");
         assert_eq!(embedded().translate_type("numeric(10,2)"), "numeric(10,2)");
         assert!(!lookup("postgres").unwrap().supports_strategy("insert_overwrite"));
-        assert_eq!(Adapter::honouring("partition_by"), ["bigquery"]);
+        assert_eq!(Adapter::honouring("persist_docs"), ["postgres", "redshift"]);
+        assert!(Adapter::honouring("grants").is_empty(), "no engine applies grants yet");
         for a in ADAPTERS {
             assert!(a.supports_strategy(a.default_incremental_strategy), "{}", a.name);
             assert!(a.honours.iter().all(|c| WAREHOUSE_CONFIGS.contains(c)), "{}", a.name);

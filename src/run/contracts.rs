@@ -12,10 +12,6 @@ use crate::jinja::relation::quote_ident;
 use crate::parse::Node;
 use serde_json::Value as Json;
 
-pub fn enforced(node: &Node) -> bool {
-    crate::project::config::json_truthy(node.config.get("contract").and_then(|c| c.get("enforced"))).unwrap_or(false)
-}
-
 /// What building a contracted model needs: the SQL with columns in contract order, and the
 /// checks its table must pass.
 pub struct Enforced {

@@ -209,8 +209,8 @@ pub fn write_unbuildable_project(d: &std::path::Path) {
         "models/overwritten.sql",
         "{{ config(materialized='incremental', incremental_strategy='insert_overwrite') }}\nselect 1 as id\n",
     );
-    write(d, "models/fine.sql", "select 1 as id\n");
-    write(d, "models/after_fine.sql", "select * from {{ ref('fine') }}\n");
+    write(d, "models/fine.sql", "{{ config(grants={'select': ['reporter']}) }}\nselect 1 as id\n");
+    write(d, "models/after_fine.sql", "{{ config(persist_docs={'relation': true}) }}\nselect * from {{ ref('fine') }}\n");
     write(
         d,
         "macros/insert_new.sql",
@@ -233,6 +233,13 @@ pub fn check_unbuildable_project(d: &std::path::Path, adapter: &str) {
     assert!(err.contains("warning[E117]") && err.contains("--> models/overwritten.sql:1:39"), "{err}");
     assert!(err.contains(&format!("which the {adapter} target does not have")), "{err}");
     assert!(!err.contains("kept.sql"), "a strategy the project defines is no warning: {err}");
+    // Configs the target does not apply: one warning each, naming the nodes.
+    assert!(
+        err.contains(&format!("warning[E118]: `grants` is set on 1 node(s) (fine), and the {adapter} target does not apply it")),
+        "{err}"
+    );
+    let persist_docs = format!("`persist_docs` is set on 1 node(s) (after_fine), and the {adapter} target");
+    assert_eq!(err.contains(&persist_docs), adapter != "postgres", "PostgreSQL applies persist_docs: {err}");
     assert_eq!(with(&["build"]).status.code(), Some(1), "`tabel` fails");
     // The second build is incremental: `overwritten` fails too, `kept` runs the project's macro.
     write(
