@@ -165,7 +165,7 @@ pub fn print_event(printer: &Printer, e: Event) {
             "code": result.code.map(|c| c.as_str()),
             "file": node.original_file_path,
             "line": node.line,
-            "message": result.message,
+            "message": crate::run::results::text(result),
             "rows": result.rows,
             "failures": result.failures,
             "execution_time": result.seconds,
@@ -203,7 +203,9 @@ pub fn print_event(printer: &Printer, e: Event) {
     let dots = 72usize.saturating_sub(format!("{index} of {total} {status:<5} {what:<11} {}", display_name(node)).chars().count());
     printer.info(&format!("{label}{} {detail}", ".".repeat(dots)));
     match result.status {
-        Status::Error | Status::Fail => printer.error_coded(result.code, &format!("{} failed:\n{}", node.unique_id, result.message)),
+        Status::Error | Status::Fail => {
+            printer.error_coded(result.code, &format!("{} failed:\n{}", node.unique_id, crate::run::results::text(result)))
+        }
         Status::Warn => printer.warn(&format!("{}: {}", node.unique_id, result.message)),
         _ => {}
     }
@@ -226,7 +228,7 @@ pub fn print_recap(s: &Session, done: &Executed, printer: &Printer) {
             node.resource_type.as_str(),
             node.name,
             node.original_file_path,
-            r.message.replace('\n', "\n  ")
+            crate::run::results::text(r).replace('\n', "\n  ")
         );
         if r.status == Status::Warn { printer.warn(&text) } else { printer.error_coded(r.code, &text) }
     }

@@ -5,6 +5,11 @@ use serde_json::{Value as Json, json};
 
 pub const RUN_RESULTS_SCHEMA: &str = "https://schemas.getdbt.com/dbt/run-results/v6.json";
 
+/// A result's whole message: its diagnostic rendered as text when it has one.
+pub fn text(r: &NodeResult) -> String {
+    r.diagnostic.as_deref().map_or_else(|| r.message.clone(), |d| crate::diagnostics::render::human(d, false))
+}
+
 pub fn run_results(results: &[NodeResult], invocation_id: &str, elapsed: f64, args: Json, scrub: &dyn Fn(&str) -> String) -> Json {
     let generated_at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     json!({
@@ -29,7 +34,7 @@ pub fn run_results(results: &[NodeResult], invocation_id: &str, elapsed: f64, ar
             } else {
                 json!({})
             },
-            "message": if r.status == Status::Pass { Json::Null } else { Json::from(scrub(&r.message)) },
+            "message": if r.status == Status::Pass { Json::Null } else { Json::from(scrub(&text(r))) },
             "failures": r.failures,
             "unique_id": r.unique_id,
             "compiled": r.compiled.is_some(),

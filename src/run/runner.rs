@@ -7,7 +7,7 @@ use super::plan::{Inputs, Step};
 pub use super::schedule::Unfinished;
 use super::schedule::{self, Kind, Ready};
 use crate::compile::{self, Compiled};
-use crate::diagnostics::Code;
+use crate::diagnostics::{Code, Diagnostic};
 use crate::engine::{Engine, EngineError, ErrorKind, Materialization, RelationName, SeedLoad};
 use crate::graph::Graph;
 use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
@@ -69,6 +69,9 @@ pub struct NodeResult {
     pub failures: Option<u64>,
     /// Why the node failed (status `error`).
     pub code: Option<Code>,
+    /// The failure as a diagnostic, when it is one (a Jinja error while the node compiled):
+    /// `message` is then its one-line message; [`super::results::text`] renders it whole.
+    pub diagnostic: Option<Arc<Diagnostic>>,
 }
 
 /// Progress events for the CLI.
@@ -150,6 +153,7 @@ fn finish_named(outcome: Outcome, started_at: String, seconds: f64, thread: usiz
         relation: outcome.relation,
         failures: outcome.failures,
         code: outcome.code,
+        diagnostic: outcome.diagnostic,
     }
 }
 
@@ -207,16 +211,17 @@ fn clip(line: &str, col: usize) -> (String, usize) {
     (shown, col)
 }
 
-/// Why a node failed: its code and dbt's message text.
+/// Why a node failed: its code and dbt's message text, and the diagnostic when it is one.
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub code: Code,
     pub message: String,
+    pub diagnostic: Option<Arc<Diagnostic>>,
 }
 
 impl Failure {
     pub fn new(code: Code, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure { code, message: message.into(), diagnostic: None }
     }
 
     /// An engine error, with `message` in place of the engine's text.
@@ -227,7 +232,13 @@ impl Failure {
             ErrorKind::Connection => Code::ConnectionLost,
             ErrorKind::Cancelled => Code::Cancelled,
         };
-        Failure { code, message }
+        Failure::new(code, message)
+    }
+}
+
+impl From<Diagnostic> for Failure {
+    fn from(d: Diagnostic) -> Failure {
+        Failure { code: d.code, message: d.message.clone(), diagnostic: Some(Arc::new(d)) }
     }
 }
 
@@ -247,15 +258,16 @@ pub(super) struct Outcome {
     pub compiled: Option<String>,
     pub relation: Option<String>,
     pub code: Option<Code>,
+    pub diagnostic: Option<Arc<Diagnostic>>,
 }
 
 impl Outcome {
     pub fn error(f: Failure) -> Outcome {
-        Outcome { code: Some(f.code), ..Outcome::with(Status::Error, f.message) }
+        Outcome { code: Some(f.code), diagnostic: f.diagnostic, ..Outcome::with(Status::Error, f.message) }
     }
 
     pub fn with(status: Status, message: String) -> Outcome {
-        Outcome { status, message, rows: None, failures: None, compiled: None, relation: None, code: None }
+        Outcome { status, message, rows: None, failures: None, compiled: None, relation: None, code: None, diagnostic: None }
     }
 }
 
@@ -489,7 +501,7 @@ impl Runner<'_> {
             &mut diags,
         );
         if let Some(d) = diags.first() {
-            return Err(Failure::new(d.code, crate::diagnostics::render::human(d, false)));
+            return Err(Failure::from(d.clone()));
         }
         let compiled = out.remove(&node.unique_id).ok_or_else(|| Failure::new(Code::Internal, "the model did not compile"))?;
         if compile::is_blank(&compiled.sql) && node.resource_type != ResourceType::Test {
@@ -509,8 +521,7 @@ impl Runner<'_> {
     /// Renders and runs a node's `pre-hook`s or `post-hook`s (with `this` the node's relation).
     fn hooks(&self, node: &Node, key: &str, hooks: &[String]) -> Result<(), Failure> {
         for (i, template) in hooks.iter().enumerate() {
-            let sql = compile::render_hook(self.jinja, node, &self.resolver, template)
-                .map_err(|d| Failure::new(d.code, crate::diagnostics::render::human(&d, false)))?;
+            let sql = compile::render_hook(self.jinja, node, &self.resolver, template).map_err(Failure::from)?;
             if sql.trim().is_empty() {
                 continue;
             }
@@ -653,7 +664,7 @@ impl Runner<'_> {
             let columns = self.engine.describe(relation)?.unwrap_or_default();
             let sql =
                 compile::call_strategy_macro(self.jinja, node, &self.resolver, macro_name, relation, temp, unique_key, &columns, quote)
-                    .map_err(|d| Failure::new(d.code, crate::diagnostics::render::human(&d, false)))?;
+                    .map_err(Failure::from)?;
             self.engine.execute(&sql).map_err(|e| {
                 let message = format!("{macro_name} failed: {}\n{sql}", e.message);
                 Failure::engine(&e, message)

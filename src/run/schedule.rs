@@ -380,6 +380,7 @@ fn crashed(id: &str, panic: &(dyn std::any::Any + Send), thread: usize) -> NodeR
         relation: None,
         failures: None,
         code: Some(crate::diagnostics::Code::Internal),
+        diagnostic: None,
     }
 }
 

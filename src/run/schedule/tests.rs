@@ -147,6 +147,7 @@ fn result(id: &str, status: Status) -> NodeResult {
         relation: None,
         failures: None,
         code: None,
+        diagnostic: None,
     }
 }
 
