@@ -505,14 +505,11 @@ impl Runner<'_> {
         }
         let compiled = out.remove(&node.unique_id).ok_or_else(|| Failure::new(Code::Internal, "the model did not compile"))?;
         if compile::is_blank(&compiled.sql) && node.resource_type != ResourceType::Test {
-            return Err(Failure::new(
-                Code::EmptyModel,
-                format!(
-                    "error[E402]: {} `{}` compiles to empty SQL ({})\n  = help: a model must contain a select statement; to switch it off use `{{{{ config(enabled=false) }}}}`",
-                    node.resource_type.as_str(),
-                    node.name,
-                    node.original_file_path
-                ),
+            let what = format!("{} `{}` compiles to empty SQL", node.resource_type.as_str(), node.name);
+            return Err(Failure::from(
+                Diagnostic::error(Code::EmptyModel, what)
+                    .with_file(node.original_file_path.clone())
+                    .with_help("a model must contain a select statement; to switch it off use `{{ config(enabled=false) }}`"),
             ));
         }
         Ok(compiled)

@@ -93,7 +93,7 @@ fn an_empty_model_fails_with_e402_at_run_time() {
     write(d, "models/ok.sql", "select 1 as id\n");
     let (code, err, _, _) = bounded(d, &["run"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("error[E402]: model `empty` compiles to empty SQL (models/empty.sql)"), "{err}");
+    assert!(err.contains("error[E402]: model `empty` compiles to empty SQL\n --> models/empty.sql"), "{err}");
     assert!(err.contains("PASS=1"), "{err}");
 }
 
