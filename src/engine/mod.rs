@@ -62,7 +62,11 @@ pub fn open(target: &Target, setup: Setup) -> Result<(Arc<dyn Engine>, Vec<Diagn
         #[cfg(feature = "datafusion")]
         EngineKind::DataFusion => datafusion::open_target(target, setup).map(|(e, w)| (e as Arc<dyn Engine>, w)),
         #[cfg(feature = "postgres")]
-        EngineKind::Postgres => postgres::open_target(target).map(|e| (Arc::new(e) as Arc<dyn Engine>, vec![])),
+        EngineKind::Postgres => {
+            let engine: Arc<dyn Engine> = Arc::new(postgres::open_target(target)?);
+            let warnings = unread_files(engine.as_ref(), target, &setup);
+            Ok((engine, warnings))
+        }
         EngineKind::BigQuery => Err(Diagnostic::error(
             Code::Unsupported,
             format!("target `{}` uses the {} adapter, which kiln cannot run yet", target.name, target.adapter_type),
@@ -73,6 +77,30 @@ pub fn open(target: &Target, setup: Setup) -> Result<(Arc<dyn Engine>, Vec<Diagn
         #[allow(unreachable_patterns)]
         EngineKind::Postgres => Err(unavailable("postgres")),
     }
+}
+
+/// Sources declared as files (`external_location`) on an engine that cannot read files: one
+/// warning each, so a project moved from the embedded engine to a warehouse says what changes.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+fn unread_files(engine: &dyn Engine, target: &Target, setup: &Setup) -> Vec<Diagnostic> {
+    if engine.supports(Capability::ExternalSources) {
+        return vec![];
+    }
+    setup
+        .externals
+        .iter()
+        .filter_map(|x| {
+            let (what, label) = x.declared.as_ref()?;
+            Some(
+                Diagnostic::warning(
+                    Code::ConfigNotHonoured,
+                    format!("{what} is a file ({}), which the {} target cannot read", x.location, target.adapter.name),
+                )
+                .with_label(label.clone())
+                .with_help(format!("models that select from it read the relation {} in the warehouse instead", x.relation)),
+            )
+        })
+        .collect()
 }
 
 /// A query's result: column names and rows of JSON values (`run_query`, `statement`, tests).

@@ -713,3 +713,29 @@ fn unbuildable_configs_fail_only_their_nodes_on_postgres() {
     write(d, "profiles.yml", &server.profiles("inc", &[("pg", &db)]));
     crate::fidelity::check_unbuildable_project(d, "postgres");
 }
+
+/// A source declared as a file (dbt-duckdb's `external_location`) is read on the embedded
+/// engine; on PostgreSQL, which cannot read files, a model that selects from it gets a warning
+/// naming the source and its line, and reads the warehouse's relation.
+#[test]
+fn file_sources_on_postgres_are_reported() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("file_sources");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: f\nconfig-version: 2\nprofile: f\n");
+    write(d, "profiles.yml", &server.profiles("f", &[("pg", &db)]));
+    write(d, "data/users.csv", "id\n1\n");
+    write(
+        d,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: app\n    schema: analytics\n    tables:\n      - name: users\n        config:\n          external_location: data/users.csv\n",
+    );
+    write(d, "models/m.sql", "select * from {{ source('app', 'users') }}\n");
+    server.engine(&db).execute("create schema if not exists analytics; create table analytics.users as select 7 as id").unwrap();
+    let out = kiln(d).args(["run"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning[E118]: source `app.users` is a file") && err.contains("--> models/sources.yml:6"), "{err}");
+    assert_eq!(rows_of(&server.engine(&db), "analytics.m"), ["7.000000"]);
+}
