@@ -102,6 +102,27 @@ fn py_str(v: &Json) -> String {
     }
 }
 
+/// dbt's `construct_config`: a test's config as the `{{ config(...) }}` call its raw code ends
+/// with (strings in double quotes, other values as Python prints them), or nothing.
+fn config_call(config: &ConfigMap) -> String {
+    if config.is_empty() {
+        return String::new();
+    }
+    let args: Vec<String> = config
+        .iter()
+        .map(|(k, v)| match v {
+            Json::String(s) => format!("{k}=\"{}\"", s.replace('"', "\\\"")),
+            Json::Array(_) | Json::Object(_) => {
+                let mut repr = String::new();
+                write_py_repr(&mut repr, v);
+                format!("{k}={repr}")
+            }
+            leaf => format!("{k}={}", py_str(leaf)),
+        })
+        .collect();
+    format!("{{{{ config({}) }}}}", args.join(","))
+}
+
 /// dbt's `synthesize_generic_test_names`: (short name, full name).
 pub fn synthesize_names(test_type: &str, target_name: &str, args: &Map<String, Json>) -> (String, String) {
     let mut keys: Vec<&String> = args.keys().filter(|k| *k != "model").collect();
@@ -228,17 +249,22 @@ fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Colum
     let mut fqn = vec![project_pkg.clone()];
     fqn.extend(file.folders().iter().map(|s| s.to_string()));
     fqn.push(full.clone());
+    // dbt's test config: the YAML's, and the hashed name as alias when the full one is too long.
+    let mut test_config = parsed.config.clone();
+    if short != full && !test_config.contains_key("alias") {
+        test_config.insert("alias".into(), json!(short));
+    }
     let raw = match &parsed.namespace {
-        Some(ns) => format!("{{{{ {ns}.{macro_name}(**_dbt_generic_test_kwargs) }}}}"),
-        None => format!("{{{{ {macro_name}(**_dbt_generic_test_kwargs) }}}}"),
+        Some(ns) => format!("{{{{ {ns}.{macro_name}(**_dbt_generic_test_kwargs) }}}}{}", config_call(&test_config)),
+        None => format!("{{{{ {macro_name}(**_dbt_generic_test_kwargs) }}}}{}", config_call(&test_config)),
     };
     // The name is the full one; the alias and compiled file use the short (hashed) one.
     let mut node = new_node(project, spec.file, ResourceType::Test, &full, fqn.clone(), Arc::from(raw.as_str()), spec.node.line);
     node.unique_id = format!("test.{project_pkg}.{full}.{hash}");
     for (k, v) in &parsed.config {
         merge_one(Arc::make_mut(&mut node.config), k, v.clone());
-        merge_one(&mut node.unrendered_config, k, v.clone());
     }
+    node.unrendered_config.extend(test_config);
     // (The config is shared between the tests of a folder: copied only when it changes.)
     if let Some(Json::String(s)) = node.config.get("severity")
         && *s != s.to_uppercase()
@@ -249,6 +275,7 @@ fn build_one(project: &Project, jinja: &JinjaEnv, target: &Target, column: Colum
     node.path = format!("{short}.sql");
     // dbt gives generic tests an empty file hash (`{"name": "none", "checksum": ""}`).
     node.checksum = String::new();
+    node.checksum_name = "none";
     node.column_name = column.map(|(c, _)| c.to_string());
     node.attached_node = attached;
     match target {

@@ -121,7 +121,10 @@ pub struct Node {
     pub database: String,
     pub schema: String,
     pub alias: String,
+    /// dbt's file hash: `checksum_name` `sha256` of the file's contents (stripped, as dbt reads
+    /// them), `path` (the file's path) for a seed over 1 MiB, `none` (empty) for generic tests.
     pub checksum: String,
+    pub checksum_name: &'static str,
     pub test_metadata: Option<TestMetadata>,
     pub column_name: Option<String>,
     /// The node a generic test is attached to.
@@ -365,6 +368,40 @@ pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: 
     let key = (section, package, fqn[..fqn.len() - 1].to_vec());
     let mut cache = project.config_cache.lock().unwrap_or_else(|e| e.into_inner());
     cache.entry(key).or_insert_with(|| Arc::new(project_config_uncached(project, rt, package, &fqn[..fqn.len() - 1]))).clone()
+}
+
+/// dbt's hash of a node's file: the sha256 of its stripped contents; a seed over 1 MiB is
+/// hashed by its path instead, as dbt does (its contents are not read at parse).
+fn file_hash(file: &ProjectFile, rt: ResourceType, raw: &str) -> (&'static str, String) {
+    const MAXIMUM_SEED_SIZE: u64 = 1 << 20;
+    if rt != ResourceType::Seed {
+        return ("sha256", checksum(raw.trim()));
+    }
+    match std::fs::metadata(&file.abs_path) {
+        Ok(m) if m.len() <= MAXIMUM_SEED_SIZE => {
+            let text = std::fs::read_to_string(&file.abs_path).unwrap_or_default();
+            ("sha256", checksum(text.trim()))
+        }
+        _ => ("path", file.original_path.clone()),
+    }
+}
+
+/// The project-level configs of a node as written (no defaults, Jinja unrendered): where its
+/// `unrendered_config` starts.
+fn project_unrendered_config(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
+    let mut config = ConfigMap::new();
+    let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
+    let section = section_for(rt);
+    let pkg = &project.packages[package];
+    if !pkg.is_root
+        && let Some(tree) = pkg.config.unrendered_trees.get(section)
+    {
+        tree.apply(&path, &mut config);
+    }
+    if let Some(tree) = project.config().unrendered_trees.get(section) {
+        tree.apply(&path, &mut config);
+    }
+    config
 }
 
 fn project_config_uncached(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
@@ -775,7 +812,8 @@ pub(crate) fn new_node(
     let file = &project.files[file_index];
     let package = project.packages[file.package].name.clone();
     let config = project_config(project, rt, file.package, &fqn);
-    let checksum = if rt == ResourceType::Seed { checksum(&file.abs_path.to_string_lossy()) } else { checksum(&raw) };
+    let (checksum_name, checksum) = file_hash(file, rt, if rt == ResourceType::Snapshot { &file.text } else { &raw });
+    let unrendered_config = project_unrendered_config(project, rt, file.package, &fqn);
     Node {
         unique_id: format!("{}.{}.{}", rt.as_str(), package, name),
         resource_type: rt,
@@ -788,7 +826,7 @@ pub(crate) fn new_node(
         patch_path: None,
         fqn,
         raw_code: raw,
-        unrendered_config: ConfigMap::new(),
+        unrendered_config,
         config,
         description: String::new(),
         columns: IndexMap::new(),
@@ -799,6 +837,7 @@ pub(crate) fn new_node(
         schema: String::new(),
         alias: String::new(),
         checksum,
+        checksum_name,
         test_metadata: None,
         column_name: None,
         attached_node: None,
@@ -808,7 +847,8 @@ pub(crate) fn new_node(
 
 fn apply_patch(node: &mut Node, p: &ResourcePatch, project: &Project) {
     merge_all(Arc::make_mut(&mut node.config), &p.config);
-    merge_all(&mut node.unrendered_config, &p.config);
+    // dbt's unrendered config is updated key by key (a later level's `tags` replace earlier ones).
+    node.unrendered_config.extend(p.config.iter().map(|(k, v)| (k.clone(), v.clone())));
     node.description = p.description.clone();
     node.columns = p.columns.iter().map(|c| (c.name.clone(), ColumnInfo::from(c))).collect();
     if !p.constraints.is_null() {
@@ -850,7 +890,7 @@ fn render_parse(project: &Project, jinja: &JinjaEnv, node: &Node, diags: &mut Ve
 fn apply_record(node: &mut Node, record: crate::jinja::context::Record) {
     for (k, v) in &record.inline_config {
         merge_one(Arc::make_mut(&mut node.config), k, v.clone());
-        merge_one(&mut node.unrendered_config, k, v.clone());
+        node.unrendered_config.insert(k.clone(), v.clone());
     }
     node.refs = record.refs;
     node.sources = record.sources;
@@ -1077,7 +1117,8 @@ pub fn new_node_inline(project: &Project, sql: &str) -> Node {
         database: String::new(),
         schema: String::new(),
         alias: String::new(),
-        checksum: checksum(sql),
+        checksum: checksum(sql.trim()),
+        checksum_name: "sha256",
         test_metadata: None,
         column_name: None,
         attached_node: None,

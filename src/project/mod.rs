@@ -95,6 +95,9 @@ pub struct ProjectConfig {
     pub clean_targets: Vec<String>,
     pub vars: YNode,
     pub trees: IndexMap<&'static str, ConfigTree>,
+    /// The trees as written, before their Jinja is rendered: dbt's `unrendered_config`, which
+    /// `state:modified` compares (an `env_var` that differs between environments is no change).
+    pub unrendered_trees: IndexMap<&'static str, ConfigTree>,
     pub dispatch: Vec<DispatchConfig>,
     pub on_run_start: Vec<String>,
     pub on_run_end: Vec<String>,
@@ -286,6 +289,7 @@ impl ProjectConfig {
             packages_install_path,
             clean_targets,
             vars: doc.get("vars").cloned().unwrap_or_else(YNode::null),
+            unrendered_trees: trees.clone(),
             trees,
             dispatch,
             on_run_start,

@@ -277,7 +277,7 @@ fn node_out<'a>(
         unique_id: &node.unique_id,
         fqn: &node.fqn,
         alias: &node.alias,
-        checksum: Checksum { name: if node.checksum.is_empty() { "none" } else { "sha256" }, checksum: &node.checksum },
+        checksum: Checksum { name: node.checksum_name, checksum: &node.checksum },
         config: ConfigOut(&node.config, rt),
         tags: node.tags(),
         description: &node.description,
@@ -289,7 +289,12 @@ fn node_out<'a>(
         build_path: None,
         unrendered_config: &node.unrendered_config,
         created_at: 0.0,
-        raw_code: if is_seed { "".into() } else { scrub(&node.raw_code) },
+        // dbt keeps a file's contents stripped, and a snapshot block's body as written.
+        raw_code: match rt {
+            ResourceType::Seed => "".into(),
+            ResourceType::Snapshot => scrub(&node.raw_code),
+            _ => scrub(node.raw_code.trim()),
+        },
         root_path: is_seed.then(|| project.root.to_string_lossy().into_owned()),
         language: (!is_seed).then_some("sql"),
         refs: (!is_seed).then(|| {

@@ -42,6 +42,11 @@ pub struct NodeView {
     pub original_file_path: String,
     pub checksum: Checksum,
     pub config: IndexMap<String, Json>,
+    /// The configs as written (what `state:modified.configs` compares).
+    pub unrendered_config: IndexMap<String, Json>,
+    pub description: String,
+    pub columns: IndexMap<String, Json>,
+    pub contract: Json,
     pub database: Option<String>,
     pub schema: Option<String>,
     pub alias: Option<String>,

@@ -418,6 +418,14 @@ fn manifests_read_back_from_kiln_and_dbt() {
         let Some(their) = theirs.nodes.get(id) else { continue };
         assert_eq!(their.checksum.name, node.checksum.name, "{id}");
         assert_eq!(their.resource_type, node.resource_type, "{id}");
+        // What state:modified compares is the same as dbt's (snapshot and analysis fqns aside).
+        if matches!(node.resource_type.as_str(), "model" | "seed" | "test") {
+            assert_eq!(their.checksum, node.checksum, "{id}: checksum");
+            assert_eq!(their.raw_code, node.raw_code, "{id}: raw_code");
+            assert_eq!(their.unrendered_config, node.unrendered_config, "{id}: unrendered_config");
+            assert_eq!(their.fqn, node.fqn, "{id}: fqn");
+            assert_eq!(their.description, node.description, "{id}: description");
+        }
         let (mut a, mut b) = (their.depends_on.nodes.clone(), node.depends_on.nodes.clone());
         a.sort();
         b.sort();
