@@ -34,10 +34,14 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
-    let selected = match session::selection(&s, &args.select) {
+    let mut selected = match session::selection(&s, &args.select) {
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    // As `dbt ls`: analyses only when asked for by resource type.
+    if args.select.resource_type.is_empty() {
+        selected.retain(|id| s.manifest.nodes.get(id).is_none_or(|n| n.resource_type != crate::parse::ResourceType::Analysis));
+    }
     let mut lines = Vec::new();
     for id in &selected {
         let line = if let Some(src) = s.manifest.sources.get(id) {

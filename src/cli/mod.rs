@@ -89,6 +89,9 @@ pub struct SelectArgs {
     /// Only these resource types (model, seed, snapshot, test, unit_test, source, exposure, analysis)
     #[arg(long = "resource-type", alias = "resource-types", num_args = 1.., value_name = "TYPE")]
     pub resource_type: Vec<String>,
+    /// A directory with the manifest.json of a previous run (kiln's or dbt's), for `state:` selectors
+    #[arg(long, value_name = "DIR", env = "DBT_STATE")]
+    pub state: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -151,5 +151,50 @@ pub fn selection(session: &Session, args: &super::SelectArgs) -> Result<std::col
             }
         }
     }
-    Ok(select::select(&session.manifest, &session.graph, select_expr.as_ref(), exclude_expr.as_ref(), &types))
+    let uses_state = [&select_expr, &exclude_expr].into_iter().flatten().any(select::uses_state);
+    let state = match (&args.state, uses_state) {
+        (Some(dir), true) => Some(state_sets(session, dir)?),
+        (None, true) => {
+            return Err(Diagnostic::error(
+                Code::BadSelector,
+                "`state:` selects by comparison with a previous run, and no --state was given",
+            )
+            .with_help("pass --state DIR, a directory with the manifest.json of that run (kiln's or dbt's), or set DBT_STATE")
+            .into());
+        }
+        _ => None,
+    };
+    Ok(select::select(&session.manifest, &session.graph, select_expr.as_ref(), exclude_expr.as_ref(), &types, state.as_ref()))
+}
+
+/// What changed between the project and the manifest in `dir`.
+fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::StateSets, Diagnostics> {
+    use crate::run::manifest_file::ManifestFile;
+    let path = dir.join("manifest.json");
+    let unreadable = |e: crate::run::manifest_file::ReadError| {
+        Diagnostics::from(
+            Diagnostic::error(Code::StateManifest, e.0)
+                .with_help("--state names the target directory of a previous run (it holds manifest.json)"),
+        )
+    };
+    let old = ManifestFile::read(&path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    let meta = crate::run::artifacts::Meta {
+        invocation_id: &session.invocation.invocation_id,
+        generated_at: &session.invocation.run_started_at,
+        adapter_type: &session.target.adapter_type,
+        project_name: session.project.name(),
+    };
+    crate::run::artifacts::write_manifest(
+        &mut bytes,
+        &session.project,
+        &session.jinja,
+        &session.manifest,
+        &session.graph,
+        &HashMap::new(),
+        &meta,
+    )
+    .map_err(|e| Diagnostics::from(Diagnostic::error(Code::Internal, format!("cannot describe the project for --state: {e}"))))?;
+    let current = ManifestFile::parse(&String::from_utf8_lossy(&bytes), "the project").map_err(unreadable)?;
+    Ok(crate::run::state::compare(&current, &old))
 }

@@ -120,6 +120,8 @@ codes! {
     UnknownSelector = "E306",
     /// A test attached to a node that does not exist.
     TestTargetMissing = "E307",
+    /// `--state` names a directory without a readable `manifest.json`.
+    StateManifest = "E308",
     /// A compiled model is not valid SQL in the target's dialect.
     SqlSyntax = "E401",
     /// A model's compiled SQL is empty.

@@ -34,6 +34,59 @@ const METHODS: &[&str] = &[
     "saved_query",
 ];
 
+/// The values of `state:`.
+const STATE_VALUES: &[&str] = &[
+    "new",
+    "old",
+    "modified",
+    "unmodified",
+    "modified.body",
+    "modified.configs",
+    "modified.relation",
+    "modified.persisted_descriptions",
+    "modified.macros",
+    "modified.contract",
+];
+
+/// What changed against a previous manifest (`--state`), for `state:` selectors.
+#[derive(Clone, Debug, Default)]
+pub struct StateSets {
+    /// Ids in the previous manifest.
+    pub old: BTreeSet<String>,
+    /// Ids whose contents differ (new ones too), with each way they differ (`body`, `configs`,
+    /// `relation`, `persisted_descriptions`, `macros`, `contract`, or `fqn`).
+    pub modified: std::collections::BTreeMap<String, BTreeSet<&'static str>>,
+}
+
+impl StateSets {
+    /// Whether `id` matches `state:<value>`, with dbt's rules: a new node is modified in
+    /// every way except `macros`, which compares the macros it calls.
+    fn matches(&self, id: &str, value: &str) -> bool {
+        let is_new = !self.old.contains(id);
+        let aspects = self.modified.get(id);
+        match value {
+            "new" => is_new,
+            "old" => !is_new,
+            "modified" => is_new || aspects.is_some(),
+            "unmodified" => !is_new && aspects.is_none(),
+            "modified.macros" => aspects.is_some_and(|a| a.contains("macros")),
+            other => {
+                let aspect = other.trim_start_matches("modified.");
+                is_new || aspects.is_some_and(|a| a.contains(aspect))
+            }
+        }
+    }
+}
+
+/// Whether `expr` uses `state:` (which needs `--state`).
+pub fn uses_state(expr: &SelExpr) -> bool {
+    match expr {
+        SelExpr::Atom(c) => c.method == "state",
+        SelExpr::Union(items) | SelExpr::Intersection(items) => items.iter().any(uses_state),
+        SelExpr::Difference(a, b) => uses_state(a) || uses_state(b),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Criterion {
     pub method: String,
@@ -97,10 +150,16 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
                     did_you_mean(base, METHODS.iter().copied()).unwrap_or_else(|| format!("methods: {}", METHODS.join(", "))),
                 ));
             }
-            if matches!(base, "state" | "result" | "source_status") {
+            if matches!(base, "result" | "source_status") {
                 return Err(bad(
-                    format!("selector method `{base}:` needs results of a previous run (--state), which kiln does not support yet"),
-                    "select by name, tag, path or config instead",
+                    format!("selector method `{base}:` needs results of a previous run, which kiln does not read yet"),
+                    "select by name, tag, path, config or state: instead",
+                ));
+            }
+            if base == "state" && !STATE_VALUES.contains(&value) {
+                return Err(bad(
+                    format!("`state:{value}` in `{raw}` is not a state selector"),
+                    did_you_mean(value, STATE_VALUES.iter().copied()).unwrap_or_else(|| format!("one of: {}", STATE_VALUES.join(", "))),
                 ));
             }
             c.method = method.to_string();
@@ -223,9 +282,10 @@ struct Candidate<'a> {
     config: Option<&'a crate::project::config::ConfigMap>,
     source_name: Option<&'a str>,
     node: Option<&'a Node>,
+    state: Option<&'a StateSets>,
 }
 
-fn candidates(manifest: &Manifest) -> Vec<Candidate<'_>> {
+fn candidates<'a>(manifest: &'a Manifest, state: Option<&'a StateSets>) -> Vec<Candidate<'a>> {
     let mut out: Vec<Candidate> = manifest
         .all_nodes()
         .map(|n| Candidate {
@@ -239,6 +299,7 @@ fn candidates(manifest: &Manifest) -> Vec<Candidate<'_>> {
             config: Some(&n.config),
             source_name: None,
             node: Some(n),
+            state,
         })
         .collect();
     out.extend(manifest.sources.values().map(|s| {
@@ -258,6 +319,7 @@ fn candidates(manifest: &Manifest) -> Vec<Candidate<'_>> {
             config: Some(&s.config),
             source_name: Some(&s.source_name),
             node: None,
+            state,
         }
     }));
     out
@@ -345,6 +407,7 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
             _ => false,
         },
         "test_name" => cand.node.and_then(|n| n.test_metadata.as_ref()).is_some_and(|m| glob_match(v, &m.name)),
+        "state" => cand.state.is_some_and(|st| st.matches(cand.id, &c.value)),
         "group" | "access" | "version" => cand.config.and_then(|c| c.get(base)).and_then(|x| x.as_str()).is_some_and(|s| glob_match(v, s)),
         _ => false,
     }
@@ -353,7 +416,12 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
 /// Evaluates an expression to the set of selected unique ids (with graph operators applied and,
 /// when `indirect`, the tests of selected nodes added).
 pub fn evaluate(expr: &SelExpr, manifest: &Manifest, graph: &Graph) -> BTreeSet<String> {
-    let cands = candidates(manifest);
+    evaluate_with(expr, manifest, graph, None)
+}
+
+/// [`evaluate`], with what changed against a previous manifest for `state:` selectors.
+pub fn evaluate_with(expr: &SelExpr, manifest: &Manifest, graph: &Graph, state: Option<&StateSets>) -> BTreeSet<String> {
+    let cands = candidates(manifest, state);
     eval(expr, &cands, manifest, graph)
 }
 
@@ -413,7 +481,7 @@ pub fn add_tests(selected: &mut BTreeSet<String>, manifest: &Manifest, graph: &G
 
 /// Everything selectable (the default selection of `ls`, `compile`, ...).
 pub fn all(manifest: &Manifest) -> BTreeSet<String> {
-    candidates(manifest).into_iter().map(|c| c.id.to_string()).collect()
+    candidates(manifest, None).into_iter().map(|c| c.id.to_string()).collect()
 }
 
 /// Applies `--select`, `--exclude`, `--selector`, `--resource-type`.
@@ -423,15 +491,16 @@ pub fn select(
     select: Option<&SelExpr>,
     exclude: Option<&SelExpr>,
     resource_types: &[ResourceType],
+    state: Option<&StateSets>,
 ) -> BTreeSet<String> {
     let mut set = match select {
-        Some(e) => evaluate(e, manifest, graph),
+        Some(e) => evaluate_with(e, manifest, graph, state),
         None => all(manifest),
     };
     if let Some(e) = exclude {
         // Excluding a node excludes its tests too (`dbt test --exclude orders` runs no test of
         // `orders`).
-        let out = evaluate(e, manifest, graph);
+        let out = evaluate_with(e, manifest, graph, state);
         set = set.difference(&out).cloned().collect();
     }
     if !resource_types.is_empty() {
@@ -510,7 +579,7 @@ mod tests {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let sel = parse_cli(&args(select)).unwrap();
         let exc = parse_cli(&args(exclude)).unwrap();
-        let mut out: Vec<String> = super::select(m, g, sel.as_ref(), exc.as_ref(), &[])
+        let mut out: Vec<String> = super::select(m, g, sel.as_ref(), exc.as_ref(), &[], None)
             .into_iter()
             .map(|id| {
                 if id.starts_with("test.") {

@@ -15,6 +15,7 @@ pub struct ManifestFile {
     /// Models, seeds, snapshots, tests, analyses and operations, by unique id.
     pub nodes: IndexMap<String, NodeView>,
     pub sources: IndexMap<String, NodeView>,
+    pub macros: IndexMap<String, MacroView>,
     pub parent_map: IndexMap<String, Vec<String>>,
     /// The document as read.
     raw: Json,
@@ -55,6 +56,14 @@ pub struct NodeView {
     pub depends_on: DependsOn,
     pub raw_code: Option<String>,
     pub fqn: Vec<String>,
+}
+
+/// What kiln reads of a macro.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MacroView {
+    pub macro_sql: String,
+    pub depends_on: DependsOn,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -99,9 +108,10 @@ impl ManifestFile {
         };
         let nodes = entries("nodes")?;
         let sources = entries("sources")?;
+        let macros = serde_json::from_value(section("macros")).map_err(|e| ReadError(format!("{what}: `macros` cannot be read: {e}")))?;
         let parent_map =
             serde_json::from_value(section("parent_map")).map_err(|e| ReadError(format!("{what}: `parent_map` cannot be read: {e}")))?;
-        Ok(ManifestFile { metadata, nodes, sources, parent_map, raw })
+        Ok(ManifestFile { metadata, nodes, sources, macros, parent_map, raw })
     }
 
     pub fn read(path: &std::path::Path) -> Result<ManifestFile, ReadError> {

@@ -16,5 +16,6 @@ pub mod runner;
 #[cfg(feature = "datafusion")]
 pub mod schedule;
 pub mod setup;
+pub mod state;
 #[cfg(feature = "datafusion")]
 pub mod unit;

@@ -432,3 +432,93 @@ fn manifests_read_back_from_kiln_and_dbt() {
         assert_eq!(a, b, "{id}: parents");
     }
 }
+
+/// `state:` selection against a previous manifest selects what dbt selects: after a model's
+/// body, a macro it calls, a config, a description (without persist_docs) and a seed change and
+/// a model is added, each state selector gives dbt's nodes.
+#[test]
+fn state_selectors_select_what_dbt_selects() {
+    let Some(dbt_exe) = dbt_executable("the state: parity test") else { return };
+    let selectors = [
+        "state:modified",
+        "state:modified.body",
+        "state:modified.configs",
+        "state:modified.relation",
+        "state:modified.persisted_descriptions",
+        "state:modified.macros",
+        "state:modified.contract",
+        "state:new",
+        "state:modified+",
+        "state:unmodified,resource_type:model",
+    ];
+    let change = |d: &Path| {
+        let edit = |file: &str, from: &str, to: &str| {
+            let text = std::fs::read_to_string(d.join(file)).unwrap();
+            assert!(text.contains(from), "{file} has no `{from}`");
+            std::fs::write(d.join(file), text.replacen(from, to, 1)).unwrap();
+        };
+        edit("models/staging/stg_customers.sql", "first_name,", "first_name, -- edited\n");
+        edit("macros/cents_to_dollars.sql", "{{ return(", "{# edited #}{{ return(");
+        edit("models/staging/schema.yml", "  - name: stg_orders\n", "  - name: stg_orders\n    config:\n      materialized: table\n");
+        edit("models/marts/schema.yml", "description: One record per customer.", "description: One row per customer.");
+        let mut seed = std::fs::read_to_string(d.join("seeds/raw_customers.csv")).unwrap();
+        seed.push_str("1000,New,Customer\n");
+        std::fs::write(d.join("seeds/raw_customers.csv"), seed).unwrap();
+        std::fs::write(d.join("models/brand_new.sql"), "select 1 as id\n").unwrap();
+    };
+    let select = |d: &Path, ls: &dyn Fn(&str) -> std::process::Output| -> Vec<std::collections::BTreeSet<String>> {
+        let _ = d;
+        selectors
+            .iter()
+            .map(|sel| {
+                let out = ls(sel);
+                assert!(
+                    out.status.success(),
+                    "ls -s {sel}:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v["unique_id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .collect()
+    };
+    // dbt
+    let theirs = temp_project("projects/shop");
+    let t = theirs.path();
+    std::fs::write(t.join("profiles/profiles.yml"), SHOP_DUCKDB).unwrap();
+    for args in [&["deps"][..], &["parse"]] {
+        let out = dbt(&dbt_exe, t, args);
+        assert!(out.status.success(), "dbt {args:?}:\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    std::fs::create_dir_all(t.join("prod")).unwrap();
+    std::fs::copy(t.join("target/manifest.json"), t.join("prod/manifest.json")).unwrap();
+    change(t);
+    let dbt_ls =
+        |sel: &str| dbt(&dbt_exe, t, &["ls", "-s", sel, "--state", "prod", "--output", "json", "--output-keys", "unique_id", "--quiet"]);
+    let want = select(t, &dbt_ls);
+    // kiln
+    let ours = temp_project("projects/shop");
+    let k = ours.path();
+    std::fs::write(k.join("profiles/profiles.yml"), SHOP_DUCKDB).unwrap();
+    assert_eq!(run(k, &["parse", "--profiles-dir", "profiles"]).status.code(), Some(0));
+    std::fs::create_dir_all(k.join("prod")).unwrap();
+    std::fs::copy(k.join("target/manifest.json"), k.join("prod/manifest.json")).unwrap();
+    change(k);
+    let kiln_ls =
+        |sel: &str| run(k, &["ls", "--profiles-dir", "profiles", "-s", sel, "--state", "prod", "-o", "json", "--output-keys", "unique_id"]);
+    let got = select(k, &kiln_ls);
+    for ((sel, want), got) in selectors.iter().zip(&want).zip(&got) {
+        assert_eq!(
+            got,
+            want,
+            "{sel}: kiln selected {:?}, dbt {:?}",
+            got.difference(want).collect::<Vec<_>>(),
+            want.difference(got).collect::<Vec<_>>()
+        );
+    }
+    assert!(want[0].len() >= 5, "the changes select something: {:?}", want[0]);
+}
