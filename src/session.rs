@@ -30,6 +30,9 @@ pub struct Session {
     pub graph: Graph,
     pub invocation: Invocation,
     pub started: Instant,
+    /// `--defer`: the nodes whose `ref()` resolves to the relation a previous run built
+    /// (see `cli::session::defer`), by unique id.
+    pub deferred: HashMap<String, crate::engine::RelationName>,
 }
 
 /// How far to go.
@@ -269,6 +272,7 @@ fn load(
             graph: Graph::default(),
             invocation,
             started,
+            deferred: HashMap::new(),
         };
         return Ok((session, all));
     }
@@ -283,7 +287,7 @@ fn load(
     if all.has_errors() {
         return Err(all);
     }
-    Ok((Session { project, target, jinja, manifest, lookup, graph, invocation, started }, all))
+    Ok((Session { project, target, jinja, manifest, lookup, graph, invocation, started, deferred: HashMap::new() }, all))
 }
 
 /// Renders the Jinja in every package's `dbt_project.yml` config trees (`+enabled: "{{ var(...) }}"`),

@@ -351,7 +351,7 @@ pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Opti
 pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let name = which.as_str();
     let flags = session::RunFlags { full_refresh: args.full_refresh, store_failures: args.store_failures };
-    let s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
+    let mut s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
@@ -369,6 +369,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         }
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
+    match session::deferred(&s, &args.select, &selected, &|r| engine.describe(r).ok().flatten().is_some()) {
+        Ok(deferred) if deferred.is_empty() => {}
+        Ok(deferred) => {
+            printer.info(&format!("Deferring {} node(s) that are not selected to the relations of the --state run", deferred.len()));
+            s.deferred = deferred;
+        }
+        Err(d) => return Ok(session::report(printer, &d)),
+    }
+    let s = s;
     // Ctrl-C or SIGTERM: the first stops scheduling and cancels the running queries (their
     // tables keep their previous version, the rest are skipped, artifacts are written, exit
     // 130); a second one exits at once (a table being written still keeps its previous version).

@@ -84,7 +84,8 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
             Box::new(
                 || serde_json::json!({"nodes": {}, "sources": {}, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}}),
             ),
-        ));
+        )
+        .deferring(&s.deferred, s.target.quote_char()));
     }
     let graph_json = {
         let nodes: serde_json::Map<String, serde_json::Value> = s
@@ -123,7 +124,10 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
         let doc = serde_json::json!({"nodes": nodes, "sources": sources, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}});
         move || doc.clone()
     };
-    Arc::new(ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(graph_json)))
+    Arc::new(
+        ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(graph_json))
+            .deferring(&s.deferred, s.target.quote_char()),
+    )
 }
 
 /// Compiles `selected` and checks the SQL; returns compiled SQL by id and any problems.
@@ -200,6 +204,21 @@ fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_>
     Box::new(|_| false)
 }
 
+/// Whether a relation exists in the local warehouse (for `--defer`). kiln compile does not
+/// connect to a warehouse target: there nothing counts as built, and every node that is not
+/// selected is deferred.
+fn built_relations(s: &Session) -> Box<dyn Fn(&crate::engine::RelationName) -> bool> {
+    #[cfg(feature = "datafusion")]
+    if s.target.engine() == crate::adapter::EngineKind::DataFusion
+        && super::build::warehouse_dir(s).is_dir()
+        && let Ok((engine, _)) = super::build::open_engine(s, None)
+    {
+        return Box::new(move |r| engine.describe(r).ok().flatten().is_some());
+    }
+    let _ = s;
+    Box::new(|_| false)
+}
+
 /// The functions of the embedded engine, when the target runs on it.
 fn embedded_functions(s: &Session) -> Option<BTreeSet<String>> {
     #[cfg(feature = "datafusion")]
@@ -225,7 +244,7 @@ pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyh
 }
 
 pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
-    let s = match session::load(global, env, printer, "compile", Stop::Graph) {
+    let mut s = match session::load(global, env, printer, "compile", Stop::Graph) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
@@ -236,6 +255,11 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    let deferred = session::deferred(&s, &args.select, &selected, &*built_relations(&s));
+    match deferred {
+        Ok(deferred) => s.deferred = deferred,
+        Err(d) => return Ok(session::report(printer, &d)),
+    }
     printer.phase("select");
     let (compiled, diags) = compile_selected(&s, &selected, !args.no_sql_check);
     printer.phase("compile");

@@ -92,6 +92,12 @@ pub struct SelectArgs {
     /// A directory with the manifest.json of a previous run (kiln's or dbt's), for `state:` selectors
     #[arg(long, value_name = "DIR", env = "DBT_STATE")]
     pub state: Option<std::path::PathBuf>,
+    /// `ref()` to a node that is not selected and not built in this target reads the relation the --state run built
+    #[arg(long, env = "DBT_DEFER")]
+    pub defer: bool,
+    /// With --defer: `ref()` to any node that is not selected reads the --state run's relation, built here or not
+    #[arg(long, env = "DBT_FAVOR_STATE")]
+    pub favor_state: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -167,17 +167,57 @@ pub fn selection(session: &Session, args: &super::SelectArgs) -> Result<std::col
     Ok(select::select(&session.manifest, &session.graph, select_expr.as_ref(), exclude_expr.as_ref(), &types, state.as_ref()))
 }
 
-/// What changed between the project and the manifest in `dir`.
-fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::StateSets, Diagnostics> {
-    use crate::run::manifest_file::ManifestFile;
-    let path = dir.join("manifest.json");
-    let unreadable = |e: crate::run::manifest_file::ReadError| {
+/// `--defer`: every refable node that is not `selected` and (without `--favor-state`) whose
+/// relation `exists` does not report in this target is read from the relation the `--state`
+/// run built, as dbt does: those nodes and their relations (none without `--defer`).
+pub fn deferred(
+    session: &Session,
+    args: &super::SelectArgs,
+    selected: &std::collections::BTreeSet<String>,
+    exists: &dyn Fn(&crate::engine::RelationName) -> bool,
+) -> Result<HashMap<String, crate::engine::RelationName>, Diagnostics> {
+    if !args.defer {
+        return Ok(HashMap::new());
+    }
+    let Some(dir) = &args.state else {
+        return Err(Diagnostic::error(Code::StateManifest, "--defer reads relations from a previous run, and no --state was given")
+            .with_help("pass --state DIR, the target directory of that run (it holds manifest.json), or set DBT_STATE")
+            .into());
+    };
+    let old = read_state(dir)?;
+    Ok(session
+        .manifest
+        .nodes
+        .values()
+        .filter(|n| n.is_refable() && !n.is_ephemeral() && !selected.contains(&n.unique_id))
+        .filter(|n| {
+            args.favor_state
+                || !exists(&crate::engine::RelationName { database: n.database.clone(), schema: n.schema.clone(), name: n.alias.clone() })
+        })
+        .filter_map(|n| {
+            let then = old.nodes.get(&n.unique_id)?;
+            let name = then.alias.clone().or_else(|| then.identifier.clone()).unwrap_or_else(|| then.name.clone());
+            Some((
+                n.unique_id.clone(),
+                crate::engine::RelationName { database: then.database.clone()?, schema: then.schema.clone()?, name },
+            ))
+        })
+        .collect())
+}
+
+fn read_state(dir: &Path) -> Result<crate::run::manifest_file::ManifestFile, Diagnostics> {
+    crate::run::manifest_file::ManifestFile::read(&dir.join("manifest.json")).map_err(|e| {
         Diagnostics::from(
             Diagnostic::error(Code::StateManifest, e.0)
                 .with_help("--state names the target directory of a previous run (it holds manifest.json)"),
         )
-    };
-    let old = ManifestFile::read(&path).map_err(unreadable)?;
+    })
+}
+
+/// What changed between the project and the manifest in `dir`.
+fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::StateSets, Diagnostics> {
+    use crate::run::manifest_file::ManifestFile;
+    let old = read_state(dir)?;
     let mut bytes = Vec::new();
     let meta = crate::run::artifacts::Meta {
         invocation_id: &session.invocation.invocation_id,
@@ -195,6 +235,7 @@ fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::Sta
         &meta,
     )
     .map_err(|e| Diagnostics::from(Diagnostic::error(Code::Internal, format!("cannot describe the project for --state: {e}"))))?;
-    let current = ManifestFile::parse(&String::from_utf8_lossy(&bytes), "the project").map_err(unreadable)?;
+    let current = ManifestFile::parse(&String::from_utf8_lossy(&bytes), "the project")
+        .map_err(|e| Diagnostics::from(Diagnostic::error(Code::Internal, format!("cannot describe the project for --state: {e}"))))?;
     Ok(crate::run::state::compare(&current, &old))
 }

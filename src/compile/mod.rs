@@ -47,6 +47,15 @@ impl ManifestResolver {
         }
         ManifestResolver { relations, lookup, graph_value: OnceLock::new(), graph_json }
     }
+
+    /// `ref()`s to the nodes of `deferred` resolve to those relations (`--defer`).
+    pub fn deferring(mut self, deferred: &HashMap<String, crate::engine::RelationName>, quote: char) -> ManifestResolver {
+        for (id, r) in deferred {
+            let relation = crate::jinja::relation::Relation::new(&r.database, &r.schema, &r.name, quote);
+            self.relations.insert(id.clone(), relation.into_value());
+        }
+        self
+    }
 }
 
 impl Resolver for ManifestResolver {

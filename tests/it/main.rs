@@ -11,5 +11,6 @@ mod hostile;
 mod object_store;
 mod postgres;
 mod quality;
+mod state;
 mod warehouse;
 mod watch;

@@ -739,3 +739,19 @@ fn file_sources_on_postgres_are_reported() {
     assert!(err.contains("warning[E118]: source `app.users` is a file") && err.contains("--> models/sources.yml:6"), "{err}");
     assert_eq!(rows_of(&server.engine(&db), "analytics.m"), ["7.000000"]);
 }
+
+/// `--defer` on PostgreSQL: prod and dev are two schemas of one database.
+#[test]
+fn defer_reads_unselected_parents_from_the_state_run_on_postgres() {
+    let Some(server) = server() else { return };
+    let db = server.fresh_db("defer");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let profiles = server.profiles("st", &[("prod", &db), ("dev", &db)]);
+    // One database, a schema per target.
+    let profiles = profiles.replacen("schema: analytics", "schema: prod", 1).replacen("schema: analytics", "schema: dev", 1);
+    crate::state::write_project(d, &profiles);
+    let engine = server.engine(&db);
+    let rows = |sql: &str| -> Vec<String> { rows_of(&engine, &format!("({sql}) as q")) };
+    crate::state::check_defer(d, &rows);
+}
