@@ -38,6 +38,9 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    if args.select.defer || args.select.favor_state {
+        printer.warn("--defer changes what ref() reads when nodes are built or compiled; kiln ls lists and ignores it");
+    }
     // As `dbt ls`: analyses only when asked for by resource type.
     if args.select.resource_type.is_empty() {
         selected.retain(|id| s.manifest.nodes.get(id).is_none_or(|n| n.resource_type != crate::parse::ResourceType::Analysis));

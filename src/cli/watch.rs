@@ -346,6 +346,13 @@ fn event(printer: &Printer, json: serde_json::Value, text: &str) {
 }
 
 pub fn run(global: &GlobalArgs, args: &WatchArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    if args.select.defer || args.select.favor_state {
+        printer.diagnostic(
+            &crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Unsupported, "kiln watch does not take --defer yet")
+                .with_help("use --defer-upstream to read unchanged parents from what the last build left in the warehouse"),
+        );
+        return Ok(super::EXIT_USAGE);
+    }
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut lp = Loop {
         global,
