@@ -316,7 +316,8 @@ fn print_hooks(printer: &Printer, results: &[runner::NodeResult]) {
 
 /// Writes what a run leaves behind: the executed SQL under target/run/, run_results.json, the
 /// manifest with the SQL that ran, and (if asked) JUnit XML.
-pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub fn write_artifacts(s: &Session, done: &Executed, args: &Json, junit_xml: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let name = args["which"].as_str().unwrap_or("build");
     let results = &done.results;
     let target = s.project.target_dir();
     for r in results {
@@ -325,10 +326,9 @@ pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Opti
             let _ = session::write_atomic_with(&path, |w| std::io::Write::write_all(w, s.jinja.shared.scrub(sql).as_bytes()));
         }
     }
-    let doc =
-        crate::run::results::run_results(results, &s.invocation.invocation_id, done.elapsed, serde_json::json!({"which": name}), &|t| {
-            s.jinja.shared.scrub(t).into_owned()
-        });
+    let doc = crate::run::results::run_results(results, &s.invocation.invocation_id, done.elapsed, args.clone(), &|t| {
+        s.jinja.shared.scrub(t).into_owned()
+    });
     session::write_atomic_with(&target.join("run_results.json"), |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))?;
     // The manifest carries the SQL that ran.
     let compiled: HashMap<String, crate::compile::Compiled> = results
@@ -351,14 +351,118 @@ pub fn write_artifacts(s: &Session, done: &Executed, name: &str, junit_xml: Opti
 pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let name = which.as_str();
     let flags = session::RunFlags { full_refresh: args.full_refresh, store_failures: args.store_failures };
-    let mut s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
+    let s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
     };
-    let mut selected = match session::selection(&s, &args.select) {
+    let selected = match session::selection(&s, &args.select) {
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    run_selected(global, args, which, s, selected, printer)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RetryArgs {
+    /// Nodes built at once (default: as the run being retried, else the target's `threads`)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Stop at the first failure
+    #[arg(short = 'x', long)]
+    pub fail_fast: bool,
+}
+
+/// `kiln retry`: runs again the nodes that errored, failed or were skipped in the last `seed`,
+/// `run`, `build` or `test` (from `target/run_results.json`), with its command, selection
+/// flags, target and vars (unless given now), as `dbt retry` does.
+pub fn retry(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    let located = match session::load(global, env, printer, "retry", Stop::Target) {
+        Ok(s) => s,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    let path = located.project.target_dir().join("run_results.json");
+    let unreadable = |why: String| {
+        Diagnostics::from(
+            Diagnostic::error(Code::StateManifest, format!("nothing to retry: {why}"))
+                .with_help("kiln retry runs again what the last `kiln seed`, `run`, `build` or `test` left failed"),
+        )
+    };
+    let doc: Json =
+        match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+            Ok(doc) => doc,
+            Err(e) => return Ok(session::report(printer, &unreadable(format!("cannot read {}: {e}", path.display())))),
+        };
+    let previous = &doc["args"];
+    let which = match previous["which"].as_str() {
+        Some("seed") => Which::Seed,
+        Some("run") => Which::Run,
+        Some("build") => Which::Build,
+        Some("test") => Which::Test,
+        other => {
+            return Ok(session::report(printer, &unreadable(format!("the last run (`{}`) is not one kiln retries", other.unwrap_or("?")))));
+        }
+    };
+    let failed: BTreeSet<String> = doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| matches!(r["status"].as_str(), Some("error" | "fail" | "skipped" | "runtime error")))
+        .filter_map(|r| r["unique_id"].as_str().map(str::to_string))
+        .collect();
+    if failed.is_empty() {
+        printer.info(&format!("Nothing to retry: the last `kiln {}` left no node failed or skipped", which.as_str()));
+        return Ok(EXIT_OK);
+    }
+    let mut global = global.clone();
+    let text = |k: &str| previous[k].as_str().map(str::to_string);
+    global.target = global.target.or_else(|| text("target"));
+    global.vars = global.vars.or_else(|| text("vars"));
+    let run_args = RunArgs {
+        select: super::SelectArgs::default(),
+        threads: args.threads.or_else(|| previous["threads"].as_u64().map(|t| t as usize)),
+        full_refresh: previous["full_refresh"].as_bool().unwrap_or(false),
+        fail_fast: args.fail_fast,
+        store_failures: previous["store_failures"].as_bool().unwrap_or(false),
+        junit_xml: None,
+    };
+    let flags = session::RunFlags { full_refresh: run_args.full_refresh, store_failures: run_args.store_failures };
+    let s = match session::load_with(&global, env, printer, which.as_str(), Stop::Graph, flags) {
+        Ok(s) => s,
+        Err(d) => return Ok(session::report(printer, &d)),
+    };
+    let selected: BTreeSet<String> =
+        failed.into_iter().filter(|id| s.manifest.nodes.contains_key(id) || s.manifest.unit_tests.contains_key(id)).collect();
+    printer.info(&format!("Retrying {} node(s) of the last `kiln {}`", selected.len(), which.as_str()));
+    run_selected(&global, &run_args, which, s, selected, printer)
+}
+
+/// The arguments of a run as `run_results.json` records them (`args`), which `kiln retry`
+/// reads back.
+fn recorded_args(global: &GlobalArgs, args: &RunArgs, which: Which) -> Json {
+    serde_json::json!({
+        "which": which.as_str(),
+        "select": args.select.select,
+        "exclude": args.select.exclude,
+        "selector": args.select.selector,
+        "resource_type": args.select.resource_type,
+        "full_refresh": args.full_refresh,
+        "store_failures": args.store_failures,
+        "threads": args.threads,
+        "target": global.target,
+        "vars": global.vars,
+    })
+}
+
+/// Runs `selected` of the loaded session `s` as command `which`.
+fn run_selected(
+    global: &GlobalArgs,
+    args: &RunArgs,
+    which: Which,
+    mut s: Session,
+    mut selected: BTreeSet<String>,
+    printer: &mut Printer,
+) -> anyhow::Result<i32> {
+    let name = which.as_str();
     let snapshots = not_run_snapshots(&s, &selected, which, printer);
     retain_runnable(&s, &mut selected, which);
     let command = format!("kiln {name}");
@@ -407,7 +511,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         cancel: cancel.clone(),
     };
     let done = execute(&s, &engine, &selected, options, printer);
-    write_artifacts(&s, &done, name, args.junit_xml.as_deref())?;
+    write_artifacts(&s, &done, &recorded_args(global, args, which), args.junit_xml.as_deref())?;
     print_recap(&s, &done, printer);
     let (pass, warn, error, skip) = done.counts();
     let not_run = if snapshots > 0 {

@@ -133,6 +133,9 @@ pub enum Command {
     /// Print rows of a model or of a query
     #[cfg(feature = "datafusion")]
     Show(build::ShowArgs),
+    /// Run again what the last seed/run/build/test left failed or skipped, with its arguments
+    #[cfg(feature = "datafusion")]
+    Retry(build::RetryArgs),
     /// Build, then rebuild on every save what it changed (the changed nodes, what is downstream,
     /// their tests), with a short report; `q` or Ctrl-C stops
     #[cfg(feature = "watch")]
@@ -146,7 +149,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("clone", "build the models in the target instead"),
     ("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read"),
     ("source", "source freshness is not checked yet"),
-    ("retry", "re-run the failed nodes with `kiln build -s <node>+`"),
 ];
 
 /// For a dbt command kiln lacks: "not supported yet" and where to read more, instead of clap's
@@ -211,6 +213,8 @@ pub fn main() -> i32 {
         Command::Test(args) => build::run(&cli.global, args, build::Which::Test, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Retry(args) => build::retry(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "watch")]
         Command::Watch(args) => watch::run(&cli.global, args, &env, &mut printer),
     };

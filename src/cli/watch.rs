@@ -321,7 +321,7 @@ impl Loop<'_> {
             ));
         }
         // Artifacts after the report: they do not delay it.
-        if let Err(e) = build::write_artifacts(s, &done, "build", None) {
+        if let Err(e) = build::write_artifacts(s, &done, &serde_json::json!({"which": "build"}), None) {
             printer.warn(&format!("could not write artifacts: {e:#}"));
         }
         cancelled

@@ -63,3 +63,34 @@ fn defer_reads_unselected_parents_from_the_state_run() {
     };
     check_defer(d, &rows);
 }
+
+/// `kiln retry` runs exactly what the last build left failed or skipped, with that build's
+/// command and flags; with nothing left, it says so.
+#[test]
+fn retry_runs_what_failed_and_was_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: r\nconfig-version: 2\n");
+    write(d, "models/ok.sql", "select 1 as id\n");
+    write(d, "models/broken.sql", "select id from {{ ref('ok') }} where nope = 1\n");
+    write(d, "models/after.sql", "select * from {{ ref('broken') }}\n");
+    write(d, "models/other.sql", "select 2 as id\n");
+    let out = kiln(d).args(["build"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    write(d, "models/broken.sql", "select id from {{ ref('ok') }}\n");
+    let out = kiln(d).args(["retry", "--log-format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let mut ran: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "node_finished")
+        .filter_map(|e| e["unique_id"].as_str().map(str::to_string))
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["model.r.after", "model.r.broken"]);
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    assert_eq!(results["args"]["which"], "build", "the retry records the command it ran");
+    let out = kiln(d).args(["retry"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("Nothing to retry"), "{}", stderr(&out));
+}
