@@ -214,6 +214,17 @@ fn read_state(dir: &Path) -> Result<crate::run::manifest_file::ManifestFile, Dia
     })
 }
 
+/// Each node's status in a `run_results.json` (empty when there is none).
+fn previous_results(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let doc: serde_json::Value = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["unique_id"].as_str()?.to_string(), r["status"].as_str()?.to_string())))
+        .collect()
+}
+
 /// What changed between the project and the manifest in `dir`.
 fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::StateSets, Diagnostics> {
     use crate::run::manifest_file::ManifestFile;
@@ -237,5 +248,7 @@ fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::Sta
     .map_err(|e| Diagnostics::from(Diagnostic::error(Code::Internal, format!("cannot describe the project for --state: {e}"))))?;
     let current = ManifestFile::parse(&String::from_utf8_lossy(&bytes), "the project")
         .map_err(|e| Diagnostics::from(Diagnostic::error(Code::Internal, format!("cannot describe the project for --state: {e}"))))?;
-    Ok(crate::run::state::compare(&current, &old))
+    let mut sets = crate::run::state::compare(&current, &old);
+    sets.results = previous_results(&dir.join("run_results.json"));
+    Ok(sets)
 }

@@ -48,7 +48,11 @@ const STATE_VALUES: &[&str] = &[
     "modified.contract",
 ];
 
-/// What changed against a previous manifest (`--state`), for `state:` selectors.
+/// The values of `result:` (a node's status in the `--state` run's `run_results.json`).
+const RESULT_VALUES: &[&str] = &["success", "error", "fail", "warn", "pass", "skipped"];
+
+/// What changed against a previous manifest (`--state`), for `state:` selectors, and the
+/// statuses of that run's `run_results.json`, for `result:`.
 #[derive(Clone, Debug, Default)]
 pub struct StateSets {
     /// Ids in the previous manifest.
@@ -56,6 +60,8 @@ pub struct StateSets {
     /// Ids whose contents differ (new ones too), with each way they differ (`body`, `configs`,
     /// `relation`, `persisted_descriptions`, `macros`, `contract`, or `fqn`).
     pub modified: std::collections::BTreeMap<String, BTreeSet<&'static str>>,
+    /// Status of each node in the previous run's results (none without `run_results.json`).
+    pub results: std::collections::BTreeMap<String, String>,
 }
 
 impl StateSets {
@@ -78,10 +84,10 @@ impl StateSets {
     }
 }
 
-/// Whether `expr` uses `state:` (which needs `--state`).
+/// Whether `expr` uses `state:` or `result:` (which need `--state`).
 pub fn uses_state(expr: &SelExpr) -> bool {
     match expr {
-        SelExpr::Atom(c) => c.method == "state",
+        SelExpr::Atom(c) => c.method == "state" || c.method == "result",
         SelExpr::Union(items) | SelExpr::Intersection(items) => items.iter().any(uses_state),
         SelExpr::Difference(a, b) => uses_state(a) || uses_state(b),
     }
@@ -150,10 +156,16 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
                     did_you_mean(base, METHODS.iter().copied()).unwrap_or_else(|| format!("methods: {}", METHODS.join(", "))),
                 ));
             }
-            if matches!(base, "result" | "source_status") {
+            if base == "source_status" {
                 return Err(bad(
-                    format!("selector method `{base}:` needs results of a previous run, which kiln does not read yet"),
-                    "select by name, tag, path, config or state: instead",
+                    format!("selector method `{base}:` needs the results of `source freshness`, which kiln does not check yet"),
+                    "select by name, tag, path, config, state: or result: instead",
+                ));
+            }
+            if base == "result" && !RESULT_VALUES.contains(&value) {
+                return Err(bad(
+                    format!("`result:{value}` in `{raw}` is not a result selector"),
+                    did_you_mean(value, RESULT_VALUES.iter().copied()).unwrap_or_else(|| format!("one of: {}", RESULT_VALUES.join(", "))),
                 ));
             }
             if base == "state" && !STATE_VALUES.contains(&value) {
@@ -408,6 +420,7 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
         },
         "test_name" => cand.node.and_then(|n| n.test_metadata.as_ref()).is_some_and(|m| glob_match(v, &m.name)),
         "state" => cand.state.is_some_and(|st| st.matches(cand.id, &c.value)),
+        "result" => cand.state.and_then(|st| st.results.get(cand.id)).is_some_and(|status| *status == c.value),
         "group" | "access" | "version" => cand.config.and_then(|c| c.get(base)).and_then(|x| x.as_str()).is_some_and(|s| glob_match(v, s)),
         _ => false,
     }

@@ -77,6 +77,15 @@ fn retry_runs_what_failed_and_was_skipped() {
     write(d, "models/other.sql", "select 2 as id\n");
     let out = kiln(d).args(["build"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // `result:` selects by the statuses of the --state run.
+    let ls = |sel: &str| {
+        let out = kiln(d).args(["ls", "-s", sel, "--state", "target", "-o", "name"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(ls("result:error"), ["broken"]);
+    assert_eq!(ls("result:skipped"), ["after"]);
+    assert_eq!(ls("result:success"), ["ok", "other"]);
     write(d, "models/broken.sql", "select id from {{ ref('ok') }}\n");
     let out = kiln(d).args(["retry", "--log-format", "json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
