@@ -113,6 +113,9 @@ fn render_profile_value(text: &str, env: &HashMap<String, String>, vars: &IndexM
 pub struct RunFlags {
     pub full_refresh: bool,
     pub store_failures: bool,
+    /// `--empty`: every `ref()` and `source()` reads zero rows.
+    pub empty: bool,
+    pub fail_fast: bool,
 }
 
 /// What a reload keeps from the previous load of the same project (watch mode): file contents,
@@ -219,6 +222,8 @@ fn load(
         cli_vars,
         env_vars: env.clone(),
         full_refresh: flags.full_refresh,
+        empty: flags.empty,
+        fail_fast: flags.fail_fast,
         which: which.to_string(),
         store_failures: flags.store_failures,
         invocation_id: uuid::Uuid::new_v4().to_string(),

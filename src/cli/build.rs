@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Stop at the first failure
     #[arg(short = 'x', long)]
     pub fail_fast: bool,
+    /// Read zero rows from every ref() and source(): builds check SQL and schemas without data
+    #[arg(long)]
+    pub empty: bool,
     /// Keep the failing rows of every test (unless its `store_failures` config says otherwise) in
     /// a table of the `<schema>_dbt_test__audit` schema
     #[arg(long)]
@@ -350,7 +353,12 @@ pub fn write_artifacts(s: &Session, done: &Executed, args: &Json, junit_xml: Opt
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let name = which.as_str();
-    let flags = session::RunFlags { full_refresh: args.full_refresh, store_failures: args.store_failures };
+    let flags = session::RunFlags {
+        full_refresh: args.full_refresh,
+        store_failures: args.store_failures,
+        empty: args.empty,
+        fail_fast: args.fail_fast,
+    };
     let s = match session::load_with(global, env, printer, name, Stop::Graph, flags) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -422,10 +430,16 @@ pub fn retry(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String
         threads: args.threads.or_else(|| previous["threads"].as_u64().map(|t| t as usize)),
         full_refresh: previous["full_refresh"].as_bool().unwrap_or(false),
         fail_fast: args.fail_fast,
+        empty: previous["empty"].as_bool().unwrap_or(false),
         store_failures: previous["store_failures"].as_bool().unwrap_or(false),
         junit_xml: None,
     };
-    let flags = session::RunFlags { full_refresh: run_args.full_refresh, store_failures: run_args.store_failures };
+    let flags = session::RunFlags {
+        full_refresh: run_args.full_refresh,
+        store_failures: run_args.store_failures,
+        empty: run_args.empty,
+        fail_fast: run_args.fail_fast,
+    };
     let s = match session::load_with(&global, env, printer, which.as_str(), Stop::Graph, flags) {
         Ok(s) => s,
         Err(d) => return Ok(session::report(printer, &d)),
@@ -447,6 +461,7 @@ fn recorded_args(global: &GlobalArgs, args: &RunArgs, which: Which) -> Json {
         "resource_type": args.select.resource_type,
         "full_refresh": args.full_refresh,
         "store_failures": args.store_failures,
+        "empty": args.empty,
         "threads": args.threads,
         "target": global.target,
         "vars": global.vars,

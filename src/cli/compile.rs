@@ -85,7 +85,8 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
                 || serde_json::json!({"nodes": {}, "sources": {}, "exposures": {}, "metrics": {}, "groups": {}, "semantic_models": {}, "saved_queries": {}, "macros": {}}),
             ),
         )
-        .deferring(&s.deferred, s.target.quote_char()));
+        .deferring(&s.deferred, s.target.quote_char())
+        .limited(s.invocation.empty));
     }
     let graph_json = {
         let nodes: serde_json::Map<String, serde_json::Value> = s
@@ -126,7 +127,8 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
     };
     Arc::new(
         ManifestResolver::new(&s.manifest, s.lookup.clone(), s.target.quote_char(), Box::new(graph_json))
-            .deferring(&s.deferred, s.target.quote_char()),
+            .deferring(&s.deferred, s.target.quote_char())
+            .limited(s.invocation.empty),
     )
 }
 

@@ -276,7 +276,7 @@ struct Loop<'a> {
 
 impl Loop<'_> {
     fn load(&mut self, printer: &mut Printer) -> Result<Session, Diagnostics> {
-        let flags = RunFlags { full_refresh: false, store_failures: self.args.store_failures };
+        let flags = RunFlags { store_failures: self.args.store_failures, ..RunFlags::default() };
         session::load_reusing(self.global, self.env, printer, "build", Stop::Graph, flags, Some(&mut self.reuse))
     }
 

@@ -48,6 +48,22 @@ impl ManifestResolver {
         ManifestResolver { relations, lookup, graph_value: OnceLock::new(), graph_json }
     }
 
+    /// With `empty` (`--empty`), every `ref()` and `source()` reads zero rows (not ephemeral
+    /// models, which are inlined, and not `this`).
+    pub fn limited(mut self, empty: bool) -> ManifestResolver {
+        if !empty {
+            return self;
+        }
+        for value in self.relations.values_mut() {
+            if let Some(r) = value.downcast_object_ref::<crate::jinja::relation::Relation>() {
+                let mut r = r.clone();
+                r.limit = Some(0);
+                *value = r.into_value();
+            }
+        }
+        self
+    }
+
     /// `ref()`s to the nodes of `deferred` resolve to those relations (`--defer`).
     pub fn deferring(mut self, deferred: &HashMap<String, crate::engine::RelationName>, quote: char) -> ManifestResolver {
         for (id, r) in deferred {

@@ -204,6 +204,10 @@ pub struct Invocation {
     pub cli_vars: IndexMap<String, Json>,
     pub env_vars: HashMap<String, String>,
     pub full_refresh: bool,
+    /// `--empty`: `ref()` and `source()` read zero rows.
+    pub empty: bool,
+    /// `--fail-fast`.
+    pub fail_fast: bool,
     pub which: String,
     pub store_failures: bool,
     pub invocation_id: String,
@@ -358,9 +362,9 @@ impl JinjaEnv {
             ("FULL_REFRESH", Value::from(inv.full_refresh)),
             ("STORE_FAILURES", Value::from(inv.store_failures)),
             ("WHICH", Value::from(inv.which.as_str())),
-            ("FAIL_FAST", Value::from(false)),
+            ("FAIL_FAST", Value::from(inv.fail_fast)),
             ("USE_COLORS", Value::from(false)),
-            ("EMPTY", Value::from(false)),
+            ("EMPTY", Value::from(inv.empty)),
         ]);
         let shared = Shared {
             env: std::sync::OnceLock::new(),

@@ -19,6 +19,8 @@ pub struct Relation {
     pub include: [bool; 3],
     /// Ephemeral models render as their CTE name.
     pub cte_name: Option<String>,
+    /// `--empty`: in SQL the relation reads at most this many rows (dbt's `render_limited`).
+    pub limit: Option<usize>,
 }
 
 impl Relation {
@@ -32,6 +34,19 @@ impl Relation {
             quoting: [true; 3],
             include: [true; 3],
             cte_name: None,
+            limit: None,
+        }
+    }
+
+    /// How the relation reads in SQL: its name, or with a limit a subquery (aliased, except on
+    /// BigQuery, which needs no alias), as dbt's `render_limited`.
+    pub fn render_limited(&self) -> String {
+        let Some(limit) = self.limit.filter(|_| self.cte_name.is_none()) else { return self.render() };
+        let alias =
+            if self.quote == '`' { String::new() } else { format!(" _dbt_limit_subq_{}", self.identifier.as_deref().unwrap_or("")) };
+        match limit {
+            0 => format!("(select * from {} where false limit 0){alias}", self.render()),
+            n => format!("(select * from {} limit {n}){alias}", self.render()),
         }
     }
 
@@ -188,7 +203,7 @@ impl Object for Relation {
     where
         Self: Sized + 'static,
     {
-        f.write_str(&Relation::render(self))
+        f.write_str(&self.render_limited())
     }
 }
 

@@ -103,3 +103,26 @@ fn retry_runs_what_failed_and_was_skipped() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("Nothing to retry"), "{}", stderr(&out));
 }
+
+/// `--empty`: every ref() and source() reads zero rows, so a build checks SQL and schemas
+/// without data: seeds load, models are built empty with their columns, tests run on them, and
+/// `flags.EMPTY` is true.
+#[test]
+fn empty_builds_read_zero_rows_from_refs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: e\nconfig-version: 2\n");
+    write(d, "seeds/raw.csv", "id,name\n1,a\n2,b\n");
+    write(d, "models/a.sql", "{{ config(materialized='table') }}\nselect id, name, {{ flags.EMPTY }} as empty from {{ ref('raw') }}\n");
+    write(d, "models/s.yml", "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: id\n        data_tests: [not_null]\n");
+    let out = kiln(d).args(["build", "--empty"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let compiled = std::fs::read_to_string(d.join("target/run/e/models/a.sql")).unwrap();
+    assert!(compiled.contains("(select * from \"kiln\".\"main\".\"raw\" where false limit 0) _dbt_limit_subq_raw"), "{compiled}");
+    assert!(compiled.contains("True as empty"), "{compiled}");
+    let show = |sql: &str| stdout(&kiln(d).args(["show", "--inline", sql, "-o", "json"]).output().unwrap());
+    assert_eq!(show("select count(*) as n from {{ ref('a') }}").trim(), r#"{"n":0}"#);
+    assert_eq!(show("select count(*) as n from {{ ref('raw') }}").trim(), r#"{"n":2}"#, "seeds load in full");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
+    assert_eq!(results["args"]["empty"], true);
+}
