@@ -69,6 +69,11 @@ pub trait LoadObserver {
 }
 
 fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnostic> {
+    parse_yaml_mapping(text, "--vars")
+}
+
+/// A command-line mapping (`--vars`, `--args`) written as YAML or JSON.
+pub fn parse_yaml_mapping(text: Option<&str>, flag: &str) -> Result<IndexMap<String, Json>, Diagnostic> {
     let Some(text) = text else {
         return Ok(IndexMap::new());
     };
@@ -76,13 +81,13 @@ fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnostic> 
         return Ok(IndexMap::new());
     }
     let node = yaml::parse(text).map_err(|e| {
-        Diagnostic::error(Code::BadCliVars, format!("--vars is not valid YAML or JSON: {}", e.message))
+        Diagnostic::error(Code::BadCliVars, format!("{flag} is not valid YAML or JSON: {}", e.message))
             .with_help("pass a mapping, e.g. --vars '{start_date: \"2024-01-01\", limit: 10}'")
     })?;
     match node.to_json() {
         Json::Object(m) => Ok(m.into_iter().collect()),
         Json::Null => Ok(IndexMap::new()),
-        other => Err(Diagnostic::error(Code::BadCliVars, format!("--vars must be a mapping, got `{other}`"))
+        other => Err(Diagnostic::error(Code::BadCliVars, format!("{flag} must be a mapping, got `{other}`"))
             .with_help("pass a mapping, e.g. --vars '{key: value}'")),
     }
 }

@@ -136,6 +136,9 @@ pub enum Command {
     /// Run again what the last seed/run/build/test left failed or skipped, with its arguments
     #[cfg(feature = "datafusion")]
     Retry(build::RetryArgs),
+    /// Call a macro with the warehouse attached (its statements run, run_query returns rows)
+    #[cfg(feature = "datafusion")]
+    RunOperation(build::RunOperationArgs),
     /// Build, then rebuild on every save what it changed (the changed nodes, what is downstream,
     /// their tests), with a short report; `q` or Ctrl-C stops
     #[cfg(feature = "watch")]
@@ -145,7 +148,6 @@ pub enum Command {
 /// dbt commands kiln does not have yet, and what to use meanwhile.
 const NOT_YET: &[(&str, &str)] = &[
     ("snapshot", "snapshots are parsed and compiled but not run yet"),
-    ("run-operation", "macros run inside models and hooks; `on-run-start`/`on-run-end` hooks run with every build"),
     ("clone", "build the models in the target instead"),
     ("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read"),
     ("source", "source freshness is not checked yet"),
@@ -215,6 +217,8 @@ pub fn main() -> i32 {
         Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Retry(args) => build::retry(&cli.global, args, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::RunOperation(args) => build::run_operation(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "watch")]
         Command::Watch(args) => watch::run(&cli.global, args, &env, &mut printer),
     };

@@ -5,7 +5,7 @@ use super::GlobalArgs;
 use super::printer::Printer;
 use crate::diagnostics::{Code, Diagnostic, Diagnostics};
 use crate::session::{LoadObserver, LoadOptions};
-pub use crate::session::{Reuse, RunFlags, Session, Stop};
+pub use crate::session::{Reuse, RunFlags, Session, Stop, parse_yaml_mapping};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -126,3 +126,29 @@ fn empty_builds_read_zero_rows_from_refs() {
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/run_results.json")).unwrap()).unwrap();
     assert_eq!(results["args"]["empty"], true);
 }
+
+/// `kiln run-operation` calls a macro with its keyword arguments and the warehouse attached:
+/// its statements change the warehouse, `run_query` returns rows, `log()` is printed; a failing
+/// macro is a diagnostic and exit 1.
+#[test]
+fn run_operation_calls_a_macro_on_the_warehouse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: o\nconfig-version: 2\n");
+    write(d, "models/a.sql", "select 1 as id\n");
+    write(
+        d,
+        "macros/ops.sql",
+        "{% macro make(n, label='x') %}\n  {% do run_query('create table main.made as select ' ~ n ~ ' as n, \\'' ~ label ~ '\\' as label') %}\n  {% set rows = run_query('select n from main.made') %}\n  {{ log('made ' ~ rows.columns[0].values()[0], info=True) }}\n{% endmacro %}\n{% macro broken() %}{{ exceptions.raise_compiler_error('no way') }}{% endmacro %}\n",
+    );
+    let out = kiln(d).args(["run-operation", "make", "--args", "{n: 7, label: seven}"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("made 7"), "{}", stderr(&out));
+    let out = kiln(d).args(["show", "--inline", "select n, label from main.made", "-o", "json"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), r#"{"n":7,"label":"seven"}"#, "{}", stderr(&out));
+    let out = kiln(d).args(["run-operation", "broken"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("error[E205]") && stderr(&out).contains("no way"), "{}", stderr(&out));
+    let out = kiln(d).args(["run-operation", "make", "--args", "[1]"]).output().unwrap();
+    assert!(out.status.code() == Some(1) && stderr(&out).contains("--args must be a mapping"), "{}", stderr(&out));
+}
