@@ -272,7 +272,8 @@ pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String
     };
     let started = std::time::Instant::now();
     // dbt runs the hooks of every package for seed, run, test, build and snapshot.
-    let mut results = runner.project_hooks("on-run-start");
+    s.jinja.set_selected(selected);
+    let mut results = runner.project_hooks("on-run-start", &[]);
     print_hooks(printer, &results);
     let start_failed = results.iter().any(|r| r.status == Status::Error);
     let mut unfinished = vec![];
@@ -291,7 +292,7 @@ pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String
             }
         }
     }
-    let end = if start_failed { vec![] } else { runner.project_hooks("on-run-end") };
+    let end = if start_failed { vec![] } else { runner.project_hooks("on-run-end", &results) };
     print_hooks(printer, &end);
     let hook_failed = start_failed || end.iter().any(|r| r.status == Status::Error);
     results.extend(end);

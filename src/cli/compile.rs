@@ -257,6 +257,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
+    s.jinja.set_selected(&selected);
     let deferred = session::deferred(&s, &args.select, &selected, &*built_relations(&s));
     match deferred {
         Ok(deferred) => s.deferred = deferred,

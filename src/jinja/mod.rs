@@ -156,6 +156,8 @@ pub struct Shared {
     pub project_name: String,
     pub empty_graph: Value,
     pub statement_results: Mutex<HashMap<String, Value>>,
+    /// `selected_resources`: the unique ids the command selected (set once it has).
+    pub selected_resources: RwLock<Value>,
 }
 
 impl Shared {
@@ -168,7 +170,7 @@ impl Shared {
             "run_started_at" => self.run_started_at.clone(),
             "project_name" => Value::from(self.project_name.as_str()),
             "dbt_version" => Value::from(crate::DBT_COMPAT_VERSION),
-            "selected_resources" => Value::from(Vec::<Value>::new()),
+            "selected_resources" => self.selected_resources.read().unwrap_or_else(|e| e.into_inner()).clone(),
             _ => return None,
         })
     }
@@ -386,6 +388,7 @@ impl JinjaEnv {
                     .map(|k| (k, Value::from(std::collections::BTreeMap::<String, Value>::new()))),
             ),
             statement_results: Mutex::new(HashMap::new()),
+            selected_resources: RwLock::new(Value::from(Vec::<Value>::new())),
         };
         let sources: Arc<RwLock<HashMap<String, String>>> = Arc::default();
         let loader_sources = sources.clone();
@@ -424,11 +427,19 @@ impl JinjaEnv {
 
     /// Renders a project hook (`on-run-start`/`on-run-end`): as a config value, but with
     /// `execute` true, so `run_query`, `statement` and `adapter.*` reach the warehouse.
-    pub fn render_project_hook(&self, text: &str, package: &str) -> Result<String, minijinja::Error> {
-        self.render_in(context::Phase::Compile, text, package, true)
+    /// Renders an `on-run-start`/`on-run-end` hook of `package`; `extra` adds context
+    /// variables (`results`, `schemas`, `database_schemas` for `on-run-end`).
+    pub fn render_project_hook(&self, text: &str, package: &str, extra: Vec<(String, Value)>) -> Result<String, minijinja::Error> {
+        let mut ctx = self.project_ctx(context::Phase::Compile, package, true);
+        ctx.extra = extra;
+        self.render("<config>", text, Arc::new(ctx))
     }
 
     fn render_in(&self, phase: context::Phase, text: &str, package: &str, secrets_allowed: bool) -> Result<String, minijinja::Error> {
+        self.render("<config>", text, Arc::new(self.project_ctx(phase, package, secrets_allowed)))
+    }
+
+    fn project_ctx(&self, phase: context::Phase, package: &str, secrets_allowed: bool) -> context::NodeCtx {
         let mut ctx = context::NodeCtx::new(
             phase,
             context::NodeInfo { package: package.to_string(), name: "config".into(), resource_type: "config", ..Default::default() },
@@ -436,7 +447,13 @@ impl JinjaEnv {
             self.shared.clone(),
         );
         ctx.secrets_allowed = secrets_allowed;
-        self.render("<config>", text, Arc::new(ctx))
+        ctx
+    }
+
+    /// Sets `selected_resources` for the templates rendered from now on.
+    pub fn set_selected(&self, ids: &std::collections::BTreeSet<String>) {
+        *self.shared.selected_resources.write().unwrap_or_else(|e| e.into_inner()) =
+            Value::from(ids.iter().map(|id| Value::from(id.as_str())).collect::<Vec<_>>());
     }
 
     /// Whether a macro `name` is callable without a namespace (the root project's, or dbt's).

@@ -530,14 +530,14 @@ impl Runner<'_> {
     /// Runs the `on-run-start` or `on-run-end` hooks (`which`) of every package, in dbt's order
     /// (packages by name, the root project last), one `operation` result each, as dbt reports
     /// them; stops at the first that fails.
-    pub fn project_hooks(&self, which: &str) -> Vec<NodeResult> {
+    pub fn project_hooks(&self, which: &str, results: &[NodeResult]) -> Vec<NodeResult> {
         let mut packages: Vec<&crate::project::Package> = self.project.packages.iter().collect();
         packages.sort_by_key(|p| (p.is_root, p.name.clone()));
         let mut out = Vec::new();
         for package in packages {
             let hooks = if which == "on-run-start" { &package.config.on_run_start } else { &package.config.on_run_end };
             for (i, hook) in hooks.iter().enumerate() {
-                let result = self.project_hook(&package.name, which, i, hook);
+                let result = self.project_hook(&package.name, which, i, hook, results);
                 let failed = result.status == Status::Error;
                 out.push(result);
                 if failed {
@@ -548,12 +548,12 @@ impl Runner<'_> {
         out
     }
 
-    fn project_hook(&self, package: &str, which: &str, i: usize, hook: &str) -> NodeResult {
+    fn project_hook(&self, package: &str, which: &str, i: usize, hook: &str, results: &[NodeResult]) -> NodeResult {
         let (started_at, start) = (now(), Instant::now());
         let name = format!("{package}.{which}.{i}");
         let sql = self
             .jinja
-            .render_project_hook(hook, package)
+            .render_project_hook(hook, package, if which == "on-run-end" { self.run_end_context(results) } else { vec![] })
             .map_err(|e| Failure::new(Code::HookFailed, format!("cannot render {name} `{hook}`: {e}")));
         let ran = sql.clone().and_then(|sql| match sql.trim() {
             "" => Ok(()),
@@ -568,6 +568,41 @@ impl Runner<'_> {
             compiled: sql.ok(),
             ..finish_named(outcome, started_at, start.elapsed().as_secs_f64(), 0)
         }
+    }
+
+    /// dbt's `on-run-end` context: `results` (each with `status`, `message`, `failures`,
+    /// `execution_time`, `thread_id`, `adapter_response` and the `node`), and the `schemas` and
+    /// `database_schemas` of the relations the run built.
+    fn run_end_context(&self, results: &[NodeResult]) -> Vec<(String, minijinja::Value)> {
+        let ran: Vec<(&NodeResult, &Node)> = results.iter().filter_map(|r| Some((r, self.manifest.nodes.get(&r.unique_id)?))).collect();
+        let values: Vec<Json> = ran
+            .iter()
+            .map(|(r, n)| {
+                serde_json::json!({
+                    "status": r.status.as_str(),
+                    "message": r.message,
+                    "failures": r.failures,
+                    "execution_time": r.seconds,
+                    "thread_id": format!("Thread-{}", r.thread + 1),
+                    "adapter_response": {"rows_affected": r.rows},
+                    "node": {
+                        "unique_id": n.unique_id, "name": n.name, "resource_type": n.resource_type.as_str(),
+                        "package_name": n.package, "original_file_path": n.original_file_path,
+                        "database": n.database, "schema": n.schema, "alias": n.alias,
+                        "config": &*n.config, "tags": n.tags(),
+                    },
+                })
+            })
+            .collect();
+        let built: BTreeSet<(&str, &str)> =
+            ran.iter().filter(|(_, n)| n.is_refable()).map(|(_, n)| (n.database.as_str(), n.schema.as_str())).collect();
+        let schemas: BTreeSet<&str> = built.iter().map(|(_, s)| *s).collect();
+        let database_schemas: Vec<Json> = built.iter().map(|(d, s)| serde_json::json!([d, s])).collect();
+        vec![
+            ("results".into(), crate::jinja::ser(&Json::from(values))),
+            ("schemas".into(), crate::jinja::ser(&serde_json::json!(schemas))),
+            ("database_schemas".into(), crate::jinja::ser(&Json::from(database_schemas))),
+        ]
     }
 
     pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, Failure> {

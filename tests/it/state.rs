@@ -152,3 +152,22 @@ fn run_operation_calls_a_macro_on_the_warehouse() {
     let out = kiln(d).args(["run-operation", "make", "--args", "[1]"]).output().unwrap();
     assert!(out.status.code() == Some(1) && stderr(&out).contains("--args must be a mapping"), "{}", stderr(&out));
 }
+
+/// The `on-run-end` context is dbt's: `results` (status and node of each result), `schemas`,
+/// `database_schemas`; `selected_resources` is what the command selected.
+#[test]
+fn on_run_end_sees_results_schemas_and_the_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(
+        d,
+        "dbt_project.yml",
+        "name: h\nconfig-version: 2\non-run-end:\n  - \"create table main.run_log as select '{{ results | map(attribute='node') | map(attribute='name') | join(',') }}' as names, '{{ results | map(attribute='status') | join(',') }}' as statuses, '{{ schemas | join(',') }}' as schemas, '{{ database_schemas | length }}' as pairs, {{ selected_resources | length }} as selected\"\n",
+    );
+    write(d, "models/a.sql", "select 1 as id\n");
+    write(d, "models/b.sql", "select 2 as id\n");
+    let out = kiln(d).args(["run", "-s", "a"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = kiln(d).args(["show", "--inline", "select * from main.run_log", "-o", "json"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), r#"{"names":"a","statuses":"success","schemas":"main","pairs":"1","selected":1}"#, "{}", stderr(&out));
+}
