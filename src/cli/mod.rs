@@ -11,6 +11,8 @@ mod init;
 mod ls;
 pub mod printer;
 pub mod session;
+#[cfg(feature = "datafusion")]
+mod source;
 #[cfg(feature = "watch")]
 mod watch;
 
@@ -139,6 +141,9 @@ pub enum Command {
     /// Call a macro with the warehouse attached (its statements run, run_query returns rows)
     #[cfg(feature = "datafusion")]
     RunOperation(build::RunOperationArgs),
+    /// Sources: `kiln source freshness`
+    #[cfg(feature = "datafusion")]
+    Source(source::SourceArgs),
     /// Build, then rebuild on every save what it changed (the changed nodes, what is downstream,
     /// their tests), with a short report; `q` or Ctrl-C stops
     #[cfg(feature = "watch")]
@@ -150,7 +155,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("snapshot", "snapshots are parsed and compiled but not run yet"),
     ("clone", "build the models in the target instead"),
     ("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read"),
-    ("source", "source freshness is not checked yet"),
 ];
 
 /// For a dbt command kiln lacks: "not supported yet" and where to read more, instead of clap's
@@ -219,6 +223,8 @@ pub fn main() -> i32 {
         Command::Retry(args) => build::retry(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::RunOperation(args) => build::run_operation(&cli.global, args, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Source(args) => source::run(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "watch")]
         Command::Watch(args) => watch::run(&cli.global, args, &env, &mut printer),
     };

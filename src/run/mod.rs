@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod contracts;
 #[cfg(feature = "datafusion")]
 pub mod data_tests;
+pub mod freshness;
 #[cfg(feature = "datafusion")]
 pub mod junit;
 pub mod manifest_file;

@@ -522,3 +522,68 @@ fn state_selectors_select_what_dbt_selects() {
     }
     assert!(want[0].len() >= 5, "the changes select something: {:?}", want[0]);
 }
+
+/// `kiln source freshness` gives every source the status dbt-core gives it (fresh, warn, stale,
+/// no `loaded_at_field`), exits as dbt does, and writes a `sources.json` that
+/// dbt-artifacts-parser reads.
+#[test]
+fn source_freshness_matches_dbt() {
+    let Some(dbt_exe) = dbt_executable("the source freshness parity test") else { return };
+    let Some(python) = peer("KILN_TEST_PYTHON", "sources.json validation") else { return };
+    let project = |d: &Path| {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = |ago: time::Duration| {
+            let t = now - ago;
+            format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+        };
+        write(
+            d,
+            "dbt_project.yml",
+            "name: fr\nconfig-version: 2\nprofile: fr\nseeds:\n  fr:\n    +column_types:\n      loaded_at: timestamp\n",
+        );
+        write(
+            d,
+            "profiles/profiles.yml",
+            "fr:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: fr.duckdb\n      schema: main\n      threads: 1\n",
+        );
+        for (name, ago) in [("fresh", time::Duration::minutes(5)), ("late", time::Duration::hours(3)), ("stale", time::Duration::days(3))] {
+            write(
+                d,
+                &format!("seeds/events_{name}.csv"),
+                &format!("id,loaded_at\n1,{}\n2,{}\n", stamp(ago + time::Duration::hours(1)), stamp(ago)),
+            );
+        }
+        write(
+            d,
+            "models/sources.yml",
+            "version: 2\nsources:\n  - name: app\n    schema: main\n    freshness:\n      warn_after: {count: 1, period: hour}\n      error_after: {count: 1, period: day}\n    tables:\n      - name: fresh\n        identifier: events_fresh\n        loaded_at_field: loaded_at\n      - name: late\n        identifier: events_late\n        loaded_at_field: loaded_at\n      - name: stale\n        identifier: events_stale\n        loaded_at_field: loaded_at\n      - name: filtered\n        identifier: events_late\n        loaded_at_field: loaded_at\n        freshness:\n          warn_after: {count: 1, period: hour}\n          filter: id = 1\n      - name: unknown\n        identifier: events_fresh\n",
+        );
+    };
+    let statuses = |d: &Path| -> std::collections::BTreeMap<String, String> {
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/sources.json")).unwrap()).unwrap();
+        doc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["unique_id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let theirs = tempfile::tempdir().unwrap();
+    let t = theirs.path();
+    project(t);
+    assert!(dbt(&dbt_exe, t, &["seed"]).status.success());
+    let dbt_code = dbt(&dbt_exe, t, &["source", "freshness"]).status.code();
+    let ours = tempfile::tempdir().unwrap();
+    let k = ours.path();
+    project(k);
+    assert_eq!(run(k, &["seed", "--profiles-dir", "profiles"]).status.code(), Some(0));
+    let out = run(k, &["source", "freshness", "--profiles-dir", "profiles"]);
+    assert_eq!(out.status.code(), dbt_code, "{}", stderr(&out));
+    assert!(stderr(&out).contains("source `app.unknown` has a freshness but no loaded_at_field"), "{}", stderr(&out));
+    assert_eq!(statuses(k), statuses(t));
+    assert_eq!(statuses(k).values().filter(|s| *s == "pass").count(), 1, "{:?}", statuses(k));
+    let script = "import json,sys\nfrom dbt_artifacts_parser.parser import parse_sources\ns=parse_sources(json.load(open(sys.argv[1])))\nprint(type(s).__name__, len(s.results))";
+    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(k.join("target/sources.json")).output().unwrap();
+    assert!(out.status.success(), "dbt-artifacts-parser rejected sources.json:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SourcesV3 4"), "{}", String::from_utf8_lossy(&out.stdout));
+}
