@@ -111,13 +111,16 @@ pub fn run(global: &GlobalArgs, args: &SourceArgs, env: &HashMap<String, String>
     Ok(if failed { EXIT_PROJECT } else { EXIT_OK })
 }
 
-/// A timestamp as dbt writes it: with its UTC offset.
+/// A timestamp as dbt writes it (ISO 8601, with its UTC offset as `+HH:MM`): the embedded
+/// engine gives none (UTC), PostgreSQL `+HH`.
 fn utc(text: &str) -> String {
-    let time_part = text.split_once(['T', ' ']).map_or("", |(_, t)| t);
-    if time_part.contains(['+', 'Z']) || time_part.rfind('-').is_some() {
-        text.replacen(' ', "T", 1)
-    } else {
-        format!("{}+00:00", text.replacen(' ', "T", 1))
+    let text = text.replacen(' ', "T", 1);
+    let time_part = text.split_once('T').map_or("", |(_, t)| t);
+    match time_part.rfind(['+', '-']) {
+        None if time_part.ends_with('Z') => text,
+        None => format!("{text}+00:00"),
+        Some(i) if time_part.len() - i == 3 => format!("{text}:00"),
+        Some(_) => text,
     }
 }
 
@@ -142,5 +145,15 @@ fn report(printer: &Printer, index: usize, total: usize, src: &crate::parse::Sou
     printer.info(&format!("{index} of {total} {} {what}{} [{word} in {:.2}s]", printer.paint(word, paint), ".".repeat(dots), r.seconds));
     if let Err(e) = &r.outcome {
         printer.error(&format!("{} failed:\n{e}", r.unique_id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_carry_their_offset() {
+        assert_eq!(super::utc("2026-11-30T04:07:35.79"), "2026-11-30T04:07:35.79+00:00");
+        assert_eq!(super::utc("2026-11-30 02:10:24.25+00"), "2026-11-30T02:10:24.25+00:00");
+        assert_eq!(super::utc("2026-11-30T02:10:24-05:30"), "2026-11-30T02:10:24-05:30");
     }
 }
