@@ -225,6 +225,31 @@ fn previous_results(path: &Path) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// dbt's `source_status:fresher`: sources whose newest load in the current `sources.json` is
+/// later than in the previous one (or new there), leaving out any that errored now (dbt-core
+/// checks only the current results for errors).
+fn fresher_sources(previous: &Path, current: &Path) -> std::collections::BTreeSet<String> {
+    let loads = |path: &Path| -> (std::collections::BTreeMap<String, String>, std::collections::BTreeSet<String>) {
+        let doc: serde_json::Value = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        let mut loaded = std::collections::BTreeMap::new();
+        let mut failed = std::collections::BTreeSet::new();
+        for r in doc["results"].as_array().into_iter().flatten() {
+            let Some(id) = r["unique_id"].as_str() else { continue };
+            match r["max_loaded_at"].as_str() {
+                Some(at) => loaded.insert(id.to_string(), at.to_string()),
+                None => failed.insert(id.to_string()).then_some(String::new()),
+            };
+        }
+        (loaded, failed)
+    };
+    let ((before, _), (now, failed_now)) = (loads(previous), loads(current));
+    now.into_iter()
+        .filter(|(id, at)| before.get(id).is_none_or(|was| at > was))
+        .map(|(id, _)| id)
+        .filter(|id| !failed_now.contains(id))
+        .collect()
+}
+
 /// What changed between the project and the manifest in `dir`.
 fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::StateSets, Diagnostics> {
     use crate::run::manifest_file::ManifestFile;
@@ -250,5 +275,6 @@ fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::Sta
         .map_err(|e| Diagnostics::from(Diagnostic::error(Code::Internal, format!("cannot describe the project for --state: {e}"))))?;
     let mut sets = crate::run::state::compare(&current, &old);
     sets.results = previous_results(&dir.join("run_results.json"));
+    sets.fresher = fresher_sources(&dir.join("sources.json"), &session.project.target_dir().join("sources.json"));
     Ok(sets)
 }

@@ -62,6 +62,9 @@ pub struct StateSets {
     pub modified: std::collections::BTreeMap<String, BTreeSet<&'static str>>,
     /// Status of each node in the previous run's results (none without `run_results.json`).
     pub results: std::collections::BTreeMap<String, String>,
+    /// Sources loaded more recently than in the previous run's `sources.json`, by the current
+    /// `target/sources.json` (`source_status:fresher`).
+    pub fresher: BTreeSet<String>,
 }
 
 impl StateSets {
@@ -87,7 +90,7 @@ impl StateSets {
 /// Whether `expr` uses `state:` or `result:` (which need `--state`).
 pub fn uses_state(expr: &SelExpr) -> bool {
     match expr {
-        SelExpr::Atom(c) => c.method == "state" || c.method == "result",
+        SelExpr::Atom(c) => matches!(c.method.as_str(), "state" | "result" | "source_status"),
         SelExpr::Union(items) | SelExpr::Intersection(items) => items.iter().any(uses_state),
         SelExpr::Difference(a, b) => uses_state(a) || uses_state(b),
     }
@@ -156,10 +159,10 @@ pub fn parse_atom(raw: &str) -> Result<Criterion, Diagnostic> {
                     did_you_mean(base, METHODS.iter().copied()).unwrap_or_else(|| format!("methods: {}", METHODS.join(", "))),
                 ));
             }
-            if base == "source_status" {
+            if base == "source_status" && value != "fresher" {
                 return Err(bad(
-                    format!("selector method `{base}:` needs the results of `source freshness`, which kiln does not check yet"),
-                    "select by name, tag, path, config, state: or result: instead",
+                    format!("`source_status:{value}` in `{raw}` is not a source status selector"),
+                    "write `source_status:fresher`",
                 ));
             }
             if base == "result" && !RESULT_VALUES.contains(&value) {
@@ -421,6 +424,7 @@ fn matches(c: &Criterion, cand: &Candidate) -> bool {
         "test_name" => cand.node.and_then(|n| n.test_metadata.as_ref()).is_some_and(|m| glob_match(v, &m.name)),
         "state" => cand.state.is_some_and(|st| st.matches(cand.id, &c.value)),
         "result" => cand.state.and_then(|st| st.results.get(cand.id)).is_some_and(|status| *status == c.value),
+        "source_status" => cand.state.is_some_and(|st| st.fresher.contains(cand.id)),
         "group" | "access" | "version" => cand.config.and_then(|c| c.get(base)).and_then(|x| x.as_str()).is_some_and(|s| glob_match(v, s)),
         _ => false,
     }

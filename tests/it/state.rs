@@ -171,3 +171,38 @@ fn on_run_end_sees_results_schemas_and_the_selection() {
     let out = kiln(d).args(["show", "--inline", "select * from main.run_log", "-o", "json"]).output().unwrap();
     assert_eq!(stdout(&out).trim(), r#"{"names":"a","statuses":"success","schemas":"main","pairs":"1","selected":1}"#, "{}", stderr(&out));
 }
+
+/// `source_status:fresher` selects the sources loaded since the `--state` run's freshness check
+/// (by the current `target/sources.json`), and `+` what reads them.
+#[test]
+fn source_status_fresher_selects_newly_loaded_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: f\nconfig-version: 2\nseeds:\n  f:\n    +column_types:\n      loaded_at: timestamp\n");
+    write(d, "seeds/a_raw.csv", "id,loaded_at\n1,2026-01-01 00:00:00\n");
+    write(d, "seeds/b_raw.csv", "id,loaded_at\n1,2026-01-01 00:00:00\n");
+    write(
+        d,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: app\n    schema: main\n    loaded_at_field: loaded_at\n    freshness:\n      warn_after: {count: 1, period: day}\n    tables:\n      - {name: a, identifier: a_raw}\n      - {name: b, identifier: b_raw}\n",
+    );
+    write(d, "models/from_a.sql", "select * from {{ source('app', 'a') }}\n");
+    let ok = |args: &[&str]| {
+        let out = kiln(d).args(args).output().unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)) && !stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    ok(&["seed"]);
+    ok(&["source", "freshness"]);
+    ok(&["parse"]);
+    std::fs::create_dir_all(d.join("prev")).unwrap();
+    for f in ["manifest.json", "sources.json"] {
+        std::fs::copy(d.join("target").join(f), d.join("prev").join(f)).unwrap();
+    }
+    write(d, "seeds/a_raw.csv", "id,loaded_at\n1,2026-01-01 00:00:00\n2,2026-06-01 00:00:00\n");
+    ok(&["seed"]);
+    ok(&["source", "freshness"]);
+    let ls = |sel: &str| ok(&["ls", "-s", sel, "--state", "prev", "-o", "name"]).lines().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(ls("source_status:fresher"), ["app.a"]);
+    assert_eq!(ls("source_status:fresher+"), ["app.a", "from_a"]);
+}
