@@ -144,6 +144,9 @@ pub enum Command {
     /// Sources: `kiln source freshness`
     #[cfg(feature = "datafusion")]
     Source(source::SourceArgs),
+    /// Make the selected relations of a previous run (--state) readable in the target, as views
+    #[cfg(feature = "datafusion")]
+    Clone(build::CloneArgs),
     /// Build, then rebuild on every save what it changed (the changed nodes, what is downstream,
     /// their tests), with a short report; `q` or Ctrl-C stops
     #[cfg(feature = "watch")]
@@ -153,7 +156,6 @@ pub enum Command {
 /// dbt commands kiln does not have yet, and what to use meanwhile.
 const NOT_YET: &[(&str, &str)] = &[
     ("snapshot", "snapshots are parsed and compiled but not run yet"),
-    ("clone", "build the models in the target instead"),
     ("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read"),
 ];
 
@@ -225,6 +227,8 @@ pub fn main() -> i32 {
         Command::RunOperation(args) => build::run_operation(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Source(args) => source::run(&cli.global, args, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Clone(args) => build::clone(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "watch")]
         Command::Watch(args) => watch::run(&cli.global, args, &env, &mut printer),
     };

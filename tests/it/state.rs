@@ -26,6 +26,11 @@ pub fn check_defer(d: &Path, rows: &dyn Fn(&str) -> Vec<String>) {
     ok(&["build", "-t", "prod"]);
     std::fs::create_dir_all(d.join("prod_state")).unwrap();
     std::fs::copy(d.join("target/manifest.json"), d.join("prod_state/manifest.json")).unwrap();
+    // `kiln clone` makes prod's `b` readable in dev, without building it.
+    let err = ok(&["clone", "-t", "dev", "-s", "b", "--state", "prod_state"]);
+    assert!(err.contains("1 of 1 SUCCESS clone dev.b"), "{err}");
+    let n: Vec<f64> = rows("select n from dev.b").iter().filter_map(|v| v.parse().ok()).collect();
+    assert_eq!(n, [3.0], "dev.b reads prod's b");
     write(d, "models/b.sql", "select count(*) * 10 as n from {{ ref('a') }}\n");
     // Without --defer the change cannot build in dev: `a` is not there.
     let out = kiln(d).args(["build", "-t", "dev", "-s", "state:modified", "--state", "prod_state"]).output().unwrap();
