@@ -3,6 +3,8 @@
 #[cfg(feature = "datafusion")]
 mod build;
 mod clean;
+#[cfg(feature = "datafusion")]
+mod clone;
 mod compile;
 mod debug;
 mod deps;
@@ -10,6 +12,10 @@ pub mod env;
 mod init;
 mod ls;
 pub mod printer;
+#[cfg(feature = "datafusion")]
+mod retry;
+#[cfg(feature = "datafusion")]
+mod run_operation;
 pub mod session;
 #[cfg(feature = "datafusion")]
 mod source;
@@ -137,16 +143,16 @@ pub enum Command {
     Show(build::ShowArgs),
     /// Run again what the last seed/run/build/test left failed or skipped, with its arguments
     #[cfg(feature = "datafusion")]
-    Retry(build::RetryArgs),
+    Retry(retry::RetryArgs),
     /// Call a macro with the warehouse attached (its statements run, run_query returns rows)
     #[cfg(feature = "datafusion")]
-    RunOperation(build::RunOperationArgs),
+    RunOperation(run_operation::RunOperationArgs),
     /// Sources: `kiln source freshness`
     #[cfg(feature = "datafusion")]
     Source(source::SourceArgs),
     /// Make the selected relations of a previous run (--state) readable in the target, as views
     #[cfg(feature = "datafusion")]
-    Clone(build::CloneArgs),
+    Clone(clone::CloneArgs),
     /// Build, then rebuild on every save what it changed (the changed nodes, what is downstream,
     /// their tests), with a short report; `q` or Ctrl-C stops
     #[cfg(feature = "watch")]
@@ -222,13 +228,13 @@ pub fn main() -> i32 {
         #[cfg(feature = "datafusion")]
         Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
-        Command::Retry(args) => build::retry(&cli.global, args, &env, &mut printer),
+        Command::Retry(args) => retry::run(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
-        Command::RunOperation(args) => build::run_operation(&cli.global, args, &env, &mut printer),
+        Command::RunOperation(args) => run_operation::run(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Source(args) => source::run(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
-        Command::Clone(args) => build::clone(&cli.global, args, &env, &mut printer),
+        Command::Clone(args) => clone::run(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "watch")]
         Command::Watch(args) => watch::run(&cli.global, args, &env, &mut printer),
     };
