@@ -33,6 +33,8 @@ pub struct Session {
     /// `--defer`: the nodes whose `ref()` resolves to the relation a previous run built
     /// (see `cli::session::defer`), by unique id.
     pub deferred: HashMap<String, crate::engine::RelationName>,
+    /// The `--state` run's manifest, read once (see `cli::session::state_manifest`).
+    pub state_manifest: std::sync::OnceLock<Arc<crate::run::manifest_file::ManifestFile>>,
 }
 
 /// How far to go.
@@ -283,6 +285,7 @@ fn load(
             invocation,
             started,
             deferred: HashMap::new(),
+            state_manifest: Default::default(),
         };
         return Ok((session, all));
     }
@@ -297,7 +300,11 @@ fn load(
     if all.has_errors() {
         return Err(all);
     }
-    Ok((Session { project, target, jinja, manifest, lookup, graph, invocation, started, deferred: HashMap::new() }, all))
+    let deferred = HashMap::new();
+    Ok((
+        Session { project, target, jinja, manifest, lookup, graph, invocation, started, deferred, state_manifest: Default::default() },
+        all,
+    ))
 }
 
 /// Renders the Jinja in every package's `dbt_project.yml` config trees (`+enabled: "{{ var(...) }}"`),

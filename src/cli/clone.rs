@@ -4,9 +4,9 @@ use super::build::{Executed, Writes, open_engine, write_artifacts};
 use super::printer::Printer;
 use super::session::{self, Stop};
 use super::{EXIT_OK, EXIT_PROJECT, GlobalArgs};
-use crate::diagnostics::{Code, Diagnostic, Diagnostics};
+use crate::diagnostics::{Code, Diagnostics};
 use crate::run::runner::{self, Status};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 #[derive(clap::Args, Debug)]
 pub struct CloneArgs {
@@ -35,18 +35,8 @@ pub fn run(global: &GlobalArgs, args: &CloneArgs, env: &HashMap<String, String>,
         Ok((e, _)) => e,
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
-    // Every selected node is "deferred": its relation in the state run is what the clone reads.
-    let favor = super::SelectArgs { defer: true, favor_state: true, ..args.select.clone() };
-    if favor.state.is_none() {
-        printer.diagnostic(
-            &Diagnostic::error(Code::StateManifest, "kiln clone copies the relations of a previous run, and no --state was given")
-                .with_help("pass --state DIR, the target directory of that run (it holds manifest.json), or set DBT_STATE"),
-        );
-        return Ok(EXIT_PROJECT);
-    }
-    let empty = BTreeSet::new();
-    let state = match session::deferred(&s, &favor, &empty, &|_| false) {
-        Ok(d) => d,
+    let state = match session::state_manifest(&s, args.select.state.as_deref(), "kiln clone copies the relations of a previous run") {
+        Ok(m) => m,
         Err(d) => return Ok(session::report(printer, &d)),
     };
     let started = std::time::Instant::now();
@@ -56,7 +46,7 @@ pub fn run(global: &GlobalArgs, args: &CloneArgs, env: &HashMap<String, String>,
     for (i, id) in selected.iter().enumerate() {
         let node = &s.manifest.nodes[id];
         let here = runner::relation_name(node);
-        let (status, message) = match state.get(id) {
+        let (status, message) = match state.relation(id).as_ref() {
             None => (Status::Skipped, "not in the --state run".to_string()),
             Some(_) if !args.full_refresh && engine.describe(&here).ok().flatten().is_some() => {
                 (Status::Success, "exists in the target; kept (--full-refresh replaces it)".to_string())

@@ -179,39 +179,39 @@ pub fn deferred(
     if !args.defer {
         return Ok(HashMap::new());
     }
-    let Some(dir) = &args.state else {
-        return Err(Diagnostic::error(Code::StateManifest, "--defer reads relations from a previous run, and no --state was given")
-            .with_help("pass --state DIR, the target directory of that run (it holds manifest.json), or set DBT_STATE")
-            .into());
-    };
-    let old = read_state(dir)?;
+    let old = state_manifest(session, args.state.as_deref(), "--defer reads relations from a previous run")?;
     Ok(session
         .manifest
         .nodes
         .values()
         .filter(|n| n.is_refable() && !n.is_ephemeral() && !selected.contains(&n.unique_id))
-        .filter(|n| {
-            args.favor_state
-                || !exists(&crate::engine::RelationName { database: n.database.clone(), schema: n.schema.clone(), name: n.alias.clone() })
-        })
-        .filter_map(|n| {
-            let then = old.nodes.get(&n.unique_id)?;
-            let name = then.alias.clone().or_else(|| then.identifier.clone()).unwrap_or_else(|| then.name.clone());
-            Some((
-                n.unique_id.clone(),
-                crate::engine::RelationName { database: then.database.clone()?, schema: then.schema.clone()?, name },
-            ))
-        })
+        .filter(|n| args.favor_state || !exists(&crate::run::runner::relation_name(n)))
+        .filter_map(|n| Some((n.unique_id.clone(), old.relation(&n.unique_id)?)))
         .collect())
 }
 
-fn read_state(dir: &Path) -> Result<crate::run::manifest_file::ManifestFile, Diagnostics> {
-    crate::run::manifest_file::ManifestFile::read(&dir.join("manifest.json")).map_err(|e| {
+/// The manifest of the `--state` run in `dir`, read once per session; `why` says what needs it
+/// when no `--state` was given.
+pub fn state_manifest(
+    session: &Session,
+    dir: Option<&Path>,
+    why: &str,
+) -> Result<std::sync::Arc<crate::run::manifest_file::ManifestFile>, Diagnostics> {
+    if let Some(m) = session.state_manifest.get() {
+        return Ok(m.clone());
+    }
+    let Some(dir) = dir else {
+        return Err(Diagnostic::error(Code::StateManifest, format!("{why}, and no --state was given"))
+            .with_help("pass --state DIR, the target directory of that run (it holds manifest.json), or set DBT_STATE")
+            .into());
+    };
+    let read = crate::run::manifest_file::ManifestFile::read(&dir.join("manifest.json")).map_err(|e| {
         Diagnostics::from(
             Diagnostic::error(Code::StateManifest, e.0)
                 .with_help("--state names the target directory of a previous run (it holds manifest.json)"),
         )
-    })
+    })?;
+    Ok(session.state_manifest.get_or_init(|| std::sync::Arc::new(read)).clone())
 }
 
 /// Each node's status in a `run_results.json` (empty when there is none).
@@ -253,7 +253,7 @@ fn fresher_sources(previous: &Path, current: &Path) -> std::collections::BTreeSe
 /// What changed between the project and the manifest in `dir`.
 fn state_sets(session: &Session, dir: &Path) -> Result<crate::graph::select::StateSets, Diagnostics> {
     use crate::run::manifest_file::ManifestFile;
-    let old = read_state(dir)?;
+    let old = state_manifest(session, Some(dir), "`state:` selects by comparison with a previous run")?;
     let mut bytes = Vec::new();
     let meta = crate::run::artifacts::Meta {
         invocation_id: &session.invocation.invocation_id,

@@ -353,9 +353,9 @@ fn section_for(rt: ResourceType) -> &'static str {
 }
 
 /// Project-level config for a node at `fqn` in `package`: the package's own tree, then the root
-/// project's tree (which may configure packages too).
-/// Project-level config, shared (`Arc`) between nodes of the same folder: most nodes never
-/// change it, and copying ~25 entries per node was the parse phase's main cost.
+/// project's tree (which may configure packages too). Shared (`Arc`) between nodes of the same
+/// folder: most nodes never change it, and copying ~25 entries per node was the parse phase's
+/// main cost.
 pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> Arc<ConfigMap> {
     let section = section_for(rt);
     let pkg = &project.packages[package];
@@ -371,56 +371,45 @@ pub fn project_config(project: &Project, rt: ResourceType, package: usize, fqn: 
 }
 
 /// dbt's hash of a node's file: the sha256 of its stripped contents; a seed over 1 MiB is
-/// hashed by its path instead, as dbt does (its contents are not read at parse).
+/// hashed by its path instead, as dbt does (its contents are not read).
 fn file_hash(file: &ProjectFile, rt: ResourceType, raw: &str) -> (&'static str, String) {
-    const MAXIMUM_SEED_SIZE: u64 = 1 << 20;
-    if rt != ResourceType::Seed {
-        return ("sha256", checksum(raw.trim()));
-    }
-    match std::fs::metadata(&file.abs_path) {
-        Ok(m) if m.len() <= MAXIMUM_SEED_SIZE => {
-            let text = std::fs::read_to_string(&file.abs_path).unwrap_or_default();
-            ("sha256", checksum(text.trim()))
-        }
-        _ => ("path", file.original_path.clone()),
+    match (rt, &file.seed_sha256) {
+        (ResourceType::Seed, Some(hash)) => ("sha256", hash.clone()),
+        (ResourceType::Seed, None) => ("path", file.original_path.clone()),
+        _ => ("sha256", checksum(raw.trim())),
     }
 }
 
 /// The project-level configs of a node as written (no defaults, Jinja unrendered): where its
 /// `unrendered_config` starts.
 fn project_unrendered_config(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
-    let mut config = ConfigMap::new();
-    let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
-    let section = section_for(rt);
-    let pkg = &project.packages[package];
-    if !pkg.is_root
-        && let Some(tree) = pkg.config.unrendered_trees.get(section)
-    {
-        tree.apply(&path, &mut config);
-    }
-    if let Some(tree) = project.config().unrendered_trees.get(section) {
-        tree.apply(&path, &mut config);
-    }
-    config
+    apply_trees(project, rt, package, fqn, true, ConfigMap::new())
 }
 
 fn project_config_uncached(project: &Project, rt: ResourceType, package: usize, fqn: &[String]) -> ConfigMap {
-    let mut config = defaults(rt);
+    apply_trees(project, rt, package, fqn, false, defaults(rt))
+}
+
+/// `config` with the `dbt_project.yml` trees of the node's package, then of the root project,
+/// applied along `fqn`: as rendered, or (`as_written`) before their Jinja is rendered.
+fn apply_trees(project: &Project, rt: ResourceType, package: usize, fqn: &[String], as_written: bool, mut config: ConfigMap) -> ConfigMap {
+    fn tree<'a>(c: &'a crate::project::ProjectConfig, section: &str, as_written: bool) -> Option<&'a crate::project::config::ConfigTree> {
+        if as_written { c.unrendered_trees.get(section) } else { c.tree(section) }
+    }
     let path: Vec<&str> = fqn.iter().map(String::as_str).collect();
     let section = section_for(rt);
     let pkg = &project.packages[package];
     if !pkg.is_root
-        && let Some(tree) = pkg.config.tree(section)
+        && let Some(t) = tree(&pkg.config, section, as_written)
     {
-        tree.apply(&path, &mut config);
+        t.apply(&path, &mut config);
     }
-    if let Some(tree) = project.config().tree(section) {
-        tree.apply(&path, &mut config);
+    if let Some(t) = tree(project.config(), section, as_written) {
+        t.apply(&path, &mut config);
     }
     config
 }
 
-/// Lower-case hex of `bytes` (one allocation; a `format!` per byte was a visible share of parsing).
 pub use crate::adapter::names::{md5_hex, sha256_hex as checksum};
 
 /// The result of parsing.

@@ -9,6 +9,10 @@ pub trait Fs: Sync {
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
     fn exists(&self, path: &Path) -> bool;
     fn is_dir(&self, path: &Path) -> bool;
+    /// A file's size in bytes.
+    fn size(&self, path: &Path) -> io::Result<u64> {
+        std::fs::metadata(path).map(|m| m.len())
+    }
     /// Every file below `dir` (recursively), sorted, relative paths joined onto `dir`.
     /// Hidden files and directories (starting with `.`) are skipped. A missing `dir` is empty.
     fn walk(&self, dir: &Path) -> Vec<PathBuf>;
@@ -61,6 +65,9 @@ impl MemFs {
 }
 
 impl Fs for MemFs {
+    fn size(&self, path: &Path) -> io::Result<u64> {
+        self.read_to_string(path).map(|t| t.len() as u64)
+    }
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         self.files.get(path).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }

@@ -36,6 +36,9 @@ pub enum FileKind {
     Docs,
 }
 
+/// Seeds up to this size are hashed by their contents (dbt's `MAXIMUM_SEED_SIZE`).
+const MAXIMUM_SEED_SIZE: u64 = 1 << 20;
+
 /// One file of a package.
 #[derive(Clone, Debug)]
 pub struct ProjectFile {
@@ -51,6 +54,9 @@ pub struct ProjectFile {
     pub abs_path: PathBuf,
     /// Contents (empty for seeds, which are read by the engine).
     pub text: Arc<str>,
+    /// A seed's hash as dbt takes it: the sha256 of its stripped contents, or `None` over
+    /// 1 MiB (dbt then hashes its path).
+    pub seed_sha256: Option<String>,
 }
 
 impl ProjectFile {
@@ -598,17 +604,18 @@ fn discover_files(fs: &dyn Fs, packages: &[Package], diags: &mut Vec<Diagnostic>
             let pkg = &packages[pi];
             let original_path = rel_path(&pkg.root, &abs);
             let display_path = rel_path(root, &abs);
-            let text: Arc<str> = if kind == FileKind::Seed {
-                Arc::from("")
+            let unreadable =
+                |e: std::io::Error| Diagnostic::error(Code::Io, format!("cannot read {display_path}: {e}")).with_file(display_path.clone());
+            let (text, seed_sha256): (Arc<str>, _) = if kind == FileKind::Seed {
+                // Hashed here, through `fs` (cached between reloads), not read again at parse.
+                let small = fs.size(&abs).map_err(unreadable)? <= MAXIMUM_SEED_SIZE;
+                let hash =
+                    if small { Some(crate::adapter::names::sha256_hex(fs.read_to_string(&abs).map_err(unreadable)?.trim())) } else { None };
+                (Arc::from(""), hash)
             } else {
-                match fs.read_to_string(&abs) {
-                    Ok(t) => Arc::from(t),
-                    Err(e) => {
-                        return Err(Diagnostic::error(Code::Io, format!("cannot read {display_path}: {e}")).with_file(display_path));
-                    }
-                }
+                (Arc::from(fs.read_to_string(&abs).map_err(unreadable)?), None)
             };
-            Ok(ProjectFile { kind, package: pi, original_path, path, display_path, abs_path: abs, text })
+            Ok(ProjectFile { kind, package: pi, original_path, path, display_path, abs_path: abs, text, seed_sha256 })
         })
         .collect();
     let mut files = Vec::with_capacity(read.len());

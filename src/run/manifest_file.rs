@@ -119,6 +119,13 @@ impl ManifestFile {
         ManifestFile::parse(&text, &path.display().to_string())
     }
 
+    /// The relation the run recorded for node `id` (its database, schema and alias).
+    pub fn relation(&self, id: &str) -> Option<crate::engine::RelationName> {
+        let then = self.nodes.get(id)?;
+        let name = then.alias.clone().or_else(|| then.identifier.clone()).unwrap_or_else(|| then.name.clone());
+        Some(crate::engine::RelationName { database: then.database.clone()?, schema: then.schema.clone()?, name })
+    }
+
     /// The manifest as JSON, as it was read.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.raw).unwrap_or_default()
