@@ -185,7 +185,10 @@ pub fn deferred(
         .nodes
         .values()
         .filter(|n| n.is_refable() && !n.is_ephemeral() && !selected.contains(&n.unique_id))
-        .filter(|n| args.favor_state || !exists(&crate::run::runner::relation_name(n)))
+        .filter(|n| {
+            args.favor_state
+                || !exists(&crate::engine::RelationName { database: n.database.clone(), schema: n.schema.clone(), name: n.alias.clone() })
+        })
         .filter_map(|n| Some((n.unique_id.clone(), old.relation(&n.unique_id)?)))
         .collect())
 }
