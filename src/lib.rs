@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod cli;
 pub mod compile;
+pub mod deps;
 pub mod diagnostics;
 pub mod engine;
 pub mod graph;

@@ -70,7 +70,7 @@ pub trait LoadObserver {
     fn phase(&mut self, name: &str);
 }
 
-fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnostic> {
+pub fn parse_vars(text: Option<&str>) -> Result<IndexMap<String, Json>, Diagnostic> {
     parse_yaml_mapping(text, "--vars")
 }
 
@@ -94,8 +94,8 @@ pub fn parse_yaml_mapping(text: Option<&str>, flag: &str) -> Result<IndexMap<Str
     }
 }
 
-/// Renders a profiles.yml value: `env_var()` and `var()` only, as dbt does.
-fn render_profile_value(text: &str, env: &HashMap<String, String>, vars: &IndexMap<String, Json>) -> Result<String, String> {
+/// Renders a profiles.yml or packages.yml value: `env_var()` and `var()` only, as dbt does.
+pub fn render_profile_value(text: &str, env: &HashMap<String, String>, vars: &IndexMap<String, Json>) -> Result<String, String> {
     let mut jenv = minijinja::Environment::new();
     crate::jinja::builtins::add_type_filters(&mut jenv);
     let envc = env.clone();
@@ -157,7 +157,7 @@ fn context_fingerprint(project: &Project, target: &Target, vars: &IndexMap<Strin
     for p in &project.packages {
         p.config.source.text.hash(&mut h);
     }
-    project.packages_file.as_ref().map(|f| f.text.clone()).hash(&mut h);
+    project.declarations.as_ref().map(|d| d.file.text.clone()).hash(&mut h);
     format!("{target:?}").hash(&mut h);
     serde_json::to_string(vars).unwrap_or_default().hash(&mut h);
     h.finish()

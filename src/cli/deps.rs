@@ -1,72 +1,65 @@
-//! `kiln deps`: installs `local:` packages into `packages-install-path` (a symlink, as dbt does).
-//! Hub and git packages need the network; kiln says how to vendor them instead.
+//! `kiln deps`: installs the packages of `packages.yml` (git and local) and writes
+//! `package-lock.yml`, as dbt does; see `crate::deps`. Needs no profile.
 
 use super::printer::Printer;
-use super::session::{self, Stop};
-use super::{EXIT_OK, GlobalArgs};
-use crate::project::PackageSpec;
+use super::session::project_dir;
+use super::{EXIT_OK, EXIT_PROJECT, GlobalArgs};
+use crate::diagnostics::Diagnostics;
+use crate::project::packages;
 use std::collections::HashMap;
 
-pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
-    let s = match session::load(global, env, printer, "deps", Stop::Target) {
-        Ok(s) => s,
-        Err(d) => return Ok(session::report(printer, &d)),
-    };
-    let root = &s.project.root;
-    let install = root.join(&s.project.config().packages_install_path);
-    std::fs::create_dir_all(&install)?;
-    let mut installed = 0;
-    for spec in &s.project.package_specs {
-        let PackageSpec::Local { path, .. } = spec else {
-            continue;
-        };
-        let src = std::fs::canonicalize(root.join(path))?;
-        let Some(pkg) =
-            s.project.packages.iter().find(|p| std::fs::canonicalize(&p.root).map(|r| r == src).unwrap_or(false) || p.root == src)
-        else {
-            continue;
-        };
-        let dest = install.join(&pkg.name);
-        if dest.exists() || dest.symlink_metadata().is_ok() {
-            if std::fs::canonicalize(&dest).ok().as_ref() == Some(&src) {
-                printer.info(&format!("{} is up to date", pkg.name));
-                installed += 1;
-                continue;
-            }
-            if dest.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(false) {
-                std::fs::remove_file(&dest)?;
-            } else {
-                std::fs::remove_dir_all(&dest)?;
-            }
-        }
-        link_or_copy(&src, &dest)?;
-        printer.info(&format!("Installed {} from {path}", pkg.name));
-        installed += 1;
-    }
-    printer.info(&format!(
-        "{installed} package{} installed in {}",
-        if installed == 1 { "" } else { "s" },
-        s.project.config().packages_install_path
-    ));
-    Ok(EXIT_OK)
+#[derive(clap::Args, Debug, Default)]
+pub struct DepsArgs {
+    /// Resolve every package again (branches and `HEAD` to their newest commit) and rewrite package-lock.yml
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Resolve and write package-lock.yml only; install nothing
+    #[arg(long)]
+    pub lock: bool,
 }
 
-fn link_or_copy(src: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        if std::os::unix::fs::symlink(src, dest).is_ok() {
-            return Ok(());
+pub fn run(global: &GlobalArgs, args: &DepsArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
+    printer.add_secrets(env.iter().filter(|(k, _)| k.starts_with("DBT_ENV_SECRET_")).map(|(_, v)| v.clone()));
+    match install(global, args, env, printer) {
+        Ok(code) => Ok(code),
+        Err(diags) => {
+            for d in diags.iter() {
+                printer.diagnostic(d);
+            }
+            printer.error("nothing was installed: packages-install-path and package-lock.yml are as they were");
+            Ok(EXIT_PROJECT)
         }
     }
-    for entry in walkdir::WalkDir::new(src) {
-        let entry = entry.map_err(std::io::Error::other)?;
-        let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
-        let target = dest.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
+}
+
+fn install(global: &GlobalArgs, args: &DepsArgs, env: &HashMap<String, String>, printer: &mut Printer) -> Result<i32, Diagnostics> {
+    let dir = project_dir(global);
+    let root = std::fs::canonicalize(&dir).unwrap_or(dir);
+    // The project's own errors (a package not installed yet) are what this command fixes.
+    let (project, _) = crate::project::Project::load(&crate::project::fs::OsFs, &root)?;
+    let Some(declared) = &project.declarations else {
+        printer.info("no packages.yml or dependencies.yml: nothing to install");
+        return Ok(EXIT_OK);
+    };
+    let vars = crate::session::parse_vars(global.vars.as_deref())?;
+    let render = |text: &str| crate::session::render_profile_value(text, env, &vars);
+    let mut diags = vec![];
+    let declared = packages::parse_declarations(declared.file.clone(), Some(&render), &mut diags);
+    if !diags.is_empty() {
+        return Err(Diagnostics(diags));
     }
-    Ok(())
+    let install_path = &project.config().packages_install_path;
+    let options = crate::deps::Options { upgrade: args.upgrade, lock_only: args.lock };
+    let outcome = crate::deps::run(&root, install_path, &declared, &render, options, &mut |m| printer.info(m))?;
+    for w in &outcome.warnings {
+        printer.diagnostic(w);
+    }
+    if outcome.lock_written {
+        printer.info(&format!("Wrote {}", packages::LOCK_FILE));
+    }
+    if !args.lock {
+        let n = outcome.installed.len();
+        printer.info(&format!("{n} package{} installed in {install_path}", if n == 1 { "" } else { "s" }));
+    }
+    Ok(EXIT_OK)
 }

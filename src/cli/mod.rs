@@ -123,8 +123,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// Delete the project's clean-targets (never the local warehouse)
     Clean,
-    /// Install the packages of packages.yml (local packages) into dbt_packages/
-    Deps,
+    /// Install the packages of packages.yml (git and local) into dbt_packages/ and write package-lock.yml
+    Deps(deps::DepsArgs),
     /// Load seeds (CSV) into the warehouse
     #[cfg(feature = "datafusion")]
     Seed(build::RunArgs),
@@ -216,7 +216,7 @@ pub fn main() -> i32 {
         Command::Debug => debug::run(&cli.global, &env, &mut printer),
         Command::Init(args) => init::run(args, &printer),
         Command::Clean => clean::run(&cli.global, &env, &mut printer),
-        Command::Deps => deps::run(&cli.global, &env, &mut printer),
+        Command::Deps(args) => deps::run(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Seed(args) => build::run(&cli.global, args, build::Which::Seed, &env, &mut printer),
         #[cfg(feature = "datafusion")]
@@ -244,5 +244,56 @@ pub fn main() -> i32 {
             printer.diagnostic(&crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Io, format!("{e:#}")));
             EXIT_USAGE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// The text of `docs/cli.md` under the `###` heading that names `kiln <name>`.
+    fn section<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
+        let wanted = format!("kiln {name}");
+        let mut parts = doc.split("\n### ").skip(1);
+        parts.find(|p| p.lines().next().is_some_and(|h| h.split(", ").any(|n| n == wanted))).map(|p| p.split("\n## ").next().unwrap_or(p))
+    }
+
+    /// docs/cli.md has a section for every command, naming each of its flags, with an example.
+    #[test]
+    fn every_command_and_flag_is_documented() {
+        let doc = include_str!("../../docs/cli.md");
+        let cli = Cli::command();
+        let global: Vec<_> = cli.get_arguments().filter_map(|a| a.get_long()).collect();
+        let mut missing = vec![];
+        let mut commands: Vec<(String, &clap::Command)> = vec![];
+        for c in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+            match c.get_subcommands().filter(|s| s.get_name() != "help").collect::<Vec<_>>() {
+                subs if subs.is_empty() => commands.push((c.get_name().to_string(), c)),
+                subs => commands.extend(subs.into_iter().map(|s| (format!("{} {}", c.get_name(), s.get_name()), s))),
+            }
+        }
+        for (name, command) in commands {
+            let Some(text) = section(doc, &name) else {
+                missing.push(format!("no section for `kiln {name}`"));
+                continue;
+            };
+            if !text.contains(&format!("\n    kiln {name}")) {
+                missing.push(format!("`kiln {name}` has no example"));
+            }
+            for long in command.get_arguments().filter_map(|a| a.get_long()).filter(|l| !global.contains(l) && *l != "help") {
+                if !text.contains(&format!("--{long}")) {
+                    missing.push(format!("`kiln {name} --{long}` is not in its section"));
+                }
+            }
+        }
+        let globals = &doc[doc.find("## Global options").unwrap_or(0)..doc.find("## Selecting nodes").unwrap_or(doc.len())];
+        missing.extend(
+            global
+                .iter()
+                .filter(|l| !["help", "version"].contains(l) && !globals.contains(&format!("--{l}")))
+                .map(|l| format!("global --{l}")),
+        );
+        assert!(missing.is_empty(), "docs/cli.md lacks:\n{}", missing.join("\n"));
     }
 }

@@ -134,7 +134,7 @@ codes! {
     TargetNotFound = "E502",
     /// A profile or target is malformed (missing `type`, unknown adapter, ...).
     BadProfile = "E503",
-    /// A git or hub package: kiln works offline.
+    /// A hub package that is not installed: kiln cannot reach the dbt hub.
     RemotePackage = "E504",
     /// A local package path that does not exist or holds no `dbt_project.yml`.
     BadLocalPackage = "E505",
@@ -146,6 +146,11 @@ codes! {
     Connection = "E508",
     /// Another kiln process is writing the local warehouse (one writer at a time).
     WarehouseBusy = "E509",
+    /// (warning) A git package follows a branch (or the default branch), not a tag or commit.
+    UnpinnedPackage = "E510",
+    /// `kiln deps` could not fetch or install a package (git failed, revision or subdirectory
+    /// missing, two packages with one name); nothing was installed.
+    PackageInstall = "E511",
     /// A node's SQL failed in the warehouse.
     QueryFailed = "E601",
     /// A new table version breaks a contract constraint; the previous version is kept.

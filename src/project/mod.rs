@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod fs;
+pub mod packages;
 pub mod profiles;
 pub mod properties;
 pub mod render;
@@ -363,13 +364,6 @@ pub struct Package {
     pub is_root: bool,
 }
 
-/// `packages.yml` / `dependencies.yml` entry.
-#[derive(Clone, Debug)]
-pub enum PackageSpec {
-    Local { path: String, line: usize },
-    Remote { what: String, name_hint: String, line: usize },
-}
-
 /// (section, package, folder path) -> the project-level config of nodes there.
 pub type ConfigCache = std::collections::HashMap<(&'static str, usize, Vec<String>), std::sync::Arc<config::ConfigMap>>;
 
@@ -381,8 +375,8 @@ pub struct Project {
     pub config_cache: std::sync::Mutex<ConfigCache>,
     pub packages: Vec<Package>,
     pub files: Vec<ProjectFile>,
-    pub package_specs: Vec<PackageSpec>,
-    pub packages_file: Option<SourceText>,
+    /// `packages.yml` (or `dependencies.yml`) as written, values unrendered.
+    pub declarations: Option<packages::Declarations>,
 }
 
 impl Project {
@@ -420,25 +414,21 @@ impl Project {
         };
         let root_pkg = Package { name: config.name.clone(), root: root.to_path_buf(), rel_root: String::new(), config, is_root: true };
         let mut packages = vec![root_pkg];
-        let (package_specs, packages_file) = read_package_specs(fs, root, &mut diags);
+        let declarations = read_declarations(fs, root, &mut diags);
+        let declared = declarations.as_ref().map_or(&[][..], |d| &d.packages[..]);
         let install_dir = root.join(&packages[0].config.packages_install_path);
-        let mut candidate_dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
-        for spec in &package_specs {
-            match spec {
-                PackageSpec::Local { path, line } => {
-                    let dir = root.join(path);
-                    if !fs.exists(&dir.join("dbt_project.yml")) {
-                        let src = packages_file.clone().unwrap_or_else(|| SourceText::new("packages.yml", ""));
-                        diags.push(
-                            Diagnostic::error(Code::BadLocalPackage, format!("local package `{path}` has no dbt_project.yml"))
-                                .with_label(Label::new(src, *line, 1, 1, format!("{} does not hold a dbt project", dir.display())))
-                                .with_help("point `local:` at a directory that contains a dbt_project.yml"),
-                        );
-                        continue;
-                    }
-                    candidate_dirs.push((dir, Some(*line)));
-                }
-                PackageSpec::Remote { .. } => {}
+        let mut candidate_dirs: Vec<PathBuf> = Vec::new();
+        for d in declared {
+            let packages::Source::Local { path } = &d.source else { continue };
+            let dir = root.join(path);
+            if fs.exists(&dir.join("dbt_project.yml")) {
+                candidate_dirs.push(dir);
+            } else if let Some(decl) = &declarations {
+                diags.push(
+                    Diagnostic::error(Code::BadLocalPackage, format!("local package `{path}` has no dbt_project.yml"))
+                        .with_label(Label::new(decl.file.clone(), d.line, 1, 1, format!("{} does not hold a dbt project", dir.display())))
+                        .with_help("point `local:` at a directory that contains a dbt_project.yml"),
+                );
             }
         }
         // Installed packages (by `kiln deps` or vendored by hand).
@@ -451,9 +441,9 @@ impl Project {
                 .filter_map(|p| p.parent().map(Path::to_path_buf))
                 .collect();
             dirs.sort();
-            candidate_dirs.extend(dirs.into_iter().map(|d| (d, None)));
+            candidate_dirs.extend(dirs);
         }
-        for (dir, _) in candidate_dirs {
+        for dir in candidate_dirs {
             let pf = dir.join("dbt_project.yml");
             let rel = rel_path(root, &dir);
             let Ok(text) = fs.read_to_string(&pf) else {
@@ -468,74 +458,73 @@ impl Project {
             }
             packages.push(Package { name: config.name.clone(), root: dir, rel_root: rel, config, is_root: false });
         }
-        for spec in &package_specs {
-            if let PackageSpec::Remote { what, name_hint, line } = spec {
-                let installed = packages.iter().any(|p| {
-                    &p.name == name_hint || name_hint.ends_with(&format!("/{}", p.name)) || p.name.replace('_', "-") == *name_hint
-                });
-                if !installed {
-                    let src = packages_file.clone().unwrap_or_else(|| SourceText::new("packages.yml", ""));
-                    diags.push(
-                        Diagnostic::error(Code::RemotePackage, format!("package {what} needs the network, and kiln works offline"))
-                            .with_label(Label::new(src, *line, 1, 1, "remote package"))
-                            .with_help(format!(
-                                "vendor it: copy the package into a directory of the project (e.g. `vendor/{n}`) and declare it as `- local: vendor/{n}`, then run `kiln deps`",
-                                n = name_hint.rsplit('/').next().unwrap_or(name_hint)
-                            )),
-                    );
-                }
-            }
+        if let Some(decl) = &declarations {
+            let lock = fs
+                .read_to_string(&root.join(packages::LOCK_FILE))
+                .ok()
+                .and_then(|t| packages::Lock::parse(&SourceText::new(packages::LOCK_FILE, t.as_str())).ok());
+            check_installed(decl, lock.as_ref(), &packages, &mut diags);
         }
         let files = discover_files(fs, &packages, &mut diags);
-        Ok((
-            Project { root: root.to_path_buf(), config_cache: Default::default(), packages, files, package_specs, packages_file },
-            Diagnostics(diags),
-        ))
+        Ok((Project { root: root.to_path_buf(), config_cache: Default::default(), packages, files, declarations }, Diagnostics(diags)))
     }
 }
 
-fn read_package_specs(fs: &dyn Fs, root: &Path, diags: &mut Vec<Diagnostic>) -> (Vec<PackageSpec>, Option<SourceText>) {
-    let mut specs = Vec::new();
-    for name in ["packages.yml", "dependencies.yml"] {
-        let path = root.join(name);
-        let Ok(text) = fs.read_to_string(&path) else {
+fn read_declarations(fs: &dyn Fs, root: &Path, diags: &mut Vec<Diagnostic>) -> Option<packages::Declarations> {
+    ["packages.yml", "dependencies.yml"].into_iter().find_map(|name| {
+        let text = fs.read_to_string(&root.join(name)).ok()?;
+        Some(packages::parse_declarations(SourceText::new(name, text.as_str()), None, diags))
+    })
+}
+
+/// Every declared package that is not local must be installed: by its name in the lock file, by
+/// its `name:`, or by the last segment of its URL.
+fn check_installed(decl: &packages::Declarations, lock: Option<&packages::Lock>, installed: &[Package], diags: &mut Vec<Diagnostic>) {
+    use packages::{Pin, Source};
+    for d in &decl.packages {
+        let locked = lock.and_then(|l| {
+            l.packages.iter().find(|p| match (&p.pin, &d.source) {
+                (Pin::Git { url, subdirectory, .. }, Source::Git { .. }) => {
+                    d.raw.get("git").and_then(YNode::scalar_string).as_ref() == Some(url)
+                        && d.raw.get("subdirectory").and_then(YNode::scalar_string) == *subdirectory
+                }
+                (Pin::Hub { package, .. }, Source::Hub { package: p, .. }) => package == p,
+                (Pin::Tarball { url }, Source::Tarball { url: u }) => url == u,
+                _ => false,
+            })
+        });
+        let hint = d.source.name_hint();
+        let is_installed = |name: &str| installed.iter().any(|p| p.name == name);
+        let found = match (locked, &d.name) {
+            (Some(l), _) => is_installed(&l.name),
+            (None, Some(name)) => is_installed(name),
+            (None, None) => installed.iter().any(|p| p.name == hint || p.name.replace('_', "-") == hint.replace('_', "-")),
+        };
+        if found || matches!(d.source, Source::Local { .. }) {
             continue;
-        };
-        let source = SourceText::new(name, text.as_str());
-        let doc = match yaml::parse(&text) {
-            Ok(d) => d,
-            Err(e) => {
-                diags.push(yaml_error(&source, &e));
-                continue;
-            }
-        };
-        for entry in doc.get("packages").and_then(YNode::as_seq).unwrap_or(&[]) {
-            if let Some(local) = entry.get("local").and_then(YNode::scalar_string) {
-                specs.push(PackageSpec::Local { path: local, line: entry.line });
-            } else if let Some(pkg) = entry.get("package").and_then(YNode::scalar_string) {
-                let name_hint = pkg.rsplit('/').next().unwrap_or(&pkg).to_string();
-                specs.push(PackageSpec::Remote { what: format!("`{pkg}` (hub)"), name_hint, line: entry.line });
-            } else if let Some(git) =
-                entry.get("git").or_else(|| entry.get("tarball")).or_else(|| entry.get("private")).and_then(YNode::scalar_string)
-            {
-                let name_hint = entry
-                    .get("name")
-                    .and_then(YNode::scalar_string)
-                    .unwrap_or_else(|| git.trim_end_matches(".git").rsplit('/').next().unwrap_or(&git).to_string());
-                specs.push(PackageSpec::Remote { what: format!("`{git}` (git)"), name_hint, line: entry.line });
-            } else {
-                diags.push(Diagnostic::error(Code::InvalidValue, format!("unrecognized package entry in {name}")).with_label(Label::new(
-                    source.clone(),
-                    entry.line,
-                    entry.col,
-                    1,
-                    "expected `local:`, `package:` or `git:`",
-                )));
-            }
         }
-        return (specs, Some(source));
+        let label = Label::new(decl.file.clone(), d.line, 1, 1, "not installed");
+        diags.push(match &d.source {
+            Source::Hub { package, version } => Diagnostic::error(
+                Code::RemotePackage,
+                format!("hub package `{package}` ({}) is not installed, and kiln cannot reach the dbt hub", version.join(", ")),
+            )
+            .with_label(label)
+            .with_help(hub_help(package, version)),
+            source => Diagnostic::error(Code::PackageNotInstalled, format!("{} is not installed", source.describe()))
+                .with_label(label)
+                .with_help("run `kiln deps` to install it"),
+        });
     }
-    (specs, None)
+}
+
+/// How to use a hub package without the hub.
+pub fn hub_help(package: &str, version: &[String]) -> String {
+    let name = package.rsplit('/').next().unwrap_or(package);
+    format!(
+        "declare it from its git repository at a tag matching `{}`: `- git: <repository URL>` with `revision: <tag>`, then run `kiln deps`; or vendor a copy: put the package in `vendor/{name}` and declare `- local: vendor/{name}`",
+        version.join(", ")
+    )
 }
 
 pub fn rel_path(root: &Path, path: &Path) -> String {

@@ -74,7 +74,7 @@ fn cross_database_macros_compile_like_dbt_duckdb() {
 }
 
 /// `KILN_TEST_DBT`, or None outside CI (where the parity tests skip, saying so).
-fn dbt_executable(what: &str) -> Option<std::ffi::OsString> {
+pub fn dbt_executable(what: &str) -> Option<std::ffi::OsString> {
     peer("KILN_TEST_DBT", what).map(Into::into)
 }
 

@@ -9,6 +9,7 @@ mod fidelity;
 mod golden;
 mod hostile;
 mod object_store;
+mod packages;
 mod postgres;
 mod quality;
 mod state;
