@@ -46,17 +46,17 @@ pub fn run(global: &GlobalArgs, args: &SourceArgs, env: &HashMap<String, String>
         .sources
         .values()
         .filter(|src| selected.contains(&src.unique_id) && freshness::has_criteria(&src.freshness))
-        .partition(|src| src.loaded_at_field.is_some());
-    // As dbt: without metadata-based freshness, a source needs its loaded_at_field.
+        .partition(|src| src.loaded_at_field.is_some() || src.loaded_at_query.is_some());
+    // As dbt: without metadata-based freshness, a source needs its loaded_at_field (or query).
     for src in unmeasurable {
         printer.diagnostic(
             &crate::diagnostics::Diagnostic::warning(
                 crate::diagnostics::Code::ConfigNotHonoured,
-                format!("source `{}.{}` has a freshness but no loaded_at_field: its freshness is not checked", src.source_name, src.name),
+                format!("source `{}.{}` has a freshness but no loaded_at_field or loaded_at_query: its freshness is not checked", src.source_name, src.name),
             )
             .with_label(crate::diagnostics::Label::new(s.project.files[src.file].source(), src.line, 1, 1, "declared here"))
             .with_help(format!(
-                "the {} target has no metadata-based freshness; add `loaded_at_field: <timestamp column>`",
+                "the {} target has no metadata-based freshness; add `loaded_at_field: <timestamp column>` or `loaded_at_query: <a query selecting one timestamp>`",
                 s.target.adapter.name
             )),
         );
@@ -74,10 +74,17 @@ pub fn run(global: &GlobalArgs, args: &SourceArgs, env: &HashMap<String, String>
     let mut results = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let start = Instant::now();
-        let Some(field) = &src.loaded_at_field else { continue };
-        let filter = src.freshness["filter"].as_str();
-        let sql = freshness::query(&src.relation(s.target.quote_char()).render(), field, filter);
-        let outcome = engine.query(&sql, None).map_err(|e| e.message).map(|t| {
+        let relation = src.relation(s.target.quote_char());
+        let sql = match (&src.loaded_at_query, &src.loaded_at_field) {
+            (Some(q), _) => s
+                .jinja
+                .render_for_relation(q, &src.package, relation)
+                .map(|q| freshness::custom_query(&q))
+                .map_err(|e| format!("cannot render loaded_at_query: {}", e.detail().map_or_else(|| e.to_string(), str::to_string))),
+            (None, Some(field)) => Ok(freshness::query(&relation.render(), field, src.freshness["filter"].as_str())),
+            (None, None) => continue,
+        };
+        let outcome = sql.and_then(|sql| engine.query(&sql, None).map_err(|e| e.message)).map(|t| {
             let row = t.rows.first().cloned().unwrap_or_default();
             let text = |i: usize| row.get(i).and_then(|v| v.as_str()).map_or_else(|| "0001-01-01T00:00:00+00:00".to_string(), utc);
             // No rows loaded at all: as old as can be.

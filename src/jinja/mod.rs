@@ -435,6 +435,14 @@ impl JinjaEnv {
         self.render("<config>", text, Arc::new(ctx))
     }
 
+    /// Renders a source's `loaded_at_query` when its freshness is checked: `this` is the
+    /// source's relation, and `run_query`/`adapter.*` reach the warehouse.
+    pub fn render_for_relation(&self, text: &str, package: &str, this: relation::Relation) -> Result<String, minijinja::Error> {
+        let mut ctx = self.project_ctx(context::Phase::Compile, package, false);
+        ctx.this = Some(this.into_value());
+        self.render("<loaded_at_query>", text, Arc::new(ctx))
+    }
+
     fn render_in(&self, phase: context::Phase, text: &str, package: &str, secrets_allowed: bool) -> Result<String, minijinja::Error> {
         self.render("<config>", text, Arc::new(self.project_ctx(phase, package, secrets_allowed)))
     }

@@ -234,6 +234,9 @@ pub struct SourceNode {
     pub config: ConfigMap,
     pub quoting: Json,
     pub loaded_at_field: Option<String>,
+    /// A query whose one value is when the source was last loaded (rendered with `this` when
+    /// freshness is checked); wins over `loaded_at_field`, as in dbt.
+    pub loaded_at_query: Option<String>,
     pub freshness: Json,
     pub external: Json,
 }
@@ -630,6 +633,19 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
             }
             let mut tags = s.tags.clone();
             tags.extend(t.tags.iter().cloned());
+            let first_table = std::ptr::eq(t, &s.tables[0]);
+            for (level, at) in [("table", &t.loaded_at), ("source", &s.loaded_at)] {
+                if at.field.is_some() && at.query.is_some() && (level == "table" || first_table) {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::InvalidValue,
+                            format!("source `{}.{}` has both loaded_at_field and loaded_at_query at {level} level", s.name, t.name),
+                        )
+                        .with_label(Label::new(file.source(), at.line, 1, 1, "one of the two"))
+                        .with_help("keep one: `loaded_at_field` names a timestamp column, `loaded_at_query` selects one value"),
+                    );
+                }
+            }
             let source = SourceNode {
                 unique_id: unique_id.clone(),
                 package: package.name.clone(),
@@ -650,7 +666,12 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
                 tags,
                 config,
                 quoting,
-                loaded_at_field: t.loaded_at_field.clone().or_else(|| s.loaded_at_field.clone()),
+                loaded_at_field: if t.loaded_at.field_present { t.loaded_at.field.clone() } else { s.loaded_at.field.clone() },
+                loaded_at_query: match (&t.loaded_at.query, t.loaded_at.field_present) {
+                    (Some(q), _) => Some(q.clone()),
+                    (None, true) => None,
+                    (None, false) => s.loaded_at.query.clone(),
+                },
                 freshness: if t.freshness.is_null() { s.freshness.clone() } else { t.freshness.clone() },
                 external: t.external.clone(),
             };

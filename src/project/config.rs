@@ -83,6 +83,7 @@ pub const KNOWN_CONFIGS: &[&str] = &[
     "predicates",
     "freshness",
     "loaded_at_field",
+    "loaded_at_query",
     "identifier",
     "copy_grants",
     "transient",

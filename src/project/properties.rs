@@ -61,7 +61,7 @@ pub struct SourceTableDef {
     pub tags: Vec<String>,
     pub config: ConfigMap,
     pub quoting: Json,
-    pub loaded_at_field: Option<String>,
+    pub loaded_at: LoadedAt,
     pub freshness: Json,
     pub external: Json,
 }
@@ -79,9 +79,34 @@ pub struct SourceDef {
     pub tags: Vec<String>,
     pub config: ConfigMap,
     pub quoting: Json,
-    pub loaded_at_field: Option<String>,
+    pub loaded_at: LoadedAt,
     pub freshness: Json,
     pub tables: Vec<SourceTableDef>,
+}
+
+/// How a source (or one of its tables) says when it was loaded: `loaded_at_field` or
+/// `loaded_at_query`, top-level or under `config:` (dbt 1.10).
+#[derive(Clone, Debug, Default)]
+pub struct LoadedAt {
+    pub field: Option<String>,
+    /// `loaded_at_field:` is written, even as null: the table opts out of the source's query.
+    pub field_present: bool,
+    pub query: Option<String>,
+    pub line: usize,
+}
+
+impl LoadedAt {
+    fn read(entry: &YNode, config: &ConfigMap) -> LoadedAt {
+        let get = |key: &str| {
+            entry.get(key).and_then(YNode::scalar_string).or_else(|| config.get(key).and_then(|v| v.as_str()).map(str::to_string))
+        };
+        LoadedAt {
+            field: get("loaded_at_field"),
+            field_present: entry.get("loaded_at_field").is_some() || config.contains_key("loaded_at_field"),
+            query: get("loaded_at_query"),
+            line: entry.key_node("loaded_at_query").or_else(|| entry.key_node("loaded_at_field")).map_or(entry.line, |k| k.line),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -444,6 +469,7 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>,
         };
         cx.check_keys(&entry, SOURCE_KEYS, &format!("source `{name}`"));
         let config = cx.config(entry.get("config"));
+        let loaded_at = LoadedAt::read(&entry, &config);
         let mut tables = Vec::new();
         for t in cx.list(entry.get("tables"), "tables").to_vec() {
             let Some(tname) = cx.name(&t, "tables") else {
@@ -451,6 +477,7 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>,
             };
             cx.check_keys(&t, TABLE_KEYS, &format!("source table `{name}.{tname}`"));
             let tconfig = cx.config(t.get("config"));
+            let loaded_at = LoadedAt::read(&t, &tconfig);
             tables.push(SourceTableDef {
                 identifier: t.get("identifier").and_then(YNode::scalar_string),
                 description: text(t.get("description")),
@@ -460,7 +487,7 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>,
                 tags: strings(t.get("tags")),
                 config: tconfig,
                 quoting: t.get("quoting").map_or(Json::Null, YNode::to_json),
-                loaded_at_field: t.get("loaded_at_field").and_then(YNode::scalar_string),
+                loaded_at,
                 freshness: t.get("freshness").map_or(Json::Null, YNode::to_json),
                 external: t.get("external").map_or(Json::Null, YNode::to_json),
                 name: tname,
@@ -478,7 +505,7 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>,
             tags: strings(entry.get("tags")),
             config,
             quoting: entry.get("quoting").map_or(Json::Null, YNode::to_json),
-            loaded_at_field: entry.get("loaded_at_field").and_then(YNode::scalar_string),
+            loaded_at,
             freshness: entry.get("freshness").map_or(Json::Null, YNode::to_json),
             tables,
             name,

@@ -128,7 +128,12 @@ fn render_node(node: &mut YNode, section: &str, path: &mut Vec<String>, render: 
 fn should_render(section: &str, path: &[String]) -> bool {
     let Some(first) = path.first() else { return true };
     match section {
-        "sources" => !(first == "description" || first == "tables" && path.len() > 2 && later(&path[2..])),
+        "sources" => {
+            !(first == "description"
+                || first == "loaded_at_query"
+                || path.len() >= 2 && first == "config" && path[1] == "loaded_at_query"
+                || first == "tables" && path.len() > 2 && later(&path[2..]))
+        }
         "macros" => !(first == "arguments" || later(&path[1..])),
         _ => !later(path),
     }
@@ -137,10 +142,10 @@ fn should_render(section: &str, path: &[String]) -> bool {
 /// dbt's `_is_norender_key`: tests, descriptions and hooks are rendered later.
 fn later(path: &[String]) -> bool {
     let is = |i: usize, keys: &[&str]| path.get(i).is_some_and(|k| keys.contains(&k.as_str()));
-    const LATE: &[&str] = &["tests", "data_tests", "description"];
+    const LATE: &[&str] = &["tests", "data_tests", "description", "loaded_at_query"];
     is(0, LATE)
         || path.len() == 2 && is(1, LATE)
-        || path.len() >= 2 && path[0] == "config" && is(1, &["pre_hook", "post_hook", "pre-hook", "post-hook"])
+        || path.len() >= 2 && path[0] == "config" && is(1, &["pre_hook", "post_hook", "pre-hook", "post-hook", "loaded_at_query"])
         || path.len() == 5 && path[4] == "description"
         || path.len() >= 3 && path[0] == "columns" && is(2, LATE)
 }

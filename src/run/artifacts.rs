@@ -355,6 +355,7 @@ fn source_json(s: &SourceNode, jinja: &JinjaEnv, project: &Project) -> Json {
         "identifier": s.identifier,
         "quoting": {"database": null, "schema": null, "identifier": null, "column": null},
         "loaded_at_field": s.loaded_at_field,
+        "loaded_at_query": s.loaded_at_query,
         "freshness": if s.freshness.is_object() { s.freshness.clone() } else { json!({"warn_after": {"count": null, "period": null}, "error_after": {"count": null, "period": null}, "filter": null}) },
         "external": if s.external.is_object() { s.external.clone() } else { Json::Null },
         "description": s.description,

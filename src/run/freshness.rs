@@ -1,4 +1,5 @@
-//! `source freshness`: how long ago each source was loaded (the newest `loaded_at_field`),
+//! `source freshness`: how long ago each source was loaded (the newest `loaded_at_field`, or
+//! the value of `loaded_at_query`),
 //! judged against its `warn_after`/`error_after`, and `target/sources.json` in dbt's schema
 //! (v3). The rules are dbt-core's (`FreshnessThreshold.status`, `collect_freshness`).
 
@@ -64,6 +65,16 @@ pub fn query(relation: &str, loaded_at_field: &str, filter: Option<&str>) -> Str
     format!(
         "select\n  max({loaded_at_field}) as max_loaded_at,\n  current_timestamp as snapshotted_at,\n  \
          extract(epoch from current_timestamp) - extract(epoch from max({loaded_at_field})) as age\nfrom {relation}{filter}"
+    )
+}
+
+/// dbt's `collect_freshness_custom_sql` for a `loaded_at_query` (rendered), with the age
+/// computed as [`query`] does.
+pub fn custom_query(loaded_at_query: &str) -> String {
+    format!(
+        "with source_query as (\n    {loaded_at_query}\n)\nselect\n  (select * from source_query) as max_loaded_at,\n  \
+         current_timestamp as snapshotted_at,\n  \
+         extract(epoch from current_timestamp) - extract(epoch from (select * from source_query)) as age"
     )
 }
 

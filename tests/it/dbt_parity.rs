@@ -524,7 +524,7 @@ fn state_selectors_select_what_dbt_selects() {
 }
 
 /// `kiln source freshness` gives every source the status dbt-core gives it (fresh, warn, stale,
-/// no `loaded_at_field`), exits as dbt does, and writes a `sources.json` that
+/// no `loaded_at_field`, `loaded_at_query` at table and config level), exits as dbt does, and writes a `sources.json` that
 /// dbt-artifacts-parser reads.
 #[test]
 fn source_freshness_matches_dbt() {
@@ -556,7 +556,7 @@ fn source_freshness_matches_dbt() {
         write(
             d,
             "models/sources.yml",
-            "version: 2\nsources:\n  - name: app\n    schema: main\n    freshness:\n      warn_after: {count: 1, period: hour}\n      error_after: {count: 1, period: day}\n    tables:\n      - name: fresh\n        identifier: events_fresh\n        loaded_at_field: loaded_at\n      - name: late\n        identifier: events_late\n        loaded_at_field: loaded_at\n      - name: stale\n        identifier: events_stale\n        loaded_at_field: loaded_at\n      - name: filtered\n        identifier: events_late\n        loaded_at_field: loaded_at\n        freshness:\n          warn_after: {count: 1, period: hour}\n          filter: id = 1\n      - name: unknown\n        identifier: events_fresh\n",
+            "version: 2\nsources:\n  - name: app\n    schema: main\n    freshness:\n      warn_after: {count: 1, period: hour}\n      error_after: {count: 1, period: day}\n    tables:\n      - name: fresh\n        identifier: events_fresh\n        loaded_at_field: loaded_at\n      - name: late\n        identifier: events_late\n        loaded_at_field: loaded_at\n      - name: stale\n        identifier: events_stale\n        loaded_at_field: loaded_at\n      - name: filtered\n        identifier: events_late\n        loaded_at_field: loaded_at\n        freshness:\n          warn_after: {count: 1, period: hour}\n          filter: id = 1\n      - name: unknown\n        identifier: events_fresh\n      - name: queried\n        identifier: events_stale\n        loaded_at_query: \"select max(loaded_at) from {{ this }}\"\n      - name: queried_in_config\n        identifier: events_fresh\n        config:\n          loaded_at_query: \"select max(loaded_at) from {{ this }} where id = 2\"\n",
         );
     };
     let statuses = |d: &Path| -> std::collections::BTreeMap<String, String> {
@@ -581,9 +581,10 @@ fn source_freshness_matches_dbt() {
     assert_eq!(out.status.code(), dbt_code, "{}", stderr(&out));
     assert!(stderr(&out).contains("source `app.unknown` has a freshness but no loaded_at_field"), "{}", stderr(&out));
     assert_eq!(statuses(k), statuses(t));
-    assert_eq!(statuses(k).values().filter(|s| *s == "pass").count(), 1, "{:?}", statuses(k));
+    assert_eq!(statuses(k).values().filter(|s| *s == "pass").count(), 2, "{:?}", statuses(k));
+    assert_eq!(statuses(k)["source.fr.app.queried"], "error", "loaded_at_query measured, not failed: {:?}", statuses(k));
     let script = "import json,sys\nfrom dbt_artifacts_parser.parser import parse_sources\ns=parse_sources(json.load(open(sys.argv[1])))\nprint(type(s).__name__, len(s.results))";
     let out = std::process::Command::new(&python).arg("-c").arg(script).arg(k.join("target/sources.json")).output().unwrap();
     assert!(out.status.success(), "dbt-artifacts-parser rejected sources.json:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SourcesV3 4"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SourcesV3 6"), "{}", String::from_utf8_lossy(&out.stdout));
 }
