@@ -465,7 +465,12 @@ fn deferred_build_matches_dbt() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| (r["unique_id"].as_str().unwrap().to_string(), (r["status"].as_str().unwrap().to_string(), r["relation_name"].as_str().map(str::to_string))))
+            .map(|r| {
+                (
+                    r["unique_id"].as_str().unwrap().to_string(),
+                    (r["status"].as_str().unwrap().to_string(), r["relation_name"].as_str().map(str::to_string)),
+                )
+            })
             .collect()
     };
     let theirs = temp_project("projects/shop");
@@ -492,7 +497,9 @@ fn deferred_build_matches_dbt() {
     let out = run(k, &[&["--profiles-dir", "profiles"][..], &deferred].concat());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = results(k);
-    let statuses = |r: &std::collections::BTreeMap<String, (String, Option<String>)>| r.iter().map(|(id, (s, _))| (id.clone(), s.clone())).collect::<Vec<_>>();
+    let statuses = |r: &std::collections::BTreeMap<String, (String, Option<String>)>| {
+        r.iter().map(|(id, (s, _))| (id.clone(), s.clone())).collect::<Vec<_>>()
+    };
     // Snapshots do not run yet (kiln skips them with a warning).
     let want_statuses: Vec<_> = statuses(&want).into_iter().filter(|(id, _)| !id.starts_with("snapshot.")).collect();
     assert_eq!(statuses(&got), want_statuses);

@@ -69,6 +69,42 @@ fn defer_reads_unselected_parents_from_the_state_run() {
     check_defer(d, &rows);
 }
 
+/// `--defer` across two warehouses, as dbt-duckdb users keep prod and dev in two files: dev
+/// attaches prod's warehouse (`attach: [{path: prod.duckdb}]`, read-only) and reads the
+/// unchanged parents there; a write to the attached database is refused and changes nothing.
+#[test]
+fn defer_reads_parents_from_an_attached_warehouse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_project(
+        d,
+        "st:\n  target: dev\n  outputs:\n    prod: {type: duckdb, path: prod.duckdb, schema: main}\n    dev:\n      type: duckdb\n      path: dev.duckdb\n      schema: main\n      attach:\n        - path: prod.duckdb\n",
+    );
+    let ok = |args: &[&str]| {
+        let out = kiln(d).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "kiln {args:?}:\n{}", stderr(&out));
+        (stdout(&out), stderr(&out))
+    };
+    ok(&["build", "-t", "prod"]);
+    std::fs::create_dir_all(d.join("prod_state")).unwrap();
+    std::fs::copy(d.join("target/manifest.json"), d.join("prod_state/manifest.json")).unwrap();
+    write(d, "models/b.sql", "select count(*) * 10 as n from {{ ref('a') }}\n");
+    let (_, err) = ok(&["build", "-t", "dev", "-s", "state:modified", "--state", "prod_state", "--defer"]);
+    assert!(err.contains("1 of 1 OK"), "only b is built: {err}");
+    let compiled = std::fs::read_to_string(d.join("target/run/st/models/b.sql")).unwrap();
+    assert!(compiled.contains("\"prod\".\"main\".\"a\""), "b reads prod's a: {compiled}");
+    let (rows, _) = ok(&["show", "-t", "dev", "--inline", "select n from dev.main.b", "-o", "json"]);
+    assert_eq!(rows.trim(), r#"{"n":30}"#);
+    assert!(!d.join("dev.duckdb.kiln/prod").exists(), "nothing of prod is copied into dev's warehouse");
+    // The attached warehouse is never written.
+    let before = dump_tree(&d.join("prod.duckdb.kiln"));
+    write(d, "models/c.sql", "{{ config(database='prod', materialized='table') }}\nselect 1 as id\n");
+    let out = kiln(d).args(["run", "-t", "dev", "-s", "c"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("database `prod` is attached read-only from"), "{}", stderr(&out));
+    assert_eq!(dump_tree(&d.join("prod.duckdb.kiln")), before);
+}
+
 /// `kiln retry` runs exactly what the last build left failed or skipped, with that build's
 /// command and flags; with nothing left, it says so.
 #[test]

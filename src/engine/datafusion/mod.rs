@@ -53,6 +53,9 @@ pub struct DataFusionEngine {
     writes: bool,
     /// Set when the run is cancelled: running queries stop (see [`Engine::cancel_on`]).
     cancel: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
+    /// Databases of other warehouses (the target's `attach`), readable and never written: by
+    /// name, the warehouse each comes from.
+    attached: Mutex<std::collections::BTreeMap<String, PathBuf>>,
 }
 
 struct ViewDef {
@@ -374,6 +377,7 @@ impl DataFusionEngine {
             writer: None,
             writes: true,
             cancel: std::sync::OnceLock::new(),
+            attached: Mutex::default(),
         }
     }
 
@@ -479,6 +483,7 @@ impl DataFusionEngine {
     /// planned again (and unregistered when they no longer plan).
     fn drop_relation(&self, r: &RelationName) -> Result<bool, EngineError> {
         self.must_write(&format!("dropping {}", table_ref(r)))?;
+        self.not_attached(&r.database, &format!("dropping {}", table_ref(r)))?;
         let dir = self.rel_dir(r);
         let known = self.block(self.ctx.table(table_ref(r))).is_ok();
         let stored = dir.join(TABLE_POINTER).exists() || dir.join(VIEW_FILE).exists();
@@ -497,6 +502,7 @@ impl DataFusionEngine {
     /// Drops every relation of a schema, then the schema; false when there was none.
     fn drop_schema(&self, database: &str, schema: &str) -> Result<bool, EngineError> {
         self.must_write(&format!("dropping schema {database}.{schema}"))?;
+        self.not_attached(database, &format!("dropping schema {database}.{schema}"))?;
         let Some(provider) = self.ctx.catalog(database).and_then(|c| c.schema(schema)) else { return Ok(false) };
         for name in provider.table_names() {
             self.drop_relation(&RelationName { database: database.into(), schema: schema.into(), name })?;
@@ -547,8 +553,20 @@ impl DataFusionEngine {
     }
 
     fn create_schema_dir(&self, database: &str, schema: &str) -> Result<PathBuf, EngineError> {
+        self.not_attached(database, &format!("writing to {database}.{schema}"))?;
         let db = paths::child(&self.root, database, true).map_err(|e| io_err("creating a database directory", e))?;
         paths::child(&db, schema, true).map_err(|e| io_err("creating a schema directory", e))
+    }
+
+    /// Refuses a change to a database of an attached warehouse.
+    fn not_attached(&self, database: &str, what: &str) -> Result<(), EngineError> {
+        match self.attached.lock().unwrap_or_else(|e| e.into_inner()).get(database) {
+            Some(from) => Err(EngineError::new(format!(
+                "{what}: database `{database}` is attached read-only from {}; kiln writes only to the target's own warehouse",
+                from.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Refuses a change on an engine opened for reading.
@@ -680,6 +698,54 @@ impl DataFusionEngine {
     /// damaged file) does not stop the others: it is returned, with why, for the caller to
     /// report. Directories kiln did not name are left alone; a reader deletes nothing.
     pub fn load_warehouse(&self) -> Result<Vec<(RelationName, String)>, EngineError> {
+        let root = self.root.clone();
+        self.load_root(&root, None)
+    }
+
+    /// Makes the tables and views of another kiln warehouse readable, never written: each of
+    /// its databases under its own name, or, when it holds one database, under `alias` (as
+    /// dbt-duckdb's `attach`). Returns the relations that cannot be read, with why.
+    pub fn attach(&self, root: &Path, alias: Option<&str>) -> Result<Vec<(RelationName, String)>, EngineError> {
+        let databases_in = |dir: &Path| -> std::io::Result<Vec<String>> {
+            Ok(std::fs::read_dir(dir)?
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| paths::name_of(&e.path()))
+                .collect())
+        };
+        let databases = databases_in(root).map_err(|e| io_err(&format!("reading the attached warehouse {}", root.display()), e))?;
+        let rename = match (alias, databases.as_slice()) {
+            (Some(alias), [original]) => Some((original.clone(), alias.to_string())),
+            (Some(alias), _) => {
+                return Err(EngineError::new(format!(
+                    "`alias: {alias}` names one database, and {} holds {}: {}",
+                    root.display(),
+                    databases.len(),
+                    databases.join(", ")
+                )));
+            }
+            (None, _) => None,
+        };
+        let mut own: Vec<String> = databases_in(&self.root).unwrap_or_default();
+        own.push(self.ctx.state().config().options().catalog.default_catalog.clone());
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        for db in &databases {
+            let name = rename.as_ref().map_or(db.clone(), |(_, alias)| alias.clone());
+            if own.contains(&name) || attached.contains_key(&name) {
+                return Err(EngineError::new(format!(
+                    "database `{name}` of {} is already in the target's warehouse or another attached one; set `alias:` to read it under another name",
+                    root.display()
+                )));
+            }
+            attached.insert(name, root.to_path_buf());
+        }
+        drop(attached);
+        self.load_root(root, rename.as_ref().map(|(from, to)| (from.as_str(), to.as_str())))
+    }
+
+    /// Registers the relations of the warehouse at `root`, renaming database `from` to `to`.
+    fn load_root(&self, root: &Path, rename: Option<(&str, &str)>) -> Result<Vec<(RelationName, String)>, EngineError> {
+        let own = root == self.root;
         let mut views: Vec<(RelationName, String)> = Vec::new();
         let mut broken = Vec::new();
         let dirs = |p: &Path| -> Vec<(PathBuf, String)> {
@@ -695,13 +761,17 @@ impl DataFusionEngine {
             v.sort();
             v
         };
-        for (db, database) in dirs(&self.root) {
+        for (db, database) in dirs(root) {
+            let database = match rename {
+                Some((from, to)) if from == database => to.to_string(),
+                _ => database,
+            };
             for (schema_dir, schema) in dirs(&db) {
                 self.ensure_schema(&database, &schema);
                 for (rel, name) in dirs(&schema_dir) {
                     let r = RelationName { database: database.clone(), schema: schema.clone(), name };
                     if let Some(v) = Self::current_version(&rel) {
-                        if self.writes {
+                        if self.writes && own {
                             Self::remove_old_versions(&rel, v);
                         }
                         if let Err(e) = self.register_version(&r, &rel, v) {
@@ -723,6 +793,9 @@ impl DataFusionEngine {
             if views.len() == before {
                 break; // the rest refer to relations that no longer exist; they stay on disk
             }
+        }
+        if !own {
+            broken.extend(views.into_iter().map(|(r, _)| (r, "a view of an attached warehouse that reads what is not there".to_string())));
         }
         Ok(broken)
     }
@@ -1091,13 +1164,42 @@ impl Engine for DataFusionEngine {
 
 /// Opens the warehouse of `target` (a DataFusion adapter) and registers what `setup` names:
 /// object stores, then files read as relations, then the warehouse's tables.
+/// The target's `attach` list (dbt-duckdb's setting): other kiln warehouses, read-only, each
+/// `{path, alias}` (`path` a warehouse directory, or a `.duckdb` path as a target's `path`).
+fn attach_warehouses(
+    engine: &DataFusionEngine,
+    target: &Target,
+    project_root: &Path,
+    file: &str,
+) -> Result<Vec<(RelationName, String)>, Diagnostic> {
+    let mut broken = Vec::new();
+    let Some(entries) = target.settings.get("attach") else { return Ok(broken) };
+    let bad = |message: String| {
+        Diagnostic::error(Code::BadProfile, format!("target `{}`: {message}", target.name))
+            .with_file(file.to_string())
+            .with_help("write `attach:` as a list of `{path: <another warehouse or .duckdb path>, alias: <database name>}`")
+    };
+    for entry in entries.as_array().ok_or_else(|| bad("`attach` must be a list".into()))? {
+        let path = entry.get("path").and_then(Json::as_str).ok_or_else(|| bad(format!("an `attach` entry has no `path`: {entry}")))?;
+        if let Some(kind) = entry.get("type").and_then(Json::as_str).filter(|t| *t != "duckdb") {
+            return Err(bad(format!("`attach` of `{path}` has `type: {kind}`; the embedded engine attaches kiln warehouses only")));
+        }
+        let mut other = target.clone();
+        other.settings.insert("path".into(), Json::from(path));
+        let root = other.warehouse_dir(project_root);
+        let alias = entry.get("alias").and_then(Json::as_str);
+        broken.extend(engine.attach(&root, alias).map_err(|e| bad(format!("cannot attach {path}: {e}")))?);
+    }
+    Ok(broken)
+}
+
 pub fn open_target(target: &Target, setup: Setup) -> Result<(Arc<DataFusionEngine>, Vec<Diagnostic>), Diagnostic> {
     let mut warnings = Vec::new();
     let root = target.warehouse_dir(setup.project_root);
     let file = target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
     let memory = MemorySettings::from_target(&target.settings, setup.project_root).map_err(|e| {
         Diagnostic::error(Code::BadProfile, format!("target `{}`: {e}", target.name))
-            .with_file(file)
+            .with_file(file.clone())
             .with_help("write memory_limit as a size such as 4GB or 512MiB (or pass --memory-limit)")
     })?;
     let engine = DataFusionEngine::open(&root, &target.database, &target.schema, &memory, target.adapter.semantics, setup.writer)
@@ -1139,8 +1241,11 @@ pub fn open_target(target: &Target, setup: Setup) -> Result<(Arc<DataFusionEngin
             None => {}
         }
     }
-    let broken =
-        engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?;
+    // Attached first: views of this warehouse may read them.
+    let mut broken = attach_warehouses(&engine, target, setup.project_root, &file)?;
+    broken.extend(
+        engine.load_warehouse().map_err(|e| Diagnostic::error(Code::Io, format!("cannot load the warehouse {}: {e}", root.display())))?,
+    );
     for (r, why) in broken {
         warnings.push(
             Diagnostic::warning(Code::Io, format!("table {}.{}.{} cannot be read and is left out: {why}", r.database, r.schema, r.name))
