@@ -120,7 +120,7 @@ const DATAFUSION: Adapter = Adapter {
     string_type: None,
     default_incremental_strategy: "merge",
     incremental_strategies: &["append", "merge", "delete+insert"],
-    materializations: &["view", "table", "incremental", "ephemeral", "external", "seed", "test"],
+    materializations: &["view", "table", "incremental", "ephemeral", "external", "seed", "test", "snapshot"],
     honours: &[],
     database_keys: &["database", "dbname"],
     schema_keys: &["schema"],
@@ -142,7 +142,7 @@ const POSTGRES: Adapter = Adapter {
     // dbt-postgres' default with a unique key.
     default_incremental_strategy: "delete+insert",
     incremental_strategies: &["append", "merge", "delete+insert"],
-    materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
+    materializations: &["view", "table", "incremental", "ephemeral", "seed", "test", "snapshot"],
     honours: &["persist_docs"],
     database_keys: &["dbname", "database"],
     schema_keys: &["schema"],

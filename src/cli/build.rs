@@ -44,6 +44,7 @@ pub enum Which {
     Run,
     Build,
     Test,
+    Snapshot,
 }
 
 impl Which {
@@ -53,6 +54,7 @@ impl Which {
             Which::Run => "run",
             Which::Build => "build",
             Which::Test => "test",
+            Which::Snapshot => "snapshot",
         }
     }
 }
@@ -109,34 +111,11 @@ pub fn retain_runnable(s: &Session, selected: &mut BTreeSet<String>, which: Whic
     selected.retain(|id| match s.manifest.nodes.get(id).map(|n| n.resource_type) {
         Some(ResourceType::Seed) => matches!(which, Which::Seed | Which::Build),
         Some(ResourceType::Model) => matches!(which, Which::Run | Which::Build),
+        Some(ResourceType::Snapshot) => matches!(which, Which::Snapshot | Which::Build),
         Some(ResourceType::Test) => matches!(which, Which::Test | Which::Build),
         Some(_) => false,
         None => s.manifest.unit_tests.contains_key(id) && matches!(which, Which::Test | Which::Build),
     });
-}
-
-/// Selected snapshots that `build` would run in dbt: warns that kiln skips them (snapshots are
-/// not run yet) and returns how many.
-fn not_run_snapshots(s: &Session, selected: &BTreeSet<String>, which: Which, printer: &Printer) -> usize {
-    if which != Which::Build {
-        return 0;
-    }
-    let names: Vec<&str> = selected
-        .iter()
-        .filter_map(|id| s.manifest.nodes.get(id))
-        .filter(|n| n.resource_type == ResourceType::Snapshot)
-        .map(|n| n.name.as_str())
-        .collect();
-    if !names.is_empty() {
-        printer.diagnostic(
-            &Diagnostic::warning(
-                Code::Unsupported,
-                format!("skipping {} snapshot(s), which kiln does not run yet: {}", names.len(), names.join(", ")),
-            )
-            .with_help("models that ref() a snapshot read what is in the warehouse; see docs/compatibility.md"),
-        );
-    }
-    names.len()
 }
 
 /// Prints the warnings of opening the engine: about external sources only when `selected`
@@ -399,7 +378,6 @@ pub(super) fn run_selected(
     printer: &mut Printer,
 ) -> anyhow::Result<i32> {
     let name = which.as_str();
-    let snapshots = not_run_snapshots(&s, &selected, which, printer);
     retain_runnable(&s, &mut selected, which);
     let command = format!("kiln {name}");
     let engine = match open_engine(&s, Some(Writes { command: &command, printer })) {
@@ -450,13 +428,8 @@ pub(super) fn run_selected(
     write_artifacts(&s, &done, &recorded_args(global, args, which), args.junit_xml.as_deref())?;
     print_recap(&s, &done, printer);
     let (pass, warn, error, skip) = done.counts();
-    let not_run = if snapshots > 0 {
-        format!(" ({snapshots} snapshot{} not run: not supported yet)", if snapshots == 1 { "" } else { "s" })
-    } else {
-        String::new()
-    };
     printer.info(&format!(
-        "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}{not_run}",
+        "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}",
         done.elapsed,
         done.results.len()
     ));

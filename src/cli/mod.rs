@@ -138,6 +138,9 @@ pub enum Command {
     /// Run data tests and unit tests (unit tests run on mocked inputs, locally)
     #[cfg(feature = "datafusion")]
     Test(build::RunArgs),
+    /// Record the changes of the selected snapshots' sources as new row versions (SCD type 2)
+    #[cfg(feature = "datafusion")]
+    Snapshot(build::RunArgs),
     /// Print rows of a model or of a query
     #[cfg(feature = "datafusion")]
     Show(build::ShowArgs),
@@ -160,10 +163,7 @@ pub enum Command {
 }
 
 /// dbt commands kiln does not have yet, and what to use meanwhile.
-const NOT_YET: &[(&str, &str)] = &[
-    ("snapshot", "snapshots are parsed and compiled but not run yet"),
-    ("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read"),
-];
+const NOT_YET: &[(&str, &str)] = &[("docs", "`kiln compile` writes target/manifest.json, which dbt-docs and other tools read")];
 
 /// For a dbt command kiln lacks: "not supported yet" and where to read more, instead of clap's
 /// "did you mean" (which suggested `clean` for `clone`).
@@ -225,6 +225,8 @@ pub fn main() -> i32 {
         Command::Build(args) => build::run(&cli.global, args, build::Which::Build, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Test(args) => build::run(&cli.global, args, build::Which::Test, &env, &mut printer),
+        #[cfg(feature = "datafusion")]
+        Command::Snapshot(args) => build::run(&cli.global, args, build::Which::Snapshot, &env, &mut printer),
         #[cfg(feature = "datafusion")]
         Command::Show(args) => build::show(&cli.global, args, &env, &mut printer),
         #[cfg(feature = "datafusion")]

@@ -44,6 +44,7 @@ pub fn run(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String>,
         Some("run") => Which::Run,
         Some("build") => Which::Build,
         Some("test") => Which::Test,
+        Some("snapshot") => Which::Snapshot,
         other => {
             return Ok(session::report(printer, &unreadable(format!("the last run (`{}`) is not one kiln retries", other.unwrap_or("?")))));
         }

@@ -6,6 +6,7 @@
 pub mod datafusion;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod snapshot;
 pub mod sql;
 
 /// Resolves once `flag` is set (a cancelled run), checking every 50 ms.
@@ -158,6 +159,13 @@ pub enum Materialization {
         sql: String,
         location: String,
         format: String,
+    },
+    /// A snapshot: created from `sql` on its first run, then the changes `sql` shows are
+    /// recorded as new versions (see [`snapshot`]), with the time and hashes of `exprs`.
+    Snapshot {
+        sql: String,
+        config: Box<crate::project::typed::SnapshotConfig>,
+        exprs: snapshot::Expressions,
     },
 }
 

@@ -230,6 +230,17 @@ where parent.to_field is null
 {% macro bigquery__current_timestamp() -%}current_timestamp(){%- endmacro %}
 {% macro duckdb__current_timestamp() -%}now(){%- endmacro %}
 
+{# The time a snapshot stamps its changes with, and its row hash: a project may override them. #}
+{% macro snapshot_get_time() -%}{{ return(adapter.dispatch('snapshot_get_time', 'dbt')()) }}{%- endmacro %}
+{% macro default__snapshot_get_time() -%}{{ current_timestamp() }}{%- endmacro %}
+{% macro postgres__snapshot_get_time() -%}{{ current_timestamp() }}::timestamp without time zone{%- endmacro %}
+{% macro datafusion__snapshot_get_time() -%}cast({{ current_timestamp() }} as timestamp){%- endmacro %}
+{% macro duckdb__snapshot_get_time() -%}{{ current_timestamp() }}::timestamp{%- endmacro %}
+{% macro snapshot_hash_arguments(args) -%}{{ return(adapter.dispatch('snapshot_hash_arguments', 'dbt')(args)) }}{%- endmacro %}
+{% macro default__snapshot_hash_arguments(args) -%}
+md5({%- for arg in args -%}coalesce(cast({{ arg }} as varchar ), ''){% if not loop.last %} || '|' || {% endif %}{%- endfor -%})
+{%- endmacro %}
+
 {% macro split_part(string_text, delimiter_text, part_number) -%}{{ return(adapter.dispatch('split_part', 'dbt')(string_text, delimiter_text, part_number)) }}{%- endmacro %}
 {% macro default__split_part(string_text, delimiter_text, part_number) -%}split_part({{ string_text }}, {{ delimiter_text }}, {{ part_number }}){%- endmacro %}
 {% macro bigquery__split_part(string_text, delimiter_text, part_number) -%}

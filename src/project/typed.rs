@@ -159,6 +159,166 @@ pub struct NodeConfig {
     pub cluster_by: Vec<String>,
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
+    /// A snapshot's configs (`materialized: snapshot`), when they are complete.
+    pub snapshot: Option<SnapshotConfig>,
+}
+
+/// How a snapshot tells that a row changed (dbt's `strategy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotStrategy {
+    /// The row's `updated_at` is newer than the snapshot's `dbt_valid_from`.
+    Timestamp { updated_at: String },
+    /// A checked column differs (NULLs compared as values); `updated_at`, when set, stamps the
+    /// new version instead of the snapshot time.
+    Check { cols: CheckCols, updated_at: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckCols {
+    All,
+    List(Vec<String>),
+}
+
+/// What a snapshot does with a row that is gone from its source (`hard_deletes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HardDeletes {
+    Ignore,
+    Invalidate,
+    NewRecord,
+}
+
+/// The names of a snapshot's meta columns (`snapshot_meta_column_names`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaColumns {
+    pub valid_from: String,
+    pub valid_to: String,
+    pub scd_id: String,
+    pub updated_at: String,
+    pub is_deleted: String,
+}
+
+/// A snapshot's configs, read as dbt-core's snapshot materialization reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// SQL expressions (usually column names).
+    pub unique_key: Vec<String>,
+    /// `unique_key` was written as a list: the staging columns are `dbt_unique_key_1`, ...
+    pub unique_key_is_list: bool,
+    pub strategy: SnapshotStrategy,
+    pub hard_deletes: HardDeletes,
+    /// `dbt_valid_to_current`: an SQL expression current rows have as `dbt_valid_to`.
+    pub valid_to_current: Option<String>,
+    pub columns: MetaColumns,
+}
+
+impl SnapshotConfig {
+    /// Reads the snapshot configs of `map`; `None` (with the errors) when one is missing or
+    /// malformed.
+    fn read(map: &ConfigMap, bad: &mut dyn FnMut(&'static str, String, &str)) -> Option<SnapshotConfig> {
+        let text = |key: &str| map.get(key).and_then(|v| v.as_str().map(str::to_string));
+        let (unique_key, unique_key_is_list) = match map.get("unique_key") {
+            Some(Json::String(s)) if !s.trim().is_empty() => (vec![s.clone()], false),
+            Some(Json::Array(items)) if !items.is_empty() && items.iter().all(Json::is_string) => {
+                (items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(), true)
+            }
+            _ => {
+                bad(
+                    "unique_key",
+                    "a snapshot needs `unique_key`: the column (or list of columns) that identifies a row".into(),
+                    "add `unique_key: id` (or `unique_key: [a, b]`) to its config",
+                );
+                return None;
+            }
+        };
+        let updated_at = text("updated_at");
+        let strategy = match text("strategy").as_deref() {
+            Some("timestamp") => match updated_at {
+                Some(updated_at) => SnapshotStrategy::Timestamp { updated_at },
+                None => {
+                    bad(
+                        "updated_at",
+                        "a snapshot with `strategy: timestamp` needs `updated_at`: the column that says when a row last changed".into(),
+                        "add `updated_at: <timestamp column>`, or use `strategy: check` with `check_cols`",
+                    );
+                    return None;
+                }
+            },
+            Some("check") => {
+                let cols = match map.get("check_cols") {
+                    Some(Json::String(s)) if s == "all" => CheckCols::All,
+                    Some(Json::Array(items)) if !items.is_empty() && items.iter().all(Json::is_string) => {
+                        CheckCols::List(items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+                    }
+                    other => {
+                        let what = other.map_or("missing".to_string(), |v| format!("{v}"));
+                        bad(
+                            "check_cols",
+                            format!("a snapshot with `strategy: check` needs `check_cols` (`all` or a list of columns); it is {what}"),
+                            "add `check_cols: all` or `check_cols: [status, amount]`",
+                        );
+                        return None;
+                    }
+                };
+                SnapshotStrategy::Check { cols, updated_at }
+            }
+            Some(other) => {
+                bad(
+                    "strategy",
+                    format!("snapshot strategy `{other}` is not `timestamp` or `check`"),
+                    "kiln runs dbt's two built-in strategies; a custom `snapshot_<name>_strategy` macro is not run",
+                );
+                return None;
+            }
+            None => {
+                bad(
+                    "strategy",
+                    "a snapshot needs `strategy`: `timestamp` or `check`".into(),
+                    "add `strategy: timestamp` with `updated_at`, or `strategy: check` with `check_cols`",
+                );
+                return None;
+            }
+        };
+        let hard_deletes = match (map.get("invalidate_hard_deletes").filter(|v| !v.is_null()), text("hard_deletes").as_deref()) {
+            (Some(_), Some(_)) => {
+                bad(
+                    "hard_deletes",
+                    "`invalidate_hard_deletes` and `hard_deletes` are both set".into(),
+                    "keep `hard_deletes` (`ignore`, `invalidate` or `new_record`), dbt's newer config",
+                );
+                return None;
+            }
+            (Some(v), None) => {
+                if json_truthy(Some(v)).unwrap_or(false) {
+                    HardDeletes::Invalidate
+                } else {
+                    HardDeletes::Ignore
+                }
+            }
+            (None, None | Some("ignore")) => HardDeletes::Ignore,
+            (None, Some("invalidate")) => HardDeletes::Invalidate,
+            (None, Some("new_record")) => HardDeletes::NewRecord,
+            (None, Some(other)) => {
+                bad("hard_deletes", format!("`hard_deletes` is `{other}`"), &choices(other, &["ignore", "invalidate", "new_record"]));
+                return None;
+            }
+        };
+        let names = map.get("snapshot_meta_column_names").and_then(Json::as_object);
+        let name = |key: &str| names.and_then(|n| n.get(key)).and_then(Json::as_str).map_or_else(|| key.to_string(), str::to_string);
+        Some(SnapshotConfig {
+            unique_key,
+            unique_key_is_list,
+            strategy,
+            hard_deletes,
+            valid_to_current: text("dbt_valid_to_current"),
+            columns: MetaColumns {
+                valid_from: name("dbt_valid_from"),
+                valid_to: name("dbt_valid_to"),
+                scd_id: name("dbt_scd_id"),
+                updated_at: name("dbt_updated_at"),
+                is_deleted: name("dbt_is_deleted"),
+            },
+        })
+    }
 }
 
 /// A config value of the wrong shape.
@@ -244,7 +404,9 @@ impl NodeConfig {
                 (false, false)
             }
         };
+        let snapshot = if materialized == Materialized::Snapshot { SnapshotConfig::read(map, &mut bad) } else { None };
         let config = NodeConfig {
+            snapshot,
             materialized,
             incremental_strategy,
             unique_key,

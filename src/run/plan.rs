@@ -25,6 +25,8 @@ pub struct Inputs<'a> {
     pub defines_macro: &'a dyn Fn(&str) -> bool,
     /// The project defines the model's materialization (`{% materialization %}`).
     pub custom_materialization: bool,
+    /// A snapshot's time and hashes, rendered from the project's macros.
+    pub snapshot: Option<crate::engine::snapshot::Expressions>,
 }
 
 /// One step of building a model, in order.
@@ -95,6 +97,16 @@ fn materialization(inputs: &Inputs) -> Result<Step, PlanError> {
             Materialization::External { sql, location, format }
         }
         Materialized::Incremental => return incremental(inputs, sql),
+        Materialized::Snapshot => match (&inputs.config.snapshot, &inputs.snapshot) {
+            (Some(config), Some(exprs)) => Materialization::Snapshot { sql, config: Box::new(config.clone()), exprs: exprs.clone() },
+            _ => {
+                return Err(PlanError {
+                    code: Code::InvalidConfig,
+                    message: "the snapshot's configs are incomplete".into(),
+                    help: "set `unique_key`, `strategy` and `updated_at` (timestamp) or `check_cols` (check)".into(),
+                });
+            }
+        },
         _ => return Err(not_buildable(m, adapter, inputs.custom_materialization)),
     }))
 }
@@ -201,6 +213,7 @@ mod tests {
                             external: (m == "external").then(|| ("out/m.parquet".to_string(), "parquet".to_string())),
                             defines_macro: &defines,
                             custom_materialization: false,
+                            snapshot: None,
                         };
                         let _ = writeln!(out, "{m} strategy={} exists={exists}:", strategy.unwrap_or("(default)"));
                         out.push_str(&render(&plan(&inputs)));
@@ -225,6 +238,7 @@ mod tests {
                 external: None,
                 defines_macro: &|_| false,
                 custom_materialization: false,
+                snapshot: None,
             })
             .unwrap()
         };

@@ -329,7 +329,7 @@ impl Runner<'_> {
             Some(n) if n.resource_type == ResourceType::Seed => Kind::Relation,
             Some(n) if n.resource_type == ResourceType::Test => Kind::Test,
             Some(n) if n.resource_type == ResourceType::Model && n.is_ephemeral() => Kind::Ephemeral,
-            Some(n) if n.resource_type == ResourceType::Model => Kind::Relation,
+            Some(n) if matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot) => Kind::Relation,
             _ => Kind::Other,
         }
     }
@@ -342,6 +342,7 @@ impl Runner<'_> {
                 ResourceType::Test => "test",
                 ResourceType::UnitTest => "unit test",
                 ResourceType::Seed => "seed",
+                ResourceType::Snapshot => "snapshot",
                 _ => "model",
             };
             let how = if status == Status::Fail { "failed" } else { "errored" };
@@ -653,6 +654,7 @@ impl Runner<'_> {
             external: (materialized == Materialized::External).then(|| node.external_target(self.project)),
             defines_macro: &|name| self.jinja.has_macro(name),
             custom_materialization: self.jinja.shared.macros.materializations.contains(materialized.as_str()),
+            snapshot: config.snapshot.as_ref().map(|c| self.snapshot_exprs(node, c)).transpose()?,
         };
         let steps = super::plan::plan(&inputs).map_err(|e| Failure::new(e.code, format!("{}\n  = help: {}", e.message, e.help)))?;
         let run_path = super::artifacts::artifact_path(self.project, node, "run");
@@ -677,6 +679,26 @@ impl Runner<'_> {
             }
         }
         Ok(verb)
+    }
+
+    /// A snapshot's time and row hashes, from dbt's `snapshot_get_time()` and
+    /// `snapshot_hash_arguments` (which a project may override).
+    fn snapshot_exprs(
+        &self,
+        node: &Node,
+        c: &crate::project::typed::SnapshotConfig,
+    ) -> Result<crate::engine::snapshot::Expressions, Failure> {
+        use crate::engine::snapshot::{Expressions, deleted_scd_id_args, scd_id_args};
+        let call = |name: &str, args: Vec<minijinja::Value>| {
+            let ctx = compile::node_ctx(self.jinja, node, &self.resolver, false);
+            self.jinja
+                .call_macro(name, args, ctx)
+                .map(|v| v.to_string().trim().to_string())
+                .map_err(|e| Failure::new(Code::JinjaRender, format!("{name}() for snapshot `{}`: {e}", node.name)))
+        };
+        let now = call("snapshot_get_time", vec![])?;
+        let hash = |args: Vec<String>| call("snapshot_hash_arguments", vec![minijinja::Value::from(args)]);
+        Ok(Expressions { scd_id: hash(scd_id_args(c, &now))?, deleted_scd_id: hash(deleted_scd_id_args(c, &now))?, now })
     }
 
     /// A project's incremental strategy (dbt's `get_incremental_<name>_sql`): the new rows are
@@ -715,6 +737,7 @@ fn verb_of(what: &Materialization, rows: Option<u64>) -> String {
         Materialization::Table { .. } => format!("SELECT {}", rows.unwrap_or(0)),
         Materialization::Incremental { .. } => format!("MERGE {}", rows.unwrap_or(0)),
         Materialization::External { .. } => format!("WRITE {}", rows.unwrap_or(0)),
+        Materialization::Snapshot { .. } => format!("INSERT {}", rows.unwrap_or(0)),
     }
 }
 

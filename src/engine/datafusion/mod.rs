@@ -694,6 +694,44 @@ impl DataFusionEngine {
         self.replace_with(r, || self.block(self.ctx.register_parquet(table_ref(r), path, ParquetReadOptions::default())).map_err(df_err))
     }
 
+    /// A snapshot: its first version from dbt's `build_snapshot_table`, then each run writes
+    /// the next version of the table with the staged changes applied (see
+    /// [`super::snapshot::merged_table`]), published atomically as any table. Returns the
+    /// number of inserted versions.
+    fn snapshot(
+        &self,
+        r: &RelationName,
+        sql: &str,
+        config: &crate::project::typed::SnapshotConfig,
+        exprs: &super::snapshot::Expressions,
+        checks: &[Check],
+    ) -> Result<Option<u64>, EngineError> {
+        use super::snapshot;
+        let Some(existing) = self.describe(r)? else {
+            let df = self.block(plan(&self.ctx, &snapshot::build_table(config, sql, exprs)))?;
+            return self.write_table(r, df, checks).map(Some);
+        };
+        let target_columns: Vec<String> = existing.into_iter().map(|(c, _)| c).collect();
+        let source_columns: Vec<String> = self.query_schema(sql)?.fields().iter().map(|f| f.name().clone()).collect();
+        let target = quoted(r);
+        let staging = snapshot::staging(&snapshot::Staging {
+            config,
+            sql,
+            target: &target,
+            exprs,
+            quote: '"',
+            target_columns: &target_columns,
+            source_columns: &source_columns,
+        });
+        let staging_columns = self.query_columns(&staging)?;
+        let merged = snapshot::merged_table(config, &target, &staging, &target_columns, &staging_columns);
+        let inserted =
+            self.query(&format!("select count(*) from (\n{staging}\n) as kiln_staged where dbt_change_type = 'insert'"), None)?;
+        let df = self.block(plan(&self.ctx, &merged))?;
+        self.write_table(r, df, checks)?;
+        Ok(inserted.rows.first().and_then(|row| row.first()).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())))
+    }
+
     /// Registers every table and view of the warehouse. A relation that cannot be opened (a
     /// damaged file) does not stop the others: it is returned, with why, for the caller to
     /// report. Directories kiln did not name are left alone; a reader deletes nothing.
@@ -1136,6 +1174,7 @@ impl Engine for DataFusionEngine {
                     .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0) as u64));
                 Ok(n)
             }
+            Materialization::Snapshot { sql, config, exprs } => self.snapshot(r, sql, config, exprs, checks),
         }
     }
 

@@ -326,6 +326,58 @@ impl PostgresEngine {
     }
 }
 
+impl PostgresEngine {
+    /// A snapshot, as dbt-postgres runs it: created with dbt's `build_snapshot_table` (swapped
+    /// in like a table), then per run the changes are staged in a temporary table, new source
+    /// columns added, and its `update` and `insert` run, all in one transaction.
+    fn snapshot(
+        &self,
+        r: &RelationName,
+        query: &str,
+        config: &crate::project::typed::SnapshotConfig,
+        exprs: &super::snapshot::Expressions,
+        checks: &[Check],
+    ) -> Result<Option<u64>, EngineError> {
+        use super::snapshot;
+        if self.describe(r)?.is_none() {
+            let tmp = sql::qualified(&r.schema, &sql::SwapNames::of(&r.name).tmp);
+            let build = snapshot::build_table(config, body(query), exprs);
+            return self.swap(r, sql::Kind::Table, (&format!("create table {tmp} as (\n"), &build, "\n)"), checks);
+        }
+        let target = Self::quoted(r);
+        let tmp = sql::SwapNames::of(&r.name).tmp;
+        self.with_client(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg_err(&e, None))?;
+            let target_columns: Vec<String> = columns_of(&tx, &target).await?.into_iter().map(|(c, _)| c).collect();
+            let statement = tx.prepare(body(query)).await.map_err(|e| pg_err(&e, Some(Embedded { offset: 0, sql: query })))?;
+            let source_columns: Vec<String> = statement.columns().iter().map(|c| c.name().to_string()).collect();
+            let staging = snapshot::staging(&snapshot::Staging {
+                config,
+                sql: body(query),
+                target: &target,
+                exprs,
+                quote: '"',
+                target_columns: &target_columns,
+                source_columns: &source_columns,
+            });
+            let prefix = format!("create temporary table {} on commit drop as (\n", quote_ident(&tmp, '"'));
+            run_embedded(&tx, &prefix, &staging, "\n)").await?;
+            let staged = format!("pg_temp.{}", quote_ident(&tmp, '"'));
+            let staging_columns = columns_of(&tx, &staged).await?;
+            let (insert, missing) = snapshot::insert_columns(&staging_columns, &target_columns);
+            for (column, ty) in missing {
+                exec(&tx, &format!("alter table {target} add column {} {ty}", quote_ident(column, '"'))).await?;
+            }
+            let mut rows = None;
+            for statement in snapshot::merge_statements(config, &target, &staged, &insert, '"') {
+                rows = exec(&tx, &statement).await?;
+            }
+            tx.commit().await.map_err(|e| pg_err(&e, None))?;
+            Ok(rows)
+        })
+    }
+}
+
 impl Engine for PostgresEngine {
     fn name(&self) -> &str {
         "postgres"
@@ -391,6 +443,7 @@ impl Engine for PostgresEngine {
                 self.swap(r, sql::Kind::Table, (&prefix, body(sql), "\n)"), checks)
             }
             Materialization::Incremental { sql, strategy, on_schema_change } => self.incremental(r, sql, strategy, *on_schema_change),
+            Materialization::Snapshot { sql, config, exprs } => self.snapshot(r, sql, config, exprs, checks),
             Materialization::External { .. } => Err(EngineError::new(
                 "`materialized: external` writes files and needs the embedded DataFusion engine; use `table` on PostgreSQL",
             )),
