@@ -84,7 +84,9 @@ impl MacroIndex {
             None => vec![None],
             Some(ns) => match self.dispatch.get(ns) {
                 Some(order) => order.iter().cloned().map(Some).collect(),
-                None if ns != INTERNAL && self.packages.contains_key(ns) && ns != self.root => {
+                // As dbt-core: an installed package (dbt's own included) is searched after the
+                // root project, so the project's `duckdb__snapshot_get_time` wins over dbt's.
+                None if (ns == INTERNAL || self.packages.contains_key(ns)) && ns != self.root => {
                     vec![Some(self.root.clone()), Some(ns.to_string())]
                 }
                 None => vec![Some(ns.to_string())],
@@ -96,7 +98,7 @@ impl MacroIndex {
                 let candidate = format!("{prefix}__{name}");
                 let found = match package {
                     None => self.lookup(current, &candidate),
-                    Some(p) => self.get(p, &candidate).or_else(|| if p == INTERNAL { self.get(&self.root, &candidate) } else { None }),
+                    Some(p) => self.get(p, &candidate),
                 };
                 if let Some(m) = found {
                     return Ok(m.clone());

@@ -36,6 +36,7 @@ pub fn install(ctx: SessionContext, flavor: Flavor) -> SessionContext {
     }
     let _ = datafusion::execution::FunctionRegistry::register_expr_planner(&mut state, Arc::new(Planner { flavor }));
     let ctx = SessionContext::new_with_state(state);
+    ctx.add_analyzer_rule(Arc::new(TimestampText));
     ctx.register_udf(ScalarUDF::from(IntervalScale(Signature::any(2, Volatility::Immutable))));
     ctx.register_udf(ScalarUDF::from(LiteralCoercion(datafusion::functions::core::coalesce())));
     ctx.register_udf(ScalarUDF::from(Mod(Signature::user_defined(Volatility::Immutable))));
@@ -62,9 +63,11 @@ impl TypePlanner for TypeNames {
             ExactNumberInfo::Precision(p) => DataType::Decimal128((*p).min(38) as u8, 0),
             ExactNumberInfo::None => DataType::Decimal128(38, 10),
         };
+        // Microseconds, as PostgreSQL and DuckDB keep them: `'9999-12-31'::timestamp` (the
+        // usual "valid to" of a current row) fits, where nanoseconds end in 2262.
         let timestamp = |tz: &TimezoneInfo| match tz {
-            TimezoneInfo::WithTimeZone | TimezoneInfo::Tz => DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
-            _ => DataType::Timestamp(TimeUnit::Nanosecond, None),
+            TimezoneInfo::WithTimeZone | TimezoneInfo::Tz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            _ => DataType::Timestamp(TimeUnit::Microsecond, None),
         };
         let data_type = match sql_type {
             SqlType::Character(_)
@@ -85,8 +88,8 @@ impl TypePlanner for TypeNames {
             SqlType::Float64 => DataType::Float64,
             SqlType::Bytes(_) => DataType::Binary,
             SqlType::Dec(info) | SqlType::BigNumeric(info) | SqlType::BigDecimal(info) => decimal(info),
-            SqlType::Datetime(_) | SqlType::TimestampNtz(_) => DataType::Timestamp(TimeUnit::Nanosecond, None),
-            SqlType::Timestamp(Some(_), tz) => timestamp(tz),
+            SqlType::Datetime(_) | SqlType::TimestampNtz(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
+            SqlType::Timestamp(_, tz) => timestamp(tz),
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(Field::new("", data_type, true))))
@@ -347,4 +350,91 @@ impl ScalarUDFImpl for LiteralCoercion {
     fn short_circuits(&self) -> bool {
         self.0.short_circuits()
     }
+}
+
+/// PostgreSQL and DuckDB write a timestamp as text as `2024-01-01 10:00:00.5` (a space, the
+/// fraction in microseconds without trailing zeros, `+00` for one with a time zone), where
+/// Arrow writes ISO 8601 (`2024-01-01T10:00:00.500`). Every cast of a timestamp to text (also
+/// the ones `||` and `concat` imply) is planned with [`TimestampToText`], after type coercion.
+#[derive(Debug)]
+struct TimestampText;
+
+impl datafusion::optimizer::AnalyzerRule for TimestampText {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _: &datafusion::common::config::ConfigOptions,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::tree_node::TreeNode;
+        plan.transform_up_with_subqueries(|plan| {
+            let mut schema = DFSchema::empty();
+            for input in plan.inputs() {
+                schema.merge(input.schema());
+            }
+            let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&plan);
+            plan.map_expressions(|e| {
+                let saved = names.save(&e);
+                Ok(e.transform_up(|e| timestamp_text(e, &schema))?.update_data(|e| saved.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "kiln_timestamp_text"
+    }
+}
+
+/// `cast(<timestamp> as <text>)` planned with [`TimestampToText`]; anything else as it is.
+fn timestamp_text(e: Expr, schema: &DFSchema) -> Result<datafusion::common::tree_node::Transformed<Expr>> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::expr::{Cast, TryCast};
+    let (inner, to) = match &e {
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => (expr, field.data_type()),
+        _ => return Ok(Transformed::no(e)),
+    };
+    if !is_text(to) || !matches!(inner.get_type(schema), Ok(DataType::Timestamp(_, _))) {
+        return Ok(Transformed::no(e));
+    }
+    let text = call(TimestampToText(Signature::any(1, Volatility::Immutable)), vec![(**inner).clone()]);
+    Ok(Transformed::yes(if *to == DataType::Utf8 { text } else { cast_expr(text, to.clone()) }))
+}
+
+/// A timestamp as PostgreSQL and DuckDB write it (see [`TimestampText`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TimestampToText(Signature);
+
+impl ScalarUDFImpl for TimestampToText {
+    fn name(&self) -> &str {
+        "kiln_timestamp_text"
+    }
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let array = args.args[0].clone().into_array(args.number_rows)?;
+        let zoned = matches!(array.data_type(), DataType::Timestamp(_, Some(_)));
+        let micros = cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let micros = micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let text: datafusion::arrow::array::StringArray = micros.iter().map(|v| v.and_then(|v| timestamp_as_text(v, zoned))).collect();
+        Ok(ColumnarValue::Array(Arc::new(text)))
+    }
+}
+
+/// `2024-01-01 10:00:00[.fraction][+00]` from microseconds since the epoch (UTC).
+fn timestamp_as_text(micros: i64, zoned: bool) -> Option<String> {
+    let at = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
+    let mut text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+    let fraction = micros.rem_euclid(1_000_000);
+    if fraction != 0 {
+        text.push('.');
+        text.push_str(format!("{fraction:06}").trim_end_matches('0'));
+    }
+    if zoned {
+        text.push_str("+00");
+    }
+    Some(text)
 }
