@@ -540,6 +540,9 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
         .map(|(i, file)| {
             let mut ds = Vec::new();
             let mut nodes = file_nodes(project, i, file, &mut ds);
+            if file.kind == FileKind::Properties {
+                nodes.extend(props.patches.iter().filter(|p| p.file == i).filter_map(|p| yaml_snapshot(project, i, p)));
+            }
             for node in &mut nodes {
                 let section = match node.resource_type {
                     ResourceType::Model => Some("models"),
@@ -792,7 +795,10 @@ fn file_nodes(project: &Project, i: usize, file: &ProjectFile, diags: &mut Vec<D
             .map(|b| {
                 // Keep line numbers: pad the body to its position in the file.
                 let padded = format!("{}{}", "\n".repeat(b.line - 1), &file.text[b.body_start..b.body_end]);
-                new_node(project, i, rt, &b.name, fqn(&b.name), Arc::from(padded.as_str()), b.line)
+                // As dbt: a snapshot's fqn names its file too.
+                let mut fqn = fqn(&b.name);
+                fqn.insert(fqn.len() - 1, file.stem().to_string());
+                new_node(project, i, rt, &b.name, fqn, Arc::from(padded.as_str()), b.line)
             })
             .collect(),
         Err((line, msg)) => {
@@ -808,6 +814,21 @@ fn file_nodes(project: &Project, i: usize, file: &ProjectFile, diags: &mut Vec<D
             vec![]
         }
     }
+}
+
+/// dbt 1.9's snapshot defined in YAML (`relation: ref('orders')`): a snapshot node whose SQL
+/// is `select * from {{ <relation> }}`, named in its properties file (as dbt does, its path is
+/// `<file>/<name>.sql`).
+fn yaml_snapshot(project: &Project, file_index: usize, p: &ResourcePatch) -> Option<Node> {
+    let relation = p.relation.as_ref()?;
+    let file = &project.files[file_index];
+    let mut fqn = vec![project.packages[file.package].name.clone()];
+    fqn.extend(file.folders().iter().map(|s| s.to_string()));
+    fqn.push(p.name.clone());
+    let raw = format!("{}select * from {{{{ {relation} }}}}", "\n".repeat(p.line.saturating_sub(1)));
+    let mut node = new_node(project, file_index, ResourceType::Snapshot, &p.name, fqn, Arc::from(raw.as_str()), p.line);
+    node.path = format!("{}/{}.sql", file.path, p.name);
+    Some(node)
 }
 
 pub(crate) fn new_node(

@@ -47,6 +47,8 @@ pub struct ResourcePatch {
     pub versions: Vec<YNode>,
     /// Model-level `constraints:` (contracts).
     pub constraints: Json,
+    /// A snapshot defined in YAML (dbt 1.9): what it snapshots, `ref(...)` or `source(...)`.
+    pub relation: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -154,6 +156,9 @@ const TOP_KEYS: &[&str] = &[
     "data_tests",
     "functions",
 ];
+/// A snapshot's keys: a model's, and `relation` (dbt 1.9's snapshots defined in YAML).
+const SNAPSHOT_KEYS: &[&str] = &["name", "description", "config", "columns", "tests", "data_tests", "docs", "meta", "tags", "relation"];
+
 const MODEL_KEYS: &[&str] = &[
     "name",
     "description",
@@ -416,21 +421,9 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>,
             let Some(name) = cx.name(&entry, section) else {
                 continue;
             };
-            if section == "snapshots"
-                && let Some(relation) = entry.key_node("relation")
-            {
-                // dbt 1.9's snapshots defined in YAML: not run yet; the rest of the project is.
-                cx.diags.push(
-                    Diagnostic::warning(
-                        Code::Unsupported,
-                        format!("snapshot `{name}` is defined in YAML (dbt 1.9), which kiln does not run yet: skipped"),
-                    )
-                    .with_label(Label::new(source.clone(), relation.line, relation.col, "relation".len(), "a YAML snapshot"))
-                    .with_help("the rest of the project builds; a model that ref()s this snapshot cannot, until kiln runs snapshots"),
-                );
-                continue;
-            }
-            cx.check_keys(&entry, MODEL_KEYS, &format!("{} `{name}`", &section[..section.len() - 1]));
+            let allowed: &[&str] = if section == "snapshots" { SNAPSHOT_KEYS } else { MODEL_KEYS };
+            cx.check_keys(&entry, allowed, &format!("{} `{name}`", &section[..section.len() - 1]));
+            let relation = if section == "snapshots" { entry.get("relation").and_then(YNode::scalar_string) } else { None };
             let mut config = cx.config(entry.get("config"));
             for k in ["tags", "meta", "docs", "access", "group"] {
                 if let Some(v) = entry.get(k) {
@@ -460,6 +453,7 @@ pub fn parse_file(file_index: usize, file: &ProjectFile, render: Option<Render>,
                 latest_version: entry.get("latest_version").map(YNode::to_json),
                 versions: cx.list(entry.get("versions"), "versions").to_vec(),
                 constraints: entry.get("constraints").map_or(Json::Null, YNode::to_json),
+                relation,
             });
         }
     }

@@ -179,6 +179,10 @@ mod tests {
         map.insert("on_schema_change".into(), "append_new_columns".into());
         map.insert("post-hook".into(), serde_json::json!(["grant select on {{ this }} to reporter"]));
         map.insert("persist_docs".into(), serde_json::json!({"relation": true}));
+        if materialized == "snapshot" {
+            map.insert("strategy".into(), "check".into());
+            map.insert("check_cols".into(), "all".into());
+        }
         NodeConfig::from_map(&map).0
     }
 
@@ -192,7 +196,12 @@ mod tests {
     /// Every materialization x strategy x adapter, on a first build and on an incremental one.
     #[test]
     fn plans_of_every_materialization_strategy_and_adapter() {
-        let materializations = ["view", "table", "incremental", "external", "materialized_view", "tabel"];
+        let materializations = ["view", "table", "incremental", "external", "snapshot", "materialized_view", "tabel"];
+        let exprs = crate::engine::snapshot::Expressions {
+            now: "NOW".into(),
+            scd_id: "HASH(id, NOW)".into(),
+            deleted_scd_id: "HASH(dbt_scd_id, NOW)".into(),
+        };
         let strategies =
             [None, Some("append"), Some("merge"), Some("delete+insert"), Some("insert_overwrite"), Some("mrege"), Some("custom")];
         let defines = |name: &str| name == "get_incremental_custom_sql";
@@ -213,7 +222,7 @@ mod tests {
                             external: (m == "external").then(|| ("out/m.parquet".to_string(), "parquet".to_string())),
                             defines_macro: &defines,
                             custom_materialization: false,
-                            snapshot: None,
+                            snapshot: (m == "snapshot").then(|| exprs.clone()),
                         };
                         let _ = writeln!(out, "{m} strategy={} exists={exists}:", strategy.unwrap_or("(default)"));
                         out.push_str(&render(&plan(&inputs)));

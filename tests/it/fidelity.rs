@@ -112,40 +112,55 @@ fn jinja_in_yaml_values_is_rendered_at_load() {
     assert!(debug.contains("threads: 3"), "as_number in profiles.yml:\n{debug}");
 }
 
-/// Snapshots are not run yet, but they no longer stop a project: a YAML snapshot (dbt 1.9) is
-/// a warning, not a parse error, and `build` says which snapshots it skipped.
+/// Snapshots in YAML (dbt 1.9) and in `{% snapshot %}` blocks run in `build`, in DAG order:
+/// after what they read, before the models that `ref()` them, with their tests; their fqn and
+/// path are dbt's.
 #[test]
-fn snapshots_are_skipped_with_a_warning_not_a_failed_project() {
+fn yaml_and_block_snapshots_build_in_dag_order() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    std::fs::create_dir_all(d.join("models")).unwrap();
-    std::fs::create_dir_all(d.join("snapshots")).unwrap();
-    std::fs::write(d.join("dbt_project.yml"), "name: snap\nconfig-version: 2\n").unwrap();
-    std::fs::write(d.join("models/src.sql"), "select 1 as id, current_timestamp as updated_at\n").unwrap();
-    std::fs::write(
-        d.join("snapshots/snaps.yml"),
-        "snapshots:\n  - name: src_snapshot\n    relation: ref('src')\n    config:\n      unique_key: id\n      strategy: timestamp\n      updated_at: updated_at\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("snapshots/legacy.sql"),
-        "{% snapshot legacy_snap %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='timestamp', updated_at='updated_at') }}\nselect * from {{ ref('src') }}\n{% endsnapshot %}\n",
-    )
-    .unwrap();
-    let out = run(d, &["build"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("warning[E507]: snapshot `src_snapshot` is defined in YAML"), "{err}");
-    assert!(err.contains("snapshots/snaps.yml:3:5"), "{err}");
-    assert!(err.contains("skipping 1 snapshot(s), which kiln does not run yet: legacy_snap"), "{err}");
-    assert!(err.contains("TOTAL=1 (1 snapshot not run: not supported yet)"), "{err}");
+    write(d, "dbt_project.yml", "name: snap\nconfig-version: 2\n");
+    write(d, "models/src.sql", "select 1 as id, cast('2024-01-01' as timestamp) as updated_at\n");
+    write(d, "models/after.sql", "select count(*) as n from {{ ref('src_snapshot') }} join {{ ref('legacy_snap') }} using (id)\n");
+    write(
+        d,
+        "snapshots/snaps.yml",
+        "snapshots:\n  - name: src_snapshot\n    relation: ref('src')\n    config:\n      schema: snaps\n      unique_key: id\n      strategy: timestamp\n      updated_at: updated_at\n    columns:\n      - name: id\n        tests: [not_null]\n",
+    );
+    write(
+        d,
+        "snapshots/legacy.sql",
+        "{% snapshot legacy_snap %}\n{{ config(target_schema='snaps', unique_key='id', strategy='check', check_cols='all') }}\nselect * from {{ ref('src') }}\n{% endsnapshot %}\n",
+    );
+    let out = kiln(d).args(["build", "--threads", "1", "--log-format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let order: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "node_finished" && e["status"] != "skipped")
+        .filter_map(|e| e["unique_id"].as_str().map(str::to_string))
+        .collect();
+    let at = |id: &str| order.iter().position(|o| o == id).unwrap_or_else(|| panic!("{id} did not run: {order:?}"));
+    assert!(
+        at("model.snap.src") < at("snapshot.snap.src_snapshot") && at("snapshot.snap.src_snapshot") < at("model.snap.after"),
+        "{order:?}"
+    );
+    assert!(at("snapshot.snap.legacy_snap") < at("model.snap.after"), "{order:?}");
+    assert!(order.iter().any(|o| o.starts_with("test.snap.not_null_src_snapshot_id")), "{order:?}");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["nodes"]["snapshot.snap.legacy_snap"]["fqn"], serde_json::json!(["snap", "legacy", "legacy_snap"]));
+    assert_eq!(manifest["nodes"]["snapshot.snap.src_snapshot"]["fqn"], serde_json::json!(["snap", "src_snapshot"]));
+    assert_eq!(manifest["nodes"]["snapshot.snap.src_snapshot"]["path"], "snaps.yml/src_snapshot.sql");
+    assert_eq!(manifest["nodes"]["snapshot.snap.src_snapshot"]["schema"], "main_snaps");
+    let out = run(d, &["show", "--inline", "select n from {{ ref('after') }}", "-o", "json"]);
+    assert_eq!(stdout(&out).trim(), r#"{"n":1}"#, "{}", stderr(&out));
 }
 
 /// A dbt command kiln lacks says so (exit 2), instead of suggesting a similar command.
 #[test]
 fn dbt_commands_kiln_lacks_say_not_supported_yet() {
     let tmp = tempfile::tempdir().unwrap();
-    for cmd in ["snapshot", "docs"] {
+    for cmd in ["docs"] {
         let out = run(tmp.path(), &[cmd]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");

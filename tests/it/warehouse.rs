@@ -179,3 +179,49 @@ fn killed_builds_lose_nothing() {
     assert!(builder.wait().unwrap().success());
     all_readable("the last build");
 }
+
+/// `kill -9` during snapshots: afterwards the snapshot table is readable and holds a complete
+/// history (every run either recorded all its versions or none), and the next run goes on from
+/// there.
+#[test]
+fn killed_snapshots_keep_their_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: ks\nconfig-version: 2\n");
+    write(
+        d,
+        "snapshots/s.sql",
+        "{% snapshot hist %}\n{{ config(target_schema='snaps', unique_key='id', strategy='check', check_cols='all') }}\nselect * from {{ ref('src') }}\n{% endsnapshot %}\n",
+    );
+    const ROWS: usize = 40_000;
+    let source = |round: usize| {
+        let mut seed = String::from("id,v\n");
+        for i in 0..ROWS {
+            seed.push_str(&format!("{i},{round}\n"));
+        }
+        write(d, "seeds/src.csv", &seed);
+    };
+    let history = || -> (usize, usize) {
+        let sql = "select count(*) as n, count(case when dbt_valid_to is null then 1 end) as current from {{ ref('hist') }}";
+        let out = run(d, &["show", "--inline", sql, "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let row: serde_json::Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+        (row["n"].as_u64().unwrap() as usize, row["current"].as_u64().unwrap() as usize)
+    };
+    source(0);
+    assert_eq!(run(d, &["build"]).status.code(), Some(0));
+    assert_eq!(history(), (ROWS, ROWS));
+    for (round, delay) in [30u64, 90, 180, 300, 500].into_iter().enumerate() {
+        source(round + 1);
+        let mut child = kiln(d).arg("build").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let (all, current) = history();
+        assert!(all % ROWS == 0 && current == ROWS, "after a kill at {delay} ms: {all} versions, {current} current");
+    }
+    let before = history().0;
+    source(99);
+    assert_eq!(run(d, &["build"]).status.code(), Some(0));
+    assert_eq!(history(), (before + ROWS, ROWS), "the next run records one version of every row");
+}
