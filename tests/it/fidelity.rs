@@ -160,13 +160,12 @@ fn yaml_and_block_snapshots_build_in_dag_order() {
 #[test]
 fn dbt_commands_kiln_lacks_say_not_supported_yet() {
     let tmp = tempfile::tempdir().unwrap();
-    for cmd in ["docs"] {
-        let out = run(tmp.path(), &[cmd]);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
-        assert!(err.contains(&format!("`kiln {cmd}` is not supported yet")) && err.contains("docs/compatibility.md"), "{cmd}: {err}");
-        assert!(!err.contains("similar subcommand"), "{cmd}: {err}");
-    }
+    let cmd = "docs";
+    let out = run(tmp.path(), &[cmd]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+    assert!(err.contains(&format!("`kiln {cmd}` is not supported yet")) && err.contains("docs/compatibility.md"), "{cmd}: {err}");
+    assert!(!err.contains("similar subcommand"), "{cmd}: {err}");
 }
 
 /// On a `type: duckdb` target, comparing a DATE with a text column is an error, as in DuckDB
