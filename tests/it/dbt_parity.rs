@@ -666,17 +666,13 @@ fn source_freshness_matches_dbt() {
 /// one with a list `unique_key`), each with `hard_deletes` from var `hd`, and the snapshot time
 /// fixed per batch by var `now` (the project overrides `snapshot_get_time`, as dbt allows), so
 /// every column, hashes included, can be compared.
-fn snapshot_project(d: &Path, adapter: &str) {
+pub fn snapshot_project(d: &Path) {
     write(
         d,
         "dbt_project.yml",
         "name: snap\nconfig-version: 2\nprofile: snap\nvars:\n  hd: ignore\n  now: '2030-01-01 00:00:00'\nseeds:\n  snap:\n    +column_types:\n      id: integer\n      amount: integer\n      updated_at: timestamp\n",
     );
-    write(
-        d,
-        "macros/now.sql",
-        &format!("{{% macro {adapter}__snapshot_get_time() %}}cast('{{{{ var(\"now\") }}}}' as timestamp){{% endmacro %}}\n"),
-    );
+    write(d, "macros/now.sql", "{% macro default__snapshot_get_time() %}cast('{{ var(\"now\") }}' as timestamp){% endmacro %}\n");
     write(
         d,
         "snapshots/snaps.sql",
@@ -688,7 +684,7 @@ fn snapshot_project(d: &Path, adapter: &str) {
 
 /// The source's batches: updates with a newer and with the same `updated_at`, a NULL in a
 /// checked column, a delete, the re-insert of the deleted key, a new column, another delete.
-const SNAPSHOT_BATCHES: [&str; 5] = [
+pub const SNAPSHOT_BATCHES: [&str; 5] = [
     "id,status,amount,updated_at\n1,a,10,2024-01-01 00:00:00\n2,b,20,2024-01-01 00:00:00\n3,c,30,2024-01-01 00:00:00\n4,d,40,2024-01-01 00:00:00\n",
     "id,status,amount,updated_at\n1,a2,10,2024-01-02 00:00:00\n2,b2,20,2024-01-01 00:00:00\n3,c,,2024-01-01 00:00:00\n5,e,50,2024-01-01 00:00:00\n",
     "id,status,amount,updated_at\n1,a2,10,2024-01-02 00:00:00\n2,b2,20,2024-01-01 00:00:00\n3,c,,2024-01-01 00:00:00\n4,d,40,2024-01-01 00:00:00\n5,e,50,2024-01-01 00:00:00\n",
@@ -696,7 +692,7 @@ const SNAPSHOT_BATCHES: [&str; 5] = [
     "id,status,amount,updated_at,note\n1,a2,10,2024-01-02 00:00:00,n1\n2,b2,20,2024-01-03 00:00:00,n2\n3,c,30,2024-01-01 00:00:00,\n4,d,40,2024-01-01 00:00:00,n4\n",
 ];
 
-const SNAPSHOTS: [&str; 3] = ["snaps.ts_snap", "snaps.check_snap", "snaps.check_all_snap"];
+pub const SNAPSHOTS: [&str; 3] = ["snaps.ts_snap", "snaps.check_snap", "snaps.check_all_snap"];
 
 /// Snapshots hold dbt-duckdb's rows, every column compared, after each of five batches of source
 /// changes, under each `hard_deletes` mode.
@@ -709,7 +705,7 @@ fn snapshots_hold_dbts_rows() {
         let (theirs, ours) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (t, k) = (theirs.path(), ours.path());
         for d in [t, k] {
-            snapshot_project(d, "duckdb");
+            snapshot_project(d);
             write(d, "profiles/profiles.yml", profiles);
         }
         for (i, batch) in SNAPSHOT_BATCHES.iter().enumerate() {

@@ -755,3 +755,79 @@ fn defer_reads_unselected_parents_from_the_state_run_on_postgres() {
     let rows = |sql: &str| -> Vec<String> { rows_of(&engine, &format!("({sql}) as q")) };
     crate::state::check_defer(d, &rows);
 }
+
+/// Snapshots on PostgreSQL hold dbt-postgres' rows after each batch of source changes, under each
+/// `hard_deletes` mode, and the embedded engine (`type: datafusion`) holds the same rows.
+#[test]
+fn snapshots_match_dbt_postgres_and_the_embedded_engine() {
+    use crate::dbt_parity::{SNAPSHOT_BATCHES, SNAPSHOTS, snapshot_project};
+    let Some(server) = server() else { return };
+    let Some(dbt) = peer("KILN_TEST_DBT", "the dbt-postgres snapshot parity test") else { return };
+    for hd in ["ignore", "invalidate", "new_record"] {
+        let (ours, theirs) = (server.fresh_db("snap_kiln"), server.fresh_db("snap_dbt"));
+        let (kdir, ddir, edir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for d in [kdir.path(), ddir.path(), edir.path()] {
+            snapshot_project(d);
+            let mut profiles = server.profiles("snap", &[("kiln", &ours), ("dbt", &theirs)]);
+            profiles.push_str("    embedded:\n      type: datafusion\n      schema: analytics\n");
+            write(d, "profiles.yml", &profiles);
+        }
+        let embedded_rows = |relation: &str| -> Vec<String> {
+            let out = run(
+                edir.path(),
+                &[
+                    "show",
+                    "--profiles-dir",
+                    ".",
+                    "-t",
+                    "embedded",
+                    "--inline",
+                    &format!("select * from {relation}"),
+                    "--limit",
+                    "1000",
+                    "-o",
+                    "json",
+                ],
+            );
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            let mut rows: Vec<String> = stdout(&out)
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Map<String, Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|")
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        for (i, batch) in SNAPSHOT_BATCHES.iter().enumerate() {
+            let vars = format!("{{now: '2030-01-0{} 00:00:00', hd: {hd}}}", i + 1);
+            for d in [kdir.path(), ddir.path(), edir.path()] {
+                write(d, "seeds/src.csv", batch);
+            }
+            let args = ["build", "--full-refresh", "--profiles-dir", ".", "--vars", &vars];
+            let out = std::process::Command::new(&dbt)
+                .args(args)
+                .args(["--target", "dbt"])
+                .current_dir(ddir.path())
+                .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+                .env("KILN_TEST_PG_PASSWORD", server.password.clone().unwrap_or_default())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "dbt build (batch {i}, {hd}):\n{}", String::from_utf8_lossy(&out.stdout));
+            let out = kiln_pg(kdir.path(), &server, &[&args[..], &["--target", "kiln"]].concat());
+            assert_eq!(out.status.code(), Some(0), "kiln build (batch {i}, {hd}):\n{}", stderr(&out));
+            let out = run(edir.path(), &[&args[..], &["--target", "embedded"]].concat());
+            assert_eq!(out.status.code(), Some(0), "kiln build on the embedded engine (batch {i}, {hd}):\n{}", stderr(&out));
+            let (ke, de) = (server.engine(&ours), server.engine(&theirs));
+            for relation in SNAPSHOTS {
+                let r =
+                    RelationName { database: String::new(), schema: "snaps".into(), name: relation.trim_start_matches("snaps.").into() };
+                let columns = ke.describe(&r).unwrap();
+                assert_eq!(columns, de.describe(&r).unwrap(), "columns of {relation} (batch {i}, {hd})");
+                let theirs_rows = rows_of(&de, relation);
+                assert_eq!(rows_of(&ke, relation), theirs_rows, "rows of {relation} after batch {i} ({hd})");
+                assert_eq!(embedded_rows(relation), theirs_rows, "the embedded engine's {relation} after batch {i} ({hd})");
+            }
+        }
+    }
+}
