@@ -589,12 +589,30 @@ fn watch(
             );
             continue;
         }
+        snapshot_note(&session, &nodes, printer);
         if lp.build(&session, &engine, &nodes, false, printer) && !lp.quit.load(Ordering::SeqCst) {
             pending = dirty;
         }
     }
     event(printer, serde_json::json!({"event": "watch_stopped"}), "stopped watching");
     Ok(EXIT_OK)
+}
+
+/// A rebuilt snapshot records the source as it is now: say that its history is not replayed.
+fn snapshot_note(s: &Session, nodes: &BTreeSet<String>, printer: &Printer) {
+    let names: Vec<&str> = nodes
+        .iter()
+        .filter_map(|id| s.manifest.nodes.get(id))
+        .filter(|n| n.resource_type == crate::parse::ResourceType::Snapshot)
+        .map(|n| n.name.as_str())
+        .collect();
+    if !names.is_empty() {
+        let text = format!(
+            "note: snapshot {} records its source as it is now; a snapshot is history, and an edit does not replay it",
+            names.join(", ")
+        );
+        event(printer, serde_json::json!({"event": "snapshot_note", "snapshots": names, "message": text}), &text);
+    }
 }
 
 enum Change {

@@ -37,6 +37,32 @@ pub fn deleted_scd_id_args(c: &SnapshotConfig, now: &str) -> Vec<String> {
     vec![c.columns.scd_id.clone(), now.to_string()]
 }
 
+/// Refuses a snapshot whose query lacks a column its config names (`unique_key`, `updated_at`,
+/// `check_cols`, when they are plain column names), before anything is written.
+pub fn check_columns(c: &SnapshotConfig, source_columns: &[String]) -> Result<(), String> {
+    let plain = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut named: Vec<(&str, &str)> = c.unique_key.iter().map(|k| ("unique_key", k.as_str())).collect();
+    match &c.strategy {
+        SnapshotStrategy::Timestamp { updated_at } => named.push(("updated_at", updated_at)),
+        SnapshotStrategy::Check { cols: CheckCols::List(cols), updated_at } => {
+            named.extend(cols.iter().map(|col| ("check_cols", col.as_str())));
+            named.extend(updated_at.iter().map(|u| ("updated_at", u.as_str())));
+        }
+        SnapshotStrategy::Check { cols: CheckCols::All, updated_at } => named.extend(updated_at.iter().map(|u| ("updated_at", u.as_str()))),
+    }
+    for (key, column) in named {
+        if plain(column) && !source_columns.iter().any(|s| s.eq_ignore_ascii_case(column)) {
+            return Err(format!(
+                "`{key}` names `{column}`, which the snapshot's query does not return (its columns: {}); nothing was written",
+                source_columns.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What the staging query is built from.
 pub struct Staging<'a> {
     pub config: &'a SnapshotConfig,

@@ -1167,9 +1167,16 @@ fn check_configs(project: &Project, jinja: &JinjaEnv, nodes: &[Node], diags: &mu
     for node in nodes.iter().filter(|n| n.enabled()) {
         let label = |key: &str| -> Option<Label> {
             let file = &project.files[node.file?];
-            let pos = node.raw_code.find(key).map(|o| crate::diagnostics::line_col(&node.raw_code, o)).unwrap_or((node.line, 1));
-            let source = SourceText::new(file.display_path.clone(), node.raw_code.clone());
-            Some(Label::new(source, pos.0, pos.1, key.len(), "set here or in dbt_project.yml / properties YAML"))
+            let at = |text: &str| node.raw_code.find(text).map(|o| crate::diagnostics::line_col(&node.raw_code, o));
+            // The line of the key, or (a key that is missing) of the `config(` call.
+            let (pos, len, text) = match (at(key), at("config(")) {
+                (Some(pos), _) => (pos, key.len(), "set here or in dbt_project.yml / properties YAML"),
+                (None, Some(pos)) => (pos, "config".len(), "add it here or in dbt_project.yml / properties YAML"),
+                (None, None) => ((node.line, 1), 1, "add it in a config() call or in dbt_project.yml / properties YAML"),
+            };
+            // A snapshot's raw code is its block, padded to keep lines: show the file's text.
+            let source = SourceText::new(file.display_path.clone(), file.text.clone());
+            Some(Label::new(source, pos.0, pos.1, len, text))
         };
         let labelled = |d: Diagnostic, key: &str| match label(key) {
             Some(l) => d.with_label(l),

@@ -156,6 +156,39 @@ fn yaml_and_block_snapshots_build_in_dag_order() {
     assert_eq!(stdout(&out).trim(), r#"{"n":1}"#, "{}", stderr(&out));
 }
 
+/// A snapshot whose query lacks a column its config names fails alone, says which, and writes
+/// nothing: `check_cols` naming a missing column, a source that lost the unique key column.
+#[test]
+fn snapshots_refuse_columns_their_query_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: bad\nconfig-version: 2\n");
+    write(d, "models/src.sql", "select 1 as id, 'a' as status\n");
+    let snapshot = |check_cols: &str| {
+        write(
+            d,
+            "snapshots/s.sql",
+            &format!(
+                "{{% snapshot s %}}\n{{{{ config(target_schema='snaps', unique_key='id', strategy='check', check_cols={check_cols}) }}}}\nselect * from {{{{ ref('src') }}}}\n{{% endsnapshot %}}\n"
+            ),
+        );
+    };
+    snapshot("['status', 'nope']");
+    let out = run(d, &["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("`check_cols` names `nope`, which the snapshot's query does not return (its columns: id, status)"), "{err}");
+    assert!(run(d, &["show", "--inline", "select * from snaps.s"]).status.code() == Some(1), "nothing was written");
+    snapshot("['status']");
+    assert_eq!(run(d, &["build"]).status.code(), Some(0));
+    write(d, "models/src.sql", "select 1 as key, 'b' as status\n");
+    let out = run(d, &["build"]);
+    let err = stderr(&out);
+    assert!(out.status.code() == Some(1) && err.contains("`unique_key` names `id`"), "{err}");
+    let out = run(d, &["show", "--inline", "select status from snaps.s", "-o", "json"]);
+    assert_eq!(stdout(&out).trim(), r#"{"status":"a"}"#, "the snapshot is as it was");
+}
+
 /// A dbt command kiln lacks says so (exit 2), instead of suggesting a similar command.
 #[test]
 fn dbt_commands_kiln_lacks_say_not_supported_yet() {

@@ -127,6 +127,13 @@ fn watch_rebuilds_what_each_save_changes() {
     assert_eq!(first[0]["event"], "watch_started", "{}", lines(&first));
     let built = finished(&first);
     assert!(built.len() > 20 && built.values().all(|s| s == "success" || s == "pass"), "first build:\n{}", lines(&first));
+    assert_eq!(built.get("snapshot.shop.orders_snapshot").map(String::as_str), Some("success"), "{}", lines(&first));
+
+    // A snapshot: it runs again, with a note that history is not replayed.
+    edit(&d.join("snapshots/orders_snapshot.sql"), "select *", "select *, 1 as edited");
+    let turn = w.turn();
+    assert!(turn.iter().any(|e| e["event"] == "snapshot_note"), "{}", lines(&turn));
+    assert_eq!(finished(&turn).get("snapshot.shop.orders_snapshot").map(String::as_str), Some("success"), "{}", lines(&turn));
 
     // A model: it and what is downstream are rebuilt, with their tests; nothing else.
     edit(&d.join("models/staging/stg_orders.sql"), "select * from renamed", "select * from renamed where order_id <= 50");

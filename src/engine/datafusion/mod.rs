@@ -707,12 +707,13 @@ impl DataFusionEngine {
         checks: &[Check],
     ) -> Result<Option<u64>, EngineError> {
         use super::snapshot;
+        let source_columns: Vec<String> = self.query_schema(sql)?.fields().iter().map(|f| f.name().clone()).collect();
+        snapshot::check_columns(config, &source_columns).map_err(EngineError::new)?;
         let Some(existing) = self.describe(r)? else {
             let df = self.block(plan(&self.ctx, &snapshot::build_table(config, sql, exprs)))?;
             return self.write_table(r, df, checks).map(Some);
         };
         let target_columns: Vec<String> = existing.into_iter().map(|(c, _)| c).collect();
-        let source_columns: Vec<String> = self.query_schema(sql)?.fields().iter().map(|f| f.name().clone()).collect();
         let target = quoted(r);
         let staging = snapshot::staging(&snapshot::Staging {
             config,

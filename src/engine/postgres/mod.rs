@@ -339,6 +339,8 @@ impl PostgresEngine {
         checks: &[Check],
     ) -> Result<Option<u64>, EngineError> {
         use super::snapshot;
+        let source_columns: Vec<String> = self.query_columns(query)?.into_iter().map(|(c, _)| c).collect();
+        snapshot::check_columns(config, &source_columns).map_err(EngineError::new)?;
         if self.describe(r)?.is_none() {
             let tmp = sql::qualified(&r.schema, &sql::SwapNames::of(&r.name).tmp);
             let build = snapshot::build_table(config, body(query), exprs);
@@ -349,8 +351,6 @@ impl PostgresEngine {
         self.with_client(async |c| {
             let tx = c.transaction().await.map_err(|e| pg_err(&e, None))?;
             let target_columns: Vec<String> = columns_of(&tx, &target).await?.into_iter().map(|(c, _)| c).collect();
-            let statement = tx.prepare(body(query)).await.map_err(|e| pg_err(&e, Some(Embedded { offset: 0, sql: query })))?;
-            let source_columns: Vec<String> = statement.columns().iter().map(|c| c.name().to_string()).collect();
             let staging = snapshot::staging(&snapshot::Staging {
                 config,
                 sql: body(query),
