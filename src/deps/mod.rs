@@ -53,7 +53,9 @@ pub fn run(
     let stale = options.upgrade || previous.as_ref().is_none_or(|l| l.sha1_hash.as_deref() != Some(hash.as_str()));
     let mut staging = Staging::new(root, install_path)?;
     let mut outcome = Outcome::default();
+    let missing = previous.is_none();
     let lock = match previous {
+        Some(lock) if !stale && options.lock_only => lock,
         Some(lock) if !stale => {
             progress(&format!("Installing the {} package(s) pinned in {LOCK_FILE}", lock.packages.len()));
             for locked in &lock.packages {
@@ -67,7 +69,13 @@ pub fn run(
             progress(&format!(
                 "Resolving {} ({LOCK_FILE} {})",
                 declarations.file.path,
-                if options.upgrade { "upgraded" } else { "out of date" }
+                if options.upgrade {
+                    "upgraded"
+                } else if missing {
+                    "missing"
+                } else {
+                    "out of date"
+                }
             ));
             let mut resolver = Resolver { root, render, staging: &mut staging, outcome: &mut outcome, progress, seen: HashMap::new() };
             let packages = resolver.resolve(declarations)?;

@@ -663,7 +663,8 @@ fn source_freshness_matches_dbt() {
 
 /// The snapshot parity project: three block snapshots of seed `src` (a timestamp one with
 /// renamed meta columns and `dbt_valid_to_current`, a `check` one on two columns, a `check: all`
-/// one with a list `unique_key`), each with `hard_deletes` from var `hd`, and the snapshot time
+/// one with a list `unique_key`) and a YAML one (dbt 1.9, `timestamp`), each with `hard_deletes`
+/// from var `hd`, and the snapshot time
 /// fixed per batch by var `now` (the project overrides `snapshot_get_time`, as dbt allows), so
 /// every column, hashes included, can be compared.
 pub fn snapshot_project(d: &Path) {
@@ -680,6 +681,11 @@ pub fn snapshot_project(d: &Path) {
          {% snapshot check_snap %}\n{{ config(target_schema='snaps', unique_key='id', strategy='check', check_cols=['status', 'amount'], hard_deletes=var('hd')) }}\nselect * from {{ ref('src') }}\n{% endsnapshot %}\n\n\
          {% snapshot check_all_snap %}\n{{ config(target_schema='snaps', unique_key=['id'], strategy='check', check_cols='all', hard_deletes=var('hd')) }}\nselect id, status, amount from {{ ref('src') }}\n{% endsnapshot %}\n",
     );
+    write(
+        d,
+        "snapshots/yaml_snaps.yml",
+        "snapshots:\n  - name: yaml_snap\n    relation: ref('src')\n    config:\n      target_schema: snaps\n      unique_key: id\n      strategy: timestamp\n      updated_at: updated_at\n      hard_deletes: \"{{ var('hd') }}\"\n",
+    );
 }
 
 /// The source's batches: updates with a newer and with the same `updated_at`, a NULL in a
@@ -692,7 +698,7 @@ pub const SNAPSHOT_BATCHES: [&str; 5] = [
     "id,status,amount,updated_at,note\n1,a2,10,2024-01-02 00:00:00,n1\n2,b2,20,2024-01-03 00:00:00,n2\n3,c,30,2024-01-01 00:00:00,\n4,d,40,2024-01-01 00:00:00,n4\n",
 ];
 
-pub const SNAPSHOTS: [&str; 3] = ["snaps.ts_snap", "snaps.check_snap", "snaps.check_all_snap"];
+pub const SNAPSHOTS: [&str; 4] = ["snaps.ts_snap", "snaps.check_snap", "snaps.check_all_snap", "snaps.yaml_snap"];
 
 /// Snapshots hold dbt-duckdb's rows, every column compared, after each of five batches of source
 /// changes, under each `hard_deletes` mode.
