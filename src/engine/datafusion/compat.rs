@@ -352,10 +352,13 @@ impl ScalarUDFImpl for LiteralCoercion {
     }
 }
 
-/// PostgreSQL and DuckDB write a timestamp as text as `2024-01-01 10:00:00.5` (a space, the
-/// fraction in microseconds without trailing zeros, `+00` for one with a time zone), where
-/// Arrow writes ISO 8601 (`2024-01-01T10:00:00.500`). Every cast of a timestamp to text (also
-/// the ones `||` and `concat` imply) is planned with [`TimestampToText`], after type coercion.
+/// Casts as PostgreSQL and DuckDB do them, where Arrow's differ; planned after type coercion,
+/// so the casts `||`, `concat` and comparisons imply are covered too:
+/// - a timestamp as text reads `2024-01-01 10:00:00.5` (a space, the fraction in microseconds
+///   without trailing zeros, `+00` for one with a time zone), where Arrow writes ISO 8601
+///   (`2024-01-01T10:00:00.500`): see [`TimestampToText`];
+/// - a DECIMAL or floating-point number cast to an integer is rounded (`1.5` → 2), where Arrow
+///   truncates (→ 1).
 #[derive(Debug)]
 struct TimestampText;
 
@@ -393,11 +396,22 @@ fn timestamp_text(e: Expr, schema: &DFSchema) -> Result<datafusion::common::tree
         Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => (expr, field.data_type()),
         _ => return Ok(Transformed::no(e)),
     };
-    if !is_text(to) || !matches!(inner.get_type(schema), Ok(DataType::Timestamp(_, _))) {
-        return Ok(Transformed::no(e));
+    let from = inner.get_type(schema);
+    match &from {
+        Ok(DataType::Timestamp(_, _)) if is_text(to) => {
+            let text = call(TimestampToText(Signature::any(1, Volatility::Immutable)), vec![(**inner).clone()]);
+            Ok(Transformed::yes(if *to == DataType::Utf8 { text } else { cast_expr(text, to.clone()) }))
+        }
+        Ok(t) if is_integer(to) && matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float32 | DataType::Float64) => {
+            let rounded = datafusion::functions::math::round().call(vec![(**inner).clone()]);
+            Ok(Transformed::yes(match e {
+                Expr::TryCast(TryCast { field, .. }) => Expr::TryCast(TryCast { expr: Box::new(rounded), field }),
+                Expr::Cast(Cast { field, .. }) => Expr::Cast(Cast { expr: Box::new(rounded), field }),
+                other => other,
+            }))
+        }
+        _ => Ok(Transformed::no(e)),
     }
-    let text = call(TimestampToText(Signature::any(1, Volatility::Immutable)), vec![(**inner).clone()]);
-    Ok(Transformed::yes(if *to == DataType::Utf8 { text } else { cast_expr(text, to.clone()) }))
 }
 
 /// A timestamp as PostgreSQL and DuckDB write it (see [`TimestampText`]).
