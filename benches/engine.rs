@@ -192,7 +192,8 @@ fn write_project(dir: &Path) {
 /// kiln's check values of a shape's table.
 fn kiln_check(dir: &Path, table: &str, check: &str) -> Vec<Option<f64>> {
     let out = kiln(dir, &["show", "--inline", &format!("select {check} from {{{{ ref('{table}') }}}}"), "-o", "json", "--quiet"]);
-    let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let row: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     row.values().map(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).collect()
 }
 
@@ -233,7 +234,12 @@ fn main() {
     let kiln_wall = started.elapsed().as_secs_f64();
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/run_results.json")).unwrap()).unwrap();
     let kiln_time = |name: &str| -> f64 {
-        results["results"].as_array().unwrap().iter().find(|r| r["unique_id"].as_str().is_some_and(|id| id.ends_with(&format!(".{name}")))).map_or(f64::NAN, |r| r["execution_time"].as_f64().unwrap_or(f64::NAN))
+        results["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["unique_id"].as_str().is_some_and(|id| id.ends_with(&format!(".{name}"))))
+            .map_or(f64::NAN, |r| r["execution_time"].as_f64().unwrap_or(f64::NAN))
     };
     // DuckDB: the same selects over the same files.
     let shapes: Vec<serde_json::Value> = SHAPES
@@ -271,9 +277,6 @@ fn main() {
             println!("    {check_sql}\n    kiln:   {ours:?}\n    DuckDB: {duck_check:?}");
         }
     }
-    println!(
-        "\nkiln build (process, all of the above): {kiln_wall:.2} s wall, peak RSS {:.0} MB",
-        usage.ru_maxrss as f64 / 1024.0
-    );
+    println!("\nkiln build (process, all of the above): {kiln_wall:.2} s wall, peak RSS {:.0} MB", usage.ru_maxrss as f64 / 1024.0);
     assert!(all_same, "kiln's and DuckDB's results differ");
 }

@@ -402,7 +402,10 @@ fn timestamp_text(e: Expr, schema: &DFSchema) -> Result<datafusion::common::tree
             let text = call(TimestampToText(Signature::any(1, Volatility::Immutable)), vec![(**inner).clone()]);
             Ok(Transformed::yes(if *to == DataType::Utf8 { text } else { cast_expr(text, to.clone()) }))
         }
-        Ok(t) if is_integer(to) && matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float32 | DataType::Float64) => {
+        Ok(t)
+            if is_integer(to)
+                && matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float32 | DataType::Float64) =>
+        {
             let rounded = datafusion::functions::math::round().call(vec![(**inner).clone()]);
             Ok(Transformed::yes(match e {
                 Expr::TryCast(TryCast { field, .. }) => Expr::TryCast(TryCast { expr: Box::new(rounded), field }),

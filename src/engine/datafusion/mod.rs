@@ -11,6 +11,7 @@ pub mod compat;
 pub mod lock;
 pub mod object_stores;
 pub mod paths;
+mod row_number;
 mod statements;
 pub mod types;
 mod udfs;
@@ -366,6 +367,12 @@ impl DataFusionEngine {
     fn with(rt: tokio::runtime::Runtime, ctx: SessionContext, root: PathBuf, memo_budget: usize, flavor: Flavor) -> DataFusionEngine {
         udfs::register(&ctx);
         let ctx = compat::install(ctx, flavor);
+        let state = ctx.state();
+        let mut rules = state.physical_optimizers().to_vec();
+        rules.push(Arc::new(row_number::RowNumberRule));
+        let ctx = SessionContext::new_with_state(
+            datafusion::execution::SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules).build(),
+        );
         DataFusionEngine {
             rt,
             ctx,
