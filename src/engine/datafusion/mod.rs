@@ -11,7 +11,7 @@ pub mod compat;
 pub mod lock;
 pub mod object_stores;
 pub mod paths;
-mod row_number;
+mod sorted_window;
 mod statements;
 pub mod types;
 mod udfs;
@@ -369,7 +369,7 @@ impl DataFusionEngine {
         let ctx = compat::install(ctx, flavor);
         let state = ctx.state();
         let mut rules = state.physical_optimizers().to_vec();
-        rules.push(Arc::new(row_number::RowNumberRule));
+        rules.push(Arc::new(sorted_window::SortedWindowRule));
         let ctx = SessionContext::new_with_state(
             datafusion::execution::SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules).build(),
         );
