@@ -27,7 +27,7 @@ use datafusion::physical_expr::window::{PlainAggregateWindowExpr, StandardWindow
 use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowUDFExpr};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, InputOrderMode, PlanProperties,
 };
@@ -43,6 +43,11 @@ enum Func {
     },
     DenseRank {
         order: Vec<Arc<dyn PhysicalExpr>>,
+    },
+    /// `ntile(n)`: `n` buckets as equal as can be, the first ones a row larger (DataFusion's
+    /// and PostgreSQL's rule).
+    Ntile {
+        n: u64,
     },
     /// `lag` (negative) or `lead` (positive) by `offset` rows, null outside the partition.
     Shift {
@@ -80,6 +85,11 @@ fn func_of(expr: &Arc<dyn WindowExpr>) -> Option<Func> {
             ("row_number", _) => Some(Func::RowNumber),
             ("rank", _) => Some(Func::Rank { order }),
             ("dense_rank", _) => Some(Func::DenseRank { order }),
+            ("ntile", [n]) => match n.downcast_ref::<Literal>()?.value() {
+                ScalarValue::Int64(Some(n)) if *n > 0 => Some(Func::Ntile { n: *n as u64 }),
+                ScalarValue::UInt64(Some(n)) if *n > 0 => Some(Func::Ntile { n: *n }),
+                _ => None,
+            },
             (name @ ("lag" | "lead"), args) => {
                 let offset = match args.get(1) {
                     None => 1,
@@ -133,20 +143,33 @@ pub struct SortedWindowRule;
 impl PhysicalOptimizerRule for SortedWindowRule {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            let Some(window) = node.downcast_ref::<BoundedWindowAggExec>() else { return Ok(Transformed::no(node)) };
-            let exprs = window.window_expr();
+            // The streaming window node over input sorted by its partition keys, or the other
+            // one (chosen when a function, such as `ntile`, needs the whole partition), whose
+            // required input ordering sorts it so.
+            let (exprs, input) = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+                if w.input_order_mode != InputOrderMode::Sorted {
+                    return Ok(Transformed::no(node));
+                }
+                (w.window_expr(), w.input())
+            } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+                (w.window_expr(), w.input())
+            } else {
+                return Ok(Transformed::no(node));
+            };
             let Some(first) = exprs.first() else { return Ok(Transformed::no(node)) };
             let partition_by = first.partition_by().to_vec();
-            let same_partitions = exprs.iter().all(|e| e.partition_by().len() == partition_by.len());
+            let names = |e: &[Arc<dyn PhysicalExpr>]| e.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+            let same_partitions = exprs.iter().all(|e| names(e.partition_by()) == names(&partition_by));
+            let required_ordering = node.required_input_ordering().into_iter().next().flatten();
             let funcs: Option<Vec<Func>> = exprs.iter().map(func_of).collect();
             match funcs {
-                Some(funcs) if same_partitions && !partition_by.is_empty() && window.input_order_mode == InputOrderMode::Sorted => {
+                Some(funcs) if same_partitions && !partition_by.is_empty() && required_ordering.is_some() => {
                     let exec = SortedWindowExec {
-                        input: window.input().clone(),
+                        input: input.clone(),
                         partition_by,
                         funcs,
-                        required_ordering: window.required_input_ordering().into_iter().next().flatten(),
-                        distribution: window.input_distribution_requirements(),
+                        required_ordering,
+                        distribution: node.input_distribution_requirements(),
                         properties: node.properties().clone(),
                     };
                     Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
@@ -362,6 +385,12 @@ fn evaluate(chunk: &RecordBatch, funcs: &[Func], keys: &[Arc<dyn PhysicalExpr>],
                 }
                 Arc::new(UInt64Array::from(ranks))
             }
+            Func::Ntile { n: buckets } => Arc::new(UInt64Array::from_iter_values((0..n).map(|r| {
+                let (i, rows) = ((r - part_first[r]) as u64, (part_last[r] - part_first[r] + 1) as u64);
+                let (base, extra) = (rows / *buckets, rows % *buckets);
+                let large = extra * (base + 1);
+                if i < large { i / (base + 1) + 1 } else { extra + (i - large) / base + 1 }
+            }))),
             Func::Shift { value, offset } => {
                 let values = value.evaluate(chunk)?.into_array(n)?;
                 let indices: UInt32Array = (0..n)
