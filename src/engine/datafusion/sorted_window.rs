@@ -123,7 +123,8 @@ fn func_of(expr: &Arc<dyn WindowExpr>) -> Option<Func> {
     };
     let args = agg.expressions();
     let value = match (kind, args.as_slice()) {
-        (Running::Count, [a]) if a.downcast_ref::<Literal>().is_some() => None,
+        // count(*), count(1): every row.
+        (Running::Count, [a]) if a.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null()) => None,
         (_, [a]) => Some(a.clone()),
         _ => return None,
     };
@@ -133,6 +134,25 @@ fn func_of(expr: &Arc<dyn WindowExpr>) -> Option<Func> {
         _ => return None,
     };
     Some(Func::Running { kind, value, peers })
+}
+
+/// Whether [`running`] sums a function's values exactly as DataFusion does: signed integers and
+/// those that fit in one, floats, DECIMALs up to 38 digits.
+fn summable(f: &Func, schema: &SchemaRef) -> bool {
+    let Func::Running { kind: Running::Sum, value: Some(value), .. } = f else { return true };
+    matches!(
+        value.data_type(schema),
+        Ok(DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(..))
+    )
 }
 
 /// Replaces a `BoundedWindowAggExec` over input sorted by its partition keys whose functions
@@ -161,7 +181,8 @@ impl PhysicalOptimizerRule for SortedWindowRule {
             let names = |e: &[Arc<dyn PhysicalExpr>]| e.iter().map(|k| k.to_string()).collect::<Vec<_>>();
             let same_partitions = exprs.iter().all(|e| names(e.partition_by()) == names(&partition_by));
             let required_ordering = node.required_input_ordering().into_iter().next().flatten();
-            let funcs: Option<Vec<Func>> = exprs.iter().map(func_of).collect();
+            let schema = input.schema();
+            let funcs: Option<Vec<Func>> = exprs.iter().map(func_of).map(|f| f.filter(|f| summable(f, &schema))).collect();
             match funcs {
                 Some(funcs) if same_partitions && !partition_by.is_empty() && required_ordering.is_some() => {
                     let exec = SortedWindowExec {
