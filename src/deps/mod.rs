@@ -139,7 +139,7 @@ impl Resolver<'_> {
                 .map_err(|d| Diagnostics::from(d.with_label(Label::new(file.clone(), declared.line, 1, 1, declared.as_written()))))?;
             if let Some(other) = locked.iter().find(|l| l.name == entry.name) {
                 return Err(at(
-                    format!("{} and {} are both named `{}`", describe_pin(&other.pin), declared.as_written(), entry.name),
+                    format!("{} and {} are both named `{}`", other.pin.describe(), declared.as_written(), entry.name),
                     Code::PackageInstall,
                 )
                 .with_help("declare each package once")
@@ -212,15 +212,6 @@ impl Resolver<'_> {
     fn installed(&mut self, name: &str, how: String) {
         (self.progress)(&format!("Installed {name} ({how})"));
         self.outcome.installed.push((name.to_string(), how));
-    }
-}
-
-fn describe_pin(pin: &Pin) -> String {
-    match pin {
-        Pin::Local { path } => format!("local package `{path}`"),
-        Pin::Git { url, .. } => format!("git package `{url}`"),
-        Pin::Hub { package, .. } => format!("hub package `{package}`"),
-        Pin::Tarball { url } => format!("tarball package `{url}`"),
     }
 }
 

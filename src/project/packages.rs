@@ -297,6 +297,20 @@ pub enum Pin {
     },
 }
 
+impl Pin {
+    /// The package for messages (the URL as written: the lock never holds a rendered one).
+    pub fn describe(&self) -> String {
+        match self {
+            Pin::Local { path } => Source::Local { path: path.clone() }.describe(),
+            Pin::Git { url, subdirectory, .. } => {
+                Source::Git { url: url.clone(), revision: None, subdirectory: subdirectory.clone(), warn_unpinned: false }.describe()
+            }
+            Pin::Hub { package, .. } => Source::Hub { package: package.clone(), version: vec![] }.describe(),
+            Pin::Tarball { url } => Source::Tarball { url: url.clone() }.describe(),
+        }
+    }
+}
+
 /// `package-lock.yml`: the pinned packages and the hash of the declarations they were resolved from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Lock {

@@ -36,7 +36,7 @@ pub fn install(ctx: SessionContext, flavor: Flavor) -> SessionContext {
     }
     let _ = datafusion::execution::FunctionRegistry::register_expr_planner(&mut state, Arc::new(Planner { flavor }));
     let ctx = SessionContext::new_with_state(state);
-    ctx.add_analyzer_rule(Arc::new(TimestampText));
+    ctx.add_analyzer_rule(Arc::new(PgCasts));
     ctx.register_udf(ScalarUDF::from(IntervalScale(Signature::any(2, Volatility::Immutable))));
     ctx.register_udf(ScalarUDF::from(LiteralCoercion(datafusion::functions::core::coalesce())));
     ctx.register_udf(ScalarUDF::from(Mod(Signature::user_defined(Volatility::Immutable))));
@@ -360,9 +360,9 @@ impl ScalarUDFImpl for LiteralCoercion {
 /// - a DECIMAL or floating-point number cast to an integer is rounded (`1.5` → 2), where Arrow
 ///   truncates (→ 1).
 #[derive(Debug)]
-struct TimestampText;
+struct PgCasts;
 
-impl datafusion::optimizer::AnalyzerRule for TimestampText {
+impl datafusion::optimizer::AnalyzerRule for PgCasts {
     fn analyze(
         &self,
         plan: datafusion::logical_expr::LogicalPlan,
@@ -377,19 +377,19 @@ impl datafusion::optimizer::AnalyzerRule for TimestampText {
             let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&plan);
             plan.map_expressions(|e| {
                 let saved = names.save(&e);
-                Ok(e.transform_up(|e| timestamp_text(e, &schema))?.update_data(|e| saved.restore(e)))
+                Ok(e.transform_up(|e| pg_cast(e, &schema))?.update_data(|e| saved.restore(e)))
             })
         })
         .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
-        "kiln_timestamp_text"
+        "kiln_pg_casts"
     }
 }
 
-/// `cast(<timestamp> as <text>)` planned with [`TimestampToText`]; anything else as it is.
-fn timestamp_text(e: Expr, schema: &DFSchema) -> Result<datafusion::common::tree_node::Transformed<Expr>> {
+/// A cast as PostgreSQL and DuckDB do it (see [`PgCasts`]); anything else as it is.
+fn pg_cast(e: Expr, schema: &DFSchema) -> Result<datafusion::common::tree_node::Transformed<Expr>> {
     use datafusion::common::tree_node::Transformed;
     use datafusion::logical_expr::expr::{Cast, TryCast};
     let (inner, to) = match &e {
@@ -417,7 +417,7 @@ fn timestamp_text(e: Expr, schema: &DFSchema) -> Result<datafusion::common::tree
     }
 }
 
-/// A timestamp as PostgreSQL and DuckDB write it (see [`TimestampText`]).
+/// A timestamp as PostgreSQL and DuckDB write it as text (see [`PgCasts`]).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct TimestampToText(Signature);
 

@@ -386,17 +386,28 @@ fn evaluate(chunk: &RecordBatch, funcs: &[Func], keys: &[Arc<dyn PhysicalExpr>],
     let n = chunk.num_rows();
     let partitions = starts(chunk, keys, &[])?;
     let (part_first, part_last) = run_bounds(&partitions, n);
+    // Peer groups by ordering, found once for the functions that share one.
+    let mut peer_starts: std::collections::HashMap<Vec<String>, Vec<usize>> = std::collections::HashMap::new();
+    let mut peers_of = |order: &[Arc<dyn PhysicalExpr>]| -> Result<Vec<usize>> {
+        let key: Vec<String> = order.iter().map(|e| e.to_string()).collect();
+        if let Some(found) = peer_starts.get(&key) {
+            return Ok(found.clone());
+        }
+        let found = starts(chunk, order, &partitions)?;
+        peer_starts.insert(key, found.clone());
+        Ok(found)
+    };
     let mut columns = chunk.columns().to_vec();
     for (i, f) in funcs.iter().enumerate() {
         let field = schema.field(chunk.num_columns() + i);
         let array: ArrayRef = match f {
             Func::RowNumber => Arc::new(UInt64Array::from_iter_values((0..n).map(|r| (r - part_first[r] + 1) as u64))),
             Func::Rank { order } => {
-                let (peer_first, _) = run_bounds(&starts(chunk, order, &partitions)?, n);
+                let (peer_first, _) = run_bounds(&peers_of(order)?, n);
                 Arc::new(UInt64Array::from_iter_values((0..n).map(|r| (peer_first[r] - part_first[r] + 1) as u64)))
             }
             Func::DenseRank { order } => {
-                let peers = starts(chunk, order, &partitions)?;
+                let peers = peers_of(order)?;
                 let mut ranks = vec![0u64; n];
                 let mut rank = 0;
                 for (k, &s) in peers.iter().enumerate() {
@@ -427,7 +438,7 @@ fn evaluate(chunk: &RecordBatch, funcs: &[Func], keys: &[Arc<dyn PhysicalExpr>],
                 match peers {
                     None => running,
                     Some(order) => {
-                        let (_, peer_last) = run_bounds(&starts(chunk, order, &partitions)?, n);
+                        let (_, peer_last) = run_bounds(&peers_of(order)?, n);
                         take(&running, &UInt32Array::from_iter_values(peer_last.iter().map(|&l| l as u32)), None)?
                     }
                 }
