@@ -597,3 +597,67 @@ fn window_functions_over_sorted_partitions() {
     let values: Vec<String> = stdout(&out).lines().map(|l| l.replace("{\"s\":", "").replace('}', "")).collect();
     assert_eq!(values, ["10", "15", "22", "1", "3", "5"], "{}", stderr(&out));
 }
+
+/// The first rows of each partition (`row_number() ... <= k`, kiln's `PartitionTopKExec`): ties
+/// broken by the order keys, NULL partition keys, conjunctions and every spelling of the bound;
+/// over many small batches; and, past its memory budget, the sort it falls back to.
+#[test]
+fn first_rows_per_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: t\nconfig-version: 2\n");
+    write(d, "seeds/w.csv", "id,k,v\n1,a,5\n2,a,9\n3,a,9\n4,a,\n5,a,1\n6,b,3\n7,,4\n8,,4\n9,,2\n10,c,7\n");
+    write(
+        d,
+        "macros/explain.sql",
+        "{% macro explain(sql, how='') %}{% for row in run_query('explain ' ~ how ~ ' ' ~ sql).rows %}{{ log(row[1], info=True) }}{% endfor %}{% endmacro %}\n",
+    );
+    assert_eq!(run(d, &["seed"]).status.code(), Some(0));
+    let ranked = "(select id, k, row_number() over (partition by k order by v desc nulls last, id) as rn from main.w) r";
+    let cases = [
+        ("rn <= 2", vec!["2|1", "3|2", "6|1", "7|1", "8|2", "10|1"]),
+        ("2 >= rn", vec!["2|1", "3|2", "6|1", "7|1", "8|2", "10|1"]),
+        ("rn < 2", vec!["2|1", "6|1", "7|1", "10|1"]),
+        ("rn = 1", vec!["2|1", "6|1", "7|1", "10|1"]),
+        ("rn <= 2 and id > 2", vec!["3|2", "6|1", "7|1", "8|2", "10|1"]),
+        ("rn <= 9", vec!["1|3", "2|1", "3|2", "4|5", "5|4", "6|1", "7|1", "8|2", "9|3", "10|1"]),
+    ];
+    for (filter, expected) in cases {
+        let sql = format!("select id, rn from {ranked} where {filter} order by id");
+        for batch_size in ["8192", "2"] {
+            let out = kiln(d)
+                .args(["show", "--inline", &sql, "--limit", "100", "-o", "json"])
+                .env("DATAFUSION_EXECUTION_BATCH_SIZE", batch_size)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            let rows: Vec<String> =
+                stdout(&out).lines().map(|l| l.replace("{\"id\":", "").replace(",\"rn\":", "|").replace('}', "")).collect();
+            assert_eq!(rows, expected, "where {filter}, batch size {batch_size}");
+        }
+        let out = run(d, &["run-operation", "explain", "--args", &serde_json::json!({ "sql": sql }).to_string()]);
+        assert!((stdout(&out) + &stderr(&out)).contains("PartitionTopKExec: k="), "where {filter} keeps the first rows without a sort");
+    }
+    // Thousands of partitions (kept rows compacted as batches stream in), and 200,000 partitions
+    // of one row under a memory limit whose budget they outgrow: the same rows as DataFusion's
+    // own sort and window node (which `rn + 0` leaves in place).
+    write(d, "models/many.sql", "select value as id, value % 997 as k, (value * 7919) % 10007 as v from range(200000)");
+    assert_eq!(run(d, &["run", "-s", "many"]).status.code(), Some(0));
+    for (partition, bound, limit, fell_back) in [("k", "<= 3", "2GB", false), ("id", "= 1", "40MB", true)] {
+        let ranked =
+            format!("(select id, v, row_number() over (partition by {partition} order by v desc, id) as rn from {{{{ ref('many') }}}}) r");
+        let sums = |filter: &str| {
+            let sql = format!("select count(*) as n, sum(id) as ids, sum(v) as vs from {ranked} where {filter}");
+            let out = kiln(d).args(["show", "--inline", &sql, "-o", "json", "--memory-limit", limit]).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            stdout(&out)
+        };
+        assert_eq!(sums(&format!("rn {bound}")), sums(&format!("rn + 0 {bound}")), "partition by {partition}, limit {limit}");
+        let sql = format!("select * from {ranked} where rn {bound}").replace("{{ ref('many') }}", "main.many");
+        let args = serde_json::json!({ "sql": sql, "how": "analyze" }).to_string();
+        let out = run(d, &["run-operation", "explain", "--args", &args, "--memory-limit", limit]);
+        let plan = stdout(&out) + &stderr(&out);
+        assert!(plan.contains("PartitionTopKExec") && plan.contains("fell_back_to_sort="), "partition by {partition}:\n{plan}");
+        assert_eq!(!plan.contains("fell_back_to_sort=0"), fell_back, "partition by {partition}:\n{plan}");
+    }
+}

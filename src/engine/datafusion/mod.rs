@@ -10,6 +10,7 @@
 pub mod compat;
 pub mod lock;
 pub mod object_stores;
+mod partition_top_k;
 pub mod paths;
 mod sorted_window;
 mod statements;
@@ -369,6 +370,7 @@ impl DataFusionEngine {
         let ctx = compat::install(ctx, flavor);
         let state = ctx.state();
         let mut rules = state.physical_optimizers().to_vec();
+        rules.push(Arc::new(partition_top_k::PartitionTopKRule));
         rules.push(Arc::new(sorted_window::SortedWindowRule));
         let ctx = SessionContext::new_with_state(
             datafusion::execution::SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules).build(),
