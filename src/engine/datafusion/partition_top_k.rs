@@ -11,7 +11,8 @@
 //! Ties between equal order keys go to the row read first; `row_number` over ties is
 //! arbitrary in SQL, and DataFusion's sort does not promise an order between them either.
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
+use super::sorted_window::arrays;
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -223,7 +224,7 @@ impl ExecutionPlan for PartitionTopKExec {
         let batches = futures::stream::once(async move {
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                if let Err(e) = top.reserve(&batch) {
+                if let Err(e) = top.push(&batch) {
                     if !matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
                         return Err(e);
                     }
@@ -231,7 +232,6 @@ impl ExecutionPlan for PartitionTopKExec {
                     let kept = top.kept().map(|kept| kept.map(|(batch, _)| batch));
                     return fall_back(&window, kept, batch, input, context);
                 }
-                top.push(batch)?;
             }
             let batches = top.finish(out_schema.clone());
             Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, futures::stream::iter(batches))) as SendableRecordBatchStream)
@@ -277,7 +277,11 @@ impl PartitionStream for OneShotStream {
     }
 
     fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
-        self.1.lock().unwrap_or_else(|e| e.into_inner()).take().expect("a one-shot stream is read once")
+        let taken = self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
+        taken.unwrap_or_else(|| {
+            let read_twice = DataFusionError::Internal("PartitionTopKExec's fallback input was read twice".into());
+            Box::pin(RecordBatchStreamAdapter::new(self.0.clone(), futures::stream::iter([Err(read_twice)])))
+        })
     }
 }
 
@@ -332,32 +336,25 @@ impl TopK {
         })
     }
 
-    fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
-    }
-
-    /// Asks the memory pool for room to keep `batch` and its keys.
-    fn reserve(&mut self, batch: &RecordBatch) -> Result<()> {
-        // Order keys take about as many bytes as their columns; group ids and slots ~24 per row.
-        let keys: usize = Self::evaluate(&self.order_by, batch)?.iter().map(|a| a.get_array_memory_size()).sum();
-        let more = batch.get_array_memory_size() + keys + 24 * batch.num_rows();
-        if self.reservation.size() + more > self.budget {
-            return Err(DataFusionError::ResourcesExhausted(format!("{} over its budget", self.reservation.consumer().name())));
-        }
-        self.reservation.try_grow(more)
-    }
-
-    fn push(&mut self, batch: RecordBatch) -> Result<()> {
+    /// Keeps what `batch` brings to the first rows of its partitions; refuses it, keeping
+    /// nothing, when the memory pool or the budget has no room for it.
+    fn push(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
         }
-        self.groups.intern(&Self::evaluate(&self.partition_by, &batch)?, &mut self.ids)?;
+        let keys = self.order.convert_columns(&arrays(&self.order_by, batch)?)?;
+        // Group ids and slots: about 24 bytes a row.
+        let more = batch.get_array_memory_size() + keys.size() + 24 * n;
+        if self.reservation.size() + more > self.budget {
+            return Err(DataFusionError::ResourcesExhausted(format!("{} over its budget", self.reservation.consumer().name())));
+        }
+        self.reservation.try_grow(more)?;
+        self.groups.intern(&arrays(&self.partition_by, batch)?, &mut self.ids)?;
         self.counts.resize(self.groups.len(), 0);
         self.slots.resize(self.groups.len() * self.k, (0, 0));
-        let keys = self.order.convert_columns(&Self::evaluate(&self.order_by, &batch)?)?;
         let b = self.batches.len() as u32;
-        self.batches.push(batch);
+        self.batches.push(batch.clone());
         self.keys.push(keys);
         self.retained_rows += n;
         let (k, all_keys) = (self.k, &self.keys);
@@ -406,7 +403,7 @@ impl TopK {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let batch = RecordBatch::try_new(schema, columns)?;
-        let keys = self.order.convert_columns(&Self::evaluate(&self.order_by, &batch)?)?;
+        let keys = self.order.convert_columns(&arrays(&self.order_by, &batch)?)?;
         self.reservation.resize(batch.get_array_memory_size() + keys.size() + 24 * batch.num_rows());
         self.retained_rows = batch.num_rows();
         self.batches = vec![batch];

@@ -311,8 +311,7 @@ struct Chunker {
 
 impl Chunker {
     fn key_rows(&self, batch: &RecordBatch) -> Result<Rows> {
-        let keys: Vec<ArrayRef> = self.keys.iter().map(|k| k.evaluate(batch)?.into_array(batch.num_rows())).collect::<Result<_>>()?;
-        Ok(self.converter.convert_columns(&keys)?)
+        Ok(self.converter.convert_columns(&arrays(&self.keys, batch)?)?)
     }
 
     /// Takes a batch; returns the partitions it completes.
@@ -345,13 +344,18 @@ impl Chunker {
     }
 }
 
+/// Each expression's values over `batch`.
+pub(super) fn arrays(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
+}
+
 /// Starts of runs of equal `exprs` values in `batch` (0 first), or of the partitions when empty.
 fn starts(batch: &RecordBatch, exprs: &[Arc<dyn PhysicalExpr>], within: &[usize]) -> Result<Vec<usize>> {
     let n = batch.num_rows();
     if exprs.is_empty() {
         return Ok(within.to_vec());
     }
-    let arrays: Vec<ArrayRef> = exprs.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_>>()?;
+    let arrays = arrays(exprs, batch)?;
     let fields = arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect();
     let rows = RowConverter::new(fields)?.convert_columns(&arrays)?;
     let mut out = Vec::new();
