@@ -36,8 +36,7 @@ pub fn run(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Pri
     lines.push(format!("packages:     {}", if pkgs.is_empty() { "none".into() } else { pkgs.join(", ") }));
     let (connection, code) = match t.engine() {
         EngineKind::DataFusion => ("embedded, nothing to connect to".to_string(), EXIT_OK),
-        EngineKind::BigQuery => ("not checked: this build of kiln cannot run BigQuery targets yet".to_string(), EXIT_OK),
-        EngineKind::Postgres => {
+        EngineKind::Postgres | EngineKind::BigQuery => {
             let setup = crate::run::setup::engine_setup(&s.project, &s.manifest, &s.invocation.env_vars);
             match crate::engine::open(t, setup).and_then(|(e, _)| {
                 e.version().map_err(|err| crate::diagnostics::Diagnostic::error(crate::diagnostics::Code::Connection, err.message))

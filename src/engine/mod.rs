@@ -2,15 +2,19 @@
 //! DataFusion (embedded, this module's `datafusion`), PostgreSQL and BigQuery plug in beside it
 //! without touching the runner. Engines never print; they return data and errors.
 
+#[cfg(feature = "bigquery")]
+pub mod bigquery;
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "bigquery"))]
+pub mod seed_csv;
 pub mod snapshot;
 pub mod sql;
 
 /// Resolves once `flag` is set (a cancelled run), checking every 50 ms.
-#[cfg(any(feature = "datafusion", feature = "postgres"))]
+#[cfg(any(feature = "datafusion", feature = "postgres", feature = "bigquery"))]
 pub(crate) async fn cancelled(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     while !flag.load(std::sync::atomic::Ordering::SeqCst) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -68,21 +72,24 @@ pub fn open(target: &Target, setup: Setup) -> Result<(Arc<dyn Engine>, Vec<Diagn
             let warnings = unread_files(engine.as_ref(), target, &setup);
             Ok((engine, warnings))
         }
-        EngineKind::BigQuery => Err(Diagnostic::error(
-            Code::Unsupported,
-            format!("target `{}` uses the {} adapter, which kiln cannot run yet", target.name, target.adapter_type),
-        )
-        .with_help("use a `type: datafusion` or `type: postgres` target to build; `kiln compile` works for every adapter")),
+        #[cfg(feature = "bigquery")]
+        EngineKind::BigQuery => {
+            let engine: Arc<dyn Engine> = Arc::new(bigquery::open_target(target, setup.env)?);
+            let warnings = unread_files(engine.as_ref(), target, &setup);
+            Ok((engine, warnings))
+        }
         #[allow(unreachable_patterns)]
         EngineKind::DataFusion => Err(unavailable("datafusion")),
         #[allow(unreachable_patterns)]
         EngineKind::Postgres => Err(unavailable("postgres")),
+        #[allow(unreachable_patterns)]
+        EngineKind::BigQuery => Err(unavailable("bigquery")),
     }
 }
 
 /// Sources declared as files (`external_location`) on an engine that cannot read files: one
 /// warning each, so a project moved from the embedded engine to a warehouse says what changes.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "postgres", feature = "bigquery")), allow(dead_code))]
 fn unread_files(engine: &dyn Engine, target: &Target, setup: &Setup) -> Vec<Diagnostic> {
     if engine.supports(Capability::ExternalSources) {
         return vec![];

@@ -189,7 +189,7 @@ impl Runner<'_> {
             let data = self.read_data(given, "input")?;
             let sql = match data {
                 Data::Sql(sql) => sql,
-                Data::Rows { columns, rows } => rows_sql(&scratch, schema.as_ref(), &columns, &rows)?,
+                Data::Rows { columns, rows } => rows_sql(&scratch, quote, schema.as_ref(), &columns, &rows)?,
             };
             scratch.register_view(&stub(&id), &sql).map_err(|e| format!("the input `{text}`: {}", e.message))?;
             mocked.push(id);
@@ -260,7 +260,7 @@ impl Runner<'_> {
                         f.as_ref().clone().with_name(columns.iter().find(|c| f.name().eq_ignore_ascii_case(c)).cloned().unwrap_or_default())
                     })
                     .collect();
-                rows_sql(&scratch, Some(&Arc::new(datafusion::arrow::datatypes::Schema::new(fields))), columns, rows)?
+                rows_sql(&scratch, quote, Some(&Arc::new(datafusion::arrow::datatypes::Schema::new(fields))), columns, rows)?
             }
         };
         let (expected_columns, expected_rows) =
@@ -274,7 +274,7 @@ impl Runner<'_> {
             .map(|c| {
                 let name =
                     actual_schema.fields().iter().find(|f| f.name().eq_ignore_ascii_case(c)).map_or(c.as_str(), |f| f.name().as_str());
-                quote_ident(name, '"')
+                quote_ident(name, quote)
             })
             .collect();
         let actual_sql = format!("select {} from ({sql}) as kiln_unit_actual", projection.join(", "));
@@ -395,7 +395,9 @@ impl Runner<'_> {
             let mut load = self.seed_load(node).map_err(|f| f.message)?;
             load.relation = stub(id);
             scratch.register_seed(&load).map_err(|e| format!("seed `{}`: {}", node.name, e.message))?;
-            scratch.query_schema(&format!("select * from {}", crate::engine::datafusion::quoted(&load.relation))).map_err(|e| e.message)?
+            let r = &load.relation;
+            let relation = Relation::new(&r.database, &r.schema, &r.name, self.jinja.shared.target.quote_char()).render();
+            scratch.query_schema(&format!("select * from {relation}")).map_err(|e| e.message)?
         } else {
             for p in self.graph.parents.get(id).map(Vec::as_slice).unwrap_or(&[]) {
                 let s = match self.manifest.sources.get(p) {
@@ -420,8 +422,9 @@ impl Runner<'_> {
 }
 
 /// A query giving `rows`: every column of `schema` (NULL where a row leaves it out) cast to its
-/// type, then given columns the schema does not know.
-fn rows_sql(scratch: &DataFusionEngine, schema: Option<&SchemaRef>, given: &[String], rows: &Rows) -> Result<String, String> {
+/// type, then given columns the schema does not know. Identifiers are quoted with the target's
+/// `quote` (the scratch session parses the target's dialect).
+fn rows_sql(scratch: &DataFusionEngine, quote: char, schema: Option<&SchemaRef>, given: &[String], rows: &Rows) -> Result<String, String> {
     let mut columns: Vec<(String, Option<String>)> = match schema {
         Some(s) => s.fields().iter().map(|f| (f.name().clone(), Some(f.data_type().to_string()))).collect(),
         None => vec![],
@@ -440,7 +443,7 @@ fn rows_sql(scratch: &DataFusionEngine, schema: Option<&SchemaRef>, given: &[Str
                     Some(t) => format!("arrow_cast({}, '{t}')", literal(v)),
                     None => literal(v),
                 };
-                format!("{value} as {}", quote_ident(c, '"'))
+                format!("{value} as {}", quote_ident(c, quote))
             })
             .collect();
         format!("select {}", cells.join(", "))

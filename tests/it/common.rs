@@ -93,3 +93,67 @@ pub fn peer(var: &str, what: &str) -> Option<String> {
         }
     }
 }
+
+/// A value as text that compares across engines: numbers to 6 decimals, timestamps with a space.
+pub fn canon(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
+        Value::Null => "null".into(),
+        Value::String(s) => {
+            let b = s.as_bytes();
+            if b.len() >= 19 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' {
+                format!("{} {}", &s[..10], &s[11..])
+            } else if let Ok(f) = s.parse::<f64>()
+                && s.contains('.')
+            {
+                format!("{f:.6}")
+            } else {
+                s.clone()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A query's rows as sorted canonical lines.
+pub fn canonical_rows(t: &kiln::engine::QueryTable) -> Vec<String> {
+    let mut rows: Vec<String> = t.rows.iter().map(|r| r.iter().map(canon).collect::<Vec<_>>().join("|")).collect();
+    rows.sort();
+    rows
+}
+
+/// (name, schema, alias) of every enabled model and seed in the manifest of the last build.
+pub fn built_relations(dir: &Path) -> Vec<(String, String, String)> {
+    use serde_json::Value;
+    // The example project writes to `target/kiln` (its `target-path`), fixtures to `target`.
+    let path = ["target/kiln/manifest.json", "target/manifest.json"].iter().map(|p| dir.join(p)).find(|p| p.exists()).expect("a manifest");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out: Vec<(String, String, String)> = manifest["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| (n["resource_type"] == "model" || n["resource_type"] == "seed") && n["config"]["materialized"] != "ephemeral")
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap().to_string();
+            (s("name"), s("schema"), s("alias"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Rows of `relation` in the project's default (DataFusion) warehouse, as sorted canonical
+/// lines; read through `kiln show`, which registers external sources.
+pub fn datafusion_rows(dir: &Path, relation: &str) -> Vec<String> {
+    let out = run(dir, &["show", "--inline", &format!("select * from {relation}"), "--limit", "10000000", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{relation}: {}", stderr(&out));
+    let mut rows: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|")
+        })
+        .collect();
+    rows.sort();
+    rows
+}

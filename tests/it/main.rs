@@ -1,5 +1,6 @@
 //! kiln's integration tests: one binary (link once), modules by area.
 
+mod bigquery;
 mod broken;
 mod cli;
 mod common;

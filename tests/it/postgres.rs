@@ -92,52 +92,15 @@ fn kiln_pg(dir: &Path, server: &Server, args: &[&str]) -> std::process::Output {
     kiln(dir).args(args).env("KILN_TEST_PG_PASSWORD", server.password.clone().unwrap_or_default()).output().expect("kiln runs")
 }
 
-/// A value as text that compares across engines: numbers to 6 decimals, timestamps with a space.
-fn canon(v: &Value) -> String {
-    match v {
-        Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
-        Value::Null => "null".into(),
-        Value::String(s) => {
-            let b = s.as_bytes();
-            if b.len() >= 19 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' {
-                format!("{} {}", &s[..10], &s[11..])
-            } else if let Ok(f) = s.parse::<f64>()
-                && s.contains('.')
-            {
-                format!("{f:.6}")
-            } else {
-                s.clone()
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
 /// Rows of `select * from rel` as sorted canonical lines.
 fn rows_of(engine: &dyn Engine, rel: &str) -> Vec<String> {
-    let t = engine.query(&format!("select * from {rel}"), None).unwrap_or_else(|e| panic!("select from {rel}: {e}"));
-    let mut rows: Vec<String> = t.rows.iter().map(|r| r.iter().map(canon).collect::<Vec<_>>().join("|")).collect();
-    rows.sort();
-    rows
+    canonical_rows(&engine.query(&format!("select * from {rel}"), None).unwrap_or_else(|e| panic!("select from {rel}: {e}")))
 }
 
 /// (name, `"schema"."alias"`) of every enabled model and seed in a project's manifest.
 fn relations(dir: &Path) -> Vec<(String, String)> {
-    // The example project writes to `target/kiln` (its `target-path`), fixtures to `target`.
-    let path = ["target/kiln/manifest.json", "target/manifest.json"].iter().map(|p| dir.join(p)).find(|p| p.exists()).expect("a manifest");
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut out: Vec<(String, String)> = manifest["nodes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|n| (n["resource_type"] == "model" || n["resource_type"] == "seed") && n["config"]["materialized"] != "ephemeral")
-        .map(|n| {
-            let q = |s: &Value| format!("\"{}\"", s.as_str().unwrap().replace('"', "\"\""));
-            (n["name"].as_str().unwrap().to_string(), format!("{}.{}", q(&n["schema"]), q(&n["alias"])))
-        })
-        .collect();
-    out.sort();
-    out
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    built_relations(dir).into_iter().map(|(name, schema, alias)| (name, format!("{}.{}", q(&schema), q(&alias)))).collect()
 }
 
 /// Loads the example project's external CSV source into PostgreSQL, as an extract step would.
@@ -170,14 +133,7 @@ fn same_rows_on_both_engines(server: &Server, dir: &Path, profile: &str, prepare
     assert!(pg_relations.len() >= 5, "{pg_relations:?}");
     for (name, rel) in &pg_relations {
         let theirs = df_rel.get(name).unwrap_or_else(|| panic!("{name} is not in the DataFusion build: {df_rel:?}"));
-        // The DataFusion side is read through `kiln show`, which registers external sources.
-        let out = run(dir, &["show", "--inline", &format!("select * from {theirs}"), "--limit", "10000000", "-o", "json"]);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
-        let mut b: Vec<String> = stdout(&out)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Map<String, Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|"))
-            .collect();
-        b.sort();
+        let b = datafusion_rows(dir, theirs);
         let a = rows_of(&pg, rel);
         assert!(!a.is_empty(), "{name} is empty on PostgreSQL");
         assert_eq!(a, b, "{name}: PostgreSQL and DataFusion rows differ");

@@ -458,8 +458,9 @@ impl DataFusionEngine {
             })
             .collect();
         let mut exprs = Vec::with_capacity(fields.len());
+        let quote = self.quote();
         for (n, text) in &fields {
-            let q = quote_ident(n, '"');
+            let q = quote_ident(n, quote);
             let expr = match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
                 Some((_, t)) => {
                     let t = types::normalize(t);
@@ -479,6 +480,13 @@ impl DataFusionEngine {
             exprs.push(expr);
         }
         df.select(exprs).map_err(df_err)
+    }
+
+    /// The identifier quote of the session's dialect: a scratch session for a BigQuery target
+    /// (unit tests) parses backticks, where `"x"` is a string.
+    fn quote(&self) -> char {
+        let bigquery = matches!(self.ctx.state().config_options().sql_parser.dialect, datafusion::config::Dialect::BigQuery);
+        if bigquery { '`' } else { '"' }
     }
 
     /// Runs one statement on DataFusion as it is.

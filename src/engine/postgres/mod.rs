@@ -460,7 +460,7 @@ impl Engine for PostgresEngine {
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
         let r = &seed.relation;
         self.check_database(r)?;
-        let data = seeds::read(seed)?;
+        let data = super::seed_csv::read(seed, seeds::type_name)?;
         let target = Self::quoted(r);
         self.with_client(async |c| {
             let tx = c.transaction().await.map_err(|e| pg_err(&e, None))?;

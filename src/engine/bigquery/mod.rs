@@ -1,0 +1,301 @@
+//! Push-down to BigQuery: the model SQL runs as BigQuery jobs, kiln only submits them and
+//! waits.
+//!
+//! Materializations are dbt-bigquery's: a view is `create or replace view`, a table `create or
+//! replace table ... as`, both atomic in BigQuery (readers see the old relation until the job
+//! succeeds, a failed job changes nothing). A table with contract checks is built beside its
+//! relation (`<name>__dbt_tmp`), checked, then copied over it. An incremental model stages its
+//! new rows in `<name>__dbt_tmp` (expiring after 12 hours), applies `on_schema_change`, then
+//! merges them with one `merge` statement. Seeds are load jobs with the CSV uploaded, typed by
+//! `column_types` or inference as dbt-bigquery types them.
+//!
+//! Statements come from the pure functions of [`sql`], golden-tested; [`api`] speaks REST.
+
+pub mod api;
+pub mod auth;
+pub mod connect;
+pub mod sql;
+
+use super::{Capability, Check, Engine, EngineError, ErrorKind, Materialization, QueryTable, RelationName, SeedLoad};
+use api::{Api, Done};
+use serde_json::{Value as Json, json};
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub struct BigQueryEngine {
+    rt: tokio::runtime::Runtime,
+    api: Api,
+    /// Datasets known to exist.
+    datasets: Mutex<BTreeSet<(String, String)>>,
+    cancel: OnceLock<Arc<AtomicBool>>,
+}
+
+/// Where the model's SQL sits in a statement: the lines before it, to map an error's position
+/// back onto the model.
+#[derive(Clone, Copy)]
+struct Embedded {
+    lines_before: usize,
+}
+
+impl Embedded {
+    fn of(prefix: &str) -> Embedded {
+        Embedded { lines_before: prefix.matches('\n').count() }
+    }
+
+    /// The position in the model's SQL, or none when the error is outside it.
+    fn map(self, mut e: EngineError) -> EngineError {
+        e.position = e.position.and_then(|(line, col)| line.checked_sub(self.lines_before).filter(|l| *l > 0).map(|l| (l, col)));
+        e
+    }
+}
+
+impl BigQueryEngine {
+    /// Reads the credentials and checks that the execution project answers, so a wrong key or
+    /// endpoint is reported before any node runs.
+    pub fn open(settings: connect::Settings, env: &std::collections::HashMap<String, String>) -> Result<BigQueryEngine, EngineError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::new(format!("starting the engine: {e}")))?;
+        let credentials = rt.block_on(auth::Credentials::open(&settings.method, settings.impersonate.as_deref(), env))?;
+        let api = Api::new(settings, credentials)?;
+        Ok(BigQueryEngine { rt, api, datasets: Mutex::new(BTreeSet::new()), cancel: OnceLock::new() })
+    }
+
+    pub fn settings(&self) -> &connect::Settings {
+        &self.api.settings
+    }
+
+    /// Runs a query job, with the model's SQL at `embedded` for error positions.
+    async fn job(&self, sql: &str, embedded: Option<Embedded>) -> Result<Done, EngineError> {
+        let configuration = json!({"query": {"query": sql}});
+        self.api.run(configuration, self.cancel.get().cloned()).await.map_err(|e| match embedded {
+            Some(emb) => emb.map(e),
+            None => EngineError { position: None, ..e },
+        })
+    }
+
+    /// Runs `prefix` + the model SQL + `suffix`.
+    async fn embedded(&self, prefix: &str, sql: &str, suffix: &str) -> Result<Done, EngineError> {
+        self.job(&format!("{prefix}{}{suffix}", sql::body(sql)), Some(Embedded::of(prefix))).await
+    }
+
+    async fn columns(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
+        Ok(self.api.table(&r.database, &r.schema, &r.name).await?.map(|t| sql::columns(&t["schema"])))
+    }
+
+    async fn drop_table(&self, target: &str) {
+        let _ = self.job(&format!("drop table if exists {target}"), None).await;
+    }
+
+    /// A table that must pass `checks` before it replaces `r`: built as `<name>__dbt_tmp`,
+    /// checked, then copied over `r` in one statement; the scratch table is dropped either way.
+    async fn checked_table(&self, r: &RelationName, query: &str, checks: &[Check]) -> Result<Option<u64>, EngineError> {
+        let tmp = sql::relation(&RelationName { name: format!("{}__dbt_tmp", r.name), ..r.clone() });
+        let (prefix, suffix) = sql::staging(&tmp);
+        self.embedded(&prefix, query, suffix).await?;
+        let result = async {
+            for check in checks {
+                let q = check.violations.replace("{relation}", &tmp);
+                let done = self.job(&format!("select ({q}) as n"), None).await?;
+                let (_, rows) = self.api.rows(&done, Some(1)).await?;
+                let n = rows.first().and_then(|row| row["f"][0]["v"].as_str()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if n > 0 {
+                    return Err(EngineError::of_kind(
+                        ErrorKind::Violation,
+                        format!(
+                            "constraint {} is violated by {n} row{}; the previous version of the relation is kept",
+                            check.name,
+                            if n == 1 { "" } else { "s" }
+                        ),
+                    ));
+                }
+            }
+            let (prefix, suffix) = sql::create("table", &sql::relation(r));
+            self.job(&format!("{prefix}select * from {tmp}{suffix}"), None).await.map(|d| d.rows())
+        }
+        .await;
+        self.drop_table(&tmp).await;
+        result
+    }
+
+    async fn incremental(
+        &self,
+        r: &RelationName,
+        query: &str,
+        strategy: &super::IncrementalStrategy,
+        on_schema_change: super::SchemaChange,
+    ) -> Result<Option<u64>, EngineError> {
+        let target = sql::relation(r);
+        let tmp_name = RelationName { name: format!("{}__dbt_tmp", r.name), ..r.clone() };
+        let tmp = sql::relation(&tmp_name);
+        let (prefix, suffix) = sql::staging(&tmp);
+        self.embedded(&prefix, query, suffix).await?;
+        let result = async {
+            let incoming = self.columns(&tmp_name).await?.unwrap_or_default();
+            let existing = self.columns(r).await?.ok_or_else(|| EngineError::new(format!("{target} disappeared during the run")))?;
+            let plan = sql::incremental(&target, &tmp, strategy, &existing, &incoming, on_schema_change).map_err(EngineError::new)?;
+            for statement in &plan.alter {
+                self.job(statement, None).await?;
+            }
+            self.job(&plan.apply, None).await.map(|d| d.rows())
+        }
+        .await;
+        self.drop_table(&tmp).await;
+        result
+    }
+
+    fn block_on<T>(&self, f: impl Future<Output = Result<T, EngineError>>) -> Result<T, EngineError> {
+        self.rt.block_on(f)
+    }
+}
+
+impl Engine for BigQueryEngine {
+    fn name(&self) -> &str {
+        "bigquery"
+    }
+
+    fn execute(&self, sql: &str) -> Result<Option<u64>, EngineError> {
+        self.block_on(async { self.embedded("", sql, "").await.map(|d| d.rows()) })
+    }
+
+    fn query(&self, sql: &str, limit: Option<usize>) -> Result<QueryTable, EngineError> {
+        self.block_on(async {
+            let done = match limit {
+                Some(n) => self.embedded("select * from (\n", sql, &format!("\n) limit {n}")).await?,
+                None => self.embedded("", sql, "").await?,
+            };
+            let (schema, rows) = self.api.rows(&done, limit).await?;
+            let fields = schema["fields"].as_array().cloned().unwrap_or_default();
+            Ok(QueryTable {
+                columns: fields.iter().map(|f| f["name"].as_str().unwrap_or("").to_string()).collect(),
+                rows: rows.iter().map(|row| sql::json_row(&fields, row)).collect(),
+            })
+        })
+    }
+
+    fn describe(&self, r: &RelationName) -> Result<Option<Vec<(String, String)>>, EngineError> {
+        self.block_on(self.columns(r))
+    }
+
+    fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
+        let key = (database.to_string(), schema.to_string());
+        if self.datasets.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return Ok(());
+        }
+        self.block_on(self.api.create_dataset(database, schema))?;
+        self.datasets.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+        Ok(())
+    }
+
+    fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {
+        let target = sql::relation(r);
+        self.block_on(async {
+            match what {
+                Materialization::View { sql } => {
+                    let (prefix, suffix) = sql::create("view", &target);
+                    self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
+                }
+                Materialization::Table { sql } if checks.is_empty() => {
+                    let (prefix, suffix) = sql::create("table", &target);
+                    self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
+                }
+                Materialization::Table { sql } => self.checked_table(r, sql, checks).await,
+                Materialization::Incremental { sql, strategy, on_schema_change } => {
+                    self.incremental(r, sql, strategy, *on_schema_change).await
+                }
+                Materialization::Snapshot { .. } => {
+                    Err(EngineError::new("snapshots are not built on BigQuery yet; build them on DataFusion or PostgreSQL"))
+                }
+                Materialization::External { .. } => Err(EngineError::new(
+                    "`materialized: external` writes files and needs the embedded DataFusion engine; use `table` on BigQuery",
+                )),
+            }
+        })
+    }
+
+    /// The columns BigQuery reports for a dry run of `sql`: nothing runs, nothing is billed.
+    fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
+        self.block_on(async {
+            let configuration = json!({"dryRun": true, "query": {"query": sql::body(sql)}});
+            let done = self.api.run(configuration, None).await.map_err(|e| Embedded::of("").map(e))?;
+            Ok(sql::columns(&done.job["statistics"]["query"]["schema"]))
+        })
+    }
+
+    fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
+        let data = super::seed_csv::read(seed, sql::seed_type)?;
+        let load = sql::seed_load(&seed.relation, &data.columns, b',');
+        self.block_on(async {
+            let done = self.api.load(load, data.csv).await?;
+            Ok(done.rows().unwrap_or(data.rows))
+        })
+    }
+
+    /// Table and column descriptions, as dbt-bigquery's `persist_docs` sets them.
+    fn persist_docs(
+        &self,
+        r: &RelationName,
+        is_view: bool,
+        description: Option<&str>,
+        columns: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let target = sql::relation(r);
+        let literal = |s: &str| Json::from(s).to_string();
+        let mut statements = Vec::new();
+        if let Some(d) = description {
+            statements.push(format!(
+                "alter {} {target} set options (description = {})",
+                if is_view { "view" } else { "table" },
+                literal(d)
+            ));
+        }
+        if !is_view {
+            for (column, d) in columns {
+                statements.push(format!(
+                    "alter table {target} alter column {} set options (description = {})",
+                    crate::adapter::names::quote_ident(column, '`'),
+                    literal(d)
+                ));
+            }
+        }
+        self.block_on(async {
+            for s in &statements {
+                self.job(s, None).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn cancel_on(&self, flag: Arc<AtomicBool>) {
+        let _ = self.cancel.set(flag);
+    }
+
+    /// Checks that the credentials work: a trivial query job in the execution project.
+    fn version(&self) -> Result<String, EngineError> {
+        self.block_on(async {
+            self.job("select 1", None).await?;
+            let s = &self.api.settings;
+            Ok(format!("BigQuery at {} (project {}, jobs in {}, auth: {})", s.endpoint, s.project, s.execution_project, s.method.name()))
+        })
+    }
+
+    fn supports(&self, capability: Capability) -> bool {
+        matches!(capability, Capability::AtomicPublish)
+    }
+}
+
+/// Opens the BigQuery engine of `target`; the error says what failed (never a secret).
+pub fn open_target(
+    target: &crate::project::profiles::Target,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<BigQueryEngine, crate::diagnostics::Diagnostic> {
+    use crate::diagnostics::{Code, Diagnostic};
+    let file = target.profiles_path.as_ref().map_or("profiles.yml".to_string(), |p| p.display().to_string());
+    let fail =
+        |e: EngineError| Diagnostic::error(Code::Connection, format!("target `{}`: {}", target.name, e.message)).with_file(file.clone());
+    let settings = connect::Settings::from_target(&target.settings, env).map_err(fail)?;
+    BigQueryEngine::open(settings, env).map_err(fail)
+}
