@@ -100,8 +100,24 @@ pub struct Adapter {
 
 /// Configs that only some warehouses honour: a node that sets one on a target whose adapter
 /// does not list it in [`Adapter::honours`] gets a warning.
-pub const WAREHOUSE_CONFIGS: &[&str] =
-    &["grants", "sql_header", "partition_by", "cluster_by", "indexes", "unlogged", "labels", "persist_docs", "transient", "copy_grants"];
+pub const WAREHOUSE_CONFIGS: &[&str] = &[
+    "grants",
+    "sql_header",
+    "partition_by",
+    "cluster_by",
+    "indexes",
+    "unlogged",
+    "labels",
+    "persist_docs",
+    "transient",
+    "copy_grants",
+    "require_partition_filter",
+    "partition_expiration_days",
+    "hours_to_expiration",
+    "kms_key_name",
+    "grant_access_to",
+    "partitions",
+];
 
 const DEFAULT_TYPE_NAMES: &[(&str, &str)] = &[("STRING", "TEXT")];
 
@@ -178,10 +194,20 @@ pub static ADAPTERS: &[Adapter] = &[
         type_names: &[("STRING", "STRING"), ("TIMESTAMP", "TIMESTAMP"), ("FLOAT", "FLOAT64"), ("INTEGER", "INT64")],
         string_type: Some("STRING"),
         default_incremental_strategy: "merge",
-        incremental_strategies: &["merge", "insert_overwrite", "microbatch"],
+        // dbt-bigquery's `microbatch` is not built yet: reported at parse time and when it runs.
+        incremental_strategies: &["merge", "insert_overwrite"],
         materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
-        // BigQuery targets are not built yet: nothing is applied.
-        honours: &[],
+        honours: &[
+            "partition_by",
+            "cluster_by",
+            "labels",
+            "persist_docs",
+            "require_partition_filter",
+            "partition_expiration_days",
+            "hours_to_expiration",
+            "kms_key_name",
+            "partitions",
+        ],
         database_keys: &["project", "database"],
         schema_keys: &["dataset", "schema"],
         default_database: None,
@@ -262,7 +288,8 @@ mod tests {
         assert_eq!(lookup("postgres").unwrap().translate_type("string"), "TEXT");
         assert_eq!(embedded().translate_type("numeric(10,2)"), "numeric(10,2)");
         assert!(!lookup("postgres").unwrap().supports_strategy("insert_overwrite"));
-        assert_eq!(Adapter::honouring("persist_docs"), ["postgres", "redshift"]);
+        assert_eq!(Adapter::honouring("persist_docs"), ["postgres", "redshift", "bigquery"]);
+        assert_eq!(Adapter::honouring("partition_by"), ["bigquery"]);
         assert!(Adapter::honouring("grants").is_empty(), "no engine applies grants yet");
         for a in ADAPTERS {
             assert!(a.supports_strategy(a.default_incremental_strategy), "{}", a.name);

@@ -54,7 +54,7 @@ pub fn run(global: &GlobalArgs, args: &CloneArgs, env: &HashMap<String, String>,
             Some(there) if *there == here => (Status::Success, "the state's relation is the target's".to_string()),
             Some(there) => {
                 let from = crate::jinja::relation::Relation::new(&there.database, &there.schema, &there.name, quote).render();
-                let view = crate::engine::Materialization::View { sql: format!("select * from {from}") };
+                let view = crate::engine::Materialization::view(format!("select * from {from}"));
                 match engine.create_schema(&here.database, &here.schema).and_then(|_| engine.materialize(&here, &view, &[])) {
                     Ok(_) => (Status::Success, format!("CLONE of {from}")),
                     Err(e) => (Status::Error, e.message),

@@ -145,21 +145,31 @@ pub enum IncrementalStrategy {
     DeleteInsert {
         unique_key: Vec<String>,
     },
+    /// The partitions the new rows fall in (or the static `partitions`) are replaced by them
+    /// (dbt-bigquery's `insert_overwrite`; needs `partition_by`).
+    InsertOverwrite {
+        partitions: Vec<String>,
+    },
 }
 
 /// What to build.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Materialization {
+    /// `options`: labels and expiry, where the warehouse has them (BigQuery).
     View {
         sql: String,
+        options: TableOptions,
     },
+    /// `options` lay the table out where the warehouse can (BigQuery's partitioning).
     Table {
         sql: String,
+        options: TableOptions,
     },
     Incremental {
         sql: String,
         strategy: IncrementalStrategy,
         on_schema_change: SchemaChange,
+        options: TableOptions,
     },
     /// Files at `location` (`parquet`, `csv` or `json`), readable as the relation afterwards.
     External {
@@ -176,7 +186,19 @@ pub enum Materialization {
     },
 }
 
-pub use crate::project::typed::SchemaChange;
+pub use crate::project::typed::{SchemaChange, TableOptions};
+
+impl Materialization {
+    /// A view without warehouse options.
+    pub fn view(sql: impl Into<String>) -> Materialization {
+        Materialization::View { sql: sql.into(), options: TableOptions::default() }
+    }
+
+    /// A table without warehouse options.
+    pub fn table(sql: impl Into<String>) -> Materialization {
+        Materialization::Table { sql: sql.into(), options: TableOptions::default() }
+    }
+}
 
 /// An engine error: the message, for SQL errors where in the SQL (1-based line, column), and
 /// what kind of failure it is.

@@ -40,6 +40,7 @@ pub fn incremental(
         IncrementalStrategy::Append => {
             format!("select {old_cols} from {target} as kiln_old\nunion all\nselect {new_cols} from ({new_sql}) as kiln_new")
         }
+        IncrementalStrategy::InsertOverwrite { .. } => return Err("`insert_overwrite` is built on BigQuery only".into()),
         IncrementalStrategy::Merge { unique_key } | IncrementalStrategy::DeleteInsert { unique_key } => {
             let cond = unique_key
                 .iter()
@@ -51,6 +52,61 @@ pub fn incremental(
             )
         }
     })
+}
+
+/// How the columns (name, type) of an incremental run's new rows differ from its table's.
+pub struct ColumnChanges<'a> {
+    pub added: Vec<&'a (String, String)>,
+    pub removed: Vec<&'a (String, String)>,
+    /// Columns of both whose type differs.
+    pub retyped: Vec<&'a (String, String)>,
+    existing: &'a [(String, String)],
+    incoming: &'a [(String, String)],
+}
+
+fn names<'a>(v: &[&'a (String, String)]) -> Vec<&'a str> {
+    v.iter().map(|(c, _)| c.as_str()).collect()
+}
+
+impl<'a> ColumnChanges<'a> {
+    /// Names compare as the warehouse compares them: `fold` ignores case (BigQuery).
+    pub fn of(existing: &'a [(String, String)], incoming: &'a [(String, String)], fold: bool) -> ColumnChanges<'a> {
+        let same = move |a: &str, b: &str| if fold { a.eq_ignore_ascii_case(b) } else { a == b };
+        let has = |cols: &[(String, String)], name: &str| cols.iter().any(|(c, _)| same(c, name));
+        ColumnChanges {
+            added: incoming.iter().filter(|(c, _)| !has(existing, c)).collect(),
+            removed: existing.iter().filter(|(c, _)| !has(incoming, c)).collect(),
+            retyped: incoming.iter().filter(|(c, t)| existing.iter().any(|(e, et)| same(e, c) && et != t)).collect(),
+            existing,
+            incoming,
+        }
+    }
+
+    /// `on_schema_change: fail` with changed columns: the error.
+    pub fn check(&self, target: &str, mode: SchemaChange) -> Result<(), String> {
+        if mode != SchemaChange::Fail || self.added.is_empty() && self.removed.is_empty() && self.retyped.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the columns of incremental model {target} changed (on_schema_change: fail): added {:?}, removed {:?}, type changed {:?}; \
+             run with --full-refresh, or set on_schema_change to append_new_columns or sync_all_columns",
+            names(&self.added),
+            names(&self.removed),
+            names(&self.retyped)
+        ))
+    }
+
+    /// The columns written once `mode` has changed the table: all the new rows' columns when
+    /// columns are added, else those the table and the new rows share (in the table's order).
+    pub fn written(&self, mode: SchemaChange) -> Vec<&'a str> {
+        match mode {
+            SchemaChange::AppendNewColumns | SchemaChange::SyncAllColumns => self.incoming.iter().map(|(c, _)| c.as_str()).collect(),
+            SchemaChange::Ignore | SchemaChange::Fail => {
+                let removed = names(&self.removed);
+                self.existing.iter().map(|(c, _)| c.as_str()).filter(|c| !removed.contains(c)).collect()
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -134,12 +134,60 @@ impl SchemaChange {
     }
 }
 
-/// BigQuery's `partition_by`.
+/// BigQuery's `partition_by`, as dbt-bigquery reads it (names lowercased).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionBy {
     pub field: String,
+    /// `date` (default), `timestamp`, `datetime` or `int64`.
     pub data_type: String,
-    pub granularity: Option<String>,
+    /// `day` (default), `hour`, `month` or `year`.
+    pub granularity: String,
+    /// An `int64` partitioning's `range`: start, end, interval.
+    pub range: Option<(i64, i64, i64)>,
+    pub time_ingestion_partitioning: bool,
+    pub copy_partitions: bool,
+}
+
+/// How the warehouse lays out and labels a table (BigQuery's DDL clauses and `options`). An
+/// adapter that does not apply one of them says so at parse time (E118).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    pub partition_by: Option<PartitionBy>,
+    pub cluster_by: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub require_partition_filter: Option<bool>,
+    /// A number, as written.
+    pub partition_expiration_days: Option<String>,
+    /// A number, as written.
+    pub hours_to_expiration: Option<String>,
+    pub kms_key_name: Option<String>,
+}
+
+impl std::fmt::Debug for TableOptions {
+    /// Only what is set, so plans of models without options stay short.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("TableOptions");
+        if let Some(p) = &self.partition_by {
+            d.field("partition_by", p);
+        }
+        if !self.cluster_by.is_empty() {
+            d.field("cluster_by", &self.cluster_by);
+        }
+        if !self.labels.is_empty() {
+            d.field("labels", &self.labels);
+        }
+        for (name, value) in [
+            ("require_partition_filter", self.require_partition_filter.map(|b| b.to_string())),
+            ("partition_expiration_days", self.partition_expiration_days.clone()),
+            ("hours_to_expiration", self.hours_to_expiration.clone()),
+            ("kms_key_name", self.kms_key_name.clone()),
+        ] {
+            if let Some(v) = value {
+                d.field(name, &v);
+            }
+        }
+        d.finish()
+    }
 }
 
 /// The typed config of one node.
@@ -155,8 +203,9 @@ pub struct NodeConfig {
     pub contract_enforced: bool,
     /// `persist_docs`: (relation, columns).
     pub persist_docs: (bool, bool),
-    pub partition_by: Option<PartitionBy>,
-    pub cluster_by: Vec<String>,
+    pub table: TableOptions,
+    /// `insert_overwrite`'s static `partitions` (SQL literals).
+    pub partitions: Vec<String>,
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
     /// A snapshot's configs (`materialized: snapshot`), when they are complete.
@@ -371,10 +420,44 @@ impl NodeConfig {
                 bad(
                     "partition_by",
                     format!("`partition_by` is {v}, not a partition spec"),
-                    "write `partition_by: {field: created_at, data_type: timestamp, granularity: day}`",
+                    "write `partition_by: {field: created_at, data_type: timestamp, granularity: day}` (an int64 field needs `range: {start: 0, end: 100, interval: 10}`)",
                 );
                 None
             }),
+        };
+        let labels = match map.get("labels") {
+            None | Some(Json::Null) => vec![],
+            Some(Json::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect(),
+            Some(v) => {
+                bad("labels", format!("`labels` is {v}, not a mapping"), "write `labels: {team: finance}`");
+                vec![]
+            }
+        };
+        let number = |key: &'static str, bad: &mut dyn FnMut(&'static str, String, &str)| match map.get(key) {
+            None | Some(Json::Null) => None,
+            Some(Json::Number(n)) => Some(n.to_string()),
+            Some(Json::String(s)) if s.trim().parse::<f64>().is_ok() => Some(s.trim().to_string()),
+            Some(v) => {
+                bad(key, format!("`{key}` is {v}, not a number"), "write a number, e.g. `7`");
+                None
+            }
+        };
+        let table = TableOptions {
+            partition_by,
+            cluster_by,
+            labels,
+            require_partition_filter: json_truthy(map.get("require_partition_filter")),
+            partition_expiration_days: number("partition_expiration_days", &mut bad),
+            hours_to_expiration: number("hours_to_expiration", &mut bad),
+            kms_key_name: text("kms_key_name", &mut bad),
+        };
+        let partitions = match map.get("partitions") {
+            None | Some(Json::Null) => vec![],
+            Some(Json::Array(items)) => items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string)).collect(),
+            Some(v) => {
+                bad("partitions", format!("`partitions` is {v}, not a list"), "write `partitions: [\"date('2024-01-01')\"]`");
+                vec![]
+            }
         };
         let full_refresh = match map.get("full_refresh") {
             None | Some(Json::Null) => None,
@@ -414,8 +497,8 @@ impl NodeConfig {
             full_refresh,
             contract_enforced,
             persist_docs,
-            partition_by,
-            cluster_by,
+            table,
+            partitions,
             pre_hook: hooks(map.get("pre-hook")),
             post_hook: hooks(map.get("post-hook")),
         };
@@ -435,11 +518,25 @@ fn names(v: Option<&Json>) -> Result<Vec<String>, String> {
 
 fn partition_by(v: &Json) -> Option<PartitionBy> {
     let o = v.as_object()?;
-    let text = |k: &str| o.get(k).and_then(Json::as_str).map(str::to_string);
+    let text = |k: &str| o.get(k).and_then(Json::as_str).map(str::to_ascii_lowercase);
+    let data_type = text("data_type").unwrap_or_else(|| "date".into());
+    let range = match o.get("range") {
+        Some(r) => {
+            let n = |k: &str| r.get(k).and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
+            Some((n("start")?, n("end")?, n("interval")?))
+        }
+        None => None,
+    };
+    if data_type == "int64" && range.is_none() || !["date", "timestamp", "datetime", "int64"].contains(&data_type.as_str()) {
+        return None;
+    }
     Some(PartitionBy {
-        field: text("field")?,
-        data_type: text("data_type").unwrap_or_else(|| "date".into()),
-        granularity: text("granularity"),
+        field: o.get("field").and_then(Json::as_str)?.to_string(),
+        data_type,
+        granularity: text("granularity").unwrap_or_else(|| "day".into()),
+        range,
+        time_ingestion_partitioning: json_truthy(o.get("time_ingestion_partitioning")).unwrap_or(false),
+        copy_partitions: json_truthy(o.get("copy_partitions")).unwrap_or(false),
     })
 }
 
@@ -484,9 +581,20 @@ mod tests {
         assert_eq!(c.on_schema_change, SchemaChange::SyncAllColumns);
         assert_eq!(c.full_refresh, Some(false));
         assert!(c.contract_enforced);
-        assert_eq!(c.partition_by.unwrap().data_type, "date");
-        assert_eq!(c.cluster_by, ["c"]);
+        assert_eq!(c.table.partition_by.as_ref().unwrap().data_type, "date");
+        assert_eq!(c.table.cluster_by, ["c"]);
         assert_eq!(c.post_hook, ["select 1", "select 2"]);
+        let (c, errors) = read(serde_json::json!({
+            "partition_by": {"field": "n", "data_type": "INT64", "range": {"start": 0, "end": "100", "interval": 10}},
+            "labels": {"team": "finance", "tier": 1}, "require_partition_filter": true, "partition_expiration_days": 7,
+            "hours_to_expiration": "6", "partitions": ["date('2024-01-01')"],
+        }));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.table.partition_by.as_ref().map(|p| (p.data_type.as_str(), p.range)), Some(("int64", Some((0, 100, 10)))));
+        assert_eq!(c.table.labels, [("team".to_string(), "finance".to_string()), ("tier".to_string(), "1".to_string())]);
+        assert_eq!((c.table.require_partition_filter, c.table.partition_expiration_days.as_deref()), (Some(true), Some("7")));
+        assert_eq!(c.partitions, ["date('2024-01-01')"]);
+        assert_eq!(format!("{:?}", TableOptions::default()), "TableOptions");
         let (c, _) = read(serde_json::json!({"materialized": "tabel", "incremental_strategy": "mrege"}));
         assert_eq!(c.materialized, Materialized::Custom("tabel".into()));
         assert_eq!(c.incremental_strategy, Some(Strategy::Custom("mrege".into())));
@@ -496,11 +604,26 @@ mod tests {
     fn reports_every_value_of_the_wrong_shape() {
         let (c, errors) = read(serde_json::json!({
             "unique_key": 5, "on_schema_change": "sometimes", "partition_by": "d", "full_refresh": "no",
-            "materialized": ["table"], "contract": true, "cluster_by": [1],
+            "materialized": ["table"], "contract": true, "cluster_by": [1], "labels": ["a"], "hours_to_expiration": "soon",
         }));
         let keys: Vec<&str> = errors.iter().map(|e| e.key).collect();
-        assert_eq!(keys, ["materialized", "on_schema_change", "unique_key", "cluster_by", "partition_by", "full_refresh", "contract"]);
+        assert_eq!(
+            keys,
+            [
+                "materialized",
+                "on_schema_change",
+                "unique_key",
+                "cluster_by",
+                "partition_by",
+                "labels",
+                "hours_to_expiration",
+                "full_refresh",
+                "contract"
+            ]
+        );
         assert!(errors[1].help.contains("use one of"), "{:?}", errors[1]);
         assert_eq!(c.materialized, Materialized::View);
+        let (_, errors) = read(serde_json::json!({"partition_by": {"field": "n", "data_type": "int64"}}));
+        assert_eq!(errors.iter().map(|e| e.key).collect::<Vec<_>>(), ["partition_by"], "int64 needs a range");
     }
 }

@@ -90,8 +90,8 @@ fn materialization(inputs: &Inputs) -> Result<Step, PlanError> {
         return Err(not_buildable(m, adapter, inputs.custom_materialization));
     }
     Ok(Step::Materialize(match m {
-        Materialized::View => Materialization::View { sql },
-        Materialized::Table => Materialization::Table { sql },
+        Materialized::View => Materialization::View { sql, options: inputs.config.table.clone() },
+        Materialized::Table => Materialization::Table { sql, options: inputs.config.table.clone() },
         Materialized::External => {
             let (location, format) = inputs.external.clone().unwrap_or_default();
             Materialization::External { sql, location, format }
@@ -118,13 +118,16 @@ fn incremental(inputs: &Inputs, sql: String) -> Result<Step, PlanError> {
     let c = inputs.config;
     let full_refresh = inputs.full_refresh && c.full_refresh != Some(false) || c.full_refresh == Some(true);
     if full_refresh || !inputs.exists {
-        return Ok(Step::Materialize(Materialization::Table { sql }));
+        return Ok(Step::Materialize(Materialization::Table { sql, options: c.table.clone() }));
     }
     let adapter = inputs.adapter;
     let strategy = c.incremental_strategy.clone().unwrap_or_else(|| Strategy::parse(adapter.default_incremental_strategy));
     let unique_key = c.unique_key.clone();
     let on_schema_change = c.on_schema_change;
-    let builtin = |strategy| Ok(Step::Materialize(Materialization::Incremental { sql: sql.clone(), strategy, on_schema_change }));
+    let options = c.table.clone();
+    let builtin = |strategy| {
+        Ok(Step::Materialize(Materialization::Incremental { sql: sql.clone(), strategy, on_schema_change, options: options.clone() }))
+    };
     match &strategy {
         Strategy::Custom(name) if (inputs.defines_macro)(&Strategy::macro_name(name)) => {
             let r = &inputs.relation;
@@ -140,6 +143,12 @@ fn incremental(inputs: &Inputs, sql: String) -> Result<Step, PlanError> {
         Strategy::Merge | Strategy::DeleteInsert if unique_key.is_empty() => builtin(IncrementalStrategy::Append),
         Strategy::Merge => builtin(IncrementalStrategy::Merge { unique_key }),
         Strategy::DeleteInsert => builtin(IncrementalStrategy::DeleteInsert { unique_key }),
+        Strategy::InsertOverwrite if c.table.partition_by.is_none() => Err(PlanError {
+            code: Code::InvalidConfig,
+            message: "the `insert_overwrite` strategy replaces partitions, and the model has no `partition_by`".into(),
+            help: "set `partition_by: {field: ..., data_type: date}`, or use `incremental_strategy: merge`".into(),
+        }),
+        Strategy::InsertOverwrite => builtin(IncrementalStrategy::InsertOverwrite { partitions: c.partitions.clone() }),
         s => Err(PlanError {
             code: Code::NotBuildable,
             message: format!("incremental_strategy `{}` is not built by kiln yet", s.as_str()),

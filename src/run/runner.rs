@@ -440,8 +440,7 @@ impl Runner<'_> {
         let (main, stored) = match super::data_tests::store_as(node, self.options.store_failures) {
             Some(kind) => {
                 let r = relation_name(node);
-                let what =
-                    if kind == "view" { Materialization::View { sql: sql.clone() } } else { Materialization::Table { sql: sql.clone() } };
+                let what = if kind == "view" { Materialization::view(sql.clone()) } else { Materialization::table(sql.clone()) };
                 if let Err(e) = self.engine.create_schema(&r.database, &r.schema).and_then(|_| self.engine.materialize(&r, &what, &[])) {
                     return Outcome { compiled: Some(sql), ..Outcome::error(e.into()) };
                 }
@@ -712,7 +711,7 @@ impl Runner<'_> {
         unique_key: &[String],
         sql: &str,
     ) -> Result<Option<u64>, Failure> {
-        let rows = self.engine.materialize(temp, &Materialization::Table { sql: sql.to_string() }, &[])?;
+        let rows = self.engine.materialize(temp, &Materialization::table(sql), &[])?;
         let quote = self.jinja.shared.target.quote_char();
         let result = (|| {
             let columns = self.engine.describe(relation)?.unwrap_or_default();

@@ -460,8 +460,8 @@ fn data_tests_share_views_and_see_rebuilds() {
     use kiln::engine::{Engine, Materialization, RelationName};
     let tmp = tempfile::tempdir().unwrap();
     let rel = |name: &str| RelationName { database: "db".into(), schema: "main".into(), name: name.into() };
-    let table = |sql: &str| Materialization::Table { sql: sql.into() };
-    let view = |sql: &str| Materialization::View { sql: sql.into() };
+    let table = |sql: &str| Materialization::table(sql);
+    let view = |sql: &str| Materialization::view(sql);
     let count = |e: &DataFusionEngine, sql: &str| {
         let answers = e.query_tests(&[sql.to_string(), sql.to_string()]);
         let rows: Vec<Value> = answers.into_iter().map(|a| a.unwrap().rows[0][0].clone()).collect();

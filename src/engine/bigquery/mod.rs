@@ -16,9 +16,12 @@ pub mod auth;
 pub mod connect;
 pub mod sql;
 
-use super::{Capability, Check, Engine, EngineError, ErrorKind, Materialization, QueryTable, RelationName, SeedLoad};
+use super::{
+    Capability, Check, Engine, EngineError, ErrorKind, IncrementalStrategy, Materialization, QueryTable, RelationName, SchemaChange,
+    SeedLoad, TableOptions,
+};
 use api::{Api, Done};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -68,6 +71,11 @@ impl BigQueryEngine {
         &self.api.settings
     }
 
+    /// The table resource of `r` (schema, partitioning, labels), or `None`.
+    pub fn table(&self, r: &RelationName) -> Result<Option<serde_json::Value>, EngineError> {
+        self.block_on(self.api.table(&r.database, &r.schema, &r.name))
+    }
+
     /// Runs a query job, with the model's SQL at `embedded` for error positions.
     async fn job(&self, sql: &str, embedded: Option<Embedded>) -> Result<Done, EngineError> {
         let configuration = json!({"query": {"query": sql}});
@@ -86,16 +94,31 @@ impl BigQueryEngine {
         Ok(self.api.table(&r.database, &r.schema, &r.name).await?.map(|t| sql::columns(&t["schema"])))
     }
 
+    /// Drops a scratch table; a failure leaves it to expire.
     async fn drop_table(&self, target: &str) {
         let _ = self.job(&format!("drop table if exists {target}"), None).await;
     }
 
-    /// A table that must pass `checks` before it replaces `r`: built as `<name>__dbt_tmp`,
-    /// checked, then copied over `r` in one statement; the scratch table is dropped either way.
-    async fn checked_table(&self, r: &RelationName, query: &str, checks: &[Check]) -> Result<Option<u64>, EngineError> {
-        let tmp = sql::relation(&RelationName { name: format!("{}__dbt_tmp", r.name), ..r.clone() });
-        let (prefix, suffix) = sql::staging(&tmp);
+    /// Stages the model's rows in `<name>__dbt_tmp` (expiring after 12 hours, laid out as
+    /// the table), as dbt-bigquery's incremental runs do; returns the scratch relation.
+    async fn stage(&self, r: &RelationName, query: &str, options: &TableOptions) -> Result<RelationName, EngineError> {
+        let tmp = RelationName { name: format!("{}__dbt_tmp", r.name), ..r.clone() };
+        let (create, suffix) = sql::create_table(&sql::relation(&tmp), options, true).map_err(EngineError::new)?;
+        let prefix = format!("{}{create}", sql::declare_max_partition(query, options, &sql::relation(r)));
         self.embedded(&prefix, query, suffix).await?;
+        Ok(tmp)
+    }
+
+    /// A table that must pass `checks` before it replaces `r`: staged, checked, then copied
+    /// over `r` in one statement; the scratch table is dropped either way.
+    async fn checked_table(
+        &self,
+        r: &RelationName,
+        query: &str,
+        options: &TableOptions,
+        checks: &[Check],
+    ) -> Result<Option<u64>, EngineError> {
+        let tmp = sql::relation(&self.stage(r, query, options).await?);
         let result = async {
             for check in checks {
                 let q = check.violations.replace("{relation}", &tmp);
@@ -113,7 +136,7 @@ impl BigQueryEngine {
                     ));
                 }
             }
-            let (prefix, suffix) = sql::create("table", &sql::relation(r));
+            let (prefix, suffix) = sql::create_table(&sql::relation(r), options, false).map_err(EngineError::new)?;
             self.job(&format!("{prefix}select * from {tmp}{suffix}"), None).await.map(|d| d.rows())
         }
         .await;
@@ -125,25 +148,25 @@ impl BigQueryEngine {
         &self,
         r: &RelationName,
         query: &str,
-        strategy: &super::IncrementalStrategy,
-        on_schema_change: super::SchemaChange,
+        strategy: &IncrementalStrategy,
+        on_schema_change: SchemaChange,
+        options: &TableOptions,
     ) -> Result<Option<u64>, EngineError> {
         let target = sql::relation(r);
-        let tmp_name = RelationName { name: format!("{}__dbt_tmp", r.name), ..r.clone() };
-        let tmp = sql::relation(&tmp_name);
-        let (prefix, suffix) = sql::staging(&tmp);
-        self.embedded(&prefix, query, suffix).await?;
+        let tmp = self.stage(r, query, options).await?;
+        let source = sql::relation(&tmp);
         let result = async {
-            let incoming = self.columns(&tmp_name).await?.unwrap_or_default();
+            let incoming = self.columns(&tmp).await?.unwrap_or_default();
             let existing = self.columns(r).await?.ok_or_else(|| EngineError::new(format!("{target} disappeared during the run")))?;
-            let plan = sql::incremental(&target, &tmp, strategy, &existing, &incoming, on_schema_change).map_err(EngineError::new)?;
+            let t = sql::IncrementalTarget { target: &target, source: &source, options, existing: &existing, incoming: &incoming };
+            let plan = sql::incremental(&t, strategy, on_schema_change).map_err(EngineError::new)?;
             for statement in &plan.alter {
                 self.job(statement, None).await?;
             }
             self.job(&plan.apply, None).await.map(|d| d.rows())
         }
         .await;
-        self.drop_table(&tmp).await;
+        self.drop_table(&source).await;
         result
     }
 
@@ -194,17 +217,17 @@ impl Engine for BigQueryEngine {
         let target = sql::relation(r);
         self.block_on(async {
             match what {
-                Materialization::View { sql } => {
-                    let (prefix, suffix) = sql::create("view", &target);
+                Materialization::View { sql, options } => {
+                    let (prefix, suffix) = sql::create_view(&target, options);
                     self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
                 }
-                Materialization::Table { sql } if checks.is_empty() => {
-                    let (prefix, suffix) = sql::create("table", &target);
+                Materialization::Table { sql, options } if checks.is_empty() => {
+                    let (prefix, suffix) = sql::create_table(&target, options, false).map_err(EngineError::new)?;
                     self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
                 }
-                Materialization::Table { sql } => self.checked_table(r, sql, checks).await,
-                Materialization::Incremental { sql, strategy, on_schema_change } => {
-                    self.incremental(r, sql, strategy, *on_schema_change).await
+                Materialization::Table { sql, options } => self.checked_table(r, sql, options, checks).await,
+                Materialization::Incremental { sql, strategy, on_schema_change, options } => {
+                    self.incremental(r, sql, strategy, *on_schema_change, options).await
                 }
                 Materialization::Snapshot { .. } => {
                     Err(EngineError::new("snapshots are not built on BigQuery yet; build them on DataFusion or PostgreSQL"))
@@ -243,13 +266,12 @@ impl Engine for BigQueryEngine {
         columns: &[(String, String)],
     ) -> Result<(), EngineError> {
         let target = sql::relation(r);
-        let literal = |s: &str| Json::from(s).to_string();
         let mut statements = Vec::new();
         if let Some(d) = description {
             statements.push(format!(
                 "alter {} {target} set options (description = {})",
                 if is_view { "view" } else { "table" },
-                literal(d)
+                sql::literal(d)
             ));
         }
         if !is_view {
@@ -257,7 +279,7 @@ impl Engine for BigQueryEngine {
                 statements.push(format!(
                     "alter table {target} alter column {} set options (description = {})",
                     crate::adapter::names::quote_ident(column, '`'),
-                    literal(d)
+                    sql::literal(d)
                 ));
             }
         }

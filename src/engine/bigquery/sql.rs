@@ -3,7 +3,9 @@
 
 use crate::adapter::names::quote_ident;
 use crate::engine::seed_csv::Inferred;
+use crate::engine::sql::ColumnChanges;
 use crate::engine::{IncrementalStrategy, RelationName, SchemaChange};
+use crate::project::typed::{PartitionBy, TableOptions};
 use serde_json::{Value as Json, json};
 
 /// `` `project`.`dataset`.`table` ``.
@@ -20,88 +22,197 @@ pub fn body(sql: &str) -> &str {
     sql.trim_end().trim_end_matches(';').trim_end()
 }
 
-/// The text before and after the model SQL in the statement that builds `r` (the model's
-/// position in it is known, so an error maps back onto the model).
-pub fn create(kind: &str, target: &str) -> (String, &'static str) {
-    (format!("create or replace {kind} {target} as (\n"), "\n)")
+/// A string literal in BigQuery's syntax.
+pub fn literal(s: &str) -> String {
+    let escaped = s.replace('\\', "\\\\").replace('\'', "\\'").replace('\n', "\\n");
+    format!("'{escaped}'")
 }
 
-/// The scratch table an incremental run stages its new rows in, dropped after 12 hours if a
-/// run dies before dropping it (as dbt-bigquery's `__dbt_tmp` tables).
-pub fn staging(target: &str) -> (String, &'static str) {
-    (
-        format!(
-            "create or replace table {target} options (expiration_timestamp = timestamp_add(current_timestamp(), interval 12 hour)) as (\n"
+/// The text before and after the model SQL in the statement that builds view `target` (the
+/// model's position in it is known, so an error maps back onto the model), with dbt-bigquery's
+/// view options (expiry and labels).
+pub fn create_view(target: &str, o: &TableOptions) -> (String, &'static str) {
+    let mut opts = expiry(o.hours_to_expiration.as_deref()).into_iter().collect::<Vec<_>>();
+    opts.extend(labels(o));
+    let options = if opts.is_empty() { String::new() } else { format!("options({})\n", opts.join(", ")) };
+    (format!("create or replace view {target}\n{options}as (\n"), "\n)")
+}
+
+fn expiry(hours: Option<&str>) -> Option<String> {
+    hours.map(|h| format!("expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {h} hour)"))
+}
+
+fn labels(o: &TableOptions) -> Option<String> {
+    let labels: Vec<String> = o.labels.iter().map(|(k, v)| format!("({}, {})", literal(k), literal(v))).collect();
+    (!labels.is_empty()).then(|| format!("labels=[{}]", labels.join(", ")))
+}
+
+/// The text before and after the model SQL in the statement that builds table `target` with
+/// `o`'s layout, as dbt-bigquery's `create_table_as`; a `temporary` (scratch) table expires
+/// after 12 hours.
+pub fn create_table(target: &str, o: &TableOptions, temporary: bool) -> Result<(String, &'static str), String> {
+    let mut prefix = format!("create or replace table {target}\n");
+    if let Some(p) = &o.partition_by {
+        if p.time_ingestion_partitioning || p.copy_partitions {
+            return Err(
+                "`time_ingestion_partitioning` and `copy_partitions` are not built by kiln yet; partition by the column instead".into()
+            );
+        }
+        prefix.push_str(&partition_clause(p));
+        prefix.push('\n');
+    }
+    if !o.cluster_by.is_empty() {
+        prefix.push_str(&format!("cluster by {}\n", o.cluster_by.join(", ")));
+    }
+    let opts = table_options(o, temporary);
+    if !opts.is_empty() {
+        prefix.push_str(&format!("options({})\n", opts.join(", ")));
+    }
+    prefix.push_str("as (\n");
+    Ok((prefix, "\n)"))
+}
+
+/// dbt-bigquery's `PartitionConfig.render`: a row's partition, truncated to the granularity
+/// unless the field is an `int64` or a `date` by day.
+pub fn render_partition(p: &PartitionBy, alias: Option<&str>) -> String {
+    let column = alias.map_or_else(|| p.field.clone(), |a| format!("{a}.{}", p.field));
+    if truncated(p) { format!("{}_trunc({column}, {})", p.data_type, p.granularity) } else { column }
+}
+
+fn truncated(p: &PartitionBy) -> bool {
+    !(p.data_type == "int64" || p.data_type == "date" && p.granularity == "day")
+}
+
+/// dbt-bigquery's `render_wrapped`: the partition cast to its time type where not truncated.
+pub fn render_partition_wrapped(p: &PartitionBy, alias: Option<&str>) -> String {
+    let rendered = render_partition(p, alias);
+    if ["date", "timestamp", "datetime"].contains(&p.data_type.as_str()) && !truncated(p) {
+        format!("{}({rendered})", p.data_type)
+    } else {
+        rendered
+    }
+}
+
+/// The clause of dbt-bigquery's `partition_by` macro.
+fn partition_clause(p: &PartitionBy) -> String {
+    match p.range {
+        Some((start, end, interval)) if p.data_type == "int64" => {
+            format!("partition by range_bucket({}, generate_array({start}, {end}, {interval}))", p.field)
+        }
+        _ => format!("partition by {}", render_partition(p, None)),
+    }
+}
+
+/// dbt-bigquery's `get_table_options`: a scratch table expires after 12 hours and requires no
+/// partition filter.
+fn table_options(o: &TableOptions, temporary: bool) -> Vec<String> {
+    let mut opts: Vec<String> = expiry(if temporary { Some("12") } else { o.hours_to_expiration.as_deref() }).into_iter().collect();
+    opts.extend(labels(o));
+    if let Some(k) = &o.kms_key_name {
+        opts.push(format!("kms_key_name={}", literal(k)));
+    }
+    if !temporary {
+        if let (Some(r), Some(_)) = (o.require_partition_filter, &o.partition_by) {
+            opts.push(format!("require_partition_filter={r}"));
+        }
+        if let Some(d) = &o.partition_expiration_days {
+            opts.push(format!("partition_expiration_days={d}"));
+        }
+    }
+    opts
+}
+
+/// dbt-bigquery's `declare_dbt_max_partition`: a model that filters on `_dbt_max_partition`
+/// gets it declared, as the table's greatest partition value, before its statement.
+pub fn declare_max_partition(sql: &str, o: &TableOptions, this: &str) -> String {
+    match &o.partition_by {
+        Some(p) if sql.contains("_dbt_max_partition") => format!(
+            "declare _dbt_max_partition {} default (\n  select max({f}) from {this}\n  where {f} is not null\n);\n",
+            p.data_type,
+            f = p.field
         ),
-        "\n)",
-    )
+        _ => String::new(),
+    }
 }
 
 /// What an incremental run does once the new rows are staged: columns to add and drop, then
-/// the statement that merges them in.
+/// the statement (or script) that merges them in.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Incremental {
     pub alter: Vec<String>,
     pub apply: String,
 }
 
-/// dbt-bigquery's incremental statements: `merge` on the unique key (an insert without one),
-/// after `on_schema_change` adds or drops columns. `existing` and `incoming` are the
-/// (name, type) columns of the table and of the staged rows.
-pub fn incremental(
-    target: &str,
-    source: &str,
-    strategy: &IncrementalStrategy,
-    existing: &[(String, String)],
-    incoming: &[(String, String)],
-    on_schema_change: SchemaChange,
-) -> Result<Incremental, String> {
-    let has = |cols: &[(String, String)], c: &str| cols.iter().any(|(n, _)| n.eq_ignore_ascii_case(c));
-    let added: Vec<&(String, String)> = incoming.iter().filter(|(c, _)| !has(existing, c)).collect();
-    let removed: Vec<&(String, String)> = existing.iter().filter(|(c, _)| !has(incoming, c)).collect();
-    fn names<'a>(cols: &[&'a (String, String)]) -> Vec<&'a str> {
-        cols.iter().map(|(c, _)| c.as_str()).collect()
-    }
+/// The table an incremental run writes to, and what it knows of it.
+pub struct IncrementalTarget<'a> {
+    pub target: &'a str,
+    /// The staged new rows.
+    pub source: &'a str,
+    pub options: &'a TableOptions,
+    /// (name, type) columns of the table and of the staged rows.
+    pub existing: &'a [(String, String)],
+    pub incoming: &'a [(String, String)],
+}
+
+/// dbt-bigquery's incremental statements, after `on_schema_change` adds or drops columns:
+/// `merge` on the unique key (an insert without one), or `insert_overwrite`'s merge that
+/// deletes the replaced partitions (the static `partitions`, or those the new rows fall in).
+pub fn incremental(t: &IncrementalTarget, strategy: &IncrementalStrategy, on_schema_change: SchemaChange) -> Result<Incremental, String> {
+    let (target, source) = (t.target, t.source);
+    let changes = ColumnChanges::of(t.existing, t.incoming, true);
+    changes.check(target, on_schema_change)?;
     let mut alter = Vec::new();
-    match on_schema_change {
-        SchemaChange::Fail if !added.is_empty() || !removed.is_empty() => {
-            return Err(format!(
-                "the columns of incremental model {target} changed (on_schema_change: fail): added {:?}, removed {:?}; \
-                 run with --full-refresh, or set on_schema_change to append_new_columns or sync_all_columns",
-                names(&added),
-                names(&removed)
-            ));
-        }
-        SchemaChange::AppendNewColumns | SchemaChange::SyncAllColumns => {
-            alter.extend(added.iter().map(|(c, t)| format!("alter table {target} add column {} {t}", q(c))));
-            if on_schema_change == SchemaChange::SyncAllColumns {
-                alter.extend(removed.iter().map(|(c, _)| format!("alter table {target} drop column {}", q(c))));
-            }
-        }
-        SchemaChange::Ignore | SchemaChange::Fail => {}
+    if matches!(on_schema_change, SchemaChange::AppendNewColumns | SchemaChange::SyncAllColumns) {
+        alter.extend(changes.added.iter().map(|(c, ty)| format!("alter table {target} add column {} {ty}", q(c))));
     }
-    // Ignore (and fail, unchanged) writes the columns the table and the new rows share.
-    let columns: Vec<String> = match on_schema_change {
-        SchemaChange::Ignore | SchemaChange::Fail => existing.iter().filter(|(c, _)| has(incoming, c)).map(|(c, _)| q(c)).collect(),
-        _ => incoming.iter().map(|(c, _)| q(c)).collect(),
-    };
-    let list = columns.join(", ");
+    if on_schema_change == SchemaChange::SyncAllColumns {
+        alter.extend(changes.removed.iter().map(|(c, _)| format!("alter table {target} drop column {}", q(c))));
+    }
+    let list = changes.written(on_schema_change).into_iter().map(q).collect::<Vec<_>>();
+    let insert = format!("when not matched then insert\n    ({0})\nvalues\n    ({0})", list.join(", "));
     let apply = match strategy {
         IncrementalStrategy::Merge { unique_key } | IncrementalStrategy::DeleteInsert { unique_key } if !unique_key.is_empty() => {
-            let on = unique_key
-                .iter()
-                .map(|k| format!("(DBT_INTERNAL_SOURCE.{c} = DBT_INTERNAL_DEST.{c})", c = q(k)))
-                .collect::<Vec<_>>()
-                .join(" and ");
-            let set = columns.iter().map(|c| format!("{c} = DBT_INTERNAL_SOURCE.{c}")).collect::<Vec<_>>().join(", ");
+            let mut on: Vec<String> =
+                unique_key.iter().map(|k| format!("(DBT_INTERNAL_SOURCE.{c} = DBT_INTERNAL_DEST.{c})", c = q(k))).collect();
+            // dbt-bigquery's `predicate_for_avoid_require_partition_filter`.
+            if let (Some(true), Some(p)) = (t.options.require_partition_filter, &t.options.partition_by) {
+                on.insert(0, format!("(`DBT_INTERNAL_DEST`.{f} is null or `DBT_INTERNAL_DEST`.{f} is not null)", f = q(&p.field)));
+            }
+            let set = list.iter().map(|c| format!("{c} = DBT_INTERNAL_SOURCE.{c}")).collect::<Vec<_>>().join(", ");
             format!(
-                "merge into {target} as DBT_INTERNAL_DEST\n    using {source} as DBT_INTERNAL_SOURCE\n    on {on}\n    \
-                 when matched then update set\n        {set}\n    when not matched then insert\n        ({list})\n    values\n        ({list})"
+                "merge into {target} as DBT_INTERNAL_DEST\nusing (select * from {source}) as DBT_INTERNAL_SOURCE\non {}\nwhen matched then update set\n    {set}\n{insert}",
+                on.join(" and ")
             )
         }
-        _ => format!("insert into {target} ({list})\n    (select {list} from {source})"),
+        IncrementalStrategy::InsertOverwrite { partitions } => insert_overwrite(t, partitions, &insert)?,
+        _ => format!("insert into {target} ({0})\n    (select {0} from {source})", list.join(", ")),
     };
     Ok(Incremental { alter, apply })
+}
+
+/// dbt-bigquery's `bq_insert_overwrite_sql`: a merge that inserts every new row and deletes
+/// the target's rows in the replaced partitions. Dynamic partitions are gathered into
+/// `dbt_partitions_for_replacement` first (as `set x = (select array_agg(...) ... where x is
+/// not null)`: the same values as dbt-bigquery's `select as struct ... ignore nulls` form).
+fn insert_overwrite(t: &IncrementalTarget, partitions: &[String], insert: &str) -> Result<String, String> {
+    let p = t.options.partition_by.as_ref().ok_or("the `insert_overwrite` strategy needs `partition_by`")?;
+    let dest = render_partition_wrapped(p, Some("DBT_INTERNAL_DEST"));
+    let merge = |predicate: String| {
+        format!(
+            "merge into {} as DBT_INTERNAL_DEST\nusing (select * from {}) as DBT_INTERNAL_SOURCE\non FALSE\nwhen not matched by source\n    and {predicate}\n    then delete\n{insert}",
+            t.target, t.source
+        )
+    };
+    if !partitions.is_empty() {
+        return Ok(merge(format!("{dest} in ({})", partitions.join(", "))));
+    }
+    let partition = render_partition_wrapped(p, None);
+    Ok(format!(
+        "declare dbt_partitions_for_replacement array<{}>;\nset dbt_partitions_for_replacement = (\n    select array_agg(distinct {partition})\n    from {}\n    where {partition} is not null\n);\n{}",
+        p.data_type,
+        t.source,
+        merge(format!("{dest} in unnest(dbt_partitions_for_replacement)"))
+    ))
 }
 
 /// dbt-bigquery's type for an inferred seed column (agate's, through `convert_*_type`).
@@ -225,24 +336,65 @@ mod tests {
         c.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
+    fn partitioned(data_type: &str, granularity: &str) -> TableOptions {
+        let range = (data_type == "int64").then_some((0, 1000, 10));
+        let partition_by = PartitionBy {
+            field: "at".into(),
+            data_type: data_type.into(),
+            granularity: granularity.into(),
+            range,
+            time_ingestion_partitioning: false,
+            copy_partitions: false,
+        };
+        TableOptions { partition_by: Some(partition_by), ..TableOptions::default() }
+    }
+
     #[test]
     fn statements_golden() {
         let r = RelationName { database: "acme-prod".into(), schema: "analytics".into(), name: "orders".into() };
         let target = relation(&r);
         let tmp = relation(&RelationName { name: "orders__dbt_tmp".into(), ..r.clone() });
         let mut out = String::new();
-        let (prefix, suffix) = create("view", &target);
+        let (prefix, suffix) = create_view(&target, &TableOptions::default());
         out.push_str(&format!("-- view\n{prefix}select 1 as id{suffix}\n\n"));
-        let (prefix, suffix) = staging(&tmp);
-        out.push_str(&format!("-- staged rows\n{prefix}select 1 as id{suffix}\n\n"));
-        let (old, new) = (cols(&[("id", "INT64"), ("a", "STRING")]), cols(&[("id", "INT64"), ("b", "NUMERIC")]));
-        let merge = IncrementalStrategy::Merge { unique_key: vec!["id".into(), "Day".into()] };
-        for (label, strategy, mode) in [
-            ("merge, ignore", &merge, SchemaChange::Ignore),
-            ("merge, append_new_columns", &merge, SchemaChange::AppendNewColumns),
-            ("append, sync_all_columns", &IncrementalStrategy::Append, SchemaChange::SyncAllColumns),
+        let options = TableOptions {
+            cluster_by: vec!["customer_id".into(), "status".into()],
+            labels: vec![("team".into(), "finance".into()), ("cost-center".into(), "it's".into())],
+            require_partition_filter: Some(true),
+            partition_expiration_days: Some("90".into()),
+            hours_to_expiration: Some("24".into()),
+            kms_key_name: Some("projects/p/locations/us/keyRings/r/cryptoKeys/k".into()),
+            ..partitioned("timestamp", "day")
+        };
+        let (prefix, suffix) = create_view(&target, &options);
+        out.push_str(&format!("-- view with labels and expiry\n{prefix}select 1 as id{suffix}\n\n"));
+        for (label, o, temporary) in [
+            ("table, every option", &options, false),
+            ("staged rows of the same model", &options, true),
+            ("date by day", &partitioned("date", "day"), false),
+            ("datetime by month", &partitioned("datetime", "month"), false),
+            ("int64 range", &partitioned("int64", "day"), false),
         ] {
-            let plan = incremental(&target, &tmp, strategy, &old, &new, mode).unwrap();
+            let (prefix, suffix) = create_table(&target, o, temporary).unwrap();
+            out.push_str(&format!("-- {label}\n{prefix}select 1 as id{suffix}\n\n"));
+        }
+        out.push_str(&format!("-- _dbt_max_partition\n{}\n", declare_max_partition("where at > _dbt_max_partition", &options, &target)));
+        let (old, new) =
+            (cols(&[("id", "INT64"), ("a", "STRING"), ("at", "DATE")]), cols(&[("id", "INT64"), ("b", "NUMERIC"), ("at", "DATE")]));
+        let merge = IncrementalStrategy::Merge { unique_key: vec!["id".into(), "Day".into()] };
+        let dynamic = IncrementalStrategy::InsertOverwrite { partitions: vec![] };
+        let fixed = IncrementalStrategy::InsertOverwrite { partitions: vec!["date('2024-01-01')".into(), "date('2024-01-02')".into()] };
+        let by_day = partitioned("date", "day");
+        for (label, strategy, mode, o) in [
+            ("merge, ignore", &merge, SchemaChange::Ignore, &TableOptions::default()),
+            ("merge, append_new_columns, require_partition_filter", &merge, SchemaChange::AppendNewColumns, &options),
+            ("append, sync_all_columns", &IncrementalStrategy::Append, SchemaChange::SyncAllColumns, &TableOptions::default()),
+            ("insert_overwrite, dynamic", &dynamic, SchemaChange::Ignore, &by_day),
+            ("insert_overwrite, static", &fixed, SchemaChange::Ignore, &by_day),
+            ("insert_overwrite, dynamic, timestamp by day", &dynamic, SchemaChange::Ignore, &options),
+        ] {
+            let t = IncrementalTarget { target: &target, source: &tmp, options: o, existing: &old, incoming: &new };
+            let plan = incremental(&t, strategy, mode).unwrap();
             out.push_str(&format!(
                 "-- {label}\n{}\n\n",
                 plan.alter.iter().chain([&plan.apply]).map(String::as_str).collect::<Vec<_>>().join(";\n")
@@ -253,8 +405,15 @@ mod tests {
             serde_json::to_string_pretty(&seed_load(&r, &cols(&[("id", "int64"), ("at", "DATETIME")]), b';')).unwrap()
         ));
         insta::assert_snapshot!(out);
-        let err = incremental(&target, &tmp, &merge, &old, &new, SchemaChange::Fail).unwrap_err();
+        let t = IncrementalTarget { target: &target, source: &tmp, options: &TableOptions::default(), existing: &old, incoming: &new };
+        let err = incremental(&t, &merge, SchemaChange::Fail).unwrap_err();
         assert!(err.contains("added [\"b\"], removed [\"a\"]"), "{err}");
+        assert!(incremental(&t, &dynamic, SchemaChange::Ignore).unwrap_err().contains("partition_by"));
+        let ingestion = TableOptions {
+            partition_by: Some(PartitionBy { time_ingestion_partitioning: true, ..partitioned("date", "day").partition_by.unwrap() }),
+            ..TableOptions::default()
+        };
+        assert!(create_table(&target, &ingestion, false).unwrap_err().contains("not built by kiln yet"));
     }
 
     #[test]

@@ -544,9 +544,9 @@ impl DataFusionEngine {
             .get(&view_memo::key(&from.database, &from.schema, &from.name))
             .map(|v| v.sql.clone());
         let what = match view {
-            Some(sql) => Materialization::View { sql },
+            Some(sql) => Materialization::view(sql),
             None if self.describe(from)?.is_some() => {
-                Materialization::Table { sql: format!("select * from {}", table_ref(from).to_quoted_string()) }
+                Materialization::table(format!("select * from {}", table_ref(from).to_quoted_string()))
             }
             None => return Err(EngineError::new(format!("cannot rename {}: it does not exist", table_ref(from)))),
         };
@@ -1118,7 +1118,7 @@ impl Engine for DataFusionEngine {
         self.must_write(&format!("building {}", table_ref(r)))?;
         self.create_schema(&r.database, &r.schema)?;
         match what {
-            Materialization::View { sql } => {
+            Materialization::View { sql, .. } => {
                 // Planned before anything is replaced: a broken view keeps the working relation.
                 self.create_view(r, sql)?;
                 let dir = self.create_rel_dir(r)?;
@@ -1129,7 +1129,7 @@ impl Engine for DataFusionEngine {
                 }
                 Ok(None)
             }
-            Materialization::Table { sql } => {
+            Materialization::Table { sql, .. } => {
                 let df = self.block(plan(&self.ctx, sql))?;
                 self.write_table(r, df, checks).map(Some)
             }
@@ -1173,7 +1173,7 @@ impl Engine for DataFusionEngine {
                 self.register_external(r, location, Some(format))?;
                 Ok(Some(count_rows(&written)))
             }
-            Materialization::Incremental { sql, strategy, on_schema_change } => {
+            Materialization::Incremental { sql, strategy, on_schema_change, .. } => {
                 let Some(existing) = self.describe(r)? else {
                     let df = self.block(plan(&self.ctx, sql))?;
                     return self.write_table(r, df, checks).map(Some);

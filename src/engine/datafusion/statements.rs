@@ -45,7 +45,7 @@ impl DataFusionEngine {
                 if view.if_not_exists && self.describe(&r)?.is_some() {
                     return Ok(0);
                 }
-                self.materialize(&r, &Materialization::View { sql: view.query.to_string() }, &[])?;
+                self.materialize(&r, &Materialization::view(view.query.to_string()), &[])?;
                 Ok(0)
             }
             Statement::Insert(insert) => self.insert(insert),
@@ -123,7 +123,7 @@ impl DataFusionEngine {
                 format!("select {} where false", columns.join(", "))
             }
         };
-        Ok(self.materialize(&r, &Materialization::Table { sql }, &[])?.unwrap_or(0))
+        Ok(self.materialize(&r, &Materialization::table(sql), &[])?.unwrap_or(0))
     }
 
     fn insert(&self, insert: &Insert) -> Result<u64, EngineError> {
@@ -207,7 +207,7 @@ impl DataFusionEngine {
         if self.describe(r)?.is_none() {
             return Err(EngineError::new(format!("table {} does not exist", quoted(r))));
         }
-        self.materialize(r, &Materialization::Table { sql: sql.to_string() }, &[]).map(|_| ())
+        self.materialize(r, &Materialization::table(sql), &[]).map(|_| ())
     }
 
     fn count(&self, sql: &str) -> Result<u64, EngineError> {

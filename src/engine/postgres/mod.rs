@@ -434,15 +434,15 @@ impl Engine for PostgresEngine {
     fn materialize(&self, r: &RelationName, what: &Materialization, checks: &[Check]) -> Result<Option<u64>, EngineError> {
         let tmp = sql::qualified(&r.schema, &sql::SwapNames::of(&r.name).tmp);
         match what {
-            Materialization::View { sql } => {
+            Materialization::View { sql, .. } => {
                 let prefix = format!("create view {tmp} as (\n");
                 self.swap(r, sql::Kind::View, (&prefix, body(sql), "\n)"), &[])
             }
-            Materialization::Table { sql } => {
+            Materialization::Table { sql, .. } => {
                 let prefix = format!("create table {tmp} as (\n");
                 self.swap(r, sql::Kind::Table, (&prefix, body(sql), "\n)"), checks)
             }
-            Materialization::Incremental { sql, strategy, on_schema_change } => self.incremental(r, sql, strategy, *on_schema_change),
+            Materialization::Incremental { sql, strategy, on_schema_change, .. } => self.incremental(r, sql, strategy, *on_schema_change),
             Materialization::Snapshot { sql, config, exprs } => self.snapshot(r, sql, config, exprs, checks),
             Materialization::External { .. } => Err(EngineError::new(
                 "`materialized: external` writes files and needs the embedded DataFusion engine; use `table` on PostgreSQL",

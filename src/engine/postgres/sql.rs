@@ -110,40 +110,22 @@ pub fn incremental(
     incoming: &[(String, String)],
     on_schema_change: SchemaChange,
 ) -> Result<IncrementalPlan, String> {
-    let has = |cols: &[(String, String)], name: &str| cols.iter().any(|(c, _)| c == name);
-    let added: Vec<&(String, String)> = incoming.iter().filter(|(c, _)| !has(existing, c)).collect();
-    let removed: Vec<&(String, String)> = existing.iter().filter(|(c, _)| !has(incoming, c)).collect();
-    let retyped: Vec<&(String, String)> = incoming.iter().filter(|(c, t)| existing.iter().any(|(e, et)| e == c && et != t)).collect();
+    let changes = super::super::sql::ColumnChanges::of(existing, incoming, false);
+    changes.check(target, on_schema_change)?;
     let mut plan = IncrementalPlan::default();
-    fn names<'a>(v: &[&'a (String, String)]) -> Vec<&'a str> {
-        v.iter().map(|(c, _)| c.as_str()).collect()
-    }
+    let add = changes.added.iter().map(|(c, t)| format!("alter table {target} add column {} {t}", q(c)));
     match on_schema_change {
-        SchemaChange::Fail if !added.is_empty() || !removed.is_empty() || !retyped.is_empty() => {
-            return Err(format!(
-                "the columns of incremental model {target} changed (on_schema_change: fail): added {:?}, removed {:?}, type changed {:?}; \
-                 run with --full-refresh, or set on_schema_change to append_new_columns or sync_all_columns",
-                names(&added),
-                names(&removed),
-                names(&retyped)
-            ));
-        }
-        SchemaChange::AppendNewColumns => {
-            plan.alter.extend(added.iter().map(|(c, t)| format!("alter table {target} add column {} {t}", q(c))));
-        }
+        SchemaChange::AppendNewColumns => plan.alter.extend(add),
         SchemaChange::SyncAllColumns => {
-            plan.alter.extend(added.iter().map(|(c, t)| format!("alter table {target} add column {} {t}", q(c))));
-            plan.alter.extend(removed.iter().map(|(c, _)| format!("alter table {target} drop column {}", q(c))));
-            plan.alter
-                .extend(retyped.iter().map(|(c, t)| format!("alter table {target} alter column {c} type {t} using {c}::{t}", c = q(c))));
+            plan.alter.extend(add);
+            plan.alter.extend(changes.removed.iter().map(|(c, _)| format!("alter table {target} drop column {}", q(c))));
+            plan.alter.extend(
+                changes.retyped.iter().map(|(c, t)| format!("alter table {target} alter column {c} type {t} using {c}::{t}", c = q(c))),
+            );
         }
         SchemaChange::Ignore | SchemaChange::Fail => {}
     }
-    // The columns written: those of the target after `alter` that the new rows have.
-    let columns: Vec<String> = match on_schema_change {
-        SchemaChange::AppendNewColumns | SchemaChange::SyncAllColumns => incoming.iter().map(|(c, _)| q(c)).collect(),
-        SchemaChange::Ignore | SchemaChange::Fail => existing.iter().filter(|(c, _)| has(incoming, c)).map(|(c, _)| q(c)).collect(),
-    };
+    let columns: Vec<String> = changes.written(on_schema_change).into_iter().map(q).collect();
     let list = columns.join(", ");
     let insert = format!("insert into {target} ({list})\n(\n    select {list}\n    from {source}\n)");
     match strategy {
@@ -162,6 +144,7 @@ pub fn incremental(
             plan.apply.push(delete);
             plan.apply.push(insert);
         }
+        IncrementalStrategy::InsertOverwrite { .. } => return Err("`insert_overwrite` is built on BigQuery only".into()),
         IncrementalStrategy::Merge { unique_key } => {
             let on = unique_key
                 .iter()
