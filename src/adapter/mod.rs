@@ -96,6 +96,8 @@ pub struct Adapter {
     /// Database and schema when the profile names none (`None`: the profile must name it).
     pub default_database: Option<&'static str>,
     pub default_schema: Option<&'static str>,
+    /// `adapter.drop_relation` drops a table or view `cascade` (BigQuery has no such clause).
+    pub drop_cascade: bool,
 }
 
 /// Configs that only some warehouses honour: a node that sets one on a target whose adapter
@@ -142,6 +144,7 @@ const DATAFUSION: Adapter = Adapter {
     schema_keys: &["schema"],
     default_database: Some("kiln"),
     default_schema: Some("main"),
+    drop_cascade: true,
 };
 
 const POSTGRES: Adapter = Adapter {
@@ -164,6 +167,7 @@ const POSTGRES: Adapter = Adapter {
     schema_keys: &["schema"],
     default_database: None,
     default_schema: None,
+    drop_cascade: true,
 };
 
 /// Every adapter type kiln knows.
@@ -212,6 +216,7 @@ pub static ADAPTERS: &[Adapter] = &[
         schema_keys: &["dataset", "schema"],
         default_database: None,
         default_schema: None,
+        drop_cascade: false,
     },
 ];
 

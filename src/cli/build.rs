@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// Also write the results as JUnit XML (one testcase per model, seed, data test, unit test)
     #[arg(long, value_name = "PATH")]
     pub junit_xml: Option<std::path::PathBuf>,
+    /// Change nothing: the warehouse validates each model's and test's query and reports the
+    /// bytes it would process and its columns (BigQuery dry-run jobs). Seeds are not loaded,
+    /// hooks do not run, no artifacts are written
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -216,6 +221,48 @@ pub fn print_recap(s: &Session, done: &Executed, printer: &Printer) {
     }
 }
 
+/// A dry run's report: each model's bytes and columns as the warehouse reports them, and the
+/// total (tests are counted in the total).
+fn print_dry_run(s: &Session, done: &Executed, printer: &Printer) {
+    let mut lines = vec![String::new(), "Dry run (nothing was changed):".to_string()];
+    let mut total = 0;
+    for r in &done.results {
+        let Some(response) = &r.response else { continue };
+        let bytes = response.get("bytes_processed").and_then(Json::as_u64).unwrap_or(0);
+        total += bytes;
+        let Some(node) = s.manifest.nodes.get(&r.unique_id).filter(|n| n.resource_type != ResourceType::Test) else { continue };
+        let columns: Vec<String> = response
+            .get("columns")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{} {}", c["name"].as_str().unwrap_or(""), c["data_type"].as_str().unwrap_or("")))
+            .collect();
+        lines.push(format!("  {:<40} {:>10}  ({})", display_name(node), runner::human_bytes(bytes), columns.join(", ")));
+    }
+    lines.push(format!("  total: {} to be processed", runner::human_bytes(total)));
+    if printer.format == super::printer::LogFormat::Json {
+        printer.json_line(&serde_json::json!({"event": "dry_run", "bytes_processed": total}));
+        return;
+    }
+    for l in lines {
+        printer.info(&l);
+    }
+}
+
+/// The bytes the warehouse processed, when it reports them (BigQuery).
+fn print_bytes(done: &Executed, printer: &Printer) {
+    let reported: Vec<u64> = done
+        .results
+        .iter()
+        .filter(|r| r.response.as_ref().is_some_and(|m| !m.contains_key("dry_run")))
+        .filter_map(|r| r.response.as_ref()?.get("bytes_processed")?.as_u64())
+        .collect();
+    if !reported.is_empty() {
+        printer.info(&format!("Processed {} in the warehouse.", runner::human_bytes(reported.iter().sum())));
+    }
+}
+
 /// What one execution did.
 pub struct Executed {
     pub results: Vec<runner::NodeResult>,
@@ -252,7 +299,10 @@ pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String
     let started = std::time::Instant::now();
     // dbt runs the hooks of every package for seed, run, test, build and snapshot.
     s.jinja.set_selected(selected);
-    let mut results = runner.project_hooks("on-run-start", &[]);
+    // A dry run changes nothing: the project's hooks do not run.
+    let hooks =
+        |key: &str, results: &[runner::NodeResult]| if runner.options.dry_run { vec![] } else { runner.project_hooks(key, results) };
+    let mut results = hooks("on-run-start", &[]);
     print_hooks(printer, &results);
     let start_failed = results.iter().any(|r| r.status == Status::Error);
     let mut unfinished = vec![];
@@ -271,7 +321,7 @@ pub fn execute(s: &Session, engine: &Arc<dyn Engine>, selected: &BTreeSet<String
             }
         }
     }
-    let end = if start_failed { vec![] } else { runner.project_hooks("on-run-end", &results) };
+    let end = if start_failed { vec![] } else { hooks("on-run-end", &results) };
     print_hooks(printer, &end);
     let hook_failed = start_failed || end.iter().any(|r| r.status == Status::Error);
     results.extend(end);
@@ -387,6 +437,14 @@ pub(super) fn run_selected(
         }
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
+    if args.dry_run && !engine.supports(crate::engine::Capability::DryRun) {
+        let d = Diagnostic::error(
+            Code::Unsupported,
+            format!("--dry-run needs a warehouse that validates queries without running them; the {} target cannot", s.target.adapter_type),
+        )
+        .with_help("use a BigQuery target, or `kiln build --empty` to check SQL and schemas on zero rows");
+        return Ok(session::report(printer, &Diagnostics::from(d)));
+    }
     match session::deferred(&s, &args.select, &selected, &|r| engine.describe(r).ok().flatten().is_some()) {
         Ok(deferred) if deferred.is_empty() => {}
         Ok(deferred) => {
@@ -423,10 +481,16 @@ pub(super) fn run_selected(
         fail_fast: args.fail_fast,
         store_failures: args.store_failures,
         cancel: cancel.clone(),
+        dry_run: args.dry_run,
     };
     let done = execute(&s, &engine, &selected, options, printer);
-    write_artifacts(&s, &done, &recorded_args(global, args, which), args.junit_xml.as_deref())?;
+    if args.dry_run {
+        print_dry_run(&s, &done, printer);
+    } else {
+        write_artifacts(&s, &done, &recorded_args(global, args, which), args.junit_xml.as_deref())?;
+    }
     print_recap(&s, &done, printer);
+    print_bytes(&done, printer);
     let (pass, warn, error, skip) = done.counts();
     printer.info(&format!(
         "Finished in {:.2}s. PASS={pass} WARN={warn} ERROR={error} SKIP={skip} TOTAL={}",

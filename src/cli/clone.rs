@@ -80,6 +80,7 @@ pub fn run(global: &GlobalArgs, args: &CloneArgs, env: &HashMap<String, String>,
             failures: None,
             code: (status == Status::Error).then_some(Code::QueryFailed),
             diagnostic: None,
+            response: None,
         });
     }
     let done = Executed { results, hook_failed: false, elapsed: started.elapsed().as_secs_f64(), unfinished: vec![] };

@@ -72,6 +72,7 @@ pub fn run(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String>,
         empty: previous["empty"].as_bool().unwrap_or(false),
         store_failures: previous["store_failures"].as_bool().unwrap_or(false),
         junit_xml: None,
+        dry_run: false,
     };
     let flags = session::RunFlags {
         full_refresh: run_args.full_refresh,

@@ -297,6 +297,7 @@ impl Loop<'_> {
             fail_fast: false,
             store_failures: self.args.store_failures,
             cancel: self.cancel.clone(),
+            dry_run: false,
         };
         let done = build::execute(s, engine, nodes, options, printer);
         self.building.store(false, Ordering::SeqCst);

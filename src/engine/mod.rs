@@ -246,6 +246,17 @@ pub enum Capability {
     AtomicPublish,
     /// Sources can be files (CSV, Parquet, JSON) read in place.
     ExternalSources,
+    /// [`Engine::dry_run`] validates a query in the warehouse without running it.
+    DryRun,
+    /// [`Engine::query_tests`] shares work between the data tests of one model.
+    SharedTestWork,
+}
+
+/// What a dry run of a query reports: the bytes it would read and the columns it returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DryRun {
+    pub bytes_processed: u64,
+    pub columns: Vec<(String, String)>,
 }
 
 /// A condition a new table version must meet before it is published (contract constraints):
@@ -327,6 +338,37 @@ pub trait Engine: Send + Sync {
 
     fn supports(&self, _capability: Capability) -> bool {
         false
+    }
+
+    /// Relations (name, `table` or `view`) in `database.schema`, by name
+    /// (`adapter.list_relations_without_caching`); by default from `information_schema`.
+    fn list_relations(&self, database: &str, schema: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let sql = format!(
+            "select table_name, table_type from information_schema.tables where table_catalog = '{}' and table_schema = '{}' order by table_name",
+            database.replace('\'', "''"),
+            schema.replace('\'', "''")
+        );
+        let t = self.query(&sql, None)?;
+        Ok(t.rows
+            .iter()
+            .filter_map(|row| {
+                let kind = if row.get(1).and_then(|t| t.as_str()).is_some_and(|t| t.contains("VIEW")) { "view" } else { "table" };
+                Some((row.first()?.as_str()?.to_string(), kind.to_string()))
+            })
+            .collect())
+    }
+
+    /// Validates `sql` in the warehouse without running it ([`Capability::DryRun`]); `model`
+    /// is the relation the query builds and its options, as the build would use them.
+    fn dry_run(&self, sql: &str, model: Option<(&RelationName, &TableOptions)>) -> Result<DryRun, EngineError> {
+        let _ = (sql, model);
+        Err(EngineError::new(format!("the {} engine cannot dry-run queries", self.name())))
+    }
+
+    /// What the warehouse reported for the statements this thread ran since the last call
+    /// (dbt's `adapter_response` fields: `bytes_processed`, `job_id`, ...), then forgets it.
+    fn take_response(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
     }
 
     /// From now on, stop running queries soon after `flag` is set (Ctrl-C, SIGTERM, a newer

@@ -741,7 +741,8 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
     Ok(match method {
         "drop_relation" => {
             let r = relation(0, "relation")?;
-            run(format!("drop {} if exists {r} cascade", kind(&r)))?;
+            let cascade = if ctx.shared.target.adapter.drop_cascade { " cascade" } else { "" };
+            run(format!("drop {} if exists {r}{cascade}", kind(&r)))?;
             Value::from("")
         }
         "truncate_relation" => {
@@ -785,20 +786,19 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
                 Some(r) if method == "list_relations_without_caching" => (attr(&r, "database"), attr(&r, "schema")),
                 _ => (text(0, "database"), text(1, "schema")),
             };
-            let sql = format!(
-                "select table_name, table_type from information_schema.tables where table_catalog = '{}' and table_schema = '{}' order by table_name",
-                database.replace('\'', "''"),
-                schema.replace('\'', "''")
-            );
+            let found = match ctx.phase {
+                Phase::Parse => vec![],
+                Phase::Compile => runner
+                    .list_relations(&database, &schema)
+                    .map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.{method} failed: {m}"), None))?,
+            };
             let quote_char = ctx.shared.target.quote_char();
-            let relations: Vec<Value> = run(sql)?
-                .rows
-                .iter()
-                .filter_map(|row| {
-                    let name = row.first()?.as_str()?;
-                    let mut r = Relation::new(&database, &schema, name, quote_char);
-                    r.kind = if row.get(1).and_then(Json::as_str).is_some_and(|t| t.contains("VIEW")) { "view" } else { "table" }.into();
-                    Some(r.into_value())
+            let relations: Vec<Value> = found
+                .into_iter()
+                .map(|(name, kind)| {
+                    let mut r = Relation::new(&database, &schema, &name, quote_char);
+                    r.kind = kind;
+                    r.into_value()
                 })
                 .collect();
             Value::from(relations)

@@ -10,6 +10,22 @@ pub fn text(r: &NodeResult) -> String {
     r.diagnostic.as_deref().map_or_else(|| r.message.clone(), |d| crate::diagnostics::render::human(d, false))
 }
 
+/// dbt's `adapter_response`: the message, its code and the rows, with what the warehouse
+/// reported (BigQuery's `bytes_processed`, `bytes_billed`, `slot_ms`, `job_id`, `location`,
+/// `project_id`).
+pub fn adapter_response(r: &NodeResult, scrub: &dyn Fn(&str) -> String) -> Json {
+    let mut out = if r.rows.is_some() || r.status == Status::Success {
+        let code = r.message.split_whitespace().next().unwrap_or("");
+        json!({"_message": scrub(&r.message), "code": code, "rows_affected": r.rows})
+    } else {
+        json!({})
+    };
+    if let (Some(map), Some(reported)) = (out.as_object_mut(), &r.response) {
+        map.extend(reported.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    out
+}
+
 pub fn run_results(results: &[NodeResult], invocation_id: &str, elapsed: f64, args: Json, scrub: &dyn Fn(&str) -> String) -> Json {
     let generated_at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     json!({
@@ -29,11 +45,7 @@ pub fn run_results(results: &[NodeResult], invocation_id: &str, elapsed: f64, ar
             ],
             "thread_id": format!("Thread-{}", r.thread + 1),
             "execution_time": r.seconds,
-            "adapter_response": if r.rows.is_some() || r.status == Status::Success {
-                json!({"_message": scrub(&r.message), "code": r.message.split_whitespace().next().unwrap_or(""), "rows_affected": r.rows})
-            } else {
-                json!({})
-            },
+            "adapter_response": adapter_response(r, scrub),
             "message": if r.status == Status::Pass { Json::Null } else { Json::from(scrub(&text(r))) },
             "failures": r.failures,
             "unique_id": r.unique_id,

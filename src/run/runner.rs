@@ -72,6 +72,9 @@ pub struct NodeResult {
     /// The failure as a diagnostic, when it is one (a Jinja error while the node compiled):
     /// `message` is then its one-line message; [`super::results::text`] renders it whole.
     pub diagnostic: Option<Arc<Diagnostic>>,
+    /// What the warehouse reported for the node's statements (BigQuery's `bytes_processed`,
+    /// `job_id`, ...; a dry run's `columns`), merged into `adapter_response`.
+    pub response: Option<serde_json::Map<String, Json>>,
 }
 
 /// Progress events for the CLI.
@@ -88,6 +91,9 @@ pub struct Options {
     pub store_failures: bool,
     /// Set (e.g. by Ctrl-C) to stop scheduling: running nodes finish, the rest are skipped.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// `--dry-run`: models and tests are validated by the warehouse ([`Engine::dry_run`]),
+    /// nothing is built, loaded or hooked.
+    pub dry_run: bool,
 }
 
 /// `run_query` / `adapter.get_*` answered by the engine.
@@ -112,6 +118,9 @@ impl QueryRunner for EngineQueries {
     }
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), String> {
         self.0.create_schema(database, schema).map_err(|e| e.message)
+    }
+    fn list_relations(&self, database: &str, schema: &str) -> Result<Vec<(String, String)>, String> {
+        self.0.list_relations(database, schema).map_err(|e| e.message)
     }
 }
 
@@ -154,6 +163,7 @@ fn finish_named(outcome: Outcome, started_at: String, seconds: f64, thread: usiz
         failures: outcome.failures,
         code: outcome.code,
         diagnostic: outcome.diagnostic,
+        response: outcome.response,
     }
 }
 
@@ -170,8 +180,9 @@ fn test_error(node: &Node, e: &EngineError) -> String {
 }
 
 /// An engine error in a model's SQL: the message and, when the engine says where, the line of
-/// the compiled SQL with a caret under the spot, naming the model's file.
-fn sql_error(node: &Node, run_path: &str, sql: &str, e: &crate::engine::EngineError) -> String {
+/// the compiled SQL with a caret under the spot, naming the model's file and where the whole
+/// statement was written (`run_path`; `None` in a dry run, which writes nothing).
+fn sql_error(node: &Node, run_path: Option<&str>, sql: &str, e: &crate::engine::EngineError) -> String {
     // A parse error at the end of the statement has no position: it is after the last token.
     let at_end = || {
         let trimmed = sql.trim_end();
@@ -180,16 +191,30 @@ fn sql_error(node: &Node, run_path: &str, sql: &str, e: &crate::engine::EngineEr
     };
     let position = e.position.or_else(|| (e.message.contains("found: EOF") || e.message.contains("end of input")).then(at_end));
     let Some((line, col)) = position else {
-        return format!("{}\n  --> {} (the compiled SQL is in {run_path})", e.message, node.original_file_path);
+        let whole = run_path.map(|p| format!(" (the compiled SQL is in {p})")).unwrap_or_default();
+        return format!("{}\n  --> {}{whole}", e.message, node.original_file_path);
     };
     let Some(text) = sql.lines().nth(line.saturating_sub(1)) else { return e.message.clone() };
     let (text, col) = clip(text, col);
     let pad = " ".repeat(line.to_string().len());
     let caret = format!("{}^", " ".repeat(col.saturating_sub(1)));
+    let whole = run_path.map(|p| format!("; the whole statement is in {p}")).unwrap_or_default();
     format!(
-        "{}\n{pad}--> {} (compiled SQL, line {line}, column {col}; the whole statement is in {run_path})\n{pad} |\n{line} | {text}\n{pad} | {caret}",
+        "{}\n{pad}--> {} (compiled SQL, line {line}, column {col}{whole})\n{pad} |\n{line} | {text}\n{pad} | {caret}",
         e.message, node.original_file_path
     )
+}
+
+/// Bytes as BigQuery's console shows them: `0 B`, `12.3 KB`, `4.56 GB` (powers of 1024).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.2} {}", UNITS[unit]) }
 }
 
 /// At most 100 characters of `line` around the 1-based column `col` (`...` where cut), and
@@ -259,6 +284,7 @@ pub(super) struct Outcome {
     pub relation: Option<String>,
     pub code: Option<Code>,
     pub diagnostic: Option<Arc<Diagnostic>>,
+    pub response: Option<serde_json::Map<String, Json>>,
 }
 
 impl Outcome {
@@ -267,7 +293,17 @@ impl Outcome {
     }
 
     pub fn with(status: Status, message: String) -> Outcome {
-        Outcome { status, message, rows: None, failures: None, compiled: None, relation: None, code: None, diagnostic: None }
+        Outcome {
+            status,
+            message,
+            rows: None,
+            failures: None,
+            compiled: None,
+            relation: None,
+            code: None,
+            diagnostic: None,
+            response: None,
+        }
     }
 }
 
@@ -357,6 +393,9 @@ impl Runner<'_> {
     /// Groups of two or more data tests that read only the same model and keep no failing
     /// rows, by their first member.
     fn test_batches(&self, order: &[String]) -> Vec<Vec<String>> {
+        if !self.engine.supports(crate::engine::Capability::SharedTestWork) || self.options.dry_run {
+            return vec![];
+        }
         let mut by_model: HashMap<&str, Vec<String>> = HashMap::new();
         for id in order {
             let Some(n) = self.manifest.nodes.get(id) else { continue };
@@ -415,7 +454,49 @@ impl Runner<'_> {
     fn execute(&self, node: &Node, thread: usize) -> NodeResult {
         let started_at = now();
         let start = Instant::now();
-        let outcome = match node.resource_type {
+        // What an earlier node left unclaimed on this thread (a compile-time `run_query`).
+        let _ = self.engine.take_response();
+        let mut outcome =
+            if self.options.dry_run && node.resource_type != ResourceType::UnitTest { self.dry_run(node) } else { self.build(node) };
+        if outcome.response.is_none() {
+            outcome.response = self.engine.take_response();
+        }
+        finish(node, outcome, started_at, start.elapsed().as_secs_f64(), thread)
+    }
+
+    /// A dry run of a node: its query validated by the warehouse, which reports the bytes it
+    /// would process and its columns. Seeds are not loaded.
+    fn dry_run(&self, node: &Node) -> Outcome {
+        if node.resource_type == ResourceType::Seed {
+            return Outcome::with(Status::Success, "DRY RUN (seeds are not loaded)".into());
+        }
+        let compiled = match self.compile(node) {
+            Ok(c) => c,
+            Err(f) => return Outcome::error(f),
+        };
+        let (query, options) = if node.resource_type == ResourceType::Test {
+            (super::data_tests::wrap(&compiled.sql, &super::data_tests::TestConfig::of(node, &compiled.inline_config)), None)
+        } else {
+            (compiled.sql.clone(), Some(NodeConfig::from_map(&node.config).0.table))
+        };
+        let relation = relation_name(node);
+        let mut outcome = match self.engine.dry_run(&query, options.as_ref().map(|o| (&relation, o))) {
+            Ok(d) => {
+                let columns: Vec<Json> = d.columns.iter().map(|(c, t)| serde_json::json!({"name": c, "data_type": t})).collect();
+                let response = serde_json::json!({"dry_run": true, "bytes_processed": d.bytes_processed, "columns": columns});
+                Outcome {
+                    response: response.as_object().cloned(),
+                    ..Outcome::with(Status::Success, format!("DRY RUN {}", human_bytes(d.bytes_processed)))
+                }
+            }
+            Err(e) => Outcome::error(Failure::engine(&e, sql_error(node, None, &query, &e))),
+        };
+        outcome.compiled = Some(compiled.sql);
+        outcome
+    }
+
+    fn build(&self, node: &Node) -> Outcome {
+        match node.resource_type {
             ResourceType::Seed => {
                 Outcome { relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()), ..Outcome::from(self.seed(node)) }
             }
@@ -430,8 +511,7 @@ impl Runner<'_> {
                 }
                 Err(f) => Outcome::error(f),
             },
-        };
-        finish(node, outcome, started_at, start.elapsed().as_secs_f64(), thread)
+        }
     }
 
     /// Runs a data test: stores its failing rows when configured, then judges the count.
@@ -584,7 +664,7 @@ impl Runner<'_> {
                     "failures": r.failures,
                     "execution_time": r.seconds,
                     "thread_id": format!("Thread-{}", r.thread + 1),
-                    "adapter_response": {"rows_affected": r.rows},
+                    "adapter_response": super::results::adapter_response(r, &|t| t.to_string()),
                     "node": {
                         "unique_id": n.unique_id, "name": n.name, "resource_type": n.resource_type.as_str(),
                         "package_name": n.package, "original_file_path": n.original_file_path,
@@ -666,7 +746,7 @@ impl Runner<'_> {
                 Step::PersistDocs { relation: rel, columns, is_view } => self.persist_docs(node, &relation, (rel, columns), is_view)?,
                 Step::Materialize(what) => {
                     let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| {
-                        let message = sql_error(node, &run_path, &sql, &e);
+                        let message = sql_error(node, Some(&run_path), &sql, &e);
                         Failure::engine(&e, message)
                     })?;
                     verb = (verb_of(&what, rows), rows);

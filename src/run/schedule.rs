@@ -381,6 +381,7 @@ fn crashed(id: &str, panic: &(dyn std::any::Any + Send), thread: usize) -> NodeR
         failures: None,
         code: Some(crate::diagnostics::Code::Internal),
         diagnostic: None,
+        response: None,
     }
 }
 

@@ -161,3 +161,117 @@ fn canon_row(row: &str) -> String {
         .collect::<Vec<_>>()
         .join("|")
 }
+
+/// `kiln build --dry-run` changes nothing (the tables, their rows and the artifacts are as
+/// before) and prints each model's bytes and columns and the total.
+#[test]
+fn dry_run_changes_nothing_and_reports_each_model() {
+    let Some(bq) = emulator() else { return };
+    let tmp = temp_project("projects/bqpart");
+    let dir = tmp.path();
+    let (project, engine) = bq.target(dir, "bqpart");
+    let out = bq.kiln(dir, &["build", "--profiles-dir", "bq"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run_results = std::fs::read_to_string(dir.join("target/run_results.json")).unwrap();
+    let response: Value = serde_json::from_str::<Value>(&run_results).unwrap()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["unique_id"] == "model.bqpart.by_key")
+        .map(|r| r["adapter_response"].clone())
+        .unwrap();
+    for key in ["bytes_processed", "bytes_billed", "slot_ms", "job_id", "location"] {
+        assert!(response.get(key).is_some(), "adapter_response has `{key}`: {response}");
+    }
+    assert_eq!(response["project_id"], project.as_str(), "{response}");
+    let before = engine.list_relations(&project, "analytics").unwrap();
+    let rows_before = rows_of(&engine, &project, "analytics", "by_key");
+    // A changed seed would be loaded and a changed model rebuilt by a real build.
+    std::fs::write(dir.join("seeds/events.csv"), "id,day,amount,batch\n9,2024-02-01,1,1\n").unwrap();
+    let out = bq.kiln(dir, &["build", "--profiles-dir", "bq", "--dry-run", "--vars", "batch: 2"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("Dry run (nothing was changed):"), "{err}");
+    for model in ["by_key", "overwrite_dynamic", "overwrite_static"] {
+        let line =
+            err.lines().find(|l| l.contains(&format!("analytics.{model} "))).unwrap_or_else(|| panic!("no line for {model}:\n{err}"));
+        assert!(line.contains("id INT64, day DATE, amount INT64"), "{line}");
+    }
+    assert!(err.contains("total: 0 B to be processed"), "{err}");
+    assert_eq!(engine.list_relations(&project, "analytics").unwrap(), before, "no relation created or dropped");
+    assert_eq!(rows_of(&engine, &project, "analytics", "by_key"), rows_before);
+    assert_eq!(rows_of(&engine, &project, "analytics", "events").len(), 5, "the seed was not loaded");
+    assert_eq!(std::fs::read_to_string(dir.join("target/run_results.json")).unwrap(), run_results, "no artifacts written");
+
+    // A target that cannot dry-run says so.
+    let out = run(dir, &["build", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--dry-run needs a warehouse"), "{}", stderr(&out));
+}
+
+/// The `adapter` methods macros use read and change BigQuery: relations, columns, listing,
+/// dropping, `run_query`. (`rename_relation` runs `alter table ... rename to`, which the
+/// emulator runs but its catalog does not record, so it is not checked here.)
+#[test]
+fn adapter_methods_work_on_bigquery() {
+    let Some(bq) = emulator() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: maint\nconfig-version: 2\nprofile: maint\non-run-end:\n  - \"{{ maintain() }}\"\n");
+    write(d, "models/m.sql", "select 1 as id, 'a' as name\n");
+    write(
+        d,
+        "macros/maintain.sql",
+        r#"{% macro maintain() %}
+  {% set db, schema = target.database, target.schema %}
+  {% set scratch = api.Relation.create(database=db, schema=schema, identifier='scratch') %}
+  {% set moved = api.Relation.create(database=db, schema=schema, identifier='scratch_moved') %}
+  {% do adapter.drop_relation(moved) %}
+  {% do run_query("create table " ~ scratch ~ " as select 1 as id union all select 2 as id") %}
+  {% do run_query("delete from " ~ scratch ~ " where id = 1") %}
+  {% do run_query("create table " ~ moved ~ " as select * from " ~ scratch) %}
+  {% do adapter.drop_relation(scratch) %}
+  {% set listed = adapter.list_relations_without_caching(api.Relation.create(database=db, schema=schema)) | map(attribute='identifier') | list %}
+  {% set columns = adapter.get_columns_in_relation(adapter.get_relation(db, schema, 'm')) | map(attribute='name') | list %}
+  {% do run_query("create or replace table " ~ schema ~ ".maint_log as select 'old gone: " ~ (adapter.get_relation(db, schema, 'scratch') is none) ~ "' as observation union all select 'listed: " ~ (listed | join(' ')) ~ "' union all select 'columns: " ~ (columns | join(' ')) ~ "'") %}
+{% endmacro %}
+"#,
+    );
+    let (project, engine) = bq.target(d, "maint");
+    let out = bq.kiln(d, &["run", "--profiles-dir", "bq"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = rows_of(&engine, &project, "analytics", "maint_log");
+    assert_eq!(log, ["columns: id name", "listed: m scratch_moved", "old gone: True"], "{}", stderr(&out));
+    assert_eq!(rows_of(&engine, &project, "analytics", "scratch_moved"), ["2.000000"], "the delete persisted");
+}
+
+/// Credentials are checked before anything runs and named when they fail; a token never
+/// reaches the output or the artifacts.
+#[test]
+fn credentials_are_named_when_wrong_and_never_printed() {
+    let Some(bq) = emulator() else { return };
+    let tmp = temp_project("projects/bqpart");
+    let d = tmp.path();
+    let project = bq.fresh_project("auth");
+    let profile = |auth: &str| {
+        format!(
+            "bqpart:\n  target: bq\n  outputs:\n    bq:\n      type: bigquery\n{auth}      project: {project}\n      dataset: analytics\n"
+        )
+    };
+    write(d, "bq/profiles.yml", &profile("      method: service-account\n      keyfile: /nowhere/key.json\n"));
+    let out = bq.kiln(d, &["debug", "--profiles-dir", "bq"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("cannot read the service account keyfile `/nowhere/key.json`"), "{}", stdout(&out));
+    write(d, "bq/profiles.yml", &profile("      method: none\n").replace("bigquery\n", "bigquery\n      api_endpoint: \"\"\n"));
+    let out = kiln(d).args(["build", "--profiles-dir", "bq"]).output().unwrap();
+    assert!(stderr(&out).contains("accepted only with `api_endpoint`"), "{}", stderr(&out));
+    // The emulator takes any token: the build runs and the token appears nowhere.
+    let token = "ya29.kiln-secret-token-4711";
+    write(d, "bq/profiles.yml", &profile(&format!("      method: oauth-secrets\n      token: {token}\n")));
+    let out = bq.kiln(d, &["build", "--profiles-dir", "bq", "--log-format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let debug = bq.kiln(d, &["debug", "--profiles-dir", "bq"]);
+    assert!(stdout(&debug).contains("connection:   OK"), "{}", stdout(&debug));
+    let everything = format!("{}{}{}{}{}", stdout(&out), stderr(&out), stdout(&debug), stderr(&debug), dump_tree(&d.join("target")));
+    assert!(!everything.contains("kiln-secret-token"), "the token leaked");
+}

@@ -34,6 +34,15 @@ impl Done {
         self.job["jobReference"]["location"].as_str()
     }
 
+    /// A job statistic (a number as text in the API), 0 when absent.
+    pub fn statistic(&self, path: &[&str]) -> u64 {
+        let mut v = &self.job["statistics"];
+        for key in path {
+            v = &v[*key];
+        }
+        v.as_str().and_then(|n| n.parse().ok()).or_else(|| v.as_u64()).unwrap_or(0)
+    }
+
     /// Rows changed by a DML statement, or written by a load job.
     pub fn rows(&self) -> Option<u64> {
         let s = &self.job["statistics"];
@@ -268,6 +277,30 @@ impl Api {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.message.starts_with("Not found") => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// (name, `table` or `view`) of every relation in `project.dataset`, by name; none when
+    /// the dataset does not exist.
+    pub async fn list_tables(&self, project: &str, dataset: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let url = format!("{}/bigquery/v2/projects/{project}/datasets/{dataset}/tables", self.settings.endpoint);
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let query: Vec<(&str, String)> = page.iter().map(|p| ("pageToken", p.clone())).collect();
+            let answer = match self.call(reqwest::Method::GET, &url, &query, None).await {
+                Err(e) if e.message.starts_with("Not found") => return Ok(vec![]),
+                other => other?,
+            };
+            for t in answer["tables"].as_array().into_iter().flatten() {
+                let kind = if matches!(t["type"].as_str(), Some("VIEW" | "MATERIALIZED_VIEW")) { "view" } else { "table" };
+                out.push((t["tableReference"]["tableId"].as_str().unwrap_or_default().to_string(), kind.to_string()));
+            }
+            page = answer["nextPageToken"].as_str().map(str::to_string);
+            if page.is_none() {
+                out.sort();
+                return Ok(out);
+            }
         }
     }
 

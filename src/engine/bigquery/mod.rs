@@ -26,6 +26,36 @@ use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// What the jobs of the node running on this thread reported, summed (dbt-bigquery's
+/// `adapter_response`).
+#[derive(Default)]
+struct Response {
+    bytes_processed: u64,
+    bytes_billed: u64,
+    slot_ms: u64,
+    /// The last job's.
+    job_id: String,
+    location: Option<String>,
+    project_id: String,
+}
+
+thread_local! {
+    static RESPONSE: std::cell::RefCell<Option<Response>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Adds a finished job's figures to this thread's [`Response`].
+fn record(done: &Done) {
+    RESPONSE.with_borrow_mut(|r| {
+        let r = r.get_or_insert_with(Response::default);
+        r.bytes_processed += done.statistic(&["totalBytesProcessed"]).max(done.statistic(&["query", "totalBytesProcessed"]));
+        r.bytes_billed += done.statistic(&["query", "totalBytesBilled"]);
+        r.slot_ms += done.statistic(&["totalSlotMs"]);
+        r.job_id = done.id().to_string();
+        r.location = done.location().map(str::to_string);
+        r.project_id = done.job["jobReference"]["projectId"].as_str().unwrap_or_default().to_string();
+    });
+}
+
 pub struct BigQueryEngine {
     rt: tokio::runtime::Runtime,
     api: Api,
@@ -79,10 +109,12 @@ impl BigQueryEngine {
     /// Runs a query job, with the model's SQL at `embedded` for error positions.
     async fn job(&self, sql: &str, embedded: Option<Embedded>) -> Result<Done, EngineError> {
         let configuration = json!({"query": {"query": sql}});
-        self.api.run(configuration, self.cancel.get().cloned()).await.map_err(|e| match embedded {
+        let done = self.api.run(configuration, self.cancel.get().cloned()).await.map_err(|e| match embedded {
             Some(emb) => emb.map(e),
             None => EngineError { position: None, ..e },
-        })
+        })?;
+        record(&done);
+        Ok(done)
     }
 
     /// Runs `prefix` + the model SQL + `suffix`.
@@ -203,6 +235,10 @@ impl Engine for BigQueryEngine {
         self.block_on(self.columns(r))
     }
 
+    fn list_relations(&self, database: &str, schema: &str) -> Result<Vec<(String, String)>, EngineError> {
+        self.block_on(self.api.list_tables(database, schema))
+    }
+
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
         let key = (database.to_string(), schema.to_string());
         if self.datasets.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
@@ -241,11 +277,35 @@ impl Engine for BigQueryEngine {
 
     /// The columns BigQuery reports for a dry run of `sql`: nothing runs, nothing is billed.
     fn query_columns(&self, sql: &str) -> Result<Vec<(String, String)>, EngineError> {
+        self.dry_run(sql, None).map(|d| d.columns)
+    }
+
+    /// A dry-run job: BigQuery validates `sql` (after the `_dbt_max_partition` declaration a
+    /// model's build would run) and reports the bytes it would process and its columns;
+    /// nothing runs, nothing is billed.
+    fn dry_run(&self, sql: &str, model: Option<(&RelationName, &TableOptions)>) -> Result<super::DryRun, EngineError> {
+        let prefix = model.map(|(r, options)| sql::declare_max_partition(sql, options, &sql::relation(r))).unwrap_or_default();
         self.block_on(async {
-            let configuration = json!({"dryRun": true, "query": {"query": sql::body(sql)}});
-            let done = self.api.run(configuration, None).await.map_err(|e| Embedded::of("").map(e))?;
-            Ok(sql::columns(&done.job["statistics"]["query"]["schema"]))
+            let configuration = json!({"dryRun": true, "query": {"query": format!("{prefix}{}", sql::body(sql))}});
+            let done = self.api.run(configuration, None).await.map_err(|e| Embedded::of(&prefix).map(e))?;
+            Ok(super::DryRun {
+                bytes_processed: done.statistic(&["totalBytesProcessed"]).max(done.statistic(&["query", "totalBytesProcessed"])),
+                columns: sql::columns(&done.job["statistics"]["query"]["schema"]),
+            })
         })
+    }
+
+    fn take_response(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let r = RESPONSE.with_borrow_mut(Option::take)?;
+        let json = json!({
+            "bytes_processed": r.bytes_processed,
+            "bytes_billed": r.bytes_billed,
+            "slot_ms": r.slot_ms,
+            "job_id": r.job_id,
+            "location": r.location,
+            "project_id": r.project_id,
+        });
+        json.as_object().cloned()
     }
 
     fn load_seed(&self, seed: &SeedLoad) -> Result<u64, EngineError> {
@@ -253,6 +313,7 @@ impl Engine for BigQueryEngine {
         let load = sql::seed_load(&seed.relation, &data.columns, b',');
         self.block_on(async {
             let done = self.api.load(load, data.csv).await?;
+            record(&done);
             Ok(done.rows().unwrap_or(data.rows))
         })
     }
@@ -305,7 +366,7 @@ impl Engine for BigQueryEngine {
     }
 
     fn supports(&self, capability: Capability) -> bool {
-        matches!(capability, Capability::AtomicPublish)
+        matches!(capability, Capability::AtomicPublish | Capability::DryRun)
     }
 }
 

@@ -1215,7 +1215,7 @@ impl Engine for DataFusionEngine {
     }
 
     fn supports(&self, capability: Capability) -> bool {
-        matches!(capability, Capability::AtomicPublish | Capability::ExternalSources)
+        matches!(capability, Capability::AtomicPublish | Capability::ExternalSources | Capability::SharedTestWork)
     }
 }
 

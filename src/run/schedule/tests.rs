@@ -148,6 +148,7 @@ fn result(id: &str, status: Status) -> NodeResult {
         failures: None,
         code: None,
         diagnostic: None,
+        response: None,
     }
 }
 
