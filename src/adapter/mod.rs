@@ -198,8 +198,7 @@ pub static ADAPTERS: &[Adapter] = &[
         type_names: &[("STRING", "STRING"), ("TIMESTAMP", "TIMESTAMP"), ("FLOAT", "FLOAT64"), ("INTEGER", "INT64")],
         string_type: Some("STRING"),
         default_incremental_strategy: "merge",
-        // dbt-bigquery's `microbatch` is not built yet: reported at parse time and when it runs.
-        incremental_strategies: &["merge", "insert_overwrite"],
+        incremental_strategies: &["merge", "insert_overwrite", "microbatch"],
         materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
         honours: &[
             "partition_by",

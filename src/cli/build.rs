@@ -41,6 +41,13 @@ pub struct RunArgs {
     /// hooks do not run, no artifacts are written
     #[arg(long)]
     pub dry_run: bool,
+    /// Microbatch models build their batches from this time on (`2024-01-01` or
+    /// `2024-01-01 06:00:00`, UTC) instead of `begin` or their lookback
+    #[arg(long, value_name = "TIME")]
+    pub event_time_start: Option<String>,
+    /// Microbatch models build their batches up to this time (exclusive) instead of now
+    #[arg(long, value_name = "TIME")]
+    pub event_time_end: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -219,6 +226,23 @@ pub fn print_recap(s: &Session, done: &Executed, printer: &Printer) {
         );
         if r.status == Status::Warn { printer.warn(&text) } else { printer.error_coded(r.code, &text) }
     }
+}
+
+/// `--event-time-start` / `--event-time-end`, read.
+fn event_time_range(args: &RunArgs) -> Result<(Option<time::OffsetDateTime>, Option<time::OffsetDateTime>), Diagnostic> {
+    let read = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(crate::run::microbatch::parse_time)
+            .transpose()
+            .map_err(|m| Diagnostic::error(Code::InvalidValue, format!("--{flag}: {m}")))
+    };
+    let range = (read("event-time-start", &args.event_time_start)?, read("event-time-end", &args.event_time_end)?);
+    if let (Some(start), Some(end)) = range
+        && start >= end
+    {
+        return Err(Diagnostic::error(Code::InvalidValue, "--event-time-start must be before --event-time-end"));
+    }
+    Ok(range)
 }
 
 /// A dry run's report: each model's bytes and columns as the warehouse reports them, and the
@@ -475,7 +499,12 @@ pub(super) fn run_selected(
         s.target.adapter_type,
         super::compile::summary(&s, &selected)
     ));
+    let event_time = match event_time_range(args) {
+        Ok(range) => range,
+        Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
+    };
     let options = Options {
+        event_time,
         threads: args.threads.unwrap_or(s.target.threads),
         full_refresh: args.full_refresh,
         fail_fast: args.fail_fast,

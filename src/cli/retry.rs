@@ -73,6 +73,8 @@ pub fn run(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String>,
         store_failures: previous["store_failures"].as_bool().unwrap_or(false),
         junit_xml: None,
         dry_run: false,
+        event_time_start: None,
+        event_time_end: None,
     };
     let flags = session::RunFlags {
         full_refresh: run_args.full_refresh,

@@ -298,6 +298,7 @@ impl Loop<'_> {
             store_failures: self.args.store_failures,
             cancel: self.cancel.clone(),
             dry_run: false,
+            event_time: (None, None),
         };
         let done = build::execute(s, engine, nodes, options, printer);
         self.building.store(false, Ordering::SeqCst);

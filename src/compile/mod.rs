@@ -89,6 +89,47 @@ impl Resolver for ManifestResolver {
     }
 }
 
+/// `ref()` and `source()` in one batch of a microbatch model: relations with an `event_time`
+/// read only the batch's window (dbt's `event_time_filter`), the others as they are.
+pub struct BatchResolver {
+    pub inner: Arc<dyn Resolver>,
+    /// Rendered relation -> its `event_time` column.
+    pub event_times: Arc<HashMap<String, String>>,
+    pub start: String,
+    pub end: String,
+}
+
+impl BatchResolver {
+    fn windowed(&self, value: Value) -> Value {
+        let Some(r) = value.downcast_object_ref::<crate::jinja::relation::Relation>() else { return value };
+        let Some(field) = self.event_times.get(&r.render()) else { return value };
+        let mut r = r.clone();
+        r.event_time_filter =
+            Some(crate::jinja::relation::EventTimeFilter { field: field.clone(), start: self.start.clone(), end: self.end.clone() });
+        r.into_value()
+    }
+}
+
+impl Resolver for BatchResolver {
+    fn resolve_ref(&self, from_package: &str, package: Option<&str>, name: &str, version: Option<&str>) -> Result<Value, String> {
+        self.inner.resolve_ref(from_package, package, name, version).map(|v| self.windowed(v))
+    }
+    fn resolve_source(&self, source: &str, table: &str) -> Result<Value, String> {
+        self.inner.resolve_source(source, table).map(|v| self.windowed(v))
+    }
+    fn graph(&self) -> Value {
+        self.inner.graph()
+    }
+}
+
+/// Rendered relation -> `event_time` of every model, seed, snapshot and source that sets it.
+pub fn event_times(manifest: &Manifest, quote: char) -> HashMap<String, String> {
+    let field = |c: &crate::project::config::ConfigMap| c.get("event_time").and_then(|v| v.as_str()).map(str::to_string);
+    let nodes = manifest.nodes.values().filter(|n| n.is_refable()).filter_map(|n| Some((n.relation(quote).render(), field(&n.config)?)));
+    let sources = manifest.sources.values().filter_map(|s| Some((s.relation(quote).render(), field(&s.config)?)));
+    nodes.chain(sources).collect()
+}
+
 /// The compiled form of one node.
 #[derive(Clone, Debug, Default)]
 pub struct Compiled {

@@ -21,6 +21,17 @@ pub struct Relation {
     pub cte_name: Option<String>,
     /// `--empty`: in SQL the relation reads at most this many rows (dbt's `render_limited`).
     pub limit: Option<usize>,
+    /// A microbatch reads only the rows of its window (dbt's `event_time_filter`).
+    pub event_time_filter: Option<EventTimeFilter>,
+}
+
+/// Rows whose `field` is in [`start`, `end`), timestamps as dbt writes them
+/// (`2024-01-01 00:00:00+00:00`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTimeFilter {
+    pub field: String,
+    pub start: String,
+    pub end: String,
 }
 
 impl Relation {
@@ -35,18 +46,26 @@ impl Relation {
             include: [true; 3],
             cte_name: None,
             limit: None,
+            event_time_filter: None,
         }
     }
 
-    /// How the relation reads in SQL: its name, or with a limit a subquery (aliased, except on
-    /// BigQuery, which needs no alias), as dbt's `render_limited`.
+    /// How the relation reads in SQL: its name, or with a limit or an event-time window a
+    /// subquery (aliased, except on BigQuery, which needs no alias), as dbt's `render_limited`.
     pub fn render_limited(&self) -> String {
-        let Some(limit) = self.limit.filter(|_| self.cte_name.is_none()) else { return self.render() };
-        let alias =
-            if self.quote == '`' { String::new() } else { format!(" _dbt_limit_subq_{}", self.identifier.as_deref().unwrap_or("")) };
-        match limit {
-            0 => format!("(select * from {} where false limit 0){alias}", self.render()),
-            n => format!("(select * from {} limit {n}){alias}", self.render()),
+        if self.cte_name.is_some() {
+            return self.render();
+        }
+        let alias = |namespace: &str| {
+            if self.quote == '`' { String::new() } else { format!(" _dbt_{namespace}_subq_{}", self.identifier.as_deref().unwrap_or("")) }
+        };
+        let window = self.event_time_filter.as_ref().map(|f| format!("{} >= '{}' and {} < '{}'", f.field, f.start, f.field, f.end));
+        match (self.limit, window) {
+            (None, None) => self.render(),
+            (None, Some(w)) => format!("(select * from {} where {w}){}", self.render(), alias("et_filter")),
+            (Some(0), _) => format!("(select * from {} where false limit 0){}", self.render(), alias("limit")),
+            (Some(n), None) => format!("(select * from {} limit {n}){}", self.render(), alias("limit")),
+            (Some(n), Some(w)) => format!("(select * from {} where {w} limit {n}){}", self.render(), alias("limit")),
         }
     }
 

@@ -190,6 +190,44 @@ impl std::fmt::Debug for TableOptions {
     }
 }
 
+/// A `microbatch` incremental model's configs (dbt's `event_time`, `batch_size`, `begin`,
+/// `lookback`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MicrobatchConfig {
+    /// The model's own time column: its batches are windows of it.
+    pub event_time: String,
+    /// `hour`, `day`, `month` or `year`.
+    pub batch_size: String,
+    /// Where the first build starts (`2024-01-01` or `2024-01-01 06:00:00`).
+    pub begin: String,
+    /// Batches before the current one that an incremental run rebuilds too.
+    pub lookback: u32,
+}
+
+impl MicrobatchConfig {
+    pub const BATCH_SIZES: &[&str] = &["hour", "day", "month", "year"];
+
+    /// The configs of a microbatch model, or what is missing or wrong.
+    pub fn read(map: &ConfigMap) -> Result<MicrobatchConfig, String> {
+        let text = |k: &str| map.get(k).and_then(Json::as_str).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let missing = |k: &str| format!("the `microbatch` strategy needs `{k}`");
+        let batch_size = text("batch_size").ok_or_else(|| missing("batch_size"))?.to_ascii_lowercase();
+        if !Self::BATCH_SIZES.contains(&batch_size.as_str()) {
+            return Err(format!("`batch_size` is `{batch_size}`; {}", choices(&batch_size, Self::BATCH_SIZES)));
+        }
+        let lookback = match map.get("lookback") {
+            None | Some(Json::Null) => 1,
+            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| format!("`lookback` is {v}, not a whole number"))?,
+        };
+        Ok(MicrobatchConfig {
+            event_time: text("event_time").ok_or_else(|| missing("event_time"))?,
+            batch_size,
+            begin: text("begin").ok_or_else(|| missing("begin"))?,
+            lookback,
+        })
+    }
+}
+
 /// The typed config of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -206,6 +244,8 @@ pub struct NodeConfig {
     pub table: TableOptions,
     /// `insert_overwrite`'s static `partitions` (SQL literals).
     pub partitions: Vec<String>,
+    /// A `microbatch` model's configs, when they are complete.
+    pub microbatch: Option<MicrobatchConfig>,
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
     /// A snapshot's configs (`materialized: snapshot`), when they are complete.
@@ -488,6 +528,18 @@ impl NodeConfig {
             }
         };
         let snapshot = if materialized == Materialized::Snapshot { SnapshotConfig::read(map, &mut bad) } else { None };
+        let microbatch = match incremental_strategy {
+            Some(Strategy::Microbatch) if materialized == Materialized::Incremental => MicrobatchConfig::read(map)
+                .map_err(|m| {
+                    bad(
+                        "incremental_strategy",
+                        m,
+                        "a microbatch model needs `event_time`, `batch_size` (hour, day, month, year) and `begin`",
+                    )
+                })
+                .ok(),
+            _ => None,
+        };
         let config = NodeConfig {
             snapshot,
             materialized,
@@ -499,6 +551,7 @@ impl NodeConfig {
             persist_docs,
             table,
             partitions,
+            microbatch,
             pre_hook: hooks(map.get("pre-hook")),
             post_hook: hooks(map.get("post-hook")),
         };

@@ -9,6 +9,7 @@ pub mod freshness;
 #[cfg(feature = "datafusion")]
 pub mod junit;
 pub mod manifest_file;
+pub mod microbatch;
 pub mod plan;
 #[cfg(feature = "datafusion")]
 pub mod results;

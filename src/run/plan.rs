@@ -149,6 +149,30 @@ fn incremental(inputs: &Inputs, sql: String) -> Result<Step, PlanError> {
             help: "set `partition_by: {field: ..., data_type: date}`, or use `incremental_strategy: merge`".into(),
         }),
         Strategy::InsertOverwrite => builtin(IncrementalStrategy::InsertOverwrite { partitions: c.partitions.clone() }),
+        // One batch of a microbatch model (the runner cuts them), written as dbt-bigquery
+        // writes it: the partitions of the batch's rows replaced.
+        Strategy::Microbatch => match (&c.table.partition_by, &c.microbatch) {
+            (None, _) => Err(PlanError {
+                code: Code::InvalidConfig,
+                message: "the `microbatch` strategy replaces each batch's partitions, and the model has no `partition_by`".into(),
+                help: "set `partition_by: {field: ..., data_type: timestamp, granularity: day}` with the granularity of `batch_size`"
+                    .into(),
+            }),
+            (_, None) => Err(PlanError {
+                code: Code::InvalidConfig,
+                message: "the microbatch configs are incomplete".into(),
+                help: "set `event_time`, `batch_size` (hour, day, month or year) and `begin`".into(),
+            }),
+            (Some(p), Some(m)) if p.granularity != m.batch_size => Err(PlanError {
+                code: Code::InvalidConfig,
+                message: format!(
+                    "`partition_by`'s granularity is `{}` and `batch_size` is `{}`: a batch must be whole partitions",
+                    p.granularity, m.batch_size
+                ),
+                help: format!("set `partition_by.granularity: {}` (or `batch_size: {}`)", m.batch_size, p.granularity),
+            }),
+            _ => builtin(IncrementalStrategy::InsertOverwrite { partitions: vec![] }),
+        },
         s => Err(PlanError {
             code: Code::NotBuildable,
             message: format!("incremental_strategy `{}` is not built by kiln yet", s.as_str()),

@@ -94,6 +94,8 @@ pub struct Options {
     /// `--dry-run`: models and tests are validated by the warehouse ([`Engine::dry_run`]),
     /// nothing is built, loaded or hooked.
     pub dry_run: bool,
+    /// `--event-time-start` / `--event-time-end`: the range microbatch models build.
+    pub event_time: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
 }
 
 /// `run_query` / `adapter.get_*` answered by the engine.
@@ -501,10 +503,13 @@ impl Runner<'_> {
                 Outcome { relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()), ..Outcome::from(self.seed(node)) }
             }
             ResourceType::UnitTest => self.unit_test(node),
+            ResourceType::Model if self.is_microbatch(node) => {
+                Outcome { relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()), ..self.microbatch(node) }
+            }
             _ => match self.compile(node) {
                 Ok(c) if node.resource_type == ResourceType::Test => self.data_test(node, c.sql, &c.inline_config),
                 Ok(c) => {
-                    let mut o = Outcome::from(self.model(node, &c.sql));
+                    let mut o = Outcome::from(self.model(node, &c.sql, self.options.full_refresh));
                     o.compiled = Some(c.sql);
                     o.relation = Some(node.relation(self.jinja.shared.target.quote_char()).render());
                     o
@@ -561,13 +566,22 @@ impl Runner<'_> {
     /// Whether an incremental model builds incrementally: it exists and no full refresh applies
     /// (a model's `full_refresh` config overrides `--full-refresh`, as in dbt).
     fn is_incremental(&self, node: &Node) -> bool {
+        self.is_incremental_with(node, self.options.full_refresh)
+    }
+
+    fn is_incremental_with(&self, node: &Node, full_refresh: bool) -> bool {
         let (config, _) = NodeConfig::from_map(&node.config);
         config.materialized == Materialized::Incremental
-            && !config.full_refresh.unwrap_or(self.options.full_refresh)
+            && !config.full_refresh.unwrap_or(full_refresh)
             && self.engine.describe(&relation_name(node)).ok().flatten().is_some()
     }
 
     fn compile(&self, node: &Node) -> Result<Compiled, Failure> {
+        self.compile_with(node, &self.resolver)
+    }
+
+    /// Compiles `node` with `ref()` and `source()` answered by `resolver`.
+    fn compile_with(&self, node: &Node, resolver: &Arc<dyn Resolver>) -> Result<Compiled, Failure> {
         let mut diags = Vec::new();
         let selected: BTreeSet<String> = [node.unique_id.clone()].into();
         let mut out = compile::compile(
@@ -575,7 +589,7 @@ impl Runner<'_> {
             self.jinja,
             self.manifest,
             self.graph,
-            &self.resolver,
+            resolver,
             &selected,
             &|n| self.is_incremental(n),
             &mut diags,
@@ -709,7 +723,69 @@ impl Runner<'_> {
     }
 
     /// Builds a model: its contract applied to the SQL, then the steps of its build plan.
-    fn model(&self, node: &Node, sql: &str) -> Result<(String, Option<u64>), Failure> {
+    /// Whether `node` is a `microbatch` incremental model on a target that builds them.
+    fn is_microbatch(&self, node: &Node) -> bool {
+        let (config, _) = NodeConfig::from_map(&node.config);
+        config.materialized == Materialized::Incremental
+            && config.incremental_strategy == Some(crate::project::typed::Strategy::Microbatch)
+            && self.jinja.shared.target.adapter.supports_strategy("microbatch")
+    }
+
+    /// A microbatch model: compiled and written batch by batch, each reading its window of
+    /// the upstream relations that have an `event_time`. The first batch of a first build (or
+    /// a full refresh) creates the table; the others replace their window. A failed batch
+    /// stops the model; the batches before it stay written.
+    fn microbatch(&self, node: &Node) -> Outcome {
+        let (node_config, _) = NodeConfig::from_map(&node.config);
+        let Some(config) = node_config.microbatch else {
+            return Outcome::error(Failure::new(
+                Code::InvalidConfig,
+                "the microbatch configs are incomplete\n  = help: set `event_time`, `batch_size` (hour, day, month or year) and `begin`",
+            ));
+        };
+        let full_refresh = self.options.full_refresh && node_config.full_refresh != Some(false);
+        let now = time::OffsetDateTime::now_utc();
+        let batches = match super::microbatch::batches(&config, self.is_incremental(node), now, self.options.event_time) {
+            Ok(b) => b,
+            Err(m) => return Outcome::error(Failure::new(Code::InvalidConfig, m)),
+        };
+        let event_times = Arc::new(compile::event_times(self.manifest, self.jinja.shared.target.quote_char()));
+        let (mut rows, mut sql) = (0, None);
+        for (i, batch) in batches.iter().enumerate() {
+            let (start, end) = (super::microbatch::sql_time(batch.start), super::microbatch::sql_time(batch.end));
+            let resolver: Arc<dyn Resolver> = Arc::new(compile::BatchResolver {
+                inner: self.resolver.clone(),
+                event_times: event_times.clone(),
+                start: start.clone(),
+                end: end.clone(),
+            });
+            let built = self.compile_with(node, &resolver).and_then(|c| {
+                let written = self.model(node, &c.sql, full_refresh && i == 0);
+                sql = Some(c.sql);
+                written
+            });
+            match built {
+                Ok((_, n)) => rows += n.unwrap_or(0),
+                Err(f) => {
+                    let message = format!(
+                        "batch {} of {} ({start} to {end}) failed; the {i} before it are written:\n{}",
+                        i + 1,
+                        batches.len(),
+                        f.message
+                    );
+                    return Outcome { compiled: sql, ..Outcome::error(Failure { message, ..f }) };
+                }
+            }
+        }
+        let plural = if batches.len() == 1 { "" } else { "es" };
+        Outcome {
+            rows: Some(rows),
+            compiled: sql,
+            ..Outcome::with(Status::Success, format!("MERGE {rows} in {} batch{plural}", batches.len()))
+        }
+    }
+
+    fn model(&self, node: &Node, sql: &str, full_refresh: bool) -> Result<(String, Option<u64>), Failure> {
         let (config, _) = NodeConfig::from_map(&node.config);
         let (sql, checks) = if config.contract_enforced {
             let render = |text: &str| {
@@ -728,8 +804,8 @@ impl Runner<'_> {
             sql: &sql,
             config: &config,
             adapter: self.jinja.shared.target.adapter,
-            exists: materialized == Materialized::Incremental && self.is_incremental(node),
-            full_refresh: self.options.full_refresh,
+            exists: materialized == Materialized::Incremental && self.is_incremental_with(node, full_refresh),
+            full_refresh,
             external: (materialized == Materialized::External).then(|| node.external_target(self.project)),
             defines_macro: &|name| self.jinja.has_macro(name),
             custom_materialization: self.jinja.shared.macros.materializations.contains(materialized.as_str()),

@@ -382,3 +382,20 @@ pub fn open_target(
     let settings = connect::Settings::from_target(&target.settings, env).map_err(fail)?;
     BigQueryEngine::open(settings, env).map_err(fail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BigQuery's `at [line:col]` in a statement that wraps the model maps onto the model's
+    /// SQL; a position in the wrapper is dropped rather than pointed at the wrong line.
+    #[test]
+    fn error_positions_map_onto_the_model() {
+        let (prefix, _) = sql::create_table("`p`.`d`.`t`", &TableOptions::default(), false).unwrap();
+        let emb = Embedded::of(&prefix);
+        let e = api::classify(400, "invalidQuery", "Unrecognized name: ordr_id at [3:12]".into());
+        assert_eq!(emb.map(e).position, Some((1, 12)));
+        let e = api::classify(400, "invalidQuery", "Syntax error at [1:1]".into());
+        assert_eq!(emb.map(e).position, None);
+    }
+}
