@@ -332,3 +332,29 @@ fn microbatch_model_replaces_only_its_batches() {
     );
     assert!(stderr(&out).contains("--event-time-start must be before --event-time-end"), "{}", stderr(&out));
 }
+
+/// A model that changes from view to table (and back), or whose table gains partitioning, is
+/// rebuilt: what `create or replace` cannot replace is dropped first, as dbt-bigquery does.
+#[test]
+fn a_model_changing_its_kind_or_layout_is_rebuilt() {
+    let Some(bq) = emulator() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: shapes\nconfig-version: 2\nprofile: shapes\n");
+    let (project, engine) = bq.target(d, "shapes");
+    let relation = RelationName { database: project.clone(), schema: "analytics".into(), name: "m".into() };
+    for (config, kind, partitioned) in [
+        ("materialized='view'", "VIEW", false),
+        ("materialized='table'", "TABLE", false),
+        ("materialized='table', partition_by={'field': 'd', 'data_type': 'date'}", "TABLE", true),
+        ("materialized='view'", "VIEW", false),
+    ] {
+        write(d, "models/m.sql", &format!("{{{{ config({config}) }}}}\nselect 1 as id, date '2024-01-01' as d\n"));
+        let out = bq.kiln(d, &["run", "--profiles-dir", "bq"]);
+        assert_eq!(out.status.code(), Some(0), "{config}: {}", stderr(&out));
+        let table = engine.table(&relation).unwrap().expect("m exists");
+        assert_eq!(table["type"], kind, "{config}: {table}");
+        assert_eq!(table["timePartitioning"]["field"] == "d", partitioned, "{config}: {table}");
+        assert_eq!(rows_of(&engine, &project, "analytics", "m"), ["1.000000|2024-01-01"], "{config}");
+    }
+}

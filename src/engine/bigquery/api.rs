@@ -166,9 +166,26 @@ impl Api {
         if status >= 400 { Err(bigquery_error(status, &body)) } else { Ok(body) }
     }
 
-    /// Runs a job with `configuration` until it ends; fails with the job's error. `cancel`, once
-    /// set, cancels the job in BigQuery.
-    pub async fn run(&self, mut configuration: Json, cancel: Option<Arc<AtomicBool>>) -> Result<Done, EngineError> {
+    /// Runs a job with `configuration` until it ends; fails with the job's error. A job that
+    /// fails with a retryable error (a backend error, a rate limit) runs again as a new job, up
+    /// to `job_retries` times. `cancel`, once set, cancels the job in BigQuery.
+    pub async fn run(&self, configuration: Json, cancel: Option<Arc<AtomicBool>>) -> Result<Done, EngineError> {
+        let mut attempt = 0;
+        loop {
+            match self.attempt(configuration.clone(), cancel.clone()).await? {
+                Err(e) if is_retryable(&e) && attempt < self.settings.job_retries => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
+                }
+                finished => return finished,
+            }
+        }
+    }
+
+    /// Submits one job and waits for it: `Err` when BigQuery could not be asked (requests are
+    /// retried with the same job id, so the job never runs twice), `Ok(Err)` when the job ran
+    /// and failed.
+    async fn attempt(&self, mut configuration: Json, cancel: Option<Arc<AtomicBool>>) -> Result<Result<Done, EngineError>, EngineError> {
         if let Some(query) = configuration.get_mut("query") {
             query["useLegacySql"] = json!(false);
             if self.settings.priority == Priority::Batch {
@@ -194,12 +211,12 @@ impl Api {
         };
         let done = Done { job: inserted };
         let finished = self.wait(done, cancel).await?;
-        match finished.job["status"].get("errorResult") {
+        Ok(match finished.job["status"].get("errorResult") {
             Some(e) if e.is_object() => {
                 Err(classify(0, e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("the job failed").to_string()))
             }
             _ => Ok(finished),
-        }
+        })
     }
 
     async fn wait(&self, mut done: Done, cancel: Option<Arc<AtomicBool>>) -> Result<Done, EngineError> {

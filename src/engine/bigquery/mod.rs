@@ -126,6 +126,19 @@ impl BigQueryEngine {
         Ok(self.api.table(&r.database, &r.schema, &r.name).await?.map(|t| sql::columns(&t["schema"])))
     }
 
+    /// What dbt-bigquery drops before `create or replace`: a relation of the other kind (a view
+    /// where a table is built, or the reverse), or a table whose partitioning or clustering
+    /// differs from `options` (BigQuery cannot replace those). The build is then not atomic.
+    async fn clear_for(&self, r: &RelationName, view: bool, options: &TableOptions) -> Result<(), EngineError> {
+        let Some(existing) = self.api.table(&r.database, &r.schema, &r.name).await? else { return Ok(()) };
+        let is_view = existing["type"] == "VIEW";
+        if view != is_view || !view && !sql::replaceable(&existing, options) {
+            let kind = if is_view { "view" } else { "table" };
+            self.job(&format!("drop {kind} if exists {}", sql::relation(r)), None).await?;
+        }
+        Ok(())
+    }
+
     /// Drops a scratch table; a failure leaves it to expire.
     async fn drop_table(&self, target: &str) {
         let _ = self.job(&format!("drop table if exists {target}"), None).await;
@@ -169,6 +182,7 @@ impl BigQueryEngine {
                 }
             }
             let (prefix, suffix) = sql::create_table(&sql::relation(r), options, false).map_err(EngineError::new)?;
+            self.clear_for(r, false, options).await?;
             self.job(&format!("{prefix}select * from {tmp}{suffix}"), None).await.map(|d| d.rows())
         }
         .await;
@@ -254,11 +268,13 @@ impl Engine for BigQueryEngine {
         self.block_on(async {
             match what {
                 Materialization::View { sql, options } => {
+                    self.clear_for(r, true, options).await?;
                     let (prefix, suffix) = sql::create_view(&target, options);
                     self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
                 }
                 Materialization::Table { sql, options } if checks.is_empty() => {
                     let (prefix, suffix) = sql::create_table(&target, options, false).map_err(EngineError::new)?;
+                    self.clear_for(r, false, options).await?;
                     self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
                 }
                 Materialization::Table { sql, options } => self.checked_table(r, sql, options, checks).await,

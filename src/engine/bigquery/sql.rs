@@ -72,6 +72,28 @@ pub fn create_table(target: &str, o: &TableOptions, temporary: bool) -> Result<(
     Ok((prefix, "\n)"))
 }
 
+/// dbt-bigquery's `is_replaceable`: whether `create or replace table` may replace the table
+/// resource `table` (BigQuery refuses to change a table's partitioning or clustering that way).
+pub fn replaceable(table: &Json, o: &TableOptions) -> bool {
+    let same = |a: &Json, b: &str| a.as_str().is_some_and(|a| a.eq_ignore_ascii_case(b));
+    let (time, range) = (&table["timePartitioning"], &table["rangePartitioning"]);
+    let partitions = match &o.partition_by {
+        None => time.is_null() && range.is_null(),
+        Some(p) => match p.range {
+            Some((start, end, interval)) if p.data_type == "int64" => {
+                let r = &range["range"];
+                let n = |v: &Json| v.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| v.as_i64());
+                same(&range["field"], &p.field)
+                    && (n(&r["start"]), n(&r["end"]), n(&r["interval"])) == (Some(start), Some(end), Some(interval))
+            }
+            _ => same(&time["field"], &p.field) && same(&time["type"], &p.granularity),
+        },
+    };
+    let clustered: Vec<String> =
+        table["clustering"]["fields"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_ascii_lowercase)).collect();
+    partitions && clustered == o.cluster_by.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()
+}
+
 /// dbt-bigquery's `PartitionConfig.render`: a row's partition, truncated to the granularity
 /// unless the field is an `int64` or a `date` by day.
 pub fn render_partition(p: &PartitionBy, alias: Option<&str>) -> String {
@@ -414,6 +436,22 @@ mod tests {
             ..TableOptions::default()
         };
         assert!(create_table(&target, &ingestion, false).unwrap_err().contains("not built by kiln yet"));
+    }
+
+    #[test]
+    fn a_table_laid_out_otherwise_is_not_replaceable() {
+        let by_day = partitioned("date", "day");
+        let table = json!({"timePartitioning": {"type": "DAY", "field": "at"}});
+        assert!(replaceable(&table, &by_day));
+        assert!(!replaceable(&table, &TableOptions::default()), "partitioning dropped");
+        assert!(!replaceable(&json!({}), &by_day), "partitioning added");
+        assert!(!replaceable(&table, &partitioned("timestamp", "month")), "granularity changed");
+        let clustered = TableOptions { cluster_by: vec!["Id".into()], ..by_day.clone() };
+        assert!(!replaceable(&table, &clustered), "clustering added");
+        assert!(replaceable(&json!({"timePartitioning": {"type": "DAY", "field": "at"}, "clustering": {"fields": ["id"]}}), &clustered));
+        let ranged = json!({"rangePartitioning": {"field": "at", "range": {"start": "0", "end": "1000", "interval": "10"}}});
+        assert!(replaceable(&ranged, &partitioned("int64", "day")));
+        assert!(replaceable(&json!({"type": "TABLE"}), &TableOptions::default()));
     }
 
     #[test]
