@@ -210,6 +210,8 @@ pub static ADAPTERS: &[Adapter] = &[
             "hours_to_expiration",
             "kms_key_name",
             "partitions",
+            "grants",
+            "grant_access_to",
         ],
         database_keys: &["project", "database"],
         schema_keys: &["dataset", "schema"],
@@ -294,7 +296,7 @@ mod tests {
         assert!(!lookup("postgres").unwrap().supports_strategy("insert_overwrite"));
         assert_eq!(Adapter::honouring("persist_docs"), ["postgres", "redshift", "bigquery"]);
         assert_eq!(Adapter::honouring("partition_by"), ["bigquery"]);
-        assert!(Adapter::honouring("grants").is_empty(), "no engine applies grants yet");
+        assert_eq!(Adapter::honouring("grants"), ["bigquery"]);
         for a in ADAPTERS {
             assert!(a.supports_strategy(a.default_incremental_strategy), "{}", a.name);
             assert!(a.honours.iter().all(|c| WAREHOUSE_CONFIGS.contains(c)), "{}", a.name);

@@ -331,6 +331,20 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// Applies `access` to the relation just built: `grants` (revoking those the warehouse has
+    /// and the config no longer names, when `existed`) and, for a view, `grant_access_to`.
+    /// Only engines whose adapter honours these configs are asked.
+    fn apply_grants(
+        &self,
+        relation: &RelationName,
+        is_view: bool,
+        access: &crate::project::typed::Access,
+        existed: bool,
+    ) -> Result<(), EngineError> {
+        let _ = (relation, is_view, access, existed);
+        Err(EngineError::new(format!("the {} engine does not apply grants", self.name())))
+    }
+
     /// The warehouse's version, for `kiln debug` (a round trip to a server).
     fn version(&self) -> Result<String, EngineError> {
         Ok(self.name().to_string())

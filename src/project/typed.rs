@@ -228,6 +228,20 @@ impl MicrobatchConfig {
     }
 }
 
+/// Who may read a relation: dbt's `grants` (privilege -> grantees) and dbt-bigquery's
+/// `grant_access_to` (datasets, as `(project, dataset)`, a view is authorized in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub grants: Vec<(String, Vec<String>)>,
+    pub grant_access_to: Vec<(String, String)>,
+}
+
+impl Access {
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty() && self.grant_access_to.is_empty()
+    }
+}
+
 /// The typed config of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -250,6 +264,7 @@ pub struct NodeConfig {
     pub post_hook: Vec<String>,
     /// A snapshot's configs (`materialized: snapshot`), when they are complete.
     pub snapshot: Option<SnapshotConfig>,
+    pub access: Access,
 }
 
 /// How a snapshot tells that a row changed (dbt's `strategy`).
@@ -528,6 +543,45 @@ impl NodeConfig {
             }
         };
         let snapshot = if materialized == Materialized::Snapshot { SnapshotConfig::read(map, &mut bad) } else { None };
+        let grants = match map.get("grants") {
+            None | Some(Json::Null) => vec![],
+            Some(Json::Object(o)) => o
+                .iter()
+                .filter_map(|(privilege, v)| {
+                    let grantees = names(Some(v)).unwrap_or_else(|v| {
+                        bad("grants", format!("the grantees of `{privilege}` are {v}, not names"), "write `grants: {select: [reporter]}`");
+                        vec![]
+                    });
+                    (!grantees.is_empty()).then(|| (privilege.clone(), grantees))
+                })
+                .collect(),
+            Some(v) => {
+                bad("grants", format!("`grants` is {v}, not a mapping"), "write `grants: {select: [reporter]}`");
+                vec![]
+            }
+        };
+        let grant_access_to = match map.get("grant_access_to") {
+            None | Some(Json::Null) => vec![],
+            Some(Json::Array(items)) => items
+                .iter()
+                .filter_map(|i| {
+                    let part = |k: &str| i.get(k).and_then(Json::as_str).map(str::to_string);
+                    let target = part("project").zip(part("dataset"));
+                    if target.is_none() {
+                        bad("grant_access_to", format!("{i} is not a dataset"), "write `grant_access_to: [{project: p, dataset: d}]`");
+                    }
+                    target
+                })
+                .collect(),
+            Some(v) => {
+                bad(
+                    "grant_access_to",
+                    format!("`grant_access_to` is {v}, not a list"),
+                    "write `grant_access_to: [{project: p, dataset: d}]`",
+                );
+                vec![]
+            }
+        };
         let microbatch = match incremental_strategy {
             Some(Strategy::Microbatch) if materialized == Materialized::Incremental => MicrobatchConfig::read(map)
                 .map_err(|m| {
@@ -552,6 +606,7 @@ impl NodeConfig {
             table,
             partitions,
             microbatch,
+            access: Access { grants, grant_access_to },
             pre_hook: hooks(map.get("pre-hook")),
             post_hook: hooks(map.get("post-hook")),
         };
@@ -647,6 +702,14 @@ mod tests {
         assert_eq!(c.table.labels, [("team".to_string(), "finance".to_string()), ("tier".to_string(), "1".to_string())]);
         assert_eq!((c.table.require_partition_filter, c.table.partition_expiration_days.as_deref()), (Some(true), Some("7")));
         assert_eq!(c.partitions, ["date('2024-01-01')"]);
+        let (c, errors) = read(serde_json::json!({
+            "grants": {"roles/bigquery.dataViewer": "user:a@x.com", "roles/bigquery.dataEditor": ["group:b@x.com", "user:c@x.com"], "select": []},
+            "grant_access_to": [{"project": "p", "dataset": "shared"}],
+        }));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.access.grants.len(), 2, "a privilege without grantees grants nothing");
+        assert_eq!(c.access.grants[1].1, ["group:b@x.com", "user:c@x.com"]);
+        assert_eq!(c.access.grant_access_to, [("p".to_string(), "shared".to_string())]);
         assert_eq!(format!("{:?}", TableOptions::default()), "TableOptions");
         let (c, _) = read(serde_json::json!({"materialized": "tabel", "incremental_strategy": "mrege"}));
         assert_eq!(c.materialized, Materialized::Custom("tabel".into()));

@@ -46,6 +46,10 @@ pub enum Step {
         unique_key: Vec<String>,
         sql: String,
     },
+    /// `grants` and `grant_access_to`, on adapters that honour them.
+    Grants {
+        is_view: bool,
+    },
     PersistDocs {
         relation: bool,
         columns: bool,
@@ -73,6 +77,11 @@ pub fn plan(inputs: &Inputs) -> Result<Vec<Step>, PlanError> {
         steps.push(Step::PreHooks(c.pre_hook.len()));
     }
     steps.push(materialize);
+    let grants = inputs.adapter.honours.contains(&"grants") && !c.access.grants.is_empty();
+    let authorized = inputs.adapter.honours.contains(&"grant_access_to") && is_view && !c.access.grant_access_to.is_empty();
+    if grants || authorized {
+        steps.push(Step::Grants { is_view });
+    }
     if c.persist_docs.0 || c.persist_docs.1 {
         steps.push(Step::PersistDocs { relation: c.persist_docs.0, columns: c.persist_docs.1, is_view });
     }

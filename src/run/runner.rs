@@ -813,6 +813,8 @@ impl Runner<'_> {
         };
         let steps = super::plan::plan(&inputs).map_err(|e| Failure::new(e.code, format!("{}\n  = help: {}", e.message, e.help)))?;
         let run_path = super::artifacts::artifact_path(self.project, node, "run");
+        // Grants the relation had before are compared with the config (and revoked if gone).
+        let existed = !config.access.grants.is_empty() && self.engine.describe(&relation)?.is_some();
         let mut verb = (String::new(), None);
         for step in steps {
             match step {
@@ -820,6 +822,10 @@ impl Runner<'_> {
                 Step::PreHooks(_) => self.hooks(node, "pre-hook", &config.pre_hook)?,
                 Step::PostHooks(_) => self.hooks(node, "post-hook", &config.post_hook)?,
                 Step::PersistDocs { relation: rel, columns, is_view } => self.persist_docs(node, &relation, (rel, columns), is_view)?,
+                Step::Grants { is_view } => self.engine.apply_grants(&relation, is_view, &config.access, existed).map_err(|e| {
+                    let message = format!("grants: {}", e.message);
+                    Failure::engine(&e, message)
+                })?,
                 Step::Materialize(what) => {
                     let rows = self.engine.materialize(&relation, &what, &checks).map_err(|e| {
                         let message = sql_error(node, Some(&run_path), &sql, &e);

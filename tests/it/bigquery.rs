@@ -358,3 +358,30 @@ fn a_model_changing_its_kind_or_layout_is_rebuilt() {
         assert_eq!(rows_of(&engine, &project, "analytics", "m"), ["1.000000|2024-01-01"], "{config}");
     }
 }
+
+/// `grant_access_to` makes a view an authorized view of the datasets named, once, however
+/// often it is built. (`grants` statements are golden-tested: the emulator has no `grant`.)
+#[test]
+fn grant_access_to_authorizes_the_view_once() {
+    let Some(bq) = emulator() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: auth\nconfig-version: 2\nprofile: auth\n");
+    let (project, engine) = bq.target(d, "auth");
+    engine.create_schema(&project, "shared").unwrap();
+    write(
+        d,
+        "models/v.sql",
+        &format!(
+            "{{{{ config(materialized='view', grant_access_to=[{{'project': '{project}', 'dataset': 'shared'}}]) }}}}\nselect 1 as id\n"
+        ),
+    );
+    for _ in 0..2 {
+        let out = bq.kiln(d, &["run", "--profiles-dir", "bq"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let shared = engine.dataset(&project, "shared").unwrap();
+    let views: Vec<&Value> = shared["access"].as_array().unwrap().iter().filter(|a| a.get("view").is_some()).collect();
+    assert_eq!(views.len(), 1, "{shared}");
+    assert_eq!(views[0]["view"], serde_json::json!({"projectId": project, "datasetId": "analytics", "tableId": "v"}));
+}

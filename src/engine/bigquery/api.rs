@@ -321,6 +321,25 @@ impl Api {
         }
     }
 
+    /// The dataset resource of `project.dataset`.
+    pub async fn dataset(&self, project: &str, dataset: &str) -> Result<Json, EngineError> {
+        let url = format!("{}/bigquery/v2/projects/{project}/datasets/{dataset}", self.settings.endpoint);
+        self.call(reqwest::Method::GET, &url, &[], None).await
+    }
+
+    /// Authorizes view `view` (project, dataset, table) in `project.dataset` (an access entry),
+    /// unless it is already; dbt-bigquery's `grant_access_to`.
+    pub async fn authorize_view(&self, view: Json, project: &str, dataset: &str) -> Result<(), EngineError> {
+        let current = self.dataset(project, dataset).await?;
+        let mut access = current["access"].as_array().cloned().unwrap_or_default();
+        if access.iter().any(|a| a["view"] == view) {
+            return Ok(());
+        }
+        access.push(json!({"view": view}));
+        let url = format!("{}/bigquery/v2/projects/{project}/datasets/{dataset}", self.settings.endpoint);
+        self.call(reqwest::Method::PATCH, &url, &[], Some(&json!({"access": access}))).await.map(|_| ())
+    }
+
     /// Creates the dataset unless it exists (in the target's `location`).
     pub async fn create_dataset(&self, project: &str, dataset: &str) -> Result<(), EngineError> {
         let url = format!("{}/bigquery/v2/projects/{project}/datasets", self.settings.endpoint);

@@ -101,6 +101,11 @@ impl BigQueryEngine {
         &self.api.settings
     }
 
+    /// The dataset resource of `project.dataset` (location, access entries).
+    pub fn dataset(&self, project: &str, dataset: &str) -> Result<serde_json::Value, EngineError> {
+        self.block_on(self.api.dataset(project, dataset))
+    }
+
     /// The table resource of `r` (schema, partitioning, labels), or `None`.
     pub fn table(&self, r: &RelationName) -> Result<Option<serde_json::Value>, EngineError> {
         self.block_on(self.api.table(&r.database, &r.schema, &r.name))
@@ -363,6 +368,43 @@ impl Engine for BigQueryEngine {
         self.block_on(async {
             for s in &statements {
                 self.job(s, None).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// dbt-bigquery's grants: `grant`/`revoke` statements for the difference between the config
+    /// and the relation's grants (read from `INFORMATION_SCHEMA.OBJECT_PRIVILEGES` when it
+    /// existed before), and `grant_access_to` as access entries of the datasets named.
+    fn apply_grants(
+        &self,
+        r: &RelationName,
+        is_view: bool,
+        access: &crate::project::typed::Access,
+        existed: bool,
+    ) -> Result<(), EngineError> {
+        self.block_on(async {
+            if is_view {
+                let view = json!({"projectId": r.database, "datasetId": r.schema, "tableId": r.name});
+                for (project, dataset) in &access.grant_access_to {
+                    self.api.authorize_view(view.clone(), project, dataset).await?;
+                }
+            }
+            if access.grants.is_empty() {
+                return Ok(());
+            }
+            let mut current = Vec::new();
+            if existed {
+                let dataset = self.api.dataset(&r.database, &r.schema).await?;
+                let location = dataset["location"].as_str().or(self.api.settings.location.as_deref()).unwrap_or("US");
+                let done = self.job(&sql::show_grants(r, location), None).await?;
+                let (_, rows) = self.api.rows(&done, None).await?;
+                let cell = |row: &serde_json::Value, i: usize| row["f"][i]["v"].as_str().unwrap_or_default().to_string();
+                current = rows.iter().map(|row| (cell(row, 0), cell(row, 1))).collect();
+            }
+            let kind = if is_view { "view" } else { "table" };
+            for statement in sql::grant_statements(&sql::relation(r), kind, &access.grants, &current) {
+                self.job(&statement, None).await?;
             }
             Ok(())
         })

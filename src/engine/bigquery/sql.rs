@@ -237,6 +237,46 @@ fn insert_overwrite(t: &IncrementalTarget, partitions: &[String], insert: &str) 
     ))
 }
 
+/// dbt-bigquery's `get_show_grant_sql`: the grants on `r` other than the current user's, from
+/// the `INFORMATION_SCHEMA` of its dataset's `location`.
+pub fn show_grants(r: &RelationName, location: &str) -> String {
+    format!(
+        "select privilege_type, grantee\nfrom {}.{}.INFORMATION_SCHEMA.OBJECT_PRIVILEGES\nwhere object_schema = {}\n  and object_name = {}\n  and split(grantee, ':')[offset(1)] != session_user()",
+        q(&r.database),
+        q(&format!("region-{}", location.to_ascii_lowercase())),
+        literal(&r.schema),
+        literal(&r.name)
+    )
+}
+
+/// dbt's `apply_grants` with dbt-bigquery's `grant`/`revoke`: what `config` grants and
+/// `current` lacks is granted, what `current` has and `config` no longer names is revoked
+/// (revokes first). Privileges and grantees compare case-insensitively, as dbt's
+/// `diff_of_two_dicts`.
+pub fn grant_statements(target: &str, kind: &str, config: &[(String, Vec<String>)], current: &[(String, String)]) -> Vec<String> {
+    let lower = |s: &str| s.to_lowercase();
+    let has = |privilege: &str, grantee: &str, set: &[(String, String)]| {
+        set.iter().any(|(p, g)| lower(p) == lower(privilege) && lower(g) == lower(grantee))
+    };
+    let wanted: Vec<(String, String)> = config.iter().flat_map(|(p, gs)| gs.iter().map(|g| (p.clone(), g.clone()))).collect();
+    let grouped = |pairs: Vec<&(String, String)>| {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (p, g) in pairs {
+            match out.iter_mut().find(|(q, _)| lower(q) == lower(p)) {
+                Some((_, gs)) => gs.push(g.clone()),
+                None => out.push((p.clone(), vec![g.clone()])),
+            }
+        }
+        out
+    };
+    let dcl = |verb: &str, to: &str, (privilege, grantees): (String, Vec<String>)| {
+        format!("{verb} `{privilege}` on {kind} {target} {to} \"{}\"", grantees.join("\", \""))
+    };
+    let revoke = grouped(current.iter().filter(|(p, g)| !has(p, g, &wanted)).collect());
+    let grant = grouped(wanted.iter().filter(|(p, g)| !has(p, g, current)).collect());
+    revoke.into_iter().map(|x| dcl("revoke", "from", x)).chain(grant.into_iter().map(|x| dcl("grant", "to", x))).collect()
+}
+
 /// dbt-bigquery's type for an inferred seed column (agate's, through `convert_*_type`).
 pub fn seed_type(t: Inferred) -> &'static str {
     match t {
@@ -426,7 +466,23 @@ mod tests {
             "-- seed load\n{}\n",
             serde_json::to_string_pretty(&seed_load(&r, &cols(&[("id", "int64"), ("at", "DATETIME")]), b';')).unwrap()
         ));
+        let grants = vec![
+            ("roles/bigquery.dataViewer".to_string(), vec!["user:ana@acme.com".to_string(), "group:bi@acme.com".to_string()]),
+            ("roles/bigquery.dataEditor".to_string(), vec!["serviceAccount:etl@acme.iam.gserviceaccount.com".to_string()]),
+        ];
+        let current = vec![
+            ("roles/bigquery.dataViewer".to_string(), "user:ANA@acme.com".to_string()),
+            ("roles/bigquery.dataViewer".to_string(), "user:bob@acme.com".to_string()),
+        ];
+        out.push_str(&format!(
+            "\n-- grants on a table that had some\n{};\n",
+            grant_statements(&target, "table", &grants, &current).join(";\n")
+        ));
+        out.push_str(&format!("\n-- the grants they are read from\n{}\n", show_grants(&r, "EU")));
         insta::assert_snapshot!(out);
+        let again = grant_statements(&target, "view", &grants[..1], &current[..1]);
+        let expected = "grant `roles/bigquery.dataViewer` on view `acme-prod`.`analytics`.`orders` to \"group:bi@acme.com\"";
+        assert_eq!(again, [expected], "ana has it already");
         let t = IncrementalTarget { target: &target, source: &tmp, options: &TableOptions::default(), existing: &old, incoming: &new };
         let err = incremental(&t, &merge, SchemaChange::Fail).unwrap_err();
         assert!(err.contains("added [\"b\"], removed [\"a\"]"), "{err}");
