@@ -129,6 +129,11 @@ pub const CONFIG_SECTIONS: &[&str] = &[
     "functions",
 ];
 
+/// `dbt_project.yml` keys kiln reads but does not apply yet, and what that means: each one set
+/// gets a warning at its line.
+const NOT_APPLIED: &[(&str, &str)] =
+    &[("query-comment", "kiln sends the SQL without a query comment (and BigQuery jobs get no labels from one)")];
+
 const TOP_LEVEL_KEYS: &[&str] = &[
     "name",
     "version",
@@ -194,7 +199,15 @@ impl ProjectConfig {
             )));
             return None;
         }
-        for (key, key_node, _) in doc.entries() {
+        for (key, key_node, value) in doc.entries() {
+            if let Some((_, what)) = NOT_APPLIED.iter().find(|(k, _)| *k == key)
+                && !matches!(value.to_json(), serde_json::Value::Null | serde_json::Value::Bool(false))
+            {
+                diags.push(
+                    Diagnostic::warning(Code::ConfigNotHonoured, format!("`{key}` is not applied: {what}"))
+                        .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.chars().count(), "set here")),
+                );
+            }
             if !TOP_LEVEL_KEYS.contains(&key) {
                 diags.push(
                     Diagnostic::error(Code::UnknownKey, format!("unknown key `{key}` in dbt_project.yml"))
