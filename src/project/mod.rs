@@ -203,10 +203,13 @@ impl ProjectConfig {
             if let Some((_, what)) = NOT_APPLIED.iter().find(|(k, _)| *k == key)
                 && !matches!(value.to_json(), serde_json::Value::Null | serde_json::Value::Bool(false))
             {
-                diags.push(
-                    Diagnostic::warning(Code::ConfigNotHonoured, format!("`{key}` is not applied: {what}"))
-                        .with_label(Label::new(source.clone(), key_node.line, key_node.col, key.chars().count(), "set here")),
-                );
+                diags.push(Diagnostic::warning(Code::ConfigNotHonoured, format!("`{key}` is not applied: {what}")).with_label(Label::new(
+                    source.clone(),
+                    key_node.line,
+                    key_node.col,
+                    key.chars().count(),
+                    "set here",
+                )));
             }
             if !TOP_LEVEL_KEYS.contains(&key) {
                 diags.push(

@@ -246,3 +246,23 @@ fn parse_writes_manifest_and_reports_warnings() {
     assert!(stderr(&out).contains("warning[E108]"), "{}", stderr(&out));
     assert!(p.join("target/manifest.json").exists());
 }
+
+/// A `query-comment` kiln does not add is reported at its line; `query-comment: null` (dbt's
+/// way to switch it off) is not.
+#[test]
+fn query_comment_is_reported_as_not_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "models/m.sql", "select 1 as id\n");
+    write(
+        d,
+        "dbt_project.yml",
+        "name: qc\nconfig-version: 2\nquery-comment:\n  comment: \"run by {{ target.name }}\"\n  job-label: true\n",
+    );
+    let out = run(d, &["parse"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning[E118]: `query-comment` is not applied"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dbt_project.yml:3:1"), "{}", stderr(&out));
+    write(d, "dbt_project.yml", "name: qc\nconfig-version: 2\nquery-comment: null\n");
+    assert!(!stderr(&run(d, &["parse"])).contains("query-comment"));
+}
