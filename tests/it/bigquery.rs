@@ -104,7 +104,16 @@ fn load_example_source(engine: &BigQueryEngine, project: &str, dir: &Path) {
 fn example_project_builds_the_same_rows_on_bigquery_and_datafusion() {
     let Some(bq) = emulator() else { return };
     let tmp = crate::engine::example_project();
-    same_rows_on_both_engines(&bq, tmp.path(), "coffee_shop", &[], |e, project| load_example_source(e, project, tmp.path()));
+    let project = std::sync::OnceLock::new();
+    same_rows_on_both_engines(&bq, tmp.path(), "coffee_shop", &[], |e, p| {
+        load_example_source(e, p, tmp.path());
+        project.get_or_init(|| p.to_string());
+    });
+    // Failing rows of tests are kept in the audit dataset when asked.
+    let out = bq.kiln(tmp.path(), &["test", "--profiles-dir", "bq", "-s", "stg_orders", "--store-failures"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let audit = bq.engine(project.get().unwrap()).list_relations(project.get().unwrap(), "analytics_dbt_test__audit").unwrap();
+    assert!(audit.iter().any(|(name, kind)| name.starts_with("unique_stg_orders") && kind == "table"), "{audit:?}");
 }
 
 #[test]
