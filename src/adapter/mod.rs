@@ -199,7 +199,7 @@ pub static ADAPTERS: &[Adapter] = &[
         string_type: Some("STRING"),
         default_incremental_strategy: "merge",
         incremental_strategies: &["merge", "insert_overwrite", "microbatch"],
-        materializations: &["view", "table", "incremental", "ephemeral", "seed", "test"],
+        materializations: &["view", "table", "incremental", "ephemeral", "seed", "test", "snapshot"],
         honours: &[
             "partition_by",
             "cluster_by",

@@ -298,6 +298,24 @@ pub fn merge_statements(c: &SnapshotConfig, target: &str, staged: &str, insert: 
     ]
 }
 
+/// dbt's default `snapshot_merge_sql` (dbt-bigquery's): one `merge` that closes the versions
+/// that changed or were deleted and inserts the new ones, from the staging table `staged`.
+pub fn merge_sql(c: &SnapshotConfig, target: &str, staged: &str, insert: &[&str], quote: char) -> String {
+    let m = &c.columns;
+    let current = match &c.valid_to_current {
+        Some(current) => format!("(DBT_INTERNAL_DEST.{v} = {current} or DBT_INTERNAL_DEST.{v} is null)", v = m.valid_to),
+        None => format!("DBT_INTERNAL_DEST.{} is null", m.valid_to),
+    };
+    let columns = insert.iter().map(|col| quote_ident(col, quote)).collect::<Vec<_>>().join(", ");
+    format!(
+        "merge into {target} as DBT_INTERNAL_DEST\nusing {staged} as DBT_INTERNAL_SOURCE\non DBT_INTERNAL_SOURCE.{scd} = DBT_INTERNAL_DEST.{scd}\n\
+         when matched\n  and {current}\n  and DBT_INTERNAL_SOURCE.dbt_change_type in ('update', 'delete')\n    then update\n    set {v} = DBT_INTERNAL_SOURCE.{v}\n\
+         when not matched\n  and DBT_INTERNAL_SOURCE.dbt_change_type = 'insert'\n    then insert ({columns})\n    values ({columns})",
+        scd = m.scd_id,
+        v = m.valid_to
+    )
+}
+
 /// The next version of the snapshot table on an engine without `update`: every row of the
 /// table, with `dbt_valid_to` closed where the merge would close it, followed by the inserted
 /// versions. Columns keep the table's order; new ones follow (null in the old rows).
@@ -420,6 +438,7 @@ mod tests {
             "-- merge statements (PostgreSQL)\n{}\n",
             merge_statements(c, "\"snap\"", "\"snap__dbt_tmp\"", &insert, '"').join(";\n")
         ));
+        out.push_str(&format!("\n-- merge (BigQuery)\n{}\n", merge_sql(c, "`p`.`s`.`snap`", "`p`.`s`.`snap__dbt_tmp`", &insert, '`')));
         insta::assert_snapshot!(out);
     }
 }

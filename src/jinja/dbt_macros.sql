@@ -240,6 +240,9 @@ where parent.to_field is null
 {% macro default__snapshot_hash_arguments(args) -%}
 md5({%- for arg in args -%}coalesce(cast({{ arg }} as varchar ), ''){% if not loop.last %} || '|' || {% endif %}{%- endfor -%})
 {%- endmacro %}
+{% macro bigquery__snapshot_hash_arguments(args) -%}
+to_hex(md5(concat({%- for arg in args -%}coalesce(cast({{ arg }} as string), ''){% if not loop.last %}, '|',{% endif -%}{%- endfor -%})))
+{%- endmacro %}
 
 {% macro split_part(string_text, delimiter_text, part_number) -%}{{ return(adapter.dispatch('split_part', 'dbt')(string_text, delimiter_text, part_number)) }}{%- endmacro %}
 {% macro default__split_part(string_text, delimiter_text, part_number) -%}split_part({{ string_text }}, {{ delimiter_text }}, {{ part_number }}){%- endmacro %}

@@ -159,15 +159,20 @@ impl BigQueryEngine {
         Ok(tmp)
     }
 
-    /// A table that must pass `checks` before it replaces `r`: staged, checked, then copied
-    /// over `r` in one statement; the scratch table is dropped either way.
-    async fn checked_table(
+    /// `r` as a table of `query`'s rows, replaced in one statement. With `checks` the rows are
+    /// staged and checked first, then copied over `r`; the scratch table is dropped either way.
+    async fn build_table(
         &self,
         r: &RelationName,
         query: &str,
         options: &TableOptions,
         checks: &[Check],
     ) -> Result<Option<u64>, EngineError> {
+        if checks.is_empty() {
+            let (prefix, suffix) = sql::create_table(&sql::relation(r), options, false).map_err(EngineError::new)?;
+            self.clear_for(r, false, options).await?;
+            return self.embedded(&prefix, query, suffix).await.map(|d| d.rows());
+        }
         let tmp = sql::relation(&self.stage(r, query, options).await?);
         let result = async {
             for check in checks {
@@ -219,6 +224,61 @@ impl BigQueryEngine {
         .await;
         self.drop_table(&source).await;
         result
+    }
+
+    /// A snapshot, as dbt-bigquery runs it: created from dbt's `build_snapshot_table`, then per
+    /// run the changes staged in `<name>__dbt_tmp`, new source columns added to the table, and
+    /// dbt's `snapshot_merge_sql` (one `merge`) applied.
+    async fn snapshot(
+        &self,
+        r: &RelationName,
+        query: &str,
+        config: &crate::project::typed::SnapshotConfig,
+        exprs: &super::snapshot::Expressions,
+        checks: &[Check],
+    ) -> Result<Option<u64>, EngineError> {
+        use super::snapshot;
+        let source_columns: Vec<String> = self.dry(query, "").await?.columns.into_iter().map(|(c, _)| c).collect();
+        snapshot::check_columns(config, &source_columns).map_err(EngineError::new)?;
+        let target = sql::relation(r);
+        let Some(existing) = self.columns(r).await? else {
+            let build = snapshot::build_table(config, sql::body(query), exprs);
+            return self.build_table(r, &build, &TableOptions::default(), checks).await;
+        };
+        let target_columns: Vec<String> = existing.into_iter().map(|(c, _)| c).collect();
+        let staging = snapshot::staging(&snapshot::Staging {
+            config,
+            sql: sql::body(query),
+            target: &target,
+            exprs,
+            quote: '`',
+            target_columns: &target_columns,
+            source_columns: &source_columns,
+        });
+        let tmp = self.stage(r, &staging, &TableOptions::default()).await?;
+        let staged = sql::relation(&tmp);
+        let result = async {
+            let staging_columns = self.columns(&tmp).await?.unwrap_or_default();
+            let (insert, missing) = snapshot::insert_columns(&staging_columns, &target_columns);
+            for (column, ty) in missing {
+                self.job(&format!("alter table {target} add column {} {ty}", crate::adapter::names::quote_ident(column, '`')), None)
+                    .await?;
+            }
+            self.job(&snapshot::merge_sql(config, &target, &staged, &insert, '`'), None).await.map(|d| d.rows())
+        }
+        .await;
+        self.drop_table(&staged).await;
+        result
+    }
+
+    /// A dry-run job of `prefix` + `sql`.
+    async fn dry(&self, sql: &str, prefix: &str) -> Result<super::DryRun, EngineError> {
+        let configuration = json!({"dryRun": true, "query": {"query": format!("{prefix}{}", sql::body(sql))}});
+        let done = self.api.run(configuration, None).await.map_err(|e| Embedded::of(prefix).map(e))?;
+        Ok(super::DryRun {
+            bytes_processed: done.statistic(&["totalBytesProcessed"]).max(done.statistic(&["query", "totalBytesProcessed"])),
+            columns: sql::columns(&done.job["statistics"]["query"]["schema"]),
+        })
     }
 
     fn block_on<T>(&self, f: impl Future<Output = Result<T, EngineError>>) -> Result<T, EngineError> {
@@ -277,18 +337,11 @@ impl Engine for BigQueryEngine {
                     let (prefix, suffix) = sql::create_view(&target, options);
                     self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
                 }
-                Materialization::Table { sql, options } if checks.is_empty() => {
-                    let (prefix, suffix) = sql::create_table(&target, options, false).map_err(EngineError::new)?;
-                    self.clear_for(r, false, options).await?;
-                    self.embedded(&prefix, sql, suffix).await.map(|d| d.rows())
-                }
-                Materialization::Table { sql, options } => self.checked_table(r, sql, options, checks).await,
+                Materialization::Table { sql, options } => self.build_table(r, sql, options, checks).await,
                 Materialization::Incremental { sql, strategy, on_schema_change, options } => {
                     self.incremental(r, sql, strategy, *on_schema_change, options).await
                 }
-                Materialization::Snapshot { .. } => {
-                    Err(EngineError::new("snapshots are not built on BigQuery yet; build them on DataFusion or PostgreSQL"))
-                }
+                Materialization::Snapshot { sql, config, exprs } => self.snapshot(r, sql, config, exprs, checks).await,
                 Materialization::External { .. } => Err(EngineError::new(
                     "`materialized: external` writes files and needs the embedded DataFusion engine; use `table` on BigQuery",
                 )),
@@ -306,14 +359,7 @@ impl Engine for BigQueryEngine {
     /// nothing runs, nothing is billed.
     fn dry_run(&self, sql: &str, model: Option<(&RelationName, &TableOptions)>) -> Result<super::DryRun, EngineError> {
         let prefix = model.map(|(r, options)| sql::declare_max_partition(sql, options, &sql::relation(r))).unwrap_or_default();
-        self.block_on(async {
-            let configuration = json!({"dryRun": true, "query": {"query": format!("{prefix}{}", sql::body(sql))}});
-            let done = self.api.run(configuration, None).await.map_err(|e| Embedded::of(&prefix).map(e))?;
-            Ok(super::DryRun {
-                bytes_processed: done.statistic(&["totalBytesProcessed"]).max(done.statistic(&["query", "totalBytesProcessed"])),
-                columns: sql::columns(&done.job["statistics"]["query"]["schema"]),
-            })
-        })
+        self.block_on(self.dry(sql, &prefix))
     }
 
     fn take_response(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
@@ -333,6 +379,12 @@ impl Engine for BigQueryEngine {
         let data = super::seed_csv::read(seed, sql::seed_type)?;
         let load = sql::seed_load(&seed.relation, &data.columns, b',');
         self.block_on(async {
+            let r = &seed.relation;
+            if let Some(existing) = self.columns(r).await?
+                && (seed.full_refresh || !sql::same_columns(&existing, &data.columns))
+            {
+                self.job(&format!("drop table if exists {}", sql::relation(r)), None).await?;
+            }
             let done = self.api.load(load, data.csv).await?;
             record(&done);
             Ok(done.rows().unwrap_or(data.rows))

@@ -304,6 +304,20 @@ pub fn seed_load(r: &RelationName, columns: &[(String, String)], delimiter: u8) 
     })
 }
 
+/// A type name as BigQuery reports it in a schema (`integer` -> `INT64`, `float` -> `FLOAT64`,
+/// `boolean` -> `BOOL`), to compare a seed's configured types with a table's.
+pub fn standard_type(name: &str) -> String {
+    type_name(&json!({"type": name.trim().to_ascii_uppercase()}))
+}
+
+/// Whether a seed with `columns` can be loaded over a table with `existing` (same names and
+/// types, in order) with `WRITE_TRUNCATE`; otherwise the table is dropped first, as
+/// dbt-bigquery's `reset_csv_table` does.
+pub fn same_columns(existing: &[(String, String)], columns: &[(String, String)]) -> bool {
+    existing.len() == columns.len()
+        && existing.iter().zip(columns).all(|((a, at), (b, bt))| a.eq_ignore_ascii_case(b) && standard_type(at) == standard_type(bt))
+}
+
 /// A schema field's type in standard SQL spelling (`INT64`, `ARRAY<STRUCT<a INT64>>`), the same
 /// name for the same type whichever spelling the API used.
 pub fn type_name(field: &Json) -> String {
@@ -528,5 +542,9 @@ mod tests {
         let types: Vec<String> = columns(&schema).into_iter().map(|(_, t)| t).collect();
         assert_eq!(types, ["INT64", "TIMESTAMP", "NUMERIC", "BOOL", "ARRAY<STRING>", "STRUCT<x FLOAT64>", "DATE"]);
         assert_eq!(relation(&RelationName { database: "p".into(), schema: "d".into(), name: "we`ird".into() }), "`p`.`d`.`we\\`ird`");
+        let table = cols(&[("id", "INT64"), ("at", "TIMESTAMP")]);
+        assert!(same_columns(&table, &cols(&[("ID", "integer"), ("at", "timestamp")])));
+        assert!(!same_columns(&table, &cols(&[("id", "INT64"), ("at", "DATETIME")])), "a type changed");
+        assert!(!same_columns(&table, &cols(&[("id", "INT64"), ("at", "TIMESTAMP"), ("note", "STRING")])), "a column was added");
     }
 }
