@@ -372,6 +372,16 @@ pub trait Engine: Send + Sync {
             .collect())
     }
 
+    /// The schemas of `database`, by name (`adapter.list_schemas`, `check_schema_exists`); by
+    /// default from `information_schema`.
+    fn list_schemas(&self, database: &str) -> Result<Vec<String>, EngineError> {
+        let sql = format!(
+            "select distinct schema_name from information_schema.schemata where catalog_name = '{}' order by 1",
+            database.replace('\'', "''")
+        );
+        Ok(self.query(&sql, None)?.rows.iter().filter_map(|r| r.first()?.as_str().map(str::to_string)).collect())
+    }
+
     /// Validates `sql` in the warehouse without running it ([`Capability::DryRun`]); `model`
     /// is the relation the query builds and its options, as the build would use them.
     fn dry_run(&self, sql: &str, model: Option<(&RelationName, &TableOptions)>) -> Result<DryRun, EngineError> {

@@ -734,6 +734,12 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
         }
         runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.{method} failed: {m}\n{sql}"), None))
     };
+    let schemas = |database: &str| -> Result<Vec<String>, Error> {
+        if ctx.phase == Phase::Parse {
+            return Ok(vec![]);
+        }
+        runner.list_schemas(database).map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.{method} failed: {m}"), None))
+    };
     let kind = |r: &Value| match attr(r, "type").as_str() {
         "view" => "view",
         _ => "table",
@@ -769,13 +775,8 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
             Value::from("")
         }
         "check_schema_exists" => {
-            let sql = format!(
-                "select count(*) as n from information_schema.schemata where catalog_name = '{}' and schema_name = '{}'",
-                text(0, "database").replace('\'', "''"),
-                text(1, "schema").replace('\'', "''")
-            );
-            let found = run(sql)?.rows.first().and_then(|r| r.first()).and_then(Json::as_u64).unwrap_or(0);
-            Value::from(found > 0)
+            let schema = text(1, "schema");
+            Value::from(schemas(&text(0, "database"))?.contains(&schema))
         }
         "already_exists" => {
             let found = existing_relation(ctx, &ctx.shared.target.database, &text(0, "schema"), &text(1, "name"))?;
@@ -803,13 +804,7 @@ fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(us
                 .collect();
             Value::from(relations)
         }
-        "list_schemas" => {
-            let sql = format!(
-                "select distinct schema_name from information_schema.schemata where catalog_name = '{}' order by 1",
-                text(0, "database").replace('\'', "''")
-            );
-            Value::from(run(sql)?.rows.iter().filter_map(|r| r.first().and_then(Json::as_str).map(Value::from)).collect::<Vec<_>>())
-        }
+        "list_schemas" => Value::from(schemas(&text(0, "database"))?.into_iter().map(Value::from).collect::<Vec<_>>()),
         "get_missing_columns" => {
             let (from, to) = (relation(0, "from_relation")?, relation(1, "to_relation")?);
             let columns = |v: &Value| -> Result<Vec<(String, String)>, Error> {

@@ -72,6 +72,10 @@ pub trait QueryRunner: Send + Sync {
     fn create_schema(&self, _database: &str, _schema: &str) -> Result<(), String> {
         Ok(())
     }
+    /// `adapter.list_schemas`: the schemas of `database`.
+    fn list_schemas(&self, _database: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
     /// `adapter.list_relations_without_caching`: (name, `table` or `view`) in `database.schema`.
     fn list_relations(&self, _database: &str, _schema: &str) -> Result<Vec<(String, String)>, String> {
         Ok(Vec::new())

@@ -124,6 +124,9 @@ impl QueryRunner for EngineQueries {
     fn list_relations(&self, database: &str, schema: &str) -> Result<Vec<(String, String)>, String> {
         self.0.list_relations(database, schema).map_err(|e| e.message)
     }
+    fn list_schemas(&self, database: &str) -> Result<Vec<String>, String> {
+        self.0.list_schemas(database).map_err(|e| e.message)
+    }
 }
 
 pub fn relation_name(node: &Node) -> RelationName {

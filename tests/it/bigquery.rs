@@ -218,8 +218,8 @@ fn dry_run_changes_nothing_and_reports_each_model() {
     assert!(stderr(&out).contains("--dry-run needs a warehouse"), "{}", stderr(&out));
 }
 
-/// The `adapter` methods macros use read and change BigQuery: relations, columns, listing,
-/// dropping, `run_query`. (`rename_relation` runs `alter table ... rename to`, which the
+/// The `adapter` methods macros use read and change BigQuery: relations, columns, listing
+/// relations and schemas, creating schemas, dropping, `run_query`. (`rename_relation` runs `alter table ... rename to`, which the
 /// emulator runs but its catalog does not record, so it is not checked here.)
 #[test]
 fn adapter_methods_work_on_bigquery() {
@@ -242,7 +242,10 @@ fn adapter_methods_work_on_bigquery() {
   {% do adapter.drop_relation(scratch) %}
   {% set listed = adapter.list_relations_without_caching(api.Relation.create(database=db, schema=schema)) | map(attribute='identifier') | list %}
   {% set columns = adapter.get_columns_in_relation(adapter.get_relation(db, schema, 'm')) | map(attribute='name') | list %}
-  {% do run_query("create or replace table " ~ schema ~ ".maint_log as select 'old gone: " ~ (adapter.get_relation(db, schema, 'scratch') is none) ~ "' as observation union all select 'listed: " ~ (listed | join(' ')) ~ "' union all select 'columns: " ~ (columns | join(' ')) ~ "'") %}
+  {% do adapter.create_schema(api.Relation.create(database=db, schema='maint_extra')) %}
+  {% set had_schema = adapter.check_schema_exists(db, 'maint_extra') %}
+  {% set schemas = adapter.list_schemas(db) | join(' ') %}
+  {% do run_query("create or replace table " ~ schema ~ ".maint_log as select 'old gone: " ~ (adapter.get_relation(db, schema, 'scratch') is none) ~ "' as observation union all select 'listed: " ~ (listed | join(' ')) ~ "' union all select 'columns: " ~ (columns | join(' ')) ~ "' union all select 'schemas: " ~ had_schema ~ " " ~ schemas ~ "'") %}
 {% endmacro %}
 "#,
     );
@@ -250,7 +253,12 @@ fn adapter_methods_work_on_bigquery() {
     let out = bq.kiln(d, &["run", "--profiles-dir", "bq"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let log = rows_of(&engine, &project, "analytics", "maint_log");
-    assert_eq!(log, ["columns: id name", "listed: m scratch_moved", "old gone: True"], "{}", stderr(&out));
+    assert_eq!(
+        log,
+        ["columns: id name", "listed: m scratch_moved", "old gone: True", "schemas: True analytics maint_extra"],
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(rows_of(&engine, &project, "analytics", "scratch_moved"), ["2.000000"], "the delete persisted");
 }
 

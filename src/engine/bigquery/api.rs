@@ -297,6 +297,29 @@ impl Api {
         }
     }
 
+    /// The datasets of `project`, by name.
+    pub async fn list_datasets(&self, project: &str) -> Result<Vec<String>, EngineError> {
+        let url = format!("{}/bigquery/v2/projects/{project}/datasets", self.settings.endpoint);
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let query: Vec<(&str, String)> = page.iter().map(|p| ("pageToken", p.clone())).collect();
+            let answer = self.call(reqwest::Method::GET, &url, &query, None).await?;
+            out.extend(
+                answer["datasets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d["datasetReference"]["datasetId"].as_str().map(str::to_string)),
+            );
+            page = answer["nextPageToken"].as_str().map(str::to_string);
+            if page.is_none() {
+                out.sort();
+                return Ok(out);
+            }
+        }
+    }
+
     /// (name, `table` or `view`) of every relation in `project.dataset`, by name; none when
     /// the dataset does not exist.
     pub async fn list_tables(&self, project: &str, dataset: &str) -> Result<Vec<(String, String)>, EngineError> {

@@ -318,6 +318,10 @@ impl Engine for BigQueryEngine {
         self.block_on(self.api.list_tables(database, schema))
     }
 
+    fn list_schemas(&self, database: &str) -> Result<Vec<String>, EngineError> {
+        self.block_on(self.api.list_datasets(database))
+    }
+
     fn create_schema(&self, database: &str, schema: &str) -> Result<(), EngineError> {
         let key = (database.to_string(), schema.to_string());
         if self.datasets.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
