@@ -148,10 +148,16 @@ pub fn built_relations(dir: &Path) -> Vec<(String, String, String)> {
 pub fn datafusion_rows(dir: &Path, relation: &str) -> Vec<String> {
     let out = run(dir, &["show", "--inline", &format!("select * from {relation}"), "--limit", "10000000", "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{relation}: {}", stderr(&out));
-    let mut rows: Vec<String> = stdout(&out)
+    shown_rows(&out, canon)
+}
+
+/// The rows `kiln show -o json` printed, each value written by `canon`, as sorted lines.
+pub fn shown_rows(out: &Output, canon: fn(&serde_json::Value) -> String) -> Vec<String> {
+    let mut rows: Vec<String> = stdout(out)
         .lines()
         .map(|l| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|")
+            let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            row.values().map(canon).collect::<Vec<_>>().join("|")
         })
         .collect();
     rows.sort();

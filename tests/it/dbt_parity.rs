@@ -157,14 +157,7 @@ fn kiln_rows(dir: &Path, relation: &str) -> Vec<String> {
         &["show", "--profiles-dir", "profiles", "--inline", &format!("select * from {relation}"), "--limit", "1000000", "-o", "json"],
     );
     assert_eq!(out.status.code(), Some(0), "{relation}: {}", stderr(&out));
-    let mut rows: Vec<String> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|")
-        })
-        .collect();
-    rows.sort();
-    rows
+    shown_rows(&out, canon)
 }
 
 /// A column type's family, from DuckDB's or Arrow's name. Integer widths and decimal precision

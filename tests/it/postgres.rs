@@ -746,14 +746,7 @@ fn snapshots_match_dbt_postgres_and_the_embedded_engine() {
                 ],
             );
             assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-            let mut rows: Vec<String> = stdout(&out)
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Map<String, Value>>(l).unwrap().values().map(canon).collect::<Vec<_>>().join("|")
-                })
-                .collect();
-            rows.sort();
-            rows
+            shown_rows(&out, canon)
         };
         for (i, batch) in SNAPSHOT_BATCHES.iter().enumerate() {
             let vars = format!("{{now: '2030-01-0{} 00:00:00', hd: {hd}}}", i + 1);
