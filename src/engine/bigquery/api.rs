@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// How long a request may go unanswered (a long poll gets its own length on top).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub struct Api {
     http: reqwest::Client,
     credentials: Credentials,
@@ -110,12 +113,25 @@ impl Api {
         format!("{}/bigquery/v2/projects/{}/{path}", self.settings.endpoint, self.settings.execution_project)
     }
 
-    /// Sends one request; retries (with backoff) what BigQuery says may pass, up to
-    /// `job_retries` times.
+    /// Sends one request (given up after two minutes without an answer); retries (with
+    /// backoff) what BigQuery says may pass, up to `job_retries` times.
     async fn call(&self, method: reqwest::Method, url: &str, query: &[(&str, String)], body: Option<&Json>) -> Result<Json, EngineError> {
+        self.call_timed(method, url, query, body, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Api::call`] with its own timeout: `job_creation_timeout_seconds` for a job's
+    /// submission, the poll's length and a margin for a long poll.
+    async fn call_timed(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&Json>,
+        timeout: Duration,
+    ) -> Result<Json, EngineError> {
         let mut attempt = 0;
         loop {
-            let result = self.call_once(method.clone(), url, query, body).await;
+            let result = self.call_once(method.clone(), url, query, body, timeout).await;
             match result {
                 Err(e) if is_retryable(&e) && attempt < self.settings.job_retries => {
                     attempt += 1;
@@ -132,16 +148,14 @@ impl Api {
         url: &str,
         query: &[(&str, String)],
         body: Option<&Json>,
+        timeout: Duration,
     ) -> Result<Json, EngineError> {
-        let mut request = self.http.request(method, url).query(query);
+        let mut request = self.http.request(method, url).query(query).timeout(timeout);
         if let Some(token) = self.credentials.token().await? {
             request = request.bearer_auth(token);
         }
         if let Some(b) = body {
             request = request.header("content-type", "application/json").body(b.to_string());
-        }
-        if let Some(t) = self.settings.job_creation_timeout {
-            request = request.timeout(t);
         }
         self.answer(request).await
     }
@@ -204,7 +218,8 @@ impl Api {
             reference["location"] = json!(l);
         }
         let job = json!({"jobReference": reference, "configuration": configuration});
-        let inserted = match self.call(reqwest::Method::POST, &self.url("jobs"), &[], Some(&job)).await {
+        let timeout = self.settings.job_creation_timeout.unwrap_or(REQUEST_TIMEOUT);
+        let inserted = match self.call_timed(reqwest::Method::POST, &self.url("jobs"), &[], Some(&job), timeout).await {
             // A retried submission that had reached BigQuery: the job exists, wait for it.
             Err(e) if e.message.contains("Already Exists") => self.get_job(&id, self.settings.location.as_deref()).await?,
             other => other?,
@@ -253,7 +268,8 @@ impl Api {
     /// Asks BigQuery to stop the job; a failure to ask is not an error of the run.
     pub async fn cancel(&self, done: &Done) {
         let query: Vec<(&str, String)> = done.location().map(|l| ("location", l.to_string())).into_iter().collect();
-        let _ = self.call_once(reqwest::Method::POST, &self.url(&format!("jobs/{}/cancel", done.id())), &query, None).await;
+        let _ =
+            self.call_once(reqwest::Method::POST, &self.url(&format!("jobs/{}/cancel", done.id())), &query, None, REQUEST_TIMEOUT).await;
     }
 
     /// One page of a query job's results (`getQueryResults`), timestamps as microseconds.
@@ -269,7 +285,8 @@ impl Api {
         query.extend(location.map(|l| ("location", l.to_string())));
         query.extend(max.map(|m| ("maxResults", m.to_string())));
         query.extend(page.map(|p| ("pageToken", p.to_string())));
-        self.call(reqwest::Method::GET, &self.url(&format!("queries/{id}")), &query, None).await
+        let timeout = Duration::from_millis(timeout_ms) + REQUEST_TIMEOUT;
+        self.call_timed(reqwest::Method::GET, &self.url(&format!("queries/{id}")), &query, None, timeout).await
     }
 
     /// The schema and rows of a finished query job, at most `limit` rows.
