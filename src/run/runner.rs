@@ -14,7 +14,7 @@ use crate::jinja::{JinjaEnv, QueryRunner, QueryTable, Resolver};
 use crate::parse::{Manifest, Node, ResourceType};
 use crate::project::Project;
 use crate::project::config::json_truthy;
-use crate::project::typed::{Materialized, NodeConfig};
+use crate::project::typed::{Materialized, NodeConfig, Strategy};
 use serde_json::Value as Json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -728,9 +728,9 @@ impl Runner<'_> {
     /// Builds a model: its contract applied to the SQL, then the steps of its build plan.
     /// Whether `node` is a `microbatch` incremental model on a target that builds them.
     fn is_microbatch(&self, node: &Node) -> bool {
-        let (config, _) = NodeConfig::from_map(&node.config);
-        config.materialized == Materialized::Incremental
-            && config.incremental_strategy == Some(crate::project::typed::Strategy::Microbatch)
+        let text = |key: &str| node.config.get(key).and_then(Json::as_str);
+        text("incremental_strategy") == Some(Strategy::Microbatch.as_str())
+            && text("materialized") == Some(Materialized::Incremental.as_str())
             && self.jinja.shared.target.adapter.supports_strategy("microbatch")
     }
 

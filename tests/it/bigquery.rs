@@ -61,8 +61,7 @@ impl Emulator {
 
 fn rows_of(engine: &dyn Engine, project: &str, schema: &str, name: &str) -> Vec<String> {
     let r = RelationName { database: project.into(), schema: schema.into(), name: name.into() };
-    let rel = kiln::engine::bigquery::sql::relation(&r);
-    canonical_rows(&engine.query(&format!("select * from {rel}"), None).unwrap_or_else(|e| panic!("select from {rel}: {e}")))
+    engine_rows(engine, &kiln::engine::bigquery::sql::relation(&r))
 }
 
 /// Builds `dir` on DataFusion (default target) and on the emulator, then compares every

@@ -116,6 +116,12 @@ pub fn canon(v: &serde_json::Value) -> String {
     }
 }
 
+/// Rows of `select * from relation` on `engine` as sorted canonical lines.
+pub fn engine_rows(engine: &dyn kiln::engine::Engine, relation: &str) -> Vec<String> {
+    let t = engine.query(&format!("select * from {relation}"), None).unwrap_or_else(|e| panic!("select from {relation}: {e}"));
+    canonical_rows(&t)
+}
+
 /// A query's rows as sorted canonical lines.
 pub fn canonical_rows(t: &kiln::engine::QueryTable) -> Vec<String> {
     let mut rows: Vec<String> = t.rows.iter().map(|r| r.iter().map(canon).collect::<Vec<_>>().join("|")).collect();

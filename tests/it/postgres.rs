@@ -92,11 +92,6 @@ fn kiln_pg(dir: &Path, server: &Server, args: &[&str]) -> std::process::Output {
     kiln(dir).args(args).env("KILN_TEST_PG_PASSWORD", server.password.clone().unwrap_or_default()).output().expect("kiln runs")
 }
 
-/// Rows of `select * from rel` as sorted canonical lines.
-fn rows_of(engine: &dyn Engine, rel: &str) -> Vec<String> {
-    canonical_rows(&engine.query(&format!("select * from {rel}"), None).unwrap_or_else(|e| panic!("select from {rel}: {e}")))
-}
-
 /// (name, `"schema"."alias"`) of every enabled model and seed in a project's manifest.
 fn relations(dir: &Path) -> Vec<(String, String)> {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
@@ -134,7 +129,7 @@ fn same_rows_on_both_engines(server: &Server, dir: &Path, profile: &str, prepare
     for (name, rel) in &pg_relations {
         let theirs = df_rel.get(name).unwrap_or_else(|| panic!("{name} is not in the DataFusion build: {df_rel:?}"));
         let b = datafusion_rows(dir, theirs);
-        let a = rows_of(&pg, rel);
+        let a = engine_rows(&pg, rel);
         assert!(!a.is_empty(), "{name} is empty on PostgreSQL");
         assert_eq!(a, b, "{name}: PostgreSQL and DataFusion rows differ");
     }
@@ -202,7 +197,7 @@ fn pgshop_matches_dbt_postgres() {
                 name: rel.rsplit("\".\"").next().unwrap().trim_matches('"').replace("\"\"", "\""),
             };
             assert_eq!(ke.describe(&r).unwrap(), de.describe(&r).unwrap(), "{name}: columns or types differ from dbt-postgres");
-            assert_eq!(rows_of(&ke, rel), rows_of(&de, rel), "{name}: rows differ from dbt-postgres (vars {vars})");
+            assert_eq!(engine_rows(&ke, rel), engine_rows(&de, rel), "{name}: rows differ from dbt-postgres (vars {vars})");
         }
     }
     // The contract's constraints exist on the table, as dbt-postgres creates them.
@@ -250,7 +245,7 @@ fn materializations_swap_atomically_and_seeds_reload() {
     let stored = pg.query("select count(*) from analytics_dbt_test__audit.not_null_stg_orders_note", None).unwrap();
     assert_eq!(stored.rows[0][0], Value::from(2));
     // A contract constraint the new rows violate: PostgreSQL refuses it, the old table stays.
-    let before = rows_of(&pg, "analytics.dim_customers");
+    let before = engine_rows(&pg, "analytics.dim_customers");
     std::fs::write(
         d.join("models/marts/dim_customers.sql"),
         "select customer_id, customer_name, signup_date, 1 as days_since_signup from {{ ref('stg_customers') }}\nunion all\nselect 1, 'again', current_date, 2\n",
@@ -260,7 +255,7 @@ fn materializations_swap_atomically_and_seeds_reload() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("constraint primary_key on `customer_id` failed"), "{}", stderr(&out));
     assert!(stderr(&out).contains("Key (customer_id)=(1) is duplicated"), "{}", stderr(&out));
-    assert_eq!(rows_of(&pg, "analytics.dim_customers"), before);
+    assert_eq!(engine_rows(&pg, "analytics.dim_customers"), before);
     // --full-refresh recreates the seed (dropping what depends on it, as dbt-postgres does).
     let out = kiln_pg(d, &server, &["seed", "--profiles-dir", ".", "--full-refresh"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -317,7 +312,7 @@ fn failure_halfway_through_a_swap_keeps_the_previous_table() {
     let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let pg = server.engine(&db);
-    let before = rows_of(&pg, "analytics.dim_customers");
+    let before = engine_rows(&pg, "analytics.dim_customers");
     pg.execute(
         "create function analytics.refuse_backup_drop() returns event_trigger language plpgsql as $$\n\
          begin\n  if exists (select 1 from pg_event_trigger_dropped_objects() where object_name like '%__dbt_backup') then\n\
@@ -333,7 +328,7 @@ fn failure_halfway_through_a_swap_keeps_the_previous_table() {
     let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "dim_customers"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("refusing to drop a backup (test)"), "{}", stderr(&out));
-    assert_eq!(rows_of(&pg, "analytics.dim_customers"), before, "the previous table is intact");
+    assert_eq!(engine_rows(&pg, "analytics.dim_customers"), before, "the previous table is intact");
     let left = pg.query("select relname::text from pg_class where relname like 'dim_customers__dbt%'", None).unwrap();
     assert!(left.rows.is_empty(), "nothing half-swapped is left: {:?}", left.rows);
 }
@@ -431,7 +426,7 @@ fn connection_faults_are_reported_and_lose_nothing() {
     // A first good build; then a slow model, stopped mid-run by a server shutdown.
     let out = kiln_pg(d, &server, &["build", "--profiles-dir", "."]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let before = rows_of(&server.engine(&db), "analytics.dim_customers");
+    let before = engine_rows(&server.engine(&db), "analytics.dim_customers");
     std::fs::write(
         d.join("models/marts/dim_customers.sql"),
         "with wait as (select pg_sleep(30))\nselect c.customer_id, c.customer_name, c.signup_date, 0 as days_since_signup\nfrom {{ ref('stg_customers') }} as c cross join wait\n",
@@ -461,7 +456,7 @@ fn connection_faults_are_reported_and_lose_nothing() {
     // Back up: the previous table is intact, nothing half-swapped remains.
     cluster.up();
     let pg = server.engine(&db);
-    assert_eq!(rows_of(&pg, "analytics.dim_customers"), before);
+    assert_eq!(engine_rows(&pg, "analytics.dim_customers"), before);
     let left = pg.query("select relname::text from pg_class where relname like '%__dbt_%'", None).unwrap();
     assert!(left.rows.is_empty(), "{:?}", left.rows);
 }
@@ -648,7 +643,7 @@ fn secrets_stay_out_of_the_postgres_catalog_and_errors() {
         assert_eq!(out.status.code(), Some(1), "{format}: the cast fails: {text}");
         assert!(text.contains("invalid input syntax") && text.contains("*****") && !text.contains("9876"), "{format}: {text}");
     }
-    let rows = rows_of(&server.engine(&db), "(select definition from pg_views where schemaname = 'analytics') as v");
+    let rows = engine_rows(&server.engine(&db), "(select definition from pg_views where schemaname = 'analytics') as v");
     assert_eq!(rows.len(), 1, "the view is built: {rows:?}");
     assert!(rows.iter().all(|v| !v.contains("9876")), "{rows:?}");
     for entry in walkdir::WalkDir::new(d.join("target")).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
@@ -693,7 +688,7 @@ fn file_sources_on_postgres_are_reported() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("warning[E118]: source `app.users` is a file") && err.contains("--> models/sources.yml:6"), "{err}");
-    assert_eq!(rows_of(&server.engine(&db), "analytics.m"), ["7.000000"]);
+    assert_eq!(engine_rows(&server.engine(&db), "analytics.m"), ["7.000000"]);
 }
 
 /// `--defer` on PostgreSQL: prod and dev are two schemas of one database.
@@ -708,7 +703,7 @@ fn defer_reads_unselected_parents_from_the_state_run_on_postgres() {
     let profiles = profiles.replacen("schema: analytics", "schema: prod", 1).replacen("schema: analytics", "schema: dev", 1);
     crate::state::write_project(d, &profiles);
     let engine = server.engine(&db);
-    let rows = |sql: &str| -> Vec<String> { rows_of(&engine, &format!("({sql}) as q")) };
+    let rows = |sql: &str| -> Vec<String> { engine_rows(&engine, &format!("({sql}) as q")) };
     crate::state::check_defer(d, &rows);
 }
 
@@ -773,8 +768,8 @@ fn snapshots_match_dbt_postgres_and_the_embedded_engine() {
                     RelationName { database: String::new(), schema: "snaps".into(), name: relation.trim_start_matches("snaps.").into() };
                 let columns = ke.describe(&r).unwrap();
                 assert_eq!(columns, de.describe(&r).unwrap(), "columns of {relation} (batch {i}, {hd})");
-                let theirs_rows = rows_of(&de, relation);
-                assert_eq!(rows_of(&ke, relation), theirs_rows, "rows of {relation} after batch {i} ({hd})");
+                let theirs_rows = engine_rows(&de, relation);
+                assert_eq!(engine_rows(&ke, relation), theirs_rows, "rows of {relation} after batch {i} ({hd})");
                 assert_eq!(embedded_rows(relation), theirs_rows, "the embedded engine's {relation} after batch {i} ({hd})");
             }
         }
