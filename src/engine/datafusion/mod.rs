@@ -327,11 +327,16 @@ impl DataFusionEngine {
             .enable_all()
             .build()
             .map_err(|e| io_err("starting the engine", e))?;
-        let config = SessionConfig::from_env()
+        let mut config = SessionConfig::from_env()
             .map_err(df_err)?
             .with_default_catalog_and_schema(database, schema)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true);
+        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_COMPRESSION").is_none() {
+            // zstd level 1 writes a 1M-row table a third faster than DataFusion's level 3, at
+            // 20% more bytes; LZ4 and Snappy are no faster and 70% larger.
+            config.options_mut().execution.parquet.compression = Some("zstd(1)".into());
+        }
         let mut runtime = RuntimeEnvBuilder::new();
         let mut memo_budget = MEMO_BUDGET;
         if let Some(limit) = memory.limit {
@@ -914,8 +919,13 @@ impl DataFusionEngine {
         std::fs::create_dir_all(&vdir).map_err(|e| io_err("creating a table version", e))?;
         let file = vdir.join("part-0.parquet");
         let df = types::portable(df)?;
+        let options = self.writer_options(df.schema());
         let written = self
-            .block_cancellable(df.write_parquet(&file.to_string_lossy(), DataFrameWriteOptions::new().with_single_file_output(true), None))
+            .block_cancellable(df.write_parquet(
+                &file.to_string_lossy(),
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                Some(options),
+            ))
             .map_err(|e| {
                 let _ = std::fs::remove_dir_all(&vdir);
                 df_err(e)
@@ -930,6 +940,36 @@ impl DataFusionEngine {
         self.register_version(r, &dir, next)?;
         Self::remove_old_versions(&dir, next);
         Ok(rows)
+    }
+
+    /// How a warehouse table is written: the session's Parquet options, with dictionary encoding
+    /// only for text and binary columns. Parquet's writer interns every value of a dictionary
+    /// column until the dictionary outgrows a page, so numbers and timestamps (mostly distinct
+    /// in fact tables) cost a hash lookup per value before it gives up: 27% of the time of
+    /// copying 1M orders. `DATAFUSION_EXECUTION_PARQUET_DICTIONARY_ENABLED` still decides for
+    /// every column when set.
+    fn writer_options(&self, schema: &datafusion::common::DFSchema) -> datafusion::config::TableParquetOptions {
+        use datafusion::arrow::datatypes::DataType;
+        let mut options = self.ctx.state().default_table_options().parquet;
+        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_DICTIONARY_ENABLED").is_some() {
+            return options;
+        }
+        for field in schema.fields() {
+            let text = matches!(
+                field.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+                    | DataType::Dictionary(..)
+            );
+            if !text {
+                options.column_specific_options.entry(field.name().clone()).or_default().dictionary_enabled = Some(false);
+            }
+        }
+        options
     }
 
     /// Runs `checks` against a written, unpublished version.
