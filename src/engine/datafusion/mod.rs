@@ -235,8 +235,9 @@ fn check_select_width(statement: &datafusion::sql::sqlparser::ast::Statement) ->
 }
 
 /// Checks a seed's header before the CSV reader sees it: an empty or duplicate column name, or
-/// an absurd number of columns, is named instead of surfacing as a field-count error.
-fn check_seed_header(path: &Path, delimiter: u8) -> Result<(), EngineError> {
+/// an absurd number of columns, is named instead of surfacing as a field-count error. Returns
+/// the column names.
+fn check_seed_header(path: &Path, delimiter: u8) -> Result<Vec<String>, EngineError> {
     let file = std::fs::File::open(path).map_err(|e| io_err("reading the seed", e))?;
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(false).from_reader(std::io::BufReader::new(file));
     let mut header = csv::StringRecord::new();
@@ -257,7 +258,7 @@ fn check_seed_header(path: &Path, delimiter: u8) -> Result<(), EngineError> {
             return Err(EngineError::new(format!("the seed's header names column `{name}` twice (columns {} and {})", first + 1, i + 1)));
         }
     }
-    Ok(())
+    Ok(header.iter().map(str::to_string).collect())
 }
 
 /// The line of the seed file that a CSV error is about. The CSV reader counts lines within the
@@ -440,34 +441,34 @@ impl DataFusionEngine {
 
     /// A seed's rows: the CSV read in place, `column_types` applied.
     fn seed_frame(&self, seed: &SeedLoad) -> Result<DataFrame, EngineError> {
-        check_seed_header(&seed.path, seed.delimiter)?;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let header = check_seed_header(&seed.path, seed.delimiter)?;
         let path = seed.path.to_string_lossy().into_owned();
         let options =
             CsvReadOptions::new().has_header(true).delimiter(seed.delimiter).schema_infer_max_records(100_000).file_extension(".csv");
-        let df = self.block(self.ctx.read_csv(path, options)).map_err(df_err)?;
-        if seed.column_types.is_empty() {
-            return Ok(df);
-        }
-        let fields: Vec<(String, bool)> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                (
-                    f.name().clone(),
-                    matches!(
-                        f.data_type(),
-                        datafusion::arrow::datatypes::DataType::Utf8 | datafusion::arrow::datatypes::DataType::Utf8View
-                    ),
-                )
-            })
-            .collect();
+        let typed = |name: &str| seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)).map(|(_, t)| t);
+        // A column with a `column_types` entry is read as text and cast, as DuckDB and
+        // PostgreSQL read it (`0.1` stays exact on its way to a decimal). When every column has
+        // one, nothing is left to infer: the file is read once, not twice.
+        let inferred: Vec<(String, DataType)> = if header.iter().all(|n| typed(n).is_some()) {
+            header.iter().map(|n| (n.clone(), DataType::Utf8)).collect()
+        } else {
+            let df = self.block(self.ctx.read_csv(path.clone(), options.clone())).map_err(df_err)?;
+            if seed.column_types.is_empty() {
+                return Ok(df);
+            }
+            let fields = df.schema().fields().iter();
+            fields.map(|f| (f.name().clone(), if typed(f.name()).is_some() { DataType::Utf8 } else { f.data_type().clone() })).collect()
+        };
+        let schema = Schema::new(inferred.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>());
+        let df = self.block(self.ctx.read_csv(path, options.schema(&schema))).map_err(df_err)?;
+        let fields: Vec<(String, bool)> = inferred.into_iter().map(|(n, t)| (n, t == DataType::Utf8)).collect();
         let mut exprs = Vec::with_capacity(fields.len());
         let quote = self.quote();
         for (n, text) in &fields {
             let q = quote_ident(n, quote);
-            let expr = match seed.column_types.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
-                Some((_, t)) => {
+            let expr = match typed(n) {
+                Some(t) => {
                     let t = types::normalize(t);
                     // DuckDB and PostgreSQL read `2021-01-01 00:00` as a timestamp; Arrow's cast
                     // wants the seconds.
