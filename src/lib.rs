@@ -17,6 +17,7 @@
 //! `diagnostics/` holds errors as data; only `cli/` prints.
 
 pub mod adapter;
+pub mod analyze;
 pub mod cli;
 pub mod compile;
 pub mod deps;

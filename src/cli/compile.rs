@@ -3,6 +3,8 @@
 use super::printer::Printer;
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, GlobalArgs, SelectArgs};
+use crate::analyze;
+use crate::project::typed::StaticAnalysis;
 use crate::compile::{self, Compiled, ManifestResolver, sqlcheck};
 use crate::diagnostics::{Code, Diagnostic, Diagnostics, Label, SourceText};
 use crate::jinja::Resolver;
@@ -22,6 +24,10 @@ pub struct CompileArgs {
     /// Skip the SQL syntax check of compiled models
     #[arg(long)]
     pub no_sql_check: bool,
+    /// Static analysis of every node, in place of their `static_analysis` configs: `baseline`
+    /// reports what is certain, `strict` also what cannot be typed, `off` skips it
+    #[arg(long, value_name = "MODE", value_parser = ["strict", "baseline", "off"])]
+    pub static_analysis: Option<String>,
 }
 
 pub fn parse(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
@@ -264,9 +270,29 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Err(d) => return Ok(session::report(printer, &d)),
     }
     printer.phase("select");
-    let (compiled, diags) = compile_selected(&s, &selected, !args.no_sql_check);
+    let (mut compiled, mut diags) = compile_selected(&s, &selected, !args.no_sql_check);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());
+    if !diags.has_errors() {
+        let input = analyze::Input {
+            project: &s.project,
+            manifest: &s.manifest,
+            graph: &s.graph,
+            target: &s.target,
+            compiled: &compiled,
+            env,
+            mode: args.static_analysis.as_deref().and_then(StaticAnalysis::parse),
+        };
+        let analysis = analyze::analyze(&input);
+        diags.0.extend(analysis.diagnostics);
+        diags.sort();
+        for (id, columns) in analysis.columns {
+            if let (Some(c), analyze::Columns::Known { columns, complete: true }) = (compiled.get_mut(&id), columns) {
+                c.columns = Some(columns);
+            }
+        }
+        printer.phase("analyze");
+    }
     if diags.has_errors() {
         return Ok(session::report(printer, &diags));
     }

@@ -142,6 +142,8 @@ pub struct Compiled {
     /// What `config()` calls set while rendering (a generic test's macro may set `fail_calc`,
     /// `warn_if`, ...).
     pub inline_config: crate::project::config::ConfigMap,
+    /// The columns and types static analysis inferred (`None`: not analyzed, or unknown).
+    pub columns: Option<Vec<(String, String)>>,
 }
 
 /// Which nodes have SQL to compile.
@@ -295,6 +297,7 @@ pub fn compile(
                 sql,
                 extra_ctes: vec![],
                 inline_config,
+                columns: None,
             });
             (n.unique_id.clone(), compiled)
         })

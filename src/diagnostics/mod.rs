@@ -165,6 +165,12 @@ codes! {
     HookFailed = "E606",
     /// A unit test could not run: a mock, a given/expect block, or the model's SQL on the mocks.
     UnitTestError = "E607",
+    /// A model names a column none of its inputs has (static analysis, before anything runs).
+    UnknownColumn = "E701",
+    /// A model names an unqualified column more than one of its inputs has.
+    AmbiguousColumn = "E702",
+    /// (warning, `static_analysis: strict`) kiln cannot tell a model's columns without running it.
+    Untyped = "E703",
     /// kiln itself went wrong: a bug to report (exit 2), e.g. a build plan that could not finish.
     Internal = "E900",
 }

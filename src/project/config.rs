@@ -104,6 +104,7 @@ pub const KNOWN_CONFIGS: &[&str] = &[
     "dbt_valid_to",
     "snapshot_name",
     "loaded_at_query",
+    "static_analysis",
 ];
 
 /// Keys whose values accumulate instead of overriding.

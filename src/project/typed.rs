@@ -265,6 +265,32 @@ pub struct NodeConfig {
     /// A snapshot's configs (`materialized: snapshot`), when they are complete.
     pub snapshot: Option<SnapshotConfig>,
     pub access: Access,
+    pub static_analysis: StaticAnalysis,
+}
+
+/// How much static analysis reports for a node (`static_analysis`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StaticAnalysis {
+    /// Not analyzed; its columns are unknown to its children.
+    Off,
+    /// What is certain: a column none of its inputs has, an ambiguous one.
+    #[default]
+    Baseline,
+    /// Also a warning for each model whose columns cannot be told, with why.
+    Strict,
+}
+
+impl StaticAnalysis {
+    pub const KNOWN: &[&str] = &["strict", "baseline", "off"];
+
+    pub fn parse(value: &str) -> Option<StaticAnalysis> {
+        match value.to_ascii_lowercase().as_str() {
+            "off" => Some(StaticAnalysis::Off),
+            "baseline" => Some(StaticAnalysis::Baseline),
+            "strict" => Some(StaticAnalysis::Strict),
+            _ => None,
+        }
+    }
 }
 
 /// How a snapshot tells that a row changed (dbt's `strategy`).
@@ -594,7 +620,15 @@ impl NodeConfig {
                 .ok(),
             _ => None,
         };
+        let static_analysis = match text("static_analysis", &mut bad) {
+            None => StaticAnalysis::Baseline,
+            Some(v) => StaticAnalysis::parse(&v).unwrap_or_else(|| {
+                bad("static_analysis", format!("`static_analysis` is `{v}`"), &choices(&v, StaticAnalysis::KNOWN));
+                StaticAnalysis::Baseline
+            }),
+        };
         let config = NodeConfig {
+            static_analysis,
             snapshot,
             materialized,
             incremental_strategy,

@@ -122,14 +122,35 @@ impl Serialize for ConfigOut<'_> {
     }
 }
 
-struct ColumnsOut<'a>(&'a IndexMap<String, ColumnInfo>);
+/// A node's columns: those its YAML declares, then those static analysis inferred. A declared
+/// column without a `data_type` gets the inferred one; either kind of entry is marked
+/// `"inferred": true` where its `data_type` was inferred.
+struct ColumnsOut<'a>(&'a IndexMap<String, ColumnInfo>, Option<&'a [(String, String)]>);
 
 impl Serialize for ColumnsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        let inferred = self.1.unwrap_or_default();
+        let type_of = |name: &str| inferred.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)).map(|(_, t)| t.as_str());
+        let mut m = ser.serialize_map(None)?;
         for (k, c) in self.0 {
-            m.serialize_entry(k, &column_json(c))?;
+            let mut entry = column_json(c);
+            if c.data_type.is_none()
+                && let Some(t) = type_of(&c.name)
+            {
+                entry["data_type"] = json!(t);
+                entry["inferred"] = json!(true);
+            }
+            m.serialize_entry(k, &entry)?;
+        }
+        for (name, t) in inferred {
+            if !self.0.values().any(|c| c.name.eq_ignore_ascii_case(name)) {
+                let entry = json!({
+                    "name": name, "description": "", "meta": {}, "data_type": t, "constraints": [], "quote": null,
+                    "tags": [], "granularity": null, "inferred": true,
+                });
+                m.serialize_entry(name, &entry)?;
+            }
         }
         m.end()
     }
@@ -281,7 +302,7 @@ fn node_out<'a>(
         config: ConfigOut(&node.config, rt),
         tags: node.tags(),
         description: &node.description,
-        columns: ColumnsOut(&node.columns),
+        columns: ColumnsOut(&node.columns, compiled.and_then(|c| c.columns.as_deref())),
         meta: node.config.get("meta").cloned().unwrap_or_else(|| json!({})),
         group: None,
         docs: node.config.get("docs").cloned().filter(Json::is_object).unwrap_or_else(|| json!({"show": true, "node_color": null})),

@@ -133,6 +133,19 @@ pub fn relation_name(node: &Node) -> RelationName {
     RelationName { database: node.database.clone(), schema: node.schema.clone(), name: node.alias.clone() }
 }
 
+/// How seed `node` is loaded: its file, `delimiter` and `column_types`.
+pub fn seed_load(project: &Project, node: &Node, full_refresh: bool) -> Result<SeedLoad, Failure> {
+    let file = node.file.map(|f| &project.files[f]).ok_or_else(|| Failure::new(Code::Internal, "a seed without a file"))?;
+    let column_types: Vec<(String, String)> = node
+        .config
+        .get("column_types")
+        .and_then(Json::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect())
+        .unwrap_or_default();
+    let delimiter = node.config.get("delimiter").and_then(Json::as_str).and_then(|d| d.bytes().next()).unwrap_or(b',');
+    Ok(SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types, full_refresh })
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -703,16 +716,8 @@ impl Runner<'_> {
     }
 
     pub(super) fn seed_load(&self, node: &Node) -> Result<SeedLoad, Failure> {
-        let file = node.file.map(|f| &self.project.files[f]).ok_or_else(|| Failure::new(Code::Internal, "a seed without a file"))?;
-        let column_types: Vec<(String, String)> = node
-            .config
-            .get("column_types")
-            .and_then(Json::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string))).collect())
-            .unwrap_or_default();
-        let delimiter = node.config.get("delimiter").and_then(Json::as_str).and_then(|d| d.bytes().next()).unwrap_or(b',');
         let full_refresh = self.options.full_refresh || json_truthy(node.config.get("full_refresh")).unwrap_or(false);
-        Ok(SeedLoad { relation: relation_name(node), path: file.abs_path.clone(), delimiter, column_types, full_refresh })
+        seed_load(self.project, node, full_refresh)
     }
 
     fn seed(&self, node: &Node) -> Result<(String, Option<u64>), Failure> {

@@ -24,6 +24,7 @@ const NO_FIXTURE: &[(&str, &str)] = &[
     ("E603", "a lost connection: tests/it/postgres.rs stops a real server"),
     ("E604", "an interrupted run: tests/it/warehouse.rs sends SIGTERM"),
     ("E607", "unit test errors: tests/it/quality.rs"),
+    ("E703", "a warning of `static_analysis: strict`: tests/it/analysis.rs"),
     ("E900", "a bug in kiln: no project triggers it"),
 ];
 

@@ -1,5 +1,6 @@
 //! kiln's integration tests: one binary (link once), modules by area.
 
+mod analysis;
 mod bigquery;
 mod broken;
 mod cli;

@@ -7,6 +7,7 @@
 //! re-registered when a session opens the warehouse. Parquet is an open format: DuckDB, Spark,
 //! Polars and pandas read these tables directly.
 
+pub mod analysis;
 pub mod compat;
 pub mod lock;
 pub mod object_stores;
@@ -367,6 +368,8 @@ impl DataFusionEngine {
             .with_create_default_catalog_and_schema(true)
             .with_target_partitions(1);
         config.options_mut().sql_parser.dialect = dialect.parse().unwrap_or_default();
+        // Planning errors carry where in the SQL they are (static analysis points at them).
+        config.options_mut().sql_parser.collect_spans = true;
         let root = std::env::temp_dir().join(format!("kiln-scratch-{}", std::process::id()));
         Ok(Self::with(rt, SessionContext::new_with_config(config), root, MEMO_BUDGET, flavor))
     }

@@ -1,0 +1,438 @@
+//! The analysis on a scratch DataFusion session: each input is registered as an empty relation
+//! under its own name, parents first, and each model's compiled SQL is planned over them.
+
+use super::{Analysis, Columns, Input, position};
+use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
+use crate::engine::RelationName;
+use crate::engine::datafusion::DataFusionEngine;
+use crate::engine::datafusion::analysis::PlanProblem;
+use crate::engine::datafusion::types;
+use crate::parse::{Node, ResourceType};
+use crate::project::typed::{HardDeletes, NodeConfig, SnapshotStrategy, StaticAnalysis};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What analysis knows of one relation.
+#[derive(Clone, Debug)]
+enum Inferred {
+    /// `complete`: every column is listed (not a source's partial YAML).
+    Known { schema: SchemaRef, complete: bool },
+    Unknown(String),
+}
+
+struct State<'a> {
+    input: &'a Input<'a>,
+    engine: DataFusionEngine,
+    inferred: HashMap<String, Inferred>,
+    /// Relations registered in the session (by unique id).
+    registered: HashSet<String>,
+    /// File sources: unique id -> (location, format).
+    files: HashMap<String, (String, Option<String>)>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+pub fn run(input: &Input) -> Analysis {
+    let target = input.target;
+    let engine = match DataFusionEngine::scratch(
+        &target.database,
+        &target.schema,
+        target.adapter.dialect.datafusion_name(),
+        target.adapter.semantics,
+    ) {
+        Ok(engine) => engine,
+        Err(e) => {
+            let d = Diagnostic::warning(Code::Untyped, format!("static analysis could not start: {}", e.message));
+            return Analysis { columns: HashMap::new(), diagnostics: vec![d] };
+        }
+    };
+    let setup = crate::run::setup::engine_setup(input.project, input.manifest, input.env);
+    let files = input
+        .manifest
+        .sources
+        .values()
+        .filter_map(|src| {
+            let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
+            let file = setup.externals.iter().find(|e| e.relation == r && !e.location.contains("://"))?;
+            Some((src.unique_id.clone(), (file.location.clone(), file.format.clone())))
+        })
+        .collect();
+    let mut state = State { input, engine, inferred: HashMap::new(), registered: HashSet::new(), files, diagnostics: vec![] };
+    for id in &input.graph.order {
+        if input.compiled.contains_key(id) && input.manifest.nodes.get(id).is_some_and(analyzed) {
+            state.infer(id);
+        }
+    }
+    let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
+    Analysis { columns, diagnostics: state.diagnostics }
+}
+
+/// Models, analyses and snapshots: the user's SQL (tests are checked when they run).
+fn analyzed(node: &Node) -> bool {
+    matches!(node.resource_type, ResourceType::Model | ResourceType::Analysis | ResourceType::Snapshot)
+}
+
+fn columns(inferred: &Inferred) -> Columns {
+    match inferred {
+        Inferred::Known { schema, complete } => Columns::Known {
+            columns: schema.fields().iter().map(|f| (f.name().clone(), types::sql_name(f.data_type()))).collect(),
+            complete: *complete,
+        },
+        Inferred::Unknown(why) => Columns::Unknown(why.clone()),
+    }
+}
+
+impl State<'_> {
+    /// What `id` returns, inferred once.
+    fn infer(&mut self, id: &str) -> Inferred {
+        if let Some(known) = self.inferred.get(id) {
+            return known.clone();
+        }
+        let inferred = if self.input.manifest.sources.contains_key(id) {
+            self.source(id)
+        } else {
+            match self.input.manifest.nodes.get(id) {
+                Some(node) if node.resource_type == ResourceType::Seed => self.seed(node),
+                Some(node) if analyzed(node) => self.model(node),
+                _ => Inferred::Unknown(format!("`{id}` is not a relation")),
+            }
+        };
+        self.inferred.insert(id.to_string(), inferred.clone());
+        inferred
+    }
+
+    fn seed(&self, node: &Node) -> Inferred {
+        let load = match crate::run::runner::seed_load(self.input.project, node, false) {
+            Ok(load) => load,
+            Err(f) => return Inferred::Unknown(f.message),
+        };
+        let registered = self.engine.register_seed(&load).map_err(|e| e.message);
+        match registered.and_then(|()| self.engine.plan_columns(&format!("select * from {}", self.quoted(&load.relation))).map_err(other)) {
+            Ok(schema) => Inferred::Known { schema, complete: true },
+            Err(why) => Inferred::Unknown(format!("seed `{}`: {why}", node.name)),
+        }
+    }
+
+    fn source(&self, id: &str) -> Inferred {
+        let src = &self.input.manifest.sources[id];
+        let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
+        let mut unreadable = None;
+        if let Some((location, format)) = self.files.get(id) {
+            let registered = self.engine.register_external(&r, location, format.as_deref()).map_err(|e| e.message);
+            match registered.and_then(|()| self.engine.plan_columns(&format!("select * from {}", self.quoted(&r))).map_err(other)) {
+                Ok(schema) => return Inferred::Known { schema, complete: true },
+                // Not built yet, or not there on this machine: its YAML may still say.
+                Err(why) => unreadable = Some(format!("source `{}.{}` ({location}): {why}", src.source_name, src.name)),
+            }
+        }
+        let mut fields = Vec::new();
+        for c in src.columns.values() {
+            let Some(t) = &c.data_type else { continue };
+            match self.engine.plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
+                Ok(s) => fields.push(Field::new(&c.name, s.field(0).data_type().clone(), true)),
+                Err(_) => fields.push(Field::new(&c.name, DataType::Null, true)),
+            }
+        }
+        if fields.is_empty() {
+            return Inferred::Unknown(unreadable.unwrap_or_else(|| {
+                format!("source `{}.{}` declares no column with a `data_type`, and is not a local file", src.source_name, src.name)
+            }));
+        }
+        Inferred::Known { schema: Arc::new(Schema::new(fields)), complete: false }
+    }
+
+    fn model(&mut self, node: &Node) -> Inferred {
+        let mut config = NodeConfig::from_map(&node.config).0;
+        config.static_analysis = self.input.mode.unwrap_or(config.static_analysis);
+        if config.static_analysis == StaticAnalysis::Off {
+            return Inferred::Unknown(format!("`static_analysis` is off for `{}`", node.name));
+        }
+        let mut complete = true;
+        for parent in self.relation_parents(&node.unique_id) {
+            match self.register(&parent) {
+                Inferred::Known { complete: c, .. } => complete &= c,
+                Inferred::Unknown(why) => return self.untyped(node, config.static_analysis, why),
+            }
+        }
+        let sql = &self.input.compiled[&node.unique_id].sql;
+        // Over an input known only in part (a source's YAML), `select *` is known in part too;
+        // columns the model names are all there is.
+        let output_complete = complete || !has_wildcard(sql);
+        match self.engine.plan_columns(sql) {
+            Ok(schema) => match config.snapshot {
+                Some(snapshot) => Inferred::Known { schema: with_meta_columns(&schema, &snapshot), complete: output_complete },
+                None => Inferred::Known { schema, complete: output_complete },
+            },
+            Err(problem) => match self.report(node, config.static_analysis, &problem, complete, sql) {
+                Ok(reported) => Inferred::Unknown(reported),
+                Err(why) => self.untyped(node, config.static_analysis, why),
+            },
+        }
+    }
+
+    /// The relations `id` reads: its parents, through ephemeral models (inlined as CTEs).
+    fn relation_parents(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack: Vec<&str> = vec![id];
+        let mut seen = HashSet::new();
+        while let Some(current) = stack.pop() {
+            for p in self.input.graph.parents.get(current).map(Vec::as_slice).unwrap_or(&[]) {
+                if !seen.insert(p.as_str()) {
+                    continue;
+                }
+                match self.input.manifest.nodes.get(p) {
+                    Some(n) if n.is_ephemeral() => stack.push(p),
+                    Some(n) if !matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot) => {}
+                    _ => out.push(p.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    /// Infers `id` and registers it in the session as an empty relation of its columns.
+    fn register(&mut self, id: &str) -> Inferred {
+        let inferred = self.infer(id);
+        if let Inferred::Known { schema, .. } = &inferred
+            && self.registered.insert(id.to_string())
+            && let Some(r) = self.relation(id)
+            && let Err(e) = self.engine.register_empty(&r, schema.clone())
+        {
+            return Inferred::Unknown(e.message);
+        }
+        inferred
+    }
+
+    fn relation(&self, id: &str) -> Option<RelationName> {
+        if let Some(src) = self.input.manifest.sources.get(id) {
+            return Some(RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() });
+        }
+        self.input.manifest.nodes.get(id).map(crate::run::runner::relation_name)
+    }
+
+    fn quoted(&self, r: &RelationName) -> String {
+        let q = self.input.target.quote_char();
+        crate::jinja::relation::Relation::new(&r.database, &r.schema, &r.name, q).render()
+    }
+
+    /// An unknown result: in strict mode, a warning saying why.
+    fn untyped(&mut self, node: &Node, mode: StaticAnalysis, why: String) -> Inferred {
+        if mode == StaticAnalysis::Strict {
+            self.diagnostics.push(
+                Diagnostic::warning(Code::Untyped, format!("kiln cannot tell the columns of {} `{}`", node.resource_type.as_str(), node.name))
+                    .with_file(self.display_path(node))
+                    .with_note(why.clone())
+                    .with_help("`static_analysis: baseline` reports only what is certain"),
+            );
+        }
+        Inferred::Unknown(why)
+    }
+
+    /// Reports `problem` when it is certain (or in strict mode). Returns why the model is
+    /// unknown: `Ok` when that was reported, `Err` when not.
+    fn report(&mut self, node: &Node, mode: StaticAnalysis, problem: &PlanProblem, complete: bool, sql: &str) -> Result<String, String> {
+        let (diagnostic, why) = match problem {
+            PlanProblem::UnknownColumn { name, qualifier, in_scope, at } => {
+                let certain = complete
+                    && !lateral_alias(sql, name)
+                    && !script_variable(node, sql, name)
+                    && resolvable(qualifier.as_deref(), name, in_scope);
+                if !certain && mode != StaticAnalysis::Strict {
+                    return Err(format!("column `{name}` was not found"));
+                }
+                let d = self.unknown_column(node, (qualifier.as_deref(), name), in_scope, *at, sql, certain);
+                (d, format!("column `{name}` was not found"))
+            }
+            PlanProblem::Ambiguous { name, at } => {
+                let d = Diagnostic::error(Code::AmbiguousColumn, format!("column `{name}` is ambiguous in {}", what(node)))
+                    .with_help(format!("qualify it with the relation it comes from (`alias.{name}`)"));
+                (self.located(d, node, *at, name, sql, format!("more than one input has `{name}`")), format!("`{name}` is ambiguous"))
+            }
+            PlanProblem::Other(message) => return Err(message.lines().next().unwrap_or_default().to_string()),
+        };
+        self.diagnostics.push(diagnostic);
+        Ok(why)
+    }
+
+    fn unknown_column(
+        &self,
+        node: &Node,
+        (qualifier, name): (Option<&str>, &str),
+        in_scope: &[(Option<String>, String)],
+        at: Option<(usize, usize)>,
+        sql: &str,
+        certain: bool,
+    ) -> Diagnostic {
+        let mut relations: Vec<&str> = in_scope.iter().filter_map(|(r, _)| r.as_deref()).collect();
+        relations.dedup();
+        // `o.x`: only `o` could have had it.
+        if let Some(q) = qualifier {
+            relations.retain(|r| r.eq_ignore_ascii_case(q));
+        }
+        let in_scope: Vec<&(Option<String>, String)> =
+            in_scope.iter().filter(|(r, _)| qualifier.is_none() || r.as_deref().is_some_and(|r| relations.contains(&r))).collect();
+        let within = match relations.as_slice() {
+            [] => String::new(),
+            [one] => format!(" in `{one}`"),
+            many => format!(" in any of {}", many.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")),
+        };
+        let listing: Vec<String> = relations
+            .iter()
+            .map(|r| {
+                let cols: Vec<&str> = in_scope.iter().filter(|(q, _)| q.as_deref() == Some(*r)).map(|(_, c)| c.as_str()).collect();
+                let shown = cols.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+                format!("{r}: {shown}{}", if cols.len() > 12 { ", ..." } else { "" })
+            })
+            .collect();
+        let suggestion = did_you_mean(name, in_scope.iter().map(|(_, c)| c.as_str()));
+        let token = qualifier.map_or_else(|| name.to_string(), |q| format!("{q}.{name}"));
+        let help = match suggestion {
+            Some(s) => format!("{s} ({})", listing.join("; ")),
+            None => format!("the columns are {}", listing.join("; ")),
+        };
+        let message = format!("column `{name}` not found{within}");
+        let d = if certain {
+            Diagnostic::error(Code::UnknownColumn, message)
+        } else {
+            Diagnostic::warning(Code::UnknownColumn, message)
+                .with_note("an input's columns come from a source's YAML, which may not list them all")
+        };
+        let label = match relations.as_slice() {
+            [one] => format!("`{one}` has no column `{name}`"),
+            _ => format!("no input has a column `{name}`"),
+        };
+        self.located(d.with_help(help), node, at, &token, sql, label)
+    }
+
+    /// Points `d` at `token`: in the model's file where the compiled line is found there, else
+    /// in the compiled SQL.
+    fn located(&self, d: Diagnostic, node: &Node, at: Option<(usize, usize)>, token: &str, sql: &str, text: String) -> Diagnostic {
+        let compiled_path = crate::run::artifacts::compiled_path(self.input.project, node);
+        let Some((line, col)) = at else {
+            return d.with_file(self.display_path(node)).with_note(format!("compiled SQL: {compiled_path}"));
+        };
+        let source = node.file.map(|f| &self.input.project.files[f]);
+        let in_source = source.and_then(|f| position::in_source(&f.text, sql, line, col, token).map(|p| (f, p)));
+        match in_source {
+            Some((file, (l, c))) => d
+                .with_label(Label::new(file.source(), l, c, token.chars().count(), text))
+                .with_note(format!("compiled SQL: {compiled_path}:{line}:{col}")),
+            None => d
+                .with_label(Label::new(SourceText::new(compiled_path, sql.to_string()), line, col, token.chars().count(), text))
+                .with_note(format!("compiled from {}", self.display_path(node))),
+        }
+    }
+
+    fn display_path(&self, node: &Node) -> String {
+        node.file.map_or(node.original_file_path.clone(), |f| self.input.project.files[f].display_path.clone())
+    }
+}
+
+fn other(problem: PlanProblem) -> String {
+    match problem {
+        PlanProblem::Other(m) => m,
+        p => format!("{p:?}"),
+    }
+}
+
+fn what(node: &Node) -> String {
+    format!("{} `{}`", node.resource_type.as_str(), node.name)
+}
+
+/// Whether `name` may be a select-list alias used later in the same select (DuckDB resolves
+/// those in `where` and in later select items; DataFusion does not).
+fn lateral_alias(sql: &str, name: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    ["as ", "as\"", "as`"].iter().any(|kw| {
+        lower.match_indices(kw).any(|(i, _)| {
+            let rest = lower[i + 2..].trim_start().trim_start_matches(['"', '`']);
+            rest.starts_with(&name) && !rest[name.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// Whether `name` may be a BigQuery script variable: `_dbt_max_partition` (declared by
+/// dbt-bigquery's `insert_overwrite`), or one a `declare` in the SQL or `sql_header` names.
+fn script_variable(node: &Node, sql: &str, name: &str) -> bool {
+    let header = node.config.get("sql_header").and_then(|v| v.as_str()).unwrap_or("");
+    let declares = |text: &str| {
+        let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+        words.windows(2).any(|w| w[0].eq_ignore_ascii_case("declare") && w[1].eq_ignore_ascii_case(name))
+    };
+    name.eq_ignore_ascii_case("_dbt_max_partition") || declares(sql) || declares(header)
+}
+
+/// Whether `sql` selects `*` or `x.*` somewhere (not `count(*)`, not a product).
+fn has_wildcard(sql: &str) -> bool {
+    sql.match_indices('*').any(|(i, _)| {
+        let before = sql[..i].trim_end();
+        let after = sql[i + 1..].trim_start();
+        let word_before = before.rsplit(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or("");
+        let opens = before.ends_with([',', '.']) || ["select", "distinct", "all"].iter().any(|w| word_before.eq_ignore_ascii_case(w));
+        opens && !after.starts_with(')')
+    })
+}
+
+/// Whether a name not found is certainly wrong: no column in scope differs from it only by
+/// case (DuckDB and BigQuery compare names without case), and its qualifier names an input
+/// (else `a.b` may be a field of a struct column `a`).
+fn resolvable(qualifier: Option<&str>, name: &str, in_scope: &[(Option<String>, String)]) -> bool {
+    let same_but_case = in_scope.iter().any(|(_, c)| c.eq_ignore_ascii_case(name));
+    let qualifier_known = qualifier.is_none_or(|q| in_scope.iter().any(|(r, _)| r.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(q))));
+    !same_but_case && qualifier_known
+}
+
+/// A snapshot's columns: its select's, then dbt's meta columns.
+fn with_meta_columns(select: &SchemaRef, config: &crate::project::typed::SnapshotConfig) -> SchemaRef {
+    let stamp = match &config.strategy {
+        SnapshotStrategy::Timestamp { updated_at } => select
+            .fields()
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(updated_at))
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Timestamp(TimeUnit::Microsecond, None)),
+        SnapshotStrategy::Check { .. } => DataType::Timestamp(TimeUnit::Microsecond, None),
+    };
+    let names = &config.columns;
+    let mut fields: Vec<Field> = select.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(&names.scd_id, DataType::Utf8, true));
+    for name in [&names.updated_at, &names.valid_from, &names.valid_to] {
+        fields.push(Field::new(name, stamp.clone(), true));
+    }
+    if config.hard_deletes == HardDeletes::NewRecord {
+        fields.push(Field::new(&names.is_deleted, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateral_aliases_are_not_certain() {
+        assert!(lateral_alias("select a + 1 as total from t where total > 0", "total"));
+        assert!(lateral_alias("select a + 1 AS \"Total\" from t", "total"));
+        assert!(!lateral_alias("select a + 1 as totals from t", "total"));
+        assert!(!lateral_alias("select ordr_id from t", "ordr_id"));
+    }
+
+    #[test]
+    fn finds_wildcards() {
+        assert!(has_wildcard("select * from t"));
+        assert!(has_wildcard("select a.*, b.x from a join b using (id)"));
+        assert!(has_wildcard("select id, * exclude (x) from t"));
+        assert!(!has_wildcard("select count(*), a * 2 as b from t"));
+        assert!(!has_wildcard("select id /* note */ from t"));
+    }
+
+    #[test]
+    fn case_and_struct_fields_are_not_certain() {
+        let scope = vec![(Some("orders".to_string()), "OrderId".to_string()), (Some("orders".to_string()), "amount".to_string())];
+        assert!(!resolvable(None, "orderid", &scope));
+        assert!(!resolvable(Some("address"), "city", &scope));
+        assert!(resolvable(Some("orders"), "ordr_id", &scope));
+        assert!(resolvable(None, "ordr_id", &scope));
+    }
+}

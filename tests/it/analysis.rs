@@ -1,0 +1,165 @@
+//! Static analysis (`kiln compile`): no findings on projects that build, the inferred columns
+//! equal what the embedded engine builds, and strict mode names what it cannot type. The
+//! wrong models are in the broken-project corpus (`E701_*`, `E702_*`).
+
+use crate::common::*;
+
+/// The example project and the fixture projects that build on the embedded engine.
+fn buildable() -> Vec<tempfile::TempDir> {
+    let mut projects = vec![example_project()];
+    for f in ["shop", "quality", "fidelity", "pgshop", "xdb", "bqpart"] {
+        projects.push(temp_project(&format!("projects/{f}")));
+    }
+    projects
+}
+
+fn example_project() -> tempfile::TempDir {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    for part in ["dbt_project.yml", "models", "seeds", "macros", "data", "data_tests"] {
+        let from = root.join(part);
+        if from.is_dir() {
+            copy_dir(&from, &tmp.path().join(part));
+        } else {
+            std::fs::copy(&from, tmp.path().join(part)).unwrap();
+        }
+    }
+    tmp
+}
+
+/// The analysis diagnostics (`E70x`) of `kiln compile` with `args`.
+fn findings(dir: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut argv = vec!["compile", "--log-format", "json"];
+    argv.extend(args);
+    let out = run(dir, &argv);
+    stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["code"].as_str().is_some_and(|c| c.starts_with("E70")))
+        .collect()
+}
+
+#[test]
+fn projects_that_build_type_every_model_without_findings() {
+    for project in buildable() {
+        let found = findings(project.path(), &["--static-analysis", "strict"]);
+        assert!(found.is_empty(), "{}: {found:#?}", project.path().display());
+    }
+}
+
+/// Every column class a type name falls in, whether written by DataFusion (`Int64`,
+/// `Utf8View`, `Timestamp(µs)`) or as SQL (`BIGINT`, `VARCHAR`, `TIMESTAMP`).
+fn class(t: &str) -> &'static str {
+    let t = t.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if has(&["timestamp"]) {
+        "timestamp"
+    } else if has(&["date"]) {
+        "date"
+    } else if has(&["decimal", "numeric"]) {
+        "decimal"
+    } else if has(&["float", "double", "real"]) {
+        "float"
+    } else if has(&["int"]) {
+        "integer"
+    } else if has(&["utf8", "char", "string", "text"]) {
+        "string"
+    } else if has(&["bool"]) {
+        "boolean"
+    } else {
+        "other"
+    }
+}
+
+/// The inferred columns of each model `kiln compile` wrote into the manifest: id -> (name, type).
+fn inferred(dir: &std::path::Path) -> std::collections::HashMap<String, Vec<(String, String)>> {
+    let out = run(dir, &["compile", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = ["target/kiln/manifest.json", "target/manifest.json"].map(|p| dir.join(p)).into_iter().find(|p| p.exists());
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path.expect("a manifest")).unwrap()).unwrap();
+    let nodes = manifest["nodes"].as_object().unwrap().values();
+    nodes
+        .filter_map(|node| {
+            let columns: Vec<(String, String)> = node["columns"]
+                .as_object()?
+                .values()
+                .filter(|c| c["inferred"] == true)
+                .map(|c| (c["name"].as_str().unwrap().to_lowercase(), c["data_type"].as_str().unwrap().to_string()))
+                .collect();
+            (!columns.is_empty()).then(|| (node["unique_id"].as_str().unwrap().to_string(), columns))
+        })
+        .collect()
+}
+
+#[test]
+fn inferred_columns_equal_the_built_ones() {
+    let mut compared = 0;
+    for project in buildable() {
+        let dir = project.path();
+        // Compiled before anything is built (no `is_incremental()` branch), and again after
+        // (a model whose columns come from `run_query` has its data then).
+        let before = inferred(dir);
+        run(dir, &["build", "--quiet"]); // some fixtures have tests that fail on purpose
+        let after = inferred(dir);
+        let sql = "select table_schema, table_name, column_name, data_type from information_schema.columns";
+        let built = run(dir, &["show", "--inline", sql, "--limit", "100000", "-o", "json"]);
+        let built: Vec<serde_json::Value> = stdout(&built).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let manifest = after.keys().chain(before.keys()).collect::<std::collections::BTreeSet<_>>();
+        for id in manifest {
+            if !id.starts_with("model.") && !id.starts_with("snapshot.") {
+                continue;
+            }
+            let inferred = after.get(id).or(before.get(id)).unwrap();
+            let name = id.rsplit('.').next().unwrap();
+            let mut columns: Vec<(String, &'static str)> = built
+                .iter()
+                .filter(|c| c["table_name"].as_str().is_some_and(|t| t == name))
+                .map(|c| (c["column_name"].as_str().unwrap().to_lowercase(), class(c["data_type"].as_str().unwrap())))
+                .collect();
+            if columns.is_empty() {
+                continue; // not built: a test upstream failed, or an alias names it otherwise
+            }
+            columns.sort();
+            let mut expected: Vec<(String, &'static str)> = inferred.iter().map(|(n, t)| (n.clone(), class(t))).collect();
+            expected.sort();
+            assert_eq!(expected, columns, "{id} in {}", dir.display());
+            compared += 1;
+        }
+    }
+    assert!(compared >= 30, "only {compared} relations compared");
+}
+
+#[test]
+fn strict_mode_names_what_it_cannot_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: p\nconfig-version: 2\nprofile: p\n");
+    write(d, "models/sources.yml", "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: events\n");
+    write(d, "models/stg_events.sql", "select id, kind from {{ source('raw', 'events') }}\n");
+    write(d, "models/typo.sql", "select idd from {{ ref('stg_events') }}\n");
+    // Baseline: a source without columns is unknown, so nothing downstream is reported.
+    assert!(findings(d, &[]).is_empty());
+    // Strict: each model says why it has no columns.
+    let found = findings(d, &["--static-analysis", "strict"]);
+    let untyped: Vec<&str> = found.iter().filter(|f| f["code"] == "E703").map(|f| f["message"].as_str().unwrap()).collect();
+    assert_eq!(untyped.len(), 2, "{found:#?}");
+    assert!(untyped.iter().any(|m| m.contains("`stg_events`")), "{untyped:?}");
+    // Declared columns make the source known, but only in part: through `select *`, an unknown
+    // column is a warning in strict mode and nothing in baseline...
+    write(d, "models/sources.yml", "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: events\n        columns:\n          - name: id\n            data_type: bigint\n          - name: kind\n            data_type: varchar\n");
+    write(d, "models/stg_events.sql", "select * from {{ source('raw', 'events') }}\n");
+    assert!(findings(d, &[]).is_empty());
+    let found = findings(d, &["--static-analysis", "strict"]);
+    assert!(found.iter().any(|f| f["code"] == "E701" && f["level"] == "warning" && f["file"] == "models/typo.sql"), "{found:#?}");
+    // ... while a model that names its columns is known in full, and the typo is certain.
+    write(d, "models/stg_events.sql", "select id, kind from {{ source('raw', 'events') }}\n");
+    let found = findings(d, &[]);
+    assert!(found.iter().any(|f| f["code"] == "E701" && f["level"] == "error" && f["line"] == 1 && f["col"] == 8), "{found:#?}");
+    write(d, "models/stg_events.sql", "select * from {{ source('raw', 'events') }}\n");
+    // The mode is a config of each model: `strict` on this one reports it in a baseline run,
+    // `off` skips it.
+    write(d, "models/typo.sql", "{{ config(static_analysis='strict') }}\nselect idd from {{ ref('stg_events') }}\n");
+    assert!(findings(d, &[]).iter().any(|f| f["file"] == "models/typo.sql" && f["code"] == "E701"));
+    write(d, "models/typo.sql", "{{ config(static_analysis='off') }}\nselect idd from {{ ref('stg_events') }}\n");
+    assert!(findings(d, &[]).is_empty());
+}
