@@ -5,12 +5,13 @@ use super::{Analysis, Columns, Input, position};
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
-use crate::engine::datafusion::analysis::PlanProblem;
+use crate::engine::datafusion::analysis::{PlanProblem, Planner};
 use crate::engine::datafusion::types;
 use crate::parse::{Node, ResourceType};
 use crate::project::typed::{HardDeletes, NodeConfig, SnapshotStrategy, StaticAnalysis};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use std::collections::{HashMap, HashSet};
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// What analysis knows of one relation.
@@ -24,12 +25,10 @@ enum Inferred {
 struct State<'a> {
     input: &'a Input<'a>,
     engine: DataFusionEngine,
+    /// What is known so far; read (never written) while a level of models is planned.
     inferred: HashMap<String, Inferred>,
-    /// Relations registered in the session (by unique id).
-    registered: HashSet<String>,
     /// File sources: unique id -> (location, format).
     files: HashMap<String, (String, Option<String>)>,
-    diagnostics: Vec<Diagnostic>,
 }
 
 pub fn run(input: &Input) -> Analysis {
@@ -46,8 +45,48 @@ pub fn run(input: &Input) -> Analysis {
             return Analysis { columns: HashMap::new(), diagnostics: vec![d] };
         }
     };
+    let mut state = State { input, engine, inferred: HashMap::new(), files: file_sources(input) };
+    let models: Vec<&Node> = input
+        .graph
+        .order
+        .iter()
+        .filter(|id| input.compiled.contains_key(*id))
+        .filter_map(|id| input.manifest.nodes.get(id))
+        .filter(|n| analyzed(n))
+        .collect();
+    // Seeds and sources first, then the models level by level: a level reads only what the
+    // levels before it registered, so its models are planned in parallel.
+    let is_input = |p: &String| {
+        input.manifest.sources.contains_key(p) || input.manifest.nodes.get(p).is_some_and(|n| n.resource_type == ResourceType::Seed)
+    };
+    let inputs: BTreeSet<String> = models.iter().flat_map(|n| state.relation_parents(&n.unique_id)).filter(is_input).collect();
+    let found: Vec<(String, Inferred)> = inputs.par_iter().map(|id| (id.clone(), state.input_relation(id))).collect();
+    state.publish(found);
+    let mut diagnostics = Vec::new();
+    for level in levels(&state, &models) {
+        let results: Vec<((String, Inferred), Vec<Diagnostic>)> = level
+            .par_iter()
+            .map_init(
+                || state.engine.planner(),
+                |planner, n| {
+                    let mut found = Vec::new();
+                    let inferred = state.model(planner, n, &mut found);
+                    ((n.unique_id.clone(), inferred), found)
+                },
+            )
+            .collect();
+        let (found, reported): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+        state.publish(found);
+        diagnostics.extend(reported.into_iter().flatten());
+    }
+    let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
+    Analysis { columns, diagnostics }
+}
+
+/// Sources read from local files: unique id -> (location, format).
+fn file_sources(input: &Input) -> HashMap<String, (String, Option<String>)> {
     let setup = crate::run::setup::engine_setup(input.project, input.manifest, input.env);
-    let files = input
+    input
         .manifest
         .sources
         .values()
@@ -56,15 +95,24 @@ pub fn run(input: &Input) -> Analysis {
             let file = setup.externals.iter().find(|e| e.relation == r && !e.location.contains("://"))?;
             Some((src.unique_id.clone(), (file.location.clone(), file.format.clone())))
         })
-        .collect();
-    let mut state = State { input, engine, inferred: HashMap::new(), registered: HashSet::new(), files, diagnostics: vec![] };
-    for id in &input.graph.order {
-        if input.compiled.contains_key(id) && input.manifest.nodes.get(id).is_some_and(analyzed) {
-            state.infer(id);
+        .collect()
+}
+
+/// `models` (in DAG order) grouped so that each reads only models of earlier groups.
+fn levels<'n>(state: &State, models: &[&'n Node]) -> Vec<Vec<&'n Node>> {
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    let mut levels: Vec<Vec<&Node>> = Vec::new();
+    for n in models {
+        // Ephemeral models are levels of their own too: their children inline them, so a child
+        // waits for nothing it reads through them, but ordering them this way costs nothing.
+        let d = state.relation_parents(&n.unique_id).iter().filter_map(|p| depth.get(p.as_str())).map(|d| d + 1).max().unwrap_or(0);
+        depth.insert(&n.unique_id, d);
+        if levels.len() <= d {
+            levels.resize_with(d + 1, Vec::new);
         }
+        levels[d].push(n);
     }
-    let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
-    Analysis { columns, diagnostics: state.diagnostics }
+    levels
 }
 
 /// Models, analyses and snapshots: the user's SQL (tests are checked when they run).
@@ -83,22 +131,28 @@ fn columns(inferred: &Inferred) -> Columns {
 }
 
 impl State<'_> {
-    /// What `id` returns, inferred once.
-    fn infer(&mut self, id: &str) -> Inferred {
-        if let Some(known) = self.inferred.get(id) {
-            return known.clone();
-        }
-        let inferred = if self.input.manifest.sources.contains_key(id) {
-            self.source(id)
-        } else {
-            match self.input.manifest.nodes.get(id) {
-                Some(node) if node.resource_type == ResourceType::Seed => self.seed(node),
-                Some(node) if analyzed(node) => self.model(node),
-                _ => Inferred::Unknown(format!("`{id}` is not a relation")),
+    /// Records what a step found, and registers each known relation in the session as an
+    /// empty relation of its columns, for the next steps to read.
+    fn publish(&mut self, found: Vec<(String, Inferred)>) {
+        for (id, mut inferred) in found {
+            let relation = self.input.manifest.nodes.get(&id).is_none_or(|n| !n.is_ephemeral());
+            if let Inferred::Known { schema, .. } = &inferred
+                && relation
+                && let Some(r) = self.relation(&id)
+                && let Err(e) = self.engine.register_empty(&r, schema.clone())
+            {
+                inferred = Inferred::Unknown(e.message);
             }
-        };
-        self.inferred.insert(id.to_string(), inferred.clone());
-        inferred
+            self.inferred.insert(id, inferred);
+        }
+    }
+
+    /// A seed or a source.
+    fn input_relation(&self, id: &str) -> Inferred {
+        match self.input.manifest.nodes.get(id) {
+            Some(node) => self.seed(node),
+            None => self.source(id),
+        }
     }
 
     fn seed(&self, node: &Node) -> Inferred {
@@ -107,7 +161,7 @@ impl State<'_> {
             Err(f) => return Inferred::Unknown(f.message),
         };
         let registered = self.engine.register_seed(&load).map_err(|e| e.message);
-        match registered.and_then(|()| self.engine.plan_columns(&format!("select * from {}", self.quoted(&load.relation))).map_err(other)) {
+        match registered.and_then(|()| self.engine.planner().plan_columns(&format!("select * from {}", self.quoted(&load.relation))).map_err(other)) {
             Ok(schema) => Inferred::Known { schema, complete: true },
             Err(why) => Inferred::Unknown(format!("seed `{}`: {why}", node.name)),
         }
@@ -119,7 +173,7 @@ impl State<'_> {
         let mut unreadable = None;
         if let Some((location, format)) = self.files.get(id) {
             let registered = self.engine.register_external(&r, location, format.as_deref()).map_err(|e| e.message);
-            match registered.and_then(|()| self.engine.plan_columns(&format!("select * from {}", self.quoted(&r))).map_err(other)) {
+            match registered.and_then(|()| self.engine.planner().plan_columns(&format!("select * from {}", self.quoted(&r))).map_err(other)) {
                 Ok(schema) => return Inferred::Known { schema, complete: true },
                 // Not built yet, or not there on this machine: its YAML may still say.
                 Err(why) => unreadable = Some(format!("source `{}.{}` ({location}): {why}", src.source_name, src.name)),
@@ -128,7 +182,7 @@ impl State<'_> {
         let mut fields = Vec::new();
         for c in src.columns.values() {
             let Some(t) = &c.data_type else { continue };
-            match self.engine.plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
+            match self.engine.planner().plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
                 Ok(s) => fields.push(Field::new(&c.name, s.field(0).data_type().clone(), true)),
                 Err(_) => fields.push(Field::new(&c.name, DataType::Null, true)),
             }
@@ -141,31 +195,36 @@ impl State<'_> {
         Inferred::Known { schema: Arc::new(Schema::new(fields)), complete: false }
     }
 
-    fn model(&mut self, node: &Node) -> Inferred {
+    fn model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> Inferred {
         let mut config = NodeConfig::from_map(&node.config).0;
         config.static_analysis = self.input.mode.unwrap_or(config.static_analysis);
-        if config.static_analysis == StaticAnalysis::Off {
+        let mode = config.static_analysis;
+        if mode == StaticAnalysis::Off {
             return Inferred::Unknown(format!("`static_analysis` is off for `{}`", node.name));
         }
         let mut complete = true;
         for parent in self.relation_parents(&node.unique_id) {
-            match self.register(&parent) {
-                Inferred::Known { complete: c, .. } => complete &= c,
-                Inferred::Unknown(why) => return self.untyped(node, config.static_analysis, why),
+            match self.inferred.get(&parent) {
+                Some(Inferred::Known { complete: c, .. }) => complete &= c,
+                Some(Inferred::Unknown(why)) => return self.untyped(node, mode, why.clone(), found),
+                None => return self.untyped(node, mode, format!("`{parent}` was not compiled"), found),
             }
         }
         let sql = &self.input.compiled[&node.unique_id].sql;
         // Over an input known only in part (a source's YAML), `select *` is known in part too;
         // columns the model names are all there is.
         let output_complete = complete || !has_wildcard(sql);
-        match self.engine.plan_columns(sql) {
+        match planner.plan_columns(sql) {
             Ok(schema) => match config.snapshot {
                 Some(snapshot) => Inferred::Known { schema: with_meta_columns(&schema, &snapshot), complete: output_complete },
                 None => Inferred::Known { schema, complete: output_complete },
             },
-            Err(problem) => match self.report(node, config.static_analysis, &problem, complete, sql) {
-                Ok(reported) => Inferred::Unknown(reported),
-                Err(why) => self.untyped(node, config.static_analysis, why),
+            Err(problem) => match self.report(node, mode, &problem, complete, sql) {
+                Ok((why, diagnostic)) => {
+                    found.push(diagnostic);
+                    Inferred::Unknown(why)
+                }
+                Err(why) => self.untyped(node, mode, why, found),
             },
         }
     }
@@ -190,19 +249,6 @@ impl State<'_> {
         out
     }
 
-    /// Infers `id` and registers it in the session as an empty relation of its columns.
-    fn register(&mut self, id: &str) -> Inferred {
-        let inferred = self.infer(id);
-        if let Inferred::Known { schema, .. } = &inferred
-            && self.registered.insert(id.to_string())
-            && let Some(r) = self.relation(id)
-            && let Err(e) = self.engine.register_empty(&r, schema.clone())
-        {
-            return Inferred::Unknown(e.message);
-        }
-        inferred
-    }
-
     fn relation(&self, id: &str) -> Option<RelationName> {
         if let Some(src) = self.input.manifest.sources.get(id) {
             return Some(RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() });
@@ -216,9 +262,9 @@ impl State<'_> {
     }
 
     /// An unknown result: in strict mode, a warning saying why.
-    fn untyped(&mut self, node: &Node, mode: StaticAnalysis, why: String) -> Inferred {
+    fn untyped(&self, node: &Node, mode: StaticAnalysis, why: String, found: &mut Vec<Diagnostic>) -> Inferred {
         if mode == StaticAnalysis::Strict {
-            self.diagnostics.push(
+            found.push(
                 Diagnostic::warning(Code::Untyped, format!("kiln cannot tell the columns of {} `{}`", node.resource_type.as_str(), node.name))
                     .with_file(self.display_path(node))
                     .with_note(why.clone())
@@ -228,9 +274,16 @@ impl State<'_> {
         Inferred::Unknown(why)
     }
 
-    /// Reports `problem` when it is certain (or in strict mode). Returns why the model is
-    /// unknown: `Ok` when that was reported, `Err` when not.
-    fn report(&mut self, node: &Node, mode: StaticAnalysis, problem: &PlanProblem, complete: bool, sql: &str) -> Result<String, String> {
+    /// The diagnostic of `problem` when it is certain (or in strict mode), with why the model
+    /// is unknown; `Err(why)` when there is none.
+    fn report(
+        &self,
+        node: &Node,
+        mode: StaticAnalysis,
+        problem: &PlanProblem,
+        complete: bool,
+        sql: &str,
+    ) -> Result<(String, Diagnostic), String> {
         let (diagnostic, why) = match problem {
             PlanProblem::UnknownColumn { name, qualifier, in_scope, at } => {
                 let certain = complete
@@ -250,8 +303,7 @@ impl State<'_> {
             }
             PlanProblem::Other(message) => return Err(message.lines().next().unwrap_or_default().to_string()),
         };
-        self.diagnostics.push(diagnostic);
-        Ok(why)
+        Ok((why, diagnostic))
     }
 
     fn unknown_column(

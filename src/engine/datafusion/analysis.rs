@@ -20,17 +20,28 @@ pub enum PlanProblem {
 }
 
 impl DataFusionEngine {
-    /// The columns and Arrow types `sql` returns, planned (not optimized, not run) over the
-    /// relations registered in this session.
+    /// A planner over this session's relations, including those registered after it is made.
+    /// Each thread makes its own: making one copies the session's state (its function
+    /// registries), which costs more than planning a small query.
+    pub fn planner(&self) -> Planner {
+        Planner { state: self.ctx.state() }
+    }
+}
+
+pub struct Planner {
+    state: datafusion::execution::SessionState,
+}
+
+impl Planner {
+    /// The columns and Arrow types `sql` returns, planned (not optimized, not run).
     pub fn plan_columns(&self, sql: &str) -> Result<SchemaRef, PlanProblem> {
-        let state = self.ctx.state();
-        let statement = super::parse(&state, sql).map_err(|e| PlanProblem::Other(e.message))?;
-        match self.block(state.statement_to_plan(statement)) {
+        let statement = super::parse(&self.state, sql).map_err(|e| PlanProblem::Other(e.message))?;
+        // Planning over registered in-memory relations reads no file: no runtime needed.
+        match futures::executor::block_on(self.state.statement_to_plan(statement)) {
             Ok(plan) => Ok(Arc::new(plan.schema().as_arrow().clone())),
             Err(e) => Err(problem(&e)),
         }
     }
-
 }
 
 fn problem(e: &DataFusionError) -> PlanProblem {
