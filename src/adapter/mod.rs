@@ -51,6 +51,13 @@ impl SqlDialect {
         }
     }
 
+    /// Whether the embedded engine reads this SQL in the dialect it was checked in (so what
+    /// the check parsed can be planned as it is). DuckDB SQL is checked with DuckDB's dialect
+    /// and read as the generic one (see [`SqlDialect::datafusion_name`]).
+    pub fn planned_as_checked(self) -> bool {
+        !matches!(self, SqlDialect::DuckDb)
+    }
+
     /// DataFusion's name of the dialect in which the embedded engine reads this SQL (unit
     /// tests run a warehouse's SQL on a scratch DataFusion session). DuckDB SQL is read as the
     /// generic dialect, as the embedded engine reads it when it builds: sqlparser's DuckDB

@@ -214,7 +214,13 @@ impl State<'_> {
         // Over an input known only in part (a source's YAML), `select *` is known in part too;
         // columns the model names are all there is.
         let output_complete = complete || !has_wildcard(sql);
-        match planner.plan_columns(sql) {
+        let planned = match self.input.statements.get(&node.unique_id) {
+            Some(parsed) if parsed.len() == 1 && self.input.target.adapter.dialect.planned_as_checked() => {
+                planner.plan_statement(&parsed[0])
+            }
+            _ => planner.plan_columns(sql),
+        };
+        match planned {
             Ok(schema) => match config.snapshot {
                 Some(snapshot) => Inferred::Known { schema: with_meta_columns(&schema, &snapshot), complete: output_complete },
                 None => Inferred::Known { schema, complete: output_complete },

@@ -32,6 +32,9 @@ pub struct Input<'a> {
     pub graph: &'a Graph,
     pub target: &'a Target,
     pub compiled: &'a HashMap<String, Compiled>,
+    /// What the SQL check parsed, by id (planned without parsing again where the dialects
+    /// agree).
+    pub statements: &'a HashMap<String, Vec<sqlparser::ast::Statement>>,
     /// The invocation's environment (for the engine setup of file sources).
     pub env: &'a HashMap<String, String>,
     /// `--static-analysis`: the mode of every node, in place of its `static_analysis` config.

@@ -138,60 +138,69 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
     )
 }
 
-/// Compiles `selected` and checks the SQL; returns compiled SQL by id and any problems.
-pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> (HashMap<String, Compiled>, Diagnostics) {
+/// What `kiln compile` produced: compiled SQL by id, the statements the SQL check parsed (by
+/// id; static analysis plans them instead of parsing again), and any problems.
+pub struct CompiledProject {
+    pub compiled: HashMap<String, Compiled>,
+    pub statements: HashMap<String, Vec<sqlparser::ast::Statement>>,
+    pub diagnostics: Diagnostics,
+}
+
+/// Compiles `selected` and checks the SQL.
+pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> CompiledProject {
     let mut diags = Vec::new();
     let resolver = resolver(s);
     let exists = attach_local_warehouse(s);
     let is_incremental = |n: &Node| n.materialized() == "incremental" && exists(n);
     let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &is_incremental, &mut diags);
+    let mut statements = HashMap::new();
     if sql_check {
-        let dialect = sqlcheck::dialect_for(&s.target);
-        let known = embedded_functions(s);
-        let checks: Vec<Diagnostic> = compiled
-            .par_iter()
-            .flat_map_iter(|(id, c)| {
-                let Some(node) = s.manifest.nodes.get(id) else { return vec![] };
-                // Models, snapshots and analyses are the user's SQL; generic and singular tests
-                // are checked by the engine when they run.
-                if (node.is_ephemeral() && !selected.contains(id)) || node.resource_type == ResourceType::Test {
-                    return vec![];
-                }
-                let what = || format!("{} `{}`", node.resource_type.as_str(), node.name);
-                let compiled_path = || artifacts::compiled_path(&s.project, node);
-                let statements = match sqlcheck::check(dialect.as_ref(), &c.sql, || sqlcheck::Origin {
-                    compiled_path: compiled_path(),
-                    model_file: node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone()),
-                    what: what(),
-                }) {
-                    Ok(statements) => statements,
-                    Err(d) => return vec![d],
-                };
-                let Some(known) = &known else { return vec![] };
-                sqlcheck::unknown_functions(&statements, known)
-                    .into_iter()
-                    .map(|(name, line, col)| {
-                        Diagnostic::warning(
-                            Code::UnknownFunction,
-                            format!("{} calls `{name}`, which the embedded engine does not have", what()),
-                        )
-                        .with_label(Label::new(
-                            SourceText::new(compiled_path(), c.sql.clone()),
-                            line,
-                            col,
-                            name.len(),
-                            "not a function of the embedded engine",
-                        ))
-                        .with_help("building it will fail; see docs/engine.md for the functions kiln adds and what differs from DuckDB")
-                    })
-                    .collect()
-            })
-            .collect();
-        diags.extend(checks);
+        let checked: Vec<(Vec<Diagnostic>, Option<(String, Vec<sqlparser::ast::Statement>)>)> =
+            compiled.par_iter().map(|(id, c)| check_node(s, selected, id, c)).collect();
+        for (found, parsed) in checked {
+            diags.extend(found);
+            statements.extend(parsed);
+        }
     }
     let mut d = Diagnostics(diags);
     d.sort();
-    (compiled, d)
+    CompiledProject { compiled, statements, diagnostics: d }
+}
+
+/// The SQL check of one compiled node: its problems, and its statements when it parsed.
+fn check_node(
+    s: &Session,
+    selected: &BTreeSet<String>,
+    id: &str,
+    c: &Compiled,
+) -> (Vec<Diagnostic>, Option<(String, Vec<sqlparser::ast::Statement>)>) {
+    let Some(node) = s.manifest.nodes.get(id) else { return (vec![], None) };
+    // Models, snapshots and analyses are the user's SQL; generic and singular tests are checked
+    // by the engine when they run.
+    if (node.is_ephemeral() && !selected.contains(id)) || node.resource_type == ResourceType::Test {
+        return (vec![], None);
+    }
+    let dialect = sqlcheck::dialect_for(&s.target);
+    let what = || format!("{} `{}`", node.resource_type.as_str(), node.name);
+    let compiled_path = || artifacts::compiled_path(&s.project, node);
+    let statements = match sqlcheck::check(dialect.as_ref(), &c.sql, || sqlcheck::Origin {
+        compiled_path: compiled_path(),
+        model_file: node.file.map_or(node.original_file_path.clone(), |f| s.project.files[f].display_path.clone()),
+        what: what(),
+    }) {
+        Ok(statements) => statements,
+        Err(d) => return (vec![d], None),
+    };
+    let Some(known) = embedded_functions(s) else { return (vec![], Some((id.to_string(), statements))) };
+    let unknown = sqlcheck::unknown_functions(&statements, known)
+        .into_iter()
+        .map(|(name, line, col)| {
+            Diagnostic::warning(Code::UnknownFunction, format!("{} calls `{name}`, which the embedded engine does not have", what()))
+                .with_label(Label::new(SourceText::new(compiled_path(), c.sql.clone()), line, col, name.len(), "not a function of the embedded engine"))
+                .with_help("building it will fail; see docs/engine.md for the functions kiln adds and what differs from DuckDB")
+        })
+        .collect();
+    (unknown, Some((id.to_string(), statements)))
 }
 
 /// On the embedded engine the warehouse is local, so compiling reads it as `dbt compile` reads
@@ -227,11 +236,12 @@ fn built_relations(s: &Session) -> Box<dyn Fn(&crate::engine::RelationName) -> b
     Box::new(|_| false)
 }
 
-/// The functions of the embedded engine, when the target runs on it.
-fn embedded_functions(s: &Session) -> Option<BTreeSet<String>> {
+/// The functions of the embedded engine, when the target runs on it (listed once).
+fn embedded_functions(s: &Session) -> Option<&'static BTreeSet<String>> {
     #[cfg(feature = "datafusion")]
     if s.target.engine() == crate::adapter::EngineKind::DataFusion {
-        return Some(crate::engine::datafusion::function_names());
+        static NAMES: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+        return Some(NAMES.get_or_init(crate::engine::datafusion::function_names));
     }
     let _ = s;
     None
@@ -270,41 +280,44 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Err(d) => return Ok(session::report(printer, &d)),
     }
     printer.phase("select");
-    let (mut compiled, mut diags) = compile_selected(&s, &selected, !args.no_sql_check);
+    let CompiledProject { mut compiled, statements, diagnostics: mut diags } = compile_selected(&s, &selected, !args.no_sql_check);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());
-    if !diags.has_errors() {
-        let input = analyze::Input {
-            project: &s.project,
-            manifest: &s.manifest,
-            graph: &s.graph,
-            target: &s.target,
-            compiled: &compiled,
-            env,
-            mode: args.static_analysis.as_deref().and_then(StaticAnalysis::parse),
-        };
-        let analysis = analyze::analyze(&input);
-        diags.0.extend(analysis.diagnostics);
-        diags.sort();
-        for (id, columns) in analysis.columns {
-            if let (Some(c), analyze::Columns::Known { columns, complete: true }) = (compiled.get_mut(&id), columns) {
-                c.columns = Some(columns);
-            }
-        }
-        printer.phase("analyze");
+    if diags.has_errors() {
+        return Ok(session::report(printer, &diags));
     }
+    // Static analysis runs while the compiled files are written; the manifest carries the
+    // columns it inferred.
+    let input = analyze::Input {
+        project: &s.project,
+        manifest: &s.manifest,
+        graph: &s.graph,
+        target: &s.target,
+        compiled: &compiled,
+        statements: &statements,
+        env,
+        mode: args.static_analysis.as_deref().and_then(StaticAnalysis::parse),
+    };
+    let (written, analysis) =
+        rayon::join(|| artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled), || analyze::analyze(&input));
+    let written = written?;
+    printer.phase("analyze");
+    for (id, columns) in analysis.columns {
+        if let (Some(c), analyze::Columns::Known { columns, complete: true }) = (compiled.get_mut(&id), columns) {
+            c.columns = Some(columns);
+        }
+    }
+    write_manifest(&s, &compiled)?;
+    printer.phase("write");
+    // The artifacts are written either way: a finding points into the compiled SQL.
+    diags.0.extend(analysis.diagnostics);
+    diags.sort();
     if diags.has_errors() {
         return Ok(session::report(printer, &diags));
     }
     for d in diags.iter() {
         printer.diagnostic(d);
     }
-    // The compiled files and the manifest are independent: written at the same time.
-    let (written, manifest) =
-        rayon::join(|| artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled), || write_manifest(&s, &compiled));
-    let written = written?;
-    manifest?;
-    printer.phase("write");
     // One selected node with SQL: print it, as `dbt compile -s model` does.
     let with_sql: Vec<&Node> = selected
         .iter()

@@ -36,6 +36,16 @@ impl Planner {
     /// The columns and Arrow types `sql` returns, planned (not optimized, not run).
     pub fn plan_columns(&self, sql: &str) -> Result<SchemaRef, PlanProblem> {
         let statement = super::parse(&self.state, sql).map_err(|e| PlanProblem::Other(e.message))?;
+        self.plan(statement)
+    }
+
+    /// [`Planner::plan_columns`] of a statement parsed in the session's dialect.
+    pub fn plan_statement(&self, statement: &sqlparser::ast::Statement) -> Result<SchemaRef, PlanProblem> {
+        super::check_select_width(statement).map_err(|e| PlanProblem::Other(e.message))?;
+        self.plan(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone())))
+    }
+
+    fn plan(&self, statement: datafusion::sql::parser::Statement) -> Result<SchemaRef, PlanProblem> {
         // Planning over registered in-memory relations reads no file: no runtime needed.
         match futures::executor::block_on(self.state.statement_to_plan(statement)) {
             Ok(plan) => Ok(Arc::new(plan.schema().as_arrow().clone())),
