@@ -6,9 +6,10 @@
 //!     cargo bench --bench compile -- --gen DIR 10000   # only write the project
 //!
 //! Instruction count (valgrind's callgrind; repeatable on a busy machine, unlike wall time) of
-//! `kiln compile` on one thread, with an optional ceiling (exit 1 above it) for CI:
+//! `kiln compile` on one thread, without static analysis and with it, each with an optional
+//! ceiling (exit 1 above it) for CI:
 //!
-//!     cargo bench --bench compile -- --instructions 1000 [--max 2500000000]
+//!     cargo bench --bench compile -- --instructions 1000 [--max 9000000000] [--analysis-max 16000000000]
 //!
 //! The fixed costs under `kiln compile` that do not depend on kiln's own code (sqlparser's
 //! check of every compiled model, creating the compiled files, serde_json writing the
@@ -65,8 +66,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     if args.first().map(String::as_str) == Some("--instructions") {
         let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
-        let max: Option<u64> = args.iter().position(|a| a == "--max").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
-        return instructions(n, max);
+        let flag = |name: &str| -> Option<u64> { args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()) };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
+        let off = instructions(tmp.path(), n, &["--static-analysis", "off"], "without static analysis", flag("--max"));
+        let on = instructions(tmp.path(), n, &[], "with static analysis", flag("--analysis-max"));
+        println!("static analysis: {} instructions per model", (on.saturating_sub(off)) / n as u64);
+        return;
     }
     if args.first().map(String::as_str) == Some("--floor") {
         return floor(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000));
@@ -125,18 +131,18 @@ fn main() {
     }
 }
 
-/// Instructions executed by `kiln compile` (fresh `target/`, one rayon thread so that no
-/// idle-thread spinning is counted) under callgrind.
-fn instructions(n: usize, max: Option<u64>) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
-    let out_file = tmp.path().join("callgrind.out");
+/// Instructions executed by `kiln compile <args>` in `dir` (one rayon thread so that no
+/// idle-thread spinning is counted) under callgrind; exits 1 above `max`.
+fn instructions(dir: &Path, n: usize, args: &[&str], what: &str, max: Option<u64>) -> u64 {
+    let _ = std::fs::remove_dir_all(dir.join("target"));
+    let out_file = dir.join("callgrind.out");
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", &format!("--callgrind-out-file={}", out_file.display())])
         .arg(env!("CARGO_BIN_EXE_kiln"))
         .args(["compile", "--quiet"])
-        .current_dir(tmp.path())
-        .env("HOME", tmp.path())
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
         .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("valgrind is needed for --instructions (apt-get install valgrind)");
@@ -147,14 +153,15 @@ fn instructions(n: usize, max: Option<u64>) {
         .find_map(|l| l.split("Collected :").nth(1))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no instruction count in valgrind's output:\n{stderr}"));
-    println!("kiln compile N={n}: {count} instructions ({:.0} per model)", count as f64 / n as f64);
+    println!("kiln compile N={n}, {what}: {count} instructions ({:.0} per model)", count as f64 / n as f64);
     if let Some(max) = max {
         if count > max {
-            eprintln!("error: {count} instructions is above the ceiling of {max}: something made compiling slower");
+            eprintln!("error: {count} instructions ({what}) is above the ceiling of {max}: something made compiling slower");
             std::process::exit(1);
         }
         println!("under the ceiling of {max} ({:.0}% of it)", 100.0 * count as f64 / max as f64);
     }
+    count
 }
 
 /// Times, for the compiled output of an N-model project: sqlparser parsing every compiled model

@@ -60,6 +60,9 @@ pub struct Analysis {
 
 /// Analyzes every compiled model, analysis and snapshot of `input`.
 pub fn analyze(input: &Input) -> Analysis {
+    if input.mode == Some(StaticAnalysis::Off) {
+        return Analysis::default();
+    }
     #[cfg(feature = "datafusion")]
     {
         infer::run(input)

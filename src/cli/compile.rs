@@ -339,6 +339,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     ));
     // The process is about to exit: freeing every node would only cost time.
     std::mem::forget(compiled);
+    std::mem::forget(statements);
     std::mem::forget(s);
     Ok(EXIT_OK)
 }
