@@ -66,7 +66,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     if args.first().map(String::as_str) == Some("--instructions") {
         let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
-        let flag = |name: &str| -> Option<u64> { args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()) };
+        let flag =
+            |name: &str| -> Option<u64> { args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()) };
         let tmp = tempfile::tempdir().expect("tempdir");
         generator::generate(tmp.path(), &generator::Spec { models: n, seed_rows: 100 });
         let off = instructions(tmp.path(), n, &["--static-analysis", "off"], "without static analysis", flag("--max"));

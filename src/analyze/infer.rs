@@ -18,7 +18,10 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 enum Inferred {
     /// `complete`: every column is listed (not a source's partial YAML).
-    Known { schema: SchemaRef, complete: bool },
+    Known {
+        schema: SchemaRef,
+        complete: bool,
+    },
     Unknown(String),
 }
 
@@ -161,7 +164,9 @@ impl State<'_> {
             Err(f) => return Inferred::Unknown(f.message),
         };
         let registered = self.engine.register_seed(&load).map_err(|e| e.message);
-        match registered.and_then(|()| self.engine.planner().plan_columns(&format!("select * from {}", self.quoted(&load.relation))).map_err(other)) {
+        match registered
+            .and_then(|()| self.engine.planner().plan_columns(&format!("select * from {}", self.quoted(&load.relation))).map_err(other))
+        {
             Ok(schema) => Inferred::Known { schema, complete: true },
             Err(why) => Inferred::Unknown(format!("seed `{}`: {why}", node.name)),
         }
@@ -173,7 +178,8 @@ impl State<'_> {
         let mut unreadable = None;
         if let Some((location, format)) = self.files.get(id) {
             let registered = self.engine.register_external(&r, location, format.as_deref()).map_err(|e| e.message);
-            match registered.and_then(|()| self.engine.planner().plan_columns(&format!("select * from {}", self.quoted(&r))).map_err(other)) {
+            match registered.and_then(|()| self.engine.planner().plan_columns(&format!("select * from {}", self.quoted(&r))).map_err(other))
+            {
                 Ok(schema) => return Inferred::Known { schema, complete: true },
                 // Not built yet, or not there on this machine: its YAML may still say.
                 Err(why) => unreadable = Some(format!("source `{}.{}` ({location}): {why}", src.source_name, src.name)),
@@ -271,10 +277,13 @@ impl State<'_> {
     fn untyped(&self, node: &Node, mode: StaticAnalysis, why: String, found: &mut Vec<Diagnostic>) -> Inferred {
         if mode == StaticAnalysis::Strict {
             found.push(
-                Diagnostic::warning(Code::Untyped, format!("kiln cannot tell the columns of {} `{}`", node.resource_type.as_str(), node.name))
-                    .with_file(self.display_path(node))
-                    .with_note(why.clone())
-                    .with_help("`static_analysis: baseline` reports only what is certain"),
+                Diagnostic::warning(
+                    Code::Untyped,
+                    format!("kiln cannot tell the columns of {} `{}`", node.resource_type.as_str(), node.name),
+                )
+                .with_file(self.display_path(node))
+                .with_note(why.clone())
+                .with_help("`static_analysis: baseline` reports only what is certain"),
             );
         }
         Inferred::Unknown(why)

@@ -4,11 +4,11 @@ use super::printer::Printer;
 use super::session::{self, Session, Stop};
 use super::{EXIT_OK, GlobalArgs, SelectArgs};
 use crate::analyze;
-use crate::project::typed::StaticAnalysis;
 use crate::compile::{self, Compiled, ManifestResolver, sqlcheck};
 use crate::diagnostics::{Code, Diagnostic, Diagnostics, Label, SourceText};
 use crate::jinja::Resolver;
 use crate::parse::{Node, ResourceType};
+use crate::project::typed::StaticAnalysis;
 use crate::run::artifacts;
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -155,8 +155,7 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
     let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &is_incremental, &mut diags);
     let mut statements = HashMap::new();
     if sql_check {
-        let checked: Vec<(Vec<Diagnostic>, Option<(String, Vec<sqlparser::ast::Statement>)>)> =
-            compiled.par_iter().map(|(id, c)| check_node(s, selected, id, c)).collect();
+        let checked: Vec<Checked> = compiled.par_iter().map(|(id, c)| check_node(s, selected, id, c)).collect();
         for (found, parsed) in checked {
             diags.extend(found);
             statements.extend(parsed);
@@ -168,12 +167,9 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
 }
 
 /// The SQL check of one compiled node: its problems, and its statements when it parsed.
-fn check_node(
-    s: &Session,
-    selected: &BTreeSet<String>,
-    id: &str,
-    c: &Compiled,
-) -> (Vec<Diagnostic>, Option<(String, Vec<sqlparser::ast::Statement>)>) {
+type Checked = (Vec<Diagnostic>, Option<(String, Vec<sqlparser::ast::Statement>)>);
+
+fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compiled) -> Checked {
     let Some(node) = s.manifest.nodes.get(id) else { return (vec![], None) };
     // Models, snapshots and analyses are the user's SQL; generic and singular tests are checked
     // by the engine when they run.
@@ -196,7 +192,13 @@ fn check_node(
         .into_iter()
         .map(|(name, line, col)| {
             Diagnostic::warning(Code::UnknownFunction, format!("{} calls `{name}`, which the embedded engine does not have", what()))
-                .with_label(Label::new(SourceText::new(compiled_path(), c.sql.clone()), line, col, name.len(), "not a function of the embedded engine"))
+                .with_label(Label::new(
+                    SourceText::new(compiled_path(), c.sql.clone()),
+                    line,
+                    col,
+                    name.len(),
+                    "not a function of the embedded engine",
+                ))
                 .with_help("building it will fail; see docs/engine.md for the functions kiln adds and what differs from DuckDB")
         })
         .collect();

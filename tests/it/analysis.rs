@@ -146,7 +146,11 @@ fn strict_mode_names_what_it_cannot_type() {
     assert!(untyped.iter().any(|m| m.contains("`stg_events`")), "{untyped:?}");
     // Declared columns make the source known, but only in part: through `select *`, an unknown
     // column is a warning in strict mode and nothing in baseline...
-    write(d, "models/sources.yml", "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: events\n        columns:\n          - name: id\n            data_type: bigint\n          - name: kind\n            data_type: varchar\n");
+    write(
+        d,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: events\n        columns:\n          - name: id\n            data_type: bigint\n          - name: kind\n            data_type: varchar\n",
+    );
     write(d, "models/stg_events.sql", "select * from {{ source('raw', 'events') }}\n");
     assert!(findings(d, &[]).is_empty());
     let found = findings(d, &["--static-analysis", "strict"]);
