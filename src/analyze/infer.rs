@@ -227,10 +227,15 @@ impl State<'_> {
             _ => planner.plan_columns(sql),
         };
         match planned {
-            Ok(schema) => match config.snapshot {
-                Some(snapshot) => Inferred::Known { schema: with_meta_columns(&schema, &snapshot), complete: output_complete },
-                None => Inferred::Known { schema, complete: output_complete },
-            },
+            Ok(schema) => {
+                if config.contract_enforced && output_complete {
+                    found.extend(self.contract(planner, node, &schema));
+                }
+                match config.snapshot {
+                    Some(snapshot) => Inferred::Known { schema: with_meta_columns(&schema, &snapshot), complete: output_complete },
+                    None => Inferred::Known { schema, complete: output_complete },
+                }
+            }
             Err(problem) => match self.report(node, mode, &problem, complete, sql) {
                 Ok((why, diagnostic)) => {
                     found.push(diagnostic);
@@ -239,6 +244,48 @@ impl State<'_> {
                 Err(why) => self.untyped(node, mode, why, found),
             },
         }
+    }
+
+    /// How a model's columns differ from its enforced contract, as its build would find: names
+    /// on every target; types on the embedded engine only, where analysis plans as the build
+    /// does (elsewhere the warehouse's types are not DataFusion's).
+    fn contract(&self, planner: &Planner, node: &Node, schema: &SchemaRef) -> Option<Diagnostic> {
+        if node.columns.is_empty() || node.columns.values().any(|c| c.data_type.is_none()) {
+            return None; // the build reports an incomplete contract itself
+        }
+        let inferred: Vec<(&str, String)> = schema.fields().iter().map(|f| (f.name().as_str(), types::sql_name(f.data_type()))).collect();
+        let types_certain = self.input.target.engine() == crate::adapter::EngineKind::DataFusion;
+        let mut problems = Vec::new();
+        for c in node.columns.values() {
+            match inferred.iter().find(|(n, _)| n.eq_ignore_ascii_case(&c.name)) {
+                None => problems.push(format!("`{}` is in the contract, not in the model's SQL", c.name)),
+                Some((_, actual)) if types_certain => {
+                    let declared = c.data_type.as_deref().unwrap_or_default();
+                    let sql = format!("select cast(null as {}) as c", types::normalize(declared));
+                    if let Ok(d) = planner.plan_columns(&sql)
+                        && !crate::jinja::column::same_type(actual, &types::sql_name(d.field(0).data_type()))
+                    {
+                        problems.push(format!("`{}` is {actual} in the model's SQL, {declared} in the contract", c.name));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, _) in &inferred {
+            if !node.columns.values().any(|c| c.name.eq_ignore_ascii_case(name)) {
+                problems.push(format!("`{name}` is in the model's SQL, not in the contract"));
+            }
+        }
+        if problems.is_empty() {
+            return None;
+        }
+        let declared_in = node.patch_path.as_deref().map(|p| p.split_once("://").map_or(p, |(_, path)| path)).unwrap_or("its YAML");
+        let d = Diagnostic::error(Code::ContractMismatch, format!("the columns of {} do not match its enforced contract", what(node)))
+            .with_file(self.display_path(node));
+        let d = problems.into_iter().fold(d, Diagnostic::with_note);
+        Some(d.with_help(format!(
+            "make the names, data types and number of columns in the contract ({declared_in}) match the model's SQL; building it would fail"
+        )))
     }
 
     /// The relations `id` reads: its parents, through ephemeral models (inlined as CTEs).

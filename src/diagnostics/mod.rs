@@ -171,6 +171,9 @@ codes! {
     AmbiguousColumn = "E702",
     /// (warning, `static_analysis: strict`) kiln cannot tell a model's columns without running it.
     Untyped = "E703",
+    /// A model's inferred columns differ from its enforced contract (names; types on the
+    /// embedded engine).
+    ContractMismatch = "E704",
     /// kiln itself went wrong: a bug to report (exit 2), e.g. a build plan that could not finish.
     Internal = "E900",
 }
