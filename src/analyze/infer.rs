@@ -1,11 +1,11 @@
 //! The analysis on a scratch DataFusion session: each input is registered as an empty relation
 //! under its own name, parents first, and each model's compiled SQL is planned over them.
 
-use super::{Analysis, Columns, Input, position};
+use super::{Analysis, ColumnRead, Columns, Input, NodeLineage, position};
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
-use crate::engine::datafusion::analysis::{PlanProblem, Planner};
+use crate::engine::datafusion::analysis::{Derivation, Lineage, PlanProblem, Planner, Read};
 use crate::engine::datafusion::types;
 use crate::parse::{Node, ResourceType};
 use crate::project::typed::{HardDeletes, NodeConfig, SnapshotStrategy, StaticAnalysis};
@@ -32,6 +32,8 @@ struct State<'a> {
     inferred: HashMap<String, Inferred>,
     /// File sources: unique id -> (location, format).
     files: HashMap<String, (String, Option<String>)>,
+    /// (database, schema, name) -> unique id, of every relation a model may read.
+    relations: HashMap<(String, String, String), String>,
 }
 
 pub fn run(input: &Input) -> Analysis {
@@ -45,10 +47,20 @@ pub fn run(input: &Input) -> Analysis {
         Ok(engine) => engine,
         Err(e) => {
             let d = Diagnostic::warning(Code::Untyped, format!("static analysis could not start: {}", e.message));
-            return Analysis { columns: HashMap::new(), diagnostics: vec![d] };
+            return Analysis { diagnostics: vec![d], ..Analysis::default() };
         }
     };
-    let mut state = State { input, engine, inferred: HashMap::new(), files: file_sources(input) };
+    let relations = input
+        .manifest
+        .sources
+        .keys()
+        .chain(input.manifest.nodes.values().filter(|n| n.is_refable()).map(|n| &n.unique_id))
+        .filter_map(|id| {
+            let r = relation_of(input, id)?;
+            Some(((r.database, r.schema, r.name), id.clone()))
+        })
+        .collect();
+    let mut state = State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations };
     let models: Vec<&Node> = input
         .graph
         .order
@@ -66,24 +78,39 @@ pub fn run(input: &Input) -> Analysis {
     let found: Vec<(String, Inferred)> = inputs.par_iter().map(|id| (id.clone(), state.input_relation(id))).collect();
     state.publish(found);
     let mut diagnostics = Vec::new();
+    let mut lineage = std::collections::BTreeMap::new();
     for level in levels(&state, &models) {
-        let results: Vec<((String, Inferred), Vec<Diagnostic>)> = level
+        let results: Vec<((String, Inferred), Vec<Diagnostic>, Option<NodeLineage>)> = level
             .par_iter()
             .map_init(
                 || state.engine.planner(),
                 |planner, n| {
                     let mut found = Vec::new();
-                    let inferred = state.model(planner, n, &mut found);
-                    ((n.unique_id.clone(), inferred), found)
+                    let (inferred, lineage) = state.model(planner, n, &mut found);
+                    ((n.unique_id.clone(), inferred), found, lineage)
                 },
             )
             .collect();
-        let (found, reported): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+        let mut found = Vec::with_capacity(results.len());
+        for (inferred, reported, node_lineage) in results {
+            if let Some(l) = node_lineage {
+                lineage.insert(inferred.0.clone(), l);
+            }
+            found.push(inferred);
+            diagnostics.extend(reported);
+        }
         state.publish(found);
-        diagnostics.extend(reported.into_iter().flatten());
     }
     let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
-    Analysis { columns, diagnostics }
+    Analysis { columns, lineage, diagnostics }
+}
+
+/// The relation of a source, model, seed or snapshot.
+fn relation_of(input: &Input, id: &str) -> Option<RelationName> {
+    if let Some(src) = input.manifest.sources.get(id) {
+        return Some(RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() });
+    }
+    input.manifest.nodes.get(id).map(crate::run::runner::relation_name)
 }
 
 /// Sources read from local files: unique id -> (location, format).
@@ -201,47 +228,50 @@ impl State<'_> {
         Inferred::Known { schema: Arc::new(Schema::new(fields)), complete: false }
     }
 
-    fn model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> Inferred {
+    /// What model (analysis, snapshot) `node` returns, and its lineage when its SQL planned.
+    fn model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> (Inferred, Option<NodeLineage>) {
         let mut config = NodeConfig::from_map(&node.config).0;
         config.static_analysis = self.input.mode.unwrap_or(config.static_analysis);
         let mode = config.static_analysis;
         if mode == StaticAnalysis::Off {
-            return Inferred::Unknown(format!("`static_analysis` is off for `{}`", node.name));
+            return (Inferred::Unknown(format!("`static_analysis` is off for `{}`", node.name)), None);
         }
         let mut complete = true;
         for parent in self.relation_parents(&node.unique_id) {
             match self.inferred.get(&parent) {
                 Some(Inferred::Known { complete: c, .. }) => complete &= c,
-                Some(Inferred::Unknown(why)) => return self.untyped(node, mode, why.clone(), found),
-                None => return self.untyped(node, mode, format!("`{parent}` was not compiled"), found),
+                Some(Inferred::Unknown(why)) => return (self.untyped(node, mode, why.clone(), found), None),
+                None => return (self.untyped(node, mode, format!("`{parent}` was not compiled"), found), None),
             }
         }
-        let sql = &self.input.compiled[&node.unique_id].sql;
+        let full_refresh = self.input.full_refresh.get(&node.unique_id);
+        let sql = full_refresh.unwrap_or(&self.input.compiled[&node.unique_id].sql);
         // Over an input known only in part (a source's YAML), `select *` is known in part too;
         // columns the model names are all there is.
         let output_complete = complete || !has_wildcard(sql);
-        let planned = match self.input.statements.get(&node.unique_id) {
-            Some(parsed) if parsed.len() == 1 && self.input.target.adapter.dialect.planned_as_checked() => {
-                planner.plan_statement(&parsed[0])
+        let parsed = match self.input.statements.get(&node.unique_id) {
+            Some(parsed) if parsed.len() == 1 && full_refresh.is_none() && self.input.target.adapter.dialect.planned_as_checked() => {
+                Some(&parsed[0])
             }
-            _ => planner.plan_columns(sql),
+            _ => None,
         };
-        match planned {
-            Ok(schema) => {
+        match planner.plan_with_lineage(sql, parsed) {
+            Ok((schema, lineage)) => {
                 if config.contract_enforced && output_complete {
                     found.extend(self.contract(planner, node, &schema));
                 }
-                match config.snapshot {
+                let inferred = match config.snapshot {
                     Some(snapshot) => Inferred::Known { schema: with_meta_columns(&schema, &snapshot), complete: output_complete },
                     None => Inferred::Known { schema, complete: output_complete },
-                }
+                };
+                (inferred, Some(self.node_lineage(lineage)))
             }
             Err(problem) => match self.report(node, mode, &problem, complete, sql) {
                 Ok((why, diagnostic)) => {
                     found.push(diagnostic);
-                    Inferred::Unknown(why)
+                    (Inferred::Unknown(why), None)
                 }
-                Err(why) => self.untyped(node, mode, why, found),
+                Err(why) => (self.untyped(node, mode, why, found), None),
             },
         }
     }
@@ -309,10 +339,25 @@ impl State<'_> {
     }
 
     fn relation(&self, id: &str) -> Option<RelationName> {
-        if let Some(src) = self.input.manifest.sources.get(id) {
-            return Some(RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() });
+        relation_of(self.input, id)
+    }
+
+    /// The lineage of a planned model, with the relations it reads named by unique id.
+    fn node_lineage(&self, lineage: Lineage) -> NodeLineage {
+        let read = |((database, schema, table), column): &Read, how: Option<Derivation>| {
+            let key = (database.clone(), schema.clone(), table.clone());
+            let node = self.relations.get(&key).cloned().unwrap_or_else(|| format!("{database}.{schema}.{table}"));
+            ColumnRead { node, column: column.clone(), how: how.map(|h| h.as_str().to_string()) }
+        };
+        NodeLineage {
+            columns: lineage
+                .columns
+                .into_iter()
+                .map(|(c, reads)| (c, reads.iter().map(|(r, how)| read(r, Some(*how))).collect()))
+                .collect(),
+            filters: lineage.filters.iter().map(|r| read(r, None)).collect(),
+            join_keys: lineage.join_keys.iter().map(|r| read(r, None)).collect(),
         }
-        self.input.manifest.nodes.get(id).map(crate::run::runner::relation_name)
     }
 
     fn quoted(&self, r: &RelationName) -> String {

@@ -35,6 +35,9 @@ pub struct Input<'a> {
     /// What the SQL check parsed, by id (planned without parsing again where the dialects
     /// agree).
     pub statements: &'a HashMap<String, Vec<sqlparser::ast::Statement>>,
+    /// Incremental models compiled for an incremental run: their full-refresh SQL, which
+    /// analysis plans instead (the incremental SQL reads the model's own relation).
+    pub full_refresh: &'a HashMap<String, String>,
     /// The invocation's environment (for the engine setup of file sources).
     pub env: &'a HashMap<String, String>,
     /// `--static-analysis`: the mode of every node, in place of its `static_analysis` config.
@@ -50,11 +53,33 @@ pub enum Columns {
     Unknown(String),
 }
 
+/// A column of another node one column reads, and how it derives from it (`passthrough`,
+/// `rename`, `cast`, `expression`, `window`, `aggregate`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ColumnRead {
+    pub node: String,
+    pub column: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub how: Option<String>,
+}
+
+/// Column-level lineage of one node, one hop: what each of its columns reads from the
+/// relations it reads (ephemeral models are seen through), and the columns it uses only to
+/// filter or join.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeLineage {
+    pub columns: indexmap::IndexMap<String, Vec<ColumnRead>>,
+    pub filters: Vec<ColumnRead>,
+    pub join_keys: Vec<ColumnRead>,
+}
+
 /// The result: what each analyzed node and its inputs return, and the problems found.
 #[derive(Debug, Default)]
 pub struct Analysis {
     /// Unique id -> columns (models, seeds, snapshots, analyses, sources).
     pub columns: HashMap<String, Columns>,
+    /// Unique id -> lineage, for each analyzed node whose SQL planned.
+    pub lineage: std::collections::BTreeMap<String, NodeLineage>,
     pub diagnostics: Vec<Diagnostic>,
 }
 

@@ -143,6 +143,9 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
 pub struct CompiledProject {
     pub compiled: HashMap<String, Compiled>,
     pub statements: HashMap<String, Vec<sqlparser::ast::Statement>>,
+    /// Incremental models compiled with `is_incremental()` true: their SQL as a full refresh
+    /// builds them (what their columns are; the incremental SQL reads `{{ this }}`).
+    pub full_refresh: HashMap<String, String>,
     pub diagnostics: Diagnostics,
 }
 
@@ -161,9 +164,17 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
             statements.extend(parsed);
         }
     }
+    let full_refresh = compiled
+        .par_iter()
+        .filter_map(|(id, c)| {
+            let node = s.manifest.nodes.get(id).filter(|n| is_incremental(n))?;
+            let rendered = compile::render_node(&s.project, &s.jinja, node, &resolver, false).ok()?;
+            Some((id.clone(), compile::inject_ctes(&rendered, &c.extra_ctes)))
+        })
+        .collect();
     let mut d = Diagnostics(diags);
     d.sort();
-    CompiledProject { compiled, statements, diagnostics: d }
+    CompiledProject { compiled, statements, full_refresh, diagnostics: d }
 }
 
 /// The SQL check of one compiled node: its problems, and its statements when it parsed.
@@ -203,6 +214,27 @@ fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compiled) 
         })
         .collect();
     (unknown, Some((id.to_string(), statements)))
+}
+
+/// Static analysis of what [`compile_selected`] compiled (`mode`: `--static-analysis`).
+pub fn analyze_compiled(
+    s: &Session,
+    project: &CompiledProject,
+    env: &HashMap<String, String>,
+    mode: Option<StaticAnalysis>,
+) -> analyze::Analysis {
+    let input = analyze::Input {
+        project: &s.project,
+        manifest: &s.manifest,
+        graph: &s.graph,
+        target: &s.target,
+        compiled: &project.compiled,
+        statements: &project.statements,
+        full_refresh: &project.full_refresh,
+        env,
+        mode,
+    };
+    analyze::analyze(&input)
 }
 
 /// On the embedded engine the warehouse is local, so compiling reads it as `dbt compile` reads
@@ -282,7 +314,8 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Err(d) => return Ok(session::report(printer, &d)),
     }
     printer.phase("select");
-    let CompiledProject { mut compiled, statements, diagnostics: mut diags } = compile_selected(&s, &selected, !args.no_sql_check);
+    let mut project = compile_selected(&s, &selected, !args.no_sql_check);
+    let mut diags = std::mem::take(&mut project.diagnostics);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());
     if diags.has_errors() {
@@ -290,26 +323,26 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     }
     // Static analysis runs while the compiled files are written; the manifest carries the
     // columns it inferred.
-    let input = analyze::Input {
-        project: &s.project,
-        manifest: &s.manifest,
-        graph: &s.graph,
-        target: &s.target,
-        compiled: &compiled,
-        statements: &statements,
-        env,
-        mode: args.static_analysis.as_deref().and_then(StaticAnalysis::parse),
-    };
-    let (written, analysis) =
-        rayon::join(|| artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &compiled), || analyze::analyze(&input));
+    let mode = args.static_analysis.as_deref().and_then(StaticAnalysis::parse);
+    let (written, analysis) = rayon::join(
+        || artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &project.compiled),
+        || analyze_compiled(&s, &project, env, mode),
+    );
     let written = written?;
     printer.phase("analyze");
+    let mut compiled = project.compiled;
     for (id, columns) in analysis.columns {
         if let (Some(c), analyze::Columns::Known { columns, complete: true }) = (compiled.get_mut(&id), columns) {
             c.columns = Some(columns);
         }
     }
     write_manifest(&s, &compiled)?;
+    if mode != Some(StaticAnalysis::Off) {
+        let lineage = serde_json::json!({ "nodes": analysis.lineage });
+        session::write_atomic_with(&s.project.target_dir().join("lineage.json"), |w| {
+            serde_json::to_writer(w, &lineage).map_err(std::io::Error::other)
+        })?;
+    }
     printer.phase("write");
     // The artifacts are written either way: a finding points into the compiled SQL.
     diags.0.extend(analysis.diagnostics);
@@ -341,7 +374,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     ));
     // The process is about to exit: freeing every node would only cost time.
     std::mem::forget(compiled);
-    std::mem::forget(statements);
+    std::mem::forget(project.statements);
     std::mem::forget(s);
     Ok(EXIT_OK)
 }

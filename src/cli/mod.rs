@@ -10,6 +10,7 @@ mod debug;
 mod deps;
 pub mod env;
 mod init;
+mod lineage;
 mod ls;
 pub mod printer;
 #[cfg(feature = "datafusion")]
@@ -112,11 +113,13 @@ pub struct SelectArgs {
 pub enum Command {
     /// Validate the project: load, render (parse phase) and build the graph; writes target/manifest.json
     Parse,
-    /// Render every selected node to SQL under target/compiled/ and write target/manifest.json
+    /// Render every selected node to SQL under target/compiled/, check it, write target/manifest.json and target/lineage.json
     Compile(compile::CompileArgs),
     /// List selected nodes
     #[command(alias = "list")]
     Ls(ls::LsArgs),
+    /// Where a column comes from (or, with --downstream, what it feeds), from static analysis
+    Lineage(lineage::LineageArgs),
     /// Show the resolved project, profile and target (secrets masked)
     Debug,
     /// Create a new project from kiln's template
@@ -213,6 +216,7 @@ pub fn main() -> i32 {
         Command::Parse => compile::parse(&cli.global, &env, &mut printer),
         Command::Compile(args) => compile::run(&cli.global, args, &env, &mut printer),
         Command::Ls(args) => ls::run(&cli.global, args, &env, &mut printer),
+        Command::Lineage(args) => lineage::run(&cli.global, args, &env, &mut printer),
         Command::Debug => debug::run(&cli.global, &env, &mut printer),
         Command::Init(args) => init::run(args, &printer),
         Command::Clean => clean::run(&cli.global, &env, &mut printer),

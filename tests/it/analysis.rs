@@ -7,7 +7,7 @@ use crate::common::*;
 /// The example project and the fixture projects that build on the embedded engine.
 fn buildable() -> Vec<tempfile::TempDir> {
     let mut projects = vec![example_project()];
-    for f in ["shop", "quality", "fidelity", "pgshop", "xdb", "bqpart"] {
+    for f in ["shop", "quality", "fidelity", "pgshop", "xdb", "bqpart", "lineage"] {
         projects.push(temp_project(&format!("projects/{f}")));
     }
     projects
@@ -176,4 +176,50 @@ fn strict_mode_names_what_it_cannot_type() {
     assert!(findings(d, &[]).iter().any(|f| f["file"] == "models/typo.sql" && f["code"] == "E701"));
     write(d, "models/typo.sql", "{{ config(static_analysis='off') }}\nselect idd from {{ ref('stg_events') }}\n");
     assert!(findings(d, &[]).is_empty());
+}
+
+/// `target/lineage.json` as lines: `node.column <- node.column (how)`, filters and join keys.
+fn lineage_lines(dir: &std::path::Path) -> String {
+    let lineage: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("target/lineage.json")).unwrap()).unwrap();
+    let short = |id: &serde_json::Value| id.as_str().unwrap().rsplit('.').next().unwrap().to_string();
+    let mut lines = Vec::new();
+    for (node, l) in lineage["nodes"].as_object().unwrap() {
+        let node = node.rsplit('.').next().unwrap();
+        for (column, reads) in l["columns"].as_object().unwrap() {
+            let reads: Vec<String> = reads
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| format!("{}.{} ({})", short(&r["node"]), r["column"].as_str().unwrap(), r["how"].as_str().unwrap()))
+                .collect();
+            lines.push(format!("{node}.{column} <- {}", if reads.is_empty() { "nothing".to_string() } else { reads.join(", ") }));
+        }
+        for kind in ["filters", "join_keys"] {
+            for r in l[kind].as_array().unwrap() {
+                lines.push(format!("{node} {kind}: {}.{}", short(&r["node"]), r["column"].as_str().unwrap()));
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+#[test]
+fn lineage_of_every_kind_of_derivation() {
+    let project = temp_project("projects/lineage");
+    let dir = project.path();
+    let out = run(dir, &["compile", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("lineage_json", lineage_lines(dir));
+    // `kiln lineage`: up to the seeds, and down from a seed's column.
+    let up = run(dir, &["lineage", "customer_totals.total"]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    let down = run(dir, &["lineage", "raw_orders.amount", "--downstream"]);
+    insta::assert_snapshot!("lineage_cli", format!("{}\n---\n{}", stdout(&up), stdout(&down)));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&run(dir, &["lineage", "via_eph.double_amount", "-o", "json"]))).unwrap();
+    assert_eq!(json["next"][0]["node"], "model.lineage.stg_orders", "{json}");
+    assert_eq!(json["next"][0]["how"], "expression", "{json}");
+    assert_eq!(json["next"][0]["next"][0]["node"], "seed.lineage.raw_orders", "{json}");
+    let bad = run(dir, &["lineage", "custmer_totals.total"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("did you mean `customer_totals`"), "{}", stderr(&bad));
 }

@@ -4,7 +4,9 @@
 use super::DataFusionEngine;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::SchemaError;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use std::sync::Arc;
 
 /// Why a query does not plan.
@@ -35,22 +37,26 @@ pub struct Planner {
 impl Planner {
     /// The columns and Arrow types `sql` returns, planned (not optimized, not run).
     pub fn plan_columns(&self, sql: &str) -> Result<SchemaRef, PlanProblem> {
-        let statement = super::parse(&self.state, sql).map_err(|e| PlanProblem::Other(e.message))?;
-        self.plan(statement)
+        self.logical(sql, None).map(|plan| Arc::new(plan.schema().as_arrow().clone()))
     }
 
-    /// [`Planner::plan_columns`] of a statement parsed in the session's dialect.
-    pub fn plan_statement(&self, statement: &sqlparser::ast::Statement) -> Result<SchemaRef, PlanProblem> {
-        super::check_select_width(statement).map_err(|e| PlanProblem::Other(e.message))?;
-        self.plan(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone())))
+    /// [`Planner::plan_columns`], with the query's column-level lineage. `statement` is `sql`
+    /// already parsed in the session's dialect, when there is one.
+    pub fn plan_with_lineage(&self, sql: &str, statement: Option<&sqlparser::ast::Statement>) -> Result<(SchemaRef, Lineage), PlanProblem> {
+        let plan = self.logical(sql, statement)?;
+        Ok((Arc::new(plan.schema().as_arrow().clone()), lineage(&plan)))
     }
 
-    fn plan(&self, statement: datafusion::sql::parser::Statement) -> Result<SchemaRef, PlanProblem> {
+    fn logical(&self, sql: &str, statement: Option<&sqlparser::ast::Statement>) -> Result<LogicalPlan, PlanProblem> {
+        let statement = match statement {
+            Some(s) => {
+                super::check_select_width(s).map_err(|e| PlanProblem::Other(e.message))?;
+                datafusion::sql::parser::Statement::Statement(Box::new(s.clone()))
+            }
+            None => super::parse(&self.state, sql).map_err(|e| PlanProblem::Other(e.message))?,
+        };
         // Planning over registered in-memory relations reads no file: no runtime needed.
-        match futures::executor::block_on(self.state.statement_to_plan(statement)) {
-            Ok(plan) => Ok(Arc::new(plan.schema().as_arrow().clone())),
-            Err(e) => Err(problem(&e)),
-        }
+        futures::executor::block_on(self.state.statement_to_plan(statement)).map_err(|e| problem(&e))
     }
 }
 
@@ -68,5 +74,166 @@ fn problem(e: &DataFusionError) -> PlanProblem {
             _ => PlanProblem::Other(e.to_string()),
         },
         _ => PlanProblem::Other(e.to_string()),
+    }
+}
+
+/// How an output column derives from a column it reads, from the least change to the most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Derivation {
+    Passthrough,
+    Rename,
+    Cast,
+    Expression,
+    Window,
+    Aggregate,
+}
+
+impl Derivation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Derivation::Passthrough => "passthrough",
+            Derivation::Rename => "rename",
+            Derivation::Cast => "cast",
+            Derivation::Expression => "expression",
+            Derivation::Window => "window",
+            Derivation::Aggregate => "aggregate",
+        }
+    }
+}
+
+/// A column of a relation the query reads: (relation as `catalog.schema.table` parts, column).
+pub type Read = ((String, String, String), String);
+
+/// Column-level lineage of one query: for each output column (in order), the columns of the
+/// relations it reads and how it derives from each; and the columns used only to filter or
+/// join (`where`, `having`, join conditions).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Lineage {
+    pub columns: Vec<(String, Vec<(Read, Derivation)>)>,
+    pub filters: Vec<Read>,
+    pub join_keys: Vec<Read>,
+}
+
+fn lineage(plan: &LogicalPlan) -> Lineage {
+    let mut out = Lineage::default();
+    for (i, field) in plan.schema().fields().iter().enumerate() {
+        let mut reads = std::collections::BTreeMap::new();
+        trace(plan, i, Derivation::Passthrough, &mut reads);
+        let reads = reads
+            .into_iter()
+            .map(|(read, how): (Read, Derivation)| {
+                let renamed = how == Derivation::Passthrough && !read.1.eq_ignore_ascii_case(field.name());
+                (read, if renamed { Derivation::Rename } else { how })
+            })
+            .collect();
+        out.columns.push((field.name().clone(), reads));
+    }
+    let mut filters = std::collections::BTreeSet::new();
+    let mut join_keys = std::collections::BTreeSet::new();
+    let _ = plan.apply(|node| {
+        let (exprs, into): (Vec<&Expr>, &mut std::collections::BTreeSet<Read>) = match node {
+            LogicalPlan::Filter(f) => (vec![&f.predicate], &mut filters),
+            LogicalPlan::Join(j) => (j.on.iter().flat_map(|(l, r)| [l, r]).chain(j.filter.as_ref()).collect(), &mut join_keys),
+            _ => return Ok(TreeNodeRecursion::Continue),
+        };
+        for e in exprs {
+            let mut reads = std::collections::BTreeMap::new();
+            for input in node.inputs() {
+                expr_reads(e, input, Derivation::Passthrough, &mut reads);
+            }
+            into.extend(reads.into_keys());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.filters = filters.into_iter().collect();
+    out.join_keys = join_keys.into_iter().collect();
+    out
+}
+
+/// What output column `i` of `plan` reads, with the most change `how` has seen on the way.
+fn trace(plan: &LogicalPlan, i: usize, how: Derivation, out: &mut std::collections::BTreeMap<Read, Derivation>) {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let t = &scan.table_name;
+            let relation = (t.catalog().unwrap_or_default().to_string(), t.schema().unwrap_or_default().to_string(), t.table().to_string());
+            let read = (relation, scan.projected_schema.field(i).name().clone());
+            let entry = out.entry(read).or_insert(how);
+            *entry = (*entry).max(how);
+        }
+        LogicalPlan::Projection(p) => {
+            if let Some(e) = p.expr.get(i) {
+                expr_reads(e, &p.input, how, out);
+            }
+        }
+        LogicalPlan::Aggregate(a) => {
+            let groups = a.group_expr.len();
+            match i.checked_sub(groups) {
+                None => expr_reads(&a.group_expr[i], &a.input, how, out),
+                Some(j) => {
+                    if let Some(e) = a.aggr_expr.get(j) {
+                        expr_reads(e, &a.input, how.max(Derivation::Aggregate), out);
+                    }
+                }
+            }
+        }
+        LogicalPlan::Window(w) => {
+            let width = w.input.schema().fields().len();
+            match i.checked_sub(width) {
+                None => trace(&w.input, i, how, out),
+                Some(j) => {
+                    if let Some(e) = w.window_expr.get(j) {
+                        expr_reads(e, &w.input, how.max(Derivation::Window), out);
+                    }
+                }
+            }
+        }
+        LogicalPlan::Union(u) => {
+            for input in &u.inputs {
+                trace(input, i, how, out);
+            }
+        }
+        LogicalPlan::Join(_) => {
+            // The output column is one of an input's, found by qualifier and name.
+            let (qualifier, field) = plan.schema().qualified_field(i);
+            let column = datafusion::common::Column::new(qualifier.cloned(), field.name());
+            for input in plan.inputs() {
+                if let Some(j) = input.schema().maybe_index_of_column(&column) {
+                    trace(input, j, how, out);
+                    break;
+                }
+            }
+        }
+        // Same columns as their input, in the same places.
+        LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            if let Some(input) = plan.inputs().first() {
+                trace(input, i, how, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What expression `e` over `input` reads: a column (through aliases) passes `how` on, a cast
+/// makes it at least a cast, anything else an expression.
+fn expr_reads(e: &Expr, input: &LogicalPlan, how: Derivation, out: &mut std::collections::BTreeMap<Read, Derivation>) {
+    let mut inner = e;
+    while let Expr::Alias(a) = inner {
+        inner = &a.expr;
+    }
+    let how = match inner {
+        Expr::Column(_) => how,
+        Expr::Cast(c) if matches!(*c.expr, Expr::Column(_)) => how.max(Derivation::Cast),
+        Expr::TryCast(c) if matches!(*c.expr, Expr::Column(_)) => how.max(Derivation::Cast),
+        _ => how.max(Derivation::Expression),
+    };
+    for column in inner.column_refs() {
+        if let Some(j) = input.schema().maybe_index_of_column(column) {
+            trace(input, j, how, out);
+        }
     }
 }
