@@ -25,6 +25,14 @@ enum Inferred {
     Unknown(String),
 }
 
+/// What planning one model gave.
+struct Planned {
+    id: String,
+    inferred: Inferred,
+    found: Vec<Diagnostic>,
+    lineage: Option<NodeLineage>,
+}
+
 struct State<'a> {
     input: &'a Input<'a>,
     engine: DataFusionEngine,
@@ -80,26 +88,26 @@ pub fn run(input: &Input) -> Analysis {
     let mut diagnostics = Vec::new();
     let mut lineage = std::collections::BTreeMap::new();
     for level in levels(&state, &models) {
-        let results: Vec<((String, Inferred), Vec<Diagnostic>, Option<NodeLineage>)> = level
+        let results: Vec<Planned> = level
             .par_iter()
             .map_init(
                 || state.engine.planner(),
                 |planner, n| {
                     let mut found = Vec::new();
                     let (inferred, lineage) = state.model(planner, n, &mut found);
-                    ((n.unique_id.clone(), inferred), found, lineage)
+                    Planned { id: n.unique_id.clone(), inferred, found, lineage }
                 },
             )
             .collect();
-        let mut found = Vec::with_capacity(results.len());
-        for (inferred, reported, node_lineage) in results {
-            if let Some(l) = node_lineage {
-                lineage.insert(inferred.0.clone(), l);
+        let mut known = Vec::with_capacity(results.len());
+        for planned in results {
+            if let Some(l) = planned.lineage {
+                lineage.insert(planned.id.clone(), l);
             }
-            found.push(inferred);
-            diagnostics.extend(reported);
+            known.push((planned.id, planned.inferred));
+            diagnostics.extend(planned.found);
         }
-        state.publish(found);
+        state.publish(known);
     }
     let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
     Analysis { columns, lineage, diagnostics }
