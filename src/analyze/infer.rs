@@ -238,6 +238,18 @@ impl State<'_> {
 
     /// What model (analysis, snapshot) `node` returns, and its lineage when its SQL planned.
     fn model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> (Inferred, Option<NodeLineage>) {
+        let compiled = &self.input.compiled[&node.unique_id];
+        let parsed = match self.input.check {
+            Some(check) => {
+                let (problems, parsed) = check(&node.unique_id, compiled);
+                found.extend(problems);
+                if parsed.is_none() {
+                    return (Inferred::Unknown("its SQL was not checked, or does not parse".into()), None);
+                }
+                parsed
+            }
+            None => None,
+        };
         let mut config = NodeConfig::from_map(&node.config).0;
         config.static_analysis = self.input.mode.unwrap_or(config.static_analysis);
         let mode = config.static_analysis;
@@ -253,17 +265,15 @@ impl State<'_> {
             }
         }
         let full_refresh = self.input.full_refresh.get(&node.unique_id);
-        let sql = full_refresh.unwrap_or(&self.input.compiled[&node.unique_id].sql);
+        let sql = full_refresh.unwrap_or(&compiled.sql);
         // Over an input known only in part (a source's YAML), `select *` is known in part too;
         // columns the model names are all there is.
         let output_complete = complete || !has_wildcard(sql);
-        let parsed = match self.input.statements.get(&node.unique_id) {
-            Some(parsed) if parsed.len() == 1 && full_refresh.is_none() && self.input.target.adapter.dialect.planned_as_checked() => {
-                Some(&parsed[0])
-            }
+        let statement = match parsed.as_deref() {
+            Some([one]) if full_refresh.is_none() && self.input.target.adapter.dialect.planned_as_checked() => Some(one),
             _ => None,
         };
-        match planner.plan_with_lineage(sql, parsed) {
+        match planner.plan_with_lineage(sql, statement) {
             Ok((schema, lineage)) => {
                 if config.contract_enforced && output_complete {
                     found.extend(self.contract(planner, node, &schema));

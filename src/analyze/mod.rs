@@ -32,9 +32,10 @@ pub struct Input<'a> {
     pub graph: &'a Graph,
     pub target: &'a Target,
     pub compiled: &'a HashMap<String, Compiled>,
-    /// What the SQL check parsed, by id (planned without parsing again where the dialects
-    /// agree).
-    pub statements: &'a HashMap<String, Vec<sqlparser::ast::Statement>>,
+    /// The SQL check of a compiled node (`None`: `--no-sql-check`): its problems, and its
+    /// statements when it parsed, which analysis plans (where the dialects agree) instead of
+    /// parsing again. Analysis runs it first on every node it is given.
+    pub check: Option<&'a (dyn Fn(&str, &Compiled) -> Checked + Sync)>,
     /// Incremental models compiled for an incremental run: their full-refresh SQL, which
     /// analysis plans instead (the incremental SQL reads the model's own relation).
     pub full_refresh: &'a HashMap<String, String>,
@@ -43,6 +44,9 @@ pub struct Input<'a> {
     /// `--static-analysis`: the mode of every node, in place of its `static_analysis` config.
     pub mode: Option<StaticAnalysis>,
 }
+
+/// What the SQL check of one node found, and its statements when it parsed.
+pub type Checked = (Vec<Diagnostic>, Option<Vec<sqlparser::ast::Statement>>);
 
 /// The columns of a relation, as analysis knows them.
 #[derive(Clone, Debug)]
@@ -86,7 +90,11 @@ pub struct Analysis {
 /// Analyzes every compiled model, analysis and snapshot of `input`.
 pub fn analyze(input: &Input) -> Analysis {
     if input.mode == Some(StaticAnalysis::Off) {
-        return Analysis::default();
+        // Nothing is planned; the SQL check still runs.
+        let Some(check) = input.check else { return Analysis::default() };
+        use rayon::prelude::*;
+        let diagnostics = input.compiled.par_iter().flat_map_iter(|(id, c)| check(id, c).0).collect();
+        return Analysis { diagnostics, ..Analysis::default() };
     }
     #[cfg(feature = "datafusion")]
     {

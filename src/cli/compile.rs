@@ -138,31 +138,26 @@ pub fn resolver(s: &Session) -> Arc<dyn Resolver> {
     )
 }
 
-/// What `kiln compile` produced: compiled SQL by id, the statements the SQL check parsed (by
-/// id; static analysis plans them instead of parsing again), and any problems.
+/// What `kiln compile` produced: compiled SQL by id, and any problems.
 pub struct CompiledProject {
     pub compiled: HashMap<String, Compiled>,
-    pub statements: HashMap<String, Vec<sqlparser::ast::Statement>>,
     /// Incremental models compiled with `is_incremental()` true: their SQL as a full refresh
     /// builds them (what their columns are; the incremental SQL reads `{{ this }}`).
     pub full_refresh: HashMap<String, String>,
     pub diagnostics: Diagnostics,
 }
 
-/// Compiles `selected` and checks the SQL.
+/// Compiles `selected`, and checks the SQL when `sql_check` (static analysis checks it itself,
+/// model by model, so that each model is parsed once and its statements not kept).
 pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> CompiledProject {
     let mut diags = Vec::new();
     let resolver = resolver(s);
     let exists = attach_local_warehouse(s);
     let is_incremental = |n: &Node| n.materialized() == "incremental" && exists(n);
     let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &is_incremental, &mut diags);
-    let mut statements = HashMap::new();
     if sql_check {
-        let checked: Vec<Checked> = compiled.par_iter().map(|(id, c)| check_node(s, selected, id, c)).collect();
-        for (found, parsed) in checked {
-            diags.extend(found);
-            statements.extend(parsed);
-        }
+        let checked: Vec<Vec<Diagnostic>> = compiled.par_iter().map(|(id, c)| check_node(s, selected, id, c).0).collect();
+        diags.extend(checked.into_iter().flatten());
     }
     let full_refresh = compiled
         .par_iter()
@@ -174,13 +169,11 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: boo
         .collect();
     let mut d = Diagnostics(diags);
     d.sort();
-    CompiledProject { compiled, statements, full_refresh, diagnostics: d }
+    CompiledProject { compiled, full_refresh, diagnostics: d }
 }
 
 /// The SQL check of one compiled node: its problems, and its statements when it parsed.
-type Checked = (Vec<Diagnostic>, Option<(String, Vec<sqlparser::ast::Statement>)>);
-
-fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compiled) -> Checked {
+pub fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compiled) -> analyze::Checked {
     let Some(node) = s.manifest.nodes.get(id) else { return (vec![], None) };
     // Models, snapshots and analyses are the user's SQL; generic and singular tests are checked
     // by the engine when they run.
@@ -198,7 +191,7 @@ fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compiled) 
         Ok(statements) => statements,
         Err(d) => return (vec![d], None),
     };
-    let Some(known) = embedded_functions(s) else { return (vec![], Some((id.to_string(), statements))) };
+    let Some(known) = embedded_functions(s) else { return (vec![], Some(statements)) };
     let unknown = sqlcheck::unknown_functions(&statements, known)
         .into_iter()
         .map(|(name, line, col)| {
@@ -213,23 +206,26 @@ fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compiled) 
                 .with_help("building it will fail; see docs/engine.md for the functions kiln adds and what differs from DuckDB")
         })
         .collect();
-    (unknown, Some((id.to_string(), statements)))
+    (unknown, Some(statements))
 }
 
-/// Static analysis of what [`compile_selected`] compiled (`mode`: `--static-analysis`).
+/// Static analysis of what [`compile_selected`] compiled (`mode`: `--static-analysis`); with
+/// `sql_check`, it runs the SQL check of each node it plans (see [`compile_selected`]).
 pub fn analyze_compiled(
     s: &Session,
+    selected: &BTreeSet<String>,
     project: &CompiledProject,
     env: &HashMap<String, String>,
-    mode: Option<StaticAnalysis>,
+    (mode, sql_check): (Option<StaticAnalysis>, bool),
 ) -> analyze::Analysis {
+    let check = |id: &str, c: &Compiled| check_node(s, selected, id, c);
     let input = analyze::Input {
         project: &s.project,
         manifest: &s.manifest,
         graph: &s.graph,
         target: &s.target,
         compiled: &project.compiled,
-        statements: &project.statements,
+        check: if sql_check { Some(&check) } else { None },
         full_refresh: &project.full_refresh,
         env,
         mode,
@@ -295,6 +291,17 @@ pub fn write_manifest(s: &Session, compiled: &HashMap<String, Compiled>) -> anyh
     Ok(())
 }
 
+/// `target/lineage.json`: `{"nodes": {unique_id: lineage}}`, sorted by id.
+fn write_lineage(s: &Session, lineage: &std::collections::BTreeMap<String, analyze::NodeLineage>) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        nodes: &'a std::collections::BTreeMap<String, analyze::NodeLineage>,
+    }
+    session::write_atomic_with(&s.project.target_dir().join("lineage.json"), |w| {
+        serde_json::to_writer(w, &File { nodes: lineage }).map_err(std::io::Error::other)
+    })
+}
+
 pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
     let mut s = match session::load(global, env, printer, "compile", Stop::Graph) {
         Ok(s) => s,
@@ -314,19 +321,19 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Err(d) => return Ok(session::report(printer, &d)),
     }
     printer.phase("select");
-    let mut project = compile_selected(&s, &selected, !args.no_sql_check);
+    let mode = args.static_analysis.as_deref().and_then(StaticAnalysis::parse);
+    let mut project = compile_selected(&s, &selected, false);
     let mut diags = std::mem::take(&mut project.diagnostics);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());
     if diags.has_errors() {
         return Ok(session::report(printer, &diags));
     }
-    // Static analysis runs while the compiled files are written; the manifest carries the
-    // columns it inferred.
-    let mode = args.static_analysis.as_deref().and_then(StaticAnalysis::parse);
+    // Static analysis (which runs the SQL check, also when it plans nothing) runs while the
+    // compiled files are written; the manifest carries the columns it inferred.
     let (written, analysis) = rayon::join(
         || artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &project.compiled),
-        || analyze_compiled(&s, &project, env, mode),
+        || analyze_compiled(&s, &selected, &project, env, (mode, !args.no_sql_check)),
     );
     let written = written?;
     printer.phase("analyze");
@@ -336,15 +343,18 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
             c.columns = Some(columns);
         }
     }
-    write_manifest(&s, &compiled)?;
-    if mode != Some(StaticAnalysis::Off) {
-        let lineage = serde_json::json!({ "nodes": analysis.lineage });
-        session::write_atomic_with(&s.project.target_dir().join("lineage.json"), |w| {
-            serde_json::to_writer(w, &lineage).map_err(std::io::Error::other)
-        })?;
-    }
+    let (manifest, lineage) = rayon::join(
+        || write_manifest(&s, &compiled),
+        || match mode {
+            Some(StaticAnalysis::Off) => Ok(()),
+            _ => write_lineage(&s, &analysis.lineage),
+        },
+    );
+    manifest?;
+    lineage?;
     printer.phase("write");
-    // The artifacts are written either way: a finding points into the compiled SQL.
+    // The artifacts are written either way: a finding (a syntax error too) points into the
+    // compiled SQL.
     diags.0.extend(analysis.diagnostics);
     diags.sort();
     if diags.has_errors() {
@@ -374,7 +384,6 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     ));
     // The process is about to exit: freeing every node would only cost time.
     std::mem::forget(compiled);
-    std::mem::forget(project.statements);
     std::mem::forget(s);
     Ok(EXIT_OK)
 }

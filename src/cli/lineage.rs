@@ -39,11 +39,15 @@ pub fn run(global: &GlobalArgs, args: &LineageArgs, env: &HashMap<String, String
     let selected: BTreeSet<String> =
         s.manifest.nodes.values().filter(|n| crate::compile::has_sql(n)).map(|n| n.unique_id.clone()).collect();
     s.jinja.set_selected(&selected);
-    let project = super::compile::compile_selected(&s, &selected, true);
+    let project = super::compile::compile_selected(&s, &selected, false);
     if project.diagnostics.has_errors() {
         return Ok(session::report(printer, &project.diagnostics));
     }
-    let analysis = super::compile::analyze_compiled(&s, &project, env, None);
+    let analysis = super::compile::analyze_compiled(&s, &selected, &project, env, (None, true));
+    let errors = Diagnostics(analysis.diagnostics.iter().filter(|d| d.is_error()).cloned().collect());
+    if errors.has_errors() {
+        return Ok(session::report(printer, &errors));
+    }
     let names = Names::of(&s.manifest);
     let (node, column) = match names.resolve(&args.column) {
         Ok(found) => found,
