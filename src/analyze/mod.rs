@@ -35,7 +35,7 @@ pub struct Input<'a> {
     /// The SQL check of a compiled node (`None`: `--no-sql-check`): its problems, and its
     /// statements when it parsed, which analysis plans (where the dialects agree) instead of
     /// parsing again. Analysis runs it first on every node it is given.
-    pub check: Option<&'a CheckFn>,
+    pub check: Option<&'a CheckFn<'a>>,
     /// Incremental models compiled for an incremental run: their full-refresh SQL, which
     /// analysis plans instead (the incremental SQL reads the model's own relation).
     pub full_refresh: &'a HashMap<String, String>,
@@ -49,7 +49,7 @@ pub struct Input<'a> {
 pub type Checked = (Vec<Diagnostic>, Option<Vec<sqlparser::ast::Statement>>);
 
 /// The SQL check of a compiled node, by unique id.
-pub type CheckFn = dyn Fn(&str, &Compiled) -> Checked + Sync;
+pub type CheckFn<'a> = dyn Fn(&str, &Compiled) -> Checked + Sync + 'a;
 
 /// The columns of a relation, as analysis knows them.
 #[derive(Clone, Debug)]
