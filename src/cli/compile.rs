@@ -147,18 +147,14 @@ pub struct CompiledProject {
     pub diagnostics: Diagnostics,
 }
 
-/// Compiles `selected`, and checks the SQL when `sql_check` (static analysis checks it itself,
-/// model by model, so that each model is parsed once and its statements not kept).
-pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, sql_check: bool) -> CompiledProject {
+/// Compiles `selected`. The SQL check is part of static analysis ([`analyze_compiled`]), which
+/// parses each model once and drops its syntax tree once planned.
+pub fn compile_selected(s: &Session, selected: &BTreeSet<String>) -> CompiledProject {
     let mut diags = Vec::new();
     let resolver = resolver(s);
     let exists = attach_local_warehouse(s);
     let is_incremental = |n: &Node| n.materialized() == "incremental" && exists(n);
     let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &is_incremental, &mut diags);
-    if sql_check {
-        let checked: Vec<Vec<Diagnostic>> = compiled.par_iter().map(|(id, c)| check_node(s, selected, id, c).0).collect();
-        diags.extend(checked.into_iter().flatten());
-    }
     let full_refresh = compiled
         .par_iter()
         .filter_map(|(id, c)| {
@@ -210,7 +206,7 @@ pub fn check_node(s: &Session, selected: &BTreeSet<String>, id: &str, c: &Compil
 }
 
 /// Static analysis of what [`compile_selected`] compiled (`mode`: `--static-analysis`); with
-/// `sql_check`, it runs the SQL check of each node it plans (see [`compile_selected`]).
+/// `sql_check`, the SQL check of each node, first (also with `--static-analysis off`).
 pub fn analyze_compiled(
     s: &Session,
     selected: &BTreeSet<String>,
@@ -322,7 +318,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     }
     printer.phase("select");
     let mode = args.static_analysis.as_deref().and_then(StaticAnalysis::parse);
-    let mut project = compile_selected(&s, &selected, false);
+    let mut project = compile_selected(&s, &selected);
     let mut diags = std::mem::take(&mut project.diagnostics);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());
