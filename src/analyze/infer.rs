@@ -141,8 +141,8 @@ fn levels<'n>(state: &State, models: &[&'n Node]) -> Vec<Vec<&'n Node>> {
     let mut depth: HashMap<&str, usize> = HashMap::new();
     let mut levels: Vec<Vec<&Node>> = Vec::new();
     for n in models {
-        // Ephemeral models are levels of their own too: their children inline them, so a child
-        // waits for nothing it reads through them, but ordering them this way costs nothing.
+        // A child of an ephemeral model reads what the ephemeral reads (it is inlined), so it
+        // is placed after those relations, not after the ephemeral model.
         let d = state.relation_parents(&n.unique_id).iter().filter_map(|p| depth.get(p.as_str())).map(|d| d + 1).max().unwrap_or(0);
         depth.insert(&n.unique_id, d);
         if levels.len() <= d {
