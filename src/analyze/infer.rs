@@ -441,6 +441,7 @@ impl State<'_> {
         certain: bool,
     ) -> Diagnostic {
         let mut relations: Vec<&str> = in_scope.iter().filter_map(|(r, _)| r.as_deref()).collect();
+        relations.sort();
         relations.dedup();
         // `o.x`: only `o` could have had it.
         if let Some(q) = qualifier {
@@ -450,13 +451,19 @@ impl State<'_> {
             in_scope.iter().filter(|(r, _)| qualifier.is_none() || r.as_deref().is_some_and(|r| relations.contains(&r))).collect();
         let within = match relations.as_slice() {
             [] => String::new(),
-            [one] => format!(" in `{one}`"),
-            many => format!(" in any of {}", many.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")),
+            [one] => format!(" in `{}`", shown(one)),
+            many => format!(" in any of {}", many.iter().map(|r| format!("`{}`", shown(r))).collect::<Vec<_>>().join(", ")),
         };
         let listing: Vec<String> = relations
             .iter()
             .map(|r| {
-                let cols: Vec<&str> = in_scope.iter().filter(|(q, _)| q.as_deref() == Some(*r)).map(|(_, c)| c.as_str()).collect();
+                let mut cols: Vec<&str> = Vec::new();
+                for (_, c) in in_scope.iter().filter(|(q, _)| q.as_deref() == Some(*r)) {
+                    if !cols.contains(&c.as_str()) {
+                        cols.push(c);
+                    }
+                }
+                let r = shown(r);
                 let shown = cols.iter().take(12).copied().collect::<Vec<_>>().join(", ");
                 format!("{r}: {shown}{}", if cols.len() > 12 { ", ..." } else { "" })
             })
@@ -475,7 +482,7 @@ impl State<'_> {
                 .with_note("an input's columns come from a source's YAML, which may not list them all")
         };
         let label = match relations.as_slice() {
-            [one] => format!("`{one}` has no column `{name}`"),
+            [one] => format!("`{}` has no column `{name}`", shown(one)),
             _ => format!("no input has a column `{name}`"),
         };
         self.located(d.with_help(help), node, at, &token, sql, label)
@@ -485,10 +492,15 @@ impl State<'_> {
     /// in the compiled SQL.
     fn located(&self, d: Diagnostic, node: &Node, at: Option<(usize, usize)>, token: &str, sql: &str, text: String) -> Diagnostic {
         let compiled_path = crate::run::artifacts::compiled_path(self.input.project, node);
-        let Some((line, col)) = at else {
-            return d.with_file(self.display_path(node)).with_note(format!("compiled SQL: {compiled_path}"));
-        };
         let source = node.file.map(|f| &self.input.project.files[f]);
+        let Some((line, col)) = at else {
+            // The planner gave no position (a `group by` item): the name's first use.
+            return match source.and_then(|f| position::whole_word(&f.text, token).map(|p| (f, p))) {
+                Some((file, (l, c))) => d.with_label(Label::new(file.source(), l, c, token.chars().count(), text)),
+                None => d.with_file(self.display_path(node)),
+            }
+            .with_note(format!("compiled SQL: {compiled_path}"));
+        };
         let in_source = source.and_then(|f| position::in_source(&f.text, sql, line, col, token).map(|p| (f, p)));
         match in_source {
             Some((file, (l, c))) => d
@@ -503,6 +515,11 @@ impl State<'_> {
     fn display_path(&self, node: &Node) -> String {
         node.file.map_or(node.original_file_path.clone(), |f| self.input.project.files[f].display_path.clone())
     }
+}
+
+/// A relation as the user wrote it: an inlined ephemeral model (`__dbt__cte__x`) by its name.
+fn shown(relation: &str) -> &str {
+    relation.strip_prefix("__dbt__cte__").unwrap_or(relation)
 }
 
 fn other(problem: PlanProblem) -> String {

@@ -23,7 +23,7 @@ fn indent(line: &str) -> usize {
 }
 
 /// The first use of `word` in `text` (ASCII case ignored) not inside a longer identifier.
-fn whole_word(text: &str, word: &str) -> Option<(usize, usize)> {
+pub fn whole_word(text: &str, word: &str) -> Option<(usize, usize)> {
     if word.is_empty() {
         return None;
     }
