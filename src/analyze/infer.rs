@@ -85,9 +85,17 @@ pub fn run(input: &Input) -> Analysis {
     let inputs: BTreeSet<String> = models.iter().flat_map(|n| state.relation_parents(&n.unique_id)).filter(is_input).collect();
     let found: Vec<(String, Inferred)> = inputs.par_iter().map(|id| (id.clone(), state.input_relation(id))).collect();
     state.publish(found);
+    let (lineage, diagnostics) = plan_levels(&mut state, &models);
+    let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
+    Analysis { columns, lineage, diagnostics }
+}
+
+/// Plans `models` level by level, each level in parallel (one planner per thread), publishing
+/// what a level found before the next; returns the lineage and the diagnostics.
+fn plan_levels(state: &mut State, models: &[&Node]) -> (std::collections::BTreeMap<String, NodeLineage>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut lineage = std::collections::BTreeMap::new();
-    for level in levels(&state, &models) {
+    for level in levels(state, models) {
         let results: Vec<Planned> = level
             .par_iter()
             .map_init(
@@ -109,8 +117,7 @@ pub fn run(input: &Input) -> Analysis {
         }
         state.publish(known);
     }
-    let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
-    Analysis { columns, lineage, diagnostics }
+    (lineage, diagnostics)
 }
 
 /// The relation of a source, model, seed or snapshot.
@@ -129,7 +136,7 @@ fn file_sources(input: &Input) -> HashMap<String, (String, Option<String>)> {
         .sources
         .values()
         .filter_map(|src| {
-            let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
+            let r = relation_of(input, &src.unique_id)?;
             let file = setup.externals.iter().find(|e| e.relation == r && !e.location.contains("://"))?;
             Some((src.unique_id.clone(), (file.location.clone(), file.format.clone())))
         })
@@ -209,7 +216,7 @@ impl State<'_> {
 
     fn source(&self, id: &str) -> Inferred {
         let src = &self.input.manifest.sources[id];
-        let r = RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
+        let Some(r) = self.relation(id) else { return Inferred::Unknown(format!("`{id}` is not a relation")) };
         let mut unreadable = None;
         if let Some((location, format)) = self.files.get(id) {
             let registered = self.engine.register_external(&r, location, format.as_deref()).map_err(|e| e.message);
