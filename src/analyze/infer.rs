@@ -228,9 +228,10 @@ impl State<'_> {
             }
         }
         let mut fields = Vec::new();
+        let planner = self.engine.planner();
         for c in src.columns.values() {
             let Some(t) = &c.data_type else { continue };
-            match self.engine.planner().plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
+            match planner.plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
                 Ok(s) => fields.push(Field::new(&c.name, s.field(0).data_type().clone(), true)),
                 Err(_) => fields.push(Field::new(&c.name, DataType::Null, true)),
             }

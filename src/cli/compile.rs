@@ -147,9 +147,11 @@ pub struct CompiledProject {
     pub diagnostics: Diagnostics,
 }
 
-/// Compiles `selected`. The SQL check is part of static analysis ([`analyze_compiled`]), which
-/// parses each model once and drops its syntax tree once planned.
-pub fn compile_selected(s: &Session, selected: &BTreeSet<String>) -> CompiledProject {
+/// Compiles `selected`; with `analysis`, also the full-refresh SQL of incremental models
+/// compiled for an incremental run (what static analysis plans). The SQL check is part of
+/// static analysis ([`analyze_compiled`]), which parses each model once and drops its syntax
+/// tree once planned.
+pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, analysis: bool) -> CompiledProject {
     let mut diags = Vec::new();
     let resolver = resolver(s);
     let exists = attach_local_warehouse(s);
@@ -158,7 +160,7 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>) -> CompiledPro
     let full_refresh = compiled
         .par_iter()
         .filter_map(|(id, c)| {
-            let node = s.manifest.nodes.get(id).filter(|n| is_incremental(n))?;
+            let node = s.manifest.nodes.get(id).filter(|n| analysis && is_incremental(n))?;
             let rendered = compile::render_node(&s.project, &s.jinja, node, &resolver, false).ok()?;
             Some((id.clone(), compile::inject_ctes(&rendered, &c.extra_ctes)))
         })
@@ -318,7 +320,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     }
     printer.phase("select");
     let mode = args.static_analysis.as_deref().and_then(StaticAnalysis::parse);
-    let mut project = compile_selected(&s, &selected);
+    let mut project = compile_selected(&s, &selected, mode != Some(StaticAnalysis::Off));
     let mut diags = std::mem::take(&mut project.diagnostics);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());
