@@ -8,6 +8,7 @@
 //! Adding a warehouse is one description here, one folder under `src/engine/` and one arm in
 //! `engine::open`.
 
+pub mod functions;
 pub mod names;
 
 use sqlparser::dialect::{BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, PostgreSqlDialect};
@@ -56,6 +57,13 @@ impl SqlDialect {
     /// and read as the generic one (see [`SqlDialect::datafusion_name`]).
     pub fn planned_as_checked(self) -> bool {
         !matches!(self, SqlDialect::DuckDb)
+    }
+
+    /// Whether the warehouse refuses to compare or combine text with numbers, dates or
+    /// booleans (and numbers with dates or booleans) without a cast, where the embedded engine
+    /// casts: static analysis reports those (E707).
+    pub fn strict_types(self) -> bool {
+        matches!(self, SqlDialect::Postgres | SqlDialect::BigQuery)
     }
 
     /// DataFusion's name of the dialect in which the embedded engine reads this SQL (unit

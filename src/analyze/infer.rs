@@ -1,11 +1,12 @@
 //! The analysis on a scratch DataFusion session: each input is registered as an empty relation
 //! under its own name, parents first, and each model's compiled SQL is planned over them.
 
-use super::{Analysis, ColumnRead, Columns, Input, NodeLineage, position};
+use super::{Analysis, ColumnRead, Columns, Input, NodeLineage, calls, position};
+use crate::adapter::functions::Catalog;
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
-use crate::engine::datafusion::analysis::{Derivation, Lineage, PlanProblem, Planner, Read};
+use crate::engine::datafusion::analysis::{Derivation, Lineage, PlanProblem, Planned, Planner, Read, TypeConflict};
 use crate::engine::datafusion::types;
 use crate::parse::{Node, ResourceType};
 use crate::project::typed::{HardDeletes, NodeConfig, SnapshotStrategy, StaticAnalysis};
@@ -26,7 +27,7 @@ enum Inferred {
 }
 
 /// What planning one model gave.
-struct Planned {
+struct PlannedNode {
     id: String,
     inferred: Inferred,
     found: Vec<Diagnostic>,
@@ -42,6 +43,10 @@ struct State<'a> {
     files: HashMap<String, (String, Option<String>)>,
     /// (database, schema, name) -> unique id, of every relation a model may read.
     relations: HashMap<(String, String, String), String>,
+    /// The functions of the target's dialect, when kiln has them.
+    catalog: Option<&'static Catalog>,
+    /// Functions the project creates itself (lower case): never unknown.
+    created: HashSet<String>,
 }
 
 pub fn run(input: &Input) -> Analysis {
@@ -68,7 +73,15 @@ pub fn run(input: &Input) -> Analysis {
             Some(((r.database, r.schema, r.name), id.clone()))
         })
         .collect();
-    let mut state = State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations };
+    let catalog = Catalog::of(target.adapter.dialect);
+    if let Some(catalog) = catalog {
+        engine.register_catalog(catalog);
+    }
+    let mut created = HashSet::new();
+    for text in input.project.files.iter().map(|f| &f.text).chain(input.project.packages.iter().map(|p| &p.config.source.text)) {
+        calls::created_functions(text, &mut created);
+    }
+    let mut state = State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations, catalog, created };
     let models: Vec<&Node> = input
         .graph
         .order
@@ -96,14 +109,14 @@ fn plan_levels(state: &mut State, models: &[&Node]) -> (std::collections::BTreeM
     let mut diagnostics = Vec::new();
     let mut lineage = std::collections::BTreeMap::new();
     for level in levels(state, models) {
-        let results: Vec<Planned> = level
+        let results: Vec<PlannedNode> = level
             .par_iter()
             .map_init(
                 || state.engine.planner(),
                 |planner, n| {
                     let mut found = Vec::new();
                     let (inferred, lineage) = state.model(planner, n, &mut found);
-                    Planned { id: n.unique_id.clone(), inferred, found, lineage }
+                    PlannedNode { id: n.unique_id.clone(), inferred, found, lineage }
                 },
             )
             .collect();
@@ -258,6 +271,9 @@ impl State<'_> {
             }
             None => None,
         };
+        if let (Some(catalog), Some(statements)) = (self.catalog, &parsed) {
+            found.extend(calls::check(statements, catalog, &self.created).into_iter().map(|p| self.call_problem(node, p, &compiled.sql)));
+        }
         let mut config = NodeConfig::from_map(&node.config).0;
         config.static_analysis = self.input.mode.unwrap_or(config.static_analysis);
         let mode = config.static_analysis;
@@ -277,12 +293,10 @@ impl State<'_> {
         // Over an input known only in part (a source's YAML), `select *` is known in part too;
         // columns the model names are all there is.
         let output_complete = complete || !has_wildcard(sql);
-        let statement = match parsed.as_deref() {
-            Some([one]) if full_refresh.is_none() && self.input.target.adapter.dialect.planned_as_checked() => Some(one),
-            _ => None,
-        };
-        match planner.plan_with_lineage(sql, statement) {
-            Ok((schema, lineage)) => {
+        let strict_types = self.input.target.adapter.dialect.strict_types();
+        match planner.plan_query(sql, self.planned_statement(parsed, full_refresh), strict_types) {
+            Ok(Planned { schema, lineage, conflicts }) => {
+                found.extend(conflicts.iter().map(|c| self.type_conflict(node, c, sql)));
                 if config.contract_enforced && output_complete {
                     found.extend(self.contract(planner, node, &schema));
                 }
@@ -300,6 +314,60 @@ impl State<'_> {
                 Err(why) => (self.untyped(node, mode, why, found), None),
             },
         }
+    }
+
+    /// The diagnostic of values combined that the target's SQL does not combine.
+    fn type_conflict(&self, node: &Node, c: &TypeConflict, sql: &str) -> Diagnostic {
+        let dialect = self.input.target.adapter.display;
+        let d = Diagnostic::error(
+            Code::TypeMismatch,
+            format!("{} combines {} with {} in {}, which {dialect} does not do without a cast", what(node), c.left, c.right, c.what),
+        )
+        .with_help(format!("cast one side to the other's type (`cast(x as {})`)", c.left.to_lowercase()));
+        let token = c.column.as_deref().unwrap_or("");
+        self.located(d, node, c.at, token, sql, c.label.clone())
+    }
+
+    /// The statement to plan, when kiln has it parsed in the dialect the planner reads (else
+    /// the planner parses `sql`), in its planned form (see [`calls::planned_form`]).
+    fn planned_statement(
+        &self,
+        parsed: Option<Vec<sqlparser::ast::Statement>>,
+        full_refresh: Option<&String>,
+    ) -> Option<sqlparser::ast::Statement> {
+        let dialect = self.input.target.adapter.dialect;
+        if !dialect.planned_as_checked() {
+            return None;
+        }
+        let mut statement = match (parsed, full_refresh) {
+            (_, Some(sql)) => sqlparser::parser::Parser::parse_sql(dialect.sqlparser().as_ref(), sql).ok()?.pop()?,
+            (Some(mut statements), None) if statements.len() == 1 => statements.pop()?,
+            _ => return None,
+        };
+        if let Some(catalog) = self.catalog {
+            calls::planned_form(&mut statement, catalog);
+        }
+        Some(statement)
+    }
+
+    /// The diagnostic of a call the dialect's catalog rejects.
+    fn call_problem(&self, node: &Node, p: calls::CallProblem, sql: &str) -> Diagnostic {
+        let dialect = &self.input.target.adapter.display;
+        let (d, label) = match &p.problem {
+            calls::Problem::Misspelt(close) => {
+                let list: Vec<String> = close.iter().map(|c| format!("`{c}`")).collect();
+                let d = Diagnostic::error(Code::UnknownDialectFunction, format!("{dialect} has no function `{}`", p.name))
+                    .with_help(format!("did you mean {}?", list.join(", ")))
+                    .with_note(format!("a function the project creates (`create function`) is never reported; one created elsewhere can be called as `schema.{}`", p.name));
+                (d, "not a function of this SQL dialect".to_string())
+            }
+            calls::Problem::ArgumentCount { given, takes } => {
+                let d = Diagnostic::error(Code::ArgumentCount, format!("`{}` takes {takes} arguments in {dialect}, not {given}", p.name))
+                    .with_help(format!("call `{}` with {takes} arguments", p.name));
+                (d, format!("called with {given}"))
+            }
+        };
+        self.located(d, node, Some(p.at), &p.name, sql, label)
     }
 
     /// How a model's columns differ from its enforced contract, as its build would find: names
@@ -433,6 +501,57 @@ impl State<'_> {
                 let d = Diagnostic::error(Code::AmbiguousColumn, format!("column `{name}` is ambiguous in {}", what(node)))
                     .with_help(format!("qualify it with the relation it comes from (`alias.{name}`)"));
                 (self.located(d, node, *at, name, sql, format!("more than one input has `{name}`")), format!("`{name}` is ambiguous"))
+            }
+            PlanProblem::NotGrouped { column, relation } => {
+                // PostgreSQL lets a query select any column of a table grouped by its primary
+                // key, which a source may have.
+                let may_have_key = self.input.target.adapter.dialect == crate::adapter::SqlDialect::Postgres
+                    && relation
+                        .as_deref()
+                        .is_some_and(|r| self.input.manifest.sources.values().any(|s| s.identifier.eq_ignore_ascii_case(r)));
+                let why = format!("`{column}` is neither grouped nor aggregated");
+                if !complete || may_have_key {
+                    return Err(why);
+                }
+                let d = Diagnostic::error(
+                    Code::NotGrouped,
+                    format!("{} selects `{column}`, which is neither grouped nor aggregated", what(node)),
+                )
+                .with_help(format!("add `{column}` to the `group by`, or aggregate it (`max({column})`, `any_value({column})`)"));
+                (self.located(d, node, None, column, sql, "not in the `group by`".into()), why)
+            }
+            PlanProblem::Arguments { function, takes, given } => {
+                let why = format!("`{function}` does not take {given} arguments");
+                // With a catalog, the call check reported it; without, the build would fail.
+                if !complete || self.catalog.is_some() || self.input.target.engine() != crate::adapter::EngineKind::DataFusion {
+                    return Err(why);
+                }
+                let takes: Vec<String> = takes.iter().map(usize::to_string).collect();
+                let takes = takes.join(" or ");
+                let d = Diagnostic::error(
+                    Code::ArgumentCount,
+                    format!("`{function}` takes {takes} arguments on the embedded engine, not {given}"),
+                )
+                .with_help(format!("call `{function}` with {takes} arguments"));
+                let at = position::call(sql, function);
+                (self.located(d, node, at, function, sql, format!("called with {given}")), why)
+            }
+            PlanProblem::Types { message, at } => {
+                let why = message.lines().next().unwrap_or_default().to_string();
+                if !complete || self.input.target.engine() != crate::adapter::EngineKind::DataFusion {
+                    return Err(why);
+                }
+                let message = message.trim_start_matches("Error during planning: ");
+                let d = Diagnostic::error(
+                    Code::TypeMismatch,
+                    format!("{} combines values the embedded engine cannot combine: {message}", what(node)),
+                )
+                .with_help("cast one side to the other's type");
+                let d = match at {
+                    Some((line, col)) => self.located(d, node, *at, &position::word_at(sql, *line, *col), sql, "here".into()),
+                    None => d.with_file(self.display_path(node)),
+                };
+                (d, why)
             }
             PlanProblem::Other(message) => return Err(message.lines().next().unwrap_or_default().to_string()),
         };

@@ -13,6 +13,8 @@
 //! source file: a column no input of its scope has, a column more than one has.
 
 #[cfg(feature = "datafusion")]
+mod calls;
+#[cfg(feature = "datafusion")]
 mod infer;
 pub mod position;
 

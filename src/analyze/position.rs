@@ -24,6 +24,22 @@ fn indent(line: &str) -> usize {
 
 /// The first use of `word` in `text` (ASCII case ignored) not inside a longer identifier.
 pub fn whole_word(text: &str, word: &str) -> Option<(usize, usize)> {
+    word_where(text, word, |_| true)
+}
+
+/// The identifier that starts at 1-based `line`, `col` of `text` (empty if none does).
+pub fn word_at(text: &str, line: usize, col: usize) -> String {
+    let line = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    line.chars().skip(col.saturating_sub(1)).take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+}
+
+/// The first call of function `name` in `text`: the name as a whole word, then `(`.
+pub fn call(text: &str, name: &str) -> Option<(usize, usize)> {
+    word_where(text, name, |rest| rest.trim_start().starts_with('('))
+}
+
+/// The first use of `word` in `text` whose rest of the line passes `followed_by`.
+fn word_where(text: &str, word: &str, followed_by: impl Fn(&str) -> bool) -> Option<(usize, usize)> {
     if word.is_empty() {
         return None;
     }
@@ -35,7 +51,7 @@ pub fn whole_word(text: &str, word: &str) -> Option<(usize, usize)> {
             let end = start + wanted.len();
             let matches = chars[start..end].iter().zip(&wanted).all(|(a, b)| a.eq_ignore_ascii_case(b));
             let bounded = (start == 0 || !ident(chars[start - 1])) && (end == chars.len() || !ident(chars[end]));
-            if matches && bounded {
+            if matches && bounded && followed_by(&chars[end..].iter().collect::<String>()) {
                 return Some((i + 1, start + 1));
             }
         }
@@ -62,6 +78,8 @@ mod tests {
         assert_eq!(in_source(source, compiled, 1, 8, "x_total"), Some((1, 22)));
         assert_eq!(whole_word(source, "total"), Some((2, 14)));
         assert_eq!(whole_word(source, "nothing"), None);
+        assert_eq!(call("select round as r,\n  round (x, 1, 2)", "round"), Some((2, 3)));
+        assert_eq!(word_at("select a,\n  email + 1", 2, 3), "email");
     }
 
     #[test]

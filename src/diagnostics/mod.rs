@@ -174,6 +174,19 @@ codes! {
     /// A model's inferred columns differ from its enforced contract (names; types on the
     /// embedded engine).
     ContractMismatch = "E704",
+    /// A model calls a function the target's SQL dialect does not have, whose name is a
+    /// misspelling of one it has.
+    UnknownDialectFunction = "E705",
+    /// A model calls a function of the target's dialect with a number of arguments it does
+    /// not take.
+    ArgumentCount = "E706",
+    /// A model combines values of types the target's SQL does not combine without a cast
+    /// (compared, in `union` branches, `coalesce`/`case` branches, arithmetic).
+    TypeMismatch = "E707",
+    /// A model selects a column that is neither grouped nor aggregated.
+    NotGrouped = "E708",
+    /// A unit test's `given` rows name a column its input does not have.
+    UnitTestColumn = "E709",
     /// kiln itself went wrong: a bug to report (exit 2), e.g. a build plan that could not finish.
     Internal = "E900",
 }

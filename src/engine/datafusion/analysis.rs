@@ -17,8 +17,35 @@ pub enum PlanProblem {
     UnknownColumn { name: String, qualifier: Option<String>, in_scope: Vec<(Option<String>, String)>, at: Option<(usize, usize)> },
     /// An unqualified column more than one input has.
     Ambiguous { name: String, at: Option<(usize, usize)> },
-    /// Anything else: a function or construct the planner lacks, a type it cannot coerce.
+    /// A column selected that is neither grouped nor aggregated: its name, and its relation.
+    NotGrouped { column: String, relation: Option<String> },
+    /// A function no signature of which takes the number of arguments given.
+    Arguments { function: String, takes: Vec<usize>, given: usize },
+    /// Values the planner cannot combine (`text + integer`).
+    Types { message: String, at: Option<(usize, usize)> },
+    /// Anything else: a function or construct the planner lacks.
     Other(String),
+}
+
+/// Values a query combines whose types the target's SQL does not combine without a cast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeConflict {
+    /// What combines them: `=`, `+`, `coalesce`, `case`, `union`.
+    pub what: String,
+    pub left: String,
+    pub right: String,
+    /// What the label under the place says.
+    pub label: String,
+    /// A column of the expression that brings the second type, and where it is (1-based).
+    pub column: Option<String>,
+    pub at: Option<(usize, usize)>,
+}
+
+/// A planned query: its columns, its lineage, and its type conflicts (when asked for).
+pub struct Planned {
+    pub schema: SchemaRef,
+    pub lineage: Lineage,
+    pub conflicts: Vec<TypeConflict>,
 }
 
 impl DataFusionEngine {
@@ -40,18 +67,21 @@ impl Planner {
         self.logical(sql, None).map(|plan| Arc::new(plan.schema().as_arrow().clone()))
     }
 
-    /// [`Planner::plan_columns`], with the query's column-level lineage. `statement` is `sql`
-    /// already parsed in the session's dialect, when there is one.
-    pub fn plan_with_lineage(&self, sql: &str, statement: Option<&sqlparser::ast::Statement>) -> Result<(SchemaRef, Lineage), PlanProblem> {
+    /// [`Planner::plan_columns`], with the query's column-level lineage and, with
+    /// `strict_types`, the values it combines that a warehouse refusing to mix text with
+    /// numbers, dates or booleans would reject. `statement` is `sql` already parsed in the
+    /// session's dialect, when there is one.
+    pub fn plan_query(&self, sql: &str, statement: Option<sqlparser::ast::Statement>, strict_types: bool) -> Result<Planned, PlanProblem> {
         let plan = self.logical(sql, statement)?;
-        Ok((Arc::new(plan.schema().as_arrow().clone()), lineage(&plan)))
+        let conflicts = if strict_types { super::type_check::conflicts(&plan) } else { Vec::new() };
+        Ok(Planned { schema: Arc::new(plan.schema().as_arrow().clone()), lineage: lineage(&plan), conflicts })
     }
 
-    fn logical(&self, sql: &str, statement: Option<&sqlparser::ast::Statement>) -> Result<LogicalPlan, PlanProblem> {
+    fn logical(&self, sql: &str, statement: Option<sqlparser::ast::Statement>) -> Result<LogicalPlan, PlanProblem> {
         let statement = match statement {
             Some(s) => {
-                super::check_select_width(s).map_err(|e| PlanProblem::Other(e.message))?;
-                datafusion::sql::parser::Statement::Statement(Box::new(s.clone()))
+                super::check_select_width(&s).map_err(|e| PlanProblem::Other(e.message))?;
+                datafusion::sql::parser::Statement::Statement(Box::new(s))
             }
             None => super::parse(&self.state, sql).map_err(|e| PlanProblem::Other(e.message))?,
         };
@@ -73,8 +103,51 @@ fn problem(e: &DataFusionError) -> PlanProblem {
             SchemaError::AmbiguousReference { field } => PlanProblem::Ambiguous { name: field.name.clone(), at },
             _ => PlanProblem::Other(e.to_string()),
         },
-        _ => PlanProblem::Other(e.to_string()),
+        _ => {
+            let message = e.to_string();
+            not_grouped(&message).or_else(|| arguments(&message)).unwrap_or_else(|| {
+                let types = ["Cannot coerce arithmetic expression", "Cannot compare values of type"].iter().any(|m| message.contains(m));
+                if types { PlanProblem::Types { message, at } } else { PlanProblem::Other(message) }
+            })
+        }
     }
+}
+
+/// `column "db.schema.t.c" must appear in the GROUP BY clause`.
+fn not_grouped(message: &str) -> Option<PlanProblem> {
+    let (_, rest) = message.split_once("column \"")?;
+    let (qualified, rest) = rest.split_once('"')?;
+    if !rest.trim_start().starts_with("must appear in the GROUP BY clause") {
+        return None;
+    }
+    let mut parts = qualified.rsplitn(2, '.');
+    let column = parts.next()?.to_string();
+    let relation = parts.next().map(|r| r.rsplit('.').next().unwrap_or(r).to_string());
+    Some(PlanProblem::NotGrouped { column, relation })
+}
+
+/// `Function 'f' expects 3 arguments but received 2`, once or for each signature tried.
+fn arguments(message: &str) -> Option<PlanProblem> {
+    let mut function = None;
+    let (mut takes, mut given) = (Vec::new(), None);
+    let count = |rest: &str| -> Option<(String, usize, usize)> {
+        let (name, rest) = rest.split_once('\'')?;
+        let (n, rest) = rest.strip_prefix(" expects ")?.split_once(" arguments but received ")?;
+        let received: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((name.to_string(), n.parse().ok()?, received.parse().ok()?))
+    };
+    for (name, n, received) in message.match_indices("Function '").filter_map(|(i, _)| count(&message[i + 10..])) {
+        function = Some(name);
+        takes.push(n);
+        given = Some(received);
+    }
+    // Every signature tried must have failed on the count, not on a type.
+    if message.contains("failed to match any signature") && message.matches("Error during planning").count() > takes.len() + 1 {
+        return None;
+    }
+    takes.sort_unstable();
+    takes.dedup();
+    Some(PlanProblem::Arguments { function: function?, takes, given: given? })
 }
 
 /// How an output column derives from a column it reads, from the least change to the most.
