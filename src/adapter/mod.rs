@@ -66,6 +66,12 @@ impl SqlDialect {
         matches!(self, SqlDialect::Postgres | SqlDialect::BigQuery)
     }
 
+    /// Whether a string literal takes the type it is used as (PostgreSQL's `unknown`), rather
+    /// than being text cast only to dates and times (BigQuery).
+    pub fn string_literals_untyped(self) -> bool {
+        !matches!(self, SqlDialect::BigQuery)
+    }
+
     /// DataFusion's name of the dialect in which the embedded engine reads this SQL (unit
     /// tests run a warehouse's SQL on a scratch DataFusion session). DuckDB SQL is read as the
     /// generic dialect, as the embedded engine reads it when it builds: sqlparser's DuckDB

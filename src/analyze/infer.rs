@@ -6,7 +6,7 @@ use crate::adapter::functions::Catalog;
 use crate::diagnostics::{Code, Diagnostic, Label, SourceText, did_you_mean};
 use crate::engine::RelationName;
 use crate::engine::datafusion::DataFusionEngine;
-use crate::engine::datafusion::analysis::{Derivation, Lineage, PlanProblem, Planned, Planner, Read, TypeConflict};
+use crate::engine::datafusion::analysis::{Derivation, Lineage, PlanProblem, Planned, Planner, Read, TypeConflict, TypeRules};
 use crate::engine::datafusion::types;
 use crate::parse::{Node, ResourceType};
 use crate::project::typed::{HardDeletes, NodeConfig, SnapshotStrategy, StaticAnalysis};
@@ -98,7 +98,8 @@ pub fn run(input: &Input) -> Analysis {
     let inputs: BTreeSet<String> = models.iter().flat_map(|n| state.relation_parents(&n.unique_id)).filter(is_input).collect();
     let found: Vec<(String, Inferred)> = inputs.par_iter().map(|id| (id.clone(), state.input_relation(id))).collect();
     state.publish(found);
-    let (lineage, diagnostics) = plan_levels(&mut state, &models);
+    let (lineage, mut diagnostics) = plan_levels(&mut state, &models);
+    diagnostics.extend(state.unit_tests());
     let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
     Analysis { columns, lineage, diagnostics }
 }
@@ -293,8 +294,9 @@ impl State<'_> {
         // Over an input known only in part (a source's YAML), `select *` is known in part too;
         // columns the model names are all there is.
         let output_complete = complete || !has_wildcard(sql);
-        let strict_types = self.input.target.adapter.dialect.strict_types();
-        match planner.plan_query(sql, self.planned_statement(parsed, full_refresh), strict_types) {
+        let dialect = self.input.target.adapter.dialect;
+        let types = dialect.strict_types().then_some(TypeRules { string_literals_untyped: dialect.string_literals_untyped() });
+        match planner.plan_query(sql, self.planned_statement(parsed, full_refresh), types) {
             Ok(Planned { schema, lineage, conflicts }) => {
                 found.extend(conflicts.iter().map(|c| self.type_conflict(node, c, sql)));
                 if config.contract_enforced && output_complete {
@@ -318,14 +320,75 @@ impl State<'_> {
 
     /// The diagnostic of values combined that the target's SQL does not combine.
     fn type_conflict(&self, node: &Node, c: &TypeConflict, sql: &str) -> Diagnostic {
-        let dialect = self.input.target.adapter.display;
+        let target = self.input.target;
+        let warehouse =
+            if target.engine() == crate::adapter::EngineKind::DataFusion { "the embedded engine" } else { target.adapter.display };
         let d = Diagnostic::error(
             Code::TypeMismatch,
-            format!("{} combines {} with {} in {}, which {dialect} does not do without a cast", what(node), c.left, c.right, c.what),
+            format!("{} combines {} with {} in {}, which {warehouse} does not do without a cast", what(node), c.left, c.right, c.what),
         )
         .with_help(format!("cast one side to the other's type (`cast(x as {})`)", c.left.to_lowercase()));
-        let token = c.column.as_deref().unwrap_or("");
-        self.located(d, node, c.at, token, sql, c.label.clone())
+        let token = match (&c.column, c.at) {
+            (Some(column), _) => column.clone(),
+            (None, Some((line, col))) => position::word_at(sql, line, col),
+            (None, None) => String::new(),
+        };
+        match c.at {
+            None if token.is_empty() => d.with_file(self.display_path(node)),
+            _ => self.located(d, node, c.at, &token, sql, c.label.clone()),
+        }
+    }
+
+    /// The columns unit tests give their inputs or expect of their model that those do not
+    /// have, when their columns are all known.
+    fn unit_tests(&self) -> Vec<Diagnostic> {
+        let tests: Vec<&Node> = self
+            .input
+            .manifest
+            .unit_tests
+            .values()
+            .filter(|t| t.attached_node.as_ref().is_some_and(|m| self.inferred.contains_key(m)))
+            .collect();
+        if tests.is_empty() {
+            return Vec::new();
+        }
+        let lookup = crate::graph::Lookup::new(self.input.manifest, self.input.project.name());
+        let mut found = Vec::new();
+        for test in tests {
+            let mut named = crate::run::unit::given_columns(self.input.project, &lookup, test);
+            if let Some(model) = &test.attached_node {
+                named
+                    .extend(crate::run::unit::expected_columns(self.input.project, test).map(|c| (model.clone(), "expect".to_string(), c)));
+            }
+            for (id, input, columns) in named {
+                let Some(Inferred::Known { schema, complete: true }) = self.inferred.get(&id) else { continue };
+                for c in columns.iter().filter(|c| !schema.fields().iter().any(|f| f.name().eq_ignore_ascii_case(c))) {
+                    found.push(self.unit_test_column(test, &input, c, schema));
+                }
+            }
+        }
+        found
+    }
+
+    fn unit_test_column(&self, test: &Node, input: &str, column: &str, schema: &SchemaRef) -> Diagnostic {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let (message, label) = if input == "expect" {
+            (format!("unit test `{}` expects a column `{column}`, which its model does not return", test.name), "not in the model's output")
+        } else {
+            (format!("unit test `{}` gives `{input}` a column `{column}`, which it does not have", test.name), "not a column of this input")
+        };
+        let help = match did_you_mean(column, names.iter().copied()) {
+            Some(s) => format!("{s} (the columns are {})", names.join(", ")),
+            None => format!("the columns are {}", names.join(", ")),
+        };
+        let d = Diagnostic::error(Code::UnitTestColumn, message).with_help(help);
+        let Some(file) = test.file.map(|f| &self.input.project.files[f]) else { return d.with_file(test.original_file_path.clone()) };
+        // The column's first use after the test's own line.
+        let after: String = file.text.lines().skip(test.line.saturating_sub(1)).collect::<Vec<_>>().join("\n");
+        match position::whole_word(&after, column) {
+            Some((l, c)) => d.with_label(Label::new(file.source(), l + test.line.saturating_sub(1), c, column.chars().count(), label)),
+            None => d.with_file(file.display_path.clone()),
+        }
     }
 
     /// The statement to plan, when kiln has it parsed in the dialect the planner reads (else
@@ -358,12 +421,16 @@ impl State<'_> {
                 let list: Vec<String> = close.iter().map(|c| format!("`{c}`")).collect();
                 let d = Diagnostic::error(Code::UnknownDialectFunction, format!("{dialect} has no function `{}`", p.name))
                     .with_help(format!("did you mean {}?", list.join(", ")))
-                    .with_note(format!("a function the project creates (`create function`) is never reported; one created elsewhere can be called as `schema.{}`", p.name));
+                    .with_note(format!(
+                        "functions the project creates (`create function`) are known; a function of your own created elsewhere is called by its qualified name (`schema.{}`)",
+                        p.name
+                    ));
                 (d, "not a function of this SQL dialect".to_string())
             }
             calls::Problem::ArgumentCount { given, takes } => {
-                let d = Diagnostic::error(Code::ArgumentCount, format!("`{}` takes {takes} arguments in {dialect}, not {given}", p.name))
-                    .with_help(format!("call `{}` with {takes} arguments", p.name));
+                let d =
+                    Diagnostic::error(Code::ArgumentCount, format!("`{}` takes {} in {dialect}, not {given}", p.name, arguments(takes)))
+                        .with_help(format!("call `{}` with {}", p.name, arguments(takes)));
                 (d, format!("called with {given}"))
             }
         };
@@ -502,7 +569,7 @@ impl State<'_> {
                     .with_help(format!("qualify it with the relation it comes from (`alias.{name}`)"));
                 (self.located(d, node, *at, name, sql, format!("more than one input has `{name}`")), format!("`{name}` is ambiguous"))
             }
-            PlanProblem::NotGrouped { column, relation } => {
+            PlanProblem::NotGrouped { column, relation, at } => {
                 // PostgreSQL lets a query select any column of a table grouped by its primary
                 // key, which a source may have.
                 let may_have_key = self.input.target.adapter.dialect == crate::adapter::SqlDialect::Postgres
@@ -513,12 +580,10 @@ impl State<'_> {
                 if !complete || may_have_key {
                     return Err(why);
                 }
-                let d = Diagnostic::error(
-                    Code::NotGrouped,
-                    format!("{} selects `{column}`, which is neither grouped nor aggregated", what(node)),
-                )
-                .with_help(format!("add `{column}` to the `group by`, or aggregate it (`max({column})`, `any_value({column})`)"));
-                (self.located(d, node, None, column, sql, "not in the `group by`".into()), why)
+                let d =
+                    Diagnostic::error(Code::NotGrouped, format!("{} uses `{column}`, which is neither grouped nor aggregated", what(node)))
+                        .with_help(format!("add `{column}` to the `group by`, or aggregate it (`max({column})`, `any_value({column})`)"));
+                (self.located(d, node, *at, column, sql, "not in the `group by`".into()), why)
             }
             PlanProblem::Arguments { function, takes, given } => {
                 let why = format!("`{function}` does not take {given} arguments");
@@ -530,28 +595,22 @@ impl State<'_> {
                 let takes = takes.join(" or ");
                 let d = Diagnostic::error(
                     Code::ArgumentCount,
-                    format!("`{function}` takes {takes} arguments on the embedded engine, not {given}"),
+                    format!("`{function}` takes {} on the embedded engine, not {given}", arguments(&takes)),
                 )
-                .with_help(format!("call `{function}` with {takes} arguments"));
+                .with_help(format!("call `{function}` with {}", arguments(&takes)));
                 let at = position::call(sql, function);
                 (self.located(d, node, at, function, sql, format!("called with {given}")), why)
             }
-            PlanProblem::Types { message, at } => {
-                let why = message.lines().next().unwrap_or_default().to_string();
-                if !complete || self.input.target.engine() != crate::adapter::EngineKind::DataFusion {
+            PlanProblem::Types { conflict, clash } => {
+                let why = format!("it combines {} with {}", conflict.left, conflict.right);
+                // The embedded engine's build fails on it; a stricter warehouse's too, where
+                // its rules refuse it as well.
+                let fails = self.input.target.engine() == crate::adapter::EngineKind::DataFusion
+                    || (*clash && self.input.target.adapter.dialect.strict_types());
+                if !complete || !fails {
                     return Err(why);
                 }
-                let message = message.trim_start_matches("Error during planning: ");
-                let d = Diagnostic::error(
-                    Code::TypeMismatch,
-                    format!("{} combines values the embedded engine cannot combine: {message}", what(node)),
-                )
-                .with_help("cast one side to the other's type");
-                let d = match at {
-                    Some((line, col)) => self.located(d, node, *at, &position::word_at(sql, *line, *col), sql, "here".into()),
-                    None => d.with_file(self.display_path(node)),
-                };
-                (d, why)
+                (self.type_conflict(node, conflict, sql), why)
             }
             PlanProblem::Other(message) => return Err(message.lines().next().unwrap_or_default().to_string()),
         };
@@ -654,6 +713,11 @@ fn other(problem: PlanProblem) -> String {
         PlanProblem::Other(m) => m,
         p => format!("{p:?}"),
     }
+}
+
+/// "1 argument", "2 or 3 arguments".
+fn arguments(counts: &str) -> String {
+    if counts == "1" { "1 argument".into() } else { format!("{counts} arguments") }
 }
 
 fn what(node: &Node) -> String {

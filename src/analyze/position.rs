@@ -27,10 +27,10 @@ pub fn whole_word(text: &str, word: &str) -> Option<(usize, usize)> {
     word_where(text, word, |_| true)
 }
 
-/// The identifier that starts at 1-based `line`, `col` of `text` (empty if none does).
+/// The (qualified) identifier that starts at 1-based `line`, `col` of `text` (empty if none does).
 pub fn word_at(text: &str, line: usize, col: usize) -> String {
     let line = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-    line.chars().skip(col.saturating_sub(1)).take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+    line.chars().skip(col.saturating_sub(1)).take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect()
 }
 
 /// The first call of function `name` in `text`: the name as a whole word, then `(`.

@@ -17,6 +17,7 @@ use crate::jinja::Resolver;
 use crate::jinja::context::{Overrides, RefCall};
 use crate::jinja::relation::{Relation, quote_ident};
 use crate::parse::{Node, ResourceType};
+use crate::project::Project;
 use datafusion::arrow::datatypes::SchemaRef;
 use minijinja::Value;
 use serde_json::Value as Json;
@@ -98,6 +99,84 @@ fn parse_csv(text: &str) -> Result<Data, String> {
         );
     }
     Ok(Data::Rows { columns, rows })
+}
+
+/// The columns each `given` of unit test `test` names (rows in `dict` or `csv` format), with
+/// the input's unique id (`this`: the model's) and its text, for static analysis. An input
+/// that cannot be resolved or read is left out: the test reports it when it runs.
+pub fn given_columns(project: &Project, lookup: &Lookup, test: &Node) -> Vec<(String, String, Vec<String>)> {
+    let givens = test.extra.get("given").and_then(Json::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    givens
+        .iter()
+        .filter_map(|given| {
+            let text = given.get("input").and_then(Json::as_str)?;
+            let id = match parse_input(text)? {
+                Input::This => test.attached_node.clone()?,
+                Input::Ref(call) => lookup.resolve_ref(&test.package, &call)?.clone(),
+                Input::Source(s, t) => lookup.resolve_source(&test.package, &s, &t)?.clone(),
+            };
+            match read_data(project, given, "input").ok()? {
+                Data::Rows { columns, .. } => Some((id, text.to_string(), columns)),
+                Data::Sql(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// The columns unit test `test` expects of its model (rows in `dict` or `csv` format).
+pub fn expected_columns(project: &Project, test: &Node) -> Option<Vec<String>> {
+    match read_data(project, test.extra.get("expect")?, "expect").ok()? {
+        Data::Rows { columns, .. } => Some(columns),
+        Data::Sql(_) => None,
+    }
+}
+
+/// Reads `rows`/`fixture` of a `given` entry or of `expect` in its `format`.
+fn read_data(project: &Project, entry: &Json, what: &str) -> Result<Data, String> {
+    let format = entry.get("format").and_then(Json::as_str).unwrap_or("dict");
+    let text = match (entry.get("rows"), entry.get("fixture").and_then(Json::as_str)) {
+        (Some(rows), _) => rows.clone(),
+        (None, Some(name)) => Json::String(fixture(project, name, format)?),
+        (None, None) => return Err(format!("`{what}` needs `rows` or `fixture`")),
+    };
+    match (format, text) {
+        ("dict", Json::Array(items)) => {
+            let mut columns: Vec<String> = Vec::new();
+            let mut rows = Vec::new();
+            for item in items {
+                let Json::Object(map) = item else {
+                    return Err(format!("`{what}` rows in dict format are mappings, like `- {{id: 1}}`"));
+                };
+                for k in map.keys() {
+                    if !columns.iter().any(|c| c.eq_ignore_ascii_case(k)) {
+                        columns.push(k.clone());
+                    }
+                }
+                rows.push(map.into_iter().collect());
+            }
+            Ok(Data::Rows { columns, rows })
+        }
+        ("dict", Json::Null) => Ok(Data::Rows { columns: vec![], rows: vec![] }),
+        ("csv", Json::String(s)) => parse_csv(&s),
+        ("sql", Json::String(s)) => Ok(Data::Sql(s)),
+        (f @ ("dict" | "csv" | "sql"), _) => Err(format!("`{what}` rows do not match `format: {f}`")),
+        (f, _) => Err(format!("`{what}` has format `{f}`; use dict, csv or sql")),
+    }
+}
+
+/// A fixture file: `<test-path>/fixtures/**/<name>.csv` (or `.sql`).
+fn fixture(project: &Project, name: &str, format: &str) -> Result<String, String> {
+    let ext = if format == "sql" { "sql" } else { "csv" };
+    let file = format!("{name}.{ext}");
+    for tp in &project.config().test_paths {
+        let dir = project.root.join(tp).join("fixtures");
+        for entry in walkdir::WalkDir::new(&dir).into_iter().filter_map(Result::ok) {
+            if entry.file_type().is_file() && entry.file_name().to_string_lossy() == file {
+                return std::fs::read_to_string(entry.path()).map_err(|e| format!("cannot read {}: {e}", entry.path().display()));
+            }
+        }
+    }
+    Err(format!("no fixture file `{file}` under {}/fixtures/", project.config().test_paths.join(", ")))
 }
 
 /// `ref('x')`, `ref('pkg', 'x')`, `ref('x', v=2)`, `source('s', 't')` or `this`.
@@ -186,7 +265,7 @@ impl Runner<'_> {
             }
             let schema =
                 if id == "this" { Some(self.schema_of(&infer, model_id, &resolver)?) } else { self.input_schema(&infer, &id, &resolver)? };
-            let data = self.read_data(given, "input")?;
+            let data = read_data(self.project, given, "input")?;
             let sql = match data {
                 Data::Sql(sql) => sql,
                 Data::Rows { columns, rows } => rows_sql(&scratch, quote, schema.as_ref(), &columns, &rows)?,
@@ -238,7 +317,7 @@ impl Runner<'_> {
 
         // Expected rows, typed like the model's output.
         let expect = def.get("expect").ok_or("no `expect`")?;
-        let expected = self.read_data(expect, "expect")?;
+        let expected = read_data(self.project, expect, "expect")?;
         let expected_sql = match &expected {
             Data::Sql(sql) => sql.clone(),
             Data::Rows { columns, rows } => {
@@ -296,54 +375,6 @@ impl Runner<'_> {
             }
         }
         Ok(outcome)
-    }
-
-    /// Reads `rows`/`fixture` of a `given` entry or of `expect` in its `format`.
-    fn read_data(&self, entry: &Json, what: &str) -> Result<Data, String> {
-        let format = entry.get("format").and_then(Json::as_str).unwrap_or("dict");
-        let text = match (entry.get("rows"), entry.get("fixture").and_then(Json::as_str)) {
-            (Some(rows), _) => rows.clone(),
-            (None, Some(name)) => Json::String(self.fixture(name, format)?),
-            (None, None) => return Err(format!("`{what}` needs `rows` or `fixture`")),
-        };
-        match (format, text) {
-            ("dict", Json::Array(items)) => {
-                let mut columns: Vec<String> = Vec::new();
-                let mut rows = Vec::new();
-                for item in items {
-                    let Json::Object(map) = item else {
-                        return Err(format!("`{what}` rows in dict format are mappings, like `- {{id: 1}}`"));
-                    };
-                    for k in map.keys() {
-                        if !columns.iter().any(|c| c.eq_ignore_ascii_case(k)) {
-                            columns.push(k.clone());
-                        }
-                    }
-                    rows.push(map.into_iter().collect());
-                }
-                Ok(Data::Rows { columns, rows })
-            }
-            ("dict", Json::Null) => Ok(Data::Rows { columns: vec![], rows: vec![] }),
-            ("csv", Json::String(s)) => parse_csv(&s),
-            ("sql", Json::String(s)) => Ok(Data::Sql(s)),
-            (f @ ("dict" | "csv" | "sql"), _) => Err(format!("`{what}` rows do not match `format: {f}`")),
-            (f, _) => Err(format!("`{what}` has format `{f}`; use dict, csv or sql")),
-        }
-    }
-
-    /// A fixture file: `<test-path>/fixtures/**/<name>.csv` (or `.sql`).
-    fn fixture(&self, name: &str, format: &str) -> Result<String, String> {
-        let ext = if format == "sql" { "sql" } else { "csv" };
-        let file = format!("{name}.{ext}");
-        for tp in &self.project.config().test_paths {
-            let dir = self.project.root.join(tp).join("fixtures");
-            for entry in walkdir::WalkDir::new(&dir).into_iter().filter_map(Result::ok) {
-                if entry.file_type().is_file() && entry.file_name().to_string_lossy() == file {
-                    return std::fs::read_to_string(entry.path()).map_err(|e| format!("cannot read {}: {e}", entry.path().display()));
-                }
-            }
-        }
-        Err(format!("no fixture file `{file}` under {}/fixtures/", self.project.config().test_paths.join(", ")))
     }
 
     /// The schema of a direct input: known (`Some`) or, for a source without types, `None`

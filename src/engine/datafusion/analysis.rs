@@ -2,12 +2,14 @@
 //! (empty) relations, or why it does not plan, sorted into what analysis can be certain of.
 
 use super::DataFusionEngine;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::SchemaError;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use std::sync::Arc;
+
+pub use super::type_check::Rules as TypeRules;
 
 /// Why a query does not plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,12 +19,14 @@ pub enum PlanProblem {
     UnknownColumn { name: String, qualifier: Option<String>, in_scope: Vec<(Option<String>, String)>, at: Option<(usize, usize)> },
     /// An unqualified column more than one input has.
     Ambiguous { name: String, at: Option<(usize, usize)> },
-    /// A column selected that is neither grouped nor aggregated: its name, and its relation.
-    NotGrouped { column: String, relation: Option<String> },
+    /// A column selected that is neither grouped nor aggregated: its name, its relation, and
+    /// where it is.
+    NotGrouped { column: String, relation: Option<String>, at: Option<(usize, usize)> },
     /// A function no signature of which takes the number of arguments given.
     Arguments { function: String, takes: Vec<usize>, given: usize },
-    /// Values the planner cannot combine (`text + integer`).
-    Types { message: String, at: Option<(usize, usize)> },
+    /// Values the planner cannot combine (`text + integer`); `clash`: PostgreSQL and BigQuery
+    /// refuse them too (see `type_check`).
+    Types { conflict: TypeConflict, clash: bool },
     /// Anything else: a function or construct the planner lacks.
     Other(String),
 }
@@ -68,12 +72,17 @@ impl Planner {
     }
 
     /// [`Planner::plan_columns`], with the query's column-level lineage and, with
-    /// `strict_types`, the values it combines that a warehouse refusing to mix text with
+    /// `types`, the values it combines that a warehouse refusing to mix text with
     /// numbers, dates or booleans would reject. `statement` is `sql` already parsed in the
     /// session's dialect, when there is one.
-    pub fn plan_query(&self, sql: &str, statement: Option<sqlparser::ast::Statement>, strict_types: bool) -> Result<Planned, PlanProblem> {
+    pub fn plan_query(
+        &self,
+        sql: &str,
+        statement: Option<sqlparser::ast::Statement>,
+        types: Option<TypeRules>,
+    ) -> Result<Planned, PlanProblem> {
         let plan = self.logical(sql, statement)?;
-        let conflicts = if strict_types { super::type_check::conflicts(&plan) } else { Vec::new() };
+        let conflicts = types.map(|rules| super::type_check::conflicts(&plan, rules)).unwrap_or_default();
         Ok(Planned { schema: Arc::new(plan.schema().as_arrow().clone()), lineage: lineage(&plan), conflicts })
     }
 
@@ -105,16 +114,13 @@ fn problem(e: &DataFusionError) -> PlanProblem {
         },
         _ => {
             let message = e.to_string();
-            not_grouped(&message).or_else(|| arguments(&message)).unwrap_or_else(|| {
-                let types = ["Cannot coerce arithmetic expression", "Cannot compare values of type"].iter().any(|m| message.contains(m));
-                if types { PlanProblem::Types { message, at } } else { PlanProblem::Other(message) }
-            })
+            not_grouped(&message, at).or_else(|| arguments(&message)).or_else(|| types(&message, at)).unwrap_or(PlanProblem::Other(message))
         }
     }
 }
 
 /// `column "db.schema.t.c" must appear in the GROUP BY clause`.
-fn not_grouped(message: &str) -> Option<PlanProblem> {
+fn not_grouped(message: &str, at: Option<(usize, usize)>) -> Option<PlanProblem> {
     let (_, rest) = message.split_once("column \"")?;
     let (qualified, rest) = rest.split_once('"')?;
     if !rest.trim_start().starts_with("must appear in the GROUP BY clause") {
@@ -123,7 +129,28 @@ fn not_grouped(message: &str) -> Option<PlanProblem> {
     let mut parts = qualified.rsplitn(2, '.');
     let column = parts.next()?.to_string();
     let relation = parts.next().map(|r| r.rsplit('.').next().unwrap_or(r).to_string());
-    Some(PlanProblem::NotGrouped { column, relation })
+    Some(PlanProblem::NotGrouped { column, relation, at })
+}
+
+/// `Cannot coerce arithmetic expression Utf8 + Int64 to valid types`, and DuckDB's `Cannot
+/// compare values of type DATE and type VARCHAR` (see `compat`).
+fn types(message: &str, at: Option<(usize, usize)>) -> Option<PlanProblem> {
+    let mut clash = false;
+    let (what, left, right) = if let Some((_, rest)) = message.split_once("Cannot coerce arithmetic expression ") {
+        let mut words = rest.split_whitespace();
+        let (left, op, right) = (words.next()?, words.next()?, words.next()?);
+        let (left, right) = (left.parse::<DataType>().ok()?, right.parse::<DataType>().ok()?);
+        clash = super::type_check::clash_of(&left, &right, true);
+        (op.to_string(), super::types::sql_name(&left), super::types::sql_name(&right))
+    } else {
+        let (_, rest) = message.split_once("Cannot compare values of type ")?;
+        let (left, rest) = rest.split_once(" and type ")?;
+        let right: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        ("comparison".to_string(), left.to_string(), right)
+    };
+    let label = format!("{left} {} {right}", if what == "comparison" { "compared with" } else { &what });
+    let what = if what == "comparison" { "a comparison".to_string() } else { format!("`{what}`") };
+    Some(PlanProblem::Types { conflict: TypeConflict { what, left, right, label, column: None, at }, clash })
 }
 
 /// `Function 'f' expects 3 arguments but received 2`, once or for each signature tried.

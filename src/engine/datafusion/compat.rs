@@ -157,11 +157,15 @@ impl ExprPlanner for Planner {
             | BinaryOperator::GtEq
                 if duckdb && mixes_temporal_and_text_column(&expr, &lt, &rt) =>
             {
-                let (t, _) = if is_temporal(&lt) { (&lt, &rt) } else { (&rt, &lt) };
-                return plan_err!(
+                let (t, text) = if is_temporal(&lt) { (&lt, &expr.right) } else { (&rt, &expr.left) };
+                let message = format!(
                     "Cannot compare values of type {} and type VARCHAR - an explicit cast is required (DuckDB semantics of this `type: duckdb` target)",
                     super::types::sql_name(t)
                 );
+                // Where the text column is, for static analysis.
+                let span = text.spans().and_then(|s| s.first());
+                let diagnostic = datafusion::common::Diagnostic::new_error(message.clone(), span);
+                return Err(datafusion::error::DataFusionError::Plan(message).with_diagnostic(diagnostic));
             }
             _ => return Ok(PlannerResult::Original(expr)),
         }))

@@ -40,20 +40,41 @@ fn clash(a: Class, b: Class, arithmetic: bool) -> bool {
     }
 }
 
-/// A value the warehouse types by its use: a string literal, `null`.
-fn untyped(e: &Expr) -> bool {
+/// Whether PostgreSQL and BigQuery refuse to combine values of these types without a cast.
+pub fn clash_of(a: &DataType, b: &DataType, arithmetic: bool) -> bool {
+    clash(class(a), class(b), arithmetic)
+}
+
+/// A value the warehouse types by its use: `null`, and in PostgreSQL a string literal.
+fn untyped(e: &Expr, rules: Rules) -> bool {
     match e {
-        Expr::Alias(a) => untyped(&a.expr),
-        Expr::Literal(v, _) => v.is_null() || matches!(v, ScalarValue::Utf8(_) | ScalarValue::Utf8View(_) | ScalarValue::LargeUtf8(_)),
+        Expr::Alias(a) => untyped(&a.expr, rules),
+        Expr::Literal(v, _) => v.is_null() || (rules.string_literals_untyped && text_literal(e)),
         _ => false,
     }
 }
 
-pub fn conflicts(plan: &LogicalPlan) -> Vec<TypeConflict> {
+fn text_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Alias(a) => text_literal(&a.expr),
+        Expr::Literal(v, _) => matches!(v, ScalarValue::Utf8(_) | ScalarValue::Utf8View(_) | ScalarValue::LargeUtf8(_)),
+        _ => false,
+    }
+}
+
+/// How the dialect types literals.
+#[derive(Clone, Copy)]
+pub struct Rules {
+    /// PostgreSQL: a string literal takes the type it is used as. BigQuery: it is a STRING,
+    /// cast only to dates and times.
+    pub string_literals_untyped: bool,
+}
+
+pub fn conflicts(plan: &LogicalPlan, rules: Rules) -> Vec<TypeConflict> {
     let mut found = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::Union(u) = node {
-            union_conflicts(u, &mut found);
+            union_conflicts(u, rules, &mut found);
         }
         // Expressions read the node's input (a join's conditions, its own columns).
         let schema = match node {
@@ -65,7 +86,7 @@ pub fn conflicts(plan: &LogicalPlan) -> Vec<TypeConflict> {
         };
         let _ = node.apply_expressions(|e| {
             e.apply(|x| {
-                expr_conflicts(x, schema, &mut found);
+                expr_conflicts(x, schema, rules, &mut found);
                 Ok(TreeNodeRecursion::Continue)
             })
         });
@@ -75,13 +96,18 @@ pub fn conflicts(plan: &LogicalPlan) -> Vec<TypeConflict> {
     found
 }
 
-fn expr_conflicts(e: &Expr, schema: &DFSchema, found: &mut Vec<TypeConflict>) {
+fn expr_conflicts(e: &Expr, schema: &DFSchema, rules: Rules, found: &mut Vec<TypeConflict>) {
+    let untyped = |x: &Expr| untyped(x, rules);
     let typed = |x: &Expr| if untyped(x) { None } else { x.get_type(schema).ok() };
     // Located at `b` (the branch that brings another type), else at `a`; an operator at its
     // left operand, where the expression starts.
     let mut pair = |what: String, a: &Expr, b: &Expr, arithmetic: bool| {
+        // A BigQuery string literal is cast to a date or a time.
+        let literal_cast = |x: &Expr, other: &DataType| text_literal(x) && class(other) == Class::Temporal;
         if let (Some(ta), Some(tb)) = (typed(a), typed(b))
             && clash(class(&ta), class(&tb), arithmetic)
+            && !literal_cast(a, &tb)
+            && !literal_cast(b, &ta)
         {
             let (ta, tb) = (super::types::sql_name(&ta), super::types::sql_name(&tb));
             let (at, other, label) = match e {
@@ -126,13 +152,13 @@ fn expr_conflicts(e: &Expr, schema: &DFSchema, found: &mut Vec<TypeConflict>) {
 }
 
 /// Each column of a `union`'s branches against the first branch that types it.
-fn union_conflicts(u: &datafusion::logical_expr::Union, found: &mut Vec<TypeConflict>) {
+fn union_conflicts(u: &datafusion::logical_expr::Union, rules: Rules, found: &mut Vec<TypeConflict>) {
     let width = u.schema.fields().len();
     for i in 0..width {
         let mut first: Option<(DataType, Option<&Expr>)> = None;
         for input in &u.inputs {
             let expr = output_expr(input, i);
-            if expr.is_some_and(untyped) || input.schema().fields().len() != width {
+            if expr.is_some_and(|e| untyped(e, rules) || text_literal(e)) || input.schema().fields().len() != width {
                 continue;
             }
             let t = input.schema().field(i).data_type().clone();
