@@ -98,17 +98,18 @@ pub fn run(input: &Input) -> Analysis {
     let inputs: BTreeSet<String> = models.iter().flat_map(|n| state.relation_parents(&n.unique_id)).filter(is_input).collect();
     let found: Vec<(String, Inferred)> = inputs.par_iter().map(|id| (id.clone(), state.input_relation(id))).collect();
     state.publish(found);
-    let (lineage, mut diagnostics) = plan_levels(&mut state, &models);
-    diagnostics.extend(state.unit_tests());
-    let columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
-    Analysis { columns, lineage, diagnostics }
+    let mut analysis = Analysis::default();
+    plan_levels(&mut state, &models, &mut analysis);
+    for (id, found) in state.unit_tests() {
+        analysis.found(&id, [found]);
+    }
+    analysis.columns = state.inferred.into_iter().map(|(id, i)| (id, columns(&i))).collect();
+    analysis
 }
 
 /// Plans `models` level by level, each level in parallel (one planner per thread), publishing
-/// what a level found before the next; returns the lineage and the diagnostics.
-fn plan_levels(state: &mut State, models: &[&Node]) -> (std::collections::BTreeMap<String, NodeLineage>, Vec<Diagnostic>) {
-    let mut diagnostics = Vec::new();
-    let mut lineage = std::collections::BTreeMap::new();
+/// what a level found before the next, with their lineage and findings, into `analysis`.
+fn plan_levels(state: &mut State, models: &[&Node], analysis: &mut Analysis) {
     for level in levels(state, models) {
         let results: Vec<PlannedNode> = level
             .par_iter()
@@ -124,14 +125,13 @@ fn plan_levels(state: &mut State, models: &[&Node]) -> (std::collections::BTreeM
         let mut known = Vec::with_capacity(results.len());
         for planned in results {
             if let Some(l) = planned.lineage {
-                lineage.insert(planned.id.clone(), l);
+                analysis.lineage.insert(planned.id.clone(), l);
             }
+            analysis.found(&planned.id, planned.found);
             known.push((planned.id, planned.inferred));
-            diagnostics.extend(planned.found);
         }
         state.publish(known);
     }
-    (lineage, diagnostics)
 }
 
 /// The relation of a source, model, seed or snapshot.
@@ -341,7 +341,7 @@ impl State<'_> {
 
     /// The columns unit tests give their inputs or expect of their model that those do not
     /// have, when their columns are all known.
-    fn unit_tests(&self) -> Vec<Diagnostic> {
+    fn unit_tests(&self) -> Vec<(String, Diagnostic)> {
         let tests: Vec<&Node> = self
             .input
             .manifest
@@ -363,7 +363,7 @@ impl State<'_> {
             for (id, input, columns) in named {
                 let Some(Inferred::Known { schema, complete: true }) = self.inferred.get(&id) else { continue };
                 for c in columns.iter().filter(|c| !schema.fields().iter().any(|f| f.name().eq_ignore_ascii_case(c))) {
-                    found.push(self.unit_test_column(test, &input, c, schema));
+                    found.push((test.unique_id.clone(), self.unit_test_column(test, &input, c, schema)));
                 }
             }
         }

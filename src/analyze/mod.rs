@@ -90,6 +90,29 @@ pub struct Analysis {
     /// Unique id -> lineage, for each analyzed node whose SQL planned.
     pub lineage: std::collections::BTreeMap<String, NodeLineage>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Unique id -> what was found in that node (indexes into `diagnostics`).
+    pub by_node: HashMap<String, Vec<usize>>,
+}
+
+impl Analysis {
+    /// Records what was found in node `id`.
+    pub(crate) fn found(&mut self, id: &str, found: impl IntoIterator<Item = Diagnostic>) {
+        for d in found {
+            self.by_node.entry(id.to_string()).or_default().push(self.diagnostics.len());
+            self.diagnostics.push(d);
+        }
+    }
+
+    /// What was found in node `id`.
+    pub fn of(&self, id: &str) -> impl Iterator<Item = &Diagnostic> {
+        self.by_node.get(id).map(Vec::as_slice).unwrap_or_default().iter().map(|i| &self.diagnostics[*i])
+    }
+
+    /// The errors static analysis is certain of in node `id`: its own (`E7xx`), not the SQL
+    /// check's syntax errors, which a warehouse may read otherwise than sqlparser.
+    pub fn certain_errors(&self, id: &str) -> impl Iterator<Item = &Diagnostic> {
+        self.of(id).filter(|d| d.is_error() && d.code.as_str().starts_with("E7"))
+    }
 }
 
 /// Analyzes every compiled model, analysis and snapshot of `input`.
@@ -98,8 +121,12 @@ pub fn analyze(input: &Input) -> Analysis {
         // Nothing is planned; the SQL check still runs.
         let Some(check) = input.check else { return Analysis::default() };
         use rayon::prelude::*;
-        let diagnostics = input.compiled.par_iter().flat_map_iter(|(id, c)| check(id, c).0).collect();
-        return Analysis { diagnostics, ..Analysis::default() };
+        let checked: Vec<(&String, Vec<Diagnostic>)> = input.compiled.par_iter().map(|(id, c)| (id, check(id, c).0)).collect();
+        let mut analysis = Analysis::default();
+        for (id, found) in checked {
+            analysis.found(id, found);
+        }
+        return analysis;
     }
     #[cfg(feature = "datafusion")]
     {

@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::engine::datafusion::lock::{self, WriterLock};
 use crate::parse::ResourceType;
 use crate::project::profiles::EngineKind;
+use crate::project::typed::StaticAnalysis;
 use crate::run::runner::{self, Event, Options, Runner, Status};
 use serde_json::Value as Json;
 use std::collections::{BTreeSet, HashMap};
@@ -48,6 +49,11 @@ pub struct RunArgs {
     /// Microbatch models build their batches up to this time (exclusive) instead of now
     #[arg(long, value_name = "TIME")]
     pub event_time_end: Option<String>,
+    /// Static analysis before anything runs, in place of the nodes' `static_analysis` configs:
+    /// a node it is certain is wrong fails without running (`baseline`); `strict` also warns of
+    /// what cannot be typed; `off` skips it
+    #[arg(long, value_name = "MODE", value_parser = ["strict", "baseline", "off"])]
+    pub static_analysis: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -421,7 +427,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, which: Which, env: &HashMap<Stri
         Ok(sel) => sel,
         Err(d) => return Ok(session::report(printer, &d)),
     };
-    run_selected(global, args, which, s, selected, printer)
+    run_selected(global, args, which, s, selected, env, printer)
 }
 
 /// The arguments of a run as `run_results.json` records them (`args`), which `kiln retry`
@@ -449,6 +455,7 @@ pub(super) fn run_selected(
     which: Which,
     mut s: Session,
     mut selected: BTreeSet<String>,
+    env: &HashMap<String, String>,
     printer: &mut Printer,
 ) -> anyhow::Result<i32> {
     let name = which.as_str();
@@ -511,6 +518,7 @@ pub(super) fn run_selected(
         store_failures: args.store_failures,
         cancel: cancel.clone(),
         dry_run: args.dry_run,
+        rejected: super::compile::preflight(&s, &selected, StaticAnalysis::parse_flag(args.static_analysis.as_deref()), env, printer),
     };
     let done = execute(&s, &engine, &selected, options, printer);
     if args.dry_run {

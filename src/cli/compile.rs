@@ -231,6 +231,73 @@ pub fn analyze_compiled(
     analyze::analyze(&input)
 }
 
+/// Static analysis before `kiln run`, `build` and `watch` build `selected`: their models,
+/// snapshots and unit tests are analyzed (with the models they read, for their columns). Prints
+/// the warnings; returns the nodes it is certain are wrong, each with its finding, to fail
+/// without running. Compile errors are left to the build, which compiles each node again
+/// against the warehouse as it is then.
+pub fn preflight(
+    s: &Session,
+    selected: &BTreeSet<String>,
+    mode: Option<StaticAnalysis>,
+    env: &HashMap<String, String>,
+    printer: &Printer,
+) -> HashMap<String, Arc<Diagnostic>> {
+    let analyzed = |id: &String| {
+        s.manifest
+            .nodes
+            .get(id)
+            .is_some_and(|n| matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis))
+    };
+    let mut scope: BTreeSet<String> = selected
+        .iter()
+        .filter(|id| analyzed(id))
+        .cloned()
+        .chain(selected.iter().filter_map(|id| s.manifest.unit_tests.get(id)?.attached_node.clone()))
+        .collect();
+    if mode == Some(StaticAnalysis::Off) || scope.is_empty() {
+        return HashMap::new();
+    }
+    let mut stack: Vec<String> = scope.iter().cloned().collect();
+    while let Some(id) = stack.pop() {
+        for p in s.graph.parents.get(&id).map(Vec::as_slice).unwrap_or_default() {
+            if analyzed(p) && scope.insert(p.clone()) {
+                stack.push(p.clone());
+            }
+        }
+    }
+    let project = compile_selected(s, &scope, true);
+    let analysis = analyze_compiled(s, &scope, &project, env, (mode, true));
+    let mut rejected = HashMap::new();
+    for id in selected {
+        for d in analysis.of(id).filter(|d| !d.is_error()) {
+            printer.diagnostic(d);
+        }
+        let mut errors = analysis.certain_errors(id);
+        if let Some(first) = errors.next() {
+            let more = errors.count();
+            let d = if more > 0 {
+                first.clone().with_note(format!("and {more} more finding(s): `kiln compile` lists them all"))
+            } else {
+                first.clone()
+            };
+            rejected.insert(id.clone(), Arc::new(d));
+        }
+    }
+    if !rejected.is_empty() {
+        // Their findings point into their compiled SQL, which the build does not write.
+        let shown: HashMap<String, Compiled> = project.compiled.into_iter().filter(|(id, _)| rejected.contains_key(id)).collect();
+        if let Err(e) = artifacts::write_compiled(&s.project, &s.jinja, &s.manifest, &shown) {
+            printer.warn(&format!("could not write the compiled SQL of the nodes static analysis rejected: {e}"));
+        }
+        printer.info(&format!(
+            "Static analysis is certain {} node(s) would fail: they fail without running, and what depends on them is skipped",
+            rejected.len()
+        ));
+    }
+    rejected
+}
+
 /// On the embedded engine the warehouse is local, so compiling reads it as `dbt compile` reads
 /// the target: `run_query`, `statement` and `adapter.*` answer from it, and `is_incremental()`
 /// is true for an incremental model that was built. Returns whether a node's relation exists
@@ -319,7 +386,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
         Err(d) => return Ok(session::report(printer, &d)),
     }
     printer.phase("select");
-    let mode = args.static_analysis.as_deref().and_then(StaticAnalysis::parse);
+    let mode = StaticAnalysis::parse_flag(args.static_analysis.as_deref());
     let mut project = compile_selected(&s, &selected, mode != Some(StaticAnalysis::Off));
     let mut diags = std::mem::take(&mut project.diagnostics);
     printer.phase("compile");

@@ -75,6 +75,7 @@ pub fn run(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String>,
         dry_run: false,
         event_time_start: None,
         event_time_end: None,
+        static_analysis: None,
     };
     let flags = session::RunFlags {
         full_refresh: run_args.full_refresh,
@@ -89,5 +90,5 @@ pub fn run(global: &GlobalArgs, args: &RetryArgs, env: &HashMap<String, String>,
     let selected: BTreeSet<String> =
         failed.into_iter().filter(|id| s.manifest.nodes.contains_key(id) || s.manifest.unit_tests.contains_key(id)).collect();
     printer.info(&format!("Retrying {} node(s) of the last `kiln {}`", selected.len(), which.as_str()));
-    run_selected(&global, &run_args, which, s, selected, printer)
+    run_selected(&global, &run_args, which, s, selected, env, printer)
 }

@@ -13,6 +13,7 @@ use crate::diagnostics::{Diagnostic, Diagnostics};
 use crate::engine::Engine;
 use crate::graph::state;
 use crate::jinja::macros::MacroChanges;
+use crate::project::typed::StaticAnalysis;
 use crate::run::runner::{Options, relation_name};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,11 @@ pub struct WatchArgs {
     /// Quiet time after the last file event before a rebuild starts (editors save in bursts)
     #[arg(long, default_value_t = 30, value_name = "MS")]
     pub debounce: u64,
+    /// Static analysis before anything runs, in place of the nodes' `static_analysis` configs:
+    /// a node it is certain is wrong fails without running (`baseline`); `strict` also warns of
+    /// what cannot be typed; `off` skips it
+    #[arg(long, value_name = "MODE", value_parser = ["strict", "baseline", "off"])]
+    pub static_analysis: Option<String>,
 }
 
 /// What reaches the watch loop.
@@ -299,6 +305,13 @@ impl Loop<'_> {
             cancel: self.cancel.clone(),
             dry_run: false,
             event_time: (None, None),
+            rejected: super::compile::preflight(
+                s,
+                nodes,
+                StaticAnalysis::parse_flag(self.args.static_analysis.as_deref()),
+                self.env,
+                printer,
+            ),
         };
         let done = build::execute(s, engine, nodes, options, printer);
         self.building.store(false, Ordering::SeqCst);

@@ -273,7 +273,8 @@ pub struct NodeConfig {
 pub enum StaticAnalysis {
     /// Not analyzed; its columns are unknown to its children.
     Off,
-    /// What is certain: a column none of its inputs has, an ambiguous one.
+    /// What is certain: a column none of its inputs has, a function its dialect lacks, types
+    /// its warehouse does not combine, ...
     #[default]
     Baseline,
     /// Also a warning for each model whose columns cannot be told, with why.
@@ -290,6 +291,11 @@ impl StaticAnalysis {
             "strict" => Some(StaticAnalysis::Strict),
             _ => None,
         }
+    }
+
+    /// `--static-analysis MODE` (clap has checked the value).
+    pub fn parse_flag(value: Option<&str>) -> Option<StaticAnalysis> {
+        value.and_then(StaticAnalysis::parse)
     }
 }
 

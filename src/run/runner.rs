@@ -96,6 +96,8 @@ pub struct Options {
     pub dry_run: bool,
     /// `--event-time-start` / `--event-time-end`: the range microbatch models build.
     pub event_time: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
+    /// Nodes static analysis is certain are wrong: each fails with its finding, unrun.
+    pub rejected: HashMap<String, Arc<Diagnostic>>,
 }
 
 /// `run_query` / `adapter.get_*` answered by the engine.
@@ -514,6 +516,9 @@ impl Runner<'_> {
     }
 
     fn build(&self, node: &Node) -> Outcome {
+        if let Some(d) = self.options.rejected.get(&node.unique_id) {
+            return Outcome::error(Failure { code: d.code, message: d.message.clone(), diagnostic: Some(d.clone()) });
+        }
         match node.resource_type {
             ResourceType::Seed => {
                 Outcome { relation: Some(node.relation(self.jinja.shared.target.quote_char()).render()), ..Outcome::from(self.seed(node)) }
