@@ -80,23 +80,28 @@ fn unqualified(name: &ObjectName) -> Option<&str> {
     }
 }
 
-/// The catalog's names within a small edit distance of `name` (edits and swaps of neighbours: one for names of up to 5
-/// characters, two beyond): almost certainly what was meant.
 fn misspelt(name: &str, catalog: &Catalog) -> Vec<String> {
+    misspellings(name, catalog.names())
+}
+
+/// The `candidates` within a small edit distance of `name` (edits and swaps of neighbours: one
+/// for names of up to 5 characters, two beyond): almost certainly what was meant.
+pub fn misspellings<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let limit = if name.chars().count() <= 5 { 1 } else { 2 };
     let mut close: Vec<(usize, &str)> =
-        catalog.names().map(|c| (strsim::osa_distance(name, c), c)).filter(|(d, _)| *d > 0 && *d <= limit).collect();
+        candidates.into_iter().map(|c| (strsim::osa_distance(name, c), c)).filter(|(d, _)| *d > 0 && *d <= limit).collect();
     close.sort();
+    close.dedup();
     close.into_iter().take(3).map(|(_, c)| c.to_string()).collect()
 }
 
-/// The names of functions `text` creates (`create [or replace] [temp|temporary] function
-/// [schema.]name`), lower case.
-pub fn created_functions(text: &str, into: &mut HashSet<String>) {
+/// The names of the objects of `kind` (`function`, `table`, `view`) `text` creates
+/// (`create [or replace] [temp|temporary|...] <kind> [if not exists] [schema.]name`), lower case.
+pub fn created(text: &str, kind: &str, into: &mut HashSet<String>) {
     let lower = text.to_ascii_lowercase();
     let words: Vec<&str> = lower.split(|c: char| c.is_whitespace() || c == '(').filter(|w| !w.is_empty()).collect();
     for (i, w) in words.iter().enumerate() {
-        if *w != "function" || !words[..i].iter().rev().take(4).any(|w| *w == "create") {
+        if *w != kind || !words[..i].iter().rev().take(4).any(|w| *w == "create") {
             continue;
         }
         let mut name = words.get(i + 1).copied().unwrap_or("");
@@ -169,9 +174,16 @@ mod tests {
     #[test]
     fn finds_created_functions() {
         let mut found = HashSet::new();
-        created_functions("create or replace temp function Cuont(x int64) as (x);\nCREATE FUNCTION if not exists util.f_two (", &mut found);
-        created_functions("create table function_log (id int)", &mut found);
+        created(
+            "create or replace temp function Cuont(x int64) as (x);\nCREATE FUNCTION if not exists util.f_two (",
+            "function",
+            &mut found,
+        );
+        created("create table function_log (id int)", "function", &mut found);
         assert_eq!(found, ["cuont".to_string(), "f_two".to_string()].into());
+        let mut tables = HashSet::new();
+        created("create table if not exists audit.run_log (id int); create temp view v as select 1", "table", &mut tables);
+        assert_eq!(tables, ["run_log".to_string()].into());
     }
 
     #[test]

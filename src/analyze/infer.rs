@@ -47,6 +47,8 @@ struct State<'a> {
     catalog: Option<&'static Catalog>,
     /// Functions the project creates itself (lower case): never unknown.
     created: HashSet<String>,
+    /// Tables and views the project creates itself (hooks, operations; lower case).
+    created_relations: HashSet<String>,
 }
 
 pub fn run(input: &Input) -> Analysis {
@@ -77,11 +79,14 @@ pub fn run(input: &Input) -> Analysis {
     if let Some(catalog) = catalog {
         engine.register_catalog(catalog);
     }
-    let mut created = HashSet::new();
+    let (mut created, mut created_relations) = (HashSet::new(), HashSet::new());
     for text in input.project.files.iter().map(|f| &f.text).chain(input.project.packages.iter().map(|p| &p.config.source.text)) {
-        calls::created_functions(text, &mut created);
+        calls::created(text, "function", &mut created);
+        calls::created(text, "table", &mut created_relations);
+        calls::created(text, "view", &mut created_relations);
     }
-    let mut state = State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations, catalog, created };
+    let mut state =
+        State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations, catalog, created, created_relations };
     let models: Vec<&Node> = input
         .graph
         .order
@@ -316,6 +321,56 @@ impl State<'_> {
                 Err(why) => (self.untyped(node, mode, why, found), None),
             },
         }
+    }
+
+    /// What `name` (its last part) may have meant: the CTEs of `sql` and the relations of the
+    /// project (as `ref` and `source` calls) of that name or a misspelling of it; and whether
+    /// it is a misspelling of one.
+    fn close_relations(&self, name: &str, sql: &str) -> (Vec<String>, bool) {
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let ctes = cte_names(sql, self.input.target.adapter.dialect);
+        let mut close = calls::misspellings(last, ctes.iter().map(String::as_str));
+        let mut misspelt = !close.is_empty();
+        let mut project: Vec<(String, &String)> = self.relations.iter().map(|((_, _, n), id)| (n.to_ascii_lowercase(), id)).collect();
+        project.sort();
+        for (n, id) in project {
+            let typo = !calls::misspellings(last, [n.as_str()]).is_empty();
+            if !typo && n != last {
+                continue;
+            }
+            misspelt |= typo;
+            close.push(match self.input.manifest.sources.get(id) {
+                Some(src) => format!("{{{{ source('{}', '{}') }}}}", src.source_name, src.name),
+                None => format!("{{{{ ref('{}') }}}}", self.input.manifest.nodes.get(id).map_or(n.as_str(), |x| x.name.as_str())),
+            });
+        }
+        close.truncate(3);
+        (close, misspelt)
+    }
+
+    /// Whether relation `name` (not found by the planner) is certainly not there: unqualified
+    /// and a misspelt CTE or project relation; unqualified on BigQuery (which needs a
+    /// dataset); on the embedded engine, not in the local warehouse nor created by the project.
+    fn relation_certainly_missing(&self, name: &str, misspelt: bool) -> bool {
+        let parts: Vec<&str> = name.split('.').collect();
+        let last = parts.last().copied().unwrap_or(name);
+        if parts.iter().any(|p| ["information_schema", "pg_catalog"].contains(&p.to_ascii_lowercase().as_str())) {
+            return false; // the catalog's own views
+        }
+        let target = self.input.target;
+        let embedded = target.engine() == crate::adapter::EngineKind::DataFusion;
+        let local_missing = || {
+            let (database, schema) = match parts.as_slice() {
+                [d, s, _] => (d.to_string(), s.to_string()),
+                [s, _] => (target.database.clone(), s.to_string()),
+                _ => (target.database.clone(), target.schema.clone()),
+            };
+            let r = RelationName { database, schema, name: last.to_string() };
+            !self.created_relations.contains(&last.to_ascii_lowercase()) && self.input.warehouse.is_some_and(|exists| !exists(&r))
+        };
+        (parts.len() == 1 && misspelt)
+            || (parts.len() == 1 && target.adapter.dialect == crate::adapter::SqlDialect::BigQuery)
+            || (embedded && local_missing())
     }
 
     /// The diagnostic of values combined that the target's SQL does not combine.
@@ -612,6 +667,29 @@ impl State<'_> {
                 }
                 (self.type_conflict(node, conflict, sql), why)
             }
+            PlanProblem::UnknownRelation { name, at } => {
+                // As the SQL names it (the planner's name is resolved against the defaults).
+                let name = &at.map(|(l, c)| position::word_at(sql, l, c)).filter(|w| !w.is_empty()).unwrap_or_else(|| name.clone());
+                let why = format!("relation `{name}` is not known");
+                let (close, misspelt) = self.close_relations(name, sql);
+                if !self.relation_certainly_missing(name, misspelt) {
+                    return Err(why);
+                }
+                let mut d = Diagnostic::error(
+                    Code::UnknownRelation,
+                    format!("{} reads `{name}`, which is no CTE, model, seed or source", what(node)),
+                );
+                d = match close.as_slice() {
+                    [] => d.with_help("read models and seeds with `{{ ref('name') }}` and sources with `{{ source('source', 'table') }}`"),
+                    _ => d.with_help(format!("did you mean {}?", close.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))),
+                };
+                if !name.contains('.') && self.input.target.adapter.dialect == crate::adapter::SqlDialect::BigQuery {
+                    d = d.with_note(format!("BigQuery reads a table by its dataset: `dataset.{name}`"));
+                }
+                let token = name.rsplit('.').next().unwrap_or(name).to_string();
+                let at = at.map(|(l, c)| (l, c + position::word_at(sql, l, c).rfind(&token).unwrap_or(0)));
+                (self.located(d, node, at, &token, sql, "not a relation kiln knows".into()), why)
+            }
             PlanProblem::Other(message) => return Err(message.lines().next().unwrap_or_default().to_string()),
         };
         Ok((why, diagnostic))
@@ -701,6 +779,26 @@ impl State<'_> {
     fn display_path(&self, node: &Node) -> String {
         node.file.map_or(node.original_file_path.clone(), |f| self.input.project.files[f].display_path.clone())
     }
+}
+
+/// The names of the CTEs of `sql` (lower case).
+fn cte_names(sql: &str, dialect: crate::adapter::SqlDialect) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(statements) = sqlparser::parser::Parser::parse_sql(dialect.sqlparser().as_ref(), sql) else { return names };
+    struct Ctes<'a>(&'a mut Vec<String>);
+    impl sqlparser::ast::Visitor for Ctes<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
+            for cte in query.with.iter().flat_map(|w| &w.cte_tables) {
+                self.0.push(cte.alias.name.value.to_ascii_lowercase());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    for s in &statements {
+        let _ = sqlparser::ast::Visit::visit(s, &mut Ctes(&mut names));
+    }
+    names
 }
 
 /// A relation as the user wrote it: an inlined ephemeral model (`__dbt__cte__x`) by its name.

@@ -45,6 +45,8 @@ pub struct Input<'a> {
     pub env: &'a HashMap<String, String>,
     /// `--static-analysis`: the mode of every node, in place of its `static_analysis` config.
     pub mode: Option<StaticAnalysis>,
+    /// On the embedded engine: whether a relation is in the local warehouse.
+    pub warehouse: Option<&'a (dyn Fn(&crate::engine::RelationName) -> bool + Sync)>,
 }
 
 /// What the SQL check of one node found, and its statements when it parsed.

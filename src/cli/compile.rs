@@ -217,6 +217,7 @@ pub fn analyze_compiled(
     (mode, sql_check): (Option<StaticAnalysis>, bool),
 ) -> analyze::Analysis {
     let check = |id: &str, c: &Compiled| check_node(s, selected, id, c);
+    let warehouse = local_relations(s);
     let input = analyze::Input {
         project: &s.project,
         manifest: &s.manifest,
@@ -227,8 +228,28 @@ pub fn analyze_compiled(
         full_refresh: &project.full_refresh,
         env,
         mode,
+        warehouse: warehouse.as_deref(),
     };
     analyze::analyze(&input)
+}
+
+/// On the embedded engine: whether a relation is in the local warehouse (opened on first use;
+/// without a warehouse, nothing is). `None` on other targets.
+#[allow(clippy::type_complexity)]
+fn local_relations(s: &Session) -> Option<Box<dyn Fn(&crate::engine::RelationName) -> bool + Sync + '_>> {
+    #[cfg(feature = "datafusion")]
+    if s.target.engine() == crate::adapter::EngineKind::DataFusion {
+        let engine = std::sync::OnceLock::new();
+        return Some(Box::new(move |r: &crate::engine::RelationName| {
+            let engine = engine.get_or_init(|| {
+                let dir = super::build::warehouse_dir(s).is_dir();
+                dir.then(|| super::build::open_engine(s, None).ok().map(|(e, _)| e)).flatten()
+            });
+            engine.as_ref().is_some_and(|e| e.describe(r).ok().flatten().is_some())
+        }));
+    }
+    let _ = s;
+    None
 }
 
 /// Static analysis before `kiln run`, `build` and `watch` build `selected`: their models,
@@ -236,6 +257,7 @@ pub fn analyze_compiled(
 /// the warnings; returns the nodes it is certain are wrong, each with its finding, to fail
 /// without running. Compile errors are left to the build, which compiles each node again
 /// against the warehouse as it is then.
+#[cfg(feature = "datafusion")]
 pub fn preflight(
     s: &Session,
     selected: &BTreeSet<String>,

@@ -187,6 +187,8 @@ codes! {
     NotGrouped = "E708",
     /// A unit test's `given` rows name a column its input does not have.
     UnitTestColumn = "E709",
+    /// A model reads a relation that is neither a CTE, a `ref`, a `source` nor in the warehouse.
+    UnknownRelation = "E710",
     /// kiln itself went wrong: a bug to report (exit 2), e.g. a build plan that could not finish.
     Internal = "E900",
 }

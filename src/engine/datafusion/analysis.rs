@@ -27,6 +27,8 @@ pub enum PlanProblem {
     /// Values the planner cannot combine (`text + integer`); `clash`: PostgreSQL and BigQuery
     /// refuse them too (see `type_check`).
     Types { conflict: TypeConflict, clash: bool },
+    /// A relation that is neither a CTE nor registered, as the SQL names it (normalized).
+    UnknownRelation { name: String, at: Option<(usize, usize)> },
     /// Anything else: a function or construct the planner lacks.
     Other(String),
 }
@@ -114,9 +116,20 @@ fn problem(e: &DataFusionError) -> PlanProblem {
         },
         _ => {
             let message = e.to_string();
-            not_grouped(&message, at).or_else(|| arguments(&message)).or_else(|| types(&message, at)).unwrap_or(PlanProblem::Other(message))
+            not_grouped(&message, at)
+                .or_else(|| arguments(&message))
+                .or_else(|| types(&message, at))
+                .or_else(|| unknown_relation(&message, at))
+                .unwrap_or(PlanProblem::Other(message))
         }
     }
+}
+
+/// `table 'schema.t' not found`.
+fn unknown_relation(message: &str, at: Option<(usize, usize)>) -> Option<PlanProblem> {
+    let (_, rest) = message.split_once("table '")?;
+    let (name, rest) = rest.split_once('\'')?;
+    rest.starts_with(" not found").then(|| PlanProblem::UnknownRelation { name: name.to_string(), at })
 }
 
 /// `column "db.schema.t.c" must appear in the GROUP BY clause`.
