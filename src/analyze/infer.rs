@@ -100,7 +100,8 @@ pub fn run(input: &Input) -> Analysis {
     let is_input = |p: &String| {
         input.manifest.sources.contains_key(p) || input.manifest.nodes.get(p).is_some_and(|n| n.resource_type == ResourceType::Seed)
     };
-    let inputs: BTreeSet<String> = models.iter().flat_map(|n| state.relation_parents(&n.unique_id)).filter(is_input).collect();
+    let inputs: BTreeSet<String> =
+        models.iter().flat_map(|n| state.relation_parents(&n.unique_id)).chain(input.inputs.iter().cloned()).filter(is_input).collect();
     let found: Vec<(String, Inferred)> = inputs.par_iter().map(|id| (id.clone(), state.input_relation(id))).collect();
     state.publish(found);
     let mut analysis = Analysis::default();
@@ -286,6 +287,11 @@ impl State<'_> {
         if mode == StaticAnalysis::Off {
             return (Inferred::Unknown(format!("`static_analysis` is off for `{}`", node.name)), None);
         }
+        let queried = compiled.queried || compiled.extra_ctes.iter().any(|(id, _)| self.input.compiled.get(id).is_some_and(|c| c.queried));
+        if queried && !self.input.queries_answered {
+            let why = "its SQL depends on what the warehouse holds (it runs queries or introspects relations as it compiles), which analysis does not read";
+            return (self.untyped(node, mode, why.into(), found), None);
+        }
         let mut complete = true;
         for parent in self.relation_parents(&node.unique_id) {
             match self.inferred.get(&parent) {
@@ -356,6 +362,9 @@ impl State<'_> {
         let last = parts.last().copied().unwrap_or(name);
         if parts.iter().any(|p| ["information_schema", "pg_catalog"].contains(&p.to_ascii_lowercase().as_str())) {
             return false; // the catalog's own views
+        }
+        if last.starts_with("__dbt__cte__") {
+            return false; // an ephemeral model whose CTE kiln did not inline
         }
         let target = self.input.target;
         let embedded = target.engine() == crate::adapter::EngineKind::DataFusion;
@@ -534,7 +543,9 @@ impl State<'_> {
         )))
     }
 
-    /// The relations `id` reads: its parents, through ephemeral models (inlined as CTEs).
+    /// The relations `id` reads: its parents, through ephemeral models (inlined as CTEs). An
+    /// ephemeral model that was not compiled is listed itself: its CTE is missing, and nothing
+    /// is known of it.
     fn relation_parents(&self, id: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut stack: Vec<&str> = vec![id];
@@ -545,6 +556,7 @@ impl State<'_> {
                     continue;
                 }
                 match self.input.manifest.nodes.get(p) {
+                    Some(n) if n.is_ephemeral() && !self.input.compiled.contains_key(p) => out.push(p.clone()),
                     Some(n) if n.is_ephemeral() => stack.push(p),
                     Some(n) if !matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot) => {}
                     _ => out.push(p.clone()),

@@ -47,6 +47,12 @@ pub struct Input<'a> {
     pub mode: Option<StaticAnalysis>,
     /// On the embedded engine: whether a relation is in the local warehouse.
     pub warehouse: Option<&'a (dyn Fn(&crate::engine::RelationName) -> bool + Sync)>,
+    /// Seeds and sources to infer besides those the analyzed nodes read.
+    pub inputs: &'a [String],
+    /// The warehouse answered the renders' queries as a build's would: else a node whose SQL
+    /// depends on them (`run_query`, introspection, here or in an ephemeral model it inlines)
+    /// is unknown.
+    pub queries_answered: bool,
 }
 
 /// What the SQL check of one node found, and its statements when it parsed.

@@ -145,16 +145,21 @@ pub struct CompiledProject {
     /// builds them (what their columns are; the incremental SQL reads `{{ this }}`).
     pub full_refresh: HashMap<String, String>,
     pub diagnostics: Diagnostics,
+    /// The warehouse answered the queries and introspection of the renders (the local
+    /// warehouse of the embedded engine); else they read nothing, and the SQL of a node that
+    /// made any is not what a build runs.
+    pub queries_answered: bool,
 }
 
 /// Compiles `selected`; with `analysis`, also the full-refresh SQL of incremental models
-/// compiled for an incremental run (what static analysis plans). The SQL check is part of
-/// static analysis ([`analyze_compiled`]), which parses each model once and drops its syntax
-/// tree once planned.
-pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, analysis: bool) -> CompiledProject {
+/// compiled for an incremental run (what static analysis plans). With `local_warehouse`, the
+/// embedded engine's warehouse answers the renders (see [`attach_local_warehouse`]). The SQL
+/// check is part of static analysis ([`analyze_compiled`]), which parses each model once and
+/// drops its syntax tree once planned.
+pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, analysis: bool, local_warehouse: bool) -> CompiledProject {
     let mut diags = Vec::new();
     let resolver = resolver(s);
-    let exists = attach_local_warehouse(s);
+    let (exists, queries_answered) = if local_warehouse { attach_local_warehouse(s) } else { (Box::new(|_: &Node| false) as _, false) };
     let is_incremental = |n: &Node| n.materialized() == "incremental" && exists(n);
     let compiled = compile::compile(&s.project, &s.jinja, &s.manifest, &s.graph, &resolver, selected, &is_incremental, &mut diags);
     let full_refresh = compiled
@@ -167,7 +172,7 @@ pub fn compile_selected(s: &Session, selected: &BTreeSet<String>, analysis: bool
         .collect();
     let mut d = Diagnostics(diags);
     d.sort();
-    CompiledProject { compiled, full_refresh, diagnostics: d }
+    CompiledProject { compiled, full_refresh, diagnostics: d, queries_answered }
 }
 
 /// The SQL check of one compiled node: its problems, and its statements when it parsed.
@@ -214,7 +219,19 @@ pub fn analyze_compiled(
     selected: &BTreeSet<String>,
     project: &CompiledProject,
     env: &HashMap<String, String>,
+    options: (Option<StaticAnalysis>, bool),
+) -> analyze::Analysis {
+    analyze_with(s, selected, project, env, options, &[])
+}
+
+/// [`analyze_compiled`], also inferring the seeds and sources `inputs` (no model may read them).
+fn analyze_with(
+    s: &Session,
+    selected: &BTreeSet<String>,
+    project: &CompiledProject,
+    env: &HashMap<String, String>,
     (mode, sql_check): (Option<StaticAnalysis>, bool),
+    inputs: &[String],
 ) -> analyze::Analysis {
     let check = |id: &str, c: &Compiled| check_node(s, selected, id, c);
     let warehouse = local_relations(s);
@@ -229,6 +246,8 @@ pub fn analyze_compiled(
         env,
         mode,
         warehouse: warehouse.as_deref(),
+        inputs,
+        queries_answered: project.queries_answered,
     };
     analyze::analyze(&input)
 }
@@ -265,31 +284,11 @@ pub fn preflight(
     env: &HashMap<String, String>,
     printer: &Printer,
 ) -> HashMap<String, Arc<Diagnostic>> {
-    let analyzed = |id: &String| {
-        s.manifest
-            .nodes
-            .get(id)
-            .is_some_and(|n| matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis))
-    };
-    let mut scope: BTreeSet<String> = selected
-        .iter()
-        .filter(|id| analyzed(id))
-        .cloned()
-        .chain(selected.iter().filter_map(|id| s.manifest.unit_tests.get(id)?.attached_node.clone()))
-        .collect();
-    if mode == Some(StaticAnalysis::Off) || scope.is_empty() {
+    if mode == Some(StaticAnalysis::Off) {
         return HashMap::new();
     }
-    let mut stack: Vec<String> = scope.iter().cloned().collect();
-    while let Some(id) = stack.pop() {
-        for p in s.graph.parents.get(&id).map(Vec::as_slice).unwrap_or_default() {
-            if analyzed(p) && scope.insert(p.clone()) {
-                stack.push(p.clone());
-            }
-        }
-    }
-    let project = compile_selected(s, &scope, true);
-    let analysis = analyze_compiled(s, &scope, &project, env, (mode, true));
+    // Without the warehouse: the build changes what it holds before the nodes that read it run.
+    let Some((project, analysis)) = analyze_around(s, selected, (mode, false), env) else { return HashMap::new() };
     let mut rejected = HashMap::new();
     for id in selected {
         for d in analysis.of(id).filter(|d| !d.is_error()) {
@@ -320,11 +319,71 @@ pub fn preflight(
     rejected
 }
 
+/// The columns static analysis infers for `selected` (by unique id; known in full only), for
+/// `kiln ls --output-keys columns`.
+pub fn inferred_columns(s: &Session, selected: &BTreeSet<String>, env: &HashMap<String, String>) -> HashMap<String, Vec<(String, String)>> {
+    let Some((_, analysis)) = analyze_around(s, selected, (None, true), env) else { return HashMap::new() };
+    analysis
+        .columns
+        .into_iter()
+        .filter(|(id, _)| selected.contains(id))
+        .filter_map(|(id, c)| match c {
+            analyze::Columns::Known { columns, complete: true } => Some((id, columns)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compiles and analyzes the models, snapshots and analyses of `selected` (and the models its
+/// unit tests test), with the models they read; also infers `selected`'s seeds and sources.
+/// `None` when there is nothing to analyze.
+fn analyze_around(
+    s: &Session,
+    selected: &BTreeSet<String>,
+    (mode, local_warehouse): (Option<StaticAnalysis>, bool),
+    env: &HashMap<String, String>,
+) -> Option<(CompiledProject, analyze::Analysis)> {
+    let analyzed = |id: &String| {
+        s.manifest
+            .nodes
+            .get(id)
+            .is_some_and(|n| matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis))
+    };
+    let mut scope: BTreeSet<String> = selected
+        .iter()
+        .filter(|id| analyzed(id))
+        .cloned()
+        .chain(selected.iter().filter_map(|id| s.manifest.unit_tests.get(id)?.attached_node.clone()))
+        .collect();
+    let inputs: Vec<String> = selected
+        .iter()
+        .filter(|id| {
+            s.manifest.sources.contains_key(*id) || s.manifest.nodes.get(*id).is_some_and(|n| n.resource_type == ResourceType::Seed)
+        })
+        .cloned()
+        .collect();
+    if scope.is_empty() && inputs.is_empty() {
+        return None;
+    }
+    let mut stack: Vec<String> = scope.iter().cloned().collect();
+    while let Some(id) = stack.pop() {
+        for p in s.graph.parents.get(&id).map(Vec::as_slice).unwrap_or_default() {
+            if analyzed(p) && scope.insert(p.clone()) {
+                stack.push(p.clone());
+            }
+        }
+    }
+    let project = compile_selected(s, &scope, true, local_warehouse);
+    let analysis = analyze_with(s, &scope, &project, env, (mode, true), &inputs);
+    Some((project, analysis))
+}
+
 /// On the embedded engine the warehouse is local, so compiling reads it as `dbt compile` reads
 /// the target: `run_query`, `statement` and `adapter.*` answer from it, and `is_incremental()`
 /// is true for an incremental model that was built. Returns whether a node's relation exists
-/// (never, without a warehouse).
-fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_> {
+/// (never, without a warehouse), and whether it was attached.
+#[allow(clippy::type_complexity)]
+fn attach_local_warehouse(s: &Session) -> (Box<dyn Fn(&Node) -> bool + Sync + '_>, bool) {
     #[cfg(feature = "datafusion")]
     if s.target.engine() == crate::adapter::EngineKind::DataFusion
         && super::build::warehouse_dir(s).is_dir()
@@ -332,10 +391,10 @@ fn attach_local_warehouse(s: &Session) -> Box<dyn Fn(&Node) -> bool + Sync + '_>
     {
         *s.jinja.shared.runner.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(crate::run::runner::EngineQueries(engine.clone(), s.target.quote_char()));
-        return Box::new(move |n: &Node| engine.describe(&crate::run::runner::relation_name(n)).ok().flatten().is_some());
+        return (Box::new(move |n: &Node| engine.describe(&crate::run::runner::relation_name(n)).ok().flatten().is_some()), true);
     }
     let _ = s;
-    Box::new(|_| false)
+    (Box::new(|_| false), false)
 }
 
 /// Whether a relation exists in the local warehouse (for `--defer`). kiln compile does not
@@ -409,7 +468,7 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     }
     printer.phase("select");
     let mode = StaticAnalysis::parse_flag(args.static_analysis.as_deref());
-    let mut project = compile_selected(&s, &selected, mode != Some(StaticAnalysis::Off));
+    let mut project = compile_selected(&s, &selected, mode != Some(StaticAnalysis::Off), true);
     let mut diags = std::mem::take(&mut project.diagnostics);
     printer.phase("compile");
     printer.template_logs(s.jinja.shared.take_logs());

@@ -39,7 +39,7 @@ pub fn run(global: &GlobalArgs, args: &LineageArgs, env: &HashMap<String, String
     let selected: BTreeSet<String> =
         s.manifest.nodes.values().filter(|n| crate::compile::has_sql(n)).map(|n| n.unique_id.clone()).collect();
     s.jinja.set_selected(&selected);
-    let project = super::compile::compile_selected(&s, &selected, true);
+    let project = super::compile::compile_selected(&s, &selected, true, true);
     if project.diagnostics.has_errors() {
         return Ok(session::report(printer, &project.diagnostics));
     }

@@ -45,6 +45,16 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
     if args.select.resource_type.is_empty() {
         selected.retain(|id| s.manifest.nodes.get(id).is_none_or(|n| n.resource_type != crate::parse::ResourceType::Analysis));
     }
+    // Inferred columns, when asked for: static analysis of the selection (and what it reads).
+    let wants_columns = args.output == Output::Json && args.output_keys.iter().any(|k| k == "columns");
+    let inferred = if wants_columns { super::compile::inferred_columns(&s, &selected, env) } else { HashMap::new() };
+    // Only when asked for: dbt's default keys do not include them.
+    let with_columns = |mut v: serde_json::Value, id: &str, declared| {
+        if wants_columns {
+            v["columns"] = crate::run::artifacts::columns_json(declared, inferred.get(id).map(Vec::as_slice));
+        }
+        v
+    };
     let mut lines = Vec::new();
     for id in &selected {
         let line = if let Some(src) = s.manifest.sources.get(id) {
@@ -55,8 +65,12 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
                 Output::Name => format!("{}.{}", src.source_name, src.name),
                 Output::Path => s.project.files[src.file].original_path.clone(),
                 Output::Json => json_line(
-                    serde_json::json!({"name": src.name, "resource_type": "source", "package_name": src.package, "source_name": src.source_name,
-                        "unique_id": src.unique_id, "original_file_path": s.project.files[src.file].original_path, "tags": src.tags, "config": src.config}),
+                    with_columns(
+                        serde_json::json!({"name": src.name, "resource_type": "source", "package_name": src.package, "source_name": src.source_name,
+                            "unique_id": src.unique_id, "original_file_path": s.project.files[src.file].original_path, "tags": src.tags, "config": src.config}),
+                        id,
+                        &src.columns,
+                    ),
                     &args.output_keys,
                 ),
             }
@@ -73,9 +87,13 @@ pub fn run(global: &GlobalArgs, args: &LsArgs, env: &HashMap<String, String>, pr
                 Output::Name => n.name.clone(),
                 Output::Path => n.original_file_path.clone(),
                 Output::Json => json_line(
-                    serde_json::json!({"name": n.name, "resource_type": n.resource_type.as_str(), "package_name": n.package,
-                        "original_file_path": n.original_file_path, "unique_id": n.unique_id, "alias": n.alias, "tags": n.tags(),
-                        "config": n.config, "depends_on": {"nodes": s.graph.parents.get(id).cloned().unwrap_or_default(), "macros": n.macros}}),
+                    with_columns(
+                        serde_json::json!({"name": n.name, "resource_type": n.resource_type.as_str(), "package_name": n.package,
+                            "original_file_path": n.original_file_path, "unique_id": n.unique_id, "alias": n.alias, "tags": n.tags(),
+                            "config": n.config, "depends_on": {"nodes": s.graph.parents.get(id).cloned().unwrap_or_default(), "macros": n.macros}}),
+                        id,
+                        &n.columns,
+                    ),
                     &args.output_keys,
                 ),
             }

@@ -6,7 +6,7 @@ pub mod sqlcheck;
 
 use crate::diagnostics::{Diagnostic, SourceText};
 use crate::graph::{Graph, Lookup};
-use crate::jinja::context::{NodeCtx, NodeInfo, Phase, RefCall};
+use crate::jinja::context::{NodeCtx, NodeInfo, Phase, Record, RefCall};
 use crate::jinja::error::to_diagnostic;
 use crate::jinja::{JinjaEnv, Resolver, ser};
 use crate::parse::{Manifest, Node, ResourceType};
@@ -144,6 +144,9 @@ pub struct Compiled {
     pub inline_config: crate::project::config::ConfigMap,
     /// The columns and types static analysis inferred (`None`: not analyzed, or unknown).
     pub columns: Option<Vec<(String, String)>>,
+    /// Its render read the warehouse (`run_query`, introspection): the SQL depends on what the
+    /// warehouse held then.
+    pub queried: bool,
 }
 
 /// Which nodes have SQL to compile.
@@ -188,20 +191,16 @@ pub fn render_with(project: &Project, jinja: &JinjaEnv, node: &Node, ctx: NodeCt
     render_recording(project, jinja, node, ctx).map(|(sql, _)| sql)
 }
 
-/// [`render_with`], also returning what the render's `config()` calls set.
-fn render_recording(
-    project: &Project,
-    jinja: &JinjaEnv,
-    node: &Node,
-    ctx: NodeCtx,
-) -> Result<(String, crate::project::config::ConfigMap), Diagnostic> {
+/// [`render_with`], also returning what the render recorded (its `config()` calls, whether
+/// it read the warehouse).
+fn render_recording(project: &Project, jinja: &JinjaEnv, node: &Node, ctx: NodeCtx) -> Result<(String, Record), Diagnostic> {
     let result = if node.test_metadata.is_some() {
-        crate::parse::generic_tests_render(jinja, node, ctx, false).map(|(s, record)| (s, record.inline_config))
+        crate::parse::generic_tests_render(jinja, node, ctx, false)
     } else {
         let display = node.file.map_or(node.original_file_path.clone(), |f| project.files[f].display_path.clone());
         let source = crate::jinja::literals::mutable_literals(&node.raw_code).into_owned();
         let ctx = Arc::new(ctx);
-        jinja.render(&display, &source, ctx.clone()).map(|s| (s, ctx.take_record().inline_config))
+        jinja.render(&display, &source, ctx.clone()).map(|s| (s, ctx.take_record()))
     };
     result.map_err(|e| {
         let raw = node.file.map(|f| SourceText::new(project.files[f].display_path.clone(), node.raw_code.clone()));
@@ -292,12 +291,13 @@ pub fn compile(
         .par_iter()
         .map(|n| {
             let ctx = node_ctx(jinja, n, resolver, is_incremental(n));
-            let compiled = render_recording(project, jinja, n, ctx).map(|(sql, inline_config)| Compiled {
+            let compiled = render_recording(project, jinja, n, ctx).map(|(sql, record)| Compiled {
                 rendered: sql.clone(),
                 sql,
                 extra_ctes: vec![],
-                inline_config,
+                inline_config: record.inline_config,
                 columns: None,
+                queried: record.queried,
             });
             (n.unique_id.clone(), compiled)
         })

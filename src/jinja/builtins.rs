@@ -433,7 +433,7 @@ fn run_query(state: &State, sql: String) -> Result<Value, Error> {
     if ctx.phase == Phase::Parse {
         return Ok(Value::from(()));
     }
-    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let runner = ctx.runner();
     let table = runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("run_query failed: {m}"), None))?;
     Ok(Value::from_object(Table(Arc::new(table))))
 }
@@ -451,7 +451,7 @@ fn statement(state: &mut State, name: Option<String>, kwargs: Kwargs) -> Result<
     if ctx.phase == Phase::Parse {
         return Ok(Value::from(""));
     }
-    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let runner = ctx.runner();
     let table = runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("statement failed: {m}"), None))?;
     if let Some(name) = name {
         let table = Arc::new(table);
@@ -673,7 +673,7 @@ impl Object for Adapter {
                         Relation::new(&attr(&r, "database"), &attr(&r, "schema"), &attr(&r, "identifier"), ctx.shared.target.quote_char())
                     }
                 };
-                let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let runner = ctx.runner();
                 let columns = runner
                     .get_columns(&relation)
                     .map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.get_columns_in_relation({relation}) failed: {m}"), None))?;
@@ -702,7 +702,7 @@ impl Object for Adapter {
             }
             "execute" => {
                 let sql = arg(0, "sql").map(|v| v.to_string()).unwrap_or_default();
-                let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let runner = ctx.runner();
                 let table = match ctx.phase {
                     Phase::Compile => {
                         runner.run_query(&sql).map_err(|m| kiln_error(Code::JinjaRender, format!("adapter.execute failed: {m}"), None))?
@@ -720,7 +720,7 @@ impl Object for Adapter {
 /// embedded engine carries out DDL on its warehouse). The parse phase changes nothing and finds
 /// nothing, as in dbt.
 fn warehouse_method(ctx: &super::context::NodeCtx, method: &str, arg: &dyn Fn(usize, &str) -> Option<Value>) -> Result<Value, Error> {
-    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let runner = ctx.runner();
     let text = |i: usize, name: &str| arg(i, name).map(|v| v.to_string()).unwrap_or_default();
     let quote = |s: &str| quote_ident(s, ctx.shared.target.quote_char());
     let relation = |i: usize, name: &str| -> Result<Value, Error> {
@@ -828,7 +828,7 @@ fn existing_relation(ctx: &super::context::NodeCtx, database: &str, schema: &str
     if ctx.phase == Phase::Parse {
         return Ok(Value::from(()));
     }
-    let runner = ctx.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let runner = ctx.runner();
     let found = runner
         .get_relation(database, schema, identifier)
         .map_err(|m| kiln_error(Code::JinjaRender, format!("cannot tell whether {database}.{schema}.{identifier} exists: {m}"), None))?;

@@ -34,6 +34,9 @@ pub struct Record {
     pub macros: BTreeSet<String>,
     /// `config()` calls in the file, in order.
     pub inline_config: ConfigMap,
+    /// The render read the warehouse (`run_query`, `statement`, `adapter` introspection): its
+    /// SQL depends on what the warehouse holds.
+    pub queried: bool,
 }
 
 /// Identity of the node being rendered.
@@ -107,6 +110,13 @@ impl NodeCtx {
     pub fn with_model(mut self, builder: LazyValue) -> Self {
         self.model_builder = Some(builder);
         self
+    }
+
+    /// The warehouse, for a query or an introspection; the render is recorded as one that
+    /// read it.
+    pub fn runner(&self) -> Arc<dyn super::QueryRunner> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner()).queried = true;
+        self.shared.runner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn take_record(&self) -> Record {

@@ -8,7 +8,7 @@ use crate::parse::{ColumnInfo, Manifest, Node, ResourceType, SourceNode, md5_hex
 use crate::project::Project;
 use indexmap::IndexMap;
 use serde::Serialize;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -53,14 +53,6 @@ fn column_json(c: &ColumnInfo) -> Json {
         "tags": c.tags,
         "granularity": null,
     })
-}
-
-fn columns_json(cols: &IndexMap<String, ColumnInfo>) -> Json {
-    let mut m = Map::new();
-    for (k, c) in cols {
-        m.insert(k.clone(), column_json(c));
-    }
-    Json::Object(m)
 }
 
 fn constraints_json(v: &Json) -> Json {
@@ -120,6 +112,11 @@ impl Serialize for ConfigOut<'_> {
         }
         m.end()
     }
+}
+
+/// [`ColumnsOut`] as JSON (sources, `kiln ls --output-keys columns`).
+pub fn columns_json(declared: &IndexMap<String, ColumnInfo>, inferred: Option<&[(String, String)]>) -> Json {
+    serde_json::to_value(ColumnsOut(declared, inferred)).unwrap_or_default()
 }
 
 /// A node's columns: those its YAML declares, then those static analysis inferred. A declared
@@ -380,7 +377,7 @@ fn source_json(s: &SourceNode, jinja: &JinjaEnv, project: &Project) -> Json {
         "freshness": if s.freshness.is_object() { s.freshness.clone() } else { json!({"warn_after": {"count": null, "period": null}, "error_after": {"count": null, "period": null}, "filter": null}) },
         "external": if s.external.is_object() { s.external.clone() } else { Json::Null },
         "description": s.description,
-        "columns": columns_json(&s.columns),
+        "columns": columns_json(&s.columns, None),
         "meta": s.meta,
         "source_meta": s.source_meta,
         "tags": s.tags,

@@ -290,7 +290,14 @@ fn sql_error_points_at_the_model_and_keeps_the_old_table() {
         "select\n    order_date,\n    sum(amount) as total,\n    sum(no_such_column) as broken\nfrom {{ ref('stg_orders') }}\ngroup by 1\n",
     )
     .unwrap();
+    // Static analysis finds it first: the model fails without reaching the warehouse.
     let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "revenue_by_status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error[E701]: column `no_such_column` not found in `stg_orders`"), "{err}");
+    assert!(!err.contains("does not exist"), "the warehouse ran it:\n{err}");
+    // Without it, PostgreSQL's own error points at the model.
+    let out = kiln_pg(d, &server, &["run", "--profiles-dir", ".", "-s", "revenue_by_status", "--static-analysis", "off"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("column \"no_such_column\" does not exist"), "{err}");

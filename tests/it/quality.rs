@@ -168,12 +168,20 @@ fn unit_test_mistakes_are_clear_errors() {
     assert!(
         message("missing_input").contains("reads ref('stg_customers'), which the test does not give; add `- input: ref('stg_customers')`")
     );
-    assert!(
-        message("unknown_column")
-            .contains("the expected column `client` is not in the output of model `vip_customers` (it has: customer_id, name, revenue)")
-    );
+    // Static analysis finds the expected column the model lacks before the test runs.
+    assert!(message("unknown_column").contains("unit test `unknown_column` expects a column `client`, which its model does not return"));
     assert!(message("no_fixture").contains("no fixture file `nowhere.csv` under tests/fixtures/"));
     assert!(message("bad_value").contains("the rows do not fit the columns' types"));
+    // Without static analysis, the test itself says so when it runs.
+    let out = run(d, &["test", "-s", "unknown_column", "--static-analysis", "off"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = results(d);
+    let id = r.keys().find(|k| k.ends_with("unknown_column")).expect("ran");
+    let text = r[id]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("the expected column `client` is not in the output of model `vip_customers` (it has: customer_id, name, revenue)"),
+        "{text}"
+    );
 }
 
 const CONTRACT_MODEL: &str = "select customer_id, name, cast(revenue as double) as revenue from {{ ref('customer_revenue') }}\n";
@@ -224,9 +232,16 @@ fn contracts_check_columns_and_constraints_and_keep_the_previous_table() {
             "constraint foreign_key on `customer_id` referencing",
         ),
     ];
+    // Static analysis finds a contract that differs in names or types before the build runs.
+    std::fs::write(d.join("models/contract.yml"), contract_yaml(&cases[0].1)).unwrap();
+    let out = run(d, &["run", "-s", "contracted"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`customer_id` is BIGINT in the model's SQL, integer in the contract"), "{}", stderr(&out));
+    assert_eq!(show(d, "select * from contracted order by customer_id"), before, "the previous table stays");
+    // The build's own checks, as dbt's.
     for (what, columns, expected) in cases {
         std::fs::write(d.join("models/contract.yml"), contract_yaml(&columns)).unwrap();
-        let out = run(d, &["run", "-s", "contracted"]);
+        let out = run(d, &["run", "-s", "contracted", "--static-analysis", "off"]);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
         assert!(stderr(&out).contains(expected), "{what}: expected `{expected}` in\n{}", stderr(&out));
         assert_eq!(show(d, "select * from contracted order by customer_id"), before, "{what}: the previous table stays");
