@@ -299,8 +299,11 @@ fn watch(models: usize, rows: usize, runs: usize) {
     generator::generate(&dir, &generator::Spec { models, seed_rows: rows });
     generator::write_profiles(&dir);
     kiln_with(&dir, "parse", &["--profiles-dir", "."]); // target/manifest.json, to pick the models
+    // `KILN_BENCH_WATCH_ARGS="--static-analysis off"`: more flags for `kiln watch`.
+    let extra = std::env::var("KILN_BENCH_WATCH_ARGS").unwrap_or_default();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["watch", "--log-format", "json", "--profiles-dir", ".", "--debounce", "20"])
+        .args(extra.split_whitespace())
         .current_dir(&dir)
         .env("HOME", &dir)
         .stdin(std::process::Stdio::piped())

@@ -1,7 +1,9 @@
 //! Writes realistic dbt projects of N models for benchmarks: staging -> intermediate -> marts
-//! layers, 1-3 `ref`s per model, macros, Jinja loops, `config()`, `var()`, incremental and
-//! ephemeral models, and schema tests on about half of the models. The SQL is plain enough for
-//! DataFusion, PostgreSQL and DuckDB alike. Deterministic: the same N gives the same project.
+//! layers, 1-3 `ref`s per model (looped over in Jinja), several macro calls with `{% for %}`
+//! loops per model, `{% set %}`, `config()`, `var()`, incremental models with their
+//! `is_incremental()` block, ephemeral models, and schema tests on every model. The SQL is
+//! plain enough for DataFusion, PostgreSQL and DuckDB alike. Deterministic: the same N gives
+//! the same project.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -42,7 +44,10 @@ pub fn generate(dir: &Path, spec: &Spec) {
         &dir.join("macros/helpers.sql"),
         "{% macro cents_to_dollars(col, scale=2) -%}\n    round({{ col }} / 100.0, {{ scale }})\n{%- endmacro %}\n\n\
          {% macro safe_divide(a, b) -%}\n    case when {{ b }} = 0 then null else {{ a }} / {{ b }} end\n{%- endmacro %}\n\n\
-         {% macro status_flags(statuses) -%}\n    {%- for s in statuses %}\n    sum(case when status = '{{ s }}' then 1 else 0 end) as n_{{ s }}{{ ',' if not loop.last }}\n    {%- endfor %}\n{%- endmacro %}\n",
+         {% macro status_flags(statuses) -%}\n    {%- for s in statuses %}\n    sum(case when status = '{{ s }}' then 1 else 0 end) as n_{{ s }}{{ ',' if not loop.last }}\n    {%- endfor %}\n{%- endmacro %}\n\n\
+         {% macro select_columns(columns, alias=none) -%}\n    {%- for c in columns %}\n    {% if alias %}{{ alias }}.{% endif %}{{ c }}{{ ',' if not loop.last }}\n    {%- endfor %}\n{%- endmacro %}\n\n\
+         {% macro date_bucket(col, grain='day') -%}\n    date_trunc('{{ grain }}', {{ col }})\n{%- endmacro %}\n\n\
+         {% macro is_valid_status(col) -%}\n    {%- set statuses = var('statuses') -%}\n    {{ col }} in ({% for s in statuses %}'{{ s }}'{{ ', ' if not loop.last }}{% endfor %})\n{%- endmacro %}\n",
     );
     // Seeds.
     let rows = spec.seed_rows.max(1);
@@ -95,16 +100,15 @@ pub fn generate(dir: &Path, spec: &Spec) {
         if ephemeral {
             sql.push_str("{{ config(materialized='ephemeral') }}\n");
         }
-        let _ = writeln!(sql, "with unioned as (");
-        for (j, p) in parents.iter().enumerate() {
-            if j > 0 {
-                sql.push_str("    union all\n");
-            }
-            let _ = writeln!(sql, "    select id, customer_id, amount, status, created_at from {{{{ ref('{p}') }}}}");
-        }
-        sql.push_str(")\n\nselect\n    id,\n    customer_id,\n    amount,\n    status,\n    created_at\nfrom unioned\n");
+        // As real projects write them: a column list set once and looped over by a macro, the
+        // parents looped over, several macro calls, a var.
+        let list: Vec<String> = parents.iter().map(|p| format!("'{p}'")).collect();
+        let _ = writeln!(sql, "{{%- set columns = ['id', 'customer_id', 'amount', 'status', 'created_at'] -%}}");
+        let _ = writeln!(sql, "{{%- set parents = [{}] -%}}\n", list.join(", "));
+        sql.push_str("with unioned as (\n    {%- for p in parents %}\n    select {{ select_columns(columns) }}\n    from {{ ref(p) }}\n    {%- if not loop.last %}\n    union all\n    {%- endif %}\n    {%- endfor %}\n)\n\n");
+        sql.push_str("select\n    {{ select_columns(columns, 'u') }},\n    {{ date_bucket('u.created_at') }} as created_day,\n    {{ date_bucket('u.created_at', 'month') }} as created_month\nfrom unioned as u\nwhere u.amount >= {{ var('min_amount') }}\n");
         if i % 3 == 0 {
-            sql.push_str("where status in ({% for s in var('statuses') %}'{{ s }}'{{ ', ' if not loop.last }}{% endfor %})\n");
+            sql.push_str("  and {{ is_valid_status('u.status') }}\n");
         }
         write(&dir.join(format!("models/intermediate/g{:03}/{name}.sql", i / folder_size)), &sql);
         layers.push((name, "intermediate"));
@@ -124,18 +128,15 @@ pub fn generate(dir: &Path, spec: &Spec) {
             "select\n    customer_id,\n    count(*) as orders,\n    sum(amount) as total_amount,\n    {{{{ safe_divide('sum(amount)', 'count(*)') }}}} as avg_amount,\n    {{{{ status_flags(var('statuses')) }}}},\n    max(created_at) as last_order_at\nfrom {{{{ ref('{p}') }}}}\n"
         );
         if incremental {
-            sql.push_str("{% if is_incremental() %}\nwhere created_at > (select max(last_order_at) from {{ this }})\n{% endif %}\n");
+            sql.push_str("{% if is_incremental() %}\n{%- set cutoff = \"(select max(last_order_at) from \" ~ this ~ \")\" %}\nwhere created_at > {{ cutoff }}\n{% endif %}\n");
         }
         sql.push_str("group by customer_id\n");
         write(&dir.join(format!("models/marts/g{:03}/{name}.sql", i / folder_size)), &sql);
         layers.push((name, "marts"));
     }
-    // Schema tests on about half of the models, one properties file per folder.
+    // A schema test or two on every model, one properties file per folder.
     let mut by_folder: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for (idx, (name, layer)) in layers.iter().enumerate() {
-        if idx % 2 == 1 {
-            continue;
-        }
+    for (name, layer) in &layers {
         let group = name[name.len() - 5..].parse::<usize>().unwrap_or(0) / folder_size;
         let key = format!("models/{layer}/g{group:03}/schema.yml");
         let entry = by_folder.entry(key).or_insert_with(|| "version: 2\n\nmodels:\n".to_string());

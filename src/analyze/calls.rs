@@ -95,13 +95,19 @@ pub fn misspellings<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
     close.into_iter().take(3).map(|(_, c)| c.to_string()).collect()
 }
 
-/// The names of the objects of `kind` (`function`, `table`, `view`) `text` creates
-/// (`create [or replace] [temp|temporary|...] <kind> [if not exists] [schema.]name`), lower case.
-pub fn created(text: &str, kind: &str, into: &mut HashSet<String>) {
+/// The objects `text` creates (`create [or replace] [temp|temporary|...] <kind> [if not
+/// exists] [schema.]name`): (kind, name), lower case, for `function`, `table` and `view`.
+pub fn created(text: &str) -> Vec<(&'static str, String)> {
+    // Most files create nothing: skip them without lowering their text.
+    if !text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"create")) {
+        return Vec::new();
+    }
     let lower = text.to_ascii_lowercase();
     let words: Vec<&str> = lower.split(|c: char| c.is_whitespace() || c == '(').filter(|w| !w.is_empty()).collect();
+    let mut found = Vec::new();
     for (i, w) in words.iter().enumerate() {
-        if *w != kind || !words[..i].iter().rev().take(4).any(|w| *w == "create") {
+        let Some(kind) = ["function", "table", "view"].into_iter().find(|k| k == w) else { continue };
+        if !words[..i].iter().rev().take(4).any(|w| *w == "create") {
             continue;
         }
         let mut name = words.get(i + 1).copied().unwrap_or("");
@@ -110,9 +116,10 @@ pub fn created(text: &str, kind: &str, into: &mut HashSet<String>) {
         }
         let name = name.rsplit('.').next().unwrap_or("").trim_matches(['"', '`']);
         if !name.is_empty() {
-            into.insert(name.to_string());
+            found.push((kind, name.to_string()));
         }
     }
+    found
 }
 
 /// `statement` as it is planned: date-part keywords as strings, `safe.` dropped.
@@ -173,17 +180,11 @@ mod tests {
 
     #[test]
     fn finds_created_functions() {
-        let mut found = HashSet::new();
-        created(
-            "create or replace temp function Cuont(x int64) as (x);\nCREATE FUNCTION if not exists util.f_two (",
-            "function",
-            &mut found,
-        );
-        created("create table function_log (id int)", "function", &mut found);
-        assert_eq!(found, ["cuont".to_string(), "f_two".to_string()].into());
-        let mut tables = HashSet::new();
-        created("create table if not exists audit.run_log (id int); create temp view v as select 1", "table", &mut tables);
-        assert_eq!(tables, ["run_log".to_string()].into());
+        let found = created("create or replace temp function Cuont(x int64) as (x);\nCREATE FUNCTION if not exists util.f_two (");
+        assert_eq!(found, [("function", "cuont".to_string()), ("function", "f_two".to_string())]);
+        let found = created("create table if not exists audit.run_log (id int); create temp view v as select 1; select 1 as function_log");
+        assert_eq!(found, [("table", "run_log".to_string()), ("view", "v".to_string())]);
+        assert_eq!(created("select * from t"), []);
     }
 
     #[test]

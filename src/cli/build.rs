@@ -510,6 +510,9 @@ pub(super) fn run_selected(
         Ok(range) => range,
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
+    printer.phase("open");
+    let rejected = super::compile::preflight(&s, &selected, StaticAnalysis::parse_flag(args.static_analysis.as_deref()), env, printer);
+    printer.phase("analyze");
     let options = Options {
         event_time,
         threads: args.threads.unwrap_or(s.target.threads),
@@ -518,7 +521,7 @@ pub(super) fn run_selected(
         store_failures: args.store_failures,
         cancel: cancel.clone(),
         dry_run: args.dry_run,
-        rejected: super::compile::preflight(&s, &selected, StaticAnalysis::parse_flag(args.static_analysis.as_deref()), env, printer),
+        rejected,
     };
     let done = execute(&s, &engine, &selected, options, printer);
     if args.dry_run {

@@ -83,9 +83,13 @@ pub fn run(input: &Input) -> Analysis {
     }
     let (mut created, mut created_relations) = (HashSet::new(), HashSet::new());
     for text in input.project.files.iter().map(|f| &f.text).chain(input.project.packages.iter().map(|p| &p.config.source.text)) {
-        calls::created(text, "function", &mut created);
-        calls::created(text, "table", &mut created_relations);
-        calls::created(text, "view", &mut created_relations);
+        for (kind, name) in calls::created(text) {
+            if kind == "function" {
+                created.insert(name)
+            } else {
+                created_relations.insert(name)
+            };
+        }
     }
     let mut state =
         State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations, catalog, created, created_relations };
