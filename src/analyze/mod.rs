@@ -53,6 +53,9 @@ pub struct Input<'a> {
     /// depends on them (`run_query`, introspection, here or in an ephemeral model it inlines)
     /// is unknown.
     pub queries_answered: bool,
+    /// Sources' columns as the warehouse has them (`kiln compile --introspect`): unique id ->
+    /// (name, type in the warehouse's SQL).
+    pub source_columns: &'a HashMap<String, Vec<(String, String)>>,
 }
 
 /// What the SQL check of one node found, and its statements when it parsed.

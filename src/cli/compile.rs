@@ -28,6 +28,11 @@ pub struct CompileArgs {
     /// reports what is certain, `strict` also what cannot be typed, `off` skips it
     #[arg(long, value_name = "MODE", value_parser = ["strict", "baseline", "off"])]
     pub static_analysis: Option<String>,
+    /// Read every source's columns from the target's warehouse (its information_schema) and keep
+    /// them in target/source_columns.json, which static analysis then uses, offline, until the
+    /// next --introspect
+    #[arg(long)]
+    pub introspect: bool,
 }
 
 pub fn parse(global: &GlobalArgs, env: &HashMap<String, String>, printer: &mut Printer) -> anyhow::Result<i32> {
@@ -235,6 +240,7 @@ fn analyze_with(
 ) -> analyze::Analysis {
     let check = |id: &str, c: &Compiled| check_node(s, selected, id, c);
     let warehouse = local_relations(s);
+    let source_columns = read_source_columns(s);
     let input = analyze::Input {
         project: &s.project,
         manifest: &s.manifest,
@@ -248,8 +254,65 @@ fn analyze_with(
         warehouse: warehouse.as_deref(),
         inputs,
         queries_answered: project.queries_answered,
+        source_columns: &source_columns,
     };
     analyze::analyze(&input)
+}
+
+/// Where `kiln compile --introspect` keeps the sources' columns.
+fn source_columns_path(s: &Session) -> std::path::PathBuf {
+    s.project.target_dir().join("source_columns.json")
+}
+
+/// The sources' columns `kiln compile --introspect` read last (none when it never ran, or the
+/// file is unreadable).
+fn read_source_columns(s: &Session) -> HashMap<String, Vec<(String, String)>> {
+    let Ok(text) = std::fs::read_to_string(source_columns_path(s)) else { return HashMap::new() };
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let sources = doc["sources"].as_object().cloned().unwrap_or_default();
+    let pair = |c: &serde_json::Value| Some((c["name"].as_str()?.to_string(), c["data_type"].as_str()?.to_string()));
+    sources
+        .into_iter()
+        .filter(|(id, _)| s.manifest.sources.contains_key(id))
+        .map(|(id, v)| (id, v["columns"].as_array().map(|cs| cs.iter().filter_map(pair).collect()).unwrap_or_default()))
+        .collect()
+}
+
+/// `kiln compile --introspect`: every source's columns, read from the target's warehouse once,
+/// into target/source_columns.json. A source the warehouse lacks is left out (and said).
+#[cfg(feature = "datafusion")]
+fn introspect(s: &Session, printer: &Printer) -> Result<(), Diagnostic> {
+    let (engine, _) = super::build::open_engine(s, None)?;
+    let mut sources = serde_json::Map::new();
+    let mut missing = Vec::new();
+    for src in s.manifest.sources.values() {
+        let r = crate::engine::RelationName { database: src.database.clone(), schema: src.schema.clone(), name: src.identifier.clone() };
+        match engine.describe(&r) {
+            Ok(Some(columns)) => {
+                let columns: Vec<serde_json::Value> = columns.iter().map(|(n, t)| serde_json::json!({"name": n, "data_type": t})).collect();
+                sources.insert(
+                    src.unique_id.clone(),
+                    serde_json::json!({"relation": format!("{}.{}.{}", r.database, r.schema, r.name), "columns": columns}),
+                );
+            }
+            Ok(None) => missing.push(format!("{}.{}", src.source_name, src.name)),
+            Err(e) => {
+                return Err(Diagnostic::error(
+                    Code::Connection,
+                    format!("reading the columns of source `{}.{}`: {}", src.source_name, src.name, e.message),
+                ));
+            }
+        }
+    }
+    let doc = serde_json::json!({"target": s.target.name, "sources": sources});
+    let path = source_columns_path(s);
+    session::write_atomic_with(&path, |w| serde_json::to_writer_pretty(w, &doc).map_err(std::io::Error::other))
+        .map_err(|e| Diagnostic::error(Code::Internal, format!("writing {}: {e}", path.display())))?;
+    printer.info(&format!("Read the columns of {} source(s) from the warehouse into {}", sources.len(), path.display()));
+    if !missing.is_empty() {
+        printer.warn(&format!("the warehouse has no relation for {} source(s): {}", missing.len(), missing.join(", ")));
+    }
+    Ok(())
 }
 
 /// On the embedded engine: whether a relation is in the local warehouse (opened on first use;
@@ -465,6 +528,12 @@ pub fn run(global: &GlobalArgs, args: &CompileArgs, env: &HashMap<String, String
     match deferred {
         Ok(deferred) => s.deferred = deferred,
         Err(d) => return Ok(session::report(printer, &d)),
+    }
+    #[cfg(feature = "datafusion")]
+    if args.introspect
+        && let Err(d) = introspect(&s, printer)
+    {
+        return Ok(session::report(printer, &Diagnostics::from(d)));
     }
     printer.phase("select");
     let mode = StaticAnalysis::parse_flag(args.static_analysis.as_deref());

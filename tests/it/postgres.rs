@@ -782,3 +782,52 @@ fn snapshots_match_dbt_postgres_and_the_embedded_engine() {
         }
     }
 }
+
+/// `kiln compile --introspect` reads the sources' columns from PostgreSQL once; analysis then
+/// types the models that read them, offline.
+#[test]
+fn introspected_sources_type_the_models_that_read_them() {
+    let Some(server) = server() else { return };
+    let (tmp, db) = server.pgshop("introspect");
+    let d = tmp.path();
+    let pg = server.engine(&db);
+    pg.execute("create schema landing").unwrap();
+    pg.execute("create table landing.payments (payment_id integer, order_id integer, amount numeric(10,2), paid_at timestamp)").unwrap();
+    std::fs::write(
+        d.join("models/staging/sources.yml"),
+        "version: 2\nsources:\n  - name: landing\n    schema: landing\n    tables:\n      - name: payments\n      - name: refunds\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("models/staging/stg_payments.sql"),
+        "select payment_id, order_id, amunt from {{ source('landing', 'payments') }}\n",
+    )
+    .unwrap();
+    let e701 = |out: &std::process::Output| stderr(out).contains("error[E701]: column `amunt` not found in `payments`");
+    // Without the warehouse's columns the source is unknown, and so is the typo.
+    let out = kiln_pg(d, &server, &["compile", "--profiles-dir", ".", "-s", "stg_payments"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Read once: kept in target/source_columns.json; a source the warehouse lacks is said.
+    let out = kiln_pg(d, &server, &["compile", "--profiles-dir", ".", "-s", "stg_payments", "--introspect"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(e701(&out), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the warehouse has no relation for 1 source(s): landing.refunds"), "{}", stderr(&out));
+    let cached: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/source_columns.json")).unwrap()).unwrap();
+    let columns = &cached["sources"]["source.pgshop.landing.payments"]["columns"];
+    assert_eq!(columns[2], serde_json::json!({"name": "amount", "data_type": "numeric(10,2)"}), "{cached}");
+    // Then offline: a profile that cannot connect still finds it, from the file.
+    std::fs::write(d.join("profiles.yml"), "pgshop:\n  target: kiln\n  outputs:\n    kiln:\n      type: postgres\n      host: 127.0.0.1\n      port: 9\n      user: nobody\n      password: x\n      dbname: nowhere\n      schema: analytics\n").unwrap();
+    let out = kiln(d).args(["compile", "--profiles-dir", ".", "-s", "stg_payments"]).output().unwrap();
+    assert!(e701(&out), "{}", stderr(&out));
+    // With the typo fixed, the model is typed from the warehouse's types.
+    std::fs::write(
+        d.join("models/staging/stg_payments.sql"),
+        "select payment_id, order_id, amount from {{ source('landing', 'payments') }}\n",
+    )
+    .unwrap();
+    let out = kiln(d).args(["compile", "--profiles-dir", ".", "-s", "stg_payments", "--static-analysis", "strict"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(d.join("target/manifest.json")).unwrap()).unwrap();
+    let amount = &manifest["nodes"]["model.pgshop.stg_payments"]["columns"]["amount"];
+    assert!(amount["data_type"].as_str().is_some_and(|t| t.starts_with("DECIMAL(10")), "{amount}");
+}

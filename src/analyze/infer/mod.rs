@@ -253,18 +253,27 @@ impl State<'_> {
                 Err(why) => unreadable = Some(format!("source `{}.{}` ({location}): {why}", src.source_name, src.name)),
             }
         }
-        let mut fields = Vec::new();
         let planner = self.engine.planner();
-        for c in src.columns.values() {
-            let Some(t) = &c.data_type else { continue };
-            match planner.plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
-                Ok(s) => fields.push(Field::new(&c.name, s.field(0).data_type().clone(), true)),
-                Err(_) => fields.push(Field::new(&c.name, DataType::Null, true)),
-            }
+        let typed = |columns: &mut dyn Iterator<Item = (&str, &str)>| -> Vec<Field> {
+            columns
+                .map(|(name, t)| match planner.plan_columns(&format!("select cast(null as {}) as c", types::normalize(t))) {
+                    Ok(s) => Field::new(name, s.field(0).data_type().clone(), true),
+                    Err(_) => Field::new(name, DataType::Null, true),
+                })
+                .collect()
+        };
+        // Read from the warehouse by `kiln compile --introspect`: every column.
+        if let Some(columns) = self.input.source_columns.get(id) {
+            let fields = typed(&mut columns.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+            return Inferred::Known { schema: Arc::new(Schema::new(fields)), complete: true };
         }
+        let fields = typed(&mut src.columns.values().filter_map(|c| Some((c.name.as_str(), c.data_type.as_deref()?))));
         if fields.is_empty() {
             return Inferred::Unknown(unreadable.unwrap_or_else(|| {
-                format!("source `{}.{}` declares no column with a `data_type`, and is not a local file", src.source_name, src.name)
+                format!(
+                    "source `{}.{}` declares no column with a `data_type`, is not a local file, and was not read from the warehouse (`kiln compile --introspect`)",
+                    src.source_name, src.name
+                )
             }));
         }
         Inferred::Known { schema: Arc::new(Schema::new(fields)), complete: false }
