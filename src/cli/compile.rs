@@ -315,6 +315,11 @@ fn introspect(s: &Session, printer: &Printer) -> Result<(), Diagnostic> {
     Ok(())
 }
 
+/// Whether static analysis plans a node: models, snapshots and analyses.
+fn analyzed(node: &Node) -> bool {
+    matches!(node.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis)
+}
+
 /// On the embedded engine: whether a relation is in the local warehouse (opened on first use;
 /// without a warehouse, nothing is). `None` on other targets.
 #[allow(clippy::type_complexity)]
@@ -347,7 +352,9 @@ pub fn preflight(
     env: &HashMap<String, String>,
     printer: &Printer,
 ) -> HashMap<String, Arc<Diagnostic>> {
-    if mode == Some(StaticAnalysis::Off) {
+    // Seeds and tests alone (`kiln seed`, `kiln test` without unit tests) have nothing to judge.
+    let judged = |id: &String| s.manifest.unit_tests.contains_key(id) || s.manifest.nodes.get(id).is_some_and(analyzed);
+    if mode == Some(StaticAnalysis::Off) || !selected.iter().any(judged) {
         return HashMap::new();
     }
     // Without the warehouse: the build changes what it holds before the nodes that read it run.
@@ -406,15 +413,10 @@ fn analyze_around(
     (mode, local_warehouse): (Option<StaticAnalysis>, bool),
     env: &HashMap<String, String>,
 ) -> Option<(CompiledProject, analyze::Analysis)> {
-    let analyzed = |id: &String| {
-        s.manifest
-            .nodes
-            .get(id)
-            .is_some_and(|n| matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis))
-    };
+    let planned = |id: &String| s.manifest.nodes.get(id).is_some_and(analyzed);
     let mut scope: BTreeSet<String> = selected
         .iter()
-        .filter(|id| analyzed(id))
+        .filter(|id| planned(id))
         .cloned()
         .chain(selected.iter().filter_map(|id| s.manifest.unit_tests.get(id)?.attached_node.clone()))
         .collect();
@@ -431,7 +433,7 @@ fn analyze_around(
     let mut stack: Vec<String> = scope.iter().cloned().collect();
     while let Some(id) = stack.pop() {
         for p in s.graph.parents.get(&id).map(Vec::as_slice).unwrap_or_default() {
-            if analyzed(p) && scope.insert(p.clone()) {
+            if planned(p) && scope.insert(p.clone()) {
                 stack.push(p.clone());
             }
         }
