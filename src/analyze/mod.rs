@@ -126,6 +126,13 @@ impl Analysis {
     }
 }
 
+/// Whether analysis plans a node: models, analyses and snapshots, the user's SQL (tests are
+/// checked when they run).
+pub fn analyzed(node: &crate::parse::Node) -> bool {
+    use crate::parse::ResourceType;
+    matches!(node.resource_type, ResourceType::Model | ResourceType::Analysis | ResourceType::Snapshot)
+}
+
 /// Analyzes every compiled model, analysis and snapshot of `input`.
 pub fn analyze(input: &Input) -> Analysis {
     if input.mode == Some(StaticAnalysis::Off) {

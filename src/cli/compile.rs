@@ -315,11 +315,6 @@ fn introspect(s: &Session, printer: &Printer) -> Result<(), Diagnostic> {
     Ok(())
 }
 
-/// Whether static analysis plans a node: models, snapshots and analyses.
-fn analyzed(node: &Node) -> bool {
-    matches!(node.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis)
-}
-
 /// On the embedded engine: whether a relation is in the local warehouse (opened on first use;
 /// without a warehouse, nothing is). `None` on other targets.
 #[allow(clippy::type_complexity)]
@@ -353,7 +348,7 @@ pub fn preflight(
     printer: &Printer,
 ) -> HashMap<String, Arc<Diagnostic>> {
     // Seeds and tests alone (`kiln seed`, `kiln test` without unit tests) have nothing to judge.
-    let judged = |id: &String| s.manifest.unit_tests.contains_key(id) || s.manifest.nodes.get(id).is_some_and(analyzed);
+    let judged = |id: &String| s.manifest.unit_tests.contains_key(id) || s.manifest.nodes.get(id).is_some_and(analyze::analyzed);
     if mode == Some(StaticAnalysis::Off) || !selected.iter().any(judged) {
         return HashMap::new();
     }
@@ -413,7 +408,7 @@ fn analyze_around(
     (mode, local_warehouse): (Option<StaticAnalysis>, bool),
     env: &HashMap<String, String>,
 ) -> Option<(CompiledProject, analyze::Analysis)> {
-    let planned = |id: &String| s.manifest.nodes.get(id).is_some_and(analyzed);
+    let planned = |id: &String| s.manifest.nodes.get(id).is_some_and(analyze::analyzed);
     let mut scope: BTreeSet<String> = selected
         .iter()
         .filter(|id| planned(id))
@@ -465,16 +460,8 @@ fn attach_local_warehouse(s: &Session) -> (Box<dyn Fn(&Node) -> bool + Sync + '_
 /// Whether a relation exists in the local warehouse (for `--defer`). kiln compile does not
 /// connect to a warehouse target: there nothing counts as built, and every node that is not
 /// selected is deferred.
-fn built_relations(s: &Session) -> Box<dyn Fn(&crate::engine::RelationName) -> bool> {
-    #[cfg(feature = "datafusion")]
-    if s.target.engine() == crate::adapter::EngineKind::DataFusion
-        && super::build::warehouse_dir(s).is_dir()
-        && let Ok((engine, _)) = super::build::open_engine(s, None)
-    {
-        return Box::new(move |r| engine.describe(r).ok().flatten().is_some());
-    }
-    let _ = s;
-    Box::new(|_| false)
+fn built_relations(s: &Session) -> Box<dyn Fn(&crate::engine::RelationName) -> bool + Sync + '_> {
+    local_relations(s).unwrap_or_else(|| Box::new(|_| false))
 }
 
 /// The functions of the embedded engine, when the target runs on it (listed once).

@@ -99,7 +99,7 @@ pub fn run(input: &Input) -> Analysis {
         .iter()
         .filter(|id| input.compiled.contains_key(*id))
         .filter_map(|id| input.manifest.nodes.get(id))
-        .filter(|n| analyzed(n))
+        .filter(|n| super::analyzed(n))
         .collect();
     // Seeds and sources first, then the models level by level: a level reads only what the
     // levels before it registered, so its models are planned in parallel.
@@ -184,11 +184,6 @@ fn levels<'n>(state: &State, models: &[&'n Node]) -> Vec<Vec<&'n Node>> {
         levels[d].push(n);
     }
     levels
-}
-
-/// Models, analyses and snapshots: the user's SQL (tests are checked when they run).
-fn analyzed(node: &Node) -> bool {
-    matches!(node.resource_type, ResourceType::Model | ResourceType::Analysis | ResourceType::Snapshot)
 }
 
 fn columns(inferred: &Inferred) -> Columns {
