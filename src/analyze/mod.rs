@@ -56,6 +56,17 @@ pub struct Input<'a> {
     /// Sources' columns as the warehouse has them (`kiln compile --introspect`): unique id ->
     /// (name, type in the warehouse's SQL).
     pub source_columns: &'a HashMap<String, Vec<(String, String)>>,
+    /// Results kept from an earlier analysis of the same project (watch): a model whose SQL,
+    /// config and inputs are as they were then is not planned again.
+    pub memo: Option<&'a Memo>,
+}
+
+/// What one analysis leaves for the next of the same project: each model's result, by what
+/// it was computed from. Results with findings are not kept (they are reported again).
+#[derive(Default)]
+pub struct Memo {
+    #[cfg(feature = "datafusion")]
+    models: std::sync::Mutex<HashMap<String, infer::Remembered>>,
 }
 
 /// What the SQL check of one node found, and its statements when it parsed.

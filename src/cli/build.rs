@@ -511,7 +511,8 @@ pub(super) fn run_selected(
         Err(d) => return Ok(session::report(printer, &Diagnostics::from(d))),
     };
     printer.phase("open");
-    let rejected = super::compile::preflight(&s, &selected, StaticAnalysis::parse_flag(args.static_analysis.as_deref()), env, printer);
+    let rejected =
+        super::compile::preflight(&s, &selected, StaticAnalysis::parse_flag(args.static_analysis.as_deref()), env, None, printer);
     printer.phase("analyze");
     let options = Options {
         event_time,

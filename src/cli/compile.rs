@@ -226,7 +226,7 @@ pub fn analyze_compiled(
     env: &HashMap<String, String>,
     options: (Option<StaticAnalysis>, bool),
 ) -> analyze::Analysis {
-    analyze_with(s, selected, project, env, options, &[])
+    analyze_with(s, selected, project, env, options, (&[], None))
 }
 
 /// [`analyze_compiled`], also inferring the seeds and sources `inputs` (no model may read them).
@@ -236,7 +236,7 @@ fn analyze_with(
     project: &CompiledProject,
     env: &HashMap<String, String>,
     (mode, sql_check): (Option<StaticAnalysis>, bool),
-    inputs: &[String],
+    (inputs, memo): (&[String], Option<&analyze::Memo>),
 ) -> analyze::Analysis {
     let check = |id: &str, c: &Compiled| check_node(s, selected, id, c);
     let warehouse = local_relations(s);
@@ -255,6 +255,7 @@ fn analyze_with(
         inputs,
         queries_answered: project.queries_answered,
         source_columns: &source_columns,
+        memo,
     };
     analyze::analyze(&input)
 }
@@ -345,6 +346,7 @@ pub fn preflight(
     selected: &BTreeSet<String>,
     mode: Option<StaticAnalysis>,
     env: &HashMap<String, String>,
+    memo: Option<&analyze::Memo>,
     printer: &Printer,
 ) -> HashMap<String, Arc<Diagnostic>> {
     // Seeds and tests alone (`kiln seed`, `kiln test` without unit tests) have nothing to judge.
@@ -353,7 +355,7 @@ pub fn preflight(
         return HashMap::new();
     }
     // Without the warehouse: the build changes what it holds before the nodes that read it run.
-    let Some((project, analysis)) = analyze_around(s, selected, (mode, false), env) else { return HashMap::new() };
+    let Some((project, analysis)) = analyze_around(s, selected, (mode, false), env, memo) else { return HashMap::new() };
     let mut rejected = HashMap::new();
     for id in selected {
         for d in analysis.of(id).filter(|d| !d.is_error()) {
@@ -387,7 +389,7 @@ pub fn preflight(
 /// The columns static analysis infers for `selected` (by unique id; known in full only), for
 /// `kiln ls --output-keys columns`.
 pub fn inferred_columns(s: &Session, selected: &BTreeSet<String>, env: &HashMap<String, String>) -> HashMap<String, Vec<(String, String)>> {
-    let Some((_, analysis)) = analyze_around(s, selected, (None, true), env) else { return HashMap::new() };
+    let Some((_, analysis)) = analyze_around(s, selected, (None, true), env, None) else { return HashMap::new() };
     analysis
         .columns
         .into_iter()
@@ -407,6 +409,7 @@ fn analyze_around(
     selected: &BTreeSet<String>,
     (mode, local_warehouse): (Option<StaticAnalysis>, bool),
     env: &HashMap<String, String>,
+    memo: Option<&analyze::Memo>,
 ) -> Option<(CompiledProject, analyze::Analysis)> {
     let planned = |id: &String| s.manifest.nodes.get(id).is_some_and(analyze::analyzed);
     let mut scope: BTreeSet<String> = selected
@@ -434,7 +437,7 @@ fn analyze_around(
         }
     }
     let project = compile_selected(s, &scope, true, local_warehouse);
-    let analysis = analyze_with(s, &scope, &project, env, (mode, true), &inputs);
+    let analysis = analyze_with(s, &scope, &project, env, (mode, true), (&inputs, memo));
     Some((project, analysis))
 }
 

@@ -275,6 +275,8 @@ struct Loop<'a> {
     args: &'a WatchArgs,
     env: &'a HashMap<String, String>,
     reuse: Reuse,
+    /// What static analysis found before each rebuild, for the next.
+    analyzed: crate::analyze::Memo,
     cancel: Arc<AtomicBool>,
     building: Arc<AtomicBool>,
     quit: Arc<AtomicBool>,
@@ -310,6 +312,7 @@ impl Loop<'_> {
                 nodes,
                 StaticAnalysis::parse_flag(self.args.static_analysis.as_deref()),
                 self.env,
+                Some(&self.analyzed),
                 printer,
             ),
         };
@@ -374,6 +377,7 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs, env: &HashMap<String, String>,
         args,
         env,
         reuse: Reuse::default(),
+        analyzed: Default::default(),
         cancel: Arc::new(AtomicBool::new(false)),
         building: Arc::new(AtomicBool::new(false)),
         quit: Arc::new(AtomicBool::new(false)),
@@ -563,7 +567,8 @@ fn watch(
         dirty.extend(std::mem::take(&mut pending).into_iter().filter(|id| new_within.contains(id)));
         let nodes = state::rebuild_set(&next.manifest, &next.graph, &dirty, !lp.args.no_downstream, &new_within);
         watcher.update(Scope::of(&next))?;
-        session = next;
+        // The last session is large (every node, the graph): freed after the rebuild's report.
+        let previous = std::mem::replace(&mut session, next);
         within = new_within;
         // A directory event or an edit that changes no node (a description, a comment in YAML):
         // nothing to say on the terminal.
@@ -608,6 +613,7 @@ fn watch(
         if lp.build(&session, &engine, &nodes, false, printer) && !lp.quit.load(Ordering::SeqCst) {
             pending = dirty;
         }
+        drop(previous);
     }
     event(printer, serde_json::json!({"event": "watch_stopped"}), "stopped watching");
     Ok(EXIT_OK)

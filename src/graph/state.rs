@@ -4,8 +4,10 @@
 use super::Graph;
 use crate::jinja::macros::MacroChanges;
 use crate::parse::{Manifest, Node, SourceNode};
+use crate::project::config::ConfigMap;
+use serde_json::Value as Json;
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -31,28 +33,29 @@ impl Changes {
 
 /// Compares two manifests of the same project.
 pub fn changes(old: &Manifest, new: &Manifest, macros: &MacroChanges) -> Changes {
+    use rayon::prelude::*;
     let mut out = Changes::default();
-    let old_nodes: std::collections::HashMap<&String, &Node> = old.nodes.iter().chain(old.unit_tests.iter()).collect();
-    for (id, node) in new.nodes.iter().chain(new.unit_tests.iter()) {
-        let id = id.clone();
-        match old_nodes.get(&id) {
-            None => {
-                out.added.insert(id);
-            }
-            Some(prev) if node_state(prev) != node_state(node) || macros.touches(&node.raw_code, &node.macros) => {
-                out.modified.insert(id);
-            }
-            Some(_) => {}
-        }
+    let previous = |id: &String| old.nodes.get(id).or_else(|| old.unit_tests.get(id));
+    let nodes: Vec<(&String, &Node)> = new.nodes.iter().chain(new.unit_tests.iter()).collect();
+    let changed: Vec<(&String, bool)> = nodes
+        .par_iter()
+        .filter_map(|(id, node)| match previous(id) {
+            None => Some((*id, true)),
+            Some(prev) if !same_state(prev, node) || macros.touches(&node.raw_code, &node.macros) => Some((*id, false)),
+            Some(_) => None,
+        })
+        .collect();
+    for (id, added) in changed {
+        if added { &mut out.added } else { &mut out.modified }.insert(id.clone());
     }
-    let new_ids: BTreeSet<&String> = new.nodes.keys().chain(new.unit_tests.keys()).collect();
-    out.removed = old_nodes.into_keys().filter(|id| !new_ids.contains(id)).cloned().collect();
+    let gone = |id: &&String| !new.nodes.contains_key(*id) && !new.unit_tests.contains_key(*id);
+    out.removed = old.nodes.keys().chain(old.unit_tests.keys()).filter(gone).cloned().collect();
     for (id, source) in &new.sources {
         match old.sources.get(id) {
             None => {
                 out.added.insert(id.clone());
             }
-            Some(prev) if source_state(prev) != source_state(source) => {
+            Some(prev) if !same_source(prev, source) => {
                 out.modified.insert(id.clone());
             }
             Some(_) => {}
@@ -81,29 +84,38 @@ pub fn rebuild_set(
     set
 }
 
-fn node_state(n: &Node) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    n.resource_type.hash(&mut h);
-    n.raw_code.hash(&mut h);
-    n.checksum.hash(&mut h);
-    (&n.database, &n.schema, &n.alias).hash(&mut h);
-    serde_json::to_string(&*n.config).unwrap_or_default().hash(&mut h);
-    format!("{:?}{:?}", n.refs, n.sources).hash(&mut h);
-    if let Some(t) = &n.test_metadata {
-        (&t.name, &t.namespace, serde_json::to_string(&t.kwargs).unwrap_or_default()).hash(&mut h);
-    }
+/// Whether a node builds the same as before: what it runs and where, not its descriptions.
+fn same_state(a: &Node, b: &Node) -> bool {
     // Columns matter to the build through contracts (types, constraints); a description or a
     // test added in YAML does not rebuild the model.
-    for c in n.columns.values().filter(|c| c.data_type.is_some() || c.constraints.as_array().is_some_and(|a| !a.is_empty())) {
-        (&c.name, &c.data_type, c.constraints.to_string()).hash(&mut h);
+    fn built(n: &Node) -> impl Iterator<Item = (&String, &Option<String>, &Json)> {
+        n.columns
+            .values()
+            .filter(|c| c.data_type.is_some() || c.constraints.as_array().is_some_and(|a| !a.is_empty()))
+            .map(|c| (&c.name, &c.data_type, &c.constraints))
     }
-    n.extra.to_string().hash(&mut h);
-    h.finish()
+    fn test(n: &Node) -> Option<(&String, &Option<String>, &serde_json::Map<String, Json>)> {
+        n.test_metadata.as_ref().map(|t| (&t.name, &t.namespace, &t.kwargs))
+    }
+    a.resource_type == b.resource_type
+        && a.raw_code == b.raw_code
+        && a.checksum == b.checksum
+        && (&a.database, &a.schema, &a.alias) == (&b.database, &b.schema, &b.alias)
+        && same_config(&a.config, &b.config)
+        && a.refs == b.refs
+        && a.sources == b.sources
+        && test(a) == test(b)
+        && built(a).eq(built(b))
+        && a.extra == b.extra
 }
 
-fn source_state(s: &SourceNode) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    (&s.database, &s.schema, &s.identifier).hash(&mut h);
-    (serde_json::to_string(&s.config).unwrap_or_default(), s.meta.to_string(), s.external.to_string(), s.quoting.to_string()).hash(&mut h);
-    h.finish()
+/// Equal configs, compared in order first (a reload builds them in the same order), without
+/// hashing every key.
+fn same_config(a: &Arc<ConfigMap>, b: &Arc<ConfigMap>) -> bool {
+    Arc::ptr_eq(a, b) || a.iter().eq(b.iter()) || a == b
+}
+
+fn same_source(a: &SourceNode, b: &SourceNode) -> bool {
+    (&a.database, &a.schema, &a.identifier) == (&b.database, &b.schema, &b.identifier)
+        && (&a.config, &a.meta, &a.external, &a.quoting) == (&b.config, &b.meta, &b.external, &b.quoting)
 }

@@ -433,6 +433,10 @@ pub fn parse(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnostic>) -
 #[derive(Default)]
 pub struct RenderCache {
     entries: std::sync::Mutex<HashMap<String, CachedRender>>,
+    /// Properties files as parsed (their Jinja rendered), by file index: (hash of the path
+    /// and text, what the file declares, what was found in it). Forgotten whenever the Jinja
+    /// environment is rebuilt.
+    properties: std::sync::Mutex<HashMap<usize, (u64, Properties, Vec<Diagnostic>)>>,
     /// Renders answered from the cache so far.
     pub hits: std::sync::atomic::AtomicUsize,
 }
@@ -446,11 +450,32 @@ struct CachedRender {
 impl RenderCache {
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.properties.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Forgets the renders that called, or may call, an edited macro.
+    /// Forgets the renders that called, or may call, an edited macro, and every properties
+    /// file (whose values may call any macro).
     pub fn forget_macros(&self, changes: &crate::jinja::macros::MacroChanges) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, c| !changes.touches(&c.raw_code, &c.record.macros));
+        self.properties.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn properties_key(file: &crate::project::ProjectFile) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (&file.display_path, &file.text).hash(&mut h);
+        h.finish()
+    }
+
+    /// Properties file `i` as parsed last, when its text is the same.
+    fn properties(&self, i: usize, file: &crate::project::ProjectFile) -> Option<(Properties, Vec<Diagnostic>)> {
+        let parsed = self.properties.lock().unwrap_or_else(|e| e.into_inner());
+        parsed.get(&i).filter(|(key, ..)| *key == Self::properties_key(file)).map(|(_, p, ds)| (p.clone(), ds.clone()))
+    }
+
+    fn put_properties(&self, i: usize, file: &crate::project::ProjectFile, parsed: (&Properties, &[Diagnostic])) {
+        let entry = (Self::properties_key(file), parsed.0.clone(), parsed.1.to_vec());
+        self.properties.lock().unwrap_or_else(|e| e.into_inner()).insert(i, entry);
     }
 
     pub fn len(&self) -> usize {
@@ -499,11 +524,17 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
         .enumerate()
         .filter(|(_, file)| file.kind == FileKind::Properties)
         .map(|(i, file)| {
+            if let Some(parsed) = cache.and_then(|c| c.properties(i, file)) {
+                return parsed;
+            }
             let (mut props, mut ds) = (Properties::default(), Vec::new());
             let package = &project.packages[file.package].name;
             let render =
                 |text: &str| jinja.render_value(text, package).map_err(|e| e.detail().map_or_else(|| e.to_string(), str::to_string));
             properties::parse_file(i, file, Some(&render), &mut props, &mut ds);
+            if let Some(c) = cache {
+                c.put_properties(i, file, (&props, &ds));
+            }
             (props, ds)
         })
         .collect();

@@ -341,3 +341,32 @@ fn macro_edits_under_watch_keep_memory_flat() {
 fn scalar_with(dir: &Path, sql: &str) -> i64 {
     scalar(dir, sql).as_i64().expect("a number")
 }
+
+#[test]
+fn watch_checks_what_a_save_changes_against_what_it_remembers() {
+    let tmp = shop();
+    let d = tmp.path();
+    let mut w = Watch::start(d, &[]);
+    let first = w.turn();
+    assert!(finished(&first).values().all(|s| s == "success" || s == "pass"), "first build:\n{}", lines(&first));
+
+    // A column renamed upstream: `customers`, unchanged, is checked again against the new
+    // columns (not its remembered result) and fails unrun.
+    let model = d.join("models/staging/stg_customers.sql");
+    edit(&model, "        first_name,\n", "        first_name as given_name,\n");
+    let turn = w.turn();
+    let built = finished(&turn);
+    assert_eq!(built.get("model.shop.stg_customers").map(String::as_str), Some("success"), "{}", lines(&turn));
+    assert_eq!(built.get("model.shop.customers").map(String::as_str), Some("error"), "{}", lines(&turn));
+    let failed = turn.iter().find(|e| e["unique_id"] == "model.shop.customers").expect("customers finished");
+    assert_eq!(failed["code"], "E701", "{failed}");
+    assert!(failed["message"].as_str().is_some_and(|m| m.contains("first_name")), "{failed}");
+
+    // Saved back: the finding is not remembered; both build again.
+    edit(&model, "        first_name as given_name,\n", "        first_name,\n");
+    let turn = w.turn();
+    let built = finished(&turn);
+    for id in ["model.shop.stg_customers", "model.shop.customers"] {
+        assert_eq!(built.get(id).map(String::as_str), Some("success"), "{id}:\n{}", lines(&turn));
+    }
+}

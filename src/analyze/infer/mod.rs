@@ -51,6 +51,26 @@ struct State<'a> {
     created: HashSet<String>,
     /// Tables and views the project creates itself (hooks, operations; lower case).
     created_relations: HashSet<String>,
+    /// What every node's analysis depends on besides its own SQL and inputs (for the memo).
+    context: u64,
+}
+
+/// One model's result in [`super::Memo`], and what it was computed from.
+pub(crate) struct Remembered {
+    key: u64,
+    inferred: Inferred,
+    lineage: Option<NodeLineage>,
+}
+
+/// What every node's analysis depends on besides its own SQL, config and inputs.
+fn context_key(input: &Input, created: &HashSet<String>, created_relations: &HashSet<String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    let sorted = |set: &HashSet<String>| set.iter().cloned().collect::<BTreeSet<String>>();
+    (sorted(created), sorted(created_relations)).hash(&mut h);
+    (format!("{:?}", input.target.adapter), &input.target.database, &input.target.schema).hash(&mut h);
+    (input.queries_answered, input.mode.map(|m| m as u8), input.check.is_some()).hash(&mut h);
+    h.finish()
 }
 
 pub fn run(input: &Input) -> Analysis {
@@ -91,8 +111,18 @@ pub fn run(input: &Input) -> Analysis {
             };
         }
     }
-    let mut state =
-        State { input, engine, inferred: HashMap::new(), files: file_sources(input), relations, catalog, created, created_relations };
+    let context = context_key(input, &created, &created_relations);
+    let mut state = State {
+        input,
+        engine,
+        inferred: HashMap::new(),
+        files: file_sources(input),
+        relations,
+        catalog,
+        created,
+        created_relations,
+        context,
+    };
     let models: Vec<&Node> = input
         .graph
         .order
@@ -122,17 +152,19 @@ pub fn run(input: &Input) -> Analysis {
 /// Plans `models` level by level, each level in parallel (one planner per thread), publishing
 /// what a level found before the next, with their lineage and findings, into `analysis`.
 fn plan_levels(state: &mut State, models: &[&Node], analysis: &mut Analysis) {
+    // One planner per thread for every level (a planner copies the session's state).
+    let planners: Vec<std::sync::Mutex<Option<Planner>>> = (0..rayon::current_num_threads()).map(|_| Default::default()).collect();
     for level in levels(state, models) {
         let results: Vec<PlannedNode> = level
             .par_iter()
-            .map_init(
-                || state.engine.planner(),
-                |planner, n| {
-                    let mut found = Vec::new();
-                    let (inferred, lineage) = state.model(planner, n, &mut found);
-                    PlannedNode { id: n.unique_id.clone(), inferred, found, lineage }
-                },
-            )
+            .map(|n| {
+                let mut slot =
+                    planners[rayon::current_thread_index().unwrap_or(0) % planners.len()].lock().unwrap_or_else(|e| e.into_inner());
+                let planner = slot.get_or_insert_with(|| state.engine.planner());
+                let mut found = Vec::new();
+                let (inferred, lineage) = state.model(planner, n, &mut found);
+                PlannedNode { id: n.unique_id.clone(), inferred, found, lineage }
+            })
             .collect();
         let mut known = Vec::with_capacity(results.len());
         for planned in results {
@@ -216,9 +248,28 @@ impl State<'_> {
     /// A seed or a source.
     fn input_relation(&self, id: &str) -> Inferred {
         match self.input.manifest.nodes.get(id) {
-            Some(node) => self.seed(node),
+            Some(node) => self.remembered_seed(node),
             None => self.source(id),
         }
+    }
+
+    /// [`State::seed`], remembered in the input's memo while its file and config are the same.
+    fn remembered_seed(&self, node: &Node) -> Inferred {
+        let Some(memo) = self.input.memo else { return self.seed(node) };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (self.context, &node.checksum, serde_json::to_string(&*node.config).unwrap_or_default()).hash(&mut h);
+        // A seed over 1 MiB has its path for a checksum: its file's size and time say more.
+        let file = node.file.and_then(|f| std::fs::metadata(&self.input.project.files[f].abs_path).ok());
+        file.map(|m| (m.len(), m.modified().ok())).hash(&mut h);
+        let key = h.finish();
+        let models = || memo.models.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = models().get(&node.unique_id).filter(|m| m.key == key) {
+            return hit.inferred.clone();
+        }
+        let inferred = self.seed(node);
+        models().insert(node.unique_id.clone(), Remembered { key, inferred: inferred.clone(), lineage: None });
+        inferred
     }
 
     fn seed(&self, node: &Node) -> Inferred {
@@ -274,8 +325,50 @@ impl State<'_> {
         Inferred::Known { schema: Arc::new(Schema::new(fields)), complete: false }
     }
 
-    /// What model (analysis, snapshot) `node` returns, and its lineage when its SQL planned.
+    /// What model (analysis, snapshot) `node` returns, and its lineage when its SQL planned;
+    /// remembered in the input's memo when nothing was found in it.
     fn model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> (Inferred, Option<NodeLineage>) {
+        let Some(memo) = self.input.memo else { return self.plan_model(planner, node, found) };
+        let key = self.memo_key(node);
+        let models = || memo.models.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = models().get(&node.unique_id).filter(|m| m.key == key) {
+            return (hit.inferred.clone(), hit.lineage.clone());
+        }
+        let (inferred, lineage) = self.plan_model(planner, node, found);
+        if found.is_empty() {
+            let remembered = Remembered { key, inferred: inferred.clone(), lineage: lineage.clone() };
+            models().insert(node.unique_id.clone(), remembered);
+        }
+        (inferred, lineage)
+    }
+
+    /// What planning `node` depends on: its compiled SQL, config and contract, what its inputs
+    /// are known to return, and the run's context.
+    fn memo_key(&self, node: &Node) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.context.hash(&mut h);
+        let compiled = &self.input.compiled[&node.unique_id];
+        (&compiled.sql, compiled.queried, self.input.full_refresh.get(&node.unique_id)).hash(&mut h);
+        for (id, _) in &compiled.extra_ctes {
+            self.input.compiled.get(id).is_some_and(|c| c.queried).hash(&mut h);
+        }
+        serde_json::to_string(&*node.config).unwrap_or_default().hash(&mut h);
+        for c in node.columns.values() {
+            (&c.name, &c.data_type).hash(&mut h);
+        }
+        for parent in self.relation_parents(&node.unique_id) {
+            parent.hash(&mut h);
+            match self.inferred.get(&parent) {
+                Some(Inferred::Known { schema, complete }) => (schema.fields(), complete).hash(&mut h),
+                Some(Inferred::Unknown(why)) => why.hash(&mut h),
+                None => 0.hash(&mut h),
+            }
+        }
+        h.finish()
+    }
+
+    fn plan_model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> (Inferred, Option<NodeLineage>) {
         let compiled = &self.input.compiled[&node.unique_id];
         let parsed = match self.input.check {
             Some(check) => {
