@@ -436,10 +436,13 @@ pub struct RenderCache {
     /// Properties files as parsed (their Jinja rendered), by file index: (hash of the path
     /// and text, what the file declares, what was found in it). Forgotten whenever the Jinja
     /// environment is rebuilt.
-    properties: std::sync::Mutex<HashMap<usize, (u64, Properties, Vec<Diagnostic>)>>,
+    properties: std::sync::Mutex<HashMap<usize, (u64, ParsedProperties)>>,
     /// Renders answered from the cache so far.
     pub hits: std::sync::atomic::AtomicUsize,
 }
+
+/// What one properties file declares, and what was found in it.
+type ParsedProperties = (Properties, Vec<Diagnostic>);
 
 struct CachedRender {
     key: u64,
@@ -460,7 +463,7 @@ impl RenderCache {
         self.properties.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    fn properties_key(file: &crate::project::ProjectFile) -> u64 {
+    fn properties_key(file: &ProjectFile) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         (&file.display_path, &file.text).hash(&mut h);
@@ -468,14 +471,13 @@ impl RenderCache {
     }
 
     /// Properties file `i` as parsed last, when its text is the same.
-    fn properties(&self, i: usize, file: &crate::project::ProjectFile) -> Option<(Properties, Vec<Diagnostic>)> {
+    fn properties(&self, i: usize, file: &ProjectFile) -> Option<ParsedProperties> {
         let parsed = self.properties.lock().unwrap_or_else(|e| e.into_inner());
-        parsed.get(&i).filter(|(key, ..)| *key == Self::properties_key(file)).map(|(_, p, ds)| (p.clone(), ds.clone()))
+        parsed.get(&i).filter(|(key, _)| *key == Self::properties_key(file)).map(|(_, p)| p.clone())
     }
 
-    fn put_properties(&self, i: usize, file: &crate::project::ProjectFile, parsed: (&Properties, &[Diagnostic])) {
-        let entry = (Self::properties_key(file), parsed.0.clone(), parsed.1.to_vec());
-        self.properties.lock().unwrap_or_else(|e| e.into_inner()).insert(i, entry);
+    fn put_properties(&self, i: usize, file: &ProjectFile, parsed: &ParsedProperties) {
+        self.properties.lock().unwrap_or_else(|e| e.into_inner()).insert(i, (Self::properties_key(file), parsed.clone()));
     }
 
     pub fn len(&self) -> usize {
@@ -532,10 +534,11 @@ pub fn parse_with(project: &Project, jinja: &JinjaEnv, diags: &mut Vec<Diagnosti
             let render =
                 |text: &str| jinja.render_value(text, package).map_err(|e| e.detail().map_or_else(|| e.to_string(), str::to_string));
             properties::parse_file(i, file, Some(&render), &mut props, &mut ds);
+            let parsed = (props, ds);
             if let Some(c) = cache {
-                c.put_properties(i, file, (&props, &ds));
+                c.put_properties(i, file, &parsed);
             }
-            (props, ds)
+            parsed
         })
         .collect();
     let mut props = Properties::default();
