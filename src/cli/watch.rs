@@ -277,15 +277,35 @@ struct Loop<'a> {
     reuse: Reuse,
     /// What static analysis found before each rebuild, for the next.
     analyzed: crate::analyze::Memo,
+    /// The artifacts of the last rebuild, being written.
+    artifacts: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     cancel: Arc<AtomicBool>,
     building: Arc<AtomicBool>,
     quit: Arc<AtomicBool>,
 }
 
+impl Drop for Loop<'_> {
+    /// However watching ends, the last artifacts are whole on disk before kiln exits.
+    fn drop(&mut self) {
+        if let Some(writing) = self.artifacts.take() {
+            let _ = writing.join();
+        }
+    }
+}
+
 impl Loop<'_> {
-    fn load(&mut self, printer: &mut Printer) -> Result<Session, Diagnostics> {
+    fn load(&mut self, printer: &mut Printer) -> Result<Arc<Session>, Diagnostics> {
         let flags = RunFlags { store_failures: self.args.store_failures, ..RunFlags::default() };
-        session::load_reusing(self.global, self.env, printer, "build", Stop::Graph, flags, Some(&mut self.reuse))
+        session::load_reusing(self.global, self.env, printer, "build", Stop::Graph, flags, Some(&mut self.reuse)).map(Arc::new)
+    }
+
+    /// Waits for the artifacts of the last rebuild to be written, and says if they were not.
+    fn finish_artifacts(&mut self, printer: &Printer) {
+        match self.artifacts.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => printer.warn(&format!("could not write artifacts: {e:#}")),
+            Some(Err(_)) => printer.warn("could not write artifacts: the writer stopped"),
+            Some(Ok(Ok(()))) | None => {}
+        }
     }
 
     /// The watched selection: `--select`/`--exclude` as `kiln build` reads them.
@@ -296,7 +316,14 @@ impl Loop<'_> {
     }
 
     /// Builds `nodes` and reports; returns whether it was cancelled by a newer change.
-    fn build(&self, s: &Session, engine: &Arc<dyn Engine>, nodes: &BTreeSet<String>, full_refresh: bool, printer: &Printer) -> bool {
+    fn build(
+        &mut self,
+        s: &Arc<Session>,
+        engine: &Arc<dyn Engine>,
+        nodes: &BTreeSet<String>,
+        full_refresh: bool,
+        printer: &Printer,
+    ) -> bool {
         self.cancel.store(false, Ordering::SeqCst);
         self.building.store(true, Ordering::SeqCst);
         let options = Options {
@@ -338,10 +365,11 @@ impl Loop<'_> {
                 done.elapsed
             ));
         }
-        // Artifacts after the report: they do not delay it.
-        if let Err(e) = build::write_artifacts(s, &done, &serde_json::json!({"which": "build"}), None) {
-            printer.warn(&format!("could not write artifacts: {e:#}"));
-        }
+        // Artifacts after the report, off the loop: they delay neither it nor the next save.
+        // One write at a time, in order.
+        self.finish_artifacts(printer);
+        let s = s.clone();
+        self.artifacts = Some(std::thread::spawn(move || build::write_artifacts(&s, &done, &serde_json::json!({"which": "build"}), None)));
         cancelled
     }
 }
@@ -378,6 +406,7 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs, env: &HashMap<String, String>,
         env,
         reuse: Reuse::default(),
         analyzed: Default::default(),
+        artifacts: None,
         cancel: Arc::new(AtomicBool::new(false)),
         building: Arc::new(AtomicBool::new(false)),
         quit: Arc::new(AtomicBool::new(false)),
@@ -615,6 +644,7 @@ fn watch(
         }
         drop(previous);
     }
+    lp.finish_artifacts(printer);
     event(printer, serde_json::json!({"event": "watch_stopped"}), "stopped watching");
     Ok(EXIT_OK)
 }

@@ -284,6 +284,11 @@ fn watch_stops_cleanly_on_signal_and_on_q() {
     w.until("watch_stopped", |e| e["event"] == "watch_stopped");
     let status = w.child.wait().expect("exit");
     assert_eq!(status.code(), Some(0));
+    // The last rebuild's artifacts (written off the loop) are on disk when watching stops.
+    let text = std::fs::read_to_string(d.join("target/run_results.json")).expect("run_results.json");
+    let results: Value = serde_json::from_str(&text).expect("JSON");
+    let ran: BTreeSet<&str> = results["results"].as_array().expect("results").iter().filter_map(|r| r["unique_id"].as_str()).collect();
+    assert!(ran.contains("model.shop.stg_orders") && !ran.contains("model.shop.orders"), "{ran:?}");
 
     // `q` on stdin.
     let mut w = Watch::start(d, &["-s", "stg_orders", "--defer-upstream"]);
