@@ -62,6 +62,27 @@ pub(crate) struct Remembered {
     lineage: Option<NodeLineage>,
 }
 
+impl super::Memo {
+    /// The result remembered for `id` under `key`; else `compute`'s, remembered when it says
+    /// to keep it.
+    fn remembered(
+        &self,
+        id: &str,
+        key: u64,
+        compute: impl FnOnce() -> (Inferred, Option<NodeLineage>, bool),
+    ) -> (Inferred, Option<NodeLineage>) {
+        let models = || self.models.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = models().get(id).filter(|m| m.key == key) {
+            return (hit.inferred.clone(), hit.lineage.clone());
+        }
+        let (inferred, lineage, keep) = compute();
+        if keep {
+            models().insert(id.to_string(), Remembered { key, inferred: inferred.clone(), lineage: lineage.clone() });
+        }
+        (inferred, lineage)
+    }
+}
+
 /// What every node's analysis depends on besides its own SQL, config and inputs.
 fn context_key(input: &Input, created: &HashSet<String>, created_relations: &HashSet<String>) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -262,14 +283,7 @@ impl State<'_> {
         // A seed over 1 MiB has its path for a checksum: its file's size and time say more.
         let file = node.file.and_then(|f| std::fs::metadata(&self.input.project.files[f].abs_path).ok());
         file.map(|m| (m.len(), m.modified().ok())).hash(&mut h);
-        let key = h.finish();
-        let models = || memo.models.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hit) = models().get(&node.unique_id).filter(|m| m.key == key) {
-            return hit.inferred.clone();
-        }
-        let inferred = self.seed(node);
-        models().insert(node.unique_id.clone(), Remembered { key, inferred: inferred.clone(), lineage: None });
-        inferred
+        memo.remembered(&node.unique_id, h.finish(), || (self.seed(node), None, true)).0
     }
 
     fn seed(&self, node: &Node) -> Inferred {
@@ -329,17 +343,10 @@ impl State<'_> {
     /// remembered in the input's memo when nothing was found in it.
     fn model(&self, planner: &Planner, node: &Node, found: &mut Vec<Diagnostic>) -> (Inferred, Option<NodeLineage>) {
         let Some(memo) = self.input.memo else { return self.plan_model(planner, node, found) };
-        let key = self.memo_key(node);
-        let models = || memo.models.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hit) = models().get(&node.unique_id).filter(|m| m.key == key) {
-            return (hit.inferred.clone(), hit.lineage.clone());
-        }
-        let (inferred, lineage) = self.plan_model(planner, node, found);
-        if found.is_empty() {
-            let remembered = Remembered { key, inferred: inferred.clone(), lineage: lineage.clone() };
-            models().insert(node.unique_id.clone(), remembered);
-        }
-        (inferred, lineage)
+        memo.remembered(&node.unique_id, self.memo_key(node), || {
+            let (inferred, lineage) = self.plan_model(planner, node, found);
+            (inferred, lineage, found.is_empty())
+        })
     }
 
     /// What planning `node` depends on: its compiled SQL, config and contract, what its inputs
