@@ -294,7 +294,7 @@ fn main() {
         let ours = kiln_check(&dir, table, check_sql);
         let ok = same(&ours, &duck_check);
         all_same &= ok;
-        println!("{name:<22} {k:>8.3} {duck_secs:>8.3} {:>6.2}x  {}", k / duck_secs, if ok { "same" } else { "DIFFERENT" });
+        println!("{name:<22} {k:>8.4} {duck_secs:>8.4} {:>6.2}x  {}", k / duck_secs, if ok { "same" } else { "DIFFERENT" });
         if !ok {
             println!("    {check_sql}\n    kiln:   {ours:?}\n    DuckDB: {duck_check:?}");
         }

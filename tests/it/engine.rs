@@ -661,3 +661,79 @@ fn first_rows_per_partition() {
         assert_eq!(!plan.contains("fell_back_to_sort=0"), fell_back, "partition by {partition}:\n{plan}");
     }
 }
+
+#[test]
+fn tables_are_written_in_row_groups_that_scan_in_parallel() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: t\nconfig-version: 2\nmodels:\n  t:\n    +materialized: table\n");
+    write(d, "models/wide.sql", "select value as id, value % 3 as k from generate_series(1, 600000)\n");
+    write(d, "models/small.sql", "select k, count(*) as n, sum(id) as total from {{ ref('wide') }} group by k\n");
+    assert_eq!(run(d, &["run"]).status.code(), Some(0));
+    let row_groups = |table: &str| -> Vec<i64> {
+        let dir = d.join(".kiln/warehouse/kiln/main").join(table);
+        let pointer: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("_kiln_table.json")).unwrap()).unwrap();
+        let file = std::fs::File::open(dir.join(format!("v{}/part-0.parquet", pointer["version"])).as_path()).unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect()
+    };
+    // 2^19 rows per group: a 1M-row table is read back on two cores, not one.
+    assert_eq!(row_groups("wide"), vec![524_288, 75_712]);
+    assert_eq!(row_groups("small"), vec![3]);
+    assert_eq!(scalar(d, "select sum(n) from {{ ref('small') }}"), 600_000);
+    assert_eq!(scalar(d, "select sum(total) from {{ ref('small') }}"), 180_000_300_000i64);
+    // DataFusion's own setting still decides when set.
+    let out = kiln(d).args(["run", "-s", "wide"]).env("DATAFUSION_EXECUTION_PARQUET_MAX_ROW_GROUP_SIZE", "250000").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(row_groups("wide"), vec![250_000, 250_000, 100_000]);
+}
+
+/// `group by` one column (kiln's `OneKeyAggregateExec`): the same rows as DataFusion's own
+/// aggregation (which a second, redundant key leaves in place) for text short and long enough
+/// to leave its view, NULL keys, integers of every width and sign, dates and timestamps; and,
+/// past its group limit, the hand-over to DataFusion's.
+#[test]
+fn group_by_one_column_as_datafusion_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "dbt_project.yml", "name: t\nconfig-version: 2\nmodels:\n  t:\n    +materialized: table\n");
+    write(
+        d,
+        "macros/explain.sql",
+        "{% macro explain(sql) %}{% for row in run_query('explain analyze ' ~ sql).rows %}{{ log(row[1], info=True) }}{% endfor %}{% endmacro %}\n",
+    );
+    write(
+        d,
+        "models/keys.sql",
+        "select value as id,
+            case when value % 11 = 0 then null else concat('k', cast(value % 7 as varchar)) end as short_text,
+            case value % 3 when 0 then 'short' when 1 then concat('much longer than a view holds ', cast(value % 4 as varchar)) end as mixed_text,
+            cast(value % 5 - 2 as tinyint) as tiny,
+            cast(value % 4 as smallint unsigned) as small_unsigned,
+            case when value % 13 = 0 then null else value % 9 - 4 end as big,
+            arrow_cast(cast(value % 6 as int), 'Date32') as day,
+            to_timestamp(1700000000 + (value % 5) * 3600) as at,
+            (value * 7919) % 60013 as scattered,
+            case when value % 17 = 0 then null else value % 100 end as v
+        from range(60000)\n",
+    );
+    assert_eq!(run(d, &["run"]).status.code(), Some(0));
+    let rows = |sql: &str| {
+        let out = run(d, &["show", "--inline", sql, "--limit", "100000", "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{sql}\n{}", stderr(&out));
+        stdout(&out)
+    };
+    let aggregates = "count(*) as n, count(v) as nv, sum(v) as total, min(v) as low, max(v) as high, avg(v) as mean";
+    for key in ["short_text", "mixed_text", "tiny", "small_unsigned", "big", "day", "at", "scattered"] {
+        let ours = format!("select {key}, {aggregates} from main.keys group by {key}");
+        let theirs = format!("select {key}, {aggregates} from main.keys group by {key}, {key} is null");
+        let ordered = |sql: &str| format!("select * from ({sql}) g order by 1 nulls first");
+        assert_eq!(rows(&ordered(&ours)), rows(&ordered(&theirs)), "group by {key}");
+        let out = run(d, &["run-operation", "explain", "--args", &serde_json::json!({ "sql": ours }).to_string()]);
+        let plan = stdout(&out) + &stderr(&out);
+        assert!(plan.contains("OneKeyAggregateExec"), "group by {key}:\n{plan}");
+        // 60,000 distinct keys outgrow the groups one partition keeps: DataFusion takes over.
+        assert_eq!(!plan.contains("handed_over=0"), key == "scattered", "group by {key}:\n{plan}");
+    }
+}

@@ -254,7 +254,7 @@ fn fall_back(
     let schema = input.schema();
     let replay = futures::stream::iter(kept.chain([Ok(batch)])).chain(input);
     let replay = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), replay));
-    let source = Arc::new(OneShotStream(schema.clone(), std::sync::Mutex::new(Some(replay))));
+    let source = Arc::new(OneShotStream::new(schema.clone(), replay));
     let leaf: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(schema, vec![source], None, vec![], false, None)?);
     let sort = window.children()[0].clone();
     let plan = replace_children_if_necessary(window.clone(), vec![replace_children_if_necessary(sort, vec![leaf])?])?;
@@ -262,8 +262,15 @@ fn fall_back(
     plan.execute(0, context)
 }
 
-/// A stream read once, as a partition of a [`StreamingTableExec`].
-struct OneShotStream(SchemaRef, std::sync::Mutex<Option<SendableRecordBatchStream>>);
+/// A stream read once, as a partition of a [`StreamingTableExec`]: the rest of an input handed
+/// over to the plan an operator stands for.
+pub(super) struct OneShotStream(SchemaRef, std::sync::Mutex<Option<SendableRecordBatchStream>>);
+
+impl OneShotStream {
+    pub(super) fn new(schema: SchemaRef, stream: SendableRecordBatchStream) -> OneShotStream {
+        OneShotStream(schema, std::sync::Mutex::new(Some(stream)))
+    }
+}
 
 impl std::fmt::Debug for OneShotStream {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -279,7 +286,7 @@ impl PartitionStream for OneShotStream {
     fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
         let taken = self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
         taken.unwrap_or_else(|| {
-            let read_twice = DataFusionError::Internal("PartitionTopKExec's fallback input was read twice".into());
+            let read_twice = DataFusionError::Internal("an input handed over was read twice".into());
             Box::pin(RecordBatchStreamAdapter::new(self.0.clone(), futures::stream::iter([Err(read_twice)])))
         })
     }
