@@ -733,6 +733,9 @@ fn group_by_one_column_as_datafusion_groups() {
         let out = run(d, &["run-operation", "explain", "--args", &serde_json::json!({ "sql": ours }).to_string()]);
         let plan = stdout(&out) + &stderr(&out);
         assert!(plan.contains("OneKeyAggregateExec"), "group by {key}:\n{plan}");
+        // No rows at all: no groups.
+        let none = format!("select count(*) as n from (select {key}, count(*) from main.keys where v < 0 group by {key}) g");
+        assert_eq!(rows(&none).trim(), r#"{"n":0}"#, "group by {key}");
         // 60,000 distinct keys outgrow the groups one partition keeps: DataFusion takes over.
         assert_eq!(!plan.contains("handed_over=0"), key == "scattered", "group by {key}:\n{plan}");
     }

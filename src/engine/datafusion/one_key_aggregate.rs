@@ -445,8 +445,9 @@ impl Table {
             KeyKind::Width(width) => {
                 let values: Vec<u8> = self.keys.iter().flat_map(|k| k.to_le_bytes()[..width].to_vec()).collect();
                 let nulls = self.null_group.map(|_| NullBuffer::from_iter((0..self.keys.len()).map(valid)));
-                let data =
-                    ArrayData::builder(data_type.clone()).len(self.keys.len()).add_buffer(Buffer::from(values)).nulls(nulls).build()?;
+                // Copied into Arrow's aligned memory (an empty Vec's pointer is not aligned).
+                let values = Buffer::from_slice_ref(&values);
+                let data = ArrayData::builder(data_type.clone()).len(self.keys.len()).add_buffer(values).nulls(nulls).build()?;
                 Ok(make_array(data))
             }
         }
