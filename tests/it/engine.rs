@@ -689,10 +689,10 @@ fn tables_are_written_in_row_groups_that_scan_in_parallel() {
     assert_eq!(row_groups("wide"), vec![250_000, 250_000, 100_000]);
 }
 
-/// `group by` one column (kiln's `OneKeyAggregateExec`): the same rows as DataFusion's own
+/// `group by` one text column (kiln's `OneKeyAggregateExec`): the same rows as DataFusion's own
 /// aggregation (which a second, redundant key leaves in place) for text short and long enough
-/// to leave its view, NULL keys, integers of every width and sign, dates and timestamps; and,
-/// past its group limit, the hand-over to DataFusion's.
+/// to leave its view, NULL keys and no rows; past its group limit, the hand-over to
+/// DataFusion's; and other key types left to DataFusion.
 #[test]
 fn group_by_one_column_as_datafusion_groups() {
     let tmp = tempfile::tempdir().unwrap();
@@ -714,7 +714,7 @@ fn group_by_one_column_as_datafusion_groups() {
             case when value % 13 = 0 then null else value % 9 - 4 end as big,
             arrow_cast(cast(value % 6 as int), 'Date32') as day,
             to_timestamp(1700000000 + (value % 5) * 3600) as at,
-            (value * 7919) % 60013 as scattered,
+            cast((value * 7919) % 60013 as varchar) as scattered,
             case when value % 17 = 0 then null else value % 100 end as v
         from range(60000)\n",
     );
@@ -732,11 +732,14 @@ fn group_by_one_column_as_datafusion_groups() {
         assert_eq!(rows(&ordered(&ours)), rows(&ordered(&theirs)), "group by {key}");
         let out = run(d, &["run-operation", "explain", "--args", &serde_json::json!({ "sql": ours }).to_string()]);
         let plan = stdout(&out) + &stderr(&out);
-        assert!(plan.contains("OneKeyAggregateExec"), "group by {key}:\n{plan}");
+        let text = ["short_text", "mixed_text", "scattered"].contains(&key);
+        assert_eq!(plan.contains("OneKeyAggregateExec"), text, "group by {key}:\n{plan}");
         // No rows at all: no groups.
         let none = format!("select count(*) as n from (select {key}, count(*) from main.keys where v < 0 group by {key}) g");
         assert_eq!(rows(&none).trim(), r#"{"n":0}"#, "group by {key}");
         // 60,000 distinct keys outgrow the groups one partition keeps: DataFusion takes over.
-        assert_eq!(!plan.contains("handed_over=0"), key == "scattered", "group by {key}:\n{plan}");
+        if text {
+            assert_eq!(!plan.contains("handed_over=0"), key == "scattered", "group by {key}:\n{plan}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The partial aggregation of a `group by` on one column with few values.
+//! The partial aggregation of a `group by` on one text column with few values.
 //!
 //! `select status, count(*), sum(amount) from orders group by status` is a common shape of a
 //! mart. DataFusion's partial aggregation finds each row's group with its general-purpose
@@ -6,11 +6,12 @@
 //! it hashing and interning, most of the time of reading back a table just written (see
 //! `docs/benchmarks.md`). [`OneKeyAggregateRule`] puts [`OneKeyAggregateExec`] in place of a
 //! partial `AggregateExec` grouped by one text column as DataFusion reads text from Parquet
-//! (`Utf8View`) or one fixed-width integer-like column (integers, dates, timestamps). It finds
-//! each row's group in a small open-addressing table keyed by the value's bits: a text value of
-//! up to 12 bytes is all in its Arrow view, compared as one 128-bit number. The aggregates are
-//! DataFusion's own group accumulators, so its output is the partial state the final
-//! aggregation expects, and the results are DataFusion's.
+//! (`Utf8View`). It finds each row's group in a small open-addressing table keyed by the
+//! value's view: a text of up to 12 bytes is all in it, compared as one 128-bit number; longer
+//! text is compared by its bytes. The aggregates are DataFusion's own group accumulators, so
+//! its output is the partial state the final aggregation expects, and the results are
+//! DataFusion's. Integer keys stay with DataFusion, whose interner for them is already direct
+//! (they are mostly ids, with many groups).
 //!
 //! Past [`MAX_GROUPS`] groups it emits the state of the groups it has and hands the rest of its
 //! input to the `AggregateExec` it replaced (`handed_over` in `EXPLAIN ANALYZE`): with many
@@ -18,9 +19,7 @@
 //! emission that many groups need. Below that, its groups are not reserved from the memory
 //! pool: a few MB at most.
 
-use datafusion::arrow::array::ArrayData;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringViewBuilder, make_array};
-use datafusion::arrow::buffer::{Buffer, NullBuffer};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringViewBuilder};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
@@ -41,7 +40,7 @@ use std::sync::Arc;
 /// Groups one partition may hold before it hands its input over to DataFusion's aggregation.
 const MAX_GROUPS: usize = 1 << 14;
 
-/// Replaces a partial `AggregateExec` grouped by one column of a supported type, without
+/// Replaces a partial `AggregateExec` grouped by one `Utf8View` column, without
 /// grouping sets, `FILTER`, ordered or distinct aggregates or a limit, with a
 /// [`OneKeyAggregateExec`].
 #[derive(Debug)]
@@ -71,40 +70,20 @@ fn replacement(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> 
         && *aggregate.input_order_mode() == InputOrderMode::Linear
         && aggregate.filter_expr().iter().all(Option::is_none)
         && aggregate.aggr_expr().iter().all(|a| a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct());
-    let kind = KeyKind::of(&key.data_type(&aggregate.input_schema()).ok()?)?;
-    plain.then(|| {
-        Arc::new(OneKeyAggregateExec { replaced: node.clone(), key: key.clone(), kind, metrics: ExecutionPlanMetricsSet::new() })
+    let text = key.data_type(&aggregate.input_schema()).ok()? == DataType::Utf8View;
+    (plain && text).then(|| {
+        Arc::new(OneKeyAggregateExec { replaced: node.clone(), key: key.clone(), metrics: ExecutionPlanMetricsSet::new() })
             as Arc<dyn ExecutionPlan>
     })
 }
 
-/// How a key column's values are read: as text views, or as integers of a byte width.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum KeyKind {
-    View,
-    Width(usize),
-}
-
-impl KeyKind {
-    fn of(dt: &DataType) -> Option<KeyKind> {
-        match dt {
-            DataType::Utf8View => Some(KeyKind::View),
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => dt.primitive_width().map(KeyKind::Width),
-            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => dt.primitive_width().map(KeyKind::Width),
-            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => dt.primitive_width().map(KeyKind::Width),
-            _ => None,
-        }
-    }
-}
-
-/// A partial aggregation grouped by one column (see the module's documentation).
+/// A partial aggregation grouped by one text column (see the module's documentation).
 #[derive(Debug)]
 pub struct OneKeyAggregateExec {
     /// The partial `AggregateExec` it stands for: its input, aggregates and output schema, and
     /// what runs past [`MAX_GROUPS`].
     replaced: Arc<dyn ExecutionPlan>,
     key: Arc<dyn PhysicalExpr>,
-    kind: KeyKind,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -145,7 +124,7 @@ impl ExecutionPlan for OneKeyAggregateExec {
     #[allow(deprecated)] // the trait still requires it (DataFusion 55)
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let replaced = replace_children_if_necessary(self.replaced.clone(), children)?;
-        Ok(Arc::new(OneKeyAggregateExec { replaced, key: self.key.clone(), kind: self.kind, metrics: ExecutionPlanMetricsSet::new() }))
+        Ok(Arc::new(OneKeyAggregateExec { replaced, key: self.key.clone(), metrics: ExecutionPlanMetricsSet::new() }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -155,7 +134,7 @@ impl ExecutionPlan for OneKeyAggregateExec {
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.aggregate().input().execute(partition, context.clone())?;
         let schema = self.schema();
-        let groups = Groups::new(self, &schema)?;
+        let groups = Groups::new(self)?;
         let metrics = Metrics {
             handed_over: MetricBuilder::new(&self.metrics).counter("handed_over", partition),
             elapsed: MetricBuilder::new(&self.metrics).elapsed_compute(partition),
@@ -213,8 +192,6 @@ fn hand_over(
 /// The groups of one partition and their accumulators.
 struct Groups {
     key: Arc<dyn PhysicalExpr>,
-    kind: KeyKind,
-    key_type: DataType,
     table: Table,
     ids: Vec<usize>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
@@ -222,12 +199,10 @@ struct Groups {
 }
 
 impl Groups {
-    fn new(exec: &OneKeyAggregateExec, schema: &SchemaRef) -> Result<Groups> {
+    fn new(exec: &OneKeyAggregateExec) -> Result<Groups> {
         let aggregate = exec.aggregate();
         Ok(Groups {
             key: exec.key.clone(),
-            kind: exec.kind,
-            key_type: schema.field(0).data_type().clone(),
             table: Table::default(),
             ids: vec![],
             arguments: aggregate.aggr_expr().iter().map(|a| a.expressions()).collect(),
@@ -246,10 +221,7 @@ impl Groups {
         }
         let keys = self.key.evaluate(batch)?.into_array(rows)?;
         self.ids.clear();
-        match self.kind {
-            KeyKind::View => self.table.intern_views(keys.as_string_view(), &mut self.ids),
-            KeyKind::Width(width) => self.table.intern_numbers(&keys, width, &mut self.ids),
-        }
+        self.table.intern_views(keys.as_string_view(), &mut self.ids);
         let groups = self.table.len();
         for (accumulator, arguments) in self.accumulators.iter_mut().zip(&self.arguments) {
             let values: Vec<ArrayRef> = arguments.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<_>>()?;
@@ -260,7 +232,7 @@ impl Groups {
 
     /// The partial aggregation's output for every group so far; the groups are then empty.
     fn emit(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
-        let mut columns = vec![self.table.key_array(self.kind, &self.key_type)?];
+        let mut columns = vec![self.table.key_array()?];
         for accumulator in &mut self.accumulators {
             columns.extend(accumulator.state(EmitTo::All)?);
         }
@@ -272,8 +244,8 @@ impl Groups {
 const EMPTY: u32 = u32::MAX;
 
 /// Open addressing over group ids. A group's key is 128 bits: a text view (text of up to 12
-/// bytes is all in it), an integer's bits, or, for longer text, its hash with a length no view
-/// has (the text itself is compared too).
+/// bytes is all in it) or, for longer text, its hash with a length no view has (the text itself
+/// is compared too).
 #[derive(Default)]
 struct Table {
     /// Group ids by slot; a power of two, at most half full.
@@ -407,49 +379,21 @@ impl Table {
         }
     }
 
-    fn intern_numbers(&mut self, keys: &ArrayRef, width: usize, ids: &mut Vec<usize>) {
-        let data = keys.to_data();
-        let values = &data.buffers()[0].as_slice()[data.offset() * width..(data.offset() + data.len()) * width];
-        for (i, bytes) in values.chunks_exact(width).enumerate() {
-            let id = if keys.is_null(i) {
-                self.null_id()
+    /// The groups' keys as a text column, in group order.
+    fn key_array(&self) -> Result<ArrayRef> {
+        let mut builder = StringViewBuilder::with_capacity(self.keys.len());
+        for (g, &view) in self.keys.iter().enumerate() {
+            let (start, end) = self.long[g];
+            let text = if Some(g) == self.null_group {
+                builder.append_null();
+                continue;
+            } else if end > start {
+                &self.bytes[start..end]
             } else {
-                let mut word = [0u8; 16];
-                word[..width].copy_from_slice(bytes);
-                self.intern(u128::from_le_bytes(word))
+                &view.to_le_bytes()[4..4 + view as u32 as usize]
             };
-            ids.push(id);
+            builder.append_value(std::str::from_utf8(text).map_err(|e| internal_datafusion_err!("{e}"))?);
         }
-    }
-
-    /// The groups' keys as a column of `data_type`, in group order.
-    fn key_array(&self, kind: KeyKind, data_type: &DataType) -> Result<ArrayRef> {
-        let valid = |g: usize| Some(g) != self.null_group;
-        match kind {
-            KeyKind::View => {
-                let mut builder = StringViewBuilder::with_capacity(self.keys.len());
-                for (g, &view) in self.keys.iter().enumerate() {
-                    let (start, end) = self.long[g];
-                    if !valid(g) {
-                        builder.append_null();
-                    } else if end > start {
-                        builder.append_value(std::str::from_utf8(&self.bytes[start..end]).map_err(|e| internal_datafusion_err!("{e}"))?);
-                    } else {
-                        let len = view as u32 as usize;
-                        let bytes = view.to_le_bytes();
-                        builder.append_value(std::str::from_utf8(&bytes[4..4 + len]).map_err(|e| internal_datafusion_err!("{e}"))?);
-                    }
-                }
-                Ok(Arc::new(builder.finish()))
-            }
-            KeyKind::Width(width) => {
-                let values: Vec<u8> = self.keys.iter().flat_map(|k| k.to_le_bytes()[..width].to_vec()).collect();
-                let nulls = self.null_group.map(|_| NullBuffer::from_iter((0..self.keys.len()).map(valid)));
-                // Copied into Arrow's aligned memory (an empty Vec's pointer is not aligned).
-                let values = Buffer::from_slice_ref(&values);
-                let data = ArrayData::builder(data_type.clone()).len(self.keys.len()).add_buffer(values).nulls(nulls).build()?;
-                Ok(make_array(data))
-            }
-        }
+        Ok(Arc::new(builder.finish()))
     }
 }
