@@ -295,38 +295,22 @@ impl Table {
         &self.bytes[self.long[g].0..self.long[g].1]
     }
 
-    /// The group of `key`, a key that holds its whole value, added when new.
+    /// The group of `key`, added when new; `long` is the text of a key its view cannot hold.
+    /// Inlined, so the check of `long` folds away where a view holds the whole text.
     #[inline(always)]
-    fn intern(&mut self, key: u128) -> usize {
+    fn intern(&mut self, key: u128, long: Option<&[u8]>) -> usize {
         let mask = self.slots.len().wrapping_sub(1);
         let mut slot = slot_of(key, self.shift);
         while let Some(&id) = self.slots.get(slot) {
             if id == EMPTY {
                 break;
             }
-            if self.keys[id as usize] == key {
+            if self.keys[id as usize] == key && long.is_none_or(|text| self.text(id as usize) == text) {
                 return id as usize;
             }
             slot = (slot + 1) & mask;
         }
-        self.insert(key, None)
-    }
-
-    /// The group of a text too long for its view, added when new.
-    fn intern_long(&mut self, text: &[u8]) -> usize {
-        let key = long_key(text);
-        let mask = self.slots.len().wrapping_sub(1);
-        let mut slot = slot_of(key, self.shift);
-        while let Some(&id) = self.slots.get(slot) {
-            if id == EMPTY {
-                break;
-            }
-            if self.keys[id as usize] == key && self.text(id as usize) == text {
-                return id as usize;
-            }
-            slot = (slot + 1) & mask;
-        }
-        self.insert(key, Some(text))
+        self.insert(key, long)
     }
 
     /// Adds a group for `key` (not in the table).
@@ -371,9 +355,10 @@ impl Table {
             let id = if keys.is_null(i) {
                 self.null_id()
             } else if (view as u32) <= 12 {
-                self.intern(view)
+                self.intern(view, None)
             } else {
-                self.intern_long(keys.value(i).as_bytes())
+                let text = keys.value(i).as_bytes();
+                self.intern(long_key(text), Some(text))
             };
             ids.push(id);
         }
