@@ -32,7 +32,6 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::StreamingTableExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -72,8 +71,7 @@ fn replacement(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> 
         && aggregate.aggr_expr().iter().all(|a| a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct());
     let text = key.data_type(&aggregate.input_schema()).ok()? == DataType::Utf8View;
     (plain && text).then(|| {
-        Arc::new(OneKeyAggregateExec { replaced: node.clone(), key: key.clone(), metrics: ExecutionPlanMetricsSet::new() })
-            as Arc<dyn ExecutionPlan>
+        Arc::new(OneKeyAggregateExec { replaced: node.clone(), metrics: ExecutionPlanMetricsSet::new() }) as Arc<dyn ExecutionPlan>
     })
 }
 
@@ -83,7 +81,6 @@ pub struct OneKeyAggregateExec {
     /// The partial `AggregateExec` it stands for: its input, aggregates and output schema, and
     /// what runs past [`MAX_GROUPS`].
     replaced: Arc<dyn ExecutionPlan>,
-    key: Arc<dyn PhysicalExpr>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -91,12 +88,17 @@ impl OneKeyAggregateExec {
     fn aggregate(&self) -> &AggregateExec {
         self.replaced.downcast_ref::<AggregateExec>().expect("built from an AggregateExec")
     }
+
+    /// The one group-by expression (checked by the rule).
+    fn key(&self) -> &Arc<dyn PhysicalExpr> {
+        &self.aggregate().group_expr().expr()[0].0
+    }
 }
 
 impl DisplayAs for OneKeyAggregateExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let aggregates: Vec<&str> = self.aggregate().aggr_expr().iter().map(|a| a.name()).collect();
-        write!(f, "OneKeyAggregateExec: gby=[{}], aggr=[{}]", self.key, aggregates.join(", "))
+        write!(f, "OneKeyAggregateExec: gby=[{}], aggr=[{}]", self.key(), aggregates.join(", "))
     }
 }
 
@@ -124,7 +126,7 @@ impl ExecutionPlan for OneKeyAggregateExec {
     #[allow(deprecated)] // the trait still requires it (DataFusion 55)
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let replaced = replace_children_if_necessary(self.replaced.clone(), children)?;
-        Ok(Arc::new(OneKeyAggregateExec { replaced, key: self.key.clone(), metrics: ExecutionPlanMetricsSet::new() }))
+        Ok(Arc::new(OneKeyAggregateExec { replaced, metrics: ExecutionPlanMetricsSet::new() }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -183,9 +185,7 @@ fn hand_over(
 ) -> Result<SendableRecordBatchStream> {
     let schema = input.schema();
     let replay = futures::stream::iter([Ok(batch)]).chain(input);
-    let replay = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), replay));
-    let source = Arc::new(super::partition_top_k::OneShotStream::new(schema.clone(), replay));
-    let leaf: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(schema, vec![source], None, vec![], false, None)?);
+    let leaf = super::partition_top_k::replayed(Box::pin(RecordBatchStreamAdapter::new(schema, replay)))?;
     replace_children_if_necessary(replaced.clone(), vec![leaf])?.execute(0, context)
 }
 
@@ -202,7 +202,7 @@ impl Groups {
     fn new(exec: &OneKeyAggregateExec) -> Result<Groups> {
         let aggregate = exec.aggregate();
         Ok(Groups {
-            key: exec.key.clone(),
+            key: exec.key().clone(),
             table: Table::default(),
             ids: vec![],
             arguments: aggregate.aggr_expr().iter().map(|a| a.expressions()).collect(),

@@ -253,24 +253,23 @@ fn fall_back(
 ) -> Result<SendableRecordBatchStream> {
     let schema = input.schema();
     let replay = futures::stream::iter(kept.chain([Ok(batch)])).chain(input);
-    let replay = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), replay));
-    let source = Arc::new(OneShotStream::new(schema.clone(), replay));
-    let leaf: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(schema, vec![source], None, vec![], false, None)?);
+    let leaf = replayed(Box::pin(RecordBatchStreamAdapter::new(schema, replay)))?;
     let sort = window.children()[0].clone();
     let plan = replace_children_if_necessary(window.clone(), vec![replace_children_if_necessary(sort, vec![leaf])?])?;
     let plan = super::sorted_window::SortedWindowRule.optimize(plan, context.session_config().options())?;
     plan.execute(0, context)
 }
 
-/// A stream read once, as a partition of a [`StreamingTableExec`]: the rest of an input handed
-/// over to the plan an operator stands for.
-pub(super) struct OneShotStream(SchemaRef, std::sync::Mutex<Option<SendableRecordBatchStream>>);
-
-impl OneShotStream {
-    pub(super) fn new(schema: SchemaRef, stream: SendableRecordBatchStream) -> OneShotStream {
-        OneShotStream(schema, std::sync::Mutex::new(Some(stream)))
-    }
+/// `stream` as the one partition of a leaf plan, read once: the rest of an input an operator
+/// hands over to the plan it stands for.
+pub(super) fn replayed(stream: SendableRecordBatchStream) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = stream.schema();
+    let source = Arc::new(OneShotStream(schema.clone(), std::sync::Mutex::new(Some(stream))));
+    Ok(Arc::new(StreamingTableExec::try_new(schema, vec![source], None, vec![], false, None)?))
 }
+
+/// A stream read once, as a partition of a [`StreamingTableExec`] (see [`replayed`]).
+struct OneShotStream(SchemaRef, std::sync::Mutex<Option<SendableRecordBatchStream>>);
 
 impl std::fmt::Debug for OneShotStream {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
