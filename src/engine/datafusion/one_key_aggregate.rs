@@ -8,10 +8,12 @@
 //! partial `AggregateExec` grouped by one text column as DataFusion reads text from Parquet
 //! (`Utf8View`). It finds each row's group in a small open-addressing table keyed by the
 //! value's view: a text of up to 12 bytes is all in it, compared as one 128-bit number; longer
-//! text is compared by its bytes. The aggregates are DataFusion's own group accumulators, so
-//! its output is the partial state the final aggregation expects, and the results are
-//! DataFusion's. Integer keys stay with DataFusion, whose interner for them is already direct
-//! (they are mostly ids, with many groups).
+//! text is compared by its bytes; each slot holds its key, so a probe reads one slot. `count`
+//! and `sum` of BIGINT accumulate in loops of their own (see [`Accumulator`]); every other
+//! aggregate is DataFusion's own group accumulator. Either way its output is the partial state
+//! the final aggregation expects, and the results are DataFusion's. Integer keys stay with
+//! DataFusion, whose interner for them is already direct (they are mostly ids, with many
+//! groups).
 //!
 //! Past [`MAX_GROUPS`] groups it emits the state of the groups it has and hands the rest of its
 //! input to the `AggregateExec` it replaced (`handed_over` in `EXPLAIN ANALYZE`): with many
@@ -19,14 +21,16 @@
 //! emission that many groups need. Below that, its groups are not reserved from the memory
 //! pool: a few MB at most.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringViewBuilder};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringViewArray, StringViewBuilder};
+use datafusion::arrow::buffer::{Buffer, NullBuffer};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::logical_expr::{ColumnarValue, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -195,18 +199,19 @@ struct Groups {
     table: Table,
     ids: Vec<usize>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
-    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    accumulators: Vec<Accumulator>,
 }
 
 impl Groups {
     fn new(exec: &OneKeyAggregateExec) -> Result<Groups> {
         let aggregate = exec.aggregate();
+        let input = aggregate.input_schema();
         Ok(Groups {
             key: exec.key().clone(),
             table: Table::default(),
             ids: vec![],
             arguments: aggregate.aggr_expr().iter().map(|a| a.expressions()).collect(),
-            accumulators: aggregate.aggr_expr().iter().map(|a| a.create_groups_accumulator()).collect::<Result<_>>()?,
+            accumulators: aggregate.aggr_expr().iter().map(|a| Accumulator::new(a, &input)).collect::<Result<_>>()?,
         })
     }
 
@@ -220,12 +225,11 @@ impl Groups {
             return Ok(());
         }
         let keys = self.key.evaluate(batch)?.into_array(rows)?;
-        self.ids.clear();
+        self.ids.resize(rows, 0);
         self.table.intern_views(keys.as_string_view(), &mut self.ids);
         let groups = self.table.len();
         for (accumulator, arguments) in self.accumulators.iter_mut().zip(&self.arguments) {
-            let values: Vec<ArrayRef> = arguments.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<_>>()?;
-            accumulator.update_batch(&values, &self.ids, None, groups)?;
+            accumulator.update(arguments, batch, &self.ids, groups)?;
         }
         Ok(())
     }
@@ -234,24 +238,126 @@ impl Groups {
     fn emit(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         let mut columns = vec![self.table.key_array()?];
         for accumulator in &mut self.accumulators {
-            columns.extend(accumulator.state(EmitTo::All)?);
+            columns.extend(accumulator.state()?);
         }
         self.table = Table::default();
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 }
 
-const EMPTY: u32 = u32::MAX;
+/// Per-group counters in four lanes: row `i` adds to lane `i % 4`, so consecutive rows of one
+/// group do not wait for each other's store (with few groups, most rows follow one of their
+/// own group).
+type Lanes = Vec<[i64; LANES]>;
+const LANES: usize = 4;
+
+/// How one aggregate accumulates: `count` and `sum` of BIGINT in loops of their own over the
+/// rows' groups, any other with DataFusion's group accumulator. Either way the state is the one
+/// DataFusion's final aggregation expects (for `sum`, wrapping as DataFusion's does).
+enum Accumulator {
+    /// `count(x)`: each group's non-null rows.
+    Count(Lanes),
+    /// `sum(x)` of BIGINT: each group's wrapping sum, and whether it saw a value (else NULL).
+    Sum {
+        sums: Lanes,
+        seen: Vec<bool>,
+    },
+    DataFusion(Box<dyn GroupsAccumulator>),
+}
+
+impl Accumulator {
+    fn new(aggregate: &AggregateFunctionExpr, input: &SchemaRef) -> Result<Accumulator> {
+        let states: Vec<DataType> = aggregate.state_fields()?.iter().map(|f| f.data_type().clone()).collect();
+        let arguments: Vec<DataType> = aggregate.expressions().iter().map(|e| e.data_type(input)).collect::<Result<_>>()?;
+        Ok(match (aggregate.fun().name(), arguments.as_slice(), states.as_slice()) {
+            ("count", [_], [DataType::Int64]) => Accumulator::Count(vec![]),
+            ("sum", [DataType::Int64], [DataType::Int64]) => Accumulator::Sum { sums: vec![], seen: vec![] },
+            _ => Accumulator::DataFusion(aggregate.create_groups_accumulator()?),
+        })
+    }
+
+    fn update(&mut self, arguments: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch, ids: &[usize], groups: usize) -> Result<()> {
+        let rows = batch.num_rows();
+        match self {
+            Accumulator::Count(counts) => {
+                counts.resize(groups, [0; LANES]);
+                match arguments[0].evaluate(batch)? {
+                    ColumnarValue::Scalar(value) if value.is_null() => {}
+                    ColumnarValue::Scalar(_) => count(counts, ids, None),
+                    ColumnarValue::Array(values) => count(counts, ids, values.logical_nulls().as_ref()),
+                }
+            }
+            Accumulator::Sum { sums, seen } => {
+                sums.resize(groups, [0; LANES]);
+                seen.resize(groups, false);
+                let values = arguments[0].evaluate(batch)?.into_array(rows)?;
+                sum(sums, seen, ids, values.as_primitive::<Int64Type>());
+            }
+            Accumulator::DataFusion(accumulator) => {
+                let values: Vec<ArrayRef> = arguments.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<_>>()?;
+                accumulator.update_batch(&values, ids, None, groups)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of every group so far, in group order; the accumulator is then empty.
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        let total = |lanes: &[i64; LANES]| lanes.iter().fold(0i64, |a, &b| a.wrapping_add(b));
+        Ok(match self {
+            Accumulator::Count(counts) => {
+                let counts: Int64Array = std::mem::take(counts).iter().map(total).collect::<Vec<_>>().into();
+                vec![Arc::new(counts)]
+            }
+            Accumulator::Sum { sums, seen } => {
+                let values: Vec<i64> = std::mem::take(sums).iter().map(total).collect();
+                let seen = NullBuffer::from(std::mem::take(seen));
+                vec![Arc::new(Int64Array::new(values.into(), Some(seen)))]
+            }
+            Accumulator::DataFusion(accumulator) => accumulator.state(EmitTo::All)?,
+        })
+    }
+}
+
+/// Adds each row that is not null to its group's count.
+fn count(counts: &mut Lanes, ids: &[usize], nulls: Option<&NullBuffer>) {
+    match nulls {
+        None => ids.iter().enumerate().for_each(|(i, &g)| counts[g][i % LANES] += 1),
+        Some(nulls) => ids.iter().zip(nulls.iter()).enumerate().for_each(|(i, (&g, valid))| counts[g][i % LANES] += i64::from(valid)),
+    }
+}
+
+/// Adds each value that is not null to its group's sum, wrapping on overflow.
+fn sum(sums: &mut Lanes, seen: &mut [bool], ids: &[usize], values: &Int64Array) {
+    let rows = ids.iter().zip(values.values().iter()).enumerate();
+    match values.nulls().filter(|n| n.null_count() > 0) {
+        None => rows.for_each(|(i, (&g, &v))| {
+            sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v);
+            seen[g] = true;
+        }),
+        Some(nulls) => rows.zip(nulls.iter()).filter(|(_, valid)| *valid).for_each(|((i, (&g, &v)), _)| {
+            sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v);
+            seen[g] = true;
+        }),
+    }
+}
+
+/// The key of a free slot: its low 32 bits, a view's length, are neither a length a view holds
+/// inline (up to 12) nor a long text's marker (`u32::MAX`, see [`long_key`]).
+const FREE: u128 = (u32::MAX - 1) as u128;
 
 /// Open addressing over group ids. A group's key is 128 bits: a text view (text of up to 12
 /// bytes is all in it) or, for longer text, its hash with a length no view has (the text itself
-/// is compared too).
+/// is compared too). Each slot holds its key beside its group id, so a probe reads one slot.
 #[derive(Default)]
 struct Table {
-    /// Group ids by slot; a power of two, at most half full.
-    slots: Vec<u32>,
+    /// Keys by slot ([`FREE`] where none); a power of two, at most half full.
+    slot_keys: Vec<u128>,
+    /// Group ids by slot.
+    slot_ids: Vec<u32>,
     /// 64 minus log2 of the slot count: a key's slot is the top bits of its hash.
     shift: u32,
+    /// Keys by group.
     keys: Vec<u128>,
     /// Bytes of long text keys: (start, end) in `bytes`, by group (empty for other groups).
     long: Vec<(usize, usize)>,
@@ -299,14 +405,16 @@ impl Table {
     /// Inlined, so the check of `long` folds away where a view holds the whole text.
     #[inline(always)]
     fn intern(&mut self, key: u128, long: Option<&[u8]>) -> usize {
-        let mask = self.slots.len().wrapping_sub(1);
+        let mask = self.slot_keys.len().wrapping_sub(1);
         let mut slot = slot_of(key, self.shift);
-        while let Some(&id) = self.slots.get(slot) {
-            if id == EMPTY {
+        while let Some(&k) = self.slot_keys.get(slot) {
+            if k == key {
+                let id = self.slot_ids[slot] as usize;
+                if long.is_none_or(|text| self.text(id) == text) {
+                    return id;
+                }
+            } else if k == FREE {
                 break;
-            }
-            if self.keys[id as usize] == key && long.is_none_or(|text| self.text(id as usize) == text) {
-                return id as usize;
             }
             slot = (slot + 1) & mask;
         }
@@ -321,7 +429,7 @@ impl Table {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(long.unwrap_or_default());
         self.long.push((start, self.bytes.len()));
-        if 2 * self.keys.len() >= self.slots.len() {
+        if 2 * self.keys.len() >= self.slot_keys.len() {
             self.grow();
         } else {
             self.place(id);
@@ -331,18 +439,20 @@ impl Table {
 
     /// Puts group `g` in its slot or the next free one.
     fn place(&mut self, g: usize) {
-        let mask = self.slots.len() - 1;
+        let mask = self.slot_keys.len() - 1;
         let mut slot = slot_of(self.keys[g], self.shift);
-        while self.slots[slot] != EMPTY {
+        while self.slot_keys[slot] != FREE {
             slot = (slot + 1) & mask;
         }
-        self.slots[slot] = g as u32;
+        self.slot_keys[slot] = self.keys[g];
+        self.slot_ids[slot] = g as u32;
     }
 
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(64);
+        let size = (self.slot_keys.len() * 2).max(64);
         self.shift = 64 - size.trailing_zeros();
-        self.slots = vec![EMPTY; size];
+        self.slot_keys = vec![FREE; size];
+        self.slot_ids = vec![0; size];
         for g in 0..self.keys.len() {
             if Some(g) != self.null_group {
                 self.place(g);
@@ -350,18 +460,28 @@ impl Table {
         }
     }
 
-    fn intern_views(&mut self, keys: &datafusion::arrow::array::StringViewArray, ids: &mut Vec<usize>) {
-        for (i, &view) in keys.views().iter().enumerate() {
-            let id = if keys.is_null(i) {
-                self.null_id()
-            } else if (view as u32) <= 12 {
-                self.intern(view, None)
-            } else {
-                let text = keys.value(i).as_bytes();
-                self.intern(long_key(text), Some(text))
-            };
-            ids.push(id);
+    /// Each row's group in `ids` (as many as rows).
+    fn intern_views(&mut self, keys: &StringViewArray, ids: &mut [usize]) {
+        let buffers = keys.data_buffers();
+        match keys.nulls().filter(|n| n.null_count() > 0) {
+            None => ids.iter_mut().zip(keys.views()).for_each(|(id, &view)| *id = self.intern_view(view, buffers)),
+            Some(nulls) => ids.iter_mut().zip(keys.views()).zip(nulls.iter()).for_each(|((id, &view), valid)| {
+                *id = if valid { self.intern_view(view, buffers) } else { self.null_id() };
+            }),
         }
+    }
+
+    /// The group of a text, by its view: text of up to 12 bytes is all in it; longer text is
+    /// in `buffers`, where the view points.
+    #[inline(always)]
+    fn intern_view(&mut self, view: u128, buffers: &[Buffer]) -> usize {
+        let len = view as u32 as usize;
+        if len <= 12 {
+            return self.intern(view, None);
+        }
+        let (buffer, offset) = ((view >> 64) as u32 as usize, (view >> 96) as u32 as usize);
+        let text = &buffers[buffer][offset..offset + len];
+        self.intern(long_key(text), Some(text))
     }
 
     /// The groups' keys as a text column, in group order.
