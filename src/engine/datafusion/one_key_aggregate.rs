@@ -464,11 +464,43 @@ impl Table {
     fn intern_views(&mut self, keys: &StringViewArray, ids: &mut [usize]) {
         let buffers = keys.data_buffers();
         match keys.nulls().filter(|n| n.null_count() > 0) {
-            None => ids.iter_mut().zip(keys.views()).for_each(|(id, &view)| *id = self.intern_view(view, buffers)),
+            None => {
+                let views = keys.views();
+                let mut row = 0;
+                while row < views.len() {
+                    row += self.find_short(&views[row..], &mut ids[row..]);
+                    if let Some(&view) = views.get(row) {
+                        ids[row] = self.intern_view(view, buffers);
+                        row += 1;
+                    }
+                }
+            }
             Some(nulls) => ids.iter_mut().zip(keys.views()).zip(nulls.iter()).for_each(|((id, &view), valid)| {
                 *id = if valid { self.intern_view(view, buffers) } else { self.null_id() };
             }),
         }
+    }
+
+    /// The groups of `views` that are known texts of up to 12 bytes, up to the first that is
+    /// not (new, or longer): returns how many. The table does not change here, so the loop
+    /// keeps it in registers.
+    fn find_short(&self, views: &[u128], ids: &mut [usize]) -> usize {
+        let (keys, groups, shift) = (self.slot_keys.as_slice(), self.slot_ids.as_slice(), self.shift);
+        let mask = keys.len().wrapping_sub(1);
+        for (row, (id, &view)) in ids.iter_mut().zip(views).enumerate() {
+            if view as u32 > 12 {
+                return row;
+            }
+            let mut slot = slot_of(view, shift);
+            loop {
+                match keys.get(slot) {
+                    Some(&key) if key == view => break *id = groups[slot] as usize,
+                    Some(&key) if key != FREE => slot = (slot + 1) & mask,
+                    _ => return row,
+                }
+            }
+        }
+        views.len()
     }
 
     /// The group of a text, by its view: text of up to 12 bytes is all in it; longer text is
