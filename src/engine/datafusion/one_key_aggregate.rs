@@ -329,16 +329,14 @@ fn count(counts: &mut Lanes, ids: &[usize], nulls: Option<&NullBuffer>) {
 
 /// Adds each value that is not null to its group's sum, wrapping on overflow.
 fn sum(sums: &mut Lanes, seen: &mut [bool], ids: &[usize], values: &Int64Array) {
+    let mut add = |(i, (&g, &v)): (usize, (&usize, &i64))| {
+        sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v);
+        seen[g] = true;
+    };
     let rows = ids.iter().zip(values.values().iter()).enumerate();
     match values.nulls().filter(|n| n.null_count() > 0) {
-        None => rows.for_each(|(i, (&g, &v))| {
-            sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v);
-            seen[g] = true;
-        }),
-        Some(nulls) => rows.zip(nulls.iter()).filter(|(_, valid)| *valid).for_each(|((i, (&g, &v)), _)| {
-            sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v);
-            seen[g] = true;
-        }),
+        None => rows.for_each(add),
+        Some(nulls) => rows.zip(nulls.iter()).filter(|(_, valid)| *valid).for_each(|(row, _)| add(row)),
     }
 }
 
