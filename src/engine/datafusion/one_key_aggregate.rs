@@ -21,15 +21,16 @@
 //! emission that many groups need. Below that, its groups are not reserved from the memory
 //! pool: a few MB at most.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringViewArray, StringViewBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, Int64Array, PrimitiveArray, RecordBatch, StringViewArray, StringViewBuilder};
 use datafusion::arrow::buffer::{Buffer, NullBuffer};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::CastExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -258,9 +259,11 @@ enum Accumulator {
     /// `count(x)`: each group's non-null rows.
     Count(Lanes),
     /// `sum(x)` of BIGINT: each group's wrapping sum, and whether it saw a value (else NULL).
+    /// `argument` is `x` without the widening cast DataFusion puts on a narrower integer.
     Sum {
         sums: Lanes,
         seen: Vec<bool>,
+        argument: Arc<dyn PhysicalExpr>,
     },
     DataFusion(Box<dyn GroupsAccumulator>),
 }
@@ -268,10 +271,13 @@ enum Accumulator {
 impl Accumulator {
     fn new(aggregate: &AggregateFunctionExpr, input: &SchemaRef) -> Result<Accumulator> {
         let states: Vec<DataType> = aggregate.state_fields()?.iter().map(|f| f.data_type().clone()).collect();
-        let arguments: Vec<DataType> = aggregate.expressions().iter().map(|e| e.data_type(input)).collect::<Result<_>>()?;
-        Ok(match (aggregate.fun().name(), arguments.as_slice(), states.as_slice()) {
+        let arguments = aggregate.expressions();
+        let types: Vec<DataType> = arguments.iter().map(|e| e.data_type(input)).collect::<Result<_>>()?;
+        Ok(match (aggregate.fun().name(), types.as_slice(), states.as_slice()) {
             ("count", [_], [DataType::Int64]) => Accumulator::Count(vec![]),
-            ("sum", [DataType::Int64], [DataType::Int64]) => Accumulator::Sum { sums: vec![], seen: vec![] },
+            ("sum", [DataType::Int64], [DataType::Int64]) => {
+                Accumulator::Sum { sums: vec![], seen: vec![], argument: unwidened(&arguments[0], input) }
+            }
             _ => Accumulator::DataFusion(aggregate.create_groups_accumulator()?),
         })
     }
@@ -287,11 +293,19 @@ impl Accumulator {
                     ColumnarValue::Array(values) => count(counts, ids, values.logical_nulls().as_ref()),
                 }
             }
-            Accumulator::Sum { sums, seen } => {
+            Accumulator::Sum { sums, seen, argument } => {
                 sums.resize(groups, [0; LANES]);
                 seen.resize(groups, false);
-                let values = arguments[0].evaluate(batch)?.into_array(rows)?;
-                sum(sums, seen, ids, values.as_primitive::<Int64Type>());
+                let values = argument.evaluate(batch)?.into_array(rows)?;
+                match values.data_type() {
+                    DataType::Int8 => sum(sums, seen, ids, values.as_primitive::<Int8Type>()),
+                    DataType::Int16 => sum(sums, seen, ids, values.as_primitive::<Int16Type>()),
+                    DataType::Int32 => sum(sums, seen, ids, values.as_primitive::<Int32Type>()),
+                    DataType::UInt8 => sum(sums, seen, ids, values.as_primitive::<UInt8Type>()),
+                    DataType::UInt16 => sum(sums, seen, ids, values.as_primitive::<UInt16Type>()),
+                    DataType::UInt32 => sum(sums, seen, ids, values.as_primitive::<UInt32Type>()),
+                    _ => sum(sums, seen, ids, values.as_primitive::<Int64Type>()),
+                }
             }
             Accumulator::DataFusion(accumulator) => {
                 let values: Vec<ArrayRef> = arguments.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<_>>()?;
@@ -309,7 +323,7 @@ impl Accumulator {
                 let counts: Int64Array = std::mem::take(counts).iter().map(total).collect::<Vec<_>>().into();
                 vec![Arc::new(counts)]
             }
-            Accumulator::Sum { sums, seen } => {
+            Accumulator::Sum { sums, seen, .. } => {
                 let values: Vec<i64> = std::mem::take(sums).iter().map(total).collect();
                 let seen = NullBuffer::from(std::mem::take(seen));
                 vec![Arc::new(Int64Array::new(values.into(), Some(seen)))]
@@ -327,10 +341,28 @@ fn count(counts: &mut Lanes, ids: &[usize], nulls: Option<&NullBuffer>) {
     }
 }
 
-/// Adds each value that is not null to its group's sum, wrapping on overflow.
-fn sum(sums: &mut Lanes, seen: &mut [bool], ids: &[usize], values: &Int64Array) {
-    let mut add = |(i, (&g, &v)): (usize, (&usize, &i64))| {
-        sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v);
+/// `argument` without a cast to BIGINT from a narrower integer (lossless, so summing the
+/// narrower values as BIGINT gives the same sums without building the cast column).
+fn unwidened(argument: &Arc<dyn PhysicalExpr>, input: &SchemaRef) -> Arc<dyn PhysicalExpr> {
+    let narrower = |e: &Arc<dyn PhysicalExpr>| {
+        matches!(
+            e.data_type(input),
+            Ok(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32)
+        )
+    };
+    match argument.downcast_ref::<CastExpr>() {
+        Some(cast) if *cast.cast_type() == DataType::Int64 && narrower(cast.expr()) => cast.expr().clone(),
+        _ => argument.clone(),
+    }
+}
+
+/// Adds each value that is not null to its group's sum (as BIGINT), wrapping on overflow.
+fn sum<T: ArrowPrimitiveType>(sums: &mut Lanes, seen: &mut [bool], ids: &[usize], values: &PrimitiveArray<T>)
+where
+    T::Native: Into<i64>,
+{
+    let mut add = |(i, (&g, &v)): (usize, (&usize, &T::Native))| {
+        sums[g][i % LANES] = sums[g][i % LANES].wrapping_add(v.into());
         seen[g] = true;
     };
     let rows = ids.iter().zip(values.values().iter()).enumerate();
