@@ -692,7 +692,10 @@ fn tables_are_written_in_row_groups_that_scan_in_parallel() {
 /// `group by` one text column (kiln's `OneKeyAggregateExec`): the same rows as DataFusion's own
 /// aggregation (which a second, redundant key leaves in place) for text short and long enough
 /// to leave its view, NULL keys and no rows; past its group limit, the hand-over to
-/// DataFusion's; and other key types left to DataFusion.
+/// DataFusion's; and other key types left to DataFusion. The key is read by its dictionary
+/// codes where no aggregate reads it, over row groups of 10,000 rows (a dictionary each), and
+/// over text whose dictionary outgrows its page (`wide`: Parquet's writer falls back to plain
+/// pages).
 #[test]
 fn group_by_one_column_as_datafusion_groups() {
     let tmp = tempfile::tempdir().unwrap();
@@ -715,10 +718,12 @@ fn group_by_one_column_as_datafusion_groups() {
             arrow_cast(cast(value % 6 as int), 'Date32') as day,
             to_timestamp(1700000000 + (value % 5) * 3600) as at,
             cast((value * 7919) % 60013 as varchar) as scattered,
-            case when value % 17 = 0 then null else value % 100 end as v
+            case when value % 17 = 0 then null else value % 100 end as v,
+            concat(repeat('a text to outgrow a dictionary page ', 4), cast(value % 40000 as varchar)) as wide
         from range(60000)\n",
     );
-    assert_eq!(run(d, &["run"]).status.code(), Some(0));
+    let out = kiln(d).arg("run").env("DATAFUSION_EXECUTION_PARQUET_MAX_ROW_GROUP_SIZE", "10000").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows = |sql: &str| {
         let out = run(d, &["show", "--inline", sql, "--limit", "100000", "-o", "json"]);
         assert_eq!(out.status.code(), Some(0), "{sql}\n{}", stderr(&out));
@@ -729,21 +734,26 @@ fn group_by_one_column_as_datafusion_groups() {
     let aggregates = "count(*) as n, count(v) as nv, count(short_text) as nk, sum(v) as total, \
         sum(case when id % 7 = 3 then null else id end) as partly, sum(tiny) as tiny_total, \
         min(v) as low, max(v) as high, avg(v) as mean";
-    for key in ["short_text", "mixed_text", "tiny", "small_unsigned", "big", "day", "at", "scattered"] {
+    // Without an aggregate of the key, a text key is read by its codes.
+    let by_code = "count(*) as n, sum(v) as total, max(v) as high, sum(tiny) as tiny_total";
+    let keys = ["short_text", "mixed_text", "tiny", "small_unsigned", "big", "day", "at", "scattered", "wide"];
+    for (key, aggregates) in keys.iter().flat_map(|k| [(k, aggregates), (k, by_code)]) {
         let ours = format!("select {key}, {aggregates} from main.keys group by {key}");
         let theirs = format!("select {key}, {aggregates} from main.keys group by {key}, {key} is null");
         let ordered = |sql: &str| format!("select * from ({sql}) g order by 1 nulls first");
         assert_eq!(rows(&ordered(&ours)), rows(&ordered(&theirs)), "group by {key}");
         let out = run(d, &["run-operation", "explain", "--args", &serde_json::json!({ "sql": ours }).to_string()]);
         let plan = stdout(&out) + &stderr(&out);
-        let text = ["short_text", "mixed_text", "scattered"].contains(&key);
+        let text = ["short_text", "mixed_text", "scattered", "wide"].contains(key);
         assert_eq!(plan.contains("OneKeyAggregateExec"), text, "group by {key}:\n{plan}");
+        let reads_key = aggregates.contains(&format!("({key})"));
+        assert_eq!(plan.contains(&format!("gby=[{key}@") ) && plan.contains(" by code]"), text && !reads_key, "group by {key}:\n{plan}");
         // No rows at all: no groups.
         let none = format!("select count(*) as n from (select {key}, count(*) from main.keys where v < 0 group by {key}) g");
         assert_eq!(rows(&none).trim(), r#"{"n":0}"#, "group by {key}");
         // 60,000 distinct keys outgrow the groups one partition keeps: DataFusion takes over.
         if text {
-            assert_eq!(!plan.contains("handed_over=0"), key == "scattered", "group by {key}:\n{plan}");
+            assert_eq!(!plan.contains("handed_over=0"), ["scattered", "wide"].contains(key), "group by {key}:\n{plan}");
         }
     }
 }

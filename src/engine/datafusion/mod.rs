@@ -392,7 +392,7 @@ impl DataFusionEngine {
         let mut rules = state.physical_optimizers().to_vec();
         rules.push(Arc::new(partition_top_k::PartitionTopKRule));
         rules.push(Arc::new(sorted_window::SortedWindowRule));
-        rules.push(Arc::new(one_key_aggregate::OneKeyAggregateRule));
+        rules.push(Arc::new(one_key_aggregate::OneKeyAggregateRule { warehouse: std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()) }));
         let ctx = SessionContext::new_with_state(
             datafusion::execution::SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules).build(),
         );

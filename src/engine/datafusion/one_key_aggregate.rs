@@ -21,23 +21,32 @@
 //! emission that many groups need. Below that, its groups are not reserved from the memory
 //! pool: a few MB at most.
 
-use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, Int64Array, PrimitiveArray, RecordBatch, StringViewArray, StringViewBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, DictionaryArray, Int64Array, PrimitiveArray, RecordBatch, StringArray, StringViewArray,
+    StringViewBuilder,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::buffer::{Buffer, NullBuffer};
-use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type};
+use datafusion::arrow::datatypes::{DataType, Schema, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::CastExpr;
+use datafusion::datasource::physical_plan::{FileGroup, FileSource, FileScanConfig, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{DisplayAs, Partitioning, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 
@@ -47,12 +56,16 @@ const MAX_GROUPS: usize = 1 << 14;
 /// Replaces a partial `AggregateExec` grouped by one `Utf8View` column, without
 /// grouping sets, `FILTER`, ordered or distinct aggregates or a limit, with a
 /// [`OneKeyAggregateExec`].
+/// Where its input is a scan of a warehouse table (under `warehouse`), the key column is read as
+/// a dictionary (see [`dictionary_scan`]).
 #[derive(Debug)]
-pub struct OneKeyAggregateRule;
+pub struct OneKeyAggregateRule {
+    pub warehouse: std::path::PathBuf,
+}
 
 impl PhysicalOptimizerRule for OneKeyAggregateRule {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| Ok(replacement(&node).map_or_else(|| Transformed::no(node), Transformed::yes))).data()
+        plan.transform_up(|node| Ok(self.replacement(&node).map_or_else(|| Transformed::no(node), Transformed::yes))).data()
     }
 
     fn name(&self) -> &str {
@@ -64,20 +77,85 @@ impl PhysicalOptimizerRule for OneKeyAggregateRule {
     }
 }
 
-fn replacement(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
-    let aggregate = node.downcast_ref::<AggregateExec>()?;
-    let group_by = aggregate.group_expr();
-    let [(key, _)] = group_by.expr() else { return None };
-    let plain = *aggregate.mode() == AggregateMode::Partial
-        && !group_by.has_grouping_set()
-        && aggregate.limit_options().is_none()
-        && *aggregate.input_order_mode() == InputOrderMode::Linear
-        && aggregate.filter_expr().iter().all(Option::is_none)
-        && aggregate.aggr_expr().iter().all(|a| a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct());
-    let text = key.data_type(&aggregate.input_schema()).ok()? == DataType::Utf8View;
-    (plain && text).then(|| {
-        Arc::new(OneKeyAggregateExec { replaced: node.clone(), metrics: ExecutionPlanMetricsSet::new() }) as Arc<dyn ExecutionPlan>
-    })
+impl OneKeyAggregateRule {
+    fn replacement(&self, node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        let aggregate = node.downcast_ref::<AggregateExec>()?;
+        let group_by = aggregate.group_expr();
+        let [(key, _)] = group_by.expr() else { return None };
+        let plain = *aggregate.mode() == AggregateMode::Partial
+            && !group_by.has_grouping_set()
+            && aggregate.limit_options().is_none()
+            && *aggregate.input_order_mode() == InputOrderMode::Linear
+            && aggregate.filter_expr().iter().all(Option::is_none)
+            && aggregate.aggr_expr().iter().all(|a| a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct());
+        let text = key.data_type(&aggregate.input_schema()).ok()? == DataType::Utf8View;
+        if !(plain && text) {
+            return None;
+        }
+        let input = self.dictionary_input(aggregate, key).unwrap_or_else(|| aggregate.input().clone());
+        Some(Arc::new(OneKeyAggregateExec { replaced: node.clone(), input, metrics: ExecutionPlanMetricsSet::new() }))
+    }
+
+    /// The aggregate's input with its key read as a dictionary, where the input is a scan of
+    /// warehouse tables and no aggregate reads the key.
+    fn dictionary_input(&self, aggregate: &AggregateExec, key: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn ExecutionPlan>> {
+        let column = key.downcast_ref::<Column>()?;
+        let arguments = aggregate.aggr_expr().iter().flat_map(|a| a.expressions());
+        if arguments.flat_map(|e| collect_columns(&e)).any(|c| c.index() == column.index()) {
+            return None;
+        }
+        dictionary_input(aggregate.input(), column.index(), &self.warehouse)
+    }
+}
+
+/// `plan` with its output column `column` read as a dictionary: a Parquet scan of warehouse
+/// tables (see [`dictionary_scan`]), or a round-robin repartition of one.
+fn dictionary_input(plan: &Arc<dyn ExecutionPlan>, column: usize, warehouse: &std::path::Path) -> Option<Arc<dyn ExecutionPlan>> {
+    match plan.downcast_ref::<RepartitionExec>() {
+        Some(repartition) if matches!(repartition.partitioning(), Partitioning::RoundRobinBatch(_)) => {
+            let input = dictionary_input(repartition.input(), column, warehouse)?;
+            replace_children_if_necessary(plan.clone(), vec![input]).ok()
+        }
+        Some(_) => None,
+        None => dictionary_scan(plan, column, warehouse),
+    }
+}
+
+/// `scan` (a Parquet scan of warehouse tables, without a filter) with its output column
+/// `column` read as `Dictionary(Int32, Utf8)`: Parquet's reader then gives each text column
+/// chunk's dictionary and the rows' codes, where as `Utf8View` it copies a view per row, and
+/// [`Table::intern_dictionary`] finds a group per code instead of per row. Only kiln's own
+/// tables: each version is one file with the table's schema, which the reader is told (as
+/// each file's schema) so that it reads the dictionary instead of casting to it.
+fn dictionary_scan(scan: &Arc<dyn ExecutionPlan>, column: usize, warehouse: &std::path::Path) -> Option<Arc<dyn ExecutionPlan>> {
+    let config = scan.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<FileScanConfig>()?;
+    let source = config.file_source().downcast_ref::<ParquetSource>()?;
+    let projection = source.projection()?;
+    let table_column = projection.as_ref().get(column)?.expr.downcast_ref::<Column>()?.index();
+    let file_schema = source.table_schema().file_schema();
+    let field = file_schema.fields().get(table_column)?;
+    let files = || config.file_groups.iter().flat_map(|g| g.iter());
+    let own = files().all(|f| f.arrow_schema.is_none() && std::path::Path::new("/").join(f.object_meta.location.as_ref()).starts_with(warehouse));
+    if source.filter().is_some() || *field.data_type() != DataType::Utf8View || !own {
+        return None;
+    }
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let mut fields = file_schema.fields().to_vec();
+    fields[table_column] = Arc::new(field.as_ref().clone().with_data_type(dictionary));
+    let read_as = Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone()));
+    let table = TableSchema::builder(read_as.clone()).with_table_partition_cols(source.table_schema().table_partition_cols().to_vec()).build();
+    let mut with_dictionary = ParquetSource::new(table).with_table_parquet_options(source.table_parquet_options().clone());
+    if let Some(factory) = source.parquet_file_reader_factory() {
+        with_dictionary = with_dictionary.with_parquet_file_reader_factory(factory.clone());
+    }
+    let with_dictionary = with_dictionary.try_pushdown_projection(projection).ok()??;
+    let groups = config
+        .file_groups
+        .iter()
+        .map(|g| FileGroup::new(g.iter().map(|f| f.clone().with_arrow_schema(read_as.clone())).collect()))
+        .collect();
+    let config = FileScanConfigBuilder::from(config.clone()).with_source(with_dictionary).with_file_groups(groups).build();
+    Some(DataSourceExec::from_data_source(config))
 }
 
 /// A partial aggregation grouped by one text column (see the module's documentation).
@@ -86,6 +164,9 @@ pub struct OneKeyAggregateExec {
     /// The partial `AggregateExec` it stands for: its input, aggregates and output schema, and
     /// what runs past [`MAX_GROUPS`].
     replaced: Arc<dyn ExecutionPlan>,
+    /// What it reads: the replaced aggregate's input, or the same with the key read as a
+    /// dictionary.
+    input: Arc<dyn ExecutionPlan>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -103,7 +184,8 @@ impl OneKeyAggregateExec {
 impl DisplayAs for OneKeyAggregateExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let aggregates: Vec<&str> = self.aggregate().aggr_expr().iter().map(|a| a.name()).collect();
-        write!(f, "OneKeyAggregateExec: gby=[{}], aggr=[{}]", self.key(), aggregates.join(", "))
+        let codes = matches!(self.key().data_type(&self.input.schema()), Ok(DataType::Dictionary(..)));
+        write!(f, "OneKeyAggregateExec: gby=[{}{}], aggr=[{}]", self.key(), if codes { " by code" } else { "" }, aggregates.join(", "))
     }
 }
 
@@ -117,7 +199,7 @@ impl ExecutionPlan for OneKeyAggregateExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![self.aggregate().input()]
+        vec![&self.input]
     }
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
@@ -130,8 +212,8 @@ impl ExecutionPlan for OneKeyAggregateExec {
 
     #[allow(deprecated)] // the trait still requires it (DataFusion 55)
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let replaced = replace_children_if_necessary(self.replaced.clone(), children)?;
-        Ok(Arc::new(OneKeyAggregateExec { replaced, metrics: ExecutionPlanMetricsSet::new() }))
+        let [input] = <[_; 1]>::try_from(children).map_err(|_| internal_datafusion_err!("one child expected"))?;
+        Ok(Arc::new(OneKeyAggregateExec { replaced: self.replaced.clone(), input, metrics: ExecutionPlanMetricsSet::new() }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -139,7 +221,7 @@ impl ExecutionPlan for OneKeyAggregateExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let input = self.aggregate().input().execute(partition, context.clone())?;
+        let input = self.input.execute(partition, context.clone())?;
         let schema = self.schema();
         let groups = Groups::new(self)?;
         let metrics = Metrics {
@@ -181,15 +263,22 @@ async fn aggregate(
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, done)))
 }
 
-/// Runs the replaced `AggregateExec` over `batch` and the rest of `input`.
+/// Runs the replaced `AggregateExec` over `batch` and the rest of `input` (with a key read as
+/// a dictionary cast back to the text it planned for).
 fn hand_over(
     replaced: &Arc<dyn ExecutionPlan>,
     batch: RecordBatch,
     input: SendableRecordBatchStream,
     context: Arc<TaskContext>,
 ) -> Result<SendableRecordBatchStream> {
-    let schema = input.schema();
-    let replay = futures::stream::iter([Ok(batch)]).chain(input);
+    let schema = replaced.downcast_ref::<AggregateExec>().expect("built from an AggregateExec").input_schema();
+    let planned = schema.clone();
+    let as_planned = move |batch: Result<RecordBatch>| -> Result<RecordBatch> {
+        let batch = batch?;
+        let columns = batch.columns().iter().zip(planned.fields()).map(|(c, f)| cast(c, f.data_type())).collect::<Result<_, _>>()?;
+        Ok(RecordBatch::try_new(planned.clone(), columns)?)
+    };
+    let replay = futures::stream::iter([Ok(batch)]).chain(input).map(as_planned);
     let leaf = super::partition_top_k::replayed(Box::pin(RecordBatchStreamAdapter::new(schema, replay)))?;
     replace_children_if_necessary(replaced.clone(), vec![leaf])?.execute(0, context)
 }
@@ -227,7 +316,10 @@ impl Groups {
         }
         let keys = self.key.evaluate(batch)?.into_array(rows)?;
         self.ids.resize(rows, 0);
-        self.table.intern_views(keys.as_string_view(), &mut self.ids);
+        match keys.as_dictionary_opt::<Int32Type>() {
+            Some(keys) => self.table.intern_dictionary(keys, &mut self.ids),
+            None => self.table.intern_views(keys.as_string_view(), &mut self.ids),
+        }
         let groups = self.table.len();
         for (accumulator, arguments) in self.accumulators.iter_mut().zip(&self.arguments) {
             accumulator.update(arguments, batch, &self.ids, groups)?;
@@ -393,7 +485,14 @@ struct Table {
     long: Vec<(usize, usize)>,
     bytes: Vec<u8>,
     null_group: Option<usize>,
+    /// The dictionary of the last batch read as one (kept, so that its address is not another's),
+    /// and the group of each of its codes ([`UNSEEN`] for codes not seen yet).
+    dictionary: Option<ArrayRef>,
+    code_groups: Vec<u32>,
 }
+
+/// A code of the dictionary whose group is not known yet.
+const UNSEEN: u32 = u32::MAX;
 
 /// The slot of `key` in a table of `64 - shift` bits (Fibonacci hashing of its folded halves).
 fn slot_of(key: u128, shift: u32) -> usize {
@@ -544,6 +643,44 @@ impl Table {
         let (buffer, offset) = ((view >> 64) as u32 as usize, (view >> 96) as u32 as usize);
         let text = &buffers[buffer][offset..offset + len];
         self.intern(long_key(text), Some(text))
+    }
+
+    /// Each row's group in `ids`, by its code: a dictionary's text is interned once, at its
+    /// code's first row. Parquet's reader gives one dictionary per column chunk, so most
+    /// batches reuse the codes' groups of the batch before.
+    fn intern_dictionary(&mut self, keys: &DictionaryArray<Int32Type>, ids: &mut [usize]) {
+        let values = keys.values();
+        if !self.dictionary.as_ref().is_some_and(|d| Arc::ptr_eq(d, values)) {
+            self.dictionary = Some(values.clone());
+            self.code_groups = vec![UNSEEN; values.len()];
+        }
+        let texts = values.as_string::<i32>();
+        let codes = keys.keys().values();
+        match keys.logical_nulls().filter(|n| n.null_count() > 0) {
+            None => ids.iter_mut().zip(codes).for_each(|(id, &code)| *id = self.code_group(texts, code as usize)),
+            Some(nulls) => ids.iter_mut().zip(codes).zip(nulls.iter()).for_each(|((id, &code), valid)| {
+                *id = if valid { self.code_group(texts, code as usize) } else { self.null_id() };
+            }),
+        }
+    }
+
+    #[inline(always)]
+    fn code_group(&mut self, texts: &StringArray, code: usize) -> usize {
+        let g = self.code_groups[code];
+        if g != UNSEEN {
+            return g as usize;
+        }
+        let text = texts.value(code).as_bytes();
+        let g = if text.len() <= 12 {
+            let mut view = [0u8; 16];
+            view[..4].copy_from_slice(&(text.len() as u32).to_le_bytes());
+            view[4..4 + text.len()].copy_from_slice(text);
+            self.intern(u128::from_le_bytes(view), None)
+        } else {
+            self.intern(long_key(text), Some(text))
+        };
+        self.code_groups[code] = g as u32;
+        g
     }
 
     /// The groups' keys as a text column, in group order.
