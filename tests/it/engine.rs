@@ -747,7 +747,7 @@ fn group_by_one_column_as_datafusion_groups() {
         let text = ["short_text", "mixed_text", "scattered", "wide"].contains(key);
         assert_eq!(plan.contains("OneKeyAggregateExec"), text, "group by {key}:\n{plan}");
         let reads_key = aggregates.contains(&format!("({key})"));
-        assert_eq!(plan.contains(&format!("gby=[{key}@") ) && plan.contains(" by code]"), text && !reads_key, "group by {key}:\n{plan}");
+        assert_eq!(plan.contains(&format!("gby=[{key}@")) && plan.contains(" by code]"), text && !reads_key, "group by {key}:\n{plan}");
         // No rows at all: no groups.
         let none = format!("select count(*) as n from (select {key}, count(*) from main.keys where v < 0 group by {key}) g");
         assert_eq!(rows(&none).trim(), r#"{"n":0}"#, "group by {key}");

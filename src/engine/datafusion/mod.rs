@@ -392,7 +392,9 @@ impl DataFusionEngine {
         let mut rules = state.physical_optimizers().to_vec();
         rules.push(Arc::new(partition_top_k::PartitionTopKRule));
         rules.push(Arc::new(sorted_window::SortedWindowRule));
-        rules.push(Arc::new(one_key_aggregate::OneKeyAggregateRule { warehouse: std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()) }));
+        rules.push(Arc::new(one_key_aggregate::OneKeyAggregateRule {
+            warehouse: std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()),
+        }));
         let ctx = SessionContext::new_with_state(
             datafusion::execution::SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules).build(),
         );
@@ -898,8 +900,7 @@ impl DataFusionEngine {
         rd.filter_map(Result::ok)
             .filter(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                n.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v + 1 < current || v > current)
-                    && e.path().is_dir()
+                n.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v + 1 < current || v > current) && e.path().is_dir()
             })
             .map(|e| e.path())
             .collect()

@@ -8,9 +8,11 @@
 //! partial `AggregateExec` grouped by one text column as DataFusion reads text from Parquet
 //! (`Utf8View`). It finds each row's group in a small open-addressing table keyed by the
 //! value's view: a text of up to 12 bytes is all in it, compared as one 128-bit number; longer
-//! text is compared by its bytes; each slot holds its key, so a probe reads one slot. `count`
-//! and `sum` of BIGINT accumulate in loops of their own (see [`Accumulator`]); every other
-//! aggregate is DataFusion's own group accumulator. Either way its output is the partial state
+//! text is compared by its bytes; each slot holds its key, so a probe reads one slot. Over a
+//! warehouse table, the key column is read as Parquet stores it, a dictionary and a code per
+//! row, and the group of each code is found once. `count` and `sum` of BIGINT accumulate in
+//! loops of their own (see [`Accumulator`]); every other aggregate is DataFusion's own group
+//! accumulator. Either way its output is the partial state
 //! the final aggregation expects, and the results are DataFusion's. Integer keys stay with
 //! DataFusion, whose interner for them is already direct (they are mostly ids, with many
 //! groups).
@@ -25,28 +27,30 @@ use datafusion::arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, DictionaryArray, Int64Array, PrimitiveArray, RecordBatch, StringArray, StringViewArray,
     StringViewBuilder,
 };
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::buffer::{Buffer, NullBuffer};
-use datafusion::arrow::datatypes::{DataType, Schema, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Int8Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef, UInt8Type, UInt16Type, UInt32Type,
+};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_datafusion_err};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::datasource::physical_plan::{FileGroup, FileSource, FileScanConfig, FileScanConfigBuilder, ParquetSource};
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::datasource::table_schema::TableSchema;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::utils::collect_columns;
-use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{DisplayAs, Partitioning, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 
@@ -55,9 +59,8 @@ const MAX_GROUPS: usize = 1 << 14;
 
 /// Replaces a partial `AggregateExec` grouped by one `Utf8View` column, without
 /// grouping sets, `FILTER`, ordered or distinct aggregates or a limit, with a
-/// [`OneKeyAggregateExec`].
-/// Where its input is a scan of a warehouse table (under `warehouse`), the key column is read as
-/// a dictionary (see [`dictionary_scan`]).
+/// [`OneKeyAggregateExec`]. Where its input is a scan of warehouse tables (under `warehouse`)
+/// and no aggregate reads the key, the key is read as a dictionary (see [`dictionary_scan`]).
 #[derive(Debug)]
 pub struct OneKeyAggregateRule {
     pub warehouse: std::path::PathBuf,
@@ -135,7 +138,8 @@ fn dictionary_scan(scan: &Arc<dyn ExecutionPlan>, column: usize, warehouse: &std
     let file_schema = source.table_schema().file_schema();
     let field = file_schema.fields().get(table_column)?;
     let files = || config.file_groups.iter().flat_map(|g| g.iter());
-    let own = files().all(|f| f.arrow_schema.is_none() && std::path::Path::new("/").join(f.object_meta.location.as_ref()).starts_with(warehouse));
+    let own =
+        files().all(|f| f.arrow_schema.is_none() && std::path::Path::new("/").join(f.object_meta.location.as_ref()).starts_with(warehouse));
     if source.filter().is_some() || *field.data_type() != DataType::Utf8View || !own {
         return None;
     }
@@ -143,7 +147,8 @@ fn dictionary_scan(scan: &Arc<dyn ExecutionPlan>, column: usize, warehouse: &std
     let mut fields = file_schema.fields().to_vec();
     fields[table_column] = Arc::new(field.as_ref().clone().with_data_type(dictionary));
     let read_as = Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone()));
-    let table = TableSchema::builder(read_as.clone()).with_table_partition_cols(source.table_schema().table_partition_cols().to_vec()).build();
+    let table =
+        TableSchema::builder(read_as.clone()).with_table_partition_cols(source.table_schema().table_partition_cols().to_vec()).build();
     let mut with_dictionary = ParquetSource::new(table).with_table_parquet_options(source.table_parquet_options().clone());
     if let Some(factory) = source.parquet_file_reader_factory() {
         with_dictionary = with_dictionary.with_parquet_file_reader_factory(factory.clone());
