@@ -189,6 +189,45 @@ fn killed_build_leaves_previous_version_readable() {
     assert_eq!(versions, vec!["v2", "v3"]);
 }
 
+/// Stale versions are removed after a table is published, off the model's path, and are gone
+/// once the engine is dropped; a table dropped and written again at once (its first version is
+/// `v1` again) keeps its new version, which a removal still running must not take.
+#[test]
+fn a_table_dropped_and_written_again_keeps_its_new_version() {
+    use kiln::engine::datafusion::{DataFusionEngine, MemorySettings};
+    use kiln::engine::{Engine, Materialization, RelationName};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("warehouse");
+    let lock = kiln::engine::datafusion::lock::WriterLock::try_acquire(&root, "test").unwrap().expect("free");
+    let e = DataFusionEngine::open(&root, "db", "main", &MemorySettings { limit: None, spill_dir: None }, Default::default(), Some(lock))
+        .unwrap();
+    let t = RelationName { database: "db".into(), schema: "main".into(), name: "t".into() };
+    let dir = root.join("db/main/t");
+    for round in 0..20 {
+        for n in 1..=3 {
+            e.materialize(&t, &Materialization::table(format!("select * from range({n})")), &[]).unwrap();
+        }
+        // Publishing v3 left v1 to be removed; drop the table and write it again as v1.
+        e.execute(r#"drop table "db"."main"."t""#).unwrap();
+        e.materialize(&t, &Materialization::table("select * from range(7)"), &[]).unwrap();
+        let n = e.query(r#"select count(*) from "db"."main"."t""#, None).unwrap().rows[0][0].clone();
+        assert_eq!(n, serde_json::json!(7), "round {round}");
+        assert!(dir.join("v1/part-0.parquet").is_file(), "round {round}");
+    }
+    // v2, v3, v4: v1 and v2 go in the background, and dropping the engine waits for them.
+    for n in 2..=4 {
+        e.materialize(&t, &Materialization::table(format!("select * from range({n})")), &[]).unwrap();
+    }
+    drop(e);
+    let mut versions: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|v| v.starts_with('v'))
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["v3", "v4"]);
+}
+
 #[test]
 fn external_sources_in_csv_parquet_and_json() {
     let tmp = tempfile::tempdir().unwrap();

@@ -62,6 +62,9 @@ pub struct DataFusionEngine {
     /// Databases of other warehouses (the target's `attach`), readable and never written: by
     /// name, the warehouse each comes from.
     attached: Mutex<std::collections::BTreeMap<String, PathBuf>>,
+    /// Removals of stale table versions still running (see
+    /// [`DataFusionEngine::remove_in_background`]).
+    removing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct ViewDef {
@@ -410,6 +413,7 @@ impl DataFusionEngine {
             writes: true,
             cancel: std::sync::OnceLock::new(),
             attached: Mutex::default(),
+            removing: Mutex::default(),
         }
     }
 
@@ -531,6 +535,7 @@ impl DataFusionEngine {
             return Ok(false);
         }
         if stored {
+            self.settle_removals();
             std::fs::remove_dir_all(&dir).map_err(|e| io_err("dropping a relation", e))?;
         }
         self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&view_memo::key(&r.database, &r.schema, &r.name));
@@ -552,6 +557,7 @@ impl DataFusionEngine {
         }
         let dir = self.schema_dir(database, schema);
         if dir.exists() {
+            self.settle_removals();
             std::fs::remove_dir_all(&dir).map_err(|e| io_err("dropping a schema", e))?;
         }
         Ok(true)
@@ -906,17 +912,29 @@ impl DataFusionEngine {
             .collect()
     }
 
-    /// Removes `stale` (listed when its table was published, so never a version written
-    /// later) on the runtime's blocking pool, off the model's path: unlinking a 1M-row
-    /// version takes about 0.3 ms. Dropping the engine waits for it; a process killed first
-    /// leaves them to the next publish or load of the warehouse.
+    /// Removes `stale` (listed when its table was published) on the runtime's blocking pool,
+    /// off the model's path: unlinking a version takes about 0.3 ms here. Anything that
+    /// creates or deletes version directories first waits for it ([`Self::settle_removals`]);
+    /// so does dropping the engine. A process killed first leaves them to the next publish or
+    /// load of the warehouse.
     fn remove_in_background(&self, stale: Vec<PathBuf>) {
         if !stale.is_empty() {
-            self.rt.spawn_blocking(move || {
+            let removal = self.rt.spawn_blocking(move || {
                 stale.iter().for_each(|v| {
                     let _ = std::fs::remove_dir_all(v);
                 })
             });
+            self.removing.lock().unwrap_or_else(|e| e.into_inner()).push(removal);
+        }
+    }
+
+    /// Waits for the removals still running, so that none removes a directory made after it
+    /// (a table dropped and written again gets `v1` again). The lock is held while waiting:
+    /// no other thread passes here before they are done.
+    fn settle_removals(&self) {
+        let mut removing = self.removing.lock().unwrap_or_else(|e| e.into_inner());
+        for removal in removing.drain(..) {
+            let _ = self.block(removal);
         }
     }
 
@@ -942,6 +960,7 @@ impl DataFusionEngine {
     /// Writes the result of `df` as the next version of `r` and publishes it, unless a check
     /// finds offending rows in it.
     fn write_table(&self, r: &RelationName, df: DataFrame, checks: &[Check]) -> Result<u64, EngineError> {
+        self.settle_removals();
         let dir = self.create_rel_dir(r)?;
         let mut next = Self::current_version(&dir).unwrap_or(0) + 1;
         // Skip past partial versions a killed build may have left.
@@ -1202,6 +1221,7 @@ impl Engine for DataFusionEngine {
                 let dir = self.create_rel_dir(r)?;
                 write_atomic(&dir.join(VIEW_FILE), &serde_json::json!({"sql": sql}).to_string())?;
                 if dir.join(TABLE_POINTER).exists() {
+                    self.settle_removals();
                     Self::remove_old_versions(&dir, u64::MAX);
                     let _ = std::fs::remove_file(dir.join(TABLE_POINTER));
                 }
