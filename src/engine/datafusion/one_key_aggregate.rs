@@ -137,9 +137,11 @@ fn dictionary_scan(scan: &Arc<dyn ExecutionPlan>, column: usize, warehouse: &std
     let table_column = projection.as_ref().get(column)?.expr.downcast_ref::<Column>()?.index();
     let file_schema = source.table_schema().file_schema();
     let field = file_schema.fields().get(table_column)?;
-    let files = || config.file_groups.iter().flat_map(|g| g.iter());
-    let own =
-        files().all(|f| f.arrow_schema.is_none() && std::path::Path::new("/").join(f.object_meta.location.as_ref()).starts_with(warehouse));
+    let own = config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .all(|f| f.arrow_schema.is_none() && std::path::Path::new("/").join(f.object_meta.location.as_ref()).starts_with(warehouse));
     if source.filter().is_some() || *field.data_type() != DataType::Utf8View || !own {
         return None;
     }
