@@ -180,13 +180,18 @@ fn killed_build_leaves_previous_version_readable() {
     // A third load: the version before the current one stays for readers that opened earlier,
     // older ones go.
     assert_eq!(run(d, &["seed"]).status.code(), Some(0));
-    let mut versions: Vec<String> = std::fs::read_dir(&table_dir)
+    assert_eq!(versions(&table_dir), ["v2", "v3"]);
+}
+
+/// The version directories of a table, in order.
+fn versions(table_dir: &Path) -> Vec<String> {
+    let mut versions: Vec<String> = std::fs::read_dir(table_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('v'))
         .collect();
     versions.sort();
-    assert_eq!(versions, vec!["v2", "v3"]);
+    versions
 }
 
 /// Stale versions are removed after a table is published, off the model's path, and are gone
@@ -219,13 +224,7 @@ fn a_table_dropped_and_written_again_keeps_its_new_version() {
         e.materialize(&t, &Materialization::table(format!("select * from range({n})")), &[]).unwrap();
     }
     drop(e);
-    let mut versions: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|v| v.starts_with('v'))
-        .collect();
-    versions.sort();
-    assert_eq!(versions, ["v3", "v4"]);
+    assert_eq!(versions(&dir), ["v3", "v4"]);
 }
 
 #[test]
