@@ -95,13 +95,13 @@ impl OneKeyAggregateRule {
         if !(plain && text) {
             return None;
         }
-        let input = self.dictionary_input(aggregate, key).unwrap_or_else(|| aggregate.input().clone());
+        let input = self.input_by_code(aggregate, key).unwrap_or_else(|| aggregate.input().clone());
         Some(Arc::new(OneKeyAggregateExec { replaced: node.clone(), input, metrics: ExecutionPlanMetricsSet::new() }))
     }
 
     /// The aggregate's input with its key read as a dictionary, where the input is a scan of
     /// warehouse tables and no aggregate reads the key.
-    fn dictionary_input(&self, aggregate: &AggregateExec, key: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn ExecutionPlan>> {
+    fn input_by_code(&self, aggregate: &AggregateExec, key: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn ExecutionPlan>> {
         let column = key.downcast_ref::<Column>()?;
         let arguments = aggregate.aggr_expr().iter().flat_map(|a| a.expressions());
         if arguments.flat_map(|e| collect_columns(&e)).any(|c| c.index() == column.index()) {
